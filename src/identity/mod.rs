@@ -1,0 +1,138 @@
+//! Who is asking: the identity a provider vouches for, and the provider contract.
+//!
+//! A provider answers one question for a username and secret, and its answer is one of the outcomes of
+//! [`Outcome`]. "The directory is down" is not an outcome but an error ([`Unavailable`]), because the caller
+//! treats it differently: it stops the chain with a 503 (or serves a cached identity) instead of a 401.
+
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use async_trait_free::BoxFuture;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+/// How the caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    /// No credentials at all.
+    Anonymous,
+    /// A username and password (or robot secret) checked by a provider.
+    Password,
+    /// A tollgate refresh token, through `grant_type=refresh_token` or as a Basic password.
+    RefreshToken,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Anonymous => "anonymous",
+            AuthMethod::Password => "password",
+            AuthMethod::RefreshToken => "refresh_token",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "anonymous" => Some(AuthMethod::Anonymous),
+            "password" => Some(AuthMethod::Password),
+            "refresh_token" => Some(AuthMethod::RefreshToken),
+            _ => None,
+        }
+    }
+}
+
+/// An authenticated (or anonymous) principal.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Identity {
+    /// The username; empty for the anonymous identity.
+    pub username: String,
+    /// The name of the provider that vouched for it; empty for anonymous.
+    pub provider: String,
+    /// Group names, already mapped to the short form the rules file uses.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Extra attributes from the provider (OIDC claims, LDAP attributes, account labels).
+    #[serde(default)]
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+impl Identity {
+    pub fn anonymous() -> Self {
+        Identity::default()
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        self.username.is_empty()
+    }
+}
+
+/// Everything the policy may look at besides the requested scope.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub identity: Identity,
+    pub auth_method: AuthMethod,
+    pub client_ip: IpAddr,
+    /// The registry service (token audience) the token is for.
+    pub service: String,
+}
+
+/// What one provider says about a username and secret.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// The credentials are good: here is who it is.
+    Authenticated(Identity),
+    /// This provider does not know the user; the chain asks the next provider.
+    NotMine,
+    /// This provider knows the user and refuses: wrong password, disabled, expired. The chain stops with 401.
+    /// The reason is for the log only; the client never sees it.
+    Rejected(String),
+}
+
+/// The provider could not answer (network, timeout, server error). The chain stops with a 503 unless a
+/// cached identity may be served. The message is for the log and must not contain a secret.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("provider {provider} unavailable: {message}")]
+pub struct Unavailable {
+    pub provider: String,
+    pub message: String,
+}
+
+/// What a provider says when a refresh token comes back for a user it vouched for earlier.
+#[derive(Debug, Clone)]
+pub enum Recheck {
+    /// The account still exists and is enabled; here is its current identity (groups may have changed).
+    Current(Identity),
+    /// The account is gone, disabled or expired: the refresh token must be refused.
+    Gone(String),
+}
+
+/// An identity provider. Implementations must be cheap to call concurrently.
+pub trait Provider: Send + Sync {
+    /// The configured name, unique in the chain. It is recorded in identities and refresh tokens.
+    fn name(&self) -> &str;
+
+    /// Check a username and secret.
+    fn authenticate<'a>(
+        &'a self,
+        username: &'a str,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<Outcome, Unavailable>>;
+
+    /// Re-read the account behind a refresh token: does it still exist, is it enabled, what are its groups now.
+    fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>>;
+
+    /// A number that changes whenever the provider's own data changes (an accounts file reloaded). Cached
+    /// identities from an older generation are discarded, so a disabled robot stops working at once.
+    fn generation(&self) -> u64 {
+        0
+    }
+}
+
+/// Boxed futures for the object-safe provider trait, without pulling in a macro crate.
+pub mod async_trait_free {
+    use std::future::Future;
+    use std::pin::Pin;
+    pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+}

@@ -1,0 +1,8 @@
+//! tollgate: a token server for container registries.
+//!
+//! The library holds everything; `main.rs` only parses the command line and calls in here, so the
+//! integration tests can build a router and call it without a socket.
+
+pub mod identity;
+pub mod policy;
+pub mod scope;

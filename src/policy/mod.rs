@@ -1,0 +1,1 @@
+//! The policy engine: rules files compiled once, evaluated per scope with no I/O.
