@@ -6,3 +6,5 @@
 pub mod identity;
 pub mod policy;
 pub mod scope;
+pub mod revocation;
+pub mod token;

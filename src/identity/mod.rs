@@ -136,3 +136,7 @@ pub mod async_trait_free {
     use std::pin::Pin;
     pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 }
+
+pub mod accounts;
+pub mod cache;
+pub mod chain;

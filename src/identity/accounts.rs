@@ -1,0 +1,486 @@
+//! The static accounts provider: people and robots in one YAML file, with bcrypt or argon2 hashes only.
+//!
+//! The file is re-read when it changes (checked on every call: one `stat`), so `tollgate robot add` or an
+//! edit that disables a robot takes effect at once. A file that no longer validates is reported and the last
+//! good version stays in force. Unknown usernames are checked against a dummy hash of the same kind and
+//! cost as the real ones, so response time does not reveal which usernames exist.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::Argon2;
+use ring::rand::SecureRandom as _;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::async_trait_free::BoxFuture;
+use super::{Identity, Outcome, Provider, Recheck, Unavailable};
+
+/// One account as written in the file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountEntry {
+    /// REQUIRED. The login name; no `:` (Basic credentials cannot carry one) and no control characters.
+    pub username: String,
+    /// REQUIRED. A bcrypt (`$2b$…`) or argon2 (`$argon2id$…`) hash; `tollgate hash-password` makes one.
+    pub password_hash: String,
+    /// Group names for the rules file. Default: none.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Marks a machine account (CI). Exposed to the rules as the claim `robot: true`. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub robot: bool,
+    /// A disabled account is refused, and so are its refresh tokens. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// RFC 3339 time after which the account is refused. Default: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
+    /// Free text for people (who owns this robot, what for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The accounts file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountsFile {
+    #[serde(default)]
+    pub accounts: Vec<AccountEntry>,
+}
+
+#[derive(Debug, Clone)]
+enum HashKind {
+    Bcrypt,
+    Argon2,
+}
+
+#[derive(Debug, Clone)]
+struct Account {
+    entry: AccountEntry,
+    kind: HashKind,
+    expires_at: Option<u64>,
+}
+
+impl Account {
+    fn identity(&self, provider: &str) -> Identity {
+        let mut claims = BTreeMap::new();
+        claims.insert("robot".to_string(), serde_json::Value::Bool(self.entry.robot));
+        Identity {
+            username: self.entry.username.clone(),
+            provider: provider.to_string(),
+            groups: self.entry.groups.clone(),
+            claims,
+        }
+    }
+
+    /// Why the account may not log in now, if it may not.
+    fn refusal(&self) -> Option<String> {
+        if self.entry.disabled {
+            return Some("account is disabled".into());
+        }
+        match self.expires_at {
+            Some(t) if now() >= t => Some("account has expired".into()),
+            _ => None,
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// Parse and validate an accounts file; every problem is reported, each naming the account and field.
+pub fn parse_accounts(origin: &str, text: &str) -> Result<AccountsFile, Vec<String>> {
+    let file: AccountsFile = serde_norway::from_str(text).map_err(|e| vec![format!("{origin}: {e}")])?;
+    let mut errors = Vec::new();
+    let mut seen = HashMap::new();
+    for (i, a) in file.accounts.iter().enumerate() {
+        let at = format!("{origin}: accounts[{i}] ({:?})", a.username);
+        if let Err(e) = validate_username(&a.username) {
+            errors.push(format!("{at}.username: {e}"));
+        }
+        if let Some(first) = seen.insert(a.username.clone(), i) {
+            errors.push(format!("{at}.username: duplicate of accounts[{first}]"));
+        }
+        if let Err(e) = hash_kind(&a.password_hash) {
+            errors.push(format!("{at}.password_hash: {e}"));
+        }
+        if let Some(t) = &a.expires_at {
+            if humantime::parse_rfc3339_weak(t).is_err() {
+                errors.push(format!("{at}.expires_at: {t:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z"));
+            }
+        }
+        for g in &a.groups {
+            if g.is_empty() || g.chars().any(char::is_control) {
+                errors.push(format!("{at}.groups: {g:?} is not a valid group name"));
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(file)
+    } else {
+        Err(errors)
+    }
+}
+
+pub fn validate_username(u: &str) -> Result<(), &'static str> {
+    if u.is_empty() {
+        return Err("must not be empty");
+    }
+    if u.len() > 256 {
+        return Err("longer than 256 characters");
+    }
+    if u.contains(':') {
+        return Err("must not contain ':' (Basic credentials cannot carry it)");
+    }
+    if u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must not contain spaces or control characters");
+    }
+    Ok(())
+}
+
+fn hash_kind(h: &str) -> Result<HashKind, String> {
+    if h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$") || h.starts_with("$2x$") {
+        h.parse::<bcrypt::HashParts>().map_err(|e| format!("invalid bcrypt hash: {e}"))?;
+        Ok(HashKind::Bcrypt)
+    } else if h.starts_with("$argon2") {
+        PasswordHash::new(h).map_err(|e| format!("invalid argon2 hash: {e}"))?;
+        Ok(HashKind::Argon2)
+    } else {
+        Err("must be a bcrypt ($2b$…) or argon2 ($argon2id$…) hash, never a plain password; \
+             make one with `tollgate hash-password`"
+            .into())
+    }
+}
+
+fn verify_hash(kind: &HashKind, hash: &str, password: &str) -> bool {
+    match kind {
+        HashKind::Bcrypt => bcrypt::verify(password, hash).unwrap_or(false),
+        HashKind::Argon2 => match PasswordHash::new(hash) {
+            Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+            Err(_) => false,
+        },
+    }
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    #[allow(clippy::expect_used)]
+    ring::rand::SystemRandom::new().fill(&mut b).expect("the operating system random number generator failed");
+    b
+}
+
+/// Hash a new password or robot secret with argon2id and its default parameters.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = SaltString::encode_b64(&random_bytes::<16>()).map_err(|e| e.to_string())?;
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// A dummy hash with the same algorithm and cost as a real one, so checking an unknown user costs the same.
+fn dummy_like(accounts: &[Account]) -> (HashKind, String) {
+    let secret = crate::token::random_id(16);
+    if let Some(first) = accounts.first() {
+        match first.kind {
+            HashKind::Bcrypt => {
+                let cost = first.entry.password_hash.parse::<bcrypt::HashParts>().map(|p| p.get_cost()).unwrap_or(12);
+                if let Ok(h) = bcrypt::hash(&secret, cost) {
+                    return (HashKind::Bcrypt, h);
+                }
+            }
+            HashKind::Argon2 => {
+                if let Ok(parsed) = PasswordHash::new(&first.entry.password_hash) {
+                    if let (Ok(params), Ok(alg)) =
+                        (argon2::Params::try_from(&parsed), argon2::Algorithm::try_from(parsed.algorithm))
+                    {
+                        let salt = SaltString::encode_b64(&random_bytes::<16>());
+                        if let Ok(salt) = salt {
+                            let a = Argon2::new(alg, argon2::Version::V0x13, params);
+                            if let Ok(h) = a.hash_password(secret.as_bytes(), &salt) {
+                                return (HashKind::Argon2, h.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    (HashKind::Argon2, hash_password(&secret).unwrap_or_default())
+}
+
+struct State {
+    stamp: Option<(SystemTime, u64)>,
+    accounts: HashMap<String, Arc<Account>>,
+    dummy: (HashKind, String),
+}
+
+/// Where the accounts come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    /// Accounts written inline in the config (the embedded default).
+    Inline(Vec<AccountEntry>),
+}
+
+/// The provider.
+pub struct StaticProvider {
+    name: String,
+    source: Source,
+    state: RwLock<Arc<State>>,
+    generation: AtomicU64,
+}
+
+fn build_state(file: AccountsFile, stamp: Option<(SystemTime, u64)>) -> State {
+    let accounts: Vec<Account> = file
+        .accounts
+        .into_iter()
+        .filter_map(|entry| {
+            let kind = hash_kind(&entry.password_hash).ok()?;
+            let expires_at = entry
+                .expires_at
+                .as_deref()
+                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs());
+            Some(Account { entry, kind, expires_at })
+        })
+        .collect();
+    let dummy = dummy_like(&accounts);
+    let accounts = accounts.into_iter().map(|a| (a.entry.username.clone(), Arc::new(a))).collect();
+    State { stamp, accounts, dummy }
+}
+
+fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
+}
+
+impl StaticProvider {
+    /// Load the accounts; errors name the file, account and field.
+    pub fn new(name: &str, source: Source) -> Result<StaticProvider, Vec<String>> {
+        let (file, stamp) = match &source {
+            Source::File(path) => {
+                let stamp = file_stamp(path);
+                let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
+                (parse_accounts(&path.display().to_string(), &text)?, stamp)
+            }
+            Source::Inline(entries) => {
+                let text = serde_norway::to_string(&AccountsFile { accounts: entries.clone() })
+                    .map_err(|e| vec![e.to_string()])?;
+                (parse_accounts(&format!("providers.{name}.accounts"), &text)?, None)
+            }
+        };
+        Ok(StaticProvider {
+            name: name.to_string(),
+            source,
+            state: RwLock::new(Arc::new(build_state(file, stamp))),
+            generation: AtomicU64::new(1),
+        })
+    }
+
+    /// The current accounts, re-read first if the file changed.
+    fn state(&self) -> Arc<State> {
+        let current = match self.state.read() {
+            Ok(s) => s.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let Source::File(path) = &self.source else { return current };
+        let stamp = file_stamp(path);
+        if stamp == current.stamp {
+            return current;
+        }
+        let loaded = std::fs::read_to_string(path)
+            .map_err(|e| vec![format!("{}: {e}", path.display())])
+            .and_then(|text| parse_accounts(&path.display().to_string(), &text));
+        let mut guard = match self.state.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        if guard.stamp != current.stamp {
+            return guard.clone(); // another request reloaded meanwhile
+        }
+        match loaded {
+            Ok(file) => {
+                *guard = Arc::new(build_state(file, stamp));
+                self.generation.fetch_add(1, Ordering::SeqCst);
+                tracing::info!(provider = %self.name, file = %path.display(), accounts = guard.accounts.len(), "accounts reloaded");
+            }
+            Err(errors) => {
+                // Keep serving the last good accounts; remember the stamp so the error is logged once.
+                tracing::error!(provider = %self.name, errors = ?errors, "accounts file invalid; keeping the previous version");
+                let old = guard.clone();
+                *guard = Arc::new(State { stamp, accounts: old.accounts.clone(), dummy: old.dummy.clone() });
+            }
+        }
+        guard.clone()
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.state().accounts.len()
+    }
+}
+
+impl Provider for StaticProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        username: &'a str,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
+        Box::pin(async move {
+            let state = self.state();
+            let account = state.accounts.get(username).cloned();
+            let (kind, hash) = match &account {
+                Some(a) => (a.kind.clone(), a.entry.password_hash.clone()),
+                None => state.dummy.clone(),
+            };
+            let pw = password.expose_secret().to_owned();
+            // Hashing takes tens of milliseconds: keep it off the async workers.
+            let ok = tokio::task::spawn_blocking(move || !pw.is_empty() && verify_hash(&kind, &hash, &pw))
+                .await
+                .map_err(|e| Unavailable { provider: self.name.clone(), message: format!("hash task failed: {e}") })?;
+            Ok(match account {
+                None => Outcome::NotMine,
+                Some(_) if !ok => Outcome::Rejected("wrong password".into()),
+                Some(a) => match a.refusal() {
+                    Some(why) => Outcome::Rejected(why),
+                    None => Outcome::Authenticated(a.identity(&self.name)),
+                },
+            })
+        })
+    }
+
+    fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+        Box::pin(async move {
+            let state = self.state();
+            Ok(match state.accounts.get(username) {
+                None => Recheck::Gone("account no longer exists".into()),
+                Some(a) => match a.refusal() {
+                    Some(why) => Recheck::Gone(why),
+                    None => Recheck::Current(a.identity(&self.name)),
+                },
+            })
+        })
+    }
+
+    fn generation(&self) -> u64 {
+        // Checking the file here makes a disabled account stop at once even when the cache would vouch for it.
+        let _ = self.state();
+        self.generation.load(Ordering::SeqCst)
+    }
+}
+
+/// Append an account to an accounts file (creating it if needed), refusing a duplicate username.
+pub fn add_account(path: &Path, entry: AccountEntry) -> Result<(), String> {
+    let mut file = match std::fs::read_to_string(path) {
+        Ok(text) => parse_accounts(&path.display().to_string(), &text).map_err(|e| e.join("\n"))?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => AccountsFile::default(),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    if file.accounts.iter().any(|a| a.username == entry.username) {
+        return Err(format!("{}: an account named {:?} already exists", path.display(), entry.username));
+    }
+    file.accounts.push(entry);
+    let text = serde_norway::to_string(&file).map_err(|e| e.to_string())?;
+    parse_accounts("new accounts file", &text).map_err(|e| e.join("\n"))?;
+    crate::token::keys::write_private(path, text.as_bytes()).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(username: &str, password: &str) -> AccountEntry {
+        AccountEntry {
+            username: username.into(),
+            password_hash: hash_password(password).unwrap(),
+            groups: vec!["devs".into()],
+            robot: false,
+            disabled: false,
+            expires_at: None,
+            description: None,
+        }
+    }
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_string())
+    }
+
+    #[tokio::test]
+    async fn outcomes_for_good_wrong_unknown_disabled_and_expired_accounts() {
+        let mut disabled = entry("off", "pw");
+        disabled.disabled = true;
+        let mut expired = entry("old", "pw");
+        expired.expires_at = Some("2001-01-01T00:00:00Z".into());
+        let bcrypt_user = AccountEntry { password_hash: bcrypt::hash("bpw", 4).unwrap(), ..entry("b", "") };
+        let p = StaticProvider::new("local", Source::Inline(vec![entry("alice", "pw"), disabled, expired, bcrypt_user]))
+            .unwrap();
+        match p.authenticate("alice", &secret("pw")).await.unwrap() {
+            Outcome::Authenticated(id) => {
+                assert_eq!(id.username, "alice");
+                assert_eq!(id.groups, vec!["devs"]);
+                assert_eq!(id.provider, "local");
+            }
+            o => panic!("{o:?}"),
+        }
+        assert!(matches!(p.authenticate("b", &secret("bpw")).await.unwrap(), Outcome::Authenticated(_)));
+        assert!(matches!(p.authenticate("alice", &secret("nope")).await.unwrap(), Outcome::Rejected(_)));
+        assert!(matches!(p.authenticate("alice", &secret("")).await.unwrap(), Outcome::Rejected(_)));
+        assert!(matches!(p.authenticate("nobody", &secret("pw")).await.unwrap(), Outcome::NotMine));
+        assert!(matches!(p.authenticate("off", &secret("pw")).await.unwrap(), Outcome::Rejected(r) if r.contains("disabled")));
+        assert!(matches!(p.authenticate("old", &secret("pw")).await.unwrap(), Outcome::Rejected(r) if r.contains("expired")));
+        assert!(matches!(p.recheck("off").await.unwrap(), Recheck::Gone(_)));
+        assert!(matches!(p.recheck("alice").await.unwrap(), Recheck::Current(_)));
+        assert!(matches!(p.recheck("nobody").await.unwrap(), Recheck::Gone(_)));
+    }
+
+    #[test]
+    fn plain_passwords_and_bad_fields_are_all_reported() {
+        let text = "accounts:\n- username: 'a:b'\n  password_hash: hunter2\n- username: c\n  password_hash: '$2b$04$invalid'\n  expires_at: tomorrow\n- username: c\n  password_hash: '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA'\n";
+        let errors = parse_accounts("accounts.yaml", text).unwrap_err();
+        let all = errors.join("\n");
+        assert!(all.contains("accounts[0] (\"a:b\").username: must not contain ':'"), "{all}");
+        assert!(all.contains("accounts[0] (\"a:b\").password_hash: must be a bcrypt"), "{all}");
+        assert!(all.contains("accounts[1] (\"c\").password_hash: invalid bcrypt hash"), "{all}");
+        assert!(all.contains("accounts[1] (\"c\").expires_at"), "{all}");
+        assert!(all.contains("accounts[2] (\"c\").username: duplicate of accounts[1]"), "{all}");
+        let unknown = parse_accounts("f", "accounts:\n- username: a\n  password: x\n").unwrap_err();
+        assert!(unknown[0].contains("unknown field `password`"), "{unknown:?}");
+    }
+
+    #[tokio::test]
+    async fn file_changes_take_effect_and_a_broken_file_keeps_the_last_good_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("accounts.yaml");
+        add_account(&path, entry("robot", "s3cret")).unwrap();
+        let p = StaticProvider::new("local", Source::File(path.clone())).unwrap();
+        let g1 = p.generation();
+        assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Authenticated(_)));
+
+        let mut file: AccountsFile = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        file.accounts[0].disabled = true;
+        file.accounts[0].description = Some("disabled now, and the file is a different size".into());
+        std::fs::write(&path, serde_norway::to_string(&file).unwrap()).unwrap();
+        assert!(p.generation() > g1, "a changed file bumps the generation");
+        assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Rejected(_)));
+
+        std::fs::write(&path, "accounts: [ {username: x, password_hash: plain} ]").unwrap();
+        assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Rejected(_)), "old version kept");
+        assert!(add_account(&path, entry("x", "y")).is_err(), "refuses to rewrite an invalid file");
+    }
+
+    #[test]
+    fn add_account_refuses_duplicates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.yaml");
+        add_account(&path, entry("ci", "x")).unwrap();
+        let err = add_account(&path, entry("ci", "y")).unwrap_err();
+        assert!(err.contains("already exists"), "{err}");
+    }
+}

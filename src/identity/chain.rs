@@ -1,0 +1,60 @@
+//! The ordered provider chain.
+//!
+//! Providers are asked in order. The first that knows the user decides: authenticated, or rejected (the chain
+//! stops: a wrong directory password must not be retried against the next provider). A provider that cannot be
+//! reached stops the chain too, with "unavailable", because silently skipping it could let a same-named
+//! account in a later provider answer for the user.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use super::{Identity, Outcome, Provider, Recheck, Unavailable};
+
+/// The chain's verdict.
+#[derive(Debug, Clone)]
+pub enum ChainOutcome {
+    Authenticated(Identity),
+    /// 401. `provider` is the one that refused, or None when no provider knows the user. For the log only.
+    Rejected { provider: Option<String>, reason: String },
+    /// 503.
+    Unavailable(Unavailable),
+}
+
+#[derive(Clone, Default)]
+pub struct Chain {
+    providers: Vec<Arc<dyn Provider>>,
+}
+
+impl Chain {
+    pub fn new(providers: Vec<Arc<dyn Provider>>) -> Self {
+        Chain { providers }
+    }
+
+    pub fn providers(&self) -> &[Arc<dyn Provider>] {
+        &self.providers
+    }
+
+    pub async fn authenticate(&self, username: &str, password: &SecretString) -> ChainOutcome {
+        for p in &self.providers {
+            match p.authenticate(username, password).await {
+                Ok(Outcome::Authenticated(id)) => return ChainOutcome::Authenticated(id),
+                Ok(Outcome::Rejected(reason)) => {
+                    return ChainOutcome::Rejected { provider: Some(p.name().to_string()), reason }
+                }
+                Ok(Outcome::NotMine) => continue,
+                Err(e) => return ChainOutcome::Unavailable(e),
+            }
+        }
+        ChainOutcome::Rejected { provider: None, reason: "unknown user".into() }
+    }
+
+    /// Re-check the account behind a refresh token with the provider that issued it. A provider that is no
+    /// longer configured means the account is gone.
+    pub async fn recheck(&self, provider: &str, username: &str) -> Result<Recheck, Unavailable> {
+        match self.providers.iter().find(|p| p.name() == provider) {
+            Some(p) => p.recheck(username).await,
+            None => Ok(Recheck::Gone(format!("provider {provider:?} is no longer configured"))),
+        }
+    }
+}

@@ -1,0 +1,237 @@
+//! Revoked refresh tokens.
+//!
+//! Refresh tokens are self-contained, so revoking one means remembering it until it would have expired anyway.
+//! Three kinds of revocation exist: one token (by its id), every token of one user issued up to a moment,
+//! and every token issued up to a moment. The store sits behind [`RevocationStore`] so that several replicas
+//! can share one (the embedded default is a file under the data directory, read by the server and written by
+//! `tollgate token revoke`).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::async_trait_free::BoxFuture;
+use crate::token::refresh::RefreshClaims;
+use crate::token::unix_now;
+
+/// One revocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// One token, remembered until its own expiry.
+    Token { jti: String, exp: u64 },
+    /// Every token of `username` issued at or before `before`.
+    User { username: String, before: u64 },
+    /// Every token issued at or before `before`.
+    All { before: u64 },
+}
+
+/// The store could not be read or written. Callers refuse the refresh token (fail closed) and report 503.
+#[derive(Debug, thiserror::Error)]
+#[error("revocation store: {0}")]
+pub struct StoreError(pub String);
+
+pub trait RevocationStore: Send + Sync {
+    fn revoke<'a>(&'a self, revocation: Revocation) -> BoxFuture<'a, Result<(), StoreError>>;
+    fn is_revoked<'a>(&'a self, claims: &'a RefreshClaims) -> BoxFuture<'a, Result<bool, StoreError>>;
+}
+
+/// The on-disk state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationList {
+    /// Token id → its expiry (Unix seconds); dropped once expired.
+    #[serde(default)]
+    pub tokens: BTreeMap<String, u64>,
+    /// Username → tokens issued at or before this time are revoked.
+    #[serde(default)]
+    pub users: BTreeMap<String, u64>,
+    /// Tokens issued at or before this time are revoked.
+    #[serde(default)]
+    pub all_before: Option<u64>,
+}
+
+impl RevocationList {
+    pub fn covers(&self, claims: &RefreshClaims) -> bool {
+        self.tokens.contains_key(&claims.jti)
+            || self.users.get(&claims.sub).is_some_and(|before| claims.iat <= *before)
+            || self.all_before.is_some_and(|before| claims.iat <= before)
+    }
+
+    fn apply(&mut self, r: Revocation) {
+        match r {
+            Revocation::Token { jti, exp } => {
+                self.tokens.insert(jti, exp);
+            }
+            Revocation::User { username, before } => {
+                let e = self.users.entry(username).or_insert(before);
+                *e = (*e).max(before);
+            }
+            Revocation::All { before } => self.all_before = Some(self.all_before.unwrap_or(0).max(before)),
+        }
+        let now = unix_now();
+        self.tokens.retain(|_, exp| *exp >= now);
+    }
+}
+
+/// A JSON file under the data directory. The server re-reads it when its modification time or size changes,
+/// so a revocation written by the CLI takes effect on the next request.
+pub struct FileStore {
+    path: PathBuf,
+    cached: Mutex<(Option<(SystemTime, u64)>, RevocationList)>,
+}
+
+impl FileStore {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileStore { path: path.into(), cached: Mutex::new((None, RevocationList::default())) }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn stamp(&self) -> Result<Option<(SystemTime, u64)>, StoreError> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) => Ok(Some((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError(format!("{}: {e}", self.path.display()))),
+        }
+    }
+
+    fn read_file(&self) -> Result<RevocationList, StoreError> {
+        match std::fs::read(&self.path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| StoreError(format!("{}: not a valid revocation list: {e}", self.path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RevocationList::default()),
+            Err(e) => Err(StoreError(format!("{}: {e}", self.path.display()))),
+        }
+    }
+
+    /// The current list, re-read if the file changed.
+    pub fn current(&self) -> Result<RevocationList, StoreError> {
+        let stamp = self.stamp()?;
+        let mut cached = self.cached.lock().map_err(|_| StoreError("lock poisoned".into()))?;
+        if cached.0 != stamp || stamp.is_none() {
+            let list = self.read_file()?;
+            *cached = (stamp, list);
+        }
+        Ok(cached.1.clone())
+    }
+
+    fn check(&self, claims: &RefreshClaims) -> Result<bool, StoreError> {
+        let stamp = self.stamp()?;
+        let mut cached = self.cached.lock().map_err(|_| StoreError("lock poisoned".into()))?;
+        if cached.0 != stamp {
+            let list = self.read_file()?;
+            *cached = (stamp, list);
+        }
+        Ok(cached.1.covers(claims))
+    }
+
+    /// Read, change and atomically replace the file under an exclusive lock, so a CLI and a server (or two
+    /// CLIs) writing at once cannot lose a revocation.
+    pub fn revoke_sync(&self, r: Revocation) -> Result<(), StoreError> {
+        let err = |e: std::io::Error| StoreError(format!("{}: {e}", self.path.display()));
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let lock_path = self.path.with_extension("lock");
+        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(err)?;
+        lock.lock().map_err(err)?;
+        let mut list = self.read_file()?;
+        list.apply(r);
+        let json = serde_json::to_vec_pretty(&list).map_err(|e| StoreError(e.to_string()))?;
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, json).map_err(err)?;
+        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        // The rename may land within the same mtime tick as an earlier write: drop the cache explicitly.
+        if let Ok(mut c) = self.cached.lock() {
+            *c = (None, RevocationList::default());
+        }
+        lock.unlock().map_err(err)
+    }
+}
+
+impl RevocationStore for FileStore {
+    fn revoke<'a>(&'a self, revocation: Revocation) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.revoke_sync(revocation) })
+    }
+
+    fn is_revoked<'a>(&'a self, claims: &'a RefreshClaims) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move { self.check(claims) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(sub: &str, jti: &str, iat: u64) -> RefreshClaims {
+        RefreshClaims {
+            typ: "tollgate-refresh".into(),
+            iss: "t".into(),
+            sub: sub.into(),
+            aud: "r".into(),
+            prv: "local".into(),
+            iat,
+            exp: iat + 1000,
+            jti: jti.into(),
+        }
+    }
+
+    #[test]
+    fn each_kind_of_revocation_covers_exactly_its_tokens() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("revocations.json"));
+        let now = unix_now();
+        let a1 = claims("alice", "a1", now - 10);
+        let a2 = claims("alice", "a2", now - 10);
+        let b1 = claims("bob", "b1", now - 10);
+        assert!(!store.check(&a1).unwrap());
+
+        store.revoke_sync(Revocation::Token { jti: "a1".into(), exp: now + 100 }).unwrap();
+        assert!(store.check(&a1).unwrap());
+        assert!(!store.check(&a2).unwrap());
+
+        store.revoke_sync(Revocation::User { username: "alice".into(), before: now - 5 }).unwrap();
+        assert!(store.check(&a2).unwrap());
+        assert!(!store.check(&b1).unwrap());
+        assert!(!store.check(&claims("alice", "a3", now)).unwrap(), "tokens issued after the revocation still work");
+
+        store.revoke_sync(Revocation::All { before: now }).unwrap();
+        assert!(store.check(&b1).unwrap());
+        assert!(!store.check(&claims("bob", "b2", now + 1)).unwrap());
+    }
+
+    #[test]
+    fn a_second_store_on_the_same_file_sees_revocations() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revocations.json");
+        let server = FileStore::new(&path);
+        let cli = FileStore::new(&path);
+        let c = claims("alice", "x", unix_now());
+        assert!(!server.check(&c).unwrap());
+        cli.revoke_sync(Revocation::Token { jti: "x".into(), exp: unix_now() + 100 }).unwrap();
+        assert!(server.check(&c).unwrap());
+    }
+
+    #[test]
+    fn expired_token_revocations_are_pruned() {
+        let mut list = RevocationList::default();
+        list.apply(Revocation::Token { jti: "old".into(), exp: 1 });
+        list.apply(Revocation::Token { jti: "new".into(), exp: unix_now() + 100 });
+        assert_eq!(list.tokens.keys().collect::<Vec<_>>(), vec!["new"]);
+    }
+
+    #[test]
+    fn a_corrupt_file_fails_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("revocations.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        let store = FileStore::new(&path);
+        assert!(store.check(&claims("alice", "x", 1)).is_err());
+    }
+}

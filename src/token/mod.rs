@@ -1,0 +1,112 @@
+//! Access tokens: the claims the registry reads, signed by the active key.
+
+pub mod der;
+pub mod keys;
+pub mod refresh;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::rand::SecureRandom as _;
+use serde::{Deserialize, Serialize};
+
+use keys::KeySet;
+
+/// One entry of the `access` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEntry {
+    #[serde(rename = "type")]
+    pub rtype: String,
+    pub name: String,
+    pub actions: Vec<String>,
+}
+
+/// The claims of an access token. `aud` is a single string: registry 2.8 cannot read an array.
+#[derive(Debug, Serialize)]
+pub struct Claims<'a> {
+    pub iss: &'a str,
+    pub sub: &'a str,
+    pub aud: &'a str,
+    pub exp: u64,
+    pub nbf: u64,
+    pub iat: u64,
+    pub jti: String,
+    pub access: &'a [AccessEntry],
+}
+
+/// A signed access token and the response fields derived from it.
+#[derive(Debug)]
+pub struct IssuedToken {
+    pub token: String,
+    pub expires_in: u64,
+    pub issued_at: String,
+    pub jti: String,
+}
+
+/// Signs access tokens with the active key.
+#[derive(Debug)]
+pub struct TokenIssuer {
+    pub keys: KeySet,
+    pub issuer: String,
+    pub lifetime: Duration,
+}
+
+impl TokenIssuer {
+    pub fn issue(&self, subject: &str, audience: &str, access: &[AccessEntry]) -> Result<IssuedToken, String> {
+        let now = unix_now();
+        let jti = random_id(16);
+        let claims = Claims {
+            iss: &self.issuer,
+            sub: subject,
+            aud: audience,
+            exp: now + self.lifetime.as_secs(),
+            nbf: now,
+            iat: now,
+            jti: jti.clone(),
+            access,
+        };
+        let json = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
+        let token = self.keys.active().sign(&json)?;
+        Ok(IssuedToken { token, expires_in: self.lifetime.as_secs(), issued_at: rfc3339(now), jti })
+    }
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// `n` bytes from the operating system's CSPRNG, base64url without padding.
+pub fn random_id(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    // SystemRandom only fails if the OS has no entropy source at all; a zeroed id would be worse than a
+    // crash, so this is the one place that aborts.
+    #[allow(clippy::expect_used)]
+    ring::rand::SystemRandom::new().fill(&mut buf).expect("the operating system random number generator failed");
+    URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// RFC 3339 UTC timestamp of Unix seconds.
+pub fn rfc3339(secs: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_utc_seconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_795_953_600), "2026-11-29T12:00:00Z");
+    }
+
+    #[test]
+    fn random_ids_are_unique_and_url_safe() {
+        let a = random_id(16);
+        let b = random_id(16);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 22);
+        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
+    }
+}
