@@ -1,0 +1,548 @@
+//! From YAML text to compiled rules and tests, reporting every problem at once.
+//!
+//! Each file is parsed to a YAML value first (syntax errors stop that file only), then every rule and
+//! every test is deserialized on its own, so a typo in rule 2 does not hide a bad regex in rule 7.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use regex::RegexBuilder;
+use serde_norway::Value;
+
+use super::error::{ErrorItem, PolicyError};
+use super::eval::{Conditions, Effect, Rule, Rx, ALL};
+use super::pattern::{is_capture_name, CaptureMode, CaptureNames, Pattern, USERNAME};
+use super::raw::{RawMatch, RawRule, RawTest, StrList};
+use super::testing::TestCase;
+use super::PolicySource;
+use crate::identity::{AuthMethod, Identity, RequestContext};
+use crate::scope::{Action, ResourceType, Scope};
+
+/// Default service name in test cases.
+const TEST_SERVICE: &str = "registry.test";
+
+/// Everything compiled from a set of sources.
+#[derive(Debug, Default)]
+pub(crate) struct Compiled {
+    pub rules: Vec<Rule>,
+    pub tests: Vec<TestCase>,
+}
+
+pub(crate) fn compile(sources: &[PolicySource]) -> Result<Compiled, Vec<PolicyError>> {
+    let mut out = Compiled::default();
+    let mut errors = Vec::new();
+    // Rule name -> (file, position) of its first definition, for duplicate messages naming both files.
+    let mut seen: HashMap<String, (String, usize)> = HashMap::new();
+    for source in sources {
+        compile_file(source, &mut out, &mut errors, &mut seen);
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Collects errors about one item (file, rule or test).
+struct Errs<'e> {
+    file: &'e str,
+    item: ErrorItem,
+    out: &'e mut Vec<PolicyError>,
+    start: usize,
+}
+
+impl<'e> Errs<'e> {
+    fn new(file: &'e str, item: ErrorItem, out: &'e mut Vec<PolicyError>) -> Self {
+        let start = out.len();
+        Errs { file, item, out, start }
+    }
+
+    fn at(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.push(Some(field.into()), message.into());
+    }
+
+    fn whole(&mut self, message: impl Into<String>) {
+        self.push(None, message.into());
+    }
+
+    fn push(&mut self, field: Option<String>, message: String) {
+        self.out.push(PolicyError { file: self.file.to_string(), item: self.item.clone(), field, message });
+    }
+
+    fn any(&self) -> bool {
+        self.out.len() > self.start
+    }
+}
+
+fn compile_file(
+    source: &PolicySource,
+    out: &mut Compiled,
+    errors: &mut Vec<PolicyError>,
+    seen: &mut HashMap<String, (String, usize)>,
+) {
+    let file = source.path.as_str();
+    let doc: Value = match serde_norway::from_str(&source.text) {
+        Ok(v) => v,
+        Err(e) => {
+            errors.push(PolicyError::file(file, format!("YAML syntax error: {e}")));
+            return;
+        }
+    };
+    let map = match doc {
+        Value::Mapping(m) => m,
+        Value::Null => {
+            errors.push(PolicyError::file(file, "file is empty: expected `rules:` (and optionally `tests:`)"));
+            return;
+        }
+        _ => {
+            errors.push(PolicyError::file(file, "expected a mapping with `rules:` and `tests:` at the top level"));
+            return;
+        }
+    };
+    let (mut rules, mut tests) = (None, None);
+    for (key, value) in map {
+        match key.as_str() {
+            Some("rules") => rules = Some(value),
+            Some("tests") => tests = Some(value),
+            _ => errors.push(PolicyError::file(
+                file,
+                format!("unknown top-level key {} (expected `rules` and `tests`)", describe_key(&key)),
+            )),
+        }
+    }
+    if rules.is_none() && tests.is_none() {
+        errors.push(PolicyError::file(file, "file has neither `rules:` nor `tests:`"));
+    }
+    for (index, value) in list(file, "rules", rules, errors).into_iter().enumerate() {
+        let index = index + 1;
+        let name = value.get("name").and_then(Value::as_str).map(str::to_string);
+        if let Some(name) = &name {
+            if let Some((first_file, first_index)) = seen.get(name) {
+                let mut e = Errs::new(file, ErrorItem::Rule { index, name: Some(name.clone()) }, errors);
+                e.at("name", format!("duplicate rule name {name:?}: rule {first_index} in {first_file} has it too"));
+            } else {
+                seen.insert(name.clone(), (file.to_string(), index));
+            }
+        }
+        let mut e = Errs::new(file, ErrorItem::Rule { index, name }, errors);
+        if let Some(rule) = compile_rule(file, value, &mut e) {
+            out.rules.push(rule);
+        }
+    }
+    let mut test_names: HashMap<String, usize> = HashMap::new();
+    for (index, value) in list(file, "tests", tests, errors).into_iter().enumerate() {
+        let index = index + 1;
+        let name = value.get("name").and_then(Value::as_str).map(str::to_string);
+        let mut e = Errs::new(file, ErrorItem::Test { index, name: name.clone() }, errors);
+        if let Some(name) = name {
+            if let Some(first) = test_names.insert(name.clone(), index) {
+                e.at("name", format!("duplicate test name {name:?}: test {first} has it too"));
+            }
+        }
+        if let Some(test) = compile_test(file, value, &mut e) {
+            out.tests.push(test);
+        }
+    }
+}
+
+fn describe_key(key: &Value) -> String {
+    match key.as_str() {
+        Some(s) => format!("`{s}`"),
+        None => format!("{key:?}"),
+    }
+}
+
+/// The items of a top-level list; a missing or empty (`rules:` with nothing after it) list is empty.
+fn list(file: &str, key: &str, value: Option<Value>, errors: &mut Vec<PolicyError>) -> Vec<Value> {
+    match value {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Sequence(items)) => items,
+        Some(_) => {
+            errors.push(PolicyError::file(file, format!("`{key}` must be a list (each item starting with `- `)")));
+            Vec::new()
+        }
+    }
+}
+
+fn compile_rule(file: &str, value: Value, e: &mut Errs<'_>) -> Option<Rule> {
+    let raw: RawRule = match serde_norway::from_value(value) {
+        Ok(r) => r,
+        Err(err) => {
+            e.whole(err.to_string());
+            return None;
+        }
+    };
+    let name = match raw.name {
+        Some(n) if !n.trim().is_empty() => n,
+        _ => {
+            e.at("name", "required: every rule needs a unique name, shown in logs and `policy explain`");
+            String::new()
+        }
+    };
+    let effect = match raw.effect.as_deref() {
+        None | Some("allow") => Effect::Allow,
+        Some("deny") => Effect::Deny,
+        Some(other) => {
+            e.at("effect", format!("unknown effect {other:?} (expected allow or deny)"));
+            Effect::Allow
+        }
+    };
+    let rtype = match raw.rtype.as_deref() {
+        None => ResourceType::Repository,
+        Some(t) => ResourceType::parse(t).unwrap_or_else(|| {
+            e.at("type", format!("unknown type {t:?} (expected repository or registry)"));
+            ResourceType::Repository
+        }),
+    };
+    let (actions, star) = compile_actions(e, raw.actions);
+
+    let mut names = CaptureNames::new();
+    let compiled_match = match raw.match_ {
+        None | Some(Value::Null) => Some((Conditions::default(), Vec::new(), Vec::new())),
+        Some(v) => match serde_norway::from_value::<RawMatch>(v) {
+            Ok(m) => Some(compile_match(e, m, &mut names)),
+            Err(err) => {
+                e.at("match", err.to_string());
+                None
+            }
+        },
+    };
+
+    let mut resources = Vec::new();
+    let mut needs_username = false;
+    match (&raw.resources, rtype) {
+        (None, _) => e.at("resources", "required: repository name patterns such as [\"team/**\"], or [catalog] for type registry"),
+        (Some(StrList(list)), _) if list.is_empty() => {
+            e.at("resources", "empty list: a rule without resources can never apply")
+        }
+        (Some(StrList(list)), ResourceType::Registry) => {
+            for (i, r) in list.iter().enumerate() {
+                if r != "catalog" {
+                    e.at(
+                        format!("resources[{i}]"),
+                        format!("{r:?}: a registry rule only takes `catalog`, the registry's one resource"),
+                    );
+                }
+            }
+            if effect == Effect::Allow && !star && actions != 0 {
+                e.at("actions", "a registry rule must list \"*\": registries only ask for registry:catalog:*");
+            }
+        }
+        (Some(StrList(list)), ResourceType::Repository) => {
+            // Without a valid match section we do not know which captures exist; skip to avoid noise.
+            if let Some((_, available, partial)) = &compiled_match {
+                for (i, r) in list.iter().enumerate() {
+                    match Pattern::parse(r, CaptureMode::Use(&names, available, partial)) {
+                        Ok(p) => {
+                            needs_username |= p.captures().any(|c| c == USERNAME);
+                            resources.push(p);
+                        }
+                        Err(msg) => e.at(format!("resources[{i}]"), msg),
+                    }
+                }
+            }
+        }
+    }
+    let (cond, _, _) = compiled_match?;
+    needs_username |= cond.account.iter().chain(&cond.group).any(|p| p.captures().any(|c| c == USERNAME));
+    needs_username |= [&cond.account_regex, &cond.group_regex]
+        .into_iter()
+        .flatten()
+        .any(|rx| rx.groups.iter().any(|&(_, c)| c == USERNAME));
+    if cond.anonymous == Some(true) && needs_username {
+        e.at("match.anonymous", "anonymous: true contradicts {username}: the anonymous identity has no username");
+    }
+    if e.any() {
+        return None;
+    }
+    Some(Rule {
+        name,
+        file: file.to_string(),
+        description: raw.description,
+        effect,
+        rtype,
+        resources,
+        actions,
+        cond,
+        needs_username,
+        captures: names,
+    })
+}
+
+/// The action mask, and whether `"*"` was listed.
+fn compile_actions(e: &mut Errs<'_>, actions: Option<StrList>) -> (u8, bool) {
+    let Some(StrList(list)) = actions else {
+        e.at("actions", "required: a list of pull, push, delete or \"*\"");
+        return (0, false);
+    };
+    if list.is_empty() {
+        e.at("actions", "empty list: a rule without actions grants or denies nothing");
+    }
+    let mut mask = 0;
+    let mut star = false;
+    for (i, a) in list.iter().enumerate() {
+        match Action::parse(a) {
+            Some(action) => {
+                star |= action == Action::All;
+                mask |= super::eval::bits(action);
+            }
+            None => e.at(format!("actions[{i}]"), format!("unknown action {a:?} (expected pull, push, delete or \"*\")")),
+        }
+    }
+    (mask & ALL, star)
+}
+
+/// Compile the `match:` section. Returns the conditions, the capture names every way of matching
+/// binds (available to `resources`), and the names only some alternatives bind.
+fn compile_match(e: &mut Errs<'_>, m: RawMatch, names: &mut CaptureNames) -> (Conditions, Vec<String>, Vec<String>) {
+    let mut guaranteed = vec![USERNAME];
+    let mut partial = Vec::new();
+    let mut cond = Conditions {
+        account: bind_patterns(e, "match.account", m.account, names, &mut guaranteed, &mut partial),
+        not_account: plain_patterns(e, "match.not_account", m.not_account),
+        ..Conditions::default()
+    };
+    cond.account_regex = m.account_regex.and_then(|src| compile_regex(e, "match.account_regex", &src, names));
+    cond.group = bind_patterns(e, "match.group", m.group, names, &mut guaranteed, &mut partial);
+    cond.not_group = plain_patterns(e, "match.not_group", m.not_group);
+    cond.group_regex = m.group_regex.and_then(|src| compile_regex(e, "match.group_regex", &src, names));
+    for rx in [&cond.account_regex, &cond.group_regex].into_iter().flatten() {
+        guaranteed.extend(rx.groups.iter().map(|&(_, c)| c));
+    }
+    cond.provider = strings(e, "match.provider", m.provider);
+    cond.service = strings(e, "match.service", m.service);
+    for (i, s) in strings(e, "match.auth_method", m.auth_method).iter().enumerate() {
+        match AuthMethod::parse(s) {
+            Some(a) => cond.auth_method.push(a),
+            None => e.at(
+                format!("match.auth_method[{i}]"),
+                format!("unknown auth method {s:?} (expected password, refresh_token or anonymous)"),
+            ),
+        }
+    }
+    for (i, s) in strings(e, "match.client_network", m.client_network).iter().enumerate() {
+        let net = s.parse::<IpNet>().map(|n| n.trunc()).or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
+        match net {
+            Ok(n) => cond.client_network.push(n),
+            Err(_) => e.at(
+                format!("match.client_network[{i}]"),
+                format!("invalid network {s:?}: expected CIDR such as 10.0.0.0/8 or fd00::/8, or one IP address"),
+            ),
+        }
+    }
+    for (key, value) in m.claims.unwrap_or_default() {
+        let field = format!("match.claims.{key}");
+        if key.is_empty() {
+            e.at("match.claims", "empty claim name");
+            continue;
+        }
+        let items = match value {
+            Value::Sequence(items) => items,
+            scalar => vec![scalar],
+        };
+        if items.is_empty() {
+            e.at(&field, "empty list matches nothing: remove the claim to mean no condition");
+        }
+        let mut values = Vec::new();
+        for item in items {
+            match item {
+                Value::String(s) => values.push(s),
+                Value::Number(n) => values.push(n.to_string()),
+                Value::Bool(b) => values.push(b.to_string()),
+                other => e.at(&field, format!("expected a string, number or boolean (or a list of them), got {other:?}")),
+            }
+        }
+        cond.claims.push(super::eval::ClaimCond { key, values });
+    }
+    cond.anonymous = m.anonymous;
+    if m.anonymous == Some(true) {
+        let contradictions: Vec<&str> = [
+            ("account", !cond.account.is_empty()),
+            ("account_regex", cond.account_regex.is_some()),
+            ("group", !cond.group.is_empty()),
+            ("group_regex", cond.group_regex.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, present)| present.then_some(f))
+        .collect();
+        if !contradictions.is_empty() {
+            e.at(
+                "match.anonymous",
+                format!(
+                    "anonymous: true contradicts `{}`: the anonymous identity has no username and no groups, so this rule could never apply",
+                    contradictions.join("`, `")
+                ),
+            );
+        }
+    }
+    let mut available: Vec<String> = guaranteed.iter().map(|&i| names.name(i).to_string()).collect();
+    available.sort();
+    available.dedup();
+    let partial = partial.iter().map(|&i| names.name(i).to_string()).filter(|n| !available.contains(n)).collect();
+    (cond, available, partial)
+}
+
+/// A non-empty list, or an error saying that an empty list would match nothing.
+fn strings(e: &mut Errs<'_>, field: &str, list: Option<StrList>) -> Vec<String> {
+    check_not_empty(e, field, &list);
+    let list = list.map(|l| l.0).unwrap_or_default();
+    if list.is_empty() {
+        return list;
+    }
+    for (i, s) in list.iter().enumerate() {
+        if s.is_empty() {
+            e.at(format!("{field}[{i}]"), "empty string");
+        }
+    }
+    list
+}
+
+fn check_not_empty(e: &mut Errs<'_>, field: &str, list: &Option<StrList>) {
+    if list.as_ref().is_some_and(|l| l.0.is_empty()) {
+        e.at(field, "empty list matches nothing: remove the field to mean no condition");
+    }
+}
+
+fn plain_patterns(e: &mut Errs<'_>, field: &str, list: Option<StrList>) -> Vec<Pattern> {
+    check_not_empty(e, field, &list);
+    let mut out = Vec::new();
+    for (i, src) in list.map(|l| l.0).unwrap_or_default().iter().enumerate() {
+        match Pattern::parse(src, CaptureMode::Forbidden) {
+            Ok(p) => out.push(p),
+            Err(msg) => e.at(format!("{field}[{i}]"), msg),
+        }
+    }
+    out
+}
+
+/// Compile "any of" patterns that bind captures. A capture bound by every alternative is guaranteed;
+/// one bound by only some is recorded as partial, since the rule could match through an alternative
+/// that leaves it without a value.
+fn bind_patterns(
+    e: &mut Errs<'_>,
+    field: &str,
+    list: Option<StrList>,
+    names: &mut CaptureNames,
+    guaranteed: &mut Vec<usize>,
+    partial: &mut Vec<usize>,
+) -> Vec<Pattern> {
+    check_not_empty(e, field, &list);
+    let mut out: Vec<Pattern> = Vec::new();
+    for (i, src) in list.map(|l| l.0).unwrap_or_default().iter().enumerate() {
+        match Pattern::parse(src, CaptureMode::Bind(names)) {
+            Ok(p) => out.push(p),
+            Err(msg) => e.at(format!("{field}[{i}]"), msg),
+        }
+    }
+    let all: Vec<usize> = out.iter().flat_map(|p| p.captures()).collect();
+    for c in all {
+        if out.iter().all(|p| p.captures().any(|x| x == c)) {
+            guaranteed.push(c);
+        } else {
+            partial.push(c);
+        }
+    }
+    out
+}
+
+fn compile_regex(e: &mut Errs<'_>, field: &str, src: &str, names: &mut CaptureNames) -> Option<Rx> {
+    // Compile the text as written first, so an error points into what the user wrote rather than
+    // into our anchoring wrapper.
+    if let Err(err) = RegexBuilder::new(src).build() {
+        e.at(field, format!("invalid regex: {err}"));
+        return None;
+    }
+    let regex = match RegexBuilder::new(&format!("^(?:{src})$")).build() {
+        Ok(r) => r,
+        Err(err) => {
+            e.at(field, format!("invalid regex: {err}"));
+            return None;
+        }
+    };
+    let mut groups = Vec::new();
+    for (index, name) in regex.capture_names().enumerate() {
+        let Some(name) = name else { continue };
+        if !is_capture_name(name) {
+            e.at(field, format!("invalid capture name {name:?}: use letters, digits and `_`"));
+            continue;
+        }
+        match names.define(name) {
+            Ok(c) => groups.push((index, c)),
+            Err(msg) => e.at(field, msg),
+        }
+    }
+    Some(Rx { source: src.to_string(), regex, groups })
+}
+
+fn compile_test(file: &str, value: Value, e: &mut Errs<'_>) -> Option<TestCase> {
+    let raw: RawTest = match serde_norway::from_value(value) {
+        Ok(t) => t,
+        Err(err) => {
+            e.whole(err.to_string());
+            return None;
+        }
+    };
+    let name = raw.name.unwrap_or_default();
+    if name.trim().is_empty() {
+        e.at("name", "required: every test needs a name, shown when it fails");
+    }
+    let raw_id = raw.identity.unwrap_or_default();
+    let identity =
+        Identity { username: raw_id.username, provider: raw_id.provider, groups: raw_id.groups, claims: raw_id.claims };
+    let auth_method = match raw.auth_method.as_deref() {
+        None if identity.is_anonymous() => AuthMethod::Anonymous,
+        None => AuthMethod::Password,
+        Some(s) => AuthMethod::parse(s).unwrap_or_else(|| {
+            e.at("auth_method", format!("unknown auth method {s:?} (expected password, refresh_token or anonymous)"));
+            AuthMethod::Password
+        }),
+    };
+    let client_ip = match raw.client_ip.as_deref() {
+        None => IpAddr::from([127, 0, 0, 1]),
+        Some(s) => s.parse().unwrap_or_else(|_| {
+            e.at("client_ip", format!("invalid IP address {s:?}"));
+            IpAddr::from([127, 0, 0, 1])
+        }),
+    };
+    let scope = match raw.scope.as_deref() {
+        None => {
+            e.at("scope", "required: one scope such as \"repository:team/app:pull,push\"");
+            None
+        }
+        Some(s) => Scope::parse(s).map_err(|err| e.at("scope", err.to_string())).ok(),
+    };
+    let mut expect = Vec::new();
+    match raw.expect {
+        None => e.at("expect", "required: the exact actions granted, such as [pull] or [] for nothing"),
+        Some(StrList(list)) => {
+            for (i, a) in list.iter().enumerate() {
+                match Action::parse(a) {
+                    Some(action) => expect.push(action),
+                    None => e.at(
+                        format!("expect[{i}]"),
+                        format!("unknown action {a:?} (expected pull, push, delete or \"*\")"),
+                    ),
+                }
+            }
+        }
+    }
+    expect.sort();
+    expect.dedup();
+    let scope = scope?;
+    if e.any() {
+        return None;
+    }
+    Some(TestCase {
+        file: file.to_string(),
+        name,
+        ctx: RequestContext {
+            identity,
+            auth_method,
+            client_ip,
+            service: raw.service.unwrap_or_else(|| TEST_SERVICE.to_string()),
+        },
+        scope,
+        expect,
+    })
+}

@@ -1,0 +1,323 @@
+//! Compiled rules and the evaluation of one rule against one request.
+//!
+//! This is the hot path: no I/O, no allocation for rules without regexes. A rule that does not apply
+//! says why with a [`Miss`], a small value that `explain` turns into words only when someone asks.
+
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use regex::Regex;
+
+use super::pattern::{is_capture_value, Bindings, CaptureNames, Pattern, MAX_CAPTURES, USERNAME};
+use crate::identity::{AuthMethod, Identity, RequestContext};
+use crate::scope::{Action, ResourceType, Scope};
+
+pub(crate) const PULL: u8 = 1;
+pub(crate) const PUSH: u8 = 2;
+pub(crate) const DELETE: u8 = 4;
+pub(crate) const ALL: u8 = PULL | PUSH | DELETE;
+
+/// The concrete-action bits an action stands for (`*` stands for all three).
+pub(crate) fn bits(a: Action) -> u8 {
+    match a {
+        Action::Pull => PULL,
+        Action::Push => PUSH,
+        Action::Delete => DELETE,
+        Action::All => ALL,
+    }
+}
+
+pub(crate) fn mask_of(actions: &[Action]) -> u8 {
+    actions.iter().fold(0, |m, a| m | bits(*a))
+}
+
+/// The concrete actions in a mask, in pull, push, delete order.
+pub(crate) fn concrete(mask: u8) -> impl Iterator<Item = Action> {
+    Action::CONCRETE.into_iter().filter(move |a| mask & bits(*a) != 0)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    Allow,
+    Deny,
+}
+
+impl Effect {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
+        }
+    }
+}
+
+/// An anchored regex whose named groups bind captures.
+#[derive(Debug, Clone)]
+pub(crate) struct Rx {
+    pub source: String,
+    pub regex: Regex,
+    /// (regex group index, capture index) for every named group.
+    pub groups: Vec<(usize, usize)>,
+}
+
+impl Rx {
+    /// Match `input` and call `k` with the named groups bound. A group value outside the capture
+    /// character set, or one that disagrees with an earlier binding, drops this binding.
+    fn bind<'a>(&self, input: &'a str, b: &mut Bindings<'a>, k: &mut dyn FnMut(&mut Bindings<'a>) -> bool) -> bool {
+        if self.groups.is_empty() {
+            return self.regex.is_match(input) && k(b);
+        }
+        let Some(caps) = self.regex.captures(input) else {
+            return false;
+        };
+        let saved = *b;
+        for &(group, capture) in &self.groups {
+            // A group that did not take part (`(?P<x>..)?`) stays unbound; a resource using it then fails.
+            let Some(m) = caps.get(group) else { continue };
+            let value = m.as_str();
+            let consistent = match b[capture] {
+                Some(old) => old == value,
+                None => is_capture_value(value),
+            };
+            if !consistent {
+                *b = saved;
+                return false;
+            }
+            b[capture] = Some(value);
+        }
+        let ok = k(b);
+        if !ok {
+            *b = saved;
+        }
+        ok
+    }
+}
+
+/// `claims:` entry: the claim at `key` (or the dotted path in it) must equal, or contain, one of `values`.
+#[derive(Debug, Clone)]
+pub(crate) struct ClaimCond {
+    pub key: String,
+    pub values: Vec<String>,
+}
+
+impl ClaimCond {
+    /// Look the claim up: first as a literal key (OIDC claim names are often URLs containing dots), then
+    /// as a dotted path into nested objects.
+    pub(crate) fn lookup<'c>(&self, claims: &'c BTreeMap<String, serde_json::Value>) -> Option<&'c serde_json::Value> {
+        if let Some(v) = claims.get(&self.key) {
+            return Some(v);
+        }
+        let mut parts = self.key.split('.');
+        let mut cur = claims.get(parts.next()?)?;
+        for part in parts {
+            cur = cur.as_object()?.get(part)?;
+        }
+        Some(cur)
+    }
+
+    fn holds(&self, claims: &BTreeMap<String, serde_json::Value>) -> bool {
+        match self.lookup(claims) {
+            Some(serde_json::Value::Array(items)) => items.iter().any(|v| self.scalar_matches(v)),
+            Some(v) => self.scalar_matches(v),
+            None => false,
+        }
+    }
+
+    fn scalar_matches(&self, v: &serde_json::Value) -> bool {
+        claim_text(v).is_some_and(|t| self.values.iter().any(|w| *w == t))
+    }
+}
+
+/// A scalar claim as text, so `42`, `true` and `"payments"` can be written plainly in YAML.
+pub(crate) fn claim_text(v: &serde_json::Value) -> Option<Cow<'_, str>> {
+    match v {
+        serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+        serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        serde_json::Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
+    }
+}
+
+/// An IPv4 client seen through an IPv6 socket arrives as `::ffff:a.b.c.d`; compare it as IPv4 so that
+/// `10.0.0.0/8` means what it says.
+pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        IpAddr::V4(_) => ip,
+    }
+}
+
+/// The conditions of a rule's `match:` section. Empty lists and `None` mean "no condition".
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Conditions {
+    pub account: Vec<Pattern>,
+    pub not_account: Vec<Pattern>,
+    pub account_regex: Option<Rx>,
+    pub group: Vec<Pattern>,
+    pub not_group: Vec<Pattern>,
+    pub group_regex: Option<Rx>,
+    pub provider: Vec<String>,
+    pub auth_method: Vec<AuthMethod>,
+    pub anonymous: Option<bool>,
+    pub claims: Vec<ClaimCond>,
+    pub client_network: Vec<IpNet>,
+    pub service: Vec<String>,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    pub name: String,
+    pub file: String,
+    pub description: Option<String>,
+    pub effect: Effect,
+    pub rtype: ResourceType,
+    /// Repository patterns; empty for `type: registry`, whose only resource is the catalog.
+    pub resources: Vec<Pattern>,
+    pub actions: u8,
+    pub cond: Conditions,
+    /// The rule mentions `{username}` somewhere, so it can never apply to the anonymous identity.
+    pub needs_username: bool,
+    pub captures: CaptureNames,
+}
+
+/// Why a rule did not apply: the first condition that failed, in evaluation order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Miss {
+    Type,
+    Action,
+    Anonymous,
+    Username,
+    AuthMethod,
+    Provider,
+    Service,
+    ClientNetwork,
+    Claim(usize),
+    NotAccount(usize),
+    NotGroup { group: usize, pattern: usize },
+    Account,
+    AccountRegex,
+    Group,
+    GroupRegex,
+    Resource,
+}
+
+/// Stages of the capture chain, in order; the deepest stage entered is the one that failed.
+const STAGES: [Miss; 5] = [Miss::Account, Miss::AccountRegex, Miss::Group, Miss::GroupRegex, Miss::Resource];
+
+impl Rule {
+    /// The requested concrete actions this rule covers, if it applies to the request at all.
+    pub(crate) fn evaluate(&self, ctx: &RequestContext, scope: &Scope, requested: u8) -> Result<u8, Miss> {
+        if self.rtype != scope.rtype {
+            return Err(Miss::Type);
+        }
+        let covered = self.actions & requested;
+        if covered == 0 {
+            return Err(Miss::Action);
+        }
+        self.check_identity(ctx)?;
+        let name = scope.name.as_str();
+        let mut resource = |b: &Bindings<'_>| match self.rtype {
+            ResourceType::Registry => name == "catalog",
+            ResourceType::Repository => self.resources.iter().any(|p| p.matches_with(name, b)),
+        };
+        self.chain(&ctx.identity, &mut resource)?;
+        Ok(covered)
+    }
+
+    /// The conditions that bind no captures, cheapest first.
+    fn check_identity(&self, ctx: &RequestContext) -> Result<(), Miss> {
+        let c = &self.cond;
+        let id = &ctx.identity;
+        if c.anonymous.is_some_and(|want| want != id.is_anonymous()) {
+            return Err(Miss::Anonymous);
+        }
+        if self.needs_username && id.is_anonymous() {
+            return Err(Miss::Username);
+        }
+        if !c.auth_method.is_empty() && !c.auth_method.contains(&ctx.auth_method) {
+            return Err(Miss::AuthMethod);
+        }
+        if !c.provider.is_empty() && !c.provider.contains(&id.provider) {
+            return Err(Miss::Provider);
+        }
+        if !c.service.is_empty() && !c.service.contains(&ctx.service) {
+            return Err(Miss::Service);
+        }
+        if !c.client_network.is_empty() {
+            let ip = canonical_ip(ctx.client_ip);
+            if !c.client_network.iter().any(|net| net.contains(&ip)) {
+                return Err(Miss::ClientNetwork);
+            }
+        }
+        if let Some(i) = c.claims.iter().position(|claim| !claim.holds(&id.claims)) {
+            return Err(Miss::Claim(i));
+        }
+        if !id.is_anonymous() {
+            if let Some(i) = c.not_account.iter().position(|p| p.matches(&id.username)) {
+                return Err(Miss::NotAccount(i));
+            }
+        }
+        for (gi, g) in id.groups.iter().enumerate() {
+            if let Some(pi) = c.not_group.iter().position(|p| p.matches(g)) {
+                return Err(Miss::NotGroup { group: gi, pattern: pi });
+            }
+        }
+        Ok(())
+    }
+
+    /// Run the capture-binding conditions (account, account_regex, group, group_regex) and call
+    /// `resource` with every complete binding until one matches.
+    pub(crate) fn chain<'a>(
+        &self,
+        id: &'a Identity,
+        resource: &mut dyn FnMut(&Bindings<'a>) -> bool,
+    ) -> Result<(), Miss> {
+        let mut b: Bindings<'a> = [None; MAX_CAPTURES];
+        if !id.is_anonymous() {
+            b[USERNAME] = Some(id.username.as_str());
+        }
+        let reached = Cell::new(0);
+        if self.stage(0, id, &mut b, &reached, resource) {
+            Ok(())
+        } else {
+            Err(STAGES[reached.get()])
+        }
+    }
+
+    fn stage<'a>(
+        &self,
+        n: usize,
+        id: &'a Identity,
+        b: &mut Bindings<'a>,
+        reached: &Cell<usize>,
+        resource: &mut dyn FnMut(&Bindings<'a>) -> bool,
+    ) -> bool {
+        reached.set(reached.get().max(n));
+        if n >= 4 {
+            return resource(b);
+        }
+        let c = &self.cond;
+        let mut next = |b: &mut Bindings<'a>| self.stage(n + 1, id, b, reached, resource);
+        match n {
+            0 if !c.account.is_empty() => {
+                !id.is_anonymous() && c.account.iter().any(|p| p.bind(&id.username, b, &mut next))
+            }
+            1 => match &c.account_regex {
+                Some(rx) => !id.is_anonymous() && rx.bind(&id.username, b, &mut next),
+                None => next(b),
+            },
+            2 if !c.group.is_empty() => {
+                id.groups.iter().any(|g| c.group.iter().any(|p| p.bind(g, b, &mut next)))
+            }
+            3 => match &c.group_regex {
+                Some(rx) => id.groups.iter().any(|g| rx.bind(g, b, &mut next)),
+                None => next(b),
+            },
+            _ => next(b),
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! Patterns for repository names, usernames and group names.
+//!
+//! One small glob language serves every pattern in a rules file:
+//!
+//! - `*` matches one or more characters other than `/` (one path segment, or part of one);
+//! - `**` matches one or more characters including `/` (any depth, but never nothing, so `team/**`
+//!   does not match `team` itself);
+//! - `{name}` is a capture. In `account` and `group` patterns it binds one or more characters from
+//!   `[A-Za-z0-9._-]`; in `resources` it stands for the bound value, compared as literal text;
+//! - everything else is literal.
+//!
+//! The capture character set is deliberately narrow: a group literally named `*`, `team-*` or `a/b`
+//! must never turn into a wildcard or a path when its value is substituted into a resource pattern.
+//! Substituted values are compared byte for byte and are never parsed as glob syntax.
+//!
+//! Matching is continuation-passing: a pattern that can bind captures in several ways (`{a}-{b}` on
+//! `x-y-z`) calls the continuation once per way, so the rule tries every binding without building a
+//! list of them. Bindings live in a fixed array on the stack, which keeps the hot path allocation-free.
+
+use std::fmt;
+
+/// Most distinct captures one rule may use, `username` included. Bindings are a fixed array of this
+/// size so that evaluating a rule does not allocate.
+pub(crate) const MAX_CAPTURES: usize = 8;
+
+/// Index of the always-bound `{username}` capture.
+pub(crate) const USERNAME: usize = 0;
+
+/// Capture values of one rule evaluation, indexed by capture number.
+pub(crate) type Bindings<'a> = [Option<&'a str>; MAX_CAPTURES];
+
+/// Whether a byte may be part of a captured value.
+pub(crate) fn is_capture_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
+
+/// Whether a whole string is an acceptable capture value (used for regex named groups).
+pub(crate) fn is_capture_value(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_capture_byte)
+}
+
+/// Whether a capture name is well formed: letters, digits and `_`, not starting with a digit.
+pub(crate) fn is_capture_name(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    matches!(bytes.next(), Some(b) if b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// The capture names of one rule. Index 0 is always `username`.
+#[derive(Debug, Clone)]
+pub(crate) struct CaptureNames {
+    names: Vec<String>,
+}
+
+impl CaptureNames {
+    pub(crate) fn new() -> Self {
+        CaptureNames { names: vec!["username".to_string()] }
+    }
+
+    /// The index of `name`, adding it if it is new.
+    pub(crate) fn define(&mut self, name: &str) -> Result<usize, String> {
+        if let Some(i) = self.lookup(name) {
+            return Ok(i);
+        }
+        if self.names.len() >= MAX_CAPTURES {
+            return Err(format!(
+                "too many captures: a rule may use at most {} besides username",
+                MAX_CAPTURES - 1
+            ));
+        }
+        self.names.push(name.to_string());
+        Ok(self.names.len() - 1)
+    }
+
+    pub(crate) fn lookup(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    pub(crate) fn name(&self, index: usize) -> &str {
+        self.names.get(index).map_or("?", String::as_str)
+    }
+}
+
+/// How a pattern may use `{captures}`.
+pub(crate) enum CaptureMode<'n> {
+    /// No captures at all (`not_account`, `not_group`).
+    Forbidden,
+    /// Captures bind values (`account`, `group`); new names are defined.
+    Bind(&'n mut CaptureNames),
+    /// Captures stand for values bound elsewhere (`resources`); unknown names are errors. The first
+    /// slice lists the names the rule's match section always binds; the second those that only some
+    /// alternatives bind (usable nowhere, but worth a precise message).
+    Use(&'n CaptureNames, &'n [String], &'n [String]),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Token {
+    Lit(String),
+    Star,
+    DoubleStar,
+    Capture(usize),
+}
+
+/// A compiled pattern, keeping its source text for messages.
+#[derive(Debug, Clone)]
+pub(crate) struct Pattern {
+    source: String,
+    tokens: Vec<Token>,
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl Pattern {
+    /// Compile `src`. The error is a sentence naming what is wrong, without the field (the caller adds it).
+    pub(crate) fn parse(src: &str, mut mode: CaptureMode<'_>) -> Result<Pattern, String> {
+        if src.is_empty() {
+            return Err("empty pattern".to_string());
+        }
+        let mut tokens = Vec::new();
+        let mut lit = String::new();
+        let mut chars = src.chars().peekable();
+        while let Some(c) = chars.next() {
+            match c {
+                '*' => {
+                    let mut stars = 1;
+                    while chars.peek() == Some(&'*') {
+                        chars.next();
+                        stars += 1;
+                    }
+                    if stars > 2 {
+                        return Err(format!(
+                            "{src:?}: `{}` is not a wildcard; use `*` (within one path segment) or `**` (any depth)",
+                            "*".repeat(stars)
+                        ));
+                    }
+                    flush(&mut lit, &mut tokens);
+                    tokens.push(if stars == 1 { Token::Star } else { Token::DoubleStar });
+                }
+                '{' => {
+                    let mut name = String::new();
+                    let mut closed = false;
+                    for c in chars.by_ref() {
+                        match c {
+                            '}' => {
+                                closed = true;
+                                break;
+                            }
+                            '{' => return Err(format!("{src:?}: unbalanced `{{`")),
+                            c => name.push(c),
+                        }
+                    }
+                    if !closed {
+                        return Err(format!("{src:?}: unbalanced `{{` (no closing `}}`)"));
+                    }
+                    if !is_capture_name(&name) {
+                        return Err(format!(
+                            "{src:?}: invalid capture name {{{name}}}: use letters, digits and `_`"
+                        ));
+                    }
+                    let index = match &mut mode {
+                        CaptureMode::Forbidden => {
+                            return Err(format!(
+                                "{src:?}: captures like {{{name}}} are not allowed here, only names and globs"
+                            ))
+                        }
+                        CaptureMode::Bind(names) => names.define(&name)?,
+                        CaptureMode::Use(names, available, partial) => match names.lookup(&name) {
+                            Some(i) if available.contains(&name) => i,
+                            _ if partial.contains(&name) => {
+                                return Err(format!(
+                                    "capture {{{name}}} is bound by only some of the `account`/`group` patterns, so the rule could apply with no value for it; give every pattern the capture or split the rule"
+                                ))
+                            }
+                            _ => {
+                                return Err(format!(
+                                    "unknown capture {{{name}}} (available: {})",
+                                    available.join(", ")
+                                ))
+                            }
+                        },
+                    };
+                    flush(&mut lit, &mut tokens);
+                    tokens.push(Token::Capture(index));
+                }
+                '}' => return Err(format!("{src:?}: unbalanced `}}`")),
+                c => lit.push(c),
+            }
+        }
+        flush(&mut lit, &mut tokens);
+        Ok(Pattern { source: src.to_string(), tokens })
+    }
+
+    pub(crate) fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The capture indices this pattern mentions.
+    pub(crate) fn captures(&self) -> impl Iterator<Item = usize> + '_ {
+        self.tokens.iter().filter_map(|t| match t {
+            Token::Capture(i) => Some(*i),
+            _ => None,
+        })
+    }
+
+    /// Whether `input` matches, for patterns without captures.
+    pub(crate) fn matches(&self, input: &str) -> bool {
+        let mut b: Bindings<'_> = [None; MAX_CAPTURES];
+        step(&self.tokens, input, 0, &mut b, false, &mut |_| true)
+    }
+
+    /// Whether `input` matches with captures replaced by their bound values, as literal text. An
+    /// unbound capture never matches.
+    pub(crate) fn matches_with(&self, input: &str, bindings: &Bindings<'_>) -> bool {
+        let mut b = *bindings;
+        step(&self.tokens, input, 0, &mut b, false, &mut |_| true)
+    }
+
+    /// Match `input`, binding unbound captures, and call `k` for every way it matches until `k`
+    /// returns true. Already-bound captures must match their value. `bindings` is restored on a
+    /// false return.
+    pub(crate) fn bind<'a>(
+        &self,
+        input: &'a str,
+        bindings: &mut Bindings<'a>,
+        k: &mut dyn FnMut(&mut Bindings<'a>) -> bool,
+    ) -> bool {
+        step(&self.tokens, input, 0, bindings, true, k)
+    }
+}
+
+fn flush(lit: &mut String, tokens: &mut Vec<Token>) {
+    if !lit.is_empty() {
+        tokens.push(Token::Lit(std::mem::take(lit)));
+    }
+}
+
+/// Backtracking matcher. Patterns are short and written by administrators, and repository names are
+/// at most 255 bytes, so plain backtracking is fast enough and keeps "try every binding" simple.
+fn step<'a>(
+    tokens: &[Token],
+    input: &'a str,
+    pos: usize,
+    b: &mut Bindings<'a>,
+    bind: bool,
+    k: &mut dyn FnMut(&mut Bindings<'a>) -> bool,
+) -> bool {
+    let Some((first, rest_tokens)) = tokens.split_first() else {
+        return pos == input.len() && k(b);
+    };
+    let rest = &input[pos..];
+    match first {
+        Token::Lit(lit) => rest.starts_with(lit.as_str()) && step(rest_tokens, input, pos + lit.len(), b, bind, k),
+        Token::Star | Token::DoubleStar => {
+            for (off, ch) in rest.char_indices() {
+                if ch == '/' && *first == Token::Star {
+                    break;
+                }
+                let end = pos + off + ch.len_utf8();
+                if step(rest_tokens, input, end, b, bind, k) {
+                    return true;
+                }
+            }
+            false
+        }
+        Token::Capture(i) => {
+            let i = *i;
+            match b.get(i).copied().flatten() {
+                Some(value) => {
+                    rest.starts_with(value) && step(rest_tokens, input, pos + value.len(), b, bind, k)
+                }
+                None if bind => {
+                    // Capture bytes are ASCII, so every prefix of the run below ends on a char boundary.
+                    let run = rest.bytes().take_while(|c| is_capture_byte(*c)).count();
+                    for len in 1..=run {
+                        b[i] = Some(&rest[..len]);
+                        if step(rest_tokens, input, pos + len, b, bind, k) {
+                            return true;
+                        }
+                    }
+                    b[i] = None;
+                    false
+                }
+                None => false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn glob(src: &str) -> Pattern {
+        Pattern::parse(src, CaptureMode::Forbidden).unwrap_or_else(|e| panic!("{src}: {e}"))
+    }
+
+    #[test]
+    fn repository_globs_match_segments_and_depths() {
+        let table: &[(&str, &str, bool)] = &[
+            ("team/**", "team/a", true),
+            ("team/**", "team/a/b", true),
+            ("team/**", "team", false),
+            ("team/**", "team/", false),
+            ("team/**", "teamx/a", false),
+            ("team/*", "team/a", true),
+            ("team/*", "team/a/b", false),
+            ("*", "app", true),
+            ("*", "a/b", false),
+            ("**", "a/b/c", true),
+            ("**", "", false),
+            ("*/prod/**", "payments/prod/api", true),
+            ("*/prod/**", "payments/prod", false),
+            ("*/prod/**", "a/b/prod/c", false),
+            ("**/prod/**", "a/b/prod/c", true),
+            ("prod/**", "prod/api", true),
+            ("prod/**", "production/api", false),
+            ("shared/*-base", "shared/go-base", true),
+            ("shared/*-base", "shared/-base", false),
+            ("alice", "alice", true),
+            ("alice", "alicex", false),
+            ("ci-*", "ci-payments", true),
+            ("ci-*", "ci-", false),
+            ("a.b", "axb", false),
+        ];
+        for (pattern, input, want) in table {
+            assert_eq!(glob(pattern).matches(input), *want, "{pattern:?} on {input:?}");
+        }
+    }
+
+    #[test]
+    fn rejects_malformed_patterns_with_a_reason() {
+        let table: &[(&str, &str)] = &[
+            ("", "empty pattern"),
+            ("team/***", "`***` is not a wildcard"),
+            ("team/{x", "unbalanced `{`"),
+            ("team/{a{b}}", "unbalanced `{`"),
+            ("team/x}", "unbalanced `}`"),
+            ("team/{}", "invalid capture name"),
+            ("team/{a b}", "invalid capture name"),
+            ("team/{team}", "not allowed here"),
+        ];
+        for (src, want) in table {
+            let err = Pattern::parse(src, CaptureMode::Forbidden).expect_err(src);
+            assert!(err.contains(want), "{src:?}: {err:?} should contain {want:?}");
+        }
+        let names = CaptureNames::new();
+        let err = Pattern::parse("{tem}/**", CaptureMode::Use(&names, &["team".into(), "username".into()], &[]))
+            .expect_err("unknown capture");
+        assert_eq!(err, "unknown capture {tem} (available: team, username)");
+    }
+
+    fn all_bindings(pattern: &str, input: &str) -> Vec<String> {
+        let mut names = CaptureNames::new();
+        let p = Pattern::parse(pattern, CaptureMode::Bind(&mut names)).unwrap_or_else(|e| panic!("{e}"));
+        let mut b: Bindings<'_> = [None; MAX_CAPTURES];
+        let mut seen = Vec::new();
+        p.bind(input, &mut b, &mut |b| {
+            let parts: Vec<String> =
+                (1..MAX_CAPTURES).filter_map(|i| b[i].map(|v| format!("{}={v}", names.name(i)))).collect();
+            seen.push(parts.join(","));
+            false
+        });
+        seen
+    }
+
+    #[test]
+    fn captures_bind_only_safe_characters_and_try_every_split() {
+        assert_eq!(all_bindings("team-{team}", "team-payments"), ["team=payments"]);
+        assert!(all_bindings("team-{team}", "team-*").is_empty());
+        assert!(all_bindings("team-{team}", "team-a/b").is_empty());
+        assert!(all_bindings("team-{team}", "team-").is_empty());
+        assert!(all_bindings("team-{team}", "*").is_empty());
+        assert_eq!(all_bindings("{a}-{b}", "x-y-z"), ["a=x,b=y-z", "a=x-y,b=z"]);
+        // A repeated capture must bind the same text both times.
+        assert_eq!(all_bindings("{a}/{a}", "x/x"), ["a=x"]);
+        assert!(all_bindings("{a}/{a}", "x/y").is_empty());
+    }
+
+    #[test]
+    fn substituted_values_are_literal_text() {
+        let mut names = CaptureNames::new();
+        let team = names.define("team").unwrap();
+        let p = Pattern::parse("{team}/**", CaptureMode::Use(&names, &["team".into()], &[])).unwrap();
+        let mut b: Bindings<'_> = [None; MAX_CAPTURES];
+        b[team] = Some("a.b");
+        assert!(p.matches_with("a.b/x", &b));
+        assert!(!p.matches_with("axb/x", &b));
+        b[team] = None;
+        assert!(!p.matches_with("anything/x", &b), "an unbound capture never matches");
+    }
+}
