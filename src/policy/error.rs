@@ -31,7 +31,12 @@ pub struct PolicyError {
 
 impl PolicyError {
     pub(crate) fn file(file: &str, message: impl Into<String>) -> Self {
-        PolicyError { file: file.to_string(), item: ErrorItem::File, field: None, message: message.into() }
+        PolicyError {
+            file: file.to_string(),
+            item: ErrorItem::File,
+            field: None,
+            message: message.into(),
+        }
     }
 }
 

@@ -1,1 +1,831 @@
-//! tests
+//! Tests of the policy engine as a whole: the shipped example files, the semantics promised in the
+//! spec (union minus deny, literal captures, `*`, the catalog), explanations and error reporting.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use super::*;
+use crate::identity::{AuthMethod, Identity};
+
+fn policies_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+fn compile(text: &str) -> Policy {
+    Policy::compile(&[PolicySource {
+        path: "test.yaml".into(),
+        text: text.into(),
+    }])
+    .unwrap_or_else(|errors| {
+        panic!(
+            "{}",
+            errors
+                .iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    })
+}
+
+fn errors_of(text: &str) -> Vec<String> {
+    match Policy::compile(&[PolicySource {
+        path: "policies/bad.yaml".into(),
+        text: text.into(),
+    }]) {
+        Ok(_) => panic!("expected errors"),
+        Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+    }
+}
+
+fn ctx(username: &str, groups: &[&str]) -> RequestContext {
+    RequestContext {
+        identity: Identity {
+            username: username.into(),
+            provider: if username.is_empty() {
+                String::new()
+            } else {
+                "static".into()
+            },
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            claims: BTreeMap::new(),
+        },
+        auth_method: if username.is_empty() {
+            AuthMethod::Anonymous
+        } else {
+            AuthMethod::Password
+        },
+        client_ip: IpAddr::from([10, 1, 2, 3]),
+        service: "registry.test".into(),
+    }
+}
+
+fn scope(s: &str) -> Scope {
+    Scope::parse(s).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn granted(policy: &Policy, ctx: &RequestContext, s: &str) -> Vec<&'static str> {
+    policy
+        .authorize(ctx, &scope(s))
+        .granted
+        .iter()
+        .map(|a| a.as_str())
+        .collect()
+}
+
+/// The demo accounts tollgate ships with.
+fn demo_accounts() -> Vec<RequestContext> {
+    vec![
+        ctx("alice", &["team-payments", "developers"]),
+        ctx("bob", &["team-web", "developers", "release-managers"]),
+        ctx("admin", &["admins"]),
+        ctx("ci-payments", &["robots", "ci-payments"]),
+        ctx("", &[]),
+    ]
+}
+
+const PROBE_SCOPES: &[&str] = &[
+    "repository:payments/api:push,pull,delete",
+    "repository:payments/api:*",
+    "repository:payments/prod/api:push,pull,delete",
+    "repository:web/frontend:push,pull",
+    "repository:web/prod/frontend:*",
+    "repository:prod/base:push,pull,delete",
+    "repository:public/hello:pull,push",
+    "repository:shared/base:pull",
+    "repository:users/alice/x:*",
+    "repository:users/bob/x:pull,delete",
+    "repository:users/ci-payments/x:delete",
+    "registry:catalog:*",
+    "repository:catalog:pull",
+];
+
+#[test]
+fn every_example_policy_compiles_alone_and_passes_its_tests() {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(policies_dir())
+        .expect("policies/ exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.len() >= 7,
+        "expected the seven example files, found {files:?}"
+    );
+    for file in files {
+        let policy = Policy::load(std::slice::from_ref(&file)).unwrap_or_else(|errors| {
+            panic!(
+                "{}",
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        });
+        let report = policy.run_tests();
+        assert!(policy.test_count() > 0, "{} has no tests", file.display());
+        assert_eq!(report.passed(), policy.test_count());
+        assert_eq!(report.failed(), 0, "{}:\n{report}", file.display());
+    }
+}
+
+#[test]
+fn the_split_example_files_also_work_together() {
+    let files: Vec<PathBuf> = [
+        "team-namespaces",
+        "personal-namespaces",
+        "public-read",
+        "ci-robots",
+        "admins",
+        "protected-prod",
+    ]
+    .iter()
+    .map(|n| policies_dir().join(format!("{n}.yaml")))
+    .collect();
+    let policy = Policy::load(&files).unwrap_or_else(|e| panic!("{e:?}"));
+    let report = policy.run_tests();
+    assert_eq!(report.failed(), 0, "{report}");
+}
+
+#[test]
+fn embedded_example_is_default_yaml_and_passes() {
+    let policy = compile(EXAMPLE_POLICY);
+    assert!(policy.rule_count() >= 8);
+    let report = policy.run_tests();
+    assert_eq!(report.failed(), 0, "{report}");
+    assert!(report
+        .to_string()
+        .ends_with(&format!("{} passed, 0 failed", policy.test_count())));
+}
+
+#[test]
+fn loading_the_whole_directory_reports_duplicate_names_with_both_files() {
+    let errors =
+        Policy::load(&[policies_dir()]).expect_err("default.yaml repeats the split files' names");
+    let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    let dup = text
+        .iter()
+        .find(|e| e.contains("duplicate rule name \"admins\""))
+        .expect("duplicate reported");
+    assert!(
+        dup.contains("default.yaml") && dup.contains("admins.yaml"),
+        "{dup}"
+    );
+}
+
+#[test]
+fn default_policy_grants_what_the_spec_promises() {
+    let policy = compile(EXAMPLE_POLICY);
+    let [alice, bob, admin, robot, anon] =
+        <[RequestContext; 5]>::try_from(demo_accounts()).expect("five accounts");
+    let table: &[(&RequestContext, &str, &[&str])] = &[
+        (
+            &alice,
+            "repository:payments/api:push,pull,delete",
+            &["push", "pull"],
+        ),
+        (&alice, "repository:payments/api:*", &[]),
+        (&alice, "repository:web/frontend:pull", &[]),
+        (&alice, "repository:users/alice/x:*", &["*"]),
+        (&alice, "repository:users/alice/x:delete", &["delete"]),
+        (&alice, "repository:payments/prod/api:pull,push", &["pull"]),
+        (
+            &bob,
+            "repository:web/prod/frontend:push,pull",
+            &["push", "pull"],
+        ),
+        (&bob, "repository:users/alice/x:pull", &[]),
+        (&admin, "repository:anything/at/all:*", &["*"]),
+        (&admin, "repository:prod/base:*", &[]),
+        (&admin, "registry:catalog:*", &["*"]),
+        (
+            &robot,
+            "repository:payments/api:pull,push,delete",
+            &["pull", "push"],
+        ),
+        (&robot, "repository:users/ci-payments/x:pull", &[]),
+        (&anon, "repository:public/hello:push,pull", &["pull"]),
+        (&anon, "registry:catalog:*", &[]),
+    ];
+    for (who, s, want) in table {
+        assert_eq!(
+            granted(&policy, who, s),
+            *want,
+            "{} {s}",
+            who.identity.username
+        );
+    }
+}
+
+#[test]
+fn anonymous_gets_only_public_pulls() {
+    let policy = compile(EXAMPLE_POLICY);
+    let anon = ctx("", &[]);
+    for s in PROBE_SCOPES {
+        let got = granted(&policy, &anon, s);
+        let want: &[&str] = if s.starts_with("repository:public/") {
+            &["pull"]
+        } else {
+            &[]
+        };
+        assert_eq!(got, want, "{s}");
+    }
+    // Even with a username-shaped capture in play, anonymous never reaches users/**.
+    assert!(granted(&policy, &anon, "repository:users/x/y:pull").is_empty());
+}
+
+#[test]
+fn hostile_group_names_widen_nothing() {
+    let policy = compile(
+        r#"
+rules:
+  - name: team
+    match: { group: ["team-{team}"] }
+    resources: ["{team}/**"]
+    actions: ["*"]
+"#,
+    );
+    let hostile = [
+        "*",
+        "**",
+        "team-*",
+        "team-**",
+        "team-../x",
+        "team-a/b",
+        "team-",
+        "team-{team}",
+        "team-a b",
+        "team-é",
+    ];
+    for group in hostile {
+        let who = ctx("mallory", &[group]);
+        for s in PROBE_SCOPES
+            .iter()
+            .chain(&["repository:a/b/c:pull", "repository:x/y:pull"])
+        {
+            assert!(
+                granted(&policy, &who, s).is_empty(),
+                "group {group:?} widened {s}"
+            );
+        }
+    }
+    // The same rule with a normal group still works, and `team-a.b` is the literal namespace `a.b`.
+    assert_eq!(
+        granted(&policy, &ctx("x", &["team-a.b"]), "repository:a.b/app:pull"),
+        ["pull"]
+    );
+    assert!(granted(&policy, &ctx("x", &["team-a.b"]), "repository:axb/app:pull").is_empty());
+}
+
+#[test]
+fn every_matching_group_binding_is_tried() {
+    let policy = compile(
+        r#"
+rules:
+  - name: team
+    match: { group: ["team-{team}"] }
+    resources: ["{team}/**"]
+    actions: [pull]
+"#,
+    );
+    let who = ctx("carol", &["team-a", "other", "team-b"]);
+    assert_eq!(granted(&policy, &who, "repository:a/x:pull"), ["pull"]);
+    assert_eq!(granted(&policy, &who, "repository:b/x:pull"), ["pull"]);
+    assert!(granted(&policy, &who, "repository:other/x:pull").is_empty());
+}
+
+/// Reorder the rules of a policy text.
+fn reorder(text: &str, order: impl Fn(&mut Vec<serde_norway::Value>)) -> String {
+    let mut doc: serde_norway::Value = serde_norway::from_str(text).expect("valid yaml");
+    let rules = doc
+        .get_mut("rules")
+        .and_then(|r| r.as_sequence_mut())
+        .expect("rules list");
+    order(rules);
+    serde_norway::to_string(&doc).expect("serializes")
+}
+
+#[test]
+fn rule_order_never_changes_a_result() {
+    let original = compile(EXAMPLE_POLICY);
+    let variants = [
+        reorder(EXAMPLE_POLICY, |r| r.reverse()),
+        reorder(EXAMPLE_POLICY, |r| r.rotate_left(3)),
+        reorder(EXAMPLE_POLICY, |r| {
+            r.sort_by_key(|v| v.get("effect").is_none())
+        }), // denies first
+        reorder(EXAMPLE_POLICY, |r| {
+            r.sort_by_key(|v| v.get("effect").is_some())
+        }), // denies last
+    ];
+    for text in &variants {
+        let shuffled = compile(text);
+        for who in demo_accounts() {
+            for s in PROBE_SCOPES {
+                let (a, b) = (
+                    original.authorize(&who, &scope(s)),
+                    shuffled.authorize(&who, &scope(s)),
+                );
+                assert_eq!(a.granted, b.granted, "{} {s}", who.identity.username);
+                let sorted = |mut v: Vec<String>| {
+                    v.sort();
+                    v
+                };
+                assert_eq!(sorted(a.allowed_by), sorted(b.allowed_by));
+                assert_eq!(sorted(a.denied_by), sorted(b.denied_by));
+            }
+        }
+    }
+}
+
+#[test]
+fn star_is_granted_only_when_every_action_is() {
+    let policy = compile(
+        r#"
+rules:
+  - name: pull-push
+    resources: ["a/**"]
+    actions: [pull, push]
+  - name: everything
+    resources: ["b/**", "c/**"]
+    actions: ["*"]
+  - name: no-delete-c
+    effect: deny
+    resources: ["c/**"]
+    actions: [delete]
+  - name: deny-all-d
+    effect: deny
+    resources: ["b/d/**"]
+    actions: ["*"]
+"#,
+    );
+    let who = ctx("x", &[]);
+    let table: &[(&str, &[&str])] = &[
+        ("repository:a/x:*", &[]),
+        ("repository:a/x:*,pull", &["pull"]),
+        ("repository:b/x:*", &["*"]),
+        ("repository:b/x:pull,*,delete", &["pull", "*", "delete"]),
+        ("repository:c/x:*,push", &["push"]),
+        ("repository:b/d/x:*,pull", &[]),
+    ];
+    for (s, want) in table {
+        assert_eq!(granted(&policy, &who, s), *want, "{s}");
+    }
+    let d = policy.authorize(&who, &scope("repository:b/x:*"));
+    assert_eq!(d.granted, [Action::All]);
+    assert_eq!(d.allowed_by, ["everything"]);
+}
+
+#[test]
+fn the_catalog_needs_an_explicit_registry_rule() {
+    let policy = compile(
+        r#"
+rules:
+  - name: everything
+    resources: ["**"]
+    actions: ["*"]
+"#,
+    );
+    assert!(granted(&policy, &ctx("x", &[]), "registry:catalog:*").is_empty());
+    assert_eq!(
+        granted(&policy, &ctx("x", &[]), "repository:catalog:pull"),
+        ["pull"]
+    );
+    let policy = compile(
+        r#"
+rules:
+  - name: catalog
+    type: registry
+    resources: [catalog]
+    actions: ["*"]
+"#,
+    );
+    assert_eq!(
+        granted(&policy, &ctx("x", &[]), "registry:catalog:*"),
+        ["*"]
+    );
+    assert!(granted(&policy, &ctx("x", &[]), "repository:catalog:pull").is_empty());
+}
+
+#[test]
+fn conditions_narrow_rules() {
+    let policy = compile(
+        r#"
+rules:
+  - { name: by-account, match: { account: ["ci-*", alice], not_account: [ci-evil] }, resources: [acct/*], actions: [pull] }
+  - { name: by-regex, match: { account_regex: "svc-(?P<team>[a-z]+)" }, resources: ["{team}/svc"], actions: [pull] }
+  - { name: by-provider, match: { provider: [corp-ldap] }, resources: [prov/*], actions: [pull] }
+  - { name: by-method, match: { auth_method: [refresh_token] }, resources: [method/*], actions: [pull] }
+  - { name: authenticated, match: { anonymous: false }, resources: [authn/*], actions: [pull] }
+  - { name: only-anonymous, match: { anonymous: true }, resources: [anon/*], actions: [pull] }
+  - { name: by-claims, match: { claims: { department: payments, "org.teams": [a, b], level: 3 } }, resources: [claims/*], actions: [pull] }
+  - { name: by-network, match: { client_network: ["10.0.0.0/8", "192.168.1.7", "fd00::/8"] }, resources: [net/*], actions: [pull] }
+  - { name: by-service, match: { service: [registry.corp] }, resources: [svc/*], actions: [pull] }
+  - { name: not-contractors, match: { not_group: ["contractor-*"] }, resources: [staff/*], actions: [pull] }
+"#,
+    );
+    let base = ctx("alice", &[]);
+    let check = |who: &RequestContext, s: &str, want: bool| {
+        assert_eq!(
+            !granted(&policy, who, s).is_empty(),
+            want,
+            "{} {s}",
+            who.identity.username
+        );
+    };
+    check(&base, "repository:acct/x:pull", true);
+    check(&ctx("ci-payments", &[]), "repository:acct/x:pull", true);
+    check(&ctx("ci-evil", &[]), "repository:acct/x:pull", false);
+    check(&ctx("bob", &[]), "repository:acct/x:pull", false);
+    check(&ctx("svc-web", &[]), "repository:web/svc:pull", true);
+    check(&ctx("svc-web", &[]), "repository:other/svc:pull", false);
+    check(&ctx("x-svc-web", &[]), "repository:web/svc:pull", false); // anchored
+    check(&ctx("svc-web2", &[]), "repository:web2/svc:pull", false);
+    check(&base, "repository:prov/x:pull", false);
+    let mut ldap = base.clone();
+    ldap.identity.provider = "corp-ldap".into();
+    check(&ldap, "repository:prov/x:pull", true);
+    check(&base, "repository:method/x:pull", false);
+    let mut refresh = base.clone();
+    refresh.auth_method = AuthMethod::RefreshToken;
+    check(&refresh, "repository:method/x:pull", true);
+    check(&base, "repository:authn/x:pull", true);
+    check(&ctx("", &[]), "repository:authn/x:pull", false);
+    check(&base, "repository:anon/x:pull", false);
+    check(&ctx("", &[]), "repository:anon/x:pull", true);
+
+    let mut claims = base.clone();
+    claims
+        .identity
+        .claims
+        .insert("department".into(), serde_json::json!("payments"));
+    claims
+        .identity
+        .claims
+        .insert("org".into(), serde_json::json!({"teams": ["z", "b"]}));
+    claims
+        .identity
+        .claims
+        .insert("level".into(), serde_json::json!(3));
+    check(&claims, "repository:claims/x:pull", true);
+    claims
+        .identity
+        .claims
+        .insert("level".into(), serde_json::json!(4));
+    check(&claims, "repository:claims/x:pull", false);
+    claims
+        .identity
+        .claims
+        .insert("level".into(), serde_json::json!("3"));
+    claims
+        .identity
+        .claims
+        .insert("org.teams".into(), serde_json::json!("a")); // literal dotted key wins
+    check(&claims, "repository:claims/x:pull", true);
+    claims.identity.claims.remove("department");
+    check(&claims, "repository:claims/x:pull", false);
+
+    check(&base, "repository:net/x:pull", true);
+    for (ip, want) in [
+        ("192.168.1.7", true),
+        ("192.168.1.8", false),
+        ("::ffff:10.9.9.9", true),
+        ("fd12::1", true),
+        ("::1", false),
+    ] {
+        let mut c = base.clone();
+        c.client_ip = ip.parse().expect("ip");
+        check(&c, "repository:net/x:pull", want);
+    }
+    check(&base, "repository:svc/x:pull", false);
+    let mut corp = base.clone();
+    corp.service = "registry.corp".into();
+    check(&corp, "repository:svc/x:pull", true);
+    check(&ctx("x", &["staff"]), "repository:staff/x:pull", true);
+    check(
+        &ctx("x", &["staff", "contractor-acme"]),
+        "repository:staff/x:pull",
+        false,
+    );
+}
+
+#[test]
+fn regex_captures_outside_the_safe_characters_are_dropped() {
+    let policy = compile(
+        r#"
+rules:
+  - name: any-group
+    match: { group_regex: "grp:(?P<ns>.+)" }
+    resources: ["{ns}/**"]
+    actions: [pull]
+"#,
+    );
+    assert_eq!(
+        granted(&policy, &ctx("x", &["grp:web"]), "repository:web/a:pull"),
+        ["pull"]
+    );
+    assert!(granted(
+        &policy,
+        &ctx("x", &["grp:web/a"]),
+        "repository:web/a/b:pull"
+    )
+    .is_empty());
+    assert!(granted(&policy, &ctx("x", &["grp:*"]), "repository:web/a:pull").is_empty());
+}
+
+#[test]
+fn decision_names_the_rules_that_decided() {
+    let policy = compile(EXAMPLE_POLICY);
+    let d = policy.authorize(
+        &ctx("alice", &["team-payments", "developers"]),
+        &scope("repository:payments/prod/api:push,pull"),
+    );
+    assert_eq!(d.granted, [Action::Pull]);
+    assert_eq!(d.allowed_by, ["team-namespaces"]);
+    assert_eq!(d.denied_by, ["protected-prod"]);
+    let d = policy.authorize(&ctx("", &[]), &scope("repository:payments/api:pull"));
+    assert_eq!(d, Decision::default());
+}
+
+#[test]
+fn explain_says_why_each_rule_did_not_apply() {
+    let policy = compile(
+        r#"
+rules:
+  - name: team
+    match: { group: ["team-{team}"] }
+    resources: ["{team}/**"]
+    actions: [pull, push]
+  - name: office
+    match: { client_network: ["10.0.0.0/8"] }
+    resources: ["**"]
+    actions: [pull, push]
+  - name: catalog
+    type: registry
+    resources: [catalog]
+    actions: ["*"]
+  - name: pull-only
+    resources: ["payments/**"]
+    actions: [pull]
+"#,
+    );
+    let mut who = ctx("bob", &["team-web"]);
+    who.client_ip = "192.168.1.5".parse().expect("ip");
+    let e = policy.explain(&who, &scope("repository:payments/api:push"));
+    let reasons: BTreeMap<&str, &str> = e
+        .not_applied
+        .iter()
+        .map(|r| (r.rule.as_str(), r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons["team"],
+        r#"resource: "payments/api" does not match "{team}/**" with team=web"#
+    );
+    assert_eq!(
+        reasons["office"],
+        "client_network: 192.168.1.5 is not in [10.0.0.0/8]"
+    );
+    assert_eq!(
+        reasons["catalog"],
+        "type: rule is for the registry catalog, not repositories"
+    );
+    assert_eq!(reasons["pull-only"], "action: rule allows [pull], not push");
+
+    let e = policy.explain(
+        &ctx("bob", &["developers"]),
+        &scope("repository:web/x:pull"),
+    );
+    let team = e
+        .not_applied
+        .iter()
+        .find(|r| r.rule == "team")
+        .expect("team listed");
+    assert_eq!(
+        team.reason,
+        r#"group: none of [developers] matches "team-{team}""#
+    );
+
+    let text = e.to_string();
+    assert!(text.contains("identity: bob"), "{text}");
+    assert!(text.contains("rules that did not apply"), "{text}");
+    let json = serde_json::to_value(&e).expect("serializes");
+    assert_eq!(json["granted"], serde_json::json!(["pull"]));
+    assert_eq!(
+        json["actions"][0]["allowed_by"],
+        serde_json::json!(["office"])
+    );
+    assert_eq!(json["not_applied"][0]["rule"], serde_json::json!("team"));
+}
+
+#[test]
+fn explain_shows_allowed_and_denied_per_action() {
+    let policy = compile(EXAMPLE_POLICY);
+    let e = policy.explain(
+        &ctx("alice", &["team-payments", "developers"]),
+        &scope("repository:payments/prod/api:push,pull,*"),
+    );
+    assert_eq!(e.granted, [Action::Pull]);
+    let push = &e.actions[0];
+    assert!(!push.granted);
+    assert_eq!(push.allowed_by, ["team-namespaces"]);
+    assert_eq!(push.denied_by, ["protected-prod"]);
+    let star = &e.actions[2];
+    assert!(
+        star.note
+            .as_deref()
+            .is_some_and(|n| n.contains("not granted: push, delete")),
+        "{star:?}"
+    );
+    let text = e.to_string();
+    assert!(
+        text.contains("push    REFUSED  allowed by team-namespaces; denied by protected-prod"),
+        "{text}"
+    );
+}
+
+#[test]
+fn error_display_names_file_rule_and_field() {
+    let errors = errors_of(
+        r#"
+rules:
+  - name: fine
+    resources: ["a/**"]
+    actions: [pull]
+  - name: team-push
+    match: { group: ["team-{team}"] }
+    resources: ["{tem}/**"]
+    actions: [push]
+"#,
+    );
+    assert_eq!(
+        errors,
+        [
+            r#"policies/bad.yaml: rule 2 "team-push": field `resources[0]`: unknown capture {tem} (available: team, username)"#
+        ]
+    );
+}
+
+#[test]
+fn several_errors_are_reported_together() {
+    let errors = errors_of(
+        r#"
+rules:
+  - resources: ["a/**"]
+    actions: [pull]
+  - name: typo
+    resources: ["a/**"]
+    actions: [pull]
+    mtach: {}
+  - name: bad-values
+    effect: permit
+    type: image
+    resources: ["a/***", "", "x/{y"]
+    actions: [pul, push]
+  - name: bad-match
+    match:
+      account_regex: "ci-("
+      client_network: ["10.0.0/8"]
+      auth_method: [kerberos]
+      not_group: ["team-{x}"]
+      grup: [x]
+    resources: ["a"]
+    actions: []
+  - name: bad-match-values
+    match:
+      account_regex: "ci-("
+      client_network: ["10.0.0/8"]
+      auth_method: [kerberos]
+      not_group: ["team-{x}"]
+      anonymous: true
+      group: [a]
+    resources: ["a"]
+    actions: [pull]
+  - name: catalog
+    type: registry
+    resources: [catalog, everything]
+    actions: [pull]
+  - name: typo
+    resources: ["b"]
+    actions: [pull]
+  - name: partial
+    match: { group: ["team-{team}", admins] }
+    resources: ["{team}/**"]
+    actions: [pull]
+tests:
+  - name: bad scope
+    scope: "repository:Bad:pull"
+    expect: [pull]
+  - name: bad expect
+    scope: "repository:a/b:pull"
+    expect: [pulll]
+  - name: unknown field
+    scope: "repository:a/b:pull"
+    expect: []
+    identiy: {}
+"#,
+    );
+    let wanted = [
+        "rule 1 (unnamed): field `name`: required",
+        "rule 2 \"typo\": unknown field `mtach`",
+        "rule 3 \"bad-values\": field `effect`: unknown effect \"permit\"",
+        "rule 3 \"bad-values\": field `type`: unknown type \"image\"",
+        "rule 3 \"bad-values\": field `actions[0]`: unknown action \"pul\"",
+        "rule 3 \"bad-values\": field `resources[0]`: \"a/***\": `***` is not a wildcard",
+        "rule 3 \"bad-values\": field `resources[1]`: empty pattern",
+        "rule 3 \"bad-values\": field `resources[2]`: \"x/{y\": unbalanced `{`",
+        "rule 4 \"bad-match\": field `match`: unknown field `grup`",
+        "rule 4 \"bad-match\": field `actions`: empty list",
+        "rule 5 \"bad-match-values\": field `match.account_regex`: invalid regex",
+        "rule 5 \"bad-match-values\": field `match.client_network[0]`: invalid network \"10.0.0/8\"",
+        "rule 5 \"bad-match-values\": field `match.auth_method[0]`: unknown auth method \"kerberos\"",
+        "rule 5 \"bad-match-values\": field `match.not_group[0]`: \"team-{x}\": captures like {x} are not allowed here",
+        "rule 5 \"bad-match-values\": field `match.anonymous`: anonymous: true contradicts `group`",
+        "rule 6 \"catalog\": field `resources[1]`: \"everything\": a registry rule only takes `catalog`",
+        "rule 6 \"catalog\": field `actions`: a registry rule must list \"*\"",
+        "rule 7 \"typo\": field `name`: duplicate rule name \"typo\": rule 2 in policies/bad.yaml has it too",
+        "rule 8 \"partial\": field `resources[0]`: capture {team} is bound by only some",
+        "test 1 \"bad scope\": field `scope`: scope \"repository:Bad:pull\" has an invalid repository name",
+        "test 2 \"bad expect\": field `expect[0]`: unknown action \"pulll\"",
+        "test 3 \"unknown field\": unknown field `identiy`",
+    ];
+    for want in wanted {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with("policies/bad.yaml: ") && e.contains(want)),
+            "missing {want:?} in:\n{}",
+            errors.join("\n")
+        );
+    }
+}
+
+#[test]
+fn file_level_errors_are_reported() {
+    let errors = errors_of("rules:\n  - name: a\n    resources: [\"x\"\n    actions: [pull]\n");
+    assert_eq!(errors.len(), 1);
+    assert!(
+        errors[0].starts_with("policies/bad.yaml: YAML syntax error:")
+            && errors[0].contains("line"),
+        "{errors:?}"
+    );
+    let errors = errors_of("rulez: []\n");
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("unknown top-level key `rulez`")),
+        "{errors:?}"
+    );
+    let errors = errors_of("");
+    assert!(errors[0].contains("file is empty"), "{errors:?}");
+    let missing =
+        Policy::load(&[PathBuf::from("/nonexistent/policy.yaml")]).expect_err("missing file");
+    assert!(
+        missing[0]
+            .to_string()
+            .starts_with("/nonexistent/policy.yaml: cannot read"),
+        "{missing:?}"
+    );
+}
+
+#[test]
+fn failing_tests_are_reported_with_expected_got_and_explanation() {
+    let policy = compile(
+        r#"
+rules:
+  - name: pull-all
+    resources: ["**"]
+    actions: [pull]
+tests:
+  - name: passes
+    scope: "repository:a/b:pull"
+    expect: [pull]
+  - name: wrong on purpose
+    identity: { username: alice, groups: [devs] }
+    scope: "repository:a/b:push,pull"
+    expect: [push, pull]
+"#,
+    );
+    let report = policy.run_tests();
+    assert_eq!((report.passed(), report.failed()), (1, 1));
+    let text = report.to_string();
+    for want in [
+        "FAIL test.yaml: test \"wrong on purpose\"",
+        "scope:    repository:a/b:push,pull",
+        "expected: [pull, push]",
+        "got:      [pull]",
+        "push    REFUSED  no allow rule covers it",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    assert!(text.ends_with("1 passed, 1 failed"), "{text}");
+}
+
+#[test]
+fn policy_is_send_sync_and_cheap_to_clone() {
+    fn assert_send_sync<T: Send + Sync + Clone + std::fmt::Debug>() {}
+    assert_send_sync::<Policy>();
+    let p = compile(EXAMPLE_POLICY);
+    assert!(format!("{p:?}").contains("team-namespaces"));
+}
