@@ -8,3 +8,7 @@ pub mod policy;
 pub mod scope;
 pub mod revocation;
 pub mod token;
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod cli;

@@ -116,6 +116,25 @@ impl RefreshTokens {
     }
 }
 
+impl RefreshTokens {
+    /// Check the signature and issuer only (expired tokens and any service accepted): used to find the id of
+    /// a token an operator wants revoked.
+    pub fn inspect(&self, token: &str) -> Result<RefreshClaims, RefreshError> {
+        let jwt = token.strip_prefix(PREFIX).ok_or(RefreshError::Invalid)?;
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[&self.issuer]);
+        validation.validate_aud = false;
+        validation.validate_exp = false;
+        validation.set_required_spec_claims(&["iss", "sub"]);
+        let data = jsonwebtoken::decode::<RefreshClaims>(jwt, &self.decoding, &validation)
+            .map_err(|_| RefreshError::Invalid)?;
+        if data.claims.typ != TOKEN_TYPE {
+            return Err(RefreshError::Invalid);
+        }
+        Ok(data.claims)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,296 @@
+//! The subcommands behind `main.rs`. Each returns a message for the user on failure.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::app::{load_keys, AppState, PolicyStore};
+use crate::config::{LogFormat, ProviderConfig, Settings};
+use crate::identity::accounts::{add_account, hash_password as hash, validate_username, AccountEntry};
+use crate::identity::{AuthMethod, Identity, RequestContext};
+use crate::policy::Policy;
+use crate::revocation::{FileStore, Revocation};
+use crate::scope::Scope;
+use crate::token::refresh::RefreshTokens;
+use crate::token::{random_id, rfc3339, unix_now};
+
+fn join(errors: Vec<String>) -> String {
+    let n = errors.len();
+    format!("{n} problem{} found:\n  - {}", if n == 1 { "" } else { "s" }, errors.join("\n  - "))
+}
+
+fn load(config: Option<&Path>) -> Result<Settings, String> {
+    Settings::load(config).map_err(join)
+}
+
+/// Set up logging: JSON for machines or text for people, filtered by TOLLGATE_LOG or log.level.
+pub fn init_tracing(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match settings.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub fn serve(config: Option<&Path>) -> Result<(), String> {
+    let settings = load(config)?;
+    init_tracing(&settings);
+    if config.is_none() {
+        tracing::warn!("running the embedded demo config (demo accounts, example policy); pass --config for production");
+    }
+    let (default_key, _) = settings.default_key_paths();
+    let first_start = settings.keys.is_empty() && !default_key.exists();
+    let listen = settings.listen;
+    let state = Arc::new(AppState::build(settings).map_err(join)?);
+    if first_start {
+        let out = state.settings.data_dir.join("registry");
+        println!("{}", write_registry_files(&state.settings, &state.issuer.keys, None, &out)?);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    rt.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        tracing::info!(addr = %listen, kid = %state.issuer.keys.active().kid, "tollgate listening");
+        crate::http::serve(listener, state, shutdown_signal()).await.map_err(|e| format!("server error: {e}"))
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+pub fn check_config(config: Option<&Path>) -> Result<(), String> {
+    let settings = load(config)?;
+    // Building the state loads keys, accounts and the policy, so every file is checked, not just the YAML.
+    let state = AppState::build(settings).map_err(join)?;
+    let policy = state.policy.get();
+    let report = policy.run_tests();
+    if report.failed() > 0 {
+        return Err(format!("the policy's own tests fail:\n{report}"));
+    }
+    println!(
+        "{}: ok ({} key(s), active kid {}; {} provider(s); {} rule(s), {} policy test(s) passed)",
+        state.settings.origin,
+        state.issuer.keys.keys().len(),
+        state.issuer.keys.active().kid,
+        state.chain.providers().len(),
+        policy.rule_count(),
+        report.passed()
+    );
+    Ok(())
+}
+
+pub fn registry_config(config: Option<&Path>, realm: Option<&str>, out_dir: Option<&Path>) -> Result<(), String> {
+    let settings = load(config)?;
+    let keys = load_keys(&settings)?;
+    let out = out_dir.map(Path::to_path_buf).unwrap_or_else(|| settings.data_dir.join("registry"));
+    println!("{}", write_registry_files(&settings, &keys, realm, &out)?);
+    Ok(())
+}
+
+/// Write the root cert bundle and JWKS and return the registry config block that reads them.
+fn write_registry_files(
+    settings: &Settings,
+    keys: &crate::token::keys::KeySet,
+    realm: Option<&str>,
+    out: &Path,
+) -> Result<String, String> {
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let out = std::fs::canonicalize(out).unwrap_or_else(|_| out.to_path_buf());
+    let bundle = out.join("rootcertbundle.pem");
+    let jwks = out.join("jwks.json");
+    std::fs::write(&bundle, keys.cert_bundle()).map_err(|e| format!("{}: {e}", bundle.display()))?;
+    let jwks_text = serde_json::to_string_pretty(&keys.jwks()).map_err(|e| e.to_string())?;
+    std::fs::write(&jwks, jwks_text).map_err(|e| format!("{}: {e}", jwks.display()))?;
+    let realm = realm.map(str::to_string).unwrap_or_else(|| format!("http://{}/token", settings.listen));
+    let mut block = format!(
+        "# Registry config (config.yml) for tollgate. Keys: {}; active kid {}.\n\
+         auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+        keys.keys().len(),
+        keys.active().kid,
+        settings.services.first().map(String::as_str).unwrap_or(""),
+        settings.issuer,
+        bundle.display(),
+    );
+    block.push_str(&format!(
+        "    # registry v3 only (and kid_format: rfc7638 for kid-only tokens):\n    # jwks: {}\n",
+        jwks.display()
+    ));
+    if keys.keys().iter().any(|k| k.chain.is_empty()) {
+        block.push_str("# WARNING: a key without a certificate is missing from rootcertbundle; registry 2.x cannot trust it.\n");
+    }
+    Ok(block)
+}
+
+pub fn robot_add(
+    config: Option<&Path>,
+    file: Option<&Path>,
+    name: &str,
+    groups: Vec<String>,
+    expires_in: Option<&str>,
+    description: Option<String>,
+) -> Result<(), String> {
+    validate_username(name).map_err(|e| format!("robot name {name:?}: {e}"))?;
+    let path: PathBuf = match file {
+        Some(f) => f.to_path_buf(),
+        None => {
+            let settings = load(config)?;
+            settings
+                .providers
+                .iter()
+                .find_map(|p| match p {
+                    ProviderConfig::Static(s) => s.file.clone(),
+                })
+                .ok_or("no static provider with an accounts file in the config; pass --file")?
+        }
+    };
+    let expires_at = match expires_in {
+        Some(d) => {
+            let d = humantime::parse_duration(d).map_err(|_| format!("--expires-in {d:?}: write e.g. 30d or 12h"))?;
+            Some(rfc3339(unix_now() + d.as_secs()))
+        }
+        None => None,
+    };
+    let secret = format!("tg_{}", random_id(32));
+    let entry = AccountEntry {
+        username: name.to_string(),
+        password_hash: hash(&secret)?,
+        groups: groups.into_iter().filter(|g| !g.is_empty()).collect(),
+        robot: true,
+        disabled: false,
+        expires_at: expires_at.clone(),
+        description,
+    };
+    add_account(&path, entry)?;
+    eprintln!(
+        "robot {name:?} added to {}{}. Its secret is printed below, once; only its hash is stored.",
+        path.display(),
+        expires_at.map(|e| format!(", expires {e}")).unwrap_or_default()
+    );
+    println!("{secret}");
+    Ok(())
+}
+
+pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&str>, all: bool) -> Result<(), String> {
+    let settings = load(config)?;
+    let store = FileStore::new(settings.revocation_file());
+    let now = unix_now();
+    let (revocation, what) = match (token, user, all) {
+        (Some(t), None, false) => {
+            let secret = std::fs::read(&settings.refresh_secret_file)
+                .map_err(|e| format!("{}: {e}", settings.refresh_secret_file.display()))?;
+            let secret = String::from_utf8_lossy(&secret).trim().as_bytes().to_vec();
+            let tokens = RefreshTokens::new(&secret, &settings.issuer, settings.refresh_lifetime)?;
+            let claims = tokens.inspect(t.trim()).map_err(|e| e.to_string())?;
+            let what = format!("refresh token {} of {:?}", claims.jti, claims.sub);
+            (Revocation::Token { jti: claims.jti, exp: claims.exp }, what)
+        }
+        (None, Some(u), false) => {
+            (Revocation::User { username: u.to_string(), before: now }, format!("every refresh token of {u:?}"))
+        }
+        (None, None, true) => (Revocation::All { before: now }, "every refresh token".to_string()),
+        _ => return Err("say what to revoke: --token TOKEN, --user NAME or --all".into()),
+    };
+    store.revoke_sync(revocation).map_err(|e| e.to_string())?;
+    println!("revoked {what} issued until {}", rfc3339(now));
+    Ok(())
+}
+
+fn load_policy(paths: &[PathBuf], config: Option<&Path>) -> Result<(Policy, Option<Settings>), String> {
+    if paths.is_empty() {
+        let settings = load(config)?;
+        let store = PolicyStore::new(&settings).map_err(join)?;
+        Ok((store.get().as_ref().clone(), Some(settings)))
+    } else {
+        let policy = Policy::load(paths).map_err(|e| join(e.iter().map(|x| x.to_string()).collect()))?;
+        Ok((policy, None))
+    }
+}
+
+pub fn policy_test(paths: &[PathBuf], config: Option<&Path>) -> Result<(), String> {
+    let (policy, _) = load_policy(paths, config)?;
+    let report = policy.run_tests();
+    print!("{report}");
+    if report.failed() > 0 {
+        return Err(format!("{} policy test(s) failed", report.failed()));
+    }
+    if policy.test_count() == 0 {
+        eprintln!("warning: the policy has no tests; write expectations under `tests:` next to the rules");
+    }
+    Ok(())
+}
+
+/// Inputs of `policy explain`.
+pub struct ExplainInput {
+    pub scope: String,
+    pub user: Option<String>,
+    pub groups: Vec<String>,
+    pub provider: String,
+    pub auth_method: Option<String>,
+    pub client_ip: IpAddr,
+    pub service: Option<String>,
+    pub claims: Option<String>,
+    pub json: bool,
+}
+
+pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainInput) -> Result<(), String> {
+    let (policy, settings) = load_policy(paths, config)?;
+    let scope = Scope::parse(&input.scope).map_err(|e| e.to_string())?;
+    let claims: BTreeMap<String, serde_json::Value> = match &input.claims {
+        Some(c) => serde_json::from_str(c).map_err(|e| format!("--claims must be a JSON object: {e}"))?,
+        None => BTreeMap::new(),
+    };
+    let username = input.user.unwrap_or_default();
+    let auth_method = match input.auth_method.as_deref() {
+        Some(m) => AuthMethod::parse(m).ok_or(format!("--auth-method {m:?}: use password, refresh_token or anonymous"))?,
+        None if username.is_empty() => AuthMethod::Anonymous,
+        None => AuthMethod::Password,
+    };
+    let service = input
+        .service
+        .or_else(|| settings.and_then(|s| s.services.first().cloned()))
+        .unwrap_or_else(|| "registry.test".into());
+    let ctx = RequestContext {
+        identity: Identity { username, provider: input.provider, groups: input.groups, claims },
+        auth_method,
+        client_ip: input.client_ip,
+        service,
+    };
+    let explanation = policy.explain(&ctx, &scope);
+    if input.json {
+        println!("{}", serde_json::to_string_pretty(&explanation).map_err(|e| e.to_string())?);
+    } else {
+        print!("{explanation}");
+    }
+    Ok(())
+}
+
+pub fn hash_password(password: &str) -> Result<(), String> {
+    if password.is_empty() {
+        return Err("refusing to hash an empty password".into());
+    }
+    println!("{}", hash(password)?);
+    Ok(())
+}
+

@@ -1,0 +1,507 @@
+//! Configuration: a YAML file (like the registry's own config.yml), environment overrides, validation.
+//!
+//! Loading is three layers: the file, then `TOLLGATE_SECTION__KEY=value` environment variables (values are
+//! read as YAML scalars or flow lists; `__` separates levels, numbers index lists), then validation into
+//! [`Settings`]. Validation reports every problem at once, each naming the key and the fix, because an
+//! operator fixing a config one error per restart loses an afternoon. Secrets are never written inline: every
+//! secret is a `*_file` path, so they can come from Docker or Kubernetes secrets.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::identity::accounts::AccountEntry;
+use crate::token::keys::{HeaderMode, KidFormat};
+
+/// The configuration used when `serve` is started without `--config`: demo accounts, the example policy,
+/// and a key generated on first start. Good for a first look, never for production.
+pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");
+
+/// Environment variables that are not config overrides.
+const NON_CONFIG_ENV: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_LOG"];
+
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    token: RawToken,
+    #[serde(default)]
+    refresh_tokens: RawRefresh,
+    #[serde(default)]
+    providers: Vec<ProviderConfig>,
+    #[serde(default)]
+    identity_cache: RawCache,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawServer {
+    /// Address to listen on. Default: 127.0.0.1:5001.
+    listen: Option<String>,
+    /// Where generated keys, the refresh secret and the revocation list live. Default: ./tollgate-data
+    /// (relative paths are relative to the config file).
+    data_dir: Option<PathBuf>,
+    /// Largest accepted POST body. Default: 65536.
+    max_body_bytes: Option<usize>,
+    /// Most scopes accepted in one request. Default: 64.
+    max_scopes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawToken {
+    /// REQUIRED. The `iss` claim; the registry's `auth.token.issuer` must equal it.
+    issuer: Option<String>,
+    /// REQUIRED. The registry service names tokens may be issued for (the `aud` claim); the registry's
+    /// `auth.token.service`. Requests for any other service get a 400.
+    services: Option<Vec<String>>,
+    /// Access token lifetime. Default: 5m. At least 60s (clients need time to use it).
+    lifetime: Option<String>,
+    /// libtrust (registry 2.x) or rfc7638 (registry v3). Default: libtrust.
+    kid_format: Option<KidFormat>,
+    /// x5c (certificate chain + kid; default) or kid (kid only).
+    header: Option<HeaderMode>,
+    /// Signing keys. Default: one EC key generated in data_dir on first start.
+    #[serde(default)]
+    keys: Vec<RawKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    /// REQUIRED. PKCS#8 PEM (EC P-256 or RSA) or PKCS#1 PEM (RSA).
+    key_file: PathBuf,
+    /// The key's certificate chain (PEM, leaf first). Required for header mode x5c.
+    cert_file: Option<PathBuf>,
+    /// Exactly one key signs; the others are only published. Default: the first key.
+    #[serde(default)]
+    active: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRefresh {
+    /// Issue refresh tokens when clients ask (docker login, access_type=offline). Default: true.
+    enabled: Option<bool>,
+    /// Refresh token lifetime. Default: 90d.
+    lifetime: Option<String>,
+    /// File holding the HMAC secret (at least 32 bytes). Default: data_dir/refresh-secret, generated.
+    secret_file: Option<PathBuf>,
+}
+
+/// One identity provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum ProviderConfig {
+    Static(StaticProviderConfig),
+}
+
+/// The static accounts provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticProviderConfig {
+    /// REQUIRED. Unique name; recorded in tokens and usable in rules (`provider:`).
+    pub name: String,
+    /// The accounts file (see providers/robots.yaml). Exactly one of `file` and `accounts`.
+    pub file: Option<PathBuf>,
+    /// Accounts written inline.
+    pub accounts: Option<Vec<AccountEntry>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawCache {
+    /// How long a successful login is remembered. Default: 5m. 0s disables the cache.
+    ttl: Option<String>,
+    /// Most cached identities. Default: 10000.
+    capacity: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawPolicy {
+    /// Rules files or directories of them (*.yaml, *.yml). REQUIRED unless builtin_example is true.
+    #[serde(default)]
+    paths: Vec<PathBuf>,
+    /// Use the built-in example policy (demo only). Default: false.
+    #[serde(default)]
+    builtin_example: bool,
+    /// How often the rules files are checked for changes. Default: 2s.
+    reload_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawLog {
+    /// json or text. Default: text.
+    format: Option<String>,
+    /// A tracing filter such as info or tollgate=debug. Default: info.
+    level: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// A key to load.
+#[derive(Debug, Clone)]
+pub struct KeySettings {
+    pub key_file: PathBuf,
+    pub cert_file: Option<PathBuf>,
+    pub active: bool,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Where the config came from (a path, or "embedded default").
+    pub origin: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub max_body_bytes: usize,
+    pub max_scopes: usize,
+    pub issuer: String,
+    pub services: Vec<String>,
+    pub token_lifetime: Duration,
+    pub kid_format: KidFormat,
+    pub header_mode: HeaderMode,
+    /// Empty: generate/use data_dir/signing.key.
+    pub keys: Vec<KeySettings>,
+    pub refresh_enabled: bool,
+    pub refresh_lifetime: Duration,
+    pub refresh_secret_file: PathBuf,
+    pub providers: Vec<ProviderConfig>,
+    pub cache_ttl: Duration,
+    pub cache_capacity: u64,
+    pub policy_paths: Vec<PathBuf>,
+    pub policy_builtin_example: bool,
+    pub policy_reload_interval: Duration,
+    pub log_format: LogFormat,
+    pub log_level: String,
+}
+
+impl Settings {
+    /// The generated key pair used when no keys are configured.
+    pub fn default_key_paths(&self) -> (PathBuf, PathBuf) {
+        (self.data_dir.join("signing.key"), self.data_dir.join("signing.crt"))
+    }
+
+    pub fn revocation_file(&self) -> PathBuf {
+        self.data_dir.join("revocations.json")
+    }
+
+    /// Load from a file (or the embedded default when `path` is None) with the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Settings, Vec<String>> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|e| vec![format!("{}: {e}", p.display())])?;
+                let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                Settings::from_yaml(&text, &p.display().to_string(), &base, &env)
+            }
+            None => Settings::from_yaml(EMBEDDED_DEFAULT, "embedded default", Path::new("."), &env),
+        }
+    }
+
+    /// Parse, apply environment overrides and validate. `base` resolves relative paths.
+    pub fn from_yaml(text: &str, origin: &str, base: &Path, env: &[(String, String)]) -> Result<Settings, Vec<String>> {
+        let mut value: serde_norway::Value =
+            serde_norway::from_str(text).map_err(|e| vec![format!("{origin}: {e}")])?;
+        if value.is_null() {
+            value = serde_norway::Value::Mapping(Default::default());
+        }
+        let mut errors = Vec::new();
+        for (k, v) in env {
+            let Some(rest) = k.strip_prefix("TOLLGATE_") else { continue };
+            if NON_CONFIG_ENV.contains(&k.as_str()) {
+                continue;
+            }
+            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+            if let Err(e) = apply_override(&mut value, &path, v) {
+                errors.push(format!("environment variable {k}: {e}"));
+            }
+        }
+        let mut unknown = Vec::new();
+        let raw: RawConfig = match serde_ignored::deserialize(value, |p| unknown.push(p.to_string())) {
+            Ok(r) => r,
+            Err(e) => {
+                errors.push(format!("{origin}: {e}"));
+                return Err(errors);
+            }
+        };
+        for u in unknown {
+            errors.push(format!("{origin}: {u}: unknown key (check the spelling against the config reference in README.md)"));
+        }
+        let settings = validate(raw, origin, base, &mut errors);
+        if errors.is_empty() {
+            Ok(settings)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// Set `path` in a YAML tree to `raw` parsed as a YAML scalar or flow collection.
+fn apply_override(root: &mut serde_norway::Value, path: &[String], raw: &str) -> Result<(), String> {
+    use serde_norway::Value;
+    let parsed: Value = serde_norway::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+    let mut node = root;
+    for (i, key) in path.iter().enumerate() {
+        if key.is_empty() {
+            return Err("empty key segment (use __ only between keys)".into());
+        }
+        let last = i + 1 == path.len();
+        if let Ok(index) = key.parse::<usize>() {
+            let Value::Sequence(seq) = node else { return Err(format!("`{key}` indexes something that is not a list")) };
+            if index > seq.len() {
+                return Err(format!("list index {index} skips entries (the list has {})", seq.len()));
+            }
+            if index == seq.len() {
+                seq.push(Value::Mapping(Default::default()));
+            }
+            node = &mut seq[index];
+        } else {
+            if node.is_null() {
+                *node = Value::Mapping(Default::default());
+            }
+            let Value::Mapping(map) = node else { return Err(format!("`{key}` is under something that is not a map")) };
+            let k = Value::String(key.clone());
+            if !map.contains_key(&k) {
+                let next_is_index = path.get(i + 1).is_some_and(|n| n.parse::<usize>().is_ok());
+                map.insert(k.clone(), if next_is_index { Value::Sequence(vec![]) } else { Value::Null });
+            }
+            node = map.get_mut(&k).ok_or("internal: key vanished")?;
+        }
+        if last {
+            *node = parsed.clone();
+        }
+    }
+    Ok(())
+}
+
+fn duration(value: Option<&str>, default: &str, key: &str, errors: &mut Vec<String>) -> Duration {
+    let s = value.unwrap_or(default);
+    match humantime::parse_duration(s) {
+        Ok(d) => d,
+        Err(_) => {
+            errors.push(format!("{key}: {s:?} is not a duration; write e.g. 90s, 5m, 12h or 90d"));
+            humantime::parse_duration(default).unwrap_or_default()
+        }
+    }
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn validate(raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<String>) -> Settings {
+    let listen_s = raw.server.listen.unwrap_or_else(|| "127.0.0.1:5001".into());
+    let listen = listen_s.parse().unwrap_or_else(|_| {
+        errors.push(format!("server.listen: {listen_s:?} is not an address; write e.g. 0.0.0.0:5001"));
+        SocketAddr::from(([127, 0, 0, 1], 5001))
+    });
+    let data_dir = resolve(base, &raw.server.data_dir.unwrap_or_else(|| PathBuf::from("tollgate-data")));
+    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(65536);
+    if !(1024..=16 << 20).contains(&max_body_bytes) {
+        errors.push("server.max_body_bytes: must be between 1024 and 16777216".into());
+    }
+    let max_scopes = raw.server.max_scopes.unwrap_or(64);
+    if !(1..=10_000).contains(&max_scopes) {
+        errors.push("server.max_scopes: must be between 1 and 10000".into());
+    }
+
+    let issuer = raw.token.issuer.unwrap_or_default();
+    if issuer.trim().is_empty() {
+        errors.push("token.issuer: required; set it to the registry's auth.token.issuer".into());
+    }
+    let services = raw.token.services.unwrap_or_default();
+    if services.is_empty() {
+        errors.push("token.services: required; list the registry's auth.token.service name(s)".into());
+    }
+    for (i, s) in services.iter().enumerate() {
+        if s.is_empty() || s.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+            errors.push(format!("token.services[{i}]: {s:?} must be non-empty printable ASCII without spaces"));
+        }
+    }
+    let token_lifetime = duration(raw.token.lifetime.as_deref(), "5m", "token.lifetime", errors);
+    if token_lifetime < Duration::from_secs(60) || token_lifetime > Duration::from_secs(24 * 3600) {
+        errors.push("token.lifetime: must be between 60s and 24h (clients need at least a minute)".into());
+    }
+    let header_mode = raw.token.header.unwrap_or_default();
+    let keys: Vec<KeySettings> = raw
+        .token
+        .keys
+        .into_iter()
+        .map(|k| KeySettings {
+            key_file: resolve(base, &k.key_file),
+            cert_file: k.cert_file.map(|c| resolve(base, &c)),
+            active: k.active,
+        })
+        .collect();
+    let active = keys.iter().filter(|k| k.active).count();
+    if active > 1 {
+        errors.push("token.keys: more than one key has active: true; exactly one key signs".into());
+    }
+    if header_mode == HeaderMode::X5c {
+        for (i, k) in keys.iter().enumerate() {
+            if k.cert_file.is_none() {
+                errors.push(format!("token.keys[{i}].cert_file: required with token.header x5c (or set header: kid)"));
+            }
+        }
+    }
+
+    let refresh_enabled = raw.refresh_tokens.enabled.unwrap_or(true);
+    let refresh_lifetime = duration(raw.refresh_tokens.lifetime.as_deref(), "90d", "refresh_tokens.lifetime", errors);
+    if refresh_lifetime < Duration::from_secs(300) {
+        errors.push("refresh_tokens.lifetime: must be at least 5m".into());
+    }
+    let refresh_secret_file = raw
+        .refresh_tokens
+        .secret_file
+        .map(|p| resolve(base, &p))
+        .unwrap_or_else(|| data_dir.join("refresh-secret"));
+
+    let mut providers = raw.providers;
+    let mut names = std::collections::HashSet::new();
+    for (i, p) in providers.iter_mut().enumerate() {
+        match p {
+            ProviderConfig::Static(s) => {
+                if s.name.is_empty() {
+                    errors.push(format!("providers[{i}].name: required"));
+                }
+                if !names.insert(s.name.clone()) {
+                    errors.push(format!("providers[{i}].name: {:?} is used by an earlier provider", s.name));
+                }
+                match (&s.file, &s.accounts) {
+                    (Some(_), Some(_)) => errors.push(format!("providers[{i}]: set either file or accounts, not both")),
+                    (None, None) => errors.push(format!("providers[{i}].file: required (or write accounts inline)")),
+                    _ => {}
+                }
+                if let Some(f) = &s.file {
+                    s.file = Some(resolve(base, f));
+                }
+            }
+        }
+    }
+    if providers.is_empty() {
+        tracing::warn!("no identity providers configured: only anonymous requests can get tokens");
+    }
+
+    let cache_ttl = duration(raw.identity_cache.ttl.as_deref(), "5m", "identity_cache.ttl", errors);
+    let cache_capacity = raw.identity_cache.capacity.unwrap_or(10_000);
+
+    let policy_paths: Vec<PathBuf> = raw.policy.paths.iter().map(|p| resolve(base, p)).collect();
+    if policy_paths.is_empty() && !raw.policy.builtin_example {
+        errors.push("policy.paths: required; list your rules files or directories (see policies/)".into());
+    }
+    if !policy_paths.is_empty() && raw.policy.builtin_example {
+        errors.push("policy: set either paths or builtin_example, not both".into());
+    }
+    let policy_reload_interval =
+        duration(raw.policy.reload_interval.as_deref(), "2s", "policy.reload_interval", errors);
+
+    let log_format = match raw.log.format.as_deref().unwrap_or("text") {
+        "json" => LogFormat::Json,
+        "text" => LogFormat::Text,
+        other => {
+            errors.push(format!("log.format: {other:?} is not json or text"));
+            LogFormat::Text
+        }
+    };
+    Settings {
+        origin: origin.to_string(),
+        listen,
+        data_dir,
+        max_body_bytes,
+        max_scopes,
+        issuer,
+        services,
+        token_lifetime,
+        kid_format: raw.token.kid_format.unwrap_or_default(),
+        header_mode,
+        keys,
+        refresh_enabled,
+        refresh_lifetime,
+        refresh_secret_file,
+        providers,
+        cache_ttl,
+        cache_capacity,
+        policy_paths,
+        policy_builtin_example: raw.policy.builtin_example,
+        policy_reload_interval,
+        log_format,
+        log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let s = Settings::from_yaml(EMBEDDED_DEFAULT, "embedded", Path::new("/x"), &[]).unwrap();
+        assert!(s.policy_builtin_example);
+        assert_eq!(s.providers.len(), 1);
+        assert_eq!(s.data_dir, Path::new("/x/tollgate-data"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once_with_its_key() {
+        let text = "server:\n  listen: nowhere\n  lisen: x\ntoken:\n  lifetime: 5 parsecs\n  keys:\n    - key_file: a.key\n      active: true\n    - key_file: b.key\n      cert_file: b.crt\n      active: true\nproviders:\n  - type: static\n    name: local\n  - type: static\n    name: local\n    file: x\nrefresh_tokens:\n  lifetime: 1s\n";
+        let errors = Settings::from_yaml(text, "t.yaml", Path::new("."), &[]).unwrap_err();
+        let all = errors.join("\n");
+        for want in [
+            "server.listen: \"nowhere\" is not an address",
+            "server.lisen: unknown key",
+            "token.issuer: required",
+            "token.services: required",
+            "token.lifetime: \"5 parsecs\" is not a duration",
+            "token.keys: more than one key has active: true",
+            "token.keys[0].cert_file: required with token.header x5c",
+            "providers[0].file: required",
+            "providers[1].name: \"local\" is used by an earlier provider",
+            "refresh_tokens.lifetime: must be at least 5m",
+            "policy.paths: required",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+    }
+
+    #[test]
+    fn environment_overrides_apply_over_the_file() {
+        let env = vec![
+            ("TOLLGATE_TOKEN__ISSUER".to_string(), "from-env".to_string()),
+            ("TOLLGATE_TOKEN__SERVICES".to_string(), "[a.example, b.example]".to_string()),
+            ("TOLLGATE_SERVER__MAX_SCOPES".to_string(), "9".to_string()),
+            ("TOLLGATE_CONFIG".to_string(), "ignored.yaml".to_string()),
+            ("OTHER".to_string(), "x".to_string()),
+        ];
+        let text = "token:\n  issuer: from-file\n  services: [x]\npolicy:\n  builtin_example: true\n";
+        let s = Settings::from_yaml(text, "t", Path::new("."), &env).unwrap();
+        assert_eq!(s.issuer, "from-env");
+        assert_eq!(s.services, vec!["a.example", "b.example"]);
+        assert_eq!(s.max_scopes, 9);
+        let bad = vec![("TOLLGATE_TOKEN__ISSUR".to_string(), "x".to_string())];
+        let errors = Settings::from_yaml(text, "t", Path::new("."), &bad).unwrap_err();
+        assert!(errors.iter().any(|e| e.contains("token.issur: unknown key")), "{errors:?}");
+    }
+
+    #[test]
+    fn unknown_provider_fields_and_types_are_errors() {
+        let text = "token: {issuer: i, services: [s]}\npolicy: {builtin_example: true}\nproviders:\n  - {type: static, name: a, file: f, colour: red}\n";
+        let errors = Settings::from_yaml(text, "t", Path::new("."), &[]).unwrap_err();
+        assert!(errors[0].contains("unknown field `colour`"), "{errors:?}");
+        let text = "token: {issuer: i, services: [s]}\npolicy: {builtin_example: true}\nproviders:\n  - {type: kerberos, name: a}\n";
+        let errors = Settings::from_yaml(text, "t", Path::new("."), &[]).unwrap_err();
+        assert!(errors[0].contains("unknown variant `kerberos`"), "{errors:?}");
+    }
+}

@@ -1,0 +1,129 @@
+//! The one place that turns errors into HTTP responses.
+//!
+//! Every error body is JSON in two shapes at once: the OAuth2 form (`error`, `error_description`) and the
+//! registry's `errors` list, because docker, containerd and containers/image each print a different one.
+//! 4xx messages name the problem; 5xx messages stay generic and the detail goes to the log.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// 400: the request is malformed. The message names the parameter or header.
+    BadRequest(String),
+    /// 400: an unknown `grant_type`.
+    UnsupportedGrant(String),
+    /// 401 with `WWW-Authenticate: Basic`: wrong or missing credentials. The message never says which part.
+    Unauthorized(String),
+    /// 401: a refresh token that is invalid, expired, revoked or whose account is gone.
+    InvalidGrant(String),
+    /// 404: unknown path.
+    NotFound,
+    /// 405: wrong method.
+    MethodNotAllowed,
+    /// 413: body too large.
+    PayloadTooLarge(usize),
+    /// 503: an identity provider or the revocation store cannot be reached. Detail is logged, not sent.
+    Unavailable(String),
+    /// 500: a bug or a failed signature. Detail is logged, not sent.
+    Internal(String),
+}
+
+/// The realm sent with `WWW-Authenticate: Basic`.
+pub const REALM: &str = "tollgate";
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) | ApiError::UnsupportedGrant(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) | ApiError::InvalidGrant(_) => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// (OAuth2 error code, registry error code, client-visible message)
+    fn parts(&self) -> (&'static str, &'static str, String) {
+        match self {
+            ApiError::BadRequest(m) => ("invalid_request", "UNSUPPORTED", m.clone()),
+            ApiError::UnsupportedGrant(g) => (
+                "unsupported_grant_type",
+                "UNSUPPORTED",
+                format!("unsupported grant_type {g:?}: use password or refresh_token"),
+            ),
+            ApiError::Unauthorized(m) => ("invalid_client", "UNAUTHORIZED", m.clone()),
+            ApiError::InvalidGrant(m) => ("invalid_grant", "UNAUTHORIZED", m.clone()),
+            ApiError::NotFound => ("not_found", "NOT_FOUND", "no such endpoint; tokens are served at /token".into()),
+            ApiError::MethodNotAllowed => ("invalid_request", "UNSUPPORTED", "method not allowed".into()),
+            ApiError::PayloadTooLarge(max) => {
+                ("invalid_request", "SIZE_INVALID", format!("request body is larger than {max} bytes"))
+            }
+            ApiError::Unavailable(_) => (
+                "temporarily_unavailable",
+                "UNAVAILABLE",
+                "the identity provider is unavailable; try again shortly".into(),
+            ),
+            ApiError::Internal(_) => ("server_error", "UNKNOWN", "internal error; the server log has details".into()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Unavailable(d) => tracing::warn!(detail = %d, "responding 503"),
+            ApiError::Internal(d) => tracing::error!(detail = %d, "responding 500"),
+            _ => {}
+        }
+        let (code, registry_code, message) = self.parts();
+        let body = json!({
+            "error": code,
+            "error_description": message,
+            "errors": [{"code": registry_code, "message": message}],
+        });
+        let mut resp = (self.status(), axum::Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized(_) | ApiError::InvalidGrant(_)) {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(concat!("Basic realm=\"", "tollgate", "\", charset=\"UTF-8\"")),
+            );
+        }
+        if matches!(self, ApiError::Unavailable(_)) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_maps_to_its_status_and_json_shape() {
+        let table = [
+            (ApiError::BadRequest("x".into()), 400, false),
+            (ApiError::UnsupportedGrant("magic".into()), 400, false),
+            (ApiError::Unauthorized("x".into()), 401, true),
+            (ApiError::InvalidGrant("x".into()), 401, true),
+            (ApiError::NotFound, 404, false),
+            (ApiError::MethodNotAllowed, 405, false),
+            (ApiError::PayloadTooLarge(10), 413, false),
+            (ApiError::Unavailable("ldap down".into()), 503, false),
+            (ApiError::Internal("secret detail".into()), 500, false),
+        ];
+        for (err, status, basic) in table {
+            let (_, _, msg) = err.parts();
+            let resp = err.clone().into_response();
+            assert_eq!(resp.status().as_u16(), status, "{err:?}");
+            assert_eq!(resp.headers().contains_key(header::WWW_AUTHENTICATE), basic, "{err:?}");
+            assert!(!msg.contains("secret detail") && !msg.contains("ldap down"), "5xx detail leaked: {msg}");
+        }
+        assert_eq!(REALM, "tollgate");
+    }
+}

@@ -1,0 +1,199 @@
+//! The `tollgate` command: parse the command line, load the config, run. Errors are printed once, here.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use tollgate::cli;
+
+#[derive(Parser)]
+#[command(name = "tollgate", version, about = "Token server for container registries")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ConfigArg {
+    /// Config file (YAML). Default: $TOLLGATE_CONFIG, else the embedded demo config.
+    #[arg(short, long, env = "TOLLGATE_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the token server.
+    Serve(ConfigArg),
+    /// Validate the config, keys, accounts and policy, reporting every problem; exit 1 on any.
+    CheckConfig(ConfigArg),
+    /// Print the registry's `auth: token:` block and write the root cert bundle and JWKS it reads.
+    RegistryConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The URL clients reach /token at. Default: http://LISTEN/token.
+        #[arg(long)]
+        realm: Option<String>,
+        /// Directory to write rootcertbundle.pem and jwks.json to. Default: DATA_DIR/registry.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Robot accounts.
+    #[command(subcommand)]
+    Robot(RobotCommand),
+    /// Refresh tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Rules files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Read a password from standard input and print its argon2id hash for an accounts file.
+    HashPassword,
+}
+
+#[derive(Subcommand)]
+enum RobotCommand {
+    /// Create a robot account, print its secret once, and store only its hash.
+    Add {
+        /// The robot's username.
+        name: String,
+        /// Accounts file to add it to. Default: the file of the first static provider in the config.
+        #[arg(long)]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Expire after this long (e.g. 90d). Default: never.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Who owns it and what it is for.
+        #[arg(long)]
+        description: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Revoke refresh tokens: one token, every token of a user, or all tokens.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The refresh token to revoke (read from standard input if "-").
+        #[arg(long, conflicts_with_all = ["user", "all"])]
+        token: Option<String>,
+        /// Revoke every refresh token of this user issued until now.
+        #[arg(long, conflicts_with = "all")]
+        user: Option<String>,
+        /// Revoke every refresh token issued until now.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Compile rules files and run the tests written in them.
+    Test {
+        /// Files or directories. Default: the policy of the config.
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Say which rules grant or deny a scope for an identity, and why the others do not apply.
+    Explain {
+        /// Files or directories. Default: the policy of the config.
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The scope, e.g. repository:team/app:push,pull.
+        #[arg(long)]
+        scope: String,
+        /// Username; omit for the anonymous identity.
+        #[arg(long)]
+        user: Option<String>,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Provider name.
+        #[arg(long, default_value = "")]
+        provider: String,
+        /// password, refresh_token or anonymous. Default: password, or anonymous without --user.
+        #[arg(long)]
+        auth_method: Option<String>,
+        /// Client address.
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: std::net::IpAddr,
+        /// Service. Default: the first configured service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Claims as a JSON object.
+        #[arg(long)]
+        claims: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the built-in example policy.
+    Example,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(c) => cli::serve(c.config.as_deref()),
+        Command::CheckConfig(c) => cli::check_config(c.config.as_deref()),
+        Command::RegistryConfig { config, realm, out_dir } => {
+            cli::registry_config(config.config.as_deref(), realm.as_deref(), out_dir.as_deref())
+        }
+        Command::Robot(RobotCommand::Add { name, file, config, groups, expires_in, description }) => {
+            cli::robot_add(config.config.as_deref(), file.as_deref(), &name, groups, expires_in.as_deref(), description)
+        }
+        Command::Token(TokenCommand::Revoke { config, token, user, all }) => {
+            let token = match token.as_deref() {
+                Some("-") => read_stdin().map(Some),
+                other => Ok(other.map(str::to_string)),
+            };
+            token.and_then(|t| cli::token_revoke(config.config.as_deref(), t.as_deref(), user.as_deref(), all))
+        }
+        Command::Policy(PolicyCommand::Test { paths, config }) => cli::policy_test(&paths, config.config.as_deref()),
+        Command::Policy(PolicyCommand::Explain {
+            paths,
+            config,
+            scope,
+            user,
+            groups,
+            provider,
+            auth_method,
+            client_ip,
+            service,
+            claims,
+            json,
+        }) => cli::policy_explain(
+            &paths,
+            config.config.as_deref(),
+            cli::ExplainInput { scope, user, groups, provider, auth_method, client_ip, service, claims, json },
+        ),
+        Command::Policy(PolicyCommand::Example) => {
+            print!("{}", tollgate::policy::EXAMPLE_POLICY);
+            Ok(())
+        }
+        Command::HashPassword => read_stdin().and_then(|pw| cli::hash_password(&pw)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("tollgate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn read_stdin() -> Result<String, String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).map_err(|e| format!("reading standard input: {e}"))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_string())
+}
+
