@@ -1,0 +1,4 @@
+//! The one integration-test binary (one link step instead of one per file).
+
+mod api;
+mod harness;
