@@ -28,7 +28,11 @@ fn load(config: Option<&Path>) -> Result<Settings, String> {
 pub fn init_tracing(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal as _;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match settings.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -56,7 +60,8 @@ pub fn serve(config: Option<&Path>) -> Result<(), String> {
     rt.block_on(async move {
         let listener =
             tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        tracing::info!(addr = %listen, kid = %state.issuer.keys.active().kid, "tollgate listening");
+        let bound = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+        tracing::info!(addr = %bound, kid = %state.issuer.keys.active().kid, "tollgate listening");
         crate::http::serve(listener, state, shutdown_signal()).await.map_err(|e| format!("server error: {e}"))
     })
 }

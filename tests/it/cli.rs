@@ -1,0 +1,213 @@
+//! The `tollgate` binary's subcommands, run as an operator would.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use crate::harness::*;
+
+fn tollgate(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.env_remove("TOLLGATE_CONFIG");
+    let mut child = cmd.spawn().expect("tollgate runs");
+    if let Some(input) = stdin {
+        use std::io::Write as _;
+        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("tollgate finishes")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn check_config_accepts_a_good_config_and_lists_every_problem_of_a_bad_one() {
+    let env = TestEnv::new();
+    let cfg = env.config.to_str().unwrap();
+    let o = tollgate(&["check-config", "--config", cfg], None);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    assert!(out.contains(": ok (1 key(s)") && out.contains("policy test(s) passed"), "{out}");
+
+    let bad = env.path().join("bad.yaml");
+    std::fs::write(&bad, "server:\n  listen: nowhere\ntoken:\n  lifetime: 1s\nproviders:\n  - type: static\n    name: x\n    file: missing.yaml\npolicy:\n  paths: [nope.yaml]\n").unwrap();
+    let o = tollgate(&["check-config", "--config", bad.to_str().unwrap()], None);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    for want in ["server.listen", "token.issuer: required", "token.services: required", "token.lifetime: must be between"] {
+        assert!(err.contains(want), "missing {want:?} in {err}");
+    }
+}
+
+#[test]
+fn check_config_names_the_file_of_a_broken_accounts_file_or_policy() {
+    let env = TestEnv::new();
+    std::fs::write(&env.accounts, "accounts:\n  - username: eve\n    password_hash: hunter2\n").unwrap();
+    std::fs::write(&env.policy, "rules:\n  - name: r\n    resources: [\"{team}/**\"]\n    actions: [pull]\n").unwrap();
+    let o = tollgate(&["check-config", "--config", env.config.to_str().unwrap()], None);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("accounts.yaml: accounts[0] (\"eve\").password_hash: must be a bcrypt"), "{err}");
+    assert!(err.contains("policy.yaml") && err.contains("{team}"), "{err}");
+}
+
+#[tokio::test]
+async fn robot_add_prints_a_secret_once_that_then_logs_in() {
+    let env = TestEnv::new();
+    let cfg = env.config.to_str().unwrap();
+    let o = tollgate(&["robot", "add", "ci-web", "--config", cfg, "--groups", "robots,ci-web", "--expires-in", "30d", "--description", "web pipeline"], None);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let secret = out.trim();
+    assert!(secret.starts_with("tg_") && secret.len() > 40, "{out}");
+    let file = std::fs::read_to_string(&env.accounts).unwrap();
+    assert!(!file.contains(secret), "only the hash is stored");
+    assert!(file.contains("ci-web") && file.contains("$argon2id$") && file.contains("expires_at"));
+    let state = env.state();
+    let q = format!("service={SERVICE}&scope={}", enc("repository:web/site:push"));
+    let r = call(&state, get(&q, Some(&basic("ci-web", secret)))).await;
+    assert_eq!(r.status, 200);
+    let (_, c) = jwt_parts(r.json()["token"].as_str().unwrap());
+    assert_eq!(c["access"][0]["actions"], serde_json::json!(["push"]));
+    let o = tollgate(&["robot", "add", "ci-web", "--file", env.accounts.to_str().unwrap()], None);
+    assert!(!o.status.success() && text(&o).1.contains("already exists"));
+}
+
+#[tokio::test]
+async fn token_revoke_cli_stops_one_token_or_all_of_a_user() {
+    let env = TestEnv::new();
+    let cfg = env.config.to_str().unwrap();
+    let state = env.state();
+    let login = || {
+        let state = state.clone();
+        async move {
+            let r = call(&state, get(&format!("service={SERVICE}&offline_token=true"), Some(&basic(ALICE.0, ALICE.1)))).await;
+            r.json()["refresh_token"].as_str().unwrap().to_string()
+        }
+    };
+    let (t1, t2) = (login().await, login().await);
+    let use_it = |t: String| {
+        let state = state.clone();
+        async move { call(&state, get(&format!("service={SERVICE}"), Some(&basic("alice", &t)))).await.status }
+    };
+    let o = tollgate(&["token", "revoke", "--config", cfg, "--token", "-"], Some(&t1));
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("revoked refresh token"));
+    assert_eq!(use_it(t1).await, 401);
+    assert_eq!(use_it(t2.clone()).await, 200);
+    let o = tollgate(&["token", "revoke", "--config", cfg, "--user", "alice"], None);
+    assert!(o.status.success());
+    assert_eq!(use_it(t2).await, 401);
+    let o = tollgate(&["token", "revoke", "--config", cfg, "--token", "tgr_not.a.token"], None);
+    assert!(!o.status.success() && text(&o).1.contains("not issued by this server"));
+    let o = tollgate(&["token", "revoke", "--config", cfg], None);
+    assert!(!o.status.success() && text(&o).1.contains("say what to revoke"));
+}
+
+#[test]
+fn policy_test_runs_every_example_policy_and_fails_on_a_wrong_expectation() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let mut files: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    for f in &files {
+        let o = tollgate(&["policy", "test", f.to_str().unwrap()], None);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{}: {out}{err}", f.display());
+        assert!(out.contains("0 failed"), "{out}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.yaml");
+    std::fs::write(&f, "rules:\n  - name: pull-all\n    resources: [\"**\"]\n    actions: [pull]\ntests:\n  - name: wrong on purpose\n    scope: \"repository:a/b:push\"\n    expect: [push]\n").unwrap();
+    let o = tollgate(&["policy", "test", f.to_str().unwrap()], None);
+    let (out, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(out.contains("wrong on purpose") && err.contains("1 policy test(s) failed"), "{out}{err}");
+}
+
+#[test]
+fn policy_explain_says_which_rules_decided() {
+    let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.yaml");
+    let p = policy.to_str().unwrap();
+    let o = tollgate(&["policy", "explain", p, "--user", "alice", "--groups", "team-payments,developers", "--scope", "repository:payments/prod/api:push,pull"], None);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("protected-prod") && out.contains("team-namespaces"), "{out}");
+    let o = tollgate(&["policy", "explain", p, "--json", "--user", "alice", "--groups", "team-payments", "--scope", "repository:payments/api:push"], None);
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
+    assert_eq!(j["granted"], serde_json::json!(["push"]));
+    let o = tollgate(&["policy", "explain", p, "--scope", "repository:Bad:pull"], None);
+    assert!(!o.status.success() && text(&o).1.contains("invalid repository name"));
+}
+
+#[test]
+fn registry_config_writes_the_bundle_and_jwks_and_prints_the_block() {
+    let env = TestEnv::new();
+    let out_dir = env.path().join("reg");
+    let o = tollgate(&["registry-config", "--config", env.config.to_str().unwrap(), "--realm", "https://auth.example/token", "--out-dir", out_dir.to_str().unwrap()], None);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    for want in ["auth:", "realm: https://auth.example/token", "service: registry.test", "issuer: tollgate-test", "rootcertbundle: "] {
+        assert!(out.contains(want), "{want:?} missing in {out}");
+    }
+    let bundle = std::fs::read_to_string(out_dir.join("rootcertbundle.pem")).unwrap();
+    assert!(bundle.starts_with("-----BEGIN CERTIFICATE-----"));
+    let jwks: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("jwks.json")).unwrap()).unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+}
+
+#[test]
+fn hash_password_makes_an_argon2_hash_and_refuses_empty_input() {
+    let o = tollgate(&["hash-password"], Some("s3cret\n"));
+    let (out, _) = text(&o);
+    assert!(o.status.success() && out.starts_with("$argon2id$"), "{out}");
+    let o = tollgate(&["hash-password"], Some(""));
+    assert!(!o.status.success());
+}
+
+#[test]
+fn serve_with_the_embedded_default_answers_the_demo_accounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .arg("serve")
+        .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .env_remove("TOLLGATE_CONFIG")
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Port 0 is chosen by the OS; read it back from the log line.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let addr = loop {
+        let line = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("tollgate logs its address");
+        if let Some(i) = line.find("addr=") {
+            break line[i + 5..].split_whitespace().next().unwrap().trim_end_matches(|c: char| !c.is_ascii_digit()).to_string();
+        }
+    };
+    let url = format!("/token?service=registry.local&scope={}", enc("repository:payments/api:push"));
+    let resp = raw_get(&addr, &url, &basic("alice", "alice-demo-password"));
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(dir.path().join("tollgate-data/signing.key").exists(), "a key is generated on first start");
+}
+
+/// A minimal HTTP/1.1 GET over a plain socket.
+fn raw_get(addr: &str, path: &str, auth: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
