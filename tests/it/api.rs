@@ -421,3 +421,57 @@ async fn arbitrary_garbage_never_yields_a_5xx_or_a_grant() {
         }
     }
 }
+
+/// Make a key and self-signed certificate with openssl, as an operator would.
+pub fn openssl_key(dir: &std::path::Path, name: &str, rsa: bool) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = dir.join(format!("{name}.key"));
+    let crt = dir.join(format!("{name}.crt"));
+    let newkey = if rsa { "rsa:2048".to_string() } else { "ec".to_string() };
+    let mut cmd = std::process::Command::new("openssl");
+    cmd.args(["req", "-x509", "-nodes", "-days", "30", "-subj", &format!("/CN={name}"), "-newkey", &newkey]);
+    if !rsa {
+        cmd.args(["-pkeyopt", "ec_paramgen_curve:P-256"]);
+    }
+    cmd.arg("-keyout").arg(&key).arg("-out").arg(&crt);
+    let out = cmd.output().expect("openssl is installed (package openssl)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    (key, crt)
+}
+
+#[tokio::test]
+async fn rotation_publishes_every_key_and_signs_with_the_active_one_including_rs256() {
+    let keys = tempfile::tempdir().unwrap();
+    let (old_key, old_crt) = openssl_key(keys.path(), "old", false);
+    let (new_key, new_crt) = openssl_key(keys.path(), "new", true);
+    let extra = format!(
+        "  keys:\n    - key_file: {}\n      cert_file: {}\n    - key_file: {}\n      cert_file: {}\n      active: true\n",
+        old_key.display(),
+        old_crt.display(),
+        new_key.display(),
+        new_crt.display()
+    );
+    let env = TestEnv::with(Opts { extra_token_yaml: extra, ..Opts::default() });
+    let state = env.state();
+    let jwks = call(&state, Request::get("/.well-known/jwks.json").body(Body::empty()).unwrap()).await.json();
+    let kinds: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kty"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["RSA", "EC"], "active key first, the other still published");
+    let r = call(&state, get(&format!("service={SERVICE}&scope={}", enc("repository:payments/api:pull")), Some(&basic(ALICE.0, ALICE.1)))).await;
+    let token = r.json()["token"].as_str().unwrap().to_string();
+    let (header, _) = jwt_parts(&token);
+    assert_eq!(header["alg"], "RS256");
+    assert_eq!(header["kid"], jwks["keys"][0]["kid"]);
+    let claims = verify_with_jwks(&token, &jwks);
+    assert_eq!(claims["access"][0]["actions"], serde_json::json!(["pull"]));
+}
+
+#[tokio::test]
+async fn kid_formats_follow_the_config() {
+    let env = TestEnv::with(Opts { kid_format: "rfc7638", header: "kid", ..Opts::default() });
+    let state = env.state();
+    let r = call(&state, get(&format!("service={SERVICE}"), Some(&basic(ALICE.0, ALICE.1)))).await;
+    let (header, _) = jwt_parts(r.json()["token"].as_str().unwrap());
+    assert!(header.get("x5c").is_none(), "kid-only header: {header}");
+    let kid = header["kid"].as_str().unwrap();
+    assert_eq!(kid.len(), 43, "base64url SHA-256 thumbprint: {kid}");
+    assert_eq!(kid, state.issuer.keys.active().thumbprint);
+}
