@@ -205,7 +205,7 @@ fn serve_with_the_embedded_default_answers_the_demo_accounts() {
 /// A minimal HTTP/1.1 GET over a plain socket.
 fn raw_get(addr: &str, path: &str, auth: &str) -> String {
     use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect(&addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let mut s = std::net::TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n").unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();

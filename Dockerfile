@@ -1,0 +1,13 @@
+# Build tollgate and ship it on a slim Debian base (used by compose/docker-compose.yml).
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked && cp target/release/tollgate /tollgate
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates wget && rm -rf /var/lib/apt/lists/*
+COPY --from=build /tollgate /usr/local/bin/tollgate
+USER 65534:65534
+EXPOSE 5001
+ENTRYPOINT []
+CMD ["tollgate", "serve", "--config", "/etc/tollgate/tollgate.yaml"]
