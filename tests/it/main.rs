@@ -1,0 +1,11 @@
+//! tollgate's integration tests: ONE test binary with one module per area.
+//!
+//! Every file directly under `tests/` would be linked as its own binary (minutes each on two cores),
+//! so all integration tests live here as modules. `rig` is the shared library that starts real
+//! registries and drives real clients (skopeo, podman, ctr, the docker CLI); `rig_selftest` proves the
+//! rig works against those tools before any tollgate test relies on it.
+//!
+//! Run with `bash scripts/test.sh` (installs the tools first) or `cargo test --test it`.
+
+mod rig;
+mod rig_selftest;
