@@ -190,8 +190,20 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
 }
 
 /// Renders a command line for messages, replacing every occurrence of each secret with `***`.
+///
+/// Variables the rig sets (HOME, DOCKER_CONFIG, …) are shown first, so the line can be pasted into a
+/// shell to reproduce a failure while the temp dirs still exist.
 pub fn render(cmd: &Command, secrets: &[&str]) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
+    let mut s = String::new();
+    for (k, v) in cmd.get_envs() {
+        let (k, Some(v)) = (k.to_string_lossy(), v) else {
+            continue; // removed variables
+        };
+        if !k.eq_ignore_ascii_case("no_proxy") {
+            s.push_str(&format!("{k}={} ", v.to_string_lossy()));
+        }
+    }
+    s.push_str(&cmd.get_program().to_string_lossy());
     for arg in cmd.get_args() {
         s.push(' ');
         let arg = arg.to_string_lossy();
