@@ -182,7 +182,7 @@ fn rig_ctr_pulls_through_the_shared_containerd() {
 
     let ctr = Ctr::new();
     ctr.pull(&image, None).assert_ok();
-    assert_eq!(ctr.images(), [image.clone()]);
+    assert_eq!(ctr.images(), vec![image.clone()]);
 
     // Credentials and refresh tokens are accepted by ctr; an open registry never challenges, so they
     // are not sent. Each handle has its own namespace, so each pull really fetches again.
@@ -194,7 +194,7 @@ fn rig_ctr_pulls_through_the_shared_containerd() {
     with_refresh
         .pull_with_refresh(&image, "rig-refresh-token")
         .assert_ok();
-    assert_eq!(with_refresh.images(), [image.clone()]);
+    assert_eq!(with_refresh.images(), vec![image.clone()]);
     assert_ne!(ctr.namespace(), with_refresh.namespace());
 
     // The isolated content store makes every namespace download the layer itself: three pulls, three
