@@ -5,10 +5,11 @@
 //! its own registry on its own port and its own client dirs, so they run in parallel.
 
 use crate::rig::{
-    self, auth_json_basic, http_get, manifest_digest, oci_image, Ctr, DockerCli, Podman, Registry,
-    RegistryOptions, Skopeo, TokenAuth,
+    self, auth_json_basic, auth_json_identity_token, http_get, manifest_digest, oci_image, Ctr,
+    DockerCli, FakeRealm, FakeRealmOptions, Podman, RealmRequest, Registry, RegistryOptions,
+    Skopeo, TokenAuth,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// Test credentials. Open registries ignore them; they must still never show up in messages.
@@ -238,34 +239,12 @@ fn rig_docker_cli_logs_in_without_a_daemon() {
     assert!(docker.config_json()["auths"].get(reg.addr()).is_none());
 }
 
-/// A throwaway self-signed P-256 certificate, as a registry `rootcertbundle`.
-fn throwaway_bundle(dir: &Path) -> PathBuf {
-    let openssl = rig::require("openssl", "openssl");
-    let (key, cert) = (dir.join("k.pem"), dir.join("c.pem"));
-    let mut cmd = rig::command(&openssl);
-    cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args([
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=x",
-            "-days",
-            "1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert);
-    rig::run(cmd, None, &[], Duration::from_secs(30)).assert_ok();
-    cert
-}
-
 fn token_auth(dir: &Path) -> TokenAuth {
     TokenAuth {
         realm: "http://127.0.0.1:1/token".into(),
         service: "registry.test".into(),
         issuer: "rig-issuer".into(),
-        rootcertbundle: Some(throwaway_bundle(dir)),
+        rootcertbundle: Some(rig::realm::self_signed_p256(dir).1),
         jwks: None,
     }
 }
@@ -309,6 +288,139 @@ fn rig_registry_with_token_auth_challenges_and_refuses_anonymous_push() {
     out.assert_failed();
     // skopeo followed the challenge to the (dead) realm.
     assert!(out.stderr.contains("127.0.0.1:1"), "{out}");
+}
+
+/// A registry that trusts a fake realm (real ES256 tokens, any scope for the right password).
+fn realm_and_registry() -> (FakeRealm, Registry) {
+    let realm = FakeRealm::start(FakeRealmOptions::default());
+    let reg = Registry::start(RegistryOptions {
+        auth: Some(realm.token_auth()),
+    });
+    (realm, reg)
+}
+
+/// The requests the realm received after the first `since`.
+fn requests_since(realm: &FakeRealm, since: usize) -> Vec<RealmRequest> {
+    realm.requests().into_iter().skip(since).collect()
+}
+
+#[test]
+fn rig_token_auth_skopeo_and_podman_authenticate_with_a_password() {
+    let (realm, reg) = realm_and_registry();
+    let o = realm.options().clone();
+    let creds = Some((o.user.as_str(), o.password.as_str()));
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = oci_image(tmp.path(), "token-skopeo");
+
+    let skopeo = Skopeo::new();
+    skopeo
+        .copy(&oci_src(&layout), &reg.docker_ref("team/app:1"), creds)
+        .assert_ok();
+    assert_eq!(skopeo.tags(&reg.docker_ref("team/app"), creds), ["1"]);
+    let push = realm
+        .requests()
+        .into_iter()
+        .find(|r| r.param("scope").is_some_and(|s| s.contains("push")))
+        .expect("skopeo asked for a push scope");
+    assert_eq!((push.method.as_str(), push.grant()), ("GET", "basic"));
+    assert_eq!(push.param("service"), Some("registry.test"));
+
+    let podman = Podman::new();
+    podman.login(reg.addr(), &o.user, &o.password).assert_ok();
+    podman.pull(&reg.reference("team/app:1")).assert_ok();
+
+    // The realm refuses a wrong password; the client only says "unauthorized" or similar.
+    let before = realm.requests().len();
+    skopeo
+        .inspect(&reg.docker_ref("team/app:1"), Some((&o.user, "wrong")))
+        .assert_failed();
+    assert!(
+        requests_since(&realm, before)
+            .iter()
+            .any(|r| r.status == 401),
+        "{:?}",
+        realm.requests()
+    );
+}
+
+#[test]
+fn rig_token_auth_docker_login_identity_token_works_for_skopeo_and_ctr() {
+    let (realm, reg) = realm_and_registry();
+    let o = realm.options().clone();
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = oci_image(tmp.path(), "token-docker");
+    Skopeo::new()
+        .copy(
+            &oci_src(&layout),
+            &reg.docker_ref("team/app:1"),
+            Some((&o.user, &o.password)),
+        )
+        .assert_ok();
+
+    // docker login (no daemon) stores the realm's refresh token as `identitytoken`, not the password.
+    let before = realm.requests().len();
+    let docker = DockerCli::new();
+    docker.login(reg.addr(), &o.user, &o.password).assert_ok();
+    let entry = docker.config_json()["auths"][reg.addr()].clone();
+    assert_eq!(
+        entry["identitytoken"].as_str(),
+        Some(o.refresh_token.as_str()),
+        "{entry:#}"
+    );
+    let login = requests_since(&realm, before);
+    assert!(
+        login
+            .iter()
+            .any(|r| r.grant() == "basic" && r.param("offline_token") == Some("true")),
+        "docker login asks for a refresh token with offline_token=true: {login:#?}"
+    );
+
+    // docker keeps the user name, without password, next to the token: `auth` = base64("alice:").
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD
+        .decode(entry["auth"].as_str().unwrap_or_default())
+        .unwrap_or_default();
+    assert_eq!(auth, format!("{}:", o.user).as_bytes());
+
+    // skopeo with an auth file holding only that token: OAuth2 refresh grant.
+    let authfile = tmp.path().join("auth.json");
+    std::fs::write(
+        &authfile,
+        auth_json_identity_token(reg.addr(), &o.user, &o.refresh_token),
+    )
+    .unwrap();
+    let before = realm.requests().len();
+    let out = Skopeo::with_authfile(&authfile).inspect(&reg.docker_ref("team/app:1"), None);
+    let used = requests_since(&realm, before);
+    assert!(out.ok, "{out}\n{used:#?}");
+    assert!(
+        used.iter()
+            .any(|r| r.method == "POST" && r.grant() == "refresh_token" && r.status == 200),
+        "{used:#?}"
+    );
+
+    // ctr: --refresh sends the refresh grant, --user the password grant (both POST).
+    let image = reg.reference("team/app:1");
+    let before = realm.requests().len();
+    Ctr::new()
+        .pull_with_refresh(&image, &o.refresh_token)
+        .assert_ok();
+    let used = requests_since(&realm, before);
+    assert!(
+        used.iter()
+            .all(|r| r.method == "POST" && r.grant() == "refresh_token"),
+        "{used:#?}"
+    );
+    let before = realm.requests().len();
+    Ctr::new()
+        .pull(&image, Some((&o.user, &o.password)))
+        .assert_ok();
+    let used = requests_since(&realm, before);
+    assert!(
+        used.iter()
+            .all(|r| r.method == "POST" && r.grant() == "password"),
+        "{used:#?}"
+    );
 }
 
 #[test]

@@ -22,6 +22,7 @@ pub mod docker;
 pub mod http;
 pub mod oci;
 pub mod podman;
+pub mod realm;
 pub mod registry;
 pub mod skopeo;
 
@@ -30,6 +31,7 @@ pub use docker::DockerCli;
 pub use http::{http_get, HttpResponse};
 pub use oci::{manifest_digest, oci_image};
 pub use podman::Podman;
+pub use realm::{FakeRealm, FakeRealmOptions, RealmRequest};
 pub use registry::{Registry, RegistryOptions, TokenAuth};
 pub use skopeo::{auth_json_basic, auth_json_identity_token, Skopeo};
 

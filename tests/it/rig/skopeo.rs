@@ -159,6 +159,12 @@ pub fn auth_json_basic(host: &str, user: &str, password: &str) -> String {
 /// An `auth.json` holding an `identitytoken` (an OAuth2 refresh token, what `docker login` stores when
 /// the token server returns `refresh_token`) for `host`. Clients then ask the realm for access tokens
 /// with `grant_type=refresh_token` instead of sending a password.
-pub fn auth_json_identity_token(host: &str, token: &str) -> String {
-    serde_json::json!({ "auths": { host: { "auth": "", "identitytoken": token } } }).to_string()
+///
+/// `auth` is base64 `user:` (empty password), exactly what docker writes. It must not be empty:
+/// containers/image 5.23 (skopeo 1.9, podman 4.3) only reads `identitytoken` when `auth` decodes to
+/// `user:password`; with `"auth": ""` it silently goes anonymous (checked: a plain GET /token).
+pub fn auth_json_identity_token(host: &str, user: &str, token: &str) -> String {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:"));
+    serde_json::json!({ "auths": { host: { "auth": auth, "identitytoken": token } } }).to_string()
 }
