@@ -109,7 +109,8 @@ impl Registry {
         unreachable!("the loop returns or panics")
     }
 
-    /// Polls `GET /v2/` until the registry answers anything (200 when open, 401 with token auth).
+    /// Polls until the registry has logged that it listens and `GET /v2/` answers (200 when open, 401
+    /// with token auth).
     fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut last;
@@ -117,10 +118,18 @@ impl Registry {
             if let Some(status) = self.child.try_wait().expect("poll registry") {
                 return Err(format!("exited with {status}"));
             }
-            match http_get(&self.addr, "/v2/", &[]) {
-                Ok(r) if r.status == 200 || r.status == 401 => return Ok(()),
-                Ok(r) => last = format!("GET /v2/ answered {}", r.status),
-                Err(e) => last = e,
+            // Only trust a GET once OUR process says it is listening: if another process took the
+            // port in the meantime, it could answer /v2/ while our registry is failing to bind.
+            // (2.8 logs "listening on ADDR" right after a successful listen.)
+            // Not even connecting before that: a foreign listener might accept and never answer.
+            if !self.log().contains(&format!("listening on {}", self.addr)) {
+                last = "the registry has not logged `listening on` yet".into();
+            } else {
+                match http_get(&self.addr, "/v2/", &[]) {
+                    Ok(r) if r.status == 200 || r.status == 401 => return Ok(()),
+                    Ok(r) => last = format!("GET /v2/ answered {}", r.status),
+                    Err(e) => last = e,
+                }
             }
             if Instant::now() > deadline {
                 return Err(format!("not ready after 20 s: {last}"));
