@@ -4,16 +4,54 @@
 //! `containerd`/`ctr`, the `docker` CLI) on loopback, each in its own temporary directories, so that
 //! tests run in parallel and never touch the host's configuration or credentials.
 //!
+//! A typical tollgate test:
+//! ```ignore
+//! let reg = Registry::start(RegistryOptions { auth: Some(TokenAuth {
+//!     realm: format!("http://{tollgate_addr}/token"), service: "registry.test".into(),
+//!     issuer: "tollgate".into(), rootcertbundle: Some(cert_pem), jwks: None }) });
+//! let tmp = tempfile::tempdir().unwrap();
+//! let image = format!("oci:{}:latest", oci_image(tmp.path(), "my-test").display());
+//! let out = Skopeo::new().copy(&image, &reg.docker_ref("team/app:1"), Some(("alice", "pw")));
+//! out.assert_ok();                       // panics with the command line and both outputs
+//! assert!(reg.auth_errors().is_empty()); // the registry's reasons for refusing tokens
+//! ```
+//! [`FakeRealm`] is a stand-in token server (real ES256 tokens, records what clients send) for testing
+//! the rig itself, and a reference for the requests each client makes.
+//!
 //! Rules every part of the rig follows:
 //! - Every child process is spawned through [`command`], which sets `PR_SET_PDEATHSIG = SIGKILL`: if the
 //!   test binary dies (panic with `panic=abort`, SIGKILL from a CI timeout, Ctrl-C) nothing is left
 //!   behind. PDEATHSIG fires when the *spawning thread* exits, which is why per-test processes are
-//!   spawned from the test's own thread (and killed in `Drop`), and the shared containerd daemon is
-//!   spawned from a dedicated thread that never returns while the daemon lives (see [`ctr`]).
+//!   spawned from the test's own thread (and killed in `Drop`; `Registry` is not `Send` so it cannot
+//!   be handed out of a helper thread), and the shared containerd daemon is spawned from a dedicated
+//!   thread that lives as long as the daemon (see [`ctr`]).
 //! - A missing binary is a loud panic naming the Debian package to install ([`require`]); a test that
 //!   silently skips would hide exactly the regressions this rig exists to catch.
 //! - Every client call has a timeout ([`DEFAULT_TIMEOUT`]) and returns an [`Output`] whose `Display`
-//!   shows the full command line (secrets redacted) and both output streams, for assertion messages.
+//!   shows the full command line with the variables the rig set (secrets redacted) and both output
+//!   streams, for assertion messages.
+//!
+//! Pitfalls found while building this (details next to the code that handles each):
+//! - registry 2.8 requires `rootcertbundle` (panics at start without it) and ignores the v3 `jwks` key;
+//!   it logs why it refused a token (`error authorizing context: …`), the clients only say
+//!   "unauthorized" ([`Registry::auth_errors`]).
+//! - A registry must be considered ready only after it logged `listening on ADDR`: the free port can be
+//!   taken by someone else between our probe and its bind ([`registry`]).
+//! - containers/image (skopeo, podman) needs a trust policy (`/etc/containers/policy.json`); the rig
+//!   passes its own (`--policy`, podman's hidden `--signature-policy`) plus an empty registries.conf.
+//! - containers/image ignores an `identitytoken` unless `auth` is base64 `user:` ([`skopeo`]); it POSTs
+//!   the OAuth2 form with `Transfer-Encoding: chunked` ([`realm`]).
+//! - podman as root without systemd: `--storage-driver vfs --cgroup-manager cgroupfs --events-backend
+//!   file`, and private `--root/--runroot/--tmpdir` plus `lock_type = "file"`, or it uses the host-wide
+//!   `/run/libpod` and `/dev/shm/libpod_lock` ([`podman`]).
+//! - `docker login` without a daemon works client-side, over plain HTTP only for `127.0.0.0/8`; force
+//!   "no daemon" with a dead `DOCKER_HOST` and keep credential helpers out with `"credsStore": ""`
+//!   ([`docker`]).
+//! - containerd: `--snapshotter native` (overlayfs is not available everywhere), the `opt` plugin writes
+//!   to `/opt/containerd` unless configured, `content_sharing_policy = "isolated"` so every namespace
+//!   really downloads, and a sandbox PID 1 that does not reap orphans ([`ctr`]).
+//! - Installing docker.io / docker-registry starts their services (port 5000, a dockerd that fails
+//!   without cgroups): `scripts/test.sh` installs under a `policy-rc.d` that forbids it.
 
 #![allow(dead_code, unused_imports)] // A library for tests: not every helper is used by every module.
 
