@@ -10,7 +10,7 @@
 //! thread, the daemon would be SIGKILLed as soon as that one test finished. Its directory is never
 //! removed while the process runs (a test may still be using it). At a normal exit an `atexit` hook
 //! kills, reaps and removes it; after a crash PDEATHSIG kills it and the next run removes the directory
-//! once its owning process is gone.
+//! (its name carries the owning pid).
 //!
 //! Pitfalls found on Debian 12 (containerd 1.6.20):
 //! - The default snapshotter is `overlayfs`, which needs overlay mounts that sandboxes and nested
@@ -28,9 +28,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-/// Prefix of the shared daemon's directory in the temp dir; the suffix is the test process's pid.
-const DIR_PREFIX: &str = "tollgate-rig-ctrd-";
 
 struct Daemon {
     dir: PathBuf,
@@ -72,10 +69,9 @@ fn daemon() -> &'static Daemon {
 
 fn start_daemon() -> Result<Daemon, String> {
     let bin = require("containerd", "containerd");
-    remove_stale_dirs();
-    let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("create {}: {e}", dir.display()))?;
+    // Not a `TempDir`: it must outlive every test, and is removed at exit (see above). Named like the
+    // rig's other temp dirs so a run killed with SIGKILL has it removed by the next run.
+    let dir = super::tempdir("ctrd").keep();
     // A unix socket path must fit in 108 bytes; keep the names short.
     let address = dir.join("c.sock");
     let log = dir.join("containerd.log");
@@ -134,25 +130,6 @@ fn start_daemon() -> Result<Daemon, String> {
         log,
         exited: Mutex::new(None),
     })
-}
-
-/// Removes daemon dirs left by earlier test processes that are no longer running.
-fn remove_stale_dirs() {
-    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix(DIR_PREFIX)
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-            let _ = std::fs::remove_dir_all(entry.path());
-        }
-    }
 }
 
 fn config_toml(dir: &Path, address: &Path) -> String {

@@ -376,12 +376,39 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A private temp dir for one client instance. Prefixed so a leftover is recognisable.
+/// Every rig temp dir is named `tollgate-rig-{what}-{pid}[-{random}]` in the system temp dir.
+const TEMP_PREFIX: &str = "tollgate-rig-";
+
+/// A private temp dir for one client instance, removed on drop. Named after the owning process so
+/// that dirs left behind by a killed test run (no destructors run on SIGKILL) can be recognised and
+/// removed by the next run.
 fn tempdir(what: &str) -> tempfile::TempDir {
+    static CLEAN_ONCE: std::sync::Once = std::sync::Once::new();
+    CLEAN_ONCE.call_once(remove_stale_temp_dirs);
     tempfile::Builder::new()
-        .prefix(&format!("tollgate-rig-{what}-"))
+        .prefix(&format!("{TEMP_PREFIX}{what}-{}-", std::process::id()))
         .tempdir()
         .expect("create temp dir")
+}
+
+/// Removes rig temp dirs whose owning process no longer exists.
+fn remove_stale_temp_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(TEMP_PREFIX)
+            .and_then(|rest| rest.split('-').nth(1))
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// `containers/image` (used by skopeo and podman) reads `/etc/containers/registries.conf`, where a host
