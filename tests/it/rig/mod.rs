@@ -31,6 +31,12 @@
 //!   shows the full command line with the variables the rig set (secrets redacted) and both output
 //!   streams, for assertion messages.
 //!
+//! Every rig call BLOCKS its thread (it waits for a process). In a `#[tokio::test]` (current-thread
+//! runtime by default) that also serves tollgate from a spawned task, a blocking `skopeo.copy()` would
+//! starve the server until the 120 s timeout: use `#[tokio::test(flavor = "multi_thread")]`, run the
+//! server on its own runtime/thread, or call the rig through `spawn_blocking`. Keep a [`Registry`] on
+//! the test's thread (it is `!Send`, see there); share `reg.addr().to_string()` instead.
+//!
 //! Pitfalls found while building this (details next to the code that handles each):
 //! - registry 2.8 requires `rootcertbundle` (panics at start without it) and ignores the v3 `jwks` key;
 //!   it logs why it refused a token (`error authorizing context: …`), the clients only say
