@@ -25,7 +25,7 @@
 use super::{command, require, run, version_line, version_number, Output, DEFAULT_TIMEOUT};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -39,6 +39,8 @@ struct Daemon {
 
 static DAEMON: OnceLock<Result<Daemon, String>> = OnceLock::new();
 static DAEMON_PID: AtomicI32 = AtomicI32::new(0);
+/// Set by the owner thread when the daemon exits: lets the start-up wait fail fast on a bad config.
+static DAEMON_EXITED: AtomicBool = AtomicBool::new(false);
 static DAEMON_DIR: OnceLock<PathBuf> = OnceLock::new();
 
 /// Runs when the test binary exits normally (libtest returns from `main`): kills and *reaps* the daemon
@@ -96,6 +98,7 @@ fn start_daemon() -> Result<Daemon, String> {
                     let _ = tx.send(Ok(()));
                     // Block here for the daemon's whole life: this thread's exit would kill it.
                     let status = child.wait();
+                    DAEMON_EXITED.store(true, Ordering::SeqCst);
                     let msg = format!("containerd exited: {status:?}");
                     if let Some(Ok(d)) = DAEMON.get() {
                         *d.exited.lock().unwrap_or_else(|p| p.into_inner()) = Some(msg);
@@ -115,10 +118,12 @@ fn start_daemon() -> Result<Daemon, String> {
     // Ready when the gRPC socket accepts connections.
     let deadline = Instant::now() + Duration::from_secs(30);
     while UnixStream::connect(&address).is_err() {
-        if Instant::now() > deadline {
+        let exited = DAEMON_EXITED.load(Ordering::SeqCst);
+        if exited || Instant::now() > deadline {
             return Err(format!(
-                "socket {} not ready after 30 s\n--- containerd log ---\n{}",
+                "socket {} not ready ({})\n--- containerd log ---\n{}",
                 address.display(),
+                if exited { "containerd exited" } else { "30 s" },
                 std::fs::read_to_string(&log).unwrap_or_default()
             ));
         }
