@@ -4,7 +4,6 @@
 //! [`Outcome`]. "The directory is down" is not an outcome but an error ([`Unavailable`]), because the caller
 //! treats it differently: it stops the chain with a 503 (or serves a cached identity) instead of a 401.
 
-
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 

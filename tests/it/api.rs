@@ -423,7 +423,7 @@ async fn arbitrary_garbage_never_yields_a_5xx_or_a_grant() {
 }
 
 /// Make a key and self-signed certificate with openssl, as an operator would.
-pub fn openssl_key(dir: &std::path::Path, name: &str, rsa: bool) -> (std::path::PathBuf, std::path::PathBuf) {
+pub(crate) fn openssl_key(dir: &std::path::Path, name: &str, rsa: bool) -> (std::path::PathBuf, std::path::PathBuf) {
     let key = dir.join(format!("{name}.key"));
     let crt = dir.join(format!("{name}.crt"));
     let newkey = if rsa { "rsa:2048".to_string() } else { "ec".to_string() };

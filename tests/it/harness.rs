@@ -92,6 +92,27 @@ impl TestEnv {
         Settings::load(Some(&self.config)).unwrap_or_else(|e| panic!("test config invalid: {e:#?}"))
     }
 
+    /// The registry's rootcertbundle for this environment's keys (generating the key on first use).
+    pub fn bundle(&self) -> PathBuf {
+        let keys = tollgate::app::load_keys(&self.settings()).expect("keys load");
+        let path = self.path().join("rootcertbundle.pem");
+        std::fs::write(&path, keys.cert_bundle()).expect("write bundle");
+        path
+    }
+
+    /// A real registry 2.8 in token mode trusting this environment's keys, with its realm at `running`.
+    pub fn registry(&self, running: &Running) -> crate::rig::Registry {
+        crate::rig::Registry::start(crate::rig::RegistryOptions {
+            auth: Some(crate::rig::TokenAuth {
+                realm: running.realm(),
+                service: SERVICE.into(),
+                issuer: ISSUER.into(),
+                rootcertbundle: Some(self.bundle()),
+                jwks: None,
+            }),
+        })
+    }
+
     pub fn state(&self) -> Arc<AppState> {
         Arc::new(AppState::build(self.settings()).unwrap_or_else(|e| panic!("state: {e:#?}")))
     }

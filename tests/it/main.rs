@@ -1,5 +1,15 @@
-//! The one integration-test binary (one link step instead of one per file).
+//! tollgate's integration tests: ONE test binary with one module per area.
+//!
+//! Every file directly under `tests/` would be linked as its own binary (minutes each on two cores),
+//! so all integration tests live here as modules. `rig` is the shared library that starts real
+//! registries and drives real clients (skopeo, podman, ctr, the docker CLI); `rig_selftest` proves the
+//! rig works against those tools before any tollgate test relies on it. `harness` runs tollgate itself.
+//!
+//! Run with `bash scripts/test.sh` (installs the tools first) or `cargo test --test it`.
 
 mod api;
 mod cli;
+mod e2e;
 mod harness;
+mod rig;
+mod rig_selftest;

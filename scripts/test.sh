@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The test command of tollgate: `bash scripts/test.sh [ARGS FOR cargo test...]`.
+#
+# On a Debian 12 machine (as root, or with sudo) it installs every tool the integration tests drive
+# (docker-registry, skopeo, podman, containerd/ctr, the docker CLI, ...), builds the tests and runs ALL
+# of them, then prints one summary line. It exits non-zero if anything fails. When everything is
+# already installed it goes straight to cargo: no apt-get call at all.
+#
+# Examples:
+#   bash scripts/test.sh               # everything
+#   bash scripts/test.sh rig_selftest  # only tests whose name contains rig_selftest
+#
+# The tests never skip for a missing tool (they panic naming the package), so this script is the one
+# place that makes a machine ready.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------------------------------------------
+# 1. System packages.
+# ---------------------------------------------------------------------------------------------------
+
+# Debian packages the tests need, checked with dpkg so the check is instant when they are there.
+#   docker-registry  the registry under test (distribution 2.8), /usr/bin/docker-registry
+#   skopeo, podman   containers/image clients; uidmap gives podman newuidmap/newgidmap
+#   containerd       the containerd daemon and `ctr`
+#   openssl          throwaway certificates for registry token auth
+#   ca-certificates  HTTPS to crates.io and the package mirrors
+#   gcc, libc6-dev   `ring` compiles C and assembly in its build script
+packages=(docker-registry skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev)
+
+missing=()
+for p in "${packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+        missing+=("$p")
+    fi
+done
+# Any docker CLI will do (the tests only use `docker login`, without a daemon); Debian's comes in
+# docker.io, but a CLI installed another way (e.g. /usr/local/bin/docker) is used as is.
+if ! command -v docker >/dev/null 2>&1; then
+    missing+=(docker.io)
+fi
+
+if ((${#missing[@]})); then
+    command -v apt-get >/dev/null 2>&1 ||
+        die "missing ${missing[*]} and no apt-get: this script supports Debian 12; install them by hand"
+    sudo=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null 2>&1 || die "missing ${missing[*]}: run as root (or install sudo)"
+        sudo=(sudo)
+    fi
+    # Installing docker.io, containerd and docker-registry would start their services: dockerd may fail
+    # without cgroups (failing the whole apt-get), and the registry service takes port 5000. The
+    # standard Debian policy-rc.d that answers 101 ("action forbidden") keeps them stopped; the tests
+    # start private instances themselves. Only ours is removed again.
+    policy=/usr/sbin/policy-rc.d
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\n# Written by tollgate scripts/test.sh during apt-get install.\nexit 101\n' |
+            "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        trap '"${sudo[@]}" rm -f "$policy"' EXIT
+    fi
+    log "installing ${missing[*]}"
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends "${missing[@]}"
+    if [[ $(trap -p EXIT) ]]; then
+        "${sudo[@]}" rm -f "$policy"
+        trap - EXIT
+    fi
+fi
+
+# ---------------------------------------------------------------------------------------------------
+# 2. Rust toolchain. Debian's own cargo is too old for this crate (rust-version in Cargo.toml), so a
+#    rustup toolchain is expected; ~/.cargo/bin is where rustup puts it.
+# ---------------------------------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo ]]; then
+    PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 ||
+    die "cargo not found: install Rust with rustup (https://rustup.rs), then run this again"
+
+# ---------------------------------------------------------------------------------------------------
+# 3. Build, then run every test. --no-fail-fast so one failing binary does not hide the others.
+# ---------------------------------------------------------------------------------------------------
+export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
+# Test output is read in CI logs: no colour codes unless this is a terminal.
+if [[ -t 1 ]]; then export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"; fi
+
+start=$SECONDS
+log "cargo build --tests"
+cargo build --tests
+
+results=$(mktemp)
+trap 'rm -f "$results"' EXIT
+status=0
+
+run_tests() {
+    log "cargo test $*"
+    # tee keeps the live output; the copy is parsed for the summary. PIPESTATUS[0] is cargo's status
+    # (read before any other command replaces it; set +e so a failure does not end the script here).
+    set +e
+    cargo test "$@" 2>&1 | tee -a "$results"
+    local rc=${PIPESTATUS[0]}
+    set -e
+    if ((rc != 0)); then status=$rc; fi
+}
+
+run_tests --all-targets --no-fail-fast "$@"
+# Doc tests are not part of --all-targets; run them too (quick when there are none).
+if [[ -f src/lib.rs ]]; then
+    run_tests --doc --no-fail-fast "$@"
+fi
+
+# ---------------------------------------------------------------------------------------------------
+# 4. One summary line over every test binary: `test result: ok. 11 passed; 0 failed; 1 ignored; ...`
+# ---------------------------------------------------------------------------------------------------
+summary=$(awk '
+    /^test result:/ {
+        for (i = 1; i <= NF; i++) {
+            if ($(i) ~ /^passed;?$/)  passed  += $(i-1)
+            if ($(i) ~ /^failed;?$/)  failed  += $(i-1)
+            if ($(i) ~ /^ignored;?$/) ignored += $(i-1)
+        }
+        binaries++
+    }
+    END { printf "%d passed, %d failed, %d ignored in %d test binaries", passed, failed, ignored, binaries }
+' "$results")
+elapsed=$((SECONDS - start))
+if ((status == 0)); then
+    printf '\ntest.sh: OK: %s (%ds)\n' "$summary" "$elapsed"
+else
+    printf '\ntest.sh: FAILED (cargo exit %d): %s (%ds)\n' "$status" "$summary" "$elapsed"
+fi
+exit "$status"

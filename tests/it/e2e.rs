@@ -1,0 +1,239 @@
+//! End to end: tollgate as the realm of a real distribution registry 2.8, driven by real clients
+//! (skopeo, podman, the docker CLI, containerd's ctr). Every grant here is verified by the registry itself.
+
+use crate::harness::*;
+use crate::rig::*;
+
+fn image(dir: &std::path::Path, marker: &str) -> String {
+    format!("oci:{}:latest", oci_image(dir, marker).display())
+}
+
+/// Fetch an access token from tollgate over HTTP, as a client would.
+fn token_for(tollgate: &Running, user: Option<(&str, &str)>, scope: &str) -> String {
+    let path = format!("/token?service={SERVICE}&scope={}", enc(scope));
+    let auth = user.map(|(u, p)| basic(u, p));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let r = http_get(&tollgate.addr.to_string(), &path, &headers).expect("tollgate answers");
+    assert_eq!(r.status, 200, "{}", r.body);
+    serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["token"].as_str().unwrap().to_string()
+}
+
+/// The registry's reasons for rejecting a token itself. "authorization token required" (the first,
+/// token-less request of every client) and "insufficient scope" (a valid token without the action: a
+/// denial by policy) are the protocol working, not a rejected token.
+fn token_rejections(reg: &Registry) -> Vec<String> {
+    reg.auth_errors()
+        .into_iter()
+        .filter(|e| e != "authorization token required" && e != "insufficient scope")
+        .collect()
+}
+
+fn assert_refused(out: &Output, what: &str) {
+    assert!(!out.ok, "{what} should have been refused:\n{out}");
+    let text = out.combined().to_lowercase();
+    assert!(
+        text.contains("denied")
+            || text.contains("unauthorized")
+            || text.contains("authentication required")
+            || text.contains("invalid username/password"),
+        "{what}: expected an authorization error:\n{out}"
+    );
+}
+
+#[test]
+fn skopeo_push_pull_inspect_tags_delete_and_denials_through_registry_2_8() {
+    let env = TestEnv::new();
+    let tg = env.start();
+    let reg = env.registry(&tg);
+    let tmp = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::new();
+
+    skopeo.copy(&image(tmp.path(), "payments-1"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
+    skopeo.copy(&image(tmp.path(), "payments-2"), &reg.docker_ref("payments/api:2"), Some(ALICE)).assert_ok();
+    let inspect = skopeo.inspect(&reg.docker_ref("payments/api:1"), Some(ALICE));
+    inspect.assert_ok();
+    assert!(inspect.stdout.contains("\"Digest\""), "{inspect}");
+    let mut tags = skopeo.tags(&reg.docker_ref("payments/api"), Some(ALICE));
+    tags.sort();
+    assert_eq!(tags, vec!["1", "2"]);
+    let back = tmp.path().join("pulled");
+    skopeo.copy(&reg.docker_ref("payments/api:1"), &format!("oci:{}:x", back.display()), Some(ALICE)).assert_ok();
+
+    // Denials: another team's namespace, a deletion the team rules do not allow, a wrong password.
+    assert_refused(&skopeo.copy(&image(tmp.path(), "web"), &reg.docker_ref("web/site:1"), Some(ALICE)), "alice pushing web/");
+    assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), Some(BOB)), "bob pulling payments/");
+    assert_refused(&skopeo.delete(&reg.docker_ref("payments/api:2"), Some(ALICE)), "alice deleting");
+    assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), Some((ALICE.0, "wrong"))), "a wrong password");
+    assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), None), "anonymous pulling payments/");
+
+    // skopeo delete asks for `*`: granted to admins (every action), so the tag goes away.
+    skopeo.delete(&reg.docker_ref("payments/api:2"), Some(ADMIN)).assert_ok();
+    assert_eq!(skopeo.tags(&reg.docker_ref("payments/api"), Some(ALICE)), vec!["1"]);
+
+    // The public area: pushed by an admin, pulled anonymously.
+    skopeo.copy(&image(tmp.path(), "public"), &reg.docker_ref("public/hello:1"), Some(ADMIN)).assert_ok();
+    skopeo.inspect(&reg.docker_ref("public/hello:1"), None).assert_ok();
+
+    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert!(reg.auth_errors().iter().any(|e| e == "insufficient scope"), "denials are the registry's, by scope");
+}
+
+#[test]
+fn catalog_only_through_its_rule() {
+    let env = TestEnv::new();
+    let tg = env.start();
+    let reg = env.registry(&tg);
+    let tmp = tempfile::tempdir().unwrap();
+    Skopeo::new().copy(&image(tmp.path(), "c"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
+    let catalog = |user| {
+        let token = token_for(&tg, user, "registry:catalog:*");
+        let auth = format!("Bearer {token}");
+        http_get(reg.addr(), "/v2/_catalog", &[("Authorization", &auth)]).expect("registry answers")
+    };
+    let admin = catalog(Some(ADMIN));
+    assert_eq!(admin.status, 200, "{}", admin.body);
+    assert!(admin.body.contains("payments/api"), "{}", admin.body);
+    let bob = catalog(Some(BOB));
+    assert_eq!(bob.status, 401, "{}", bob.body);
+    assert!(!bob.body.contains("payments/api"));
+}
+
+#[test]
+fn podman_login_push_pull_and_denied_push() {
+    let env = TestEnv::new();
+    let tg = env.start();
+    let reg = env.registry(&tg);
+    let tmp = tempfile::tempdir().unwrap();
+    Skopeo::new().copy(&image(tmp.path(), "base"), &reg.docker_ref("payments/base:1"), Some(ALICE)).assert_ok();
+
+    let podman = Podman::new();
+    podman.login(reg.addr(), ALICE.0, ALICE.1).assert_ok();
+    podman.pull(&reg.reference("payments/base:1")).assert_ok();
+    podman.tag(&reg.reference("payments/base:1"), &reg.reference("payments/app:2")).assert_ok();
+    podman.push(&reg.reference("payments/app:2"), &reg.reference("payments/app:2")).assert_ok();
+    podman.tag(&reg.reference("payments/base:1"), &reg.reference("web/app:2")).assert_ok();
+    assert_refused(&podman.push(&reg.reference("web/app:2"), &reg.reference("web/app:2")), "podman pushing web/");
+    let bad = Podman::new();
+    assert_refused(&bad.login(reg.addr(), ALICE.0, "wrong"), "podman login with a wrong password");
+    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+}
+
+#[test]
+fn docker_login_identity_token_is_used_by_skopeo_and_podman_through_the_refresh_grant() {
+    let env = TestEnv::new();
+    let tg = env.start();
+    let reg = env.registry(&tg);
+    let tmp = tempfile::tempdir().unwrap();
+    Skopeo::new().copy(&image(tmp.path(), "dl"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
+
+    let docker = DockerCli::new();
+    docker.login(reg.addr(), ALICE.0, ALICE.1).assert_ok();
+    let config = docker.config_json();
+    let entry = &config["auths"][reg.addr()];
+    let identity_token = entry["identitytoken"].as_str().unwrap_or_else(|| panic!("no identitytoken: {config}")).to_string();
+    assert!(identity_token.starts_with("tgr_"));
+    assert!(!config.to_string().contains(ALICE.1), "docker dropped the password");
+
+    let authfile = tmp.path().join("auth.json");
+    std::fs::write(&authfile, auth_json_identity_token(reg.addr(), ALICE.0, &identity_token)).unwrap();
+    let skopeo = Skopeo::with_authfile(&authfile);
+    skopeo.inspect(&reg.docker_ref("payments/api:1"), None).assert_ok();
+    skopeo.copy(&image(tmp.path(), "dl2"), &reg.docker_ref("payments/api:2"), None).assert_ok();
+    assert_refused(&skopeo.copy(&image(tmp.path(), "dl3"), &reg.docker_ref("web/api:2"), None), "identity token pushing web/");
+
+    let podman = Podman::new();
+    std::fs::write(podman.authfile(), auth_json_identity_token(reg.addr(), ALICE.0, &identity_token)).unwrap();
+    podman.pull(&reg.reference("payments/api:2")).assert_ok();
+
+    // Revoking every token of alice stops the identity token at once.
+    tollgate::revocation::FileStore::new(env.settings().revocation_file())
+        .revoke_sync(tollgate::revocation::Revocation::User { username: "alice".into(), before: tollgate::token::unix_now() })
+        .unwrap();
+    assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), None), "a revoked identity token");
+    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+}
+
+#[test]
+fn containerd_pulls_with_password_grant_and_refresh_token() {
+    let env = TestEnv::new();
+    let tg = env.start();
+    let reg = env.registry(&tg);
+    let tmp = tempfile::tempdir().unwrap();
+    Skopeo::new().copy(&image(tmp.path(), "ctr"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
+
+    Ctr::new().pull(&reg.reference("payments/api:1"), Some(ALICE)).assert_ok();
+    assert_refused(&Ctr::new().pull(&reg.reference("payments/api:1"), Some((ALICE.0, "wrong"))), "ctr with a wrong password");
+    assert_refused(&Ctr::new().pull(&reg.reference("payments/api:1"), Some(BOB)), "ctr as bob");
+
+    let refresh = {
+        let path = format!("/token?service={SERVICE}&offline_token=true&client_id=test");
+        let auth = basic(ALICE.0, ALICE.1);
+        let r = http_get(&tg.addr.to_string(), &path, &[("Authorization", &auth)]).unwrap();
+        serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["refresh_token"].as_str().unwrap().to_string()
+    };
+    Ctr::new().pull_with_refresh(&reg.reference("payments/api:1"), &refresh).assert_ok();
+    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+}
+
+#[test]
+fn a_disabled_robot_stops_at_once_through_the_registry() {
+    let env = TestEnv::new();
+    let tg = env.start();
+    let reg = env.registry(&tg);
+    let tmp = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::new();
+    skopeo.copy(&image(tmp.path(), "robot"), &reg.docker_ref("payments/api:1"), Some(ROBOT)).assert_ok();
+    assert_refused(&skopeo.delete(&reg.docker_ref("payments/api:1"), Some(ROBOT)), "a robot deleting");
+    let text = std::fs::read_to_string(&env.accounts).unwrap();
+    std::fs::write(&env.accounts, text.replace("    robot: true\n", "    robot: true\n    disabled: true\n")).unwrap();
+    assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), Some(ROBOT)), "a disabled robot");
+    skopeo.inspect(&reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
+}
+
+#[test]
+fn kid_only_libtrust_and_rs256_x5c_tokens_are_verified_by_registry_2_8() {
+    // kid only, libtrust form: the registry finds the key in its rootcertbundle by kid.
+    let env = TestEnv::with(Opts { header: "kid", ..Opts::default() });
+    let tg = env.start();
+    let reg = env.registry(&tg);
+    let tmp = tempfile::tempdir().unwrap();
+    let token = token_for(&tg, Some(ALICE), "repository:payments/api:pull");
+    let (header, _) = jwt_parts(&token);
+    assert!(header.get("x5c").is_none(), "{header}");
+    Skopeo::new().copy(&image(tmp.path(), "kid"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
+    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+
+    // RS256 with x5c.
+    let keys = tempfile::tempdir().unwrap();
+    let (key, crt) = crate::api::openssl_key(keys.path(), "rsa", true);
+    let extra = format!("  keys:\n    - key_file: {}\n      cert_file: {}\n", key.display(), crt.display());
+    let env = TestEnv::with(Opts { extra_token_yaml: extra, ..Opts::default() });
+    let tg = env.start();
+    let reg = env.registry(&tg);
+    let (header, _) = jwt_parts(&token_for(&tg, Some(ALICE), "repository:payments/api:pull"));
+    assert_eq!(header["alg"], "RS256");
+    Skopeo::new().copy(&image(tmp.path(), "rsa"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
+    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+}
+
+#[test]
+fn tokens_from_an_untrusted_key_are_refused_by_the_registry() {
+    // The registry trusts env A's key; tollgate B signs with another. This proves the registry really
+    // verifies what tollgate signs (the other tests would pass against a registry that checked nothing).
+    let trusted = TestEnv::new();
+    let other = TestEnv::new();
+    let tg = other.start();
+    let reg = crate::rig::Registry::start(crate::rig::RegistryOptions {
+        auth: Some(crate::rig::TokenAuth {
+            realm: tg.realm(),
+            service: SERVICE.into(),
+            issuer: ISSUER.into(),
+            rootcertbundle: Some(trusted.bundle()),
+            jwks: None,
+        }),
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    assert_refused(&Skopeo::new().copy(&image(tmp.path(), "x"), &reg.docker_ref("payments/api:1"), Some(ALICE)), "an untrusted key");
+    let rejections = token_rejections(&reg);
+    assert!(!rejections.is_empty(), "the registry should log why it refused");
+}
