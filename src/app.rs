@@ -58,11 +58,8 @@ impl AppState {
                     };
                     match StaticProvider::new(&s.name, source) {
                         Ok(provider) => {
-                            let cached = CachedProvider::new(
-                                Arc::new(provider),
-                                settings.cache_ttl,
-                                settings.cache_capacity,
-                            );
+                            let cached =
+                                CachedProvider::new(Arc::new(provider), settings.cache_ttl, settings.cache_capacity);
                             cache_stats.push(cached.stats.clone());
                             providers.push(Arc::new(cached));
                         }
@@ -214,7 +211,10 @@ impl PolicyStore {
 
 fn compile(paths: &[PathBuf], builtin: bool) -> Result<Policy, Vec<String>> {
     let result = if builtin {
-        Policy::compile(&[PolicySource { path: "builtin:default.yaml".into(), text: crate::policy::EXAMPLE_POLICY.into() }])
+        Policy::compile(&[PolicySource {
+            path: "builtin:default.yaml".into(),
+            text: crate::policy::EXAMPLE_POLICY.into(),
+        }])
     } else {
         Policy::load(paths)
     };

@@ -43,7 +43,9 @@ pub fn serve(config: Option<&Path>) -> Result<(), String> {
     let settings = load(config)?;
     init_tracing(&settings);
     if config.is_none() {
-        tracing::warn!("running the embedded demo config (demo accounts, example policy); pass --config for production");
+        tracing::warn!(
+            "running the embedded demo config (demo accounts, example policy); pass --config for production"
+        );
     }
     let (default_key, _) = settings.default_key_paths();
     let first_start = settings.keys.is_empty() && !default_key.exists();
@@ -143,7 +145,9 @@ fn write_registry_files(
         jwks.display()
     ));
     if keys.keys().iter().any(|k| k.chain.is_empty()) {
-        block.push_str("# WARNING: a key without a certificate is missing from rootcertbundle; registry 2.x cannot trust it.\n");
+        block.push_str(
+            "# WARNING: a key without a certificate is missing from rootcertbundle; registry 2.x cannot trust it.\n",
+        );
     }
     Ok(block)
 }
@@ -268,7 +272,9 @@ pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainIn
     };
     let username = input.user.unwrap_or_default();
     let auth_method = match input.auth_method.as_deref() {
-        Some(m) => AuthMethod::parse(m).ok_or(format!("--auth-method {m:?}: use password, refresh_token or anonymous"))?,
+        Some(m) => {
+            AuthMethod::parse(m).ok_or(format!("--auth-method {m:?}: use password, refresh_token or anonymous"))?
+        }
         None if username.is_empty() => AuthMethod::Anonymous,
         None => AuthMethod::Password,
     };
@@ -298,4 +304,3 @@ pub fn hash_password(password: &str) -> Result<(), String> {
     println!("{}", hash(password)?);
     Ok(())
 }
-

@@ -3,12 +3,12 @@
 //! The library holds everything; `main.rs` only parses the command line and calls in here, so the
 //! integration tests can build a router and call it without a socket.
 
-pub mod identity;
-pub mod policy;
-pub mod scope;
-pub mod revocation;
-pub mod token;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod http;
-pub mod cli;
+pub mod identity;
+pub mod policy;
+pub mod revocation;
+pub mod scope;
+pub mod token;

@@ -196,4 +196,3 @@ fn read_stdin() -> Result<String, String> {
     std::io::stdin().read_to_string(&mut s).map_err(|e| format!("reading standard input: {e}"))?;
     Ok(s.trim_end_matches(['\n', '\r']).to_string())
 }
-

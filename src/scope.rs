@@ -109,9 +109,7 @@ pub enum ScopeError {
     BadCharacter(String),
     #[error("scope {0:?} is not of the form type:name:actions")]
     Shape(String),
-    #[error(
-        "scope {scope:?} has unknown resource type {rtype:?} (expected repository or registry)"
-    )]
+    #[error("scope {scope:?} has unknown resource type {rtype:?} (expected repository or registry)")]
     UnknownType { scope: String, rtype: String },
     #[error("scope {scope:?} has an invalid resource class")]
     BadClass { scope: String },
@@ -146,37 +144,25 @@ impl Scope {
 
         let (type_name, class) = match type_part.find('(') {
             Some(open) => {
-                let inner = type_part[open + 1..].strip_suffix(')').ok_or_else(|| {
-                    ScopeError::BadClass {
-                        scope: s.to_string(),
-                    }
-                })?;
+                let inner = type_part[open + 1..]
+                    .strip_suffix(')')
+                    .ok_or_else(|| ScopeError::BadClass { scope: s.to_string() })?;
                 if inner.is_empty() || !inner.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    return Err(ScopeError::BadClass {
-                        scope: s.to_string(),
-                    });
+                    return Err(ScopeError::BadClass { scope: s.to_string() });
                 }
                 (&type_part[..open], Some(inner.to_string()))
             }
             None => (type_part, None),
         };
-        let rtype = ResourceType::parse(type_name).ok_or_else(|| ScopeError::UnknownType {
-            scope: s.to_string(),
-            rtype: type_name.to_string(),
-        })?;
+        let rtype = ResourceType::parse(type_name)
+            .ok_or_else(|| ScopeError::UnknownType { scope: s.to_string(), rtype: type_name.to_string() })?;
         match rtype {
             ResourceType::Repository => {
-                validate_repository_name(name).map_err(|why| ScopeError::BadName {
-                    scope: s.to_string(),
-                    why,
-                })?
+                validate_repository_name(name).map_err(|why| ScopeError::BadName { scope: s.to_string(), why })?
             }
             ResourceType::Registry => {
                 if name != "catalog" {
-                    return Err(ScopeError::UnknownRegistryResource {
-                        scope: s.to_string(),
-                        name: name.to_string(),
-                    });
+                    return Err(ScopeError::UnknownRegistryResource { scope: s.to_string(), name: name.to_string() });
                 }
             }
         }
@@ -185,10 +171,8 @@ impl Scope {
             if a.is_empty() {
                 continue;
             }
-            let action = Action::parse(a).ok_or_else(|| ScopeError::UnknownAction {
-                scope: s.to_string(),
-                action: a.to_string(),
-            })?;
+            let action = Action::parse(a)
+                .ok_or_else(|| ScopeError::UnknownAction { scope: s.to_string(), action: a.to_string() })?;
             if !actions.contains(&action) {
                 actions.push(action);
             }
@@ -196,12 +180,7 @@ impl Scope {
         if actions.is_empty() {
             return Err(ScopeError::NoActions(s.to_string()));
         }
-        Ok(Scope {
-            rtype,
-            class,
-            name: name.to_string(),
-            actions,
-        })
+        Ok(Scope { rtype, class, name: name.to_string(), actions })
     }
 }
 
@@ -218,9 +197,8 @@ pub fn validate_repository_name(name: &str) -> Result<(), &'static str> {
     let mut components = name.split('/').peekable();
     let mut first = true;
     while let Some(c) = components.next() {
-        let is_domain = first
-            && components.peek().is_some()
-            && (c.contains('.') || c.contains(':') || c == "localhost");
+        let is_domain =
+            first && components.peek().is_some() && (c.contains('.') || c.contains(':') || c == "localhost");
         first = false;
         if is_domain {
             validate_domain(c)?;
@@ -317,66 +295,21 @@ mod tests {
     #[test]
     fn parses_the_scopes_real_clients_send() {
         let table: &[(&str, ResourceType, &str, &[Action])] = &[
-            (
-                "repository:team/app:pull",
-                ResourceType::Repository,
-                "team/app",
-                &[Action::Pull],
-            ),
-            (
-                "repository:team/app:push,pull",
-                ResourceType::Repository,
-                "team/app",
-                &[Action::Push, Action::Pull],
-            ),
-            (
-                "repository:team/app:*",
-                ResourceType::Repository,
-                "team/app",
-                &[Action::All],
-            ),
-            (
-                "repository:team/app:delete",
-                ResourceType::Repository,
-                "team/app",
-                &[Action::Delete],
-            ),
-            (
-                "repository(plugin):team/app:pull",
-                ResourceType::Repository,
-                "team/app",
-                &[Action::Pull],
-            ),
+            ("repository:team/app:pull", ResourceType::Repository, "team/app", &[Action::Pull]),
+            ("repository:team/app:push,pull", ResourceType::Repository, "team/app", &[Action::Push, Action::Pull]),
+            ("repository:team/app:*", ResourceType::Repository, "team/app", &[Action::All]),
+            ("repository:team/app:delete", ResourceType::Repository, "team/app", &[Action::Delete]),
+            ("repository(plugin):team/app:pull", ResourceType::Repository, "team/app", &[Action::Pull]),
             (
                 "repository:127.0.0.1:5000/team/app:pull",
                 ResourceType::Repository,
                 "127.0.0.1:5000/team/app",
                 &[Action::Pull],
             ),
-            (
-                "repository:localhost/app:pull",
-                ResourceType::Repository,
-                "localhost/app",
-                &[Action::Pull],
-            ),
-            (
-                "repository:a/b/c/d:pull,pull",
-                ResourceType::Repository,
-                "a/b/c/d",
-                &[Action::Pull],
-            ),
-            (
-                "repository:my-app__x.y:pull",
-                ResourceType::Repository,
-                "my-app__x.y",
-                &[Action::Pull],
-            ),
-            (
-                "registry:catalog:*",
-                ResourceType::Registry,
-                "catalog",
-                &[Action::All],
-            ),
+            ("repository:localhost/app:pull", ResourceType::Repository, "localhost/app", &[Action::Pull]),
+            ("repository:a/b/c/d:pull,pull", ResourceType::Repository, "a/b/c/d", &[Action::Pull]),
+            ("repository:my-app__x.y:pull", ResourceType::Repository, "my-app__x.y", &[Action::Pull]),
+            ("registry:catalog:*", ResourceType::Registry, "catalog", &[Action::All]),
         ];
         for (input, rtype, name, actions) in table {
             let s = Scope::parse(input).unwrap_or_else(|e| panic!("{input}: {e}"));
@@ -404,10 +337,7 @@ mod tests {
             ("repository::pull", "invalid repository name"),
             ("repository:a..b:pull", "invalid repository name"),
             ("repository:a___b:pull", "invalid repository name"),
-            (
-                "repository:host:99999999/app:pull",
-                "invalid repository name",
-            ),
+            ("repository:host:99999999/app:pull", "invalid repository name"),
             ("repository:te\u{1}am/app:pull", "control or non-ASCII"),
             ("repository:té/app:pull", "control or non-ASCII"),
             ("repository(:team/app:pull", "invalid resource class"),
@@ -416,10 +346,7 @@ mod tests {
         ];
         for (input, want) in table {
             let err = Scope::parse(input).expect_err(input).to_string();
-            assert!(
-                err.contains(want),
-                "{input:?}: {err:?} should contain {want:?}"
-            );
+            assert!(err.contains(want), "{input:?}: {err:?} should contain {want:?}");
         }
         let long = format!("repository:{}:pull", "a".repeat(600));
         assert_eq!(Scope::parse(&long), Err(ScopeError::TooLong));
@@ -427,20 +354,9 @@ mod tests {
 
     #[test]
     fn split_scopes_accepts_repeated_and_space_separated_values() {
-        let got = split_scopes([
-            "repository:a:pull repository:b:push",
-            "repository:a:pull",
-            "  ",
-            "registry:catalog:*",
-        ]);
-        assert_eq!(
-            got,
-            vec![
-                "repository:a:pull",
-                "repository:b:push",
-                "registry:catalog:*"
-            ]
-        );
+        let got =
+            split_scopes(["repository:a:pull repository:b:push", "repository:a:pull", "  ", "registry:catalog:*"]);
+        assert_eq!(got, vec!["repository:a:pull", "repository:b:push", "registry:catalog:*"]);
     }
 
     #[test]

@@ -234,7 +234,9 @@ impl Settings {
             }
         };
         for u in unknown {
-            errors.push(format!("{origin}: {u}: unknown key (check the spelling against the config reference in README.md)"));
+            errors.push(format!(
+                "{origin}: {u}: unknown key (check the spelling against the config reference in README.md)"
+            ));
         }
         let settings = validate(raw, origin, base, &mut errors);
         if errors.is_empty() {
@@ -256,7 +258,9 @@ fn apply_override(root: &mut serde_norway::Value, path: &[String], raw: &str) ->
         }
         let last = i + 1 == path.len();
         if let Ok(index) = key.parse::<usize>() {
-            let Value::Sequence(seq) = node else { return Err(format!("`{key}` indexes something that is not a list")) };
+            let Value::Sequence(seq) = node else {
+                return Err(format!("`{key}` indexes something that is not a list"));
+            };
             if index > seq.len() {
                 return Err(format!("list index {index} skips entries (the list has {})", seq.len()));
             }
@@ -363,11 +367,8 @@ fn validate(raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<String>)
     if refresh_lifetime < Duration::from_secs(300) {
         errors.push("refresh_tokens.lifetime: must be at least 5m".into());
     }
-    let refresh_secret_file = raw
-        .refresh_tokens
-        .secret_file
-        .map(|p| resolve(base, &p))
-        .unwrap_or_else(|| data_dir.join("refresh-secret"));
+    let refresh_secret_file =
+        raw.refresh_tokens.secret_file.map(|p| resolve(base, &p)).unwrap_or_else(|| data_dir.join("refresh-secret"));
 
     let mut providers = raw.providers;
     let mut names = std::collections::HashSet::new();

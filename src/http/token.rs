@@ -53,7 +53,9 @@ struct Params {
 
 fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), ApiError> {
     match slot {
-        Some(existing) if *existing != value => Err(ApiError::BadRequest(format!("parameter {name} is given twice with different values"))),
+        Some(existing) if *existing != value => {
+            Err(ApiError::BadRequest(format!("parameter {name} is given twice with different values")))
+        }
         _ => {
             *slot = Some(value);
             Ok(())
@@ -80,7 +82,9 @@ impl Params {
         for (k, v) in form_urlencoded::parse(raw) {
             count += 1;
             if count > max_scopes + 32 {
-                return Err(ApiError::BadRequest(format!("too many parameters (at most {max_scopes} scopes are accepted)")));
+                return Err(ApiError::BadRequest(format!(
+                    "too many parameters (at most {max_scopes} scopes are accepted)"
+                )));
             }
             if v.len() > MAX_PARAM_LEN {
                 return Err(ApiError::BadRequest(format!("parameter {k} is longer than {MAX_PARAM_LEN} bytes")));
@@ -116,9 +120,8 @@ fn parse_basic(headers: &HeaderMap) -> Result<Option<Basic>, ApiError> {
     if value.len() > MAX_AUTH_HEADER {
         return Err(ApiError::BadRequest(format!("Authorization header is longer than {MAX_AUTH_HEADER} bytes")));
     }
-    let text = value
-        .to_str()
-        .map_err(|_| ApiError::BadRequest("Authorization header contains non-ASCII bytes".into()))?;
+    let text =
+        value.to_str().map_err(|_| ApiError::BadRequest("Authorization header contains non-ASCII bytes".into()))?;
     let (scheme, rest) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(ApiError::BadRequest(format!(
@@ -129,11 +132,11 @@ fn parse_basic(headers: &HeaderMap) -> Result<Option<Basic>, ApiError> {
     let decoded = BASE64_LENIENT
         .decode(rest.trim())
         .map_err(|_| ApiError::BadRequest("malformed Basic credentials: not valid base64".into()))?;
-    let decoded =
-        String::from_utf8(decoded).map_err(|_| ApiError::BadRequest("malformed Basic credentials: not UTF-8".into()))?;
-    let (username, password) = decoded
-        .split_once(':')
-        .ok_or_else(|| ApiError::BadRequest("malformed Basic credentials: no ':' between username and password".into()))?;
+    let decoded = String::from_utf8(decoded)
+        .map_err(|_| ApiError::BadRequest("malformed Basic credentials: not UTF-8".into()))?;
+    let (username, password) = decoded.split_once(':').ok_or_else(|| {
+        ApiError::BadRequest("malformed Basic credentials: no ':' between username and password".into())
+    })?;
     Ok(Some(Basic { username: username.to_string(), password: SecretString::from(password.to_string()) }))
 }
 
@@ -152,7 +155,12 @@ struct Authenticated {
 
 const BAD_CREDENTIALS: &str = "invalid username or password";
 
-async fn password_login(state: &AppState, username: &str, password: &SecretString, service: &str) -> Result<Authenticated, ApiError> {
+async fn password_login(
+    state: &AppState,
+    username: &str,
+    password: &SecretString,
+    service: &str,
+) -> Result<Authenticated, ApiError> {
     check_username(username)?;
     if password.expose_secret().starts_with(REFRESH_PREFIX) {
         // A refresh token as a Basic password (CI systems, containerd's GET fallback with an empty username).
@@ -173,9 +181,16 @@ async fn password_login(state: &AppState, username: &str, password: &SecretStrin
 }
 
 /// Verify a refresh token and re-check its account with the provider that issued it.
-async fn refresh_login(state: &AppState, token: &str, username: Option<&str>, service: &str) -> Result<Identity, ApiError> {
+async fn refresh_login(
+    state: &AppState,
+    token: &str,
+    username: Option<&str>,
+    service: &str,
+) -> Result<Identity, ApiError> {
     let Some(refresh) = &state.refresh else {
-        return Err(ApiError::InvalidGrant("refresh tokens are disabled on this server; log in with a password".into()));
+        return Err(ApiError::InvalidGrant(
+            "refresh tokens are disabled on this server; log in with a password".into(),
+        ));
     };
     let refused = |e: RefreshError| ApiError::InvalidGrant(e.to_string());
     let claims = refresh.verify(token, service).map_err(refused)?;
@@ -200,10 +215,7 @@ async fn refresh_login(state: &AppState, token: &str, username: Option<&str>, se
 }
 
 fn client_ip(req_ext: &axum::http::Extensions) -> IpAddr {
-    req_ext
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    req_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
 }
 
 fn truthy(v: Option<&str>) -> bool {
@@ -257,8 +269,7 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
         }
         let max = state.settings.max_body_bytes;
         let body = axum::body::to_bytes(body, max).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
             if too_large {
                 ApiError::PayloadTooLarge(max)
             } else {
@@ -351,7 +362,12 @@ async fn respond(
     offline: bool,
     is_post: bool,
 ) -> Result<Response, ApiError> {
-    let ctx = RequestContext { identity: auth.identity, auth_method: auth.method, client_ip: ip, service: service.to_string() };
+    let ctx = RequestContext {
+        identity: auth.identity,
+        auth_method: auth.method,
+        client_ip: ip,
+        service: service.to_string(),
+    };
     let policy = state.policy.get();
     let mut access = Vec::with_capacity(scopes.len());
     let mut rules: Vec<String> = Vec::new();
@@ -370,10 +386,7 @@ async fn respond(
             });
         }
     }
-    let issued = state
-        .issuer
-        .issue(&ctx.identity.username, service, &access)
-        .map_err(ApiError::Internal)?;
+    let issued = state.issuer.issue(&ctx.identity.username, service, &access).map_err(ApiError::Internal)?;
     let refresh_token = match (&state.refresh, offline && !ctx.identity.is_anonymous()) {
         (Some(r), true) => {
             Some(r.issue(&ctx.identity.username, &ctx.identity.provider, service).map_err(ApiError::Internal)?.0)
@@ -381,7 +394,8 @@ async fn respond(
         _ => None,
     };
     let requested: Vec<String> = scopes.iter().map(Scope::to_string).collect();
-    let granted: Vec<String> = access.iter().map(|a| format!("{}:{}:{}", a.rtype, a.name, a.actions.join(","))).collect();
+    let granted: Vec<String> =
+        access.iter().map(|a| format!("{}:{}:{}", a.rtype, a.name, a.actions.join(","))).collect();
     tracing::info!(
         target: "tollgate::audit",
         subject = %ctx.identity.username,
@@ -421,7 +435,8 @@ mod tests {
 
     #[test]
     fn params_accept_repeated_scopes_and_refuse_conflicting_singletons() {
-        let p = Params::parse(b"scope=repository%3Aa%3Apull&scope=repository%3Ab%3Apush&service=r&service=r", 64).unwrap();
+        let p =
+            Params::parse(b"scope=repository%3Aa%3Apull&scope=repository%3Ab%3Apush&service=r&service=r", 64).unwrap();
         assert_eq!(p.scopes.len(), 2);
         assert_eq!(p.service.as_deref(), Some("r"));
         let err = Params::parse(b"service=a&service=b", 64).err().unwrap();
@@ -443,7 +458,11 @@ mod tests {
         for (raw, want) in cases {
             h.insert(header::AUTHORIZATION, HeaderValue::from_bytes(raw).unwrap());
             let err = parse_basic(&h).err().unwrap();
-            assert!(matches!(&err, ApiError::BadRequest(m) if m.contains(want)), "{:?}: {err:?}", String::from_utf8_lossy(raw));
+            assert!(
+                matches!(&err, ApiError::BadRequest(m) if m.contains(want)),
+                "{:?}: {err:?}",
+                String::from_utf8_lossy(raw)
+            );
         }
         h.insert(header::AUTHORIZATION, HeaderValue::from_static("basic YWxpY2U6cHc6Og"));
         let b = parse_basic(&h).unwrap().unwrap();

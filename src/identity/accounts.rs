@@ -419,8 +419,9 @@ mod tests {
         let mut expired = entry("old", "pw");
         expired.expires_at = Some("2001-01-01T00:00:00Z".into());
         let bcrypt_user = AccountEntry { password_hash: bcrypt::hash("bpw", 4).unwrap(), ..entry("b", "") };
-        let p = StaticProvider::new("local", Source::Inline(vec![entry("alice", "pw"), disabled, expired, bcrypt_user]))
-            .unwrap();
+        let p =
+            StaticProvider::new("local", Source::Inline(vec![entry("alice", "pw"), disabled, expired, bcrypt_user]))
+                .unwrap();
         match p.authenticate("alice", &secret("pw")).await.unwrap() {
             Outcome::Authenticated(id) => {
                 assert_eq!(id.username, "alice");
@@ -433,8 +434,12 @@ mod tests {
         assert!(matches!(p.authenticate("alice", &secret("nope")).await.unwrap(), Outcome::Rejected(_)));
         assert!(matches!(p.authenticate("alice", &secret("")).await.unwrap(), Outcome::Rejected(_)));
         assert!(matches!(p.authenticate("nobody", &secret("pw")).await.unwrap(), Outcome::NotMine));
-        assert!(matches!(p.authenticate("off", &secret("pw")).await.unwrap(), Outcome::Rejected(r) if r.contains("disabled")));
-        assert!(matches!(p.authenticate("old", &secret("pw")).await.unwrap(), Outcome::Rejected(r) if r.contains("expired")));
+        assert!(
+            matches!(p.authenticate("off", &secret("pw")).await.unwrap(), Outcome::Rejected(r) if r.contains("disabled"))
+        );
+        assert!(
+            matches!(p.authenticate("old", &secret("pw")).await.unwrap(), Outcome::Rejected(r) if r.contains("expired"))
+        );
         assert!(matches!(p.recheck("off").await.unwrap(), Recheck::Gone(_)));
         assert!(matches!(p.recheck("alice").await.unwrap(), Recheck::Current(_)));
         assert!(matches!(p.recheck("nobody").await.unwrap(), Recheck::Gone(_)));
@@ -471,7 +476,10 @@ mod tests {
         assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Rejected(_)));
 
         std::fs::write(&path, "accounts: [ {username: x, password_hash: plain} ]").unwrap();
-        assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Rejected(_)), "old version kept");
+        assert!(
+            matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Rejected(_)),
+            "old version kept"
+        );
         assert!(add_account(&path, entry("x", "y")).is_err(), "refuses to rewrite an invalid file");
     }
 

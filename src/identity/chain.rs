@@ -16,7 +16,10 @@ use super::{Identity, Outcome, Provider, Recheck, Unavailable};
 pub enum ChainOutcome {
     Authenticated(Identity),
     /// 401. `provider` is the one that refused, or None when no provider knows the user. For the log only.
-    Rejected { provider: Option<String>, reason: String },
+    Rejected {
+        provider: Option<String>,
+        reason: String,
+    },
     /// 503.
     Unavailable(Unavailable),
 }

@@ -55,12 +55,7 @@ struct Errs<'e> {
 impl<'e> Errs<'e> {
     fn new(file: &'e str, item: ErrorItem, out: &'e mut Vec<PolicyError>) -> Self {
         let start = out.len();
-        Errs {
-            file,
-            item,
-            out,
-            start,
-        }
+        Errs { file, item, out, start }
     }
 
     fn at(&mut self, field: impl Into<String>, message: impl Into<String>) {
@@ -72,12 +67,7 @@ impl<'e> Errs<'e> {
     }
 
     fn push(&mut self, field: Option<String>, message: String) {
-        self.out.push(PolicyError {
-            file: self.file.to_string(),
-            item: self.item.clone(),
-            field,
-            message,
-        });
+        self.out.push(PolicyError { file: self.file.to_string(), item: self.item.clone(), field, message });
     }
 
     fn any(&self) -> bool {
@@ -102,17 +92,11 @@ fn compile_file(
     let map = match doc {
         Value::Mapping(m) => m,
         Value::Null => {
-            errors.push(PolicyError::file(
-                file,
-                "file is empty: expected `rules:` (and optionally `tests:`)",
-            ));
+            errors.push(PolicyError::file(file, "file is empty: expected `rules:` (and optionally `tests:`)"));
             return;
         }
         _ => {
-            errors.push(PolicyError::file(
-                file,
-                "expected a mapping with `rules:` and `tests:` at the top level",
-            ));
+            errors.push(PolicyError::file(file, "expected a mapping with `rules:` and `tests:` at the top level"));
             return;
         }
     };
@@ -123,35 +107,19 @@ fn compile_file(
             Some("tests") => tests = Some(value),
             _ => errors.push(PolicyError::file(
                 file,
-                format!(
-                    "unknown top-level key {} (expected `rules` and `tests`)",
-                    describe_key(&key)
-                ),
+                format!("unknown top-level key {} (expected `rules` and `tests`)", describe_key(&key)),
             )),
         }
     }
     if rules.is_none() && tests.is_none() {
-        errors.push(PolicyError::file(
-            file,
-            "file has neither `rules:` nor `tests:`",
-        ));
+        errors.push(PolicyError::file(file, "file has neither `rules:` nor `tests:`"));
     }
     for (index, value) in list(file, "rules", rules, errors).into_iter().enumerate() {
         let index = index + 1;
-        let name = value
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let name = value.get("name").and_then(Value::as_str).map(str::to_string);
         if let Some(name) = &name {
             if let Some((first_file, first_index)) = seen.get(name) {
-                let mut e = Errs::new(
-                    file,
-                    ErrorItem::Rule {
-                        index,
-                        name: Some(name.clone()),
-                    },
-                    errors,
-                );
+                let mut e = Errs::new(file, ErrorItem::Rule { index, name: Some(name.clone()) }, errors);
                 e.at("name", format!("duplicate rule name {name:?}: rule {first_index} in {first_file} has it too"));
             } else {
                 seen.insert(name.clone(), (file.to_string(), index));
@@ -165,24 +133,11 @@ fn compile_file(
     let mut test_names: HashMap<String, usize> = HashMap::new();
     for (index, value) in list(file, "tests", tests, errors).into_iter().enumerate() {
         let index = index + 1;
-        let name = value
-            .get("name")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let mut e = Errs::new(
-            file,
-            ErrorItem::Test {
-                index,
-                name: name.clone(),
-            },
-            errors,
-        );
+        let name = value.get("name").and_then(Value::as_str).map(str::to_string);
+        let mut e = Errs::new(file, ErrorItem::Test { index, name: name.clone() }, errors);
         if let Some(name) = name {
             if let Some(first) = test_names.insert(name.clone(), index) {
-                e.at(
-                    "name",
-                    format!("duplicate test name {name:?}: test {first} has it too"),
-                );
+                e.at("name", format!("duplicate test name {name:?}: test {first} has it too"));
             }
         }
         if let Some(test) = compile_test(file, value, &mut e) {
@@ -204,10 +159,7 @@ fn list(file: &str, key: &str, value: Option<Value>, errors: &mut Vec<PolicyErro
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Sequence(items)) => items,
         Some(_) => {
-            errors.push(PolicyError::file(
-                file,
-                format!("`{key}` must be a list (each item starting with `- `)"),
-            ));
+            errors.push(PolicyError::file(file, format!("`{key}` must be a list (each item starting with `- `)")));
             Vec::new()
         }
     }
@@ -224,10 +176,7 @@ fn compile_rule(file: &str, value: Value, e: &mut Errs<'_>) -> Option<Rule> {
     let name = match raw.name {
         Some(n) if !n.trim().is_empty() => n,
         _ => {
-            e.at(
-                "name",
-                "required: every rule needs a unique name, shown in logs and `policy explain`",
-            );
+            e.at("name", "required: every rule needs a unique name, shown in logs and `policy explain`");
             String::new()
         }
     };
@@ -235,20 +184,14 @@ fn compile_rule(file: &str, value: Value, e: &mut Errs<'_>) -> Option<Rule> {
         None | Some("allow") => Effect::Allow,
         Some("deny") => Effect::Deny,
         Some(other) => {
-            e.at(
-                "effect",
-                format!("unknown effect {other:?} (expected allow or deny)"),
-            );
+            e.at("effect", format!("unknown effect {other:?} (expected allow or deny)"));
             Effect::Allow
         }
     };
     let rtype = match raw.rtype.as_deref() {
         None => ResourceType::Repository,
         Some(t) => ResourceType::parse(t).unwrap_or_else(|| {
-            e.at(
-                "type",
-                format!("unknown type {t:?} (expected repository or registry)"),
-            );
+            e.at("type", format!("unknown type {t:?} (expected repository or registry)"));
             ResourceType::Repository
         }),
     };
@@ -256,11 +199,7 @@ fn compile_rule(file: &str, value: Value, e: &mut Errs<'_>) -> Option<Rule> {
 
     let mut names = CaptureNames::new();
     let compiled_match = match raw.match_ {
-        None | Some(Value::Null) => Some((
-            Conditions::default(),
-            vec!["username".to_string()],
-            Vec::new(),
-        )),
+        None | Some(Value::Null) => Some((Conditions::default(), vec!["username".to_string()], Vec::new())),
         Some(v) => match serde_norway::from_value::<RawMatch>(v) {
             Ok(m) => Some(compile_match(e, m, &mut names)),
             Err(err) => {
@@ -273,7 +212,10 @@ fn compile_rule(file: &str, value: Value, e: &mut Errs<'_>) -> Option<Rule> {
     let mut resources = Vec::new();
     let mut needs_username = false;
     match (&raw.resources, rtype) {
-        (None, _) => e.at("resources", "required: repository name patterns such as [\"team/**\"], or [catalog] for type registry"),
+        (None, _) => e.at(
+            "resources",
+            "required: repository name patterns such as [\"team/**\"], or [catalog] for type registry",
+        ),
         (Some(StrList(list)), _) if list.is_empty() => {
             e.at("resources", "empty list: a rule without resources can never apply")
         }
@@ -306,20 +248,13 @@ fn compile_rule(file: &str, value: Value, e: &mut Errs<'_>) -> Option<Rule> {
         }
     }
     let (cond, _, _) = compiled_match?;
-    needs_username |= cond
-        .account
-        .iter()
-        .chain(&cond.group)
-        .any(|p| p.captures().any(|c| c == USERNAME));
+    needs_username |= cond.account.iter().chain(&cond.group).any(|p| p.captures().any(|c| c == USERNAME));
     needs_username |= [&cond.account_regex, &cond.group_regex]
         .into_iter()
         .flatten()
         .any(|rx| rx.groups.iter().any(|&(_, c)| c == USERNAME));
     if cond.anonymous == Some(true) && needs_username {
-        e.at(
-            "match.anonymous",
-            "anonymous: true contradicts {username}: the anonymous identity has no username",
-        );
+        e.at("match.anonymous", "anonymous: true contradicts {username}: the anonymous identity has no username");
     }
     if e.any() {
         return None;
@@ -345,10 +280,7 @@ fn compile_actions(e: &mut Errs<'_>, actions: Option<StrList>) -> (u8, bool) {
         return (0, false);
     };
     if list.is_empty() {
-        e.at(
-            "actions",
-            "empty list: a rule without actions grants or denies nothing",
-        );
+        e.at("actions", "empty list: a rule without actions grants or denies nothing");
     }
     let mut mask = 0;
     let mut star = false;
@@ -358,10 +290,9 @@ fn compile_actions(e: &mut Errs<'_>, actions: Option<StrList>) -> (u8, bool) {
                 star |= action == Action::All;
                 mask |= super::eval::bits(action);
             }
-            None => e.at(
-                format!("actions[{i}]"),
-                format!("unknown action {a:?} (expected pull, push, delete or \"*\")"),
-            ),
+            None => {
+                e.at(format!("actions[{i}]"), format!("unknown action {a:?} (expected pull, push, delete or \"*\")"))
+            }
         }
     }
     (mask & ALL, star)
@@ -369,70 +300,34 @@ fn compile_actions(e: &mut Errs<'_>, actions: Option<StrList>) -> (u8, bool) {
 
 /// Compile the `match:` section. Returns the conditions, the capture names every way of matching
 /// binds (available to `resources`), and the names only some alternatives bind.
-fn compile_match(
-    e: &mut Errs<'_>,
-    m: RawMatch,
-    names: &mut CaptureNames,
-) -> (Conditions, Vec<String>, Vec<String>) {
+fn compile_match(e: &mut Errs<'_>, m: RawMatch, names: &mut CaptureNames) -> (Conditions, Vec<String>, Vec<String>) {
     let mut guaranteed = vec![USERNAME];
     let mut partial = Vec::new();
     let mut cond = Conditions {
-        account: bind_patterns(
-            e,
-            "match.account",
-            m.account,
-            names,
-            &mut guaranteed,
-            &mut partial,
-        ),
+        account: bind_patterns(e, "match.account", m.account, names, &mut guaranteed, &mut partial),
         not_account: plain_patterns(e, "match.not_account", m.not_account),
         ..Conditions::default()
     };
-    cond.account_regex = m
-        .account_regex
-        .and_then(|src| compile_regex(e, "match.account_regex", &src, names));
-    cond.group = bind_patterns(
-        e,
-        "match.group",
-        m.group,
-        names,
-        &mut guaranteed,
-        &mut partial,
-    );
+    cond.account_regex = m.account_regex.and_then(|src| compile_regex(e, "match.account_regex", &src, names));
+    cond.group = bind_patterns(e, "match.group", m.group, names, &mut guaranteed, &mut partial);
     cond.not_group = plain_patterns(e, "match.not_group", m.not_group);
-    cond.group_regex = m
-        .group_regex
-        .and_then(|src| compile_regex(e, "match.group_regex", &src, names));
-    for rx in [&cond.account_regex, &cond.group_regex]
-        .into_iter()
-        .flatten()
-    {
+    cond.group_regex = m.group_regex.and_then(|src| compile_regex(e, "match.group_regex", &src, names));
+    for rx in [&cond.account_regex, &cond.group_regex].into_iter().flatten() {
         guaranteed.extend(rx.groups.iter().map(|&(_, c)| c));
     }
     cond.provider = strings(e, "match.provider", m.provider);
     cond.service = strings(e, "match.service", m.service);
-    for (i, s) in strings(e, "match.auth_method", m.auth_method)
-        .iter()
-        .enumerate()
-    {
+    for (i, s) in strings(e, "match.auth_method", m.auth_method).iter().enumerate() {
         match AuthMethod::parse(s) {
             Some(a) => cond.auth_method.push(a),
             None => e.at(
                 format!("match.auth_method[{i}]"),
-                format!(
-                    "unknown auth method {s:?} (expected password, refresh_token or anonymous)"
-                ),
+                format!("unknown auth method {s:?} (expected password, refresh_token or anonymous)"),
             ),
         }
     }
-    for (i, s) in strings(e, "match.client_network", m.client_network)
-        .iter()
-        .enumerate()
-    {
-        let net = s
-            .parse::<IpNet>()
-            .map(|n| n.trunc())
-            .or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
+    for (i, s) in strings(e, "match.client_network", m.client_network).iter().enumerate() {
+        let net = s.parse::<IpNet>().map(|n| n.trunc()).or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
         match net {
             Ok(n) => cond.client_network.push(n),
             Err(_) => e.at(
@@ -452,10 +347,7 @@ fn compile_match(
             scalar => vec![scalar],
         };
         if items.is_empty() {
-            e.at(
-                &field,
-                "empty list matches nothing: remove the claim to mean no condition",
-            );
+            e.at(&field, "empty list matches nothing: remove the claim to mean no condition");
         }
         let mut values = Vec::new();
         for item in items {
@@ -463,12 +355,9 @@ fn compile_match(
                 Value::String(s) => values.push(s),
                 Value::Number(n) => values.push(n.to_string()),
                 Value::Bool(b) => values.push(b.to_string()),
-                other => e.at(
-                    &field,
-                    format!(
-                        "expected a string, number or boolean (or a list of them), got {other:?}"
-                    ),
-                ),
+                other => {
+                    e.at(&field, format!("expected a string, number or boolean (or a list of them), got {other:?}"))
+                }
             }
         }
         cond.claims.push(super::eval::ClaimCond { key, values });
@@ -494,17 +383,10 @@ fn compile_match(
             );
         }
     }
-    let mut available: Vec<String> = guaranteed
-        .iter()
-        .map(|&i| names.name(i).to_string())
-        .collect();
+    let mut available: Vec<String> = guaranteed.iter().map(|&i| names.name(i).to_string()).collect();
     available.sort();
     available.dedup();
-    let partial = partial
-        .iter()
-        .map(|&i| names.name(i).to_string())
-        .filter(|n| !available.contains(n))
-        .collect();
+    let partial = partial.iter().map(|&i| names.name(i).to_string()).filter(|n| !available.contains(n)).collect();
     (cond, available, partial)
 }
 
@@ -525,10 +407,7 @@ fn strings(e: &mut Errs<'_>, field: &str, list: Option<StrList>) -> Vec<String> 
 
 fn check_not_empty(e: &mut Errs<'_>, field: &str, list: &Option<StrList>) {
     if list.as_ref().is_some_and(|l| l.0.is_empty()) {
-        e.at(
-            field,
-            "empty list matches nothing: remove the field to mean no condition",
-        );
+        e.at(field, "empty list matches nothing: remove the field to mean no condition");
     }
 }
 
@@ -592,10 +471,7 @@ fn compile_regex(e: &mut Errs<'_>, field: &str, src: &str, names: &mut CaptureNa
     for (index, name) in regex.capture_names().enumerate() {
         let Some(name) = name else { continue };
         if !is_capture_name(name) {
-            e.at(
-                field,
-                format!("invalid capture name {name:?}: use letters, digits and `_`"),
-            );
+            e.at(field, format!("invalid capture name {name:?}: use letters, digits and `_`"));
             continue;
         }
         match names.define(name) {
@@ -603,11 +479,7 @@ fn compile_regex(e: &mut Errs<'_>, field: &str, src: &str, names: &mut CaptureNa
             Err(msg) => e.at(field, msg),
         }
     }
-    Some(Rx {
-        source: src.to_string(),
-        regex,
-        groups,
-    })
+    Some(Rx { source: src.to_string(), regex, groups })
 }
 
 fn compile_test(file: &str, value: Value, e: &mut Errs<'_>) -> Option<TestCase> {
@@ -620,28 +492,16 @@ fn compile_test(file: &str, value: Value, e: &mut Errs<'_>) -> Option<TestCase> 
     };
     let name = raw.name.unwrap_or_default();
     if name.trim().is_empty() {
-        e.at(
-            "name",
-            "required: every test needs a name, shown when it fails",
-        );
+        e.at("name", "required: every test needs a name, shown when it fails");
     }
     let raw_id = raw.identity.unwrap_or_default();
-    let identity = Identity {
-        username: raw_id.username,
-        provider: raw_id.provider,
-        groups: raw_id.groups,
-        claims: raw_id.claims,
-    };
+    let identity =
+        Identity { username: raw_id.username, provider: raw_id.provider, groups: raw_id.groups, claims: raw_id.claims };
     let auth_method = match raw.auth_method.as_deref() {
         None if identity.is_anonymous() => AuthMethod::Anonymous,
         None => AuthMethod::Password,
         Some(s) => AuthMethod::parse(s).unwrap_or_else(|| {
-            e.at(
-                "auth_method",
-                format!(
-                    "unknown auth method {s:?} (expected password, refresh_token or anonymous)"
-                ),
-            );
+            e.at("auth_method", format!("unknown auth method {s:?} (expected password, refresh_token or anonymous)"));
             AuthMethod::Password
         }),
     };
@@ -654,22 +514,14 @@ fn compile_test(file: &str, value: Value, e: &mut Errs<'_>) -> Option<TestCase> 
     };
     let scope = match raw.scope.as_deref() {
         None => {
-            e.at(
-                "scope",
-                "required: one scope such as \"repository:team/app:pull,push\"",
-            );
+            e.at("scope", "required: one scope such as \"repository:team/app:pull,push\"");
             None
         }
-        Some(s) => Scope::parse(s)
-            .map_err(|err| e.at("scope", err.to_string()))
-            .ok(),
+        Some(s) => Scope::parse(s).map_err(|err| e.at("scope", err.to_string())).ok(),
     };
     let mut expect = Vec::new();
     match raw.expect {
-        None => e.at(
-            "expect",
-            "required: the exact actions granted, such as [pull] or [] for nothing",
-        ),
+        None => e.at("expect", "required: the exact actions granted, such as [pull] or [] for nothing"),
         Some(StrList(list)) => {
             for (i, a) in list.iter().enumerate() {
                 match Action::parse(a) {

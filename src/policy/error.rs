@@ -31,12 +31,7 @@ pub struct PolicyError {
 
 impl PolicyError {
     pub(crate) fn file(file: &str, message: impl Into<String>) -> Self {
-        PolicyError {
-            file: file.to_string(),
-            item: ErrorItem::File,
-            field: None,
-            message: message.into(),
-        }
+        PolicyError { file: file.to_string(), item: ErrorItem::File, field: None, message: message.into() }
     }
 }
 

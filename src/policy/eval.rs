@@ -36,9 +36,7 @@ pub(crate) fn mask_of(actions: &[Action]) -> u8 {
 
 /// The concrete actions in a mask, in pull, push, delete order.
 pub(crate) fn concrete(mask: u8) -> impl Iterator<Item = Action> {
-    Action::CONCRETE
-        .into_iter()
-        .filter(move |a| mask & bits(*a) != 0)
+    Action::CONCRETE.into_iter().filter(move |a| mask & bits(*a) != 0)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,12 +66,7 @@ pub(crate) struct Rx {
 impl Rx {
     /// Match `input` and call `k` with the named groups bound. A group value outside the capture
     /// character set, or one that disagrees with an earlier binding, drops this binding.
-    fn bind<'a>(
-        &self,
-        input: &'a str,
-        b: &mut Bindings<'a>,
-        k: &mut dyn FnMut(&mut Bindings<'a>) -> bool,
-    ) -> bool {
+    fn bind<'a>(&self, input: &'a str, b: &mut Bindings<'a>, k: &mut dyn FnMut(&mut Bindings<'a>) -> bool) -> bool {
         if self.groups.is_empty() {
             return self.regex.is_match(input) && k(b);
         }
@@ -113,10 +106,7 @@ pub(crate) struct ClaimCond {
 impl ClaimCond {
     /// Look the claim up: first as a literal key (OIDC claim names are often URLs containing dots), then
     /// as a dotted path into nested objects.
-    pub(crate) fn lookup<'c>(
-        &self,
-        claims: &'c BTreeMap<String, serde_json::Value>,
-    ) -> Option<&'c serde_json::Value> {
+    pub(crate) fn lookup<'c>(&self, claims: &'c BTreeMap<String, serde_json::Value>) -> Option<&'c serde_json::Value> {
         if let Some(v) = claims.get(&self.key) {
             return Some(v);
         }
@@ -216,22 +206,11 @@ pub(crate) enum Miss {
 }
 
 /// Stages of the capture chain, in order; the deepest stage entered is the one that failed.
-const STAGES: [Miss; 5] = [
-    Miss::Account,
-    Miss::AccountRegex,
-    Miss::Group,
-    Miss::GroupRegex,
-    Miss::Resource,
-];
+const STAGES: [Miss; 5] = [Miss::Account, Miss::AccountRegex, Miss::Group, Miss::GroupRegex, Miss::Resource];
 
 impl Rule {
     /// The requested concrete actions this rule covers, if it applies to the request at all.
-    pub(crate) fn evaluate(
-        &self,
-        ctx: &RequestContext,
-        scope: &Scope,
-        requested: u8,
-    ) -> Result<u8, Miss> {
+    pub(crate) fn evaluate(&self, ctx: &RequestContext, scope: &Scope, requested: u8) -> Result<u8, Miss> {
         if self.rtype != scope.rtype {
             return Err(Miss::Type);
         }
@@ -284,10 +263,7 @@ impl Rule {
         }
         for (gi, g) in id.groups.iter().enumerate() {
             if let Some(pi) = c.not_group.iter().position(|p| p.matches(g)) {
-                return Err(Miss::NotGroup {
-                    group: gi,
-                    pattern: pi,
-                });
+                return Err(Miss::NotGroup { group: gi, pattern: pi });
             }
         }
         Ok(())
@@ -334,10 +310,7 @@ impl Rule {
                 Some(rx) => !id.is_anonymous() && rx.bind(&id.username, b, &mut next),
                 None => next(b),
             },
-            2 if !c.group.is_empty() => id
-                .groups
-                .iter()
-                .any(|g| c.group.iter().any(|p| p.bind(g, b, &mut next))),
+            2 if !c.group.is_empty() => id.groups.iter().any(|g| c.group.iter().any(|p| p.bind(g, b, &mut next))),
             3 => match &c.group_regex {
                 Some(rx) => id.groups.iter().any(|g| rx.bind(g, b, &mut next)),
                 None => next(b),

@@ -100,22 +100,13 @@ pub(crate) fn build(
         let is_granted = granted.contains(&action);
         let note = if action == Action::All && !is_granted {
             let missing: Vec<&str> = concrete(ALL & !final_mask).map(Action::as_str).collect();
-            Some(format!(
-                "\"*\" needs pull, push and delete all granted; not granted: {}",
-                missing.join(", ")
-            ))
+            Some(format!("\"*\" needs pull, push and delete all granted; not granted: {}", missing.join(", ")))
         } else if !is_granted && allowed_by.is_empty() {
             Some("no allow rule covers it".to_string())
         } else {
             None
         };
-        actions.push(ActionExplanation {
-            action,
-            granted: is_granted,
-            allowed_by,
-            denied_by,
-            note,
-        });
+        actions.push(ActionExplanation { action, granted: is_granted, allowed_by, denied_by, note });
     }
     let not_applied = rules
         .iter()
@@ -166,13 +157,7 @@ fn one_or_any<T: fmt::Display>(items: &[T]) -> String {
 }
 
 /// The first reason a rule did not apply, in words.
-pub(crate) fn reason(
-    rule: &Rule,
-    ctx: &RequestContext,
-    scope: &Scope,
-    requested: u8,
-    miss: Miss,
-) -> String {
+pub(crate) fn reason(rule: &Rule, ctx: &RequestContext, scope: &Scope, requested: u8, miss: Miss) -> String {
     let id = &ctx.identity;
     let c = &rule.cond;
     let verb = match rule.effect {
@@ -181,12 +166,8 @@ pub(crate) fn reason(
     };
     match miss {
         Miss::Type => match rule.rtype {
-            ResourceType::Registry => {
-                "type: rule is for the registry catalog, not repositories".to_string()
-            }
-            ResourceType::Repository => {
-                "type: rule is for repositories, not the registry catalog".to_string()
-            }
+            ResourceType::Registry => "type: rule is for the registry catalog, not repositories".to_string(),
+            ResourceType::Repository => "type: rule is for repositories, not the registry catalog".to_string(),
         },
         Miss::Action => format!(
             "action: rule {verb} {}, not {}",
@@ -194,48 +175,24 @@ pub(crate) fn reason(
             list(concrete(requested).map(Action::as_str)).trim_matches(['[', ']'])
         ),
         Miss::Anonymous if c.anonymous == Some(true) => {
-            format!(
-                "anonymous: rule is only for the anonymous identity, this is {:?}",
-                id.username
-            )
+            format!("anonymous: rule is only for the anonymous identity, this is {:?}", id.username)
         }
-        Miss::Anonymous => {
-            "anonymous: rule is only for signed-in identities, this request is anonymous"
-                .to_string()
-        }
-        Miss::Username => {
-            "account: rule uses {username}, and this request is anonymous".to_string()
-        }
+        Miss::Anonymous => "anonymous: rule is only for signed-in identities, this request is anonymous".to_string(),
+        Miss::Username => "account: rule uses {username}, and this request is anonymous".to_string(),
         Miss::AuthMethod => format!(
             "auth_method: {} is not in {}",
             ctx.auth_method.as_str(),
             list(c.auth_method.iter().map(|a| a.as_str()))
         ),
-        Miss::Provider => format!(
-            "provider: {:?} is not in {}",
-            id.provider,
-            list(&c.provider)
-        ),
+        Miss::Provider => format!("provider: {:?} is not in {}", id.provider, list(&c.provider)),
         Miss::Service => format!("service: {:?} is not in {}", ctx.service, list(&c.service)),
         Miss::ClientNetwork => {
-            format!(
-                "client_network: {} is not in {}",
-                canonical_ip(ctx.client_ip),
-                list(&c.client_network)
-            )
+            format!("client_network: {} is not in {}", canonical_ip(ctx.client_ip), list(&c.client_network))
         }
         Miss::Claim(i) => match c.claims.get(i) {
             Some(claim) => match claim.lookup(&id.claims) {
-                Some(v) => format!(
-                    "claims: {} is {v}, rule wants one of {}",
-                    claim.key,
-                    list(&claim.values)
-                ),
-                None => format!(
-                    "claims: {} is missing, rule wants one of {}",
-                    claim.key,
-                    list(&claim.values)
-                ),
+                Some(v) => format!("claims: {} is {v}, rule wants one of {}", claim.key, list(&claim.values)),
+                None => format!("claims: {} is missing, rule wants one of {}", claim.key, list(&claim.values)),
             },
             None => "claims: a claim does not match".to_string(),
         },
@@ -249,32 +206,16 @@ pub(crate) fn reason(
             format!("not_group: group {g:?} matches \"{p}\"")
         }
         Miss::Account if id.is_anonymous() => {
-            format!(
-                "account: this request is anonymous, rule wants {}",
-                one_or_any(&c.account)
-            )
+            format!("account: this request is anonymous, rule wants {}", one_or_any(&c.account))
         }
-        Miss::Account => format!(
-            "account: {:?} does not match {}",
-            id.username,
-            one_or_any(&c.account)
-        ),
-        Miss::AccountRegex => regex_reason(
-            "account_regex",
-            c.account_regex.as_ref(),
-            std::slice::from_ref(&id.username),
-        ),
+        Miss::Account => format!("account: {:?} does not match {}", id.username, one_or_any(&c.account)),
+        Miss::AccountRegex => {
+            regex_reason("account_regex", c.account_regex.as_ref(), std::slice::from_ref(&id.username))
+        }
         Miss::Group if id.groups.is_empty() => {
-            format!(
-                "group: the identity has no groups, rule wants {}",
-                one_or_any(&c.group)
-            )
+            format!("group: the identity has no groups, rule wants {}", one_or_any(&c.group))
         }
-        Miss::Group => format!(
-            "group: none of {} matches {}",
-            list(&id.groups),
-            one_or_any(&c.group)
-        ),
+        Miss::Group => format!("group: none of {} matches {}", list(&id.groups), one_or_any(&c.group)),
         Miss::GroupRegex => regex_reason("group_regex", c.group_regex.as_ref(), &id.groups),
         Miss::Resource => resource_reason(rule, ctx, scope),
     }
@@ -291,16 +232,9 @@ fn regex_reason(field: &str, rx: Option<&super::eval::Rx>, subjects: &[String]) 
             rx.source
         )
     } else if subjects.is_empty() {
-        format!(
-            "{field}: the identity has none, rule wants \"{}\"",
-            rx.source
-        )
+        format!("{field}: the identity has none, rule wants \"{}\"", rx.source)
     } else {
-        format!(
-            "{field}: none of {} matches \"{}\"",
-            list(subjects),
-            rx.source
-        )
+        format!("{field}: none of {} matches \"{}\"", list(subjects), rx.source)
     }
 }
 
@@ -329,16 +263,8 @@ fn resource_reason(rule: &Rule, ctx: &RequestContext, scope: &Scope) -> String {
     };
     // Re-run the capture chain only to list the bindings; every one fails at the resource stage.
     let _ = rule.chain(&ctx.identity, &mut record);
-    let with = if tried.is_empty() {
-        String::new()
-    } else {
-        format!(" with {}", tried.join(" or with "))
-    };
-    format!(
-        "resource: {:?} does not match {}{with}",
-        scope.name,
-        one_or_any(&rule.resources)
-    )
+    let with = if tried.is_empty() { String::new() } else { format!(" with {}", tried.join(" or with ")) };
+    format!("resource: {:?} does not match {}{with}", scope.name, one_or_any(&rule.resources))
 }
 
 impl fmt::Display for Explanation {
@@ -348,36 +274,17 @@ impl fmt::Display for Explanation {
         if id.anonymous {
             write!(f, "identity: anonymous")?;
         } else {
-            write!(
-                f,
-                "identity: {} (provider {:?}, groups {})",
-                id.username,
-                id.provider,
-                list(&id.groups)
-            )?;
+            write!(f, "identity: {} (provider {:?}, groups {})", id.username, id.provider, list(&id.groups))?;
         }
-        writeln!(
-            f,
-            " by {} from {}, service {}",
-            id.auth_method, id.client_ip, id.service
-        )?;
+        writeln!(f, " by {} from {}, service {}", id.auth_method, id.client_ip, id.service)?;
         if self.granted.is_empty() {
             writeln!(f, "result:   NOTHING GRANTED")?;
         } else {
-            writeln!(
-                f,
-                "result:   granted {}",
-                list(self.granted.iter().map(|a| a.as_str()))
-            )?;
+            writeln!(f, "result:   granted {}", list(self.granted.iter().map(|a| a.as_str())))?;
         }
         writeln!(f)?;
         for a in &self.actions {
-            write!(
-                f,
-                "  {:<7} {:<8}",
-                a.action.as_str(),
-                if a.granted { "granted" } else { "REFUSED" }
-            )?;
+            write!(f, "  {:<7} {:<8}", a.action.as_str(), if a.granted { "granted" } else { "REFUSED" })?;
             let mut parts = Vec::new();
             if !a.allowed_by.is_empty() {
                 parts.push(format!("allowed by {}", a.allowed_by.join(", ")));

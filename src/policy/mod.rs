@@ -65,15 +65,7 @@ pub struct Decision {
 impl fmt::Debug for Policy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policy")
-            .field(
-                "rules",
-                &self
-                    .inner
-                    .rules
-                    .iter()
-                    .map(|r| r.name.as_str())
-                    .collect::<Vec<_>>(),
-            )
+            .field("rules", &self.inner.rules.iter().map(|r| r.name.as_str()).collect::<Vec<_>>())
             .field("tests", &self.inner.tests.len())
             .finish()
     }
@@ -81,11 +73,7 @@ impl fmt::Debug for Policy {
 
 /// The requested actions that `mask` grants, in request order. `*` needs every concrete action.
 fn granted_actions(requested: &[Action], mask: u8) -> Vec<Action> {
-    requested
-        .iter()
-        .copied()
-        .filter(|a| mask & bits(*a) == bits(*a))
-        .collect()
+    requested.iter().copied().filter(|a| mask & bits(*a) == bits(*a)).collect()
 }
 
 impl Policy {
@@ -103,19 +91,15 @@ impl Policy {
             let shown = path.display().to_string();
             if path.is_dir() {
                 match policy_files(path) {
-                    Ok(files) if files.is_empty() => errors.push(PolicyError::file(
-                        &shown,
-                        "directory holds no *.yaml or *.yml files",
-                    )),
+                    Ok(files) if files.is_empty() => {
+                        errors.push(PolicyError::file(&shown, "directory holds no *.yaml or *.yml files"))
+                    }
                     Ok(files) => {
                         for file in files {
                             read_source(&file, &mut sources, &mut errors);
                         }
                     }
-                    Err(e) => errors.push(PolicyError::file(
-                        &shown,
-                        format!("cannot list directory: {e}"),
-                    )),
+                    Err(e) => errors.push(PolicyError::file(&shown, format!("cannot list directory: {e}"))),
                 }
             } else {
                 read_source(path, &mut sources, &mut errors);
@@ -154,23 +138,15 @@ impl Policy {
                 .map(|(r, _)| r.name.clone())
                 .collect()
         };
-        Decision {
-            allowed_by: names(Effect::Allow, granted_mask),
-            denied_by: names(Effect::Deny, allow),
-            granted,
-        }
+        Decision { allowed_by: names(Effect::Allow, granted_mask), denied_by: names(Effect::Deny, allow), granted }
     }
 
     /// Explain the decision for one scope: per action, the rules that allowed and denied it, and for
     /// every other rule the first reason it did not apply.
     pub fn explain(&self, ctx: &RequestContext, scope: &Scope) -> Explanation {
         let requested = mask_of(&scope.actions);
-        let results: Vec<Result<u8, Miss>> = self
-            .inner
-            .rules
-            .iter()
-            .map(|r| r.evaluate(ctx, scope, requested))
-            .collect();
+        let results: Vec<Result<u8, Miss>> =
+            self.inner.rules.iter().map(|r| r.evaluate(ctx, scope, requested)).collect();
         let (mut allow, mut deny) = (0u8, 0u8);
         for (rule, result) in self.inner.rules.iter().zip(&results) {
             if let Ok(covered) = result {
@@ -225,14 +201,8 @@ fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_none_or(|n| n.starts_with('.'));
-        let yaml = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("yaml" | "yml")
-        );
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+        let yaml = matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
         if yaml && !hidden && path.is_file() {
             files.push(path);
         }

@@ -54,9 +54,7 @@ pub(crate) struct CaptureNames {
 
 impl CaptureNames {
     pub(crate) fn new() -> Self {
-        CaptureNames {
-            names: vec!["username".to_string()],
-        }
+        CaptureNames { names: vec!["username".to_string()] }
     }
 
     /// The index of `name`, adding it if it is new.
@@ -65,10 +63,7 @@ impl CaptureNames {
             return Ok(i);
         }
         if self.names.len() >= MAX_CAPTURES {
-            return Err(format!(
-                "too many captures: a rule may use at most {} besides username",
-                MAX_CAPTURES - 1
-            ));
+            return Err(format!("too many captures: a rule may use at most {} besides username", MAX_CAPTURES - 1));
         }
         self.names.push(name.to_string());
         Ok(self.names.len() - 1)
@@ -140,11 +135,7 @@ impl Pattern {
                         ));
                     }
                     flush(&mut lit, &mut tokens);
-                    tokens.push(if stars == 1 {
-                        Token::Star
-                    } else {
-                        Token::DoubleStar
-                    });
+                    tokens.push(if stars == 1 { Token::Star } else { Token::DoubleStar });
                 }
                 '{' => {
                     let mut name = String::new();
@@ -163,9 +154,7 @@ impl Pattern {
                         return Err(format!("{src:?}: unbalanced `{{` (no closing `}}`)"));
                     }
                     if !is_capture_name(&name) {
-                        return Err(format!(
-                            "{src:?}: invalid capture name {{{name}}}: use letters, digits and `_`"
-                        ));
+                        return Err(format!("{src:?}: invalid capture name {{{name}}}: use letters, digits and `_`"));
                     }
                     let index = match &mut mode {
                         CaptureMode::Forbidden => {
@@ -197,10 +186,7 @@ impl Pattern {
             }
         }
         flush(&mut lit, &mut tokens);
-        Ok(Pattern {
-            source: src.to_string(),
-            tokens,
-        })
+        Ok(Pattern { source: src.to_string(), tokens })
     }
 
     pub(crate) fn source(&self) -> &str {
@@ -262,9 +248,7 @@ fn step<'a>(
     };
     let rest = &input[pos..];
     match first {
-        Token::Lit(lit) => {
-            rest.starts_with(lit.as_str()) && step(rest_tokens, input, pos + lit.len(), b, bind, k)
-        }
+        Token::Lit(lit) => rest.starts_with(lit.as_str()) && step(rest_tokens, input, pos + lit.len(), b, bind, k),
         Token::Star | Token::DoubleStar => {
             for (off, ch) in rest.char_indices() {
                 if ch == '/' && *first == Token::Star {
@@ -280,10 +264,7 @@ fn step<'a>(
         Token::Capture(i) => {
             let i = *i;
             match b.get(i).copied().flatten() {
-                Some(value) => {
-                    rest.starts_with(value)
-                        && step(rest_tokens, input, pos + value.len(), b, bind, k)
-                }
+                Some(value) => rest.starts_with(value) && step(rest_tokens, input, pos + value.len(), b, bind, k),
                 None if bind => {
                     // Capture bytes are ASCII, so every prefix of the run below ends on a char boundary.
                     let run = rest.bytes().take_while(|c| is_capture_byte(*c)).count();
@@ -339,11 +320,7 @@ mod tests {
             ("a.b", "axb", false),
         ];
         for (pattern, input, want) in table {
-            assert_eq!(
-                glob(pattern).matches(input),
-                *want,
-                "{pattern:?} on {input:?}"
-            );
+            assert_eq!(glob(pattern).matches(input), *want, "{pattern:?} on {input:?}");
         }
     }
 
@@ -361,30 +338,22 @@ mod tests {
         ];
         for (src, want) in table {
             let err = Pattern::parse(src, CaptureMode::Forbidden).expect_err(src);
-            assert!(
-                err.contains(want),
-                "{src:?}: {err:?} should contain {want:?}"
-            );
+            assert!(err.contains(want), "{src:?}: {err:?} should contain {want:?}");
         }
         let names = CaptureNames::new();
-        let err = Pattern::parse(
-            "{tem}/**",
-            CaptureMode::Use(&names, &["team".into(), "username".into()], &[]),
-        )
-        .expect_err("unknown capture");
+        let err = Pattern::parse("{tem}/**", CaptureMode::Use(&names, &["team".into(), "username".into()], &[]))
+            .expect_err("unknown capture");
         assert_eq!(err, "unknown capture {tem} (available: team, username)");
     }
 
     fn all_bindings(pattern: &str, input: &str) -> Vec<String> {
         let mut names = CaptureNames::new();
-        let p = Pattern::parse(pattern, CaptureMode::Bind(&mut names))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let p = Pattern::parse(pattern, CaptureMode::Bind(&mut names)).unwrap_or_else(|e| panic!("{e}"));
         let mut b: Bindings<'_> = [None; MAX_CAPTURES];
         let mut seen = Vec::new();
         p.bind(input, &mut b, &mut |b| {
-            let parts: Vec<String> = (1..MAX_CAPTURES)
-                .filter_map(|i| b[i].map(|v| format!("{}={v}", names.name(i))))
-                .collect();
+            let parts: Vec<String> =
+                (1..MAX_CAPTURES).filter_map(|i| b[i].map(|v| format!("{}={v}", names.name(i)))).collect();
             seen.push(parts.join(","));
             false
         });
@@ -393,10 +362,7 @@ mod tests {
 
     #[test]
     fn captures_bind_only_safe_characters_and_try_every_split() {
-        assert_eq!(
-            all_bindings("team-{team}", "team-payments"),
-            ["team=payments"]
-        );
+        assert_eq!(all_bindings("team-{team}", "team-payments"), ["team=payments"]);
         assert!(all_bindings("team-{team}", "team-*").is_empty());
         assert!(all_bindings("team-{team}", "team-a/b").is_empty());
         assert!(all_bindings("team-{team}", "team-").is_empty());
@@ -411,16 +377,12 @@ mod tests {
     fn substituted_values_are_literal_text() {
         let mut names = CaptureNames::new();
         let team = names.define("team").unwrap();
-        let p =
-            Pattern::parse("{team}/**", CaptureMode::Use(&names, &["team".into()], &[])).unwrap();
+        let p = Pattern::parse("{team}/**", CaptureMode::Use(&names, &["team".into()], &[])).unwrap();
         let mut b: Bindings<'_> = [None; MAX_CAPTURES];
         b[team] = Some("a.b");
         assert!(p.matches_with("a.b/x", &b));
         assert!(!p.matches_with("axb/x", &b));
         b[team] = None;
-        assert!(
-            !p.matches_with("anything/x", &b),
-            "an unbound capture never matches"
-        );
+        assert!(!p.matches_with("anything/x", &b), "an unbound capture never matches");
     }
 }

@@ -13,27 +13,12 @@ fn policies_dir() -> PathBuf {
 }
 
 fn compile(text: &str) -> Policy {
-    Policy::compile(&[PolicySource {
-        path: "test.yaml".into(),
-        text: text.into(),
-    }])
-    .unwrap_or_else(|errors| {
-        panic!(
-            "{}",
-            errors
-                .iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("\n")
-        )
-    })
+    Policy::compile(&[PolicySource { path: "test.yaml".into(), text: text.into() }])
+        .unwrap_or_else(|errors| panic!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")))
 }
 
 fn errors_of(text: &str) -> Vec<String> {
-    match Policy::compile(&[PolicySource {
-        path: "policies/bad.yaml".into(),
-        text: text.into(),
-    }]) {
+    match Policy::compile(&[PolicySource { path: "policies/bad.yaml".into(), text: text.into() }]) {
         Ok(_) => panic!("expected errors"),
         Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
     }
@@ -43,19 +28,11 @@ fn ctx(username: &str, groups: &[&str]) -> RequestContext {
     RequestContext {
         identity: Identity {
             username: username.into(),
-            provider: if username.is_empty() {
-                String::new()
-            } else {
-                "static".into()
-            },
+            provider: if username.is_empty() { String::new() } else { "static".into() },
             groups: groups.iter().map(|g| g.to_string()).collect(),
             claims: BTreeMap::new(),
         },
-        auth_method: if username.is_empty() {
-            AuthMethod::Anonymous
-        } else {
-            AuthMethod::Password
-        },
+        auth_method: if username.is_empty() { AuthMethod::Anonymous } else { AuthMethod::Password },
         client_ip: IpAddr::from([10, 1, 2, 3]),
         service: "registry.test".into(),
     }
@@ -66,12 +43,7 @@ fn scope(s: &str) -> Scope {
 }
 
 fn granted(policy: &Policy, ctx: &RequestContext, s: &str) -> Vec<&'static str> {
-    policy
-        .authorize(ctx, &scope(s))
-        .granted
-        .iter()
-        .map(|a| a.as_str())
-        .collect()
+    policy.authorize(ctx, &scope(s)).granted.iter().map(|a| a.as_str()).collect()
 }
 
 /// The demo accounts tollgate ships with.
@@ -109,21 +81,10 @@ fn every_example_policy_compiles_alone_and_passes_its_tests() {
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
     files.sort();
-    assert!(
-        files.len() >= 7,
-        "expected the seven example files, found {files:?}"
-    );
+    assert!(files.len() >= 7, "expected the seven example files, found {files:?}");
     for file in files {
-        let policy = Policy::load(std::slice::from_ref(&file)).unwrap_or_else(|errors| {
-            panic!(
-                "{}",
-                errors
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            )
-        });
+        let policy = Policy::load(std::slice::from_ref(&file))
+            .unwrap_or_else(|errors| panic!("{}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")));
         let report = policy.run_tests();
         assert!(policy.test_count() > 0, "{} has no tests", file.display());
         assert_eq!(report.passed(), policy.test_count());
@@ -133,17 +94,11 @@ fn every_example_policy_compiles_alone_and_passes_its_tests() {
 
 #[test]
 fn the_split_example_files_also_work_together() {
-    let files: Vec<PathBuf> = [
-        "team-namespaces",
-        "personal-namespaces",
-        "public-read",
-        "ci-robots",
-        "admins",
-        "protected-prod",
-    ]
-    .iter()
-    .map(|n| policies_dir().join(format!("{n}.yaml")))
-    .collect();
+    let files: Vec<PathBuf> =
+        ["team-namespaces", "personal-namespaces", "public-read", "ci-robots", "admins", "protected-prod"]
+            .iter()
+            .map(|n| policies_dir().join(format!("{n}.yaml")))
+            .collect();
     let policy = Policy::load(&files).unwrap_or_else(|e| panic!("{e:?}"));
     let report = policy.run_tests();
     assert_eq!(report.failed(), 0, "{report}");
@@ -155,67 +110,40 @@ fn embedded_example_is_default_yaml_and_passes() {
     assert!(policy.rule_count() >= 8);
     let report = policy.run_tests();
     assert_eq!(report.failed(), 0, "{report}");
-    assert!(report
-        .to_string()
-        .ends_with(&format!("{} passed, 0 failed", policy.test_count())));
+    assert!(report.to_string().ends_with(&format!("{} passed, 0 failed", policy.test_count())));
 }
 
 #[test]
 fn loading_the_whole_directory_reports_duplicate_names_with_both_files() {
-    let errors =
-        Policy::load(&[policies_dir()]).expect_err("default.yaml repeats the split files' names");
+    let errors = Policy::load(&[policies_dir()]).expect_err("default.yaml repeats the split files' names");
     let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
-    let dup = text
-        .iter()
-        .find(|e| e.contains("duplicate rule name \"admins\""))
-        .expect("duplicate reported");
-    assert!(
-        dup.contains("default.yaml") && dup.contains("admins.yaml"),
-        "{dup}"
-    );
+    let dup = text.iter().find(|e| e.contains("duplicate rule name \"admins\"")).expect("duplicate reported");
+    assert!(dup.contains("default.yaml") && dup.contains("admins.yaml"), "{dup}");
 }
 
 #[test]
 fn default_policy_grants_what_the_spec_promises() {
     let policy = compile(EXAMPLE_POLICY);
-    let [alice, bob, admin, robot, anon] =
-        <[RequestContext; 5]>::try_from(demo_accounts()).expect("five accounts");
+    let [alice, bob, admin, robot, anon] = <[RequestContext; 5]>::try_from(demo_accounts()).expect("five accounts");
     let table: &[(&RequestContext, &str, &[&str])] = &[
-        (
-            &alice,
-            "repository:payments/api:push,pull,delete",
-            &["push", "pull"],
-        ),
+        (&alice, "repository:payments/api:push,pull,delete", &["push", "pull"]),
         (&alice, "repository:payments/api:*", &[]),
         (&alice, "repository:web/frontend:pull", &[]),
         (&alice, "repository:users/alice/x:*", &["*"]),
         (&alice, "repository:users/alice/x:delete", &["delete"]),
         (&alice, "repository:payments/prod/api:pull,push", &["pull"]),
-        (
-            &bob,
-            "repository:web/prod/frontend:push,pull",
-            &["push", "pull"],
-        ),
+        (&bob, "repository:web/prod/frontend:push,pull", &["push", "pull"]),
         (&bob, "repository:users/alice/x:pull", &[]),
         (&admin, "repository:anything/at/all:*", &["*"]),
         (&admin, "repository:prod/base:*", &[]),
         (&admin, "registry:catalog:*", &["*"]),
-        (
-            &robot,
-            "repository:payments/api:pull,push,delete",
-            &["pull", "push"],
-        ),
+        (&robot, "repository:payments/api:pull,push,delete", &["pull", "push"]),
         (&robot, "repository:users/ci-payments/x:pull", &[]),
         (&anon, "repository:public/hello:push,pull", &["pull"]),
         (&anon, "registry:catalog:*", &[]),
     ];
     for (who, s, want) in table {
-        assert_eq!(
-            granted(&policy, who, s),
-            *want,
-            "{} {s}",
-            who.identity.username
-        );
+        assert_eq!(granted(&policy, who, s), *want, "{} {s}", who.identity.username);
     }
 }
 
@@ -225,11 +153,7 @@ fn anonymous_gets_only_public_pulls() {
     let anon = ctx("", &[]);
     for s in PROBE_SCOPES {
         let got = granted(&policy, &anon, s);
-        let want: &[&str] = if s.starts_with("repository:public/") {
-            &["pull"]
-        } else {
-            &[]
-        };
+        let want: &[&str] = if s.starts_with("repository:public/") { &["pull"] } else { &[] };
         assert_eq!(got, want, "{s}");
     }
     // Even with a username-shaped capture in play, anonymous never reaches users/**.
@@ -247,35 +171,16 @@ rules:
     actions: ["*"]
 "#,
     );
-    let hostile = [
-        "*",
-        "**",
-        "team-*",
-        "team-**",
-        "team-../x",
-        "team-a/b",
-        "team-",
-        "team-{team}",
-        "team-a b",
-        "team-é",
-    ];
+    let hostile =
+        ["*", "**", "team-*", "team-**", "team-../x", "team-a/b", "team-", "team-{team}", "team-a b", "team-é"];
     for group in hostile {
         let who = ctx("mallory", &[group]);
-        for s in PROBE_SCOPES
-            .iter()
-            .chain(&["repository:a/b/c:pull", "repository:x/y:pull"])
-        {
-            assert!(
-                granted(&policy, &who, s).is_empty(),
-                "group {group:?} widened {s}"
-            );
+        for s in PROBE_SCOPES.iter().chain(&["repository:a/b/c:pull", "repository:x/y:pull"]) {
+            assert!(granted(&policy, &who, s).is_empty(), "group {group:?} widened {s}");
         }
     }
     // The same rule with a normal group still works, and `team-a.b` is the literal namespace `a.b`.
-    assert_eq!(
-        granted(&policy, &ctx("x", &["team-a.b"]), "repository:a.b/app:pull"),
-        ["pull"]
-    );
+    assert_eq!(granted(&policy, &ctx("x", &["team-a.b"]), "repository:a.b/app:pull"), ["pull"]);
     assert!(granted(&policy, &ctx("x", &["team-a.b"]), "repository:axb/app:pull").is_empty());
 }
 
@@ -299,10 +204,7 @@ rules:
 /// Reorder the rules of a policy text.
 fn reorder(text: &str, order: impl Fn(&mut Vec<serde_norway::Value>)) -> String {
     let mut doc: serde_norway::Value = serde_norway::from_str(text).expect("valid yaml");
-    let rules = doc
-        .get_mut("rules")
-        .and_then(|r| r.as_sequence_mut())
-        .expect("rules list");
+    let rules = doc.get_mut("rules").and_then(|r| r.as_sequence_mut()).expect("rules list");
     order(rules);
     serde_norway::to_string(&doc).expect("serializes")
 }
@@ -313,21 +215,14 @@ fn rule_order_never_changes_a_result() {
     let variants = [
         reorder(EXAMPLE_POLICY, |r| r.reverse()),
         reorder(EXAMPLE_POLICY, |r| r.rotate_left(3)),
-        reorder(EXAMPLE_POLICY, |r| {
-            r.sort_by_key(|v| v.get("effect").is_none())
-        }), // denies first
-        reorder(EXAMPLE_POLICY, |r| {
-            r.sort_by_key(|v| v.get("effect").is_some())
-        }), // denies last
+        reorder(EXAMPLE_POLICY, |r| r.sort_by_key(|v| v.get("effect").is_none())), // denies first
+        reorder(EXAMPLE_POLICY, |r| r.sort_by_key(|v| v.get("effect").is_some())), // denies last
     ];
     for text in &variants {
         let shuffled = compile(text);
         for who in demo_accounts() {
             for s in PROBE_SCOPES {
-                let (a, b) = (
-                    original.authorize(&who, &scope(s)),
-                    shuffled.authorize(&who, &scope(s)),
-                );
+                let (a, b) = (original.authorize(&who, &scope(s)), shuffled.authorize(&who, &scope(s)));
                 assert_eq!(a.granted, b.granted, "{} {s}", who.identity.username);
                 let sorted = |mut v: Vec<String>| {
                     v.sort();
@@ -389,10 +284,7 @@ rules:
 "#,
     );
     assert!(granted(&policy, &ctx("x", &[]), "registry:catalog:*").is_empty());
-    assert_eq!(
-        granted(&policy, &ctx("x", &[]), "repository:catalog:pull"),
-        ["pull"]
-    );
+    assert_eq!(granted(&policy, &ctx("x", &[]), "repository:catalog:pull"), ["pull"]);
     let policy = compile(
         r#"
 rules:
@@ -402,10 +294,7 @@ rules:
     actions: ["*"]
 "#,
     );
-    assert_eq!(
-        granted(&policy, &ctx("x", &[]), "registry:catalog:*"),
-        ["*"]
-    );
+    assert_eq!(granted(&policy, &ctx("x", &[]), "registry:catalog:*"), ["*"]);
     assert!(granted(&policy, &ctx("x", &[]), "repository:catalog:pull").is_empty());
 }
 
@@ -428,12 +317,7 @@ rules:
     );
     let base = ctx("alice", &[]);
     let check = |who: &RequestContext, s: &str, want: bool| {
-        assert_eq!(
-            !granted(&policy, who, s).is_empty(),
-            want,
-            "{} {s}",
-            who.identity.username
-        );
+        assert_eq!(!granted(&policy, who, s).is_empty(), want, "{} {s}", who.identity.username);
     };
     check(&base, "repository:acct/x:pull", true);
     check(&ctx("ci-payments", &[]), "repository:acct/x:pull", true);
@@ -457,44 +341,22 @@ rules:
     check(&ctx("", &[]), "repository:anon/x:pull", true);
 
     let mut claims = base.clone();
-    claims
-        .identity
-        .claims
-        .insert("department".into(), serde_json::json!("payments"));
-    claims
-        .identity
-        .claims
-        .insert("org".into(), serde_json::json!({"teams": ["z", "b"]}));
-    claims
-        .identity
-        .claims
-        .insert("level".into(), serde_json::json!(3));
+    claims.identity.claims.insert("department".into(), serde_json::json!("payments"));
+    claims.identity.claims.insert("org".into(), serde_json::json!({"teams": ["z", "b"]}));
+    claims.identity.claims.insert("level".into(), serde_json::json!(3));
     check(&claims, "repository:claims/x:pull", true);
-    claims
-        .identity
-        .claims
-        .insert("level".into(), serde_json::json!(4));
+    claims.identity.claims.insert("level".into(), serde_json::json!(4));
     check(&claims, "repository:claims/x:pull", false);
-    claims
-        .identity
-        .claims
-        .insert("level".into(), serde_json::json!("3"));
-    claims
-        .identity
-        .claims
-        .insert("org.teams".into(), serde_json::json!("a")); // literal dotted key wins
+    claims.identity.claims.insert("level".into(), serde_json::json!("3"));
+    claims.identity.claims.insert("org.teams".into(), serde_json::json!("a")); // literal dotted key wins
     check(&claims, "repository:claims/x:pull", true);
     claims.identity.claims.remove("department");
     check(&claims, "repository:claims/x:pull", false);
 
     check(&base, "repository:net/x:pull", true);
-    for (ip, want) in [
-        ("192.168.1.7", true),
-        ("192.168.1.8", false),
-        ("::ffff:10.9.9.9", true),
-        ("fd12::1", true),
-        ("::1", false),
-    ] {
+    for (ip, want) in
+        [("192.168.1.7", true), ("192.168.1.8", false), ("::ffff:10.9.9.9", true), ("fd12::1", true), ("::1", false)]
+    {
         let mut c = base.clone();
         c.client_ip = ip.parse().expect("ip");
         check(&c, "repository:net/x:pull", want);
@@ -504,11 +366,7 @@ rules:
     corp.service = "registry.corp".into();
     check(&corp, "repository:svc/x:pull", true);
     check(&ctx("x", &["staff"]), "repository:staff/x:pull", true);
-    check(
-        &ctx("x", &["staff", "contractor-acme"]),
-        "repository:staff/x:pull",
-        false,
-    );
+    check(&ctx("x", &["staff", "contractor-acme"]), "repository:staff/x:pull", false);
 }
 
 #[test]
@@ -522,26 +380,16 @@ rules:
     actions: [pull]
 "#,
     );
-    assert_eq!(
-        granted(&policy, &ctx("x", &["grp:web"]), "repository:web/a:pull"),
-        ["pull"]
-    );
-    assert!(granted(
-        &policy,
-        &ctx("x", &["grp:web/a"]),
-        "repository:web/a/b:pull"
-    )
-    .is_empty());
+    assert_eq!(granted(&policy, &ctx("x", &["grp:web"]), "repository:web/a:pull"), ["pull"]);
+    assert!(granted(&policy, &ctx("x", &["grp:web/a"]), "repository:web/a/b:pull").is_empty());
     assert!(granted(&policy, &ctx("x", &["grp:*"]), "repository:web/a:pull").is_empty());
 }
 
 #[test]
 fn decision_names_the_rules_that_decided() {
     let policy = compile(EXAMPLE_POLICY);
-    let d = policy.authorize(
-        &ctx("alice", &["team-payments", "developers"]),
-        &scope("repository:payments/prod/api:push,pull"),
-    );
+    let d = policy
+        .authorize(&ctx("alice", &["team-payments", "developers"]), &scope("repository:payments/prod/api:push,pull"));
     assert_eq!(d.granted, [Action::Pull]);
     assert_eq!(d.allowed_by, ["team-namespaces"]);
     assert_eq!(d.denied_by, ["protected-prod"]);
@@ -574,75 +422,39 @@ rules:
     let mut who = ctx("bob", &["team-web"]);
     who.client_ip = "192.168.1.5".parse().expect("ip");
     let e = policy.explain(&who, &scope("repository:payments/api:push"));
-    let reasons: BTreeMap<&str, &str> = e
-        .not_applied
-        .iter()
-        .map(|r| (r.rule.as_str(), r.reason.as_str()))
-        .collect();
-    assert_eq!(
-        reasons["team"],
-        r#"resource: "payments/api" does not match "{team}/**" with team=web"#
-    );
-    assert_eq!(
-        reasons["office"],
-        "client_network: 192.168.1.5 is not in [10.0.0.0/8]"
-    );
-    assert_eq!(
-        reasons["catalog"],
-        "type: rule is for the registry catalog, not repositories"
-    );
+    let reasons: BTreeMap<&str, &str> = e.not_applied.iter().map(|r| (r.rule.as_str(), r.reason.as_str())).collect();
+    assert_eq!(reasons["team"], r#"resource: "payments/api" does not match "{team}/**" with team=web"#);
+    assert_eq!(reasons["office"], "client_network: 192.168.1.5 is not in [10.0.0.0/8]");
+    assert_eq!(reasons["catalog"], "type: rule is for the registry catalog, not repositories");
     assert_eq!(reasons["pull-only"], "action: rule allows [pull], not push");
 
-    let e = policy.explain(
-        &ctx("bob", &["developers"]),
-        &scope("repository:web/x:pull"),
-    );
-    let team = e
-        .not_applied
-        .iter()
-        .find(|r| r.rule == "team")
-        .expect("team listed");
-    assert_eq!(
-        team.reason,
-        r#"group: none of [developers] matches "team-{team}""#
-    );
+    let e = policy.explain(&ctx("bob", &["developers"]), &scope("repository:web/x:pull"));
+    let team = e.not_applied.iter().find(|r| r.rule == "team").expect("team listed");
+    assert_eq!(team.reason, r#"group: none of [developers] matches "team-{team}""#);
 
     let text = e.to_string();
     assert!(text.contains("identity: bob"), "{text}");
     assert!(text.contains("rules that did not apply"), "{text}");
     let json = serde_json::to_value(&e).expect("serializes");
     assert_eq!(json["granted"], serde_json::json!(["pull"]));
-    assert_eq!(
-        json["actions"][0]["allowed_by"],
-        serde_json::json!(["office"])
-    );
+    assert_eq!(json["actions"][0]["allowed_by"], serde_json::json!(["office"]));
     assert_eq!(json["not_applied"][0]["rule"], serde_json::json!("team"));
 }
 
 #[test]
 fn explain_shows_allowed_and_denied_per_action() {
     let policy = compile(EXAMPLE_POLICY);
-    let e = policy.explain(
-        &ctx("alice", &["team-payments", "developers"]),
-        &scope("repository:payments/prod/api:push,pull,*"),
-    );
+    let e = policy
+        .explain(&ctx("alice", &["team-payments", "developers"]), &scope("repository:payments/prod/api:push,pull,*"));
     assert_eq!(e.granted, [Action::Pull]);
     let push = &e.actions[0];
     assert!(!push.granted);
     assert_eq!(push.allowed_by, ["team-namespaces"]);
     assert_eq!(push.denied_by, ["protected-prod"]);
     let star = &e.actions[2];
-    assert!(
-        star.note
-            .as_deref()
-            .is_some_and(|n| n.contains("not granted: push, delete")),
-        "{star:?}"
-    );
+    assert!(star.note.as_deref().is_some_and(|n| n.contains("not granted: push, delete")), "{star:?}");
     let text = e.to_string();
-    assert!(
-        text.contains("push    REFUSED  allowed by team-namespaces; denied by protected-prod"),
-        "{text}"
-    );
+    assert!(text.contains("push    REFUSED  allowed by team-namespaces; denied by protected-prod"), "{text}");
 }
 
 #[test]
@@ -752,9 +564,7 @@ tests:
     ];
     for want in wanted {
         assert!(
-            errors
-                .iter()
-                .any(|e| e.starts_with("policies/bad.yaml: ") && e.contains(want)),
+            errors.iter().any(|e| e.starts_with("policies/bad.yaml: ") && e.contains(want)),
             "missing {want:?} in:\n{}",
             errors.join("\n")
         );
@@ -765,28 +575,13 @@ tests:
 fn file_level_errors_are_reported() {
     let errors = errors_of("rules:\n  - name: a\n    resources: [\"x\"\n    actions: [pull]\n");
     assert_eq!(errors.len(), 1);
-    assert!(
-        errors[0].starts_with("policies/bad.yaml: YAML syntax error:")
-            && errors[0].contains("line"),
-        "{errors:?}"
-    );
+    assert!(errors[0].starts_with("policies/bad.yaml: YAML syntax error:") && errors[0].contains("line"), "{errors:?}");
     let errors = errors_of("rulez: []\n");
-    assert!(
-        errors
-            .iter()
-            .any(|e| e.contains("unknown top-level key `rulez`")),
-        "{errors:?}"
-    );
+    assert!(errors.iter().any(|e| e.contains("unknown top-level key `rulez`")), "{errors:?}");
     let errors = errors_of("");
     assert!(errors[0].contains("file is empty"), "{errors:?}");
-    let missing =
-        Policy::load(&[PathBuf::from("/nonexistent/policy.yaml")]).expect_err("missing file");
-    assert!(
-        missing[0]
-            .to_string()
-            .starts_with("/nonexistent/policy.yaml: cannot read"),
-        "{missing:?}"
-    );
+    let missing = Policy::load(&[PathBuf::from("/nonexistent/policy.yaml")]).expect_err("missing file");
+    assert!(missing[0].to_string().starts_with("/nonexistent/policy.yaml: cannot read"), "{missing:?}");
 }
 
 #[test]

@@ -131,14 +131,18 @@ fn base32_nopad(data: &[u8]) -> String {
 
 /// RFC 7638 thumbprint of an EC P-256 key given its affine coordinates.
 pub fn ec_thumbprint(x: &[u8], y: &[u8]) -> String {
-    let canonical =
-        format!(r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#, URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y));
+    let canonical = format!(
+        r#"{{"crv":"P-256","kty":"EC","x":"{}","y":"{}"}}"#,
+        URL_SAFE_NO_PAD.encode(x),
+        URL_SAFE_NO_PAD.encode(y)
+    );
     URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()))
 }
 
 /// RFC 7638 thumbprint of an RSA key given its modulus and exponent (big-endian, no leading zeros).
 pub fn rsa_thumbprint(n: &[u8], e: &[u8]) -> String {
-    let canonical = format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, URL_SAFE_NO_PAD.encode(e), URL_SAFE_NO_PAD.encode(n));
+    let canonical =
+        format!(r#"{{"e":"{}","kty":"RSA","n":"{}"}}"#, URL_SAFE_NO_PAD.encode(e), URL_SAFE_NO_PAD.encode(n));
     URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, canonical.as_bytes()))
 }
 
@@ -305,7 +309,8 @@ pub fn parse_cert_chain(text: &str) -> Result<Vec<Vec<u8>>, String> {
 pub fn generate_key_files(key_path: &Path, cert_path: &Path, common_name: &str) -> Result<(), KeyError> {
     let key_pair =
         rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| KeyError::Generate(e.to_string()))?;
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| KeyError::Generate(e.to_string()))?;
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).map_err(|e| KeyError::Generate(e.to_string()))?;
     params.distinguished_name = rcgen::DistinguishedName::new();
     params.distinguished_name.push(rcgen::DnType::CommonName, common_name);
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
@@ -394,7 +399,9 @@ kEgU8awapJzKnqDKgw",
         let kid = libtrust_kid(b"any spki bytes");
         let groups: Vec<&str> = kid.split(':').collect();
         assert_eq!(groups.len(), 12, "{kid}");
-        assert!(groups.iter().all(|g| g.len() == 4 && g.bytes().all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(&c))));
+        assert!(groups
+            .iter()
+            .all(|g| g.len() == 4 && g.bytes().all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(&c))));
     }
 
     #[test]
@@ -444,8 +451,12 @@ kEgU8awapJzKnqDKgw",
 
     #[test]
     fn sec1_keys_get_a_conversion_hint() {
-        let err = SigningKey::from_pem("-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n", vec![], KidFormat::Libtrust)
-            .unwrap_err();
+        let err = SigningKey::from_pem(
+            "-----BEGIN EC PRIVATE KEY-----\nAAAA\n-----END EC PRIVATE KEY-----\n",
+            vec![],
+            KidFormat::Libtrust,
+        )
+        .unwrap_err();
         assert!(err.contains("openssl pkcs8 -topk8"), "{err}");
     }
 }

@@ -86,7 +86,8 @@ impl RefreshTokens {
             exp: now + self.lifetime.as_secs(),
             jti: random_id(16),
         };
-        let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| e.to_string())?;
+        let jwt =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| e.to_string())?;
         Ok((format!("{PREFIX}{jwt}"), claims))
     }
 
@@ -101,10 +102,11 @@ impl RefreshTokens {
         validation.validate_aud = false; // checked below to give a precise message
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
-        let data = jsonwebtoken::decode::<RefreshClaims>(jwt, &self.decoding, &validation).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::ExpiredSignature => RefreshError::Expired,
-            _ => RefreshError::Invalid,
-        })?;
+        let data =
+            jsonwebtoken::decode::<RefreshClaims>(jwt, &self.decoding, &validation).map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => RefreshError::Expired,
+                _ => RefreshError::Invalid,
+            })?;
         let claims = data.claims;
         if claims.typ != TOKEN_TYPE {
             return Err(RefreshError::Invalid);
@@ -158,7 +160,8 @@ mod tests {
         let theirs = tokens(b"another-secret-another-secret-xx");
         let (foreign, _) = theirs.issue("alice", "local", "registry.test").unwrap();
         assert_eq!(ours.verify(&foreign, "registry.test"), Err(RefreshError::Invalid));
-        let expired = RefreshTokens::new(b"0123456789abcdef0123456789abcdef", "tollgate", Duration::from_secs(0)).unwrap();
+        let expired =
+            RefreshTokens::new(b"0123456789abcdef0123456789abcdef", "tollgate", Duration::from_secs(0)).unwrap();
         let (old, _) = expired.issue("alice", "local", "registry.test").unwrap();
         std::thread::sleep(Duration::from_millis(1100));
         assert_eq!(ours.verify(&old, "registry.test"), Err(RefreshError::Expired));

@@ -78,7 +78,8 @@ async fn star_is_granted_only_with_every_action_and_the_catalog_only_by_its_rule
     let grant = |user: (&'static str, &'static str), scope: &'static str| {
         let state = state.clone();
         async move {
-            let r = call(&state, get(&format!("service={SERVICE}&scope={}", enc(scope)), Some(&basic(user.0, user.1)))).await;
+            let r = call(&state, get(&format!("service={SERVICE}&scope={}", enc(scope)), Some(&basic(user.0, user.1))))
+                .await;
             assert_eq!(r.status, 200);
             let (_, c) = jwt_parts(r.json()["token"].as_str().unwrap());
             c["access"].get(0).map(|a| a["actions"].clone()).unwrap_or(serde_json::json!([]))
@@ -96,10 +97,18 @@ async fn bad_credentials_get_401_with_basic_challenge_and_never_an_anonymous_tok
     let env = TestEnv::new();
     let state = env.state();
     for (u, p) in [(ALICE.0, "wrong"), ("nobody", "x"), (ALICE.0, ""), ("", "x"), (ROBOT.0, ALICE.1)] {
-        let r = call(&state, get(&format!("service={SERVICE}&scope={}", enc("repository:public/x:pull")), Some(&basic(u, p)))).await;
+        let r = call(
+            &state,
+            get(&format!("service={SERVICE}&scope={}", enc("repository:public/x:pull")), Some(&basic(u, p))),
+        )
+        .await;
         assert_eq!(r.status, 401, "{u}:{p}");
         assert_eq!(r.headers["www-authenticate"], "Basic realm=\"tollgate\", charset=\"UTF-8\"");
-        assert_eq!(r.error_message(), "invalid username or password", "same message for unknown users and wrong passwords");
+        assert_eq!(
+            r.error_message(),
+            "invalid username or password",
+            "same message for unknown users and wrong passwords"
+        );
     }
 }
 
@@ -107,7 +116,8 @@ async fn bad_credentials_get_401_with_basic_challenge_and_never_an_anonymous_tok
 async fn anonymous_requests_get_what_the_policy_gives_anonymous() {
     let env = TestEnv::new();
     let state = env.state();
-    let q = format!("service={SERVICE}{}", scope_q(&["repository:public/hello:pull,push", "repository:payments/api:pull"]));
+    let q =
+        format!("service={SERVICE}{}", scope_q(&["repository:public/hello:pull,push", "repository:payments/api:pull"]));
     let r = call(&state, get(&q, None)).await;
     assert_eq!(r.status, 200);
     let (_, c) = jwt_parts(r.json()["token"].as_str().unwrap());
@@ -157,7 +167,14 @@ async fn malformed_authorization_headers_get_400_not_500() {
         (b"Bearer abc.def.ghi".to_vec(), "use Basic"),
         (b"Basic \xc3\xa9t\xc3\xa9".to_vec(), "non-ASCII"),
         (huge.into_bytes(), "longer than 8192"),
-        (format!("Basic {}", { use base64::Engine as _; base64::engine::general_purpose::STANDARD.encode("al\u{0}ice:pw") }).into_bytes(), "control characters"),
+        (
+            format!("Basic {}", {
+                use base64::Engine as _;
+                base64::engine::general_purpose::STANDARD.encode("al\u{0}ice:pw")
+            })
+            .into_bytes(),
+            "control characters",
+        ),
     ];
     for (raw, want) in cases {
         let req = Request::get(format!("/token?service={SERVICE}"))
@@ -197,7 +214,8 @@ async fn chunked_post_bodies_without_content_length_are_read() {
     let parts: Vec<Result<Vec<u8>, std::io::Error>> = vec![
         Ok(b"grant_type=password&client_id=containers%2Fimage&".to_vec()),
         Ok(format!("service={SERVICE}&username=alice&password={}", enc(ALICE.1)).into_bytes()),
-        Ok(format!("&scope={}&scope={}", enc("repository:payments/api:pull"), enc("repository:payments/api:pull")).into_bytes()),
+        Ok(format!("&scope={}&scope={}", enc("repository:payments/api:pull"), enc("repository:payments/api:pull"))
+            .into_bytes()),
     ];
     let body = Body::from_stream(futures_stream(parts));
     let req = Request::post("/token").header("content-type", "application/x-www-form-urlencoded").body(body).unwrap();
@@ -235,8 +253,16 @@ async fn post_errors_name_the_missing_or_wrong_field() {
         (format!("grant_type=password&client_id=x&service={SERVICE}&password=x"), 400, "username is required"),
         (format!("grant_type=password&client_id=x&service={SERVICE}&username=alice"), 400, "password is required"),
         (format!("grant_type=refresh_token&client_id=x&service={SERVICE}"), 400, "refresh_token is required"),
-        (format!("grant_type=refresh_token&client_id=x&service={SERVICE}&refresh_token=tgr_garbage"), 401, "malformed or was not issued"),
-        (format!("grant_type=password&client_id=x&service={SERVICE}&username=alice&password=nope"), 401, "invalid username or password"),
+        (
+            format!("grant_type=refresh_token&client_id=x&service={SERVICE}&refresh_token=tgr_garbage"),
+            401,
+            "malformed or was not issued",
+        ),
+        (
+            format!("grant_type=password&client_id=x&service={SERVICE}&username=alice&password=nope"),
+            401,
+            "invalid username or password",
+        ),
         (big, 413, "larger than 65536"),
     ];
     for (form, status, want) in cases {
@@ -252,13 +278,21 @@ async fn post_errors_name_the_missing_or_wrong_field() {
 }
 
 async fn refresh_token_for(state: &std::sync::Arc<tollgate::app::AppState>, user: (&str, &str)) -> String {
-    let r = call(state, get(&format!("service={SERVICE}&offline_token=true&client_id=docker"), Some(&basic(user.0, user.1)))).await;
+    let r = call(
+        state,
+        get(&format!("service={SERVICE}&offline_token=true&client_id=docker"), Some(&basic(user.0, user.1))),
+    )
+    .await;
     assert_eq!(r.status, 200);
     r.json()["refresh_token"].as_str().unwrap().to_string()
 }
 
 fn refresh_form(token: &str, scope: &str) -> String {
-    format!("grant_type=refresh_token&client_id=docker&service={SERVICE}&refresh_token={}&scope={}", enc(token), enc(scope))
+    format!(
+        "grant_type=refresh_token&client_id=docker&service={SERVICE}&refresh_token={}&scope={}",
+        enc(token),
+        enc(scope)
+    )
 }
 
 #[tokio::test]
@@ -277,7 +311,11 @@ async fn refresh_tokens_are_reusable_and_bound_to_user_and_service() {
     }
     // As a Basic password: with the right username, and with an empty one (containerd's GET fallback).
     for user in ["alice", ""] {
-        let r = call(&state, get(&format!("service={SERVICE}&scope={}", enc("repository:payments/api:pull")), Some(&basic(user, &rt)))).await;
+        let r = call(
+            &state,
+            get(&format!("service={SERVICE}&scope={}", enc("repository:payments/api:pull")), Some(&basic(user, &rt))),
+        )
+        .await;
         assert_eq!(r.status, 200, "user {user:?}");
         let (_, c) = jwt_parts(r.json()["token"].as_str().unwrap());
         assert_eq!(c["sub"], "alice");
@@ -297,9 +335,12 @@ async fn expired_and_foreign_refresh_tokens_are_refused() {
     let env = TestEnv::new();
     let state = env.state();
     let secret = std::fs::read_to_string(env.path().join("data/refresh-secret")).unwrap();
-    let expired = tollgate::token::refresh::RefreshTokens::new(secret.trim().as_bytes(), ISSUER, std::time::Duration::ZERO).unwrap();
+    let expired =
+        tollgate::token::refresh::RefreshTokens::new(secret.trim().as_bytes(), ISSUER, std::time::Duration::ZERO)
+            .unwrap();
     let (old, _) = expired.issue("alice", "local", SERVICE).unwrap();
-    let foreign = tollgate::token::refresh::RefreshTokens::new(&[7u8; 32], ISSUER, std::time::Duration::from_secs(999)).unwrap();
+    let foreign =
+        tollgate::token::refresh::RefreshTokens::new(&[7u8; 32], ISSUER, std::time::Duration::from_secs(999)).unwrap();
     let (theirs, _) = foreign.issue("alice", "local", SERVICE).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let r = call(&state, post(&refresh_form(&old, "repository:payments/api:pull"))).await;
@@ -319,7 +360,12 @@ async fn revocation_takes_effect_on_the_next_request() {
     let bob_rt = refresh_token_for(&state, BOB).await;
     let store = tollgate::revocation::FileStore::new(env.settings().revocation_file());
     let secret = std::fs::read_to_string(env.path().join("data/refresh-secret")).unwrap();
-    let tokens = tollgate::token::refresh::RefreshTokens::new(secret.trim().as_bytes(), ISSUER, std::time::Duration::from_secs(60)).unwrap();
+    let tokens = tollgate::token::refresh::RefreshTokens::new(
+        secret.trim().as_bytes(),
+        ISSUER,
+        std::time::Duration::from_secs(60),
+    )
+    .unwrap();
     let c = tokens.inspect(&alice_rt).unwrap();
     store.revoke_sync(tollgate::revocation::Revocation::Token { jti: c.jti, exp: c.exp }).unwrap();
     let status = |rt: String| {
@@ -370,9 +416,14 @@ async fn policy_hot_reload_applies_valid_changes_and_keeps_the_old_policy_on_err
         }
     };
     assert!(!granted(state.clone()).await);
-    std::fs::write(&env.policy, "rules:\n  - name: everyone-pulls-web\n    resources: [\"web/**\"]\n    actions: [pull]\n").unwrap();
+    std::fs::write(
+        &env.policy,
+        "rules:\n  - name: everyone-pulls-web\n    resources: [\"web/**\"]\n    actions: [pull]\n",
+    )
+    .unwrap();
     assert!(granted(state.clone()).await, "the new rules apply on the next request");
-    std::fs::write(&env.policy, "rules:\n  - name: broken\n    resources: [\"web/***\"]\n    actions: [fly]\n").unwrap();
+    std::fs::write(&env.policy, "rules:\n  - name: broken\n    resources: [\"web/***\"]\n    actions: [fly]\n")
+        .unwrap();
     assert!(granted(state.clone()).await, "an invalid policy leaves the previous one in force");
 }
 
@@ -416,7 +467,10 @@ async fn arbitrary_garbage_never_yields_a_5xx_or_a_grant() {
         if r.status == 200 {
             let (_, c) = jwt_parts(r.json()["token"].as_str().unwrap());
             for a in c["access"].as_array().unwrap() {
-                assert!(a["name"].as_str().unwrap().starts_with("public/"), "anonymous grant outside public/: {a} for {uri}");
+                assert!(
+                    a["name"].as_str().unwrap().starts_with("public/"),
+                    "anonymous grant outside public/: {a} for {uri}"
+                );
             }
         }
     }
@@ -455,7 +509,14 @@ async fn rotation_publishes_every_key_and_signs_with_the_active_one_including_rs
     let jwks = call(&state, Request::get("/.well-known/jwks.json").body(Body::empty()).unwrap()).await.json();
     let kinds: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kty"].as_str().unwrap()).collect();
     assert_eq!(kinds, vec!["RSA", "EC"], "active key first, the other still published");
-    let r = call(&state, get(&format!("service={SERVICE}&scope={}", enc("repository:payments/api:pull")), Some(&basic(ALICE.0, ALICE.1)))).await;
+    let r = call(
+        &state,
+        get(
+            &format!("service={SERVICE}&scope={}", enc("repository:payments/api:pull")),
+            Some(&basic(ALICE.0, ALICE.1)),
+        ),
+    )
+    .await;
     let token = r.json()["token"].as_str().unwrap().to_string();
     let (header, _) = jwt_parts(&token);
     assert_eq!(header["alg"], "RS256");

@@ -36,7 +36,9 @@ fn check_config_accepts_a_good_config_and_lists_every_problem_of_a_bad_one() {
     let o = tollgate(&["check-config", "--config", bad.to_str().unwrap()], None);
     let (_, err) = text(&o);
     assert!(!o.status.success());
-    for want in ["server.listen", "token.issuer: required", "token.services: required", "token.lifetime: must be between"] {
+    for want in
+        ["server.listen", "token.issuer: required", "token.services: required", "token.lifetime: must be between"]
+    {
         assert!(err.contains(want), "missing {want:?} in {err}");
     }
 }
@@ -57,7 +59,22 @@ fn check_config_names_the_file_of_a_broken_accounts_file_or_policy() {
 async fn robot_add_prints_a_secret_once_that_then_logs_in() {
     let env = TestEnv::new();
     let cfg = env.config.to_str().unwrap();
-    let o = tollgate(&["robot", "add", "ci-web", "--config", cfg, "--groups", "robots,ci-web", "--expires-in", "30d", "--description", "web pipeline"], None);
+    let o = tollgate(
+        &[
+            "robot",
+            "add",
+            "ci-web",
+            "--config",
+            cfg,
+            "--groups",
+            "robots,ci-web",
+            "--expires-in",
+            "30d",
+            "--description",
+            "web pipeline",
+        ],
+        None,
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     let secret = out.trim();
@@ -83,7 +100,8 @@ async fn token_revoke_cli_stops_one_token_or_all_of_a_user() {
     let login = || {
         let state = state.clone();
         async move {
-            let r = call(&state, get(&format!("service={SERVICE}&offline_token=true"), Some(&basic(ALICE.0, ALICE.1)))).await;
+            let r = call(&state, get(&format!("service={SERVICE}&offline_token=true"), Some(&basic(ALICE.0, ALICE.1))))
+                .await;
             r.json()["refresh_token"].as_str().unwrap().to_string()
         }
     };
@@ -131,11 +149,38 @@ fn policy_test_runs_every_example_policy_and_fails_on_a_wrong_expectation() {
 fn policy_explain_says_which_rules_decided() {
     let policy = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.yaml");
     let p = policy.to_str().unwrap();
-    let o = tollgate(&["policy", "explain", p, "--user", "alice", "--groups", "team-payments,developers", "--scope", "repository:payments/prod/api:push,pull"], None);
+    let o = tollgate(
+        &[
+            "policy",
+            "explain",
+            p,
+            "--user",
+            "alice",
+            "--groups",
+            "team-payments,developers",
+            "--scope",
+            "repository:payments/prod/api:push,pull",
+        ],
+        None,
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(out.contains("protected-prod") && out.contains("team-namespaces"), "{out}");
-    let o = tollgate(&["policy", "explain", p, "--json", "--user", "alice", "--groups", "team-payments", "--scope", "repository:payments/api:push"], None);
+    let o = tollgate(
+        &[
+            "policy",
+            "explain",
+            p,
+            "--json",
+            "--user",
+            "alice",
+            "--groups",
+            "team-payments",
+            "--scope",
+            "repository:payments/api:push",
+        ],
+        None,
+    );
     let j: serde_json::Value = serde_json::from_slice(&o.stdout).expect("JSON");
     assert_eq!(j["granted"], serde_json::json!(["push"]));
     let o = tollgate(&["policy", "explain", p, "--scope", "repository:Bad:pull"], None);
@@ -146,15 +191,33 @@ fn policy_explain_says_which_rules_decided() {
 fn registry_config_writes_the_bundle_and_jwks_and_prints_the_block() {
     let env = TestEnv::new();
     let out_dir = env.path().join("reg");
-    let o = tollgate(&["registry-config", "--config", env.config.to_str().unwrap(), "--realm", "https://auth.example/token", "--out-dir", out_dir.to_str().unwrap()], None);
+    let o = tollgate(
+        &[
+            "registry-config",
+            "--config",
+            env.config.to_str().unwrap(),
+            "--realm",
+            "https://auth.example/token",
+            "--out-dir",
+            out_dir.to_str().unwrap(),
+        ],
+        None,
+    );
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
-    for want in ["auth:", "realm: https://auth.example/token", "service: registry.test", "issuer: tollgate-test", "rootcertbundle: "] {
+    for want in [
+        "auth:",
+        "realm: https://auth.example/token",
+        "service: registry.test",
+        "issuer: tollgate-test",
+        "rootcertbundle: ",
+    ] {
         assert!(out.contains(want), "{want:?} missing in {out}");
     }
     let bundle = std::fs::read_to_string(out_dir.join("rootcertbundle.pem")).unwrap();
     assert!(bundle.starts_with("-----BEGIN CERTIFICATE-----"));
-    let jwks: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out_dir.join("jwks.json")).unwrap()).unwrap();
+    let jwks: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("jwks.json")).unwrap()).unwrap();
     assert_eq!(jwks["keys"][0]["kty"], "EC");
 }
 
@@ -191,7 +254,12 @@ fn serve_with_the_embedded_default_answers_the_demo_accounts() {
     let addr = loop {
         let line = rx.recv_timeout(std::time::Duration::from_secs(20)).expect("tollgate logs its address");
         if let Some(i) = line.find("addr=") {
-            break line[i + 5..].split_whitespace().next().unwrap().trim_end_matches(|c: char| !c.is_ascii_digit()).to_string();
+            break line[i + 5..]
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+                .to_string();
         }
     };
     let url = format!("/token?service=registry.local&scope={}", enc("repository:payments/api:push"));

@@ -22,10 +22,7 @@ fn token_for(tollgate: &Running, user: Option<(&str, &str)>, scope: &str) -> Str
 /// token-less request of every client) and "insufficient scope" (a valid token without the action: a
 /// denial by policy) are the protocol working, not a rejected token.
 fn token_rejections(reg: &Registry) -> Vec<String> {
-    reg.auth_errors()
-        .into_iter()
-        .filter(|e| e != "authorization token required" && e != "insufficient scope")
-        .collect()
+    reg.auth_errors().into_iter().filter(|e| e != "authorization token required" && e != "insufficient scope").collect()
 }
 
 /// A policy denial: the credentials were good, the token lacked the action, and the client says "denied".
@@ -66,7 +63,10 @@ fn skopeo_push_pull_inspect_tags_delete_and_denials_through_registry_2_8() {
     skopeo.copy(&reg.docker_ref("payments/api:1"), &format!("oci:{}:x", back.display()), Some(ALICE)).assert_ok();
 
     // Denials: another team's namespace, a deletion the team rules do not allow, a wrong password.
-    assert_denied(&skopeo.copy(&image(tmp.path(), "web"), &reg.docker_ref("web/site:1"), Some(ALICE)), "alice pushing web/");
+    assert_denied(
+        &skopeo.copy(&image(tmp.path(), "web"), &reg.docker_ref("web/site:1"), Some(ALICE)),
+        "alice pushing web/",
+    );
     assert_denied(&skopeo.inspect(&reg.docker_ref("payments/api:1"), Some(BOB)), "bob pulling payments/");
     // skopeo prints the registry's own body for a refused DELETE: UNAUTHORIZED with the missing action.
     let delete = skopeo.delete(&reg.docker_ref("payments/api:2"), Some(ALICE));
@@ -139,7 +139,8 @@ fn docker_login_identity_token_is_used_by_skopeo_and_podman_through_the_refresh_
     docker.login(reg.addr(), ALICE.0, ALICE.1).assert_ok();
     let config = docker.config_json();
     let entry = &config["auths"][reg.addr()];
-    let identity_token = entry["identitytoken"].as_str().unwrap_or_else(|| panic!("no identitytoken: {config}")).to_string();
+    let identity_token =
+        entry["identitytoken"].as_str().unwrap_or_else(|| panic!("no identitytoken: {config}")).to_string();
     assert!(identity_token.starts_with("tgr_"));
     assert!(!config.to_string().contains(ALICE.1), "docker dropped the password");
 
@@ -148,7 +149,10 @@ fn docker_login_identity_token_is_used_by_skopeo_and_podman_through_the_refresh_
     let skopeo = Skopeo::with_authfile(&authfile);
     skopeo.inspect(&reg.docker_ref("payments/api:1"), None).assert_ok();
     skopeo.copy(&image(tmp.path(), "dl2"), &reg.docker_ref("payments/api:2"), None).assert_ok();
-    assert_refused(&skopeo.copy(&image(tmp.path(), "dl3"), &reg.docker_ref("web/api:2"), None), "identity token pushing web/");
+    assert_refused(
+        &skopeo.copy(&image(tmp.path(), "dl3"), &reg.docker_ref("web/api:2"), None),
+        "identity token pushing web/",
+    );
 
     let podman = Podman::new();
     std::fs::write(podman.authfile(), auth_json_identity_token(reg.addr(), ALICE.0, &identity_token)).unwrap();
@@ -156,7 +160,10 @@ fn docker_login_identity_token_is_used_by_skopeo_and_podman_through_the_refresh_
 
     // Revoking every token of alice stops the identity token at once.
     tollgate::revocation::FileStore::new(env.settings().revocation_file())
-        .revoke_sync(tollgate::revocation::Revocation::User { username: "alice".into(), before: tollgate::token::unix_now() })
+        .revoke_sync(tollgate::revocation::Revocation::User {
+            username: "alice".into(),
+            before: tollgate::token::unix_now(),
+        })
         .unwrap();
     assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), None), "a revoked identity token");
     assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
@@ -171,7 +178,10 @@ fn containerd_pulls_with_password_grant_and_refresh_token() {
     Skopeo::new().copy(&image(tmp.path(), "ctr"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
 
     Ctr::new().pull(&reg.reference("payments/api:1"), Some(ALICE)).assert_ok();
-    assert_refused(&Ctr::new().pull(&reg.reference("payments/api:1"), Some((ALICE.0, "wrong"))), "ctr with a wrong password");
+    assert_refused(
+        &Ctr::new().pull(&reg.reference("payments/api:1"), Some((ALICE.0, "wrong"))),
+        "ctr with a wrong password",
+    );
     assert_refused(&Ctr::new().pull(&reg.reference("payments/api:1"), Some(BOB)), "ctr as bob");
 
     let refresh = {
@@ -242,7 +252,10 @@ fn tokens_from_an_untrusted_key_are_refused_by_the_registry() {
         }),
     });
     let tmp = tempfile::tempdir().unwrap();
-    assert_refused(&Skopeo::new().copy(&image(tmp.path(), "x"), &reg.docker_ref("payments/api:1"), Some(ALICE)), "an untrusted key");
+    assert_refused(
+        &Skopeo::new().copy(&image(tmp.path(), "x"), &reg.docker_ref("payments/api:1"), Some(ALICE)),
+        "an untrusted key",
+    );
     let rejections = token_rejections(&reg);
     assert!(!rejections.is_empty(), "the registry should log why it refused");
 }

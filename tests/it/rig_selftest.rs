@@ -5,9 +5,8 @@
 //! its own registry on its own port and its own client dirs, so they run in parallel.
 
 use crate::rig::{
-    self, auth_json_basic, auth_json_identity_token, http_get, manifest_digest, oci_image, Ctr,
-    DockerCli, FakeRealm, FakeRealmOptions, Podman, RealmRequest, Registry, RegistryOptions,
-    Skopeo, TokenAuth,
+    self, auth_json_basic, auth_json_identity_token, http_get, manifest_digest, oci_image, Ctr, DockerCli, FakeRealm,
+    FakeRealmOptions, Podman, RealmRequest, Registry, RegistryOptions, Skopeo, TokenAuth,
 };
 use std::path::Path;
 use std::time::Duration;
@@ -28,17 +27,12 @@ fn oci_src(layout: &Path) -> String {
 fn push_image(reg: &Registry, repo_tag: &str, marker: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let layout = oci_image(tmp.path(), marker);
-    Skopeo::new()
-        .copy(&oci_src(&layout), &reg.docker_ref(repo_tag), None)
-        .assert_ok();
+    Skopeo::new().copy(&oci_src(&layout), &reg.docker_ref(repo_tag), None).assert_ok();
 }
 
 /// The marker label `oci_image` put in the config, as `skopeo inspect` reports it.
 fn marker_of(reg: &Registry, repo_tag: &str) -> String {
-    let info = Skopeo::new()
-        .inspect(&reg.docker_ref(repo_tag), None)
-        .assert_ok()
-        .json();
+    let info = Skopeo::new().inspect(&reg.docker_ref(repo_tag), None).assert_ok().json();
     info["Labels"]["org.tollgate.rig.marker"]
         .as_str()
         .unwrap_or_else(|| panic!("no marker label in {info:#}"))
@@ -53,38 +47,22 @@ fn rig_oci_image_is_a_valid_layout_whose_digest_follows_the_marker() {
     let tmp2 = tempfile::tempdir().unwrap();
     let a_again = oci_image(tmp2.path(), "alpha");
     assert_ne!(manifest_digest(&a), manifest_digest(&b));
-    assert_eq!(
-        manifest_digest(&a),
-        manifest_digest(&a_again),
-        "same marker, same image"
-    );
+    assert_eq!(manifest_digest(&a), manifest_digest(&a_again), "same marker, same image");
 
     // Content addressing: every blob is named by its own sha256.
     let blobs = a.join("blobs/sha256");
     for entry in std::fs::read_dir(&blobs).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        assert_eq!(
-            rig::oci::sha256(&std::fs::read(&path).unwrap()),
-            format!("sha256:{name}")
-        );
+        assert_eq!(rig::oci::sha256(&std::fs::read(&path).unwrap()), format!("sha256:{name}"));
     }
 
     // GNU tar accepts the hand-written ustar header (it verifies the checksum) and finds the marker.
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(blobs.join(manifest_digest(&a).trim_start_matches("sha256:"))).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(
-        manifest["layers"][0]["mediaType"],
-        "application/vnd.oci.image.layer.v1.tar"
-    );
-    let layer = blobs.join(
-        manifest["layers"][0]["digest"]
-            .as_str()
-            .unwrap()
-            .trim_start_matches("sha256:"),
-    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(manifest_digest(&a).trim_start_matches("sha256:"))).unwrap())
+            .unwrap();
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar");
+    let layer = blobs.join(manifest["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:"));
     let tar = rig::require("tar", "tar");
     let mut cmd = rig::command(&tar);
     cmd.arg("-xOf").arg(&layer);
@@ -99,18 +77,11 @@ fn rig_skopeo_pushes_inspects_lists_and_deletes_on_an_open_registry() {
     let tmp = tempfile::tempdir().unwrap();
     let a = oci_image(tmp.path(), "skopeo-a");
     let b = oci_image(tmp.path(), "skopeo-b");
-    skopeo
-        .copy(&oci_src(&a), &reg.docker_ref("team/app:1"), None)
-        .assert_ok();
-    skopeo
-        .copy(&oci_src(&b), &reg.docker_ref("team/app:2"), None)
-        .assert_ok();
+    skopeo.copy(&oci_src(&a), &reg.docker_ref("team/app:1"), None).assert_ok();
+    skopeo.copy(&oci_src(&b), &reg.docker_ref("team/app:2"), None).assert_ok();
 
     assert_eq!(skopeo.tags(&reg.docker_ref("team/app"), None), ["1", "2"]);
-    let info = skopeo
-        .inspect(&reg.docker_ref("team/app:1"), None)
-        .assert_ok()
-        .json();
+    let info = skopeo.inspect(&reg.docker_ref("team/app:1"), None).assert_ok().json();
     assert_eq!(info["Architecture"], "amd64");
     assert_eq!(info["Os"], "linux");
     assert_eq!(info["Layers"].as_array().map(Vec::len), Some(1), "{info:#}");
@@ -118,13 +89,9 @@ fn rig_skopeo_pushes_inspects_lists_and_deletes_on_an_open_registry() {
     assert_eq!(marker_of(&reg, "team/app:2"), "skopeo-b");
 
     // Deletion is enabled in the rig's registry config; without it this answers 405 Unsupported.
-    skopeo
-        .delete(&reg.docker_ref("team/app:1"), None)
-        .assert_ok();
+    skopeo.delete(&reg.docker_ref("team/app:1"), None).assert_ok();
     assert_eq!(skopeo.tags(&reg.docker_ref("team/app"), None), ["2"]);
-    skopeo
-        .inspect(&reg.docker_ref("team/app:1"), None)
-        .assert_failed();
+    skopeo.inspect(&reg.docker_ref("team/app:1"), None).assert_failed();
 }
 
 #[test]
@@ -164,10 +131,7 @@ fn rig_podman_logs_in_pulls_tags_and_pushes_to_another_repo() {
     let copy = reg.reference("other/copy:v2");
     podman.tag(&reg.reference("team/app:1"), &copy).assert_ok();
     podman.push(&copy, &copy).assert_ok();
-    assert_eq!(
-        Skopeo::new().tags(&reg.docker_ref("other/copy"), None),
-        ["v2"]
-    );
+    assert_eq!(Skopeo::new().tags(&reg.docker_ref("other/copy"), None), ["v2"]);
     assert_eq!(marker_of(&reg, "other/copy:v2"), "podman");
 
     podman.logout(reg.addr()).assert_ok();
@@ -192,24 +156,14 @@ fn rig_ctr_pulls_through_the_shared_containerd() {
     out.assert_ok();
     assert!(!out.command.contains(PASSWORD), "{out}");
     let with_refresh = Ctr::new();
-    with_refresh
-        .pull_with_refresh(&image, "rig-refresh-token")
-        .assert_ok();
+    with_refresh.pull_with_refresh(&image, "rig-refresh-token").assert_ok();
     assert_eq!(with_refresh.images(), vec![image.clone()]);
     assert_ne!(ctr.namespace(), with_refresh.namespace());
 
     // The isolated content store makes every namespace download the layer itself: three pulls, three
     // GETs of the blobs (what a token test relies on to see each client authenticate).
-    let config_gets = reg
-        .log()
-        .lines()
-        .filter(|l| l.contains("GET /v2/team/app/blobs/"))
-        .count();
-    assert!(
-        config_gets >= 3,
-        "only {config_gets} blob GETs:\n{}",
-        reg.log()
-    );
+    let config_gets = reg.log().lines().filter(|l| l.contains("GET /v2/team/app/blobs/")).count();
+    assert!(config_gets >= 3, "only {config_gets} blob GETs:\n{}", reg.log());
 }
 
 #[test]
@@ -223,12 +177,8 @@ fn rig_docker_cli_logs_in_without_a_daemon() {
 
     use base64::Engine as _;
     let config = docker.config_json();
-    let stored = config["auths"][reg.addr()]["auth"]
-        .as_str()
-        .unwrap_or_default();
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(stored)
-        .unwrap_or_default();
+    let stored = config["auths"][reg.addr()]["auth"].as_str().unwrap_or_default();
+    let decoded = base64::engine::general_purpose::STANDARD.decode(stored).unwrap_or_default();
     assert_eq!(
         decoded,
         format!("{USER}:{PASSWORD}").as_bytes(),
@@ -267,20 +217,12 @@ fn rig_registry_with_token_auth_challenges_and_refuses_anonymous_push() {
     );
     let r = http_get(reg.addr(), "/v2/team/app/manifests/1", &[]).unwrap();
     assert_eq!(r.status, 401);
-    assert!(
-        r.header("www-authenticate")
-            .is_some_and(|h| h.contains(r#"scope="repository:team/app:pull""#)),
-        "{r:?}"
-    );
+    assert!(r.header("www-authenticate").is_some_and(|h| h.contains(r#"scope="repository:team/app:pull""#)), "{r:?}");
 
     // A token the registry cannot parse is refused, and the log says why.
     let r = http_get(reg.addr(), "/v2/", &[("Authorization", "Bearer not-a-jwt")]).unwrap();
     assert_eq!(r.status, 401);
-    assert!(
-        reg.auth_errors().iter().any(|e| e == "malformed token"),
-        "{:?}",
-        reg.auth_errors()
-    );
+    assert!(reg.auth_errors().iter().any(|e| e == "malformed token"), "{:?}", reg.auth_errors());
 
     let tmp_img = tempfile::tempdir().unwrap();
     let layout = oci_image(tmp_img.path(), "refused");
@@ -293,9 +235,7 @@ fn rig_registry_with_token_auth_challenges_and_refuses_anonymous_push() {
 /// A registry that trusts a fake realm (real ES256 tokens, any scope for the right password).
 fn realm_and_registry() -> (FakeRealm, Registry) {
     let realm = FakeRealm::start(FakeRealmOptions::default());
-    let reg = Registry::start(RegistryOptions {
-        auth: Some(realm.token_auth()),
-    });
+    let reg = Registry::start(RegistryOptions { auth: Some(realm.token_auth()) });
     (realm, reg)
 }
 
@@ -313,9 +253,7 @@ fn rig_token_auth_skopeo_and_podman_authenticate_with_a_password() {
     let layout = oci_image(tmp.path(), "token-skopeo");
 
     let skopeo = Skopeo::new();
-    skopeo
-        .copy(&oci_src(&layout), &reg.docker_ref("team/app:1"), creds)
-        .assert_ok();
+    skopeo.copy(&oci_src(&layout), &reg.docker_ref("team/app:1"), creds).assert_ok();
     assert_eq!(skopeo.tags(&reg.docker_ref("team/app"), creds), ["1"]);
     let push = realm
         .requests()
@@ -331,16 +269,8 @@ fn rig_token_auth_skopeo_and_podman_authenticate_with_a_password() {
 
     // The realm refuses a wrong password; the client only says "unauthorized" or similar.
     let before = realm.requests().len();
-    skopeo
-        .inspect(&reg.docker_ref("team/app:1"), Some((&o.user, "wrong")))
-        .assert_failed();
-    assert!(
-        requests_since(&realm, before)
-            .iter()
-            .any(|r| r.status == 401),
-        "{:?}",
-        realm.requests()
-    );
+    skopeo.inspect(&reg.docker_ref("team/app:1"), Some((&o.user, "wrong"))).assert_failed();
+    assert!(requests_since(&realm, before).iter().any(|r| r.status == 401), "{:?}", realm.requests());
 }
 
 #[test]
@@ -349,29 +279,17 @@ fn rig_token_auth_docker_login_identity_token_works_for_skopeo_and_ctr() {
     let o = realm.options().clone();
     let tmp = tempfile::tempdir().unwrap();
     let layout = oci_image(tmp.path(), "token-docker");
-    Skopeo::new()
-        .copy(
-            &oci_src(&layout),
-            &reg.docker_ref("team/app:1"),
-            Some((&o.user, &o.password)),
-        )
-        .assert_ok();
+    Skopeo::new().copy(&oci_src(&layout), &reg.docker_ref("team/app:1"), Some((&o.user, &o.password))).assert_ok();
 
     // docker login (no daemon) stores the realm's refresh token as `identitytoken`, not the password.
     let before = realm.requests().len();
     let docker = DockerCli::new();
     docker.login(reg.addr(), &o.user, &o.password).assert_ok();
     let entry = docker.config_json()["auths"][reg.addr()].clone();
-    assert_eq!(
-        entry["identitytoken"].as_str(),
-        Some(o.refresh_token.as_str()),
-        "{entry:#}"
-    );
+    assert_eq!(entry["identitytoken"].as_str(), Some(o.refresh_token.as_str()), "{entry:#}");
     let login = requests_since(&realm, before);
     assert!(
-        login
-            .iter()
-            .any(|r| r.grant() == "basic" && r.param("offline_token") == Some("true")),
+        login.iter().any(|r| r.grant() == "basic" && r.param("offline_token") == Some("true")),
         "docker login asks for a refresh token with offline_token=true: {login:#?}"
     );
 
@@ -384,43 +302,23 @@ fn rig_token_auth_docker_login_identity_token_works_for_skopeo_and_ctr() {
 
     // skopeo with an auth file holding only that token: OAuth2 refresh grant.
     let authfile = tmp.path().join("auth.json");
-    std::fs::write(
-        &authfile,
-        auth_json_identity_token(reg.addr(), &o.user, &o.refresh_token),
-    )
-    .unwrap();
+    std::fs::write(&authfile, auth_json_identity_token(reg.addr(), &o.user, &o.refresh_token)).unwrap();
     let before = realm.requests().len();
     let out = Skopeo::with_authfile(&authfile).inspect(&reg.docker_ref("team/app:1"), None);
     let used = requests_since(&realm, before);
     assert!(out.ok, "{out}\n{used:#?}");
-    assert!(
-        used.iter()
-            .any(|r| r.method == "POST" && r.grant() == "refresh_token" && r.status == 200),
-        "{used:#?}"
-    );
+    assert!(used.iter().any(|r| r.method == "POST" && r.grant() == "refresh_token" && r.status == 200), "{used:#?}");
 
     // ctr: --refresh sends the refresh grant, --user the password grant (both POST).
     let image = reg.reference("team/app:1");
     let before = realm.requests().len();
-    Ctr::new()
-        .pull_with_refresh(&image, &o.refresh_token)
-        .assert_ok();
+    Ctr::new().pull_with_refresh(&image, &o.refresh_token).assert_ok();
     let used = requests_since(&realm, before);
-    assert!(
-        used.iter()
-            .all(|r| r.method == "POST" && r.grant() == "refresh_token"),
-        "{used:#?}"
-    );
+    assert!(used.iter().all(|r| r.method == "POST" && r.grant() == "refresh_token"), "{used:#?}");
     let before = realm.requests().len();
-    Ctr::new()
-        .pull(&image, Some((&o.user, &o.password)))
-        .assert_ok();
+    Ctr::new().pull(&image, Some((&o.user, &o.password))).assert_ok();
     let used = requests_since(&realm, before);
-    assert!(
-        used.iter()
-            .all(|r| r.method == "POST" && r.grant() == "password"),
-        "{used:#?}"
-    );
+    assert!(used.iter().all(|r| r.method == "POST" && r.grant() == "password"), "{used:#?}");
 }
 
 #[test]
@@ -429,11 +327,7 @@ fn rig_registry_2_8_refuses_token_auth_without_rootcertbundle() {
     let tmp = tempfile::tempdir().unwrap();
     let jwks = tmp.path().join("jwks.json");
     std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
-    let auth = TokenAuth {
-        rootcertbundle: None,
-        jwks: Some(jwks),
-        ..token_auth(tmp.path())
-    };
+    let auth = TokenAuth { rootcertbundle: None, jwks: Some(jwks), ..token_auth(tmp.path()) };
     // Panics in `start` with the registry's log, which names the missing option.
     let _reg = Registry::start(RegistryOptions { auth: Some(auth) });
 }
@@ -469,17 +363,8 @@ fn rig_parallel_registries_get_distinct_ports() {
 #[test]
 fn rig_versions_reports_every_tool() {
     let versions = rig::versions();
-    for tool in [
-        "docker-registry",
-        "skopeo",
-        "podman",
-        "ctr",
-        "containerd",
-        "docker",
-    ] {
-        let v = versions
-            .get(tool)
-            .unwrap_or_else(|| panic!("{tool} missing"));
+    for tool in ["docker-registry", "skopeo", "podman", "ctr", "containerd", "docker"] {
+        let v = versions.get(tool).unwrap_or_else(|| panic!("{tool} missing"));
         assert!(v.starts_with(|c: char| c.is_ascii_digit()), "{tool}: {v:?}");
     }
     // The client matrix, visible with --nocapture.
@@ -495,8 +380,5 @@ fn rig_run_times_out_and_redacts_secrets() {
     assert!(out.elapsed < Duration::from_secs(10), "{out}");
     let shown = out.to_string();
     assert!(!shown.contains("rig-secret-xyz"), "{shown}");
-    assert!(
-        shown.contains("token=***") && shown.contains("KILLED"),
-        "{shown}"
-    );
+    assert!(shown.contains("token=***") && shown.contains("KILLED"), "{shown}");
 }

@@ -78,8 +78,7 @@ fn start_daemon() -> Result<Daemon, String> {
     let address = dir.join("c.sock");
     let log = dir.join("containerd.log");
     let config = dir.join("config.toml");
-    std::fs::write(&config, config_toml(&dir, &address))
-        .map_err(|e| format!("write {}: {e}", config.display()))?;
+    std::fs::write(&config, config_toml(&dir, &address)).map_err(|e| format!("write {}: {e}", config.display()))?;
 
     let (tx, rx) = mpsc::channel();
     let log_file = std::fs::File::create(&log).map_err(|e| e.to_string())?;
@@ -129,12 +128,7 @@ fn start_daemon() -> Result<Daemon, String> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(Daemon {
-        dir,
-        address,
-        log,
-        exited: Mutex::new(None),
-    })
+    Ok(Daemon { dir, address, log, exited: Mutex::new(None) })
 }
 
 fn config_toml(dir: &Path, address: &Path) -> String {
@@ -189,10 +183,7 @@ impl Ctr {
     pub fn new() -> Ctr {
         let bin = require("ctr", "containerd");
         daemon();
-        Ctr {
-            bin,
-            namespace: super::unique("rig"),
-        }
+        Ctr { bin, namespace: super::unique("rig") }
     }
 
     /// The containerd namespace this handle uses.
@@ -221,9 +212,7 @@ impl Ctr {
     }
 
     fn pull_flags() -> Vec<String> {
-        ["--plain-http", "--snapshotter", "native"]
-            .map(String::from)
-            .to_vec()
+        ["--plain-http", "--snapshotter", "native"].map(String::from).to_vec()
     }
 
     /// The image names in this handle's namespace (`ctr images ls -q`).
@@ -249,11 +238,7 @@ impl Ctr {
             panic!("{why}\n--- containerd log ---\n{}", Ctr::daemon_log());
         }
         let mut cmd = command(&self.bin);
-        cmd.arg("--address")
-            .arg(&d.address)
-            .arg("--namespace")
-            .arg(&self.namespace)
-            .args(args);
+        cmd.arg("--address").arg(&d.address).arg("--namespace").arg(&self.namespace).args(args);
         run(cmd, None, secrets, DEFAULT_TIMEOUT)
     }
 

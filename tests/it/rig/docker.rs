@@ -15,9 +15,7 @@
 //!   (`docker-credential-pass`/`-secretservice`) that happens to be installed; otherwise the secret would
 //!   go to the helper and `config.json` would hold no `auth`/`identitytoken` to assert on.
 
-use super::{
-    command, require, run, tempdir, version_line, version_number, Output, DEFAULT_TIMEOUT,
-};
+use super::{command, require, run, tempdir, version_line, version_number, Output, DEFAULT_TIMEOUT};
 use std::path::PathBuf;
 
 /// A docker CLI with its own config dir, removed on drop.
@@ -33,11 +31,8 @@ impl DockerCli {
         for sub in ["config", "home"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("create docker dirs");
         }
-        std::fs::write(
-            dir.path().join("config/config.json"),
-            r#"{"auths":{},"credsStore":""}"#,
-        )
-        .expect("write docker config.json");
+        std::fs::write(dir.path().join("config/config.json"), r#"{"auths":{},"credsStore":""}"#)
+            .expect("write docker config.json");
         DockerCli { bin, dir }
     }
 
@@ -50,10 +45,8 @@ impl DockerCli {
     /// the refresh token tollgate issued.
     pub fn config_json(&self) -> serde_json::Value {
         let path = self.config_dir().join("config.json");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
     }
 
     /// `docker login -u USER --password-stdin HOST`.
@@ -75,10 +68,7 @@ impl DockerCli {
         let mut cmd = command(&self.bin);
         cmd.env("DOCKER_CONFIG", self.config_dir())
             .env("HOME", d.join("home"))
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}", d.join("no-daemon.sock").display()),
-            )
+            .env("DOCKER_HOST", format!("unix://{}", d.join("no-daemon.sock").display()))
             // Keep the output to what the command says: no "What's next" hints, no telemetry.
             .env("DOCKER_CLI_HINTS", "false")
             .env("DOCKER_CLI_OTEL_EXPORTER_OTLP_ENDPOINT", "")

@@ -131,8 +131,7 @@ impl Output {
     /// Parses stdout as JSON, panicking with the whole output if it is not.
     #[track_caller]
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
     }
 }
 
@@ -157,11 +156,8 @@ pub fn require(bin: &str, package: &str) -> PathBuf {
     let found = if bin.contains('/') {
         Some(PathBuf::from(bin)).filter(|p| is_executable(p))
     } else {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join(bin))
-                .find(|p| is_executable(p))
-        })
+        std::env::var_os("PATH")
+            .and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join(bin)).find(|p| is_executable(p)))
     };
     found.unwrap_or_else(|| {
         panic!(
@@ -174,9 +170,7 @@ pub fn require(bin: &str, package: &str) -> PathBuf {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// A `Command` whose process receives SIGKILL when the thread that spawned it exits.
@@ -209,20 +203,12 @@ pub fn command(program: impl AsRef<OsStr>) -> Command {
     ] {
         cmd.env_remove(var);
     }
-    cmd.env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost");
+    cmd.env("NO_PROXY", "127.0.0.1,localhost").env("no_proxy", "127.0.0.1,localhost");
     let parent = std::process::id() as libc::pid_t;
     // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may have died between fork and prctl; then no signal would ever come.
@@ -281,15 +267,9 @@ pub fn run(mut cmd: Command, stdin: Option<&[u8]>, secrets: &[&str], timeout: Du
     let mut err = tempfile::tempfile().expect("create temp file for stderr");
     cmd.stdout(out.try_clone().expect("dup stdout file"))
         .stderr(err.try_clone().expect("dup stderr file"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        });
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() });
     let start = Instant::now();
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot spawn `{rendered}`: {e}"));
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot spawn `{rendered}`: {e}"));
     if let Some(input) = stdin {
         let mut pipe = child.stdin.take().expect("stdin was piped");
         // A tool that exits early closes its stdin; that shows up in its output, not here.
@@ -340,11 +320,7 @@ fn version_line(bin: &Path, args: &[&str]) -> String {
     cmd.args(args);
     let out = run(cmd, None, &[], Duration::from_secs(30));
     out.assert_ok();
-    let text = if out.stdout.trim().is_empty() {
-        &out.stderr
-    } else {
-        &out.stdout
-    };
+    let text = if out.stdout.trim().is_empty() { &out.stderr } else { &out.stdout };
     text.lines().next().unwrap_or_default().trim().to_string()
 }
 
@@ -375,11 +351,7 @@ pub fn versions() -> BTreeMap<&'static str, String> {
 pub fn unique(prefix: &str) -> String {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    format!(
-        "{prefix}{}x{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
+    format!("{prefix}{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Every rig temp dir is named `tollgate-rig-{what}-{pid}[-{random}]` in the system temp dir.

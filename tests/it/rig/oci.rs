@@ -58,21 +58,12 @@ pub fn oci_image(dir: &Path, marker: &str) -> PathBuf {
     let root = dir.join(format!("oci-{}", &hex[..16]));
     let blobs = root.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).expect("create OCI layout dirs");
-    for (digest, bytes) in [
-        (&layer_digest, &layer),
-        (&config_digest, &config),
-        (&manifest_digest, &manifest),
-    ] {
-        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes)
-            .expect("write blob");
+    for (digest, bytes) in [(&layer_digest, &layer), (&config_digest, &config), (&manifest_digest, &manifest)] {
+        std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes).expect("write blob");
     }
-    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#)
-        .expect("write oci-layout");
-    std::fs::write(
-        root.join("index.json"),
-        serde_json::to_vec(&index).expect("serialize index"),
-    )
-    .expect("write index.json");
+    std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("write oci-layout");
+    std::fs::write(root.join("index.json"), serde_json::to_vec(&index).expect("serialize index"))
+        .expect("write index.json");
     root
 }
 
@@ -81,10 +72,7 @@ pub fn manifest_digest(layout: &Path) -> String {
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("read index.json"))
             .expect("index.json is JSON");
-    index["manifests"][0]["digest"]
-        .as_str()
-        .expect("index.json has a manifest digest")
-        .to_string()
+    index["manifests"][0]["digest"].as_str().expect("index.json has a manifest digest").to_string()
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -99,19 +87,14 @@ pub fn sha256(bytes: &[u8]) -> String {
 fn tar_one_file(name: &str, content: &[u8]) -> Vec<u8> {
     assert!(name.len() < 100, "tar name must fit the 100-byte field");
     let mut h = [0u8; 512];
-    let put =
-        |h: &mut [u8; 512], at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
+    let put = |h: &mut [u8; 512], at: usize, bytes: &[u8]| h[at..at + bytes.len()].copy_from_slice(bytes);
     put(&mut h, 0, name.as_bytes()); // name
     put(&mut h, 100, b"0000644\0"); // mode
     put(&mut h, 108, b"0000000\0"); // uid
     put(&mut h, 116, b"0000000\0"); // gid
     put(&mut h, 124, format!("{:011o}\0", content.len()).as_bytes()); // size
                                                                       // A fixed mtime keeps the digest a function of the marker alone.
-    put(
-        &mut h,
-        136,
-        format!("{:011o}\0", 1_700_000_000u64).as_bytes(),
-    ); // mtime
+    put(&mut h, 136, format!("{:011o}\0", 1_700_000_000u64).as_bytes()); // mtime
     put(&mut h, 148, b"        "); // checksum: computed over the header with this field as spaces
     h[156] = b'0'; // typeflag: regular file
     put(&mut h, 257, b"ustar\0"); // magic

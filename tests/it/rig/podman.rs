@@ -7,8 +7,7 @@
 //! private `--root`/`--runroot`/`--tmpdir` so parallel tests never share storage or locks.
 
 use super::{
-    command, require, run, tempdir, version_line, version_number, write_containers_config, Output,
-    DEFAULT_TIMEOUT,
+    command, require, run, tempdir, version_line, version_number, write_containers_config, Output, DEFAULT_TIMEOUT,
 };
 use std::path::{Path, PathBuf};
 
@@ -54,15 +53,7 @@ impl Podman {
         )
         .expect("write containers.conf");
         let authfile = d.join("auth.json");
-        Podman {
-            bin,
-            dir,
-            authfile,
-            policy,
-            registries_conf,
-            storage_conf,
-            containers_conf,
-        }
+        Podman { bin, dir, authfile, policy, registries_conf, storage_conf, containers_conf }
     }
 
     /// The `auth.json` that `login` writes and every other call reads.
@@ -97,16 +88,7 @@ impl Podman {
 
     /// `podman logout HOST`.
     pub fn logout(&self, host: &str) -> Output {
-        self.run(
-            &[
-                "logout",
-                "--authfile",
-                &self.authfile.to_string_lossy(),
-                host,
-            ],
-            None,
-            &[],
-        )
+        self.run(&["logout", "--authfile", &self.authfile.to_string_lossy(), host], None, &[])
     }
 
     /// `podman pull IMAGE` (a reference such as `127.0.0.1:PORT/team/app:1`, no transport prefix).
@@ -170,14 +152,7 @@ impl Podman {
             .arg(d.join("runroot"))
             .arg("--tmpdir")
             .arg(d.join("tmp"))
-            .args([
-                "--storage-driver",
-                "vfs",
-                "--cgroup-manager",
-                "cgroupfs",
-                "--events-backend",
-                "file",
-            ])
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"])
             .args(args);
         run(cmd, stdin, secrets, DEFAULT_TIMEOUT)
     }

@@ -40,29 +40,20 @@ pub struct RealmRequest {
 impl RealmRequest {
     /// The first parameter called `name`.
     pub fn param(&self, name: &str) -> Option<&str> {
-        self.params
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        self.params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
     }
 
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers
-            .iter()
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
     }
 
     /// `grant_type` for POSTs, `"basic"` for a GET with Basic credentials, `"anonymous"` otherwise.
     pub fn grant(&self) -> &str {
         if let Some(g) = self.param("grant_type") {
             g
-        } else if self
-            .header("authorization")
-            .is_some_and(|a| a.starts_with("Basic "))
-        {
+        } else if self.header("authorization").is_some_and(|a| a.starts_with("Basic ")) {
             "basic"
         } else {
             "anonymous"
@@ -117,12 +108,8 @@ impl FakeRealm {
         let (key_pem, bundle) = self_signed_p256(dir.path());
         let pkcs8 = pem_der(&std::fs::read_to_string(&key_pem).expect("read key"));
         let cert_der = pem_der(&std::fs::read_to_string(&bundle).expect("read cert"));
-        let key = EcdsaKeyPair::from_pkcs8(
-            &ECDSA_P256_SHA256_FIXED_SIGNING,
-            &pkcs8,
-            &SystemRandom::new(),
-        )
-        .expect("openssl wrote a PKCS#8 P-256 key");
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &pkcs8, &SystemRandom::new())
+            .expect("openssl wrote a PKCS#8 P-256 key");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind realm");
         let addr = listener.local_addr().expect("realm addr").to_string();
         let shared = Arc::new(Shared {
@@ -149,13 +136,7 @@ impl FakeRealm {
                 }
             })
             .expect("spawn realm thread");
-        FakeRealm {
-            addr,
-            shared,
-            bundle,
-            thread: Some(thread),
-            _dir: dir,
-        }
+        FakeRealm { addr, shared, bundle, thread: Some(thread), _dir: dir }
     }
 
     /// `http://127.0.0.1:PORT/token`.
@@ -180,11 +161,7 @@ impl FakeRealm {
 
     /// Every request received so far, oldest first.
     pub fn requests(&self) -> Vec<RealmRequest> {
-        self.shared
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.shared.requests.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -206,14 +183,7 @@ pub fn self_signed_p256(dir: &Path) -> (PathBuf, PathBuf) {
     let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
     let mut cmd = command(&openssl);
     cmd.args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args([
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=rig",
-            "-days",
-            "1",
-        ])
+        .args(["ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=rig", "-days", "1"])
         .arg("-keyout")
         .arg(&key)
         .arg("-out")
@@ -243,23 +213,12 @@ fn serve(s: &Shared, conn: TcpStream) {
         let params: Vec<(String, String)> = if method == "POST" {
             form_urlencoded::parse(&body).into_owned().collect()
         } else {
-            form_urlencoded::parse(query.as_bytes())
-                .into_owned()
-                .collect()
+            form_urlencoded::parse(query.as_bytes()).into_owned().collect()
         };
-        let mut req = RealmRequest {
-            method,
-            path: path.to_string(),
-            headers,
-            params,
-            status: 0,
-        };
+        let mut req = RealmRequest { method, path: path.to_string(), headers, params, status: 0 };
         let (status, body) = respond(s, &req);
         req.status = status;
-        s.requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(req);
+        s.requests.lock().unwrap_or_else(|p| p.into_inner()).push(req);
         let reason = if status == 200 { "OK" } else { "Unauthorized" };
         let resp = format!(
             "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n\
@@ -292,9 +251,7 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
             headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
         }
     }
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
+    let chunked = headers.iter().any(|(k, v)| k == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"));
     let body = if chunked {
         // skopeo/podman (containers/image) POST the OAuth2 form with `Transfer-Encoding: chunked`
         // and no Content-Length: a token server must accept that.
@@ -312,11 +269,8 @@ fn read_request(reader: &mut BufReader<TcpStream>) -> Option<Request> {
         }
         body
     } else {
-        let len: usize = headers
-            .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
+        let len: usize =
+            headers.iter().find(|(k, _)| k == "content-length").and_then(|(_, v)| v.parse().ok()).unwrap_or(0);
         let mut body = vec![0; len];
         reader.read_exact(&mut body).ok()?;
         body
@@ -332,17 +286,11 @@ fn respond(s: &Shared, req: &RealmRequest) -> (u16, String) {
         .and_then(|a| a.strip_prefix("Basic "))
         .and_then(|b| STANDARD.decode(b.trim()).ok())
         .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|up| {
-            up.split_once(':')
-                .map(|(u, p)| (u.to_string(), p.to_string()))
-        });
+        .and_then(|up| up.split_once(':').map(|(u, p)| (u.to_string(), p.to_string())));
     let password_ok = |u: &str, p: &str| u == o.user && p == o.password;
     let (subject, login) = match req.grant() {
         "password" => {
-            let ok = password_ok(
-                req.param("username").unwrap_or_default(),
-                req.param("password").unwrap_or_default(),
-            );
+            let ok = password_ok(req.param("username").unwrap_or_default(), req.param("password").unwrap_or_default());
             (ok.then(|| o.user.clone()), true)
         }
         "refresh_token" => {
@@ -356,11 +304,7 @@ fn respond(s: &Shared, req: &RealmRequest) -> (u16, String) {
         _ => (None, false),
     };
     let Some(subject) = subject else {
-        return (
-            401,
-            r#"{"errors":[{"code":"UNAUTHORIZED","message":"fake realm: bad credentials"}]}"#
-                .into(),
-        );
+        return (401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"fake realm: bad credentials"}]}"#.into());
     };
     // GET carries repeated `scope=` parameters; POST one space-separated `scope`.
     let access: Vec<serde_json::Value> = req
@@ -387,10 +331,7 @@ fn respond(s: &Shared, req: &RealmRequest) -> (u16, String) {
 }
 
 fn sign(s: &Shared, subject: &str, access: Vec<serde_json::Value>) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_secs();
     let header = serde_json::json!({
         "typ": "JWT", "alg": "ES256", "x5c": [STANDARD.encode(&s.cert_der)],
     });
@@ -400,14 +341,8 @@ fn sign(s: &Shared, subject: &str, access: Vec<serde_json::Value>) -> String {
         "jti": format!("rig-{}", s.jti.fetch_add(1, Ordering::Relaxed)),
         "access": access,
     });
-    let signing_input = format!(
-        "{}.{}",
-        URL_SAFE_NO_PAD.encode(header.to_string()),
-        URL_SAFE_NO_PAD.encode(claims.to_string())
-    );
-    let sig = s
-        .key
-        .sign(&SystemRandom::new(), signing_input.as_bytes())
-        .expect("ECDSA signing");
+    let signing_input =
+        format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+    let sig = s.key.sign(&SystemRandom::new(), signing_input.as_bytes()).expect("ECDSA signing");
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
 }

@@ -72,8 +72,7 @@ impl Registry {
         for attempt in 1..=10 {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
-            std::fs::write(&config_path, config_yaml(dir.path(), &addr, &opts))
-                .expect("write registry config");
+            std::fs::write(&config_path, config_yaml(dir.path(), &addr, &opts)).expect("write registry config");
             let log = std::fs::File::create(&log_path).expect("create registry log");
             let mut cmd = command(&bin);
             cmd.arg("serve")
@@ -81,9 +80,7 @@ impl Registry {
                 .stdin(Stdio::null())
                 .stdout(log.try_clone().expect("dup log file"))
                 .stderr(log);
-            let child = cmd
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+            let child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
             let mut reg = Registry {
                 child,
                 port,
@@ -217,21 +214,14 @@ impl Drop for Registry {
             let log = self.log();
             let lines: Vec<&str> = log.lines().collect();
             let tail = &lines[lines.len().saturating_sub(30)..];
-            eprintln!(
-                "--- last lines of registry {} log ---\n{}",
-                self.addr,
-                tail.join("\n")
-            );
+            eprintln!("--- last lines of registry {} log ---\n{}", self.addr, tail.join("\n"));
         }
     }
 }
 
 /// Asks the kernel for a free loopback port and releases it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
 }
 
 /// A YAML string literal. JSON string syntax is valid YAML double-quoted syntax, so paths and URLs
@@ -259,10 +249,7 @@ fn config_yaml(dir: &Path, addr: &str, opts: &RegistryOptions) -> String {
             q(&a.issuer)
         ));
         if let Some(p) = &a.rootcertbundle {
-            y.push_str(&format!(
-                "    rootcertbundle: {}\n",
-                q(&p.to_string_lossy())
-            ));
+            y.push_str(&format!("    rootcertbundle: {}\n", q(&p.to_string_lossy())));
         }
         if let Some(p) = &a.jwks {
             y.push_str(&format!("    jwks: {}\n", q(&p.to_string_lossy())));

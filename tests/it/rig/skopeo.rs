@@ -6,8 +6,7 @@
 //! nothing from the host (or from another test) leaks into a call.
 
 use super::{
-    command, require, run, tempdir, version_line, version_number, write_containers_config, Output,
-    DEFAULT_TIMEOUT,
+    command, require, run, tempdir, version_line, version_number, write_containers_config, Output, DEFAULT_TIMEOUT,
 };
 use std::path::{Path, PathBuf};
 
@@ -31,13 +30,7 @@ impl Skopeo {
             std::fs::create_dir_all(dir.path().join(sub)).expect("create skopeo dirs");
         }
         let authfile = dir.path().join("auth.json");
-        Skopeo {
-            bin,
-            dir,
-            authfile,
-            policy,
-            registries_conf,
-        }
+        Skopeo { bin, dir, authfile, policy, registries_conf }
     }
 
     /// A skopeo that reads credentials from `authfile`, a containers/docker `auth.json` the test wrote
@@ -56,11 +49,8 @@ impl Skopeo {
     /// `skopeo copy SRC DEST`. `creds` go to whichever side is a `docker://` reference (both, when
     /// copying registry to registry). TLS verification is off: the rig's registries speak plain HTTP.
     pub fn copy(&self, src: &str, dest: &str, creds: Option<(&str, &str)>) -> Output {
-        let mut args: Vec<String> = vec![
-            "copy".into(),
-            "--src-tls-verify=false".into(),
-            "--dest-tls-verify=false".into(),
-        ];
+        let mut args: Vec<String> =
+            vec!["copy".into(), "--src-tls-verify=false".into(), "--dest-tls-verify=false".into()];
         if let Some((u, p)) = creds {
             if src.starts_with("docker://") {
                 args.extend(["--src-creds".into(), format!("{u}:{p}")]);
@@ -96,11 +86,7 @@ impl Skopeo {
         out.assert_ok();
         let mut tags: Vec<String> = out.json()["Tags"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|t| t.as_str().map(str::to_string))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
             .unwrap_or_default();
         tags.sort();
         tags
