@@ -8,6 +8,34 @@ fn image(dir: &std::path::Path, marker: &str) -> String {
     format!("oci:{}:latest", oci_image(dir, marker).display())
 }
 
+/// tollgate, a registry whose realm it is, and a scratch directory. Field order is drop order: the
+/// registry stops before tollgate.
+struct World {
+    reg: Registry,
+    tg: Running,
+    env: TestEnv,
+    tmp: tempfile::TempDir,
+}
+
+impl World {
+    fn new(opts: Opts) -> World {
+        let env = TestEnv::with(opts);
+        let tg = env.start();
+        let reg = env.registry(&tg);
+        World { reg, tg, env, tmp: tempfile::tempdir().unwrap() }
+    }
+
+    /// A fresh local image as an `oci:` reference.
+    fn image(&self, marker: &str) -> String {
+        image(self.tmp.path(), marker)
+    }
+
+    /// Push a fresh image to `repo_tag` as `user` with skopeo.
+    fn seed(&self, repo_tag: &str, user: (&str, &str)) {
+        Skopeo::new().copy(&self.image(repo_tag), &self.reg.docker_ref(repo_tag), Some(user)).assert_ok();
+    }
+}
+
 /// Fetch an access token from tollgate over HTTP, as a client would.
 fn token_for(tollgate: &Running, user: Option<(&str, &str)>, scope: &str) -> String {
     let path = format!("/token?service={SERVICE}&scope={}", enc(scope));
@@ -45,10 +73,8 @@ fn assert_refused(out: &Output, what: &str) {
 
 #[test]
 fn skopeo_push_pull_inspect_tags_delete_and_denials_through_registry_2_8() {
-    let env = TestEnv::new();
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
+    let w = World::new(Opts::default());
+    let World { reg, tmp, .. } = &w;
     let skopeo = Skopeo::new();
 
     skopeo.copy(&image(tmp.path(), "payments-1"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
@@ -83,19 +109,17 @@ fn skopeo_push_pull_inspect_tags_delete_and_denials_through_registry_2_8() {
     skopeo.copy(&image(tmp.path(), "public"), &reg.docker_ref("public/hello:1"), Some(ADMIN)).assert_ok();
     skopeo.inspect(&reg.docker_ref("public/hello:1"), None).assert_ok();
 
-    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
     assert!(reg.auth_errors().iter().any(|e| e == "insufficient scope"), "denials are the registry's, by scope");
 }
 
 #[test]
 fn catalog_only_through_its_rule() {
-    let env = TestEnv::new();
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
-    Skopeo::new().copy(&image(tmp.path(), "c"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
+    let w = World::new(Opts::default());
+    let World { reg, tg, .. } = &w;
+    w.seed("payments/api:1", ALICE);
     let catalog = |user| {
-        let token = token_for(&tg, user, "registry:catalog:*");
+        let token = token_for(tg, user, "registry:catalog:*");
         let auth = format!("Bearer {token}");
         http_get(reg.addr(), "/v2/_catalog", &[("Authorization", &auth)]).expect("registry answers")
     };
@@ -109,11 +133,9 @@ fn catalog_only_through_its_rule() {
 
 #[test]
 fn podman_login_push_pull_and_denied_push() {
-    let env = TestEnv::new();
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
-    Skopeo::new().copy(&image(tmp.path(), "base"), &reg.docker_ref("payments/base:1"), Some(ALICE)).assert_ok();
+    let w = World::new(Opts::default());
+    let World { reg, .. } = &w;
+    w.seed("payments/base:1", ALICE);
 
     let podman = Podman::new();
     podman.login(reg.addr(), ALICE.0, ALICE.1).assert_ok();
@@ -124,16 +146,14 @@ fn podman_login_push_pull_and_denied_push() {
     assert_denied(&podman.push(&reg.reference("web/app:2"), &reg.reference("web/app:2")), "podman pushing web/");
     let bad = Podman::new();
     assert_refused(&bad.login(reg.addr(), ALICE.0, "wrong"), "podman login with a wrong password");
-    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[test]
 fn docker_login_identity_token_is_used_by_skopeo_and_podman_through_the_refresh_grant() {
-    let env = TestEnv::new();
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
-    Skopeo::new().copy(&image(tmp.path(), "dl"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
+    let w = World::new(Opts::default());
+    let World { reg, env, tmp, .. } = &w;
+    w.seed("payments/api:1", ALICE);
 
     let docker = DockerCli::new();
     docker.login(reg.addr(), ALICE.0, ALICE.1).assert_ok();
@@ -166,16 +186,14 @@ fn docker_login_identity_token_is_used_by_skopeo_and_podman_through_the_refresh_
         })
         .unwrap();
     assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), None), "a revoked identity token");
-    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[test]
 fn containerd_pulls_with_password_grant_and_refresh_token() {
-    let env = TestEnv::new();
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
-    Skopeo::new().copy(&image(tmp.path(), "ctr"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
+    let w = World::new(Opts::default());
+    let World { reg, tg, .. } = &w;
+    w.seed("payments/api:1", ALICE);
 
     Ctr::new().pull(&reg.reference("payments/api:1"), Some(ALICE)).assert_ok();
     assert_refused(
@@ -191,15 +209,13 @@ fn containerd_pulls_with_password_grant_and_refresh_token() {
         serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["refresh_token"].as_str().unwrap().to_string()
     };
     Ctr::new().pull_with_refresh(&reg.reference("payments/api:1"), &refresh).assert_ok();
-    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[test]
 fn a_disabled_robot_stops_at_once_through_the_registry() {
-    let env = TestEnv::new();
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
+    let w = World::new(Opts::default());
+    let World { reg, env, tmp, .. } = &w;
     let skopeo = Skopeo::new();
     skopeo.copy(&image(tmp.path(), "robot"), &reg.docker_ref("payments/api:1"), Some(ROBOT)).assert_ok();
     assert_refused(&skopeo.delete(&reg.docker_ref("payments/api:1"), Some(ROBOT)), "a robot deleting");
@@ -212,27 +228,21 @@ fn a_disabled_robot_stops_at_once_through_the_registry() {
 #[test]
 fn kid_only_libtrust_and_rs256_x5c_tokens_are_verified_by_registry_2_8() {
     // kid only, libtrust form: the registry finds the key in its rootcertbundle by kid.
-    let env = TestEnv::with(Opts { header: "kid", ..Opts::default() });
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
-    let token = token_for(&tg, Some(ALICE), "repository:payments/api:pull");
-    let (header, _) = jwt_parts(&token);
+    let w = World::new(Opts { header: "kid", ..Opts::default() });
+    let (header, _) = jwt_parts(&token_for(&w.tg, Some(ALICE), "repository:payments/api:pull"));
     assert!(header.get("x5c").is_none(), "{header}");
-    Skopeo::new().copy(&image(tmp.path(), "kid"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
-    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    w.seed("payments/api:1", ALICE);
+    assert_eq!(token_rejections(&w.reg), Vec::<String>::new(), "the registry rejected a tollgate token");
 
     // RS256 with x5c.
     let keys = tempfile::tempdir().unwrap();
     let (key, crt) = crate::api::openssl_key(keys.path(), "rsa", true);
     let extra = format!("  keys:\n    - key_file: {}\n      cert_file: {}\n", key.display(), crt.display());
-    let env = TestEnv::with(Opts { extra_token_yaml: extra, ..Opts::default() });
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let (header, _) = jwt_parts(&token_for(&tg, Some(ALICE), "repository:payments/api:pull"));
+    let w = World::new(Opts { extra_token_yaml: extra, ..Opts::default() });
+    let (header, _) = jwt_parts(&token_for(&w.tg, Some(ALICE), "repository:payments/api:pull"));
     assert_eq!(header["alg"], "RS256");
-    Skopeo::new().copy(&image(tmp.path(), "rsa"), &reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
-    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    w.seed("payments/api:1", ALICE);
+    assert_eq!(token_rejections(&w.reg), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[test]
@@ -242,15 +252,7 @@ fn tokens_from_an_untrusted_key_are_refused_by_the_registry() {
     let trusted = TestEnv::new();
     let other = TestEnv::new();
     let tg = other.start();
-    let reg = crate::rig::Registry::start(crate::rig::RegistryOptions {
-        auth: Some(crate::rig::TokenAuth {
-            realm: tg.realm(),
-            service: SERVICE.into(),
-            issuer: ISSUER.into(),
-            rootcertbundle: Some(trusted.bundle()),
-            jwks: None,
-        }),
-    });
+    let reg = registry_trusting(&tg, trusted.bundle());
     let tmp = tempfile::tempdir().unwrap();
     assert_refused(
         &Skopeo::new().copy(&image(tmp.path(), "x"), &reg.docker_ref("payments/api:1"), Some(ALICE)),

@@ -102,15 +102,7 @@ impl TestEnv {
 
     /// A real registry 2.8 in token mode trusting this environment's keys, with its realm at `running`.
     pub fn registry(&self, running: &Running) -> crate::rig::Registry {
-        crate::rig::Registry::start(crate::rig::RegistryOptions {
-            auth: Some(crate::rig::TokenAuth {
-                realm: running.realm(),
-                service: SERVICE.into(),
-                issuer: ISSUER.into(),
-                rootcertbundle: Some(self.bundle()),
-                jwks: None,
-            }),
-        })
+        registry_trusting(running, self.bundle())
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -137,6 +129,19 @@ impl TestEnv {
         let addr = addr_rx.recv().expect("server thread started");
         Running { addr, stop: Some(stop_tx), thread: Some(thread) }
     }
+}
+
+/// A real registry 2.8 in token mode whose realm is `running` and which trusts the keys in `bundle`.
+pub fn registry_trusting(running: &Running, bundle: PathBuf) -> crate::rig::Registry {
+    crate::rig::Registry::start(crate::rig::RegistryOptions {
+        auth: Some(crate::rig::TokenAuth {
+            realm: running.realm(),
+            service: SERVICE.into(),
+            issuer: ISSUER.into(),
+            rootcertbundle: Some(bundle),
+            jwks: None,
+        }),
+    })
 }
 
 pub struct Running {
