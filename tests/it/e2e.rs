@@ -261,3 +261,37 @@ fn tokens_from_an_untrusted_key_are_refused_by_the_registry() {
     let rejections = token_rejections(&reg);
     assert!(!rejections.is_empty(), "the registry should log why it refused");
 }
+
+#[test]
+fn oversized_requests_over_a_real_socket_are_refused_and_the_server_keeps_serving() {
+    use std::io::{Read as _, Write as _};
+    let env = TestEnv::new();
+    let tg = env.start();
+    let send = |raw: Vec<u8>| {
+        let mut s = std::net::TcpStream::connect(tg.addr).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        let _ = s.write_all(&raw);
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let huge_header = format!(
+        "GET /token?service={SERVICE} HTTP/1.1\r\nHost: x\r\nX-Junk: {}\r\nConnection: close\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let reply = send(huge_header.into_bytes());
+    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 431") || reply.starts_with("HTTP/1.1 400"), "{reply:.200}");
+    let huge_uri = format!(
+        "GET /token?service={SERVICE}&scope={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        "a".repeat(1 << 20)
+    );
+    let reply = send(huge_uri.into_bytes());
+    assert!(reply.is_empty() || reply.starts_with("HTTP/1.1 4"), "{reply:.200}");
+    let body = "a".repeat(1 << 20);
+    let big_post = format!("POST /token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let reply = send(big_post.into_bytes());
+    assert!(reply.starts_with("HTTP/1.1 413"), "{reply:.200}");
+    // Still alive and answering.
+    let ok = http_get(&tg.addr.to_string(), "/healthz", &[]).expect("tollgate still answers");
+    assert_eq!(ok.status, 200);
+}
