@@ -105,6 +105,10 @@ impl Provider for CachedProvider {
         self.inner.recheck(username)
     }
 
+    fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+        self.inner.probe()
+    }
+
     fn generation(&self) -> u64 {
         self.inner.generation()
     }

@@ -122,6 +122,12 @@ pub trait Provider: Send + Sync {
     /// Re-read the account behind a refresh token: does it still exist, is it enabled, what are its groups now.
     fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>>;
 
+    /// Check that whatever the provider talks to can be reached, for `/readyz`. Must be cheap and bounded
+    /// in time. Default: nothing remote, always reachable.
+    fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// A number that changes whenever the provider's own data changes (an accounts file reloaded). Cached
     /// identities from an older generation are discarded, so a disabled robot stops working at once.
     fn generation(&self) -> u64 {
