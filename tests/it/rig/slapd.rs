@@ -11,7 +11,7 @@
 //! - people: alice, bob (in the groups below), carol (`employeeType: disabled`), and users whose names
 //!   need escaping: `dev,ops`, `a+b`, `back\slash`, `#hash`. Every password is `NAME-ldap-pw`
 //!   ([`Slapd::password`]).
-//! - groups: groupOfNames `team-payments` (alice), `team-web` (bob), `Developers` (alice, bob) and
+//! - groups: groupOfNames `team-payments` (alice, carol), `team-web` (bob), `Developers` (alice, bob) and
 //!   `engineering` (the group Developers: nested); groupOfUniqueNames `auditors` (bob); posixGroup
 //!   `release-managers` (memberUid bob). memberOf is maintained for groupOfNames.
 //! - a service account `cn=tollgate,ou=services,dc=example,dc=org`; anonymous users can read nothing.
@@ -222,7 +222,12 @@ fn content_ldif() -> String {
     }
     let alice = user_dn("alice");
     let bob = user_dn("bob");
-    s += &format!("dn: {}\nobjectClass: groupOfNames\ncn: team-payments\nmember: {alice}\n\n", group_dn("team-payments"));
+    // carol too: groupOfNames needs a member, and tests remove alice.
+    s += &format!(
+        "dn: {}\nobjectClass: groupOfNames\ncn: team-payments\nmember: {alice}\nmember: {}\n\n",
+        group_dn("team-payments"),
+        user_dn("carol")
+    );
     s += &format!("dn: {}\nobjectClass: groupOfNames\ncn: team-web\nmember: {bob}\n\n", group_dn("team-web"));
     s += &format!(
         "dn: {}\nobjectClass: groupOfNames\ncn: Developers\nmember: {alice}\nmember: {bob}\n\n",
