@@ -96,6 +96,7 @@ struct RawRefresh {
 /// One identity provider.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // read once at start-up; a Box would only add noise to every match
 pub enum ProviderConfig {
     Static(StaticProviderConfig),
     Ldap(crate::identity::ldap::LdapConfig),

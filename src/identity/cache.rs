@@ -366,7 +366,10 @@ mod tests {
         assert!(matches!(cached.recheck("alice").await.unwrap(), Recheck::Current(_)));
         assert_eq!(cached.stats.stale_served.load(Ordering::SeqCst), 2);
         let wrong = SecretString::from("wrong".to_string());
-        assert!(cached.authenticate("alice", &wrong).await.is_err(), "a stale entry never vouches for another password");
+        assert!(
+            cached.authenticate("alice", &wrong).await.is_err(),
+            "a stale entry never vouches for another password"
+        );
         tokio::time::sleep(Duration::from_millis(700)).await;
         assert!(cached.authenticate("alice", &right).await.is_err(), "past ttl + serve_stale_for: unavailable");
         assert!(cached.recheck("alice").await.is_err());

@@ -37,7 +37,13 @@ pub struct Opts {
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { kid_format: "libtrust", header: "x5c", extra_token_yaml: String::new(), policy_yaml: None, providers_yaml: None }
+        Opts {
+            kid_format: "libtrust",
+            header: "x5c",
+            extra_token_yaml: String::new(),
+            policy_yaml: None,
+            providers_yaml: None,
+        }
     }
 }
 

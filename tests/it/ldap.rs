@@ -30,7 +30,9 @@ enum Mode {
 /// One `type: ldap` provider entry (list item, indented for `providers:`).
 fn provider_entry(name: &str, slapd: &Slapd, mode: Mode, extra: &str) -> String {
     let conn = match mode {
-        Mode::StartTlsMemberOf => format!("url: {}\n    starttls: true\n    ca_file: {}", slapd.ldap_url(), slapd.ca_file().display()),
+        Mode::StartTlsMemberOf => {
+            format!("url: {}\n    starttls: true\n    ca_file: {}", slapd.ldap_url(), slapd.ca_file().display())
+        }
         Mode::LdapsGroupSearch => format!("url: {}\n    ca_file: {}", slapd.ldaps_url(), slapd.ca_file().display()),
         Mode::DirectBind => format!("url: {}", slapd.ldap_url()),
     };
@@ -94,8 +96,11 @@ async fn granted(state: &Arc<AppState>, user: (&str, &str), scope: &str) -> (u16
 }
 
 async fn refresh_token(state: &Arc<AppState>, user: (&str, &str)) -> String {
-    let r = call(state, get(&format!("service={SERVICE}&offline_token=true&client_id=docker"), Some(&basic(user.0, user.1))))
-        .await;
+    let r = call(
+        state,
+        get(&format!("service={SERVICE}&offline_token=true&client_id=docker"), Some(&basic(user.0, user.1))),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     r.json()["refresh_token"].as_str().expect("refresh token").to_string()
 }
@@ -201,7 +206,8 @@ async fn a_server_certificate_from_another_ca_is_refused() {
         let err = p.authenticate("alice", &pw(&Slapd::password("alice"))).await.expect_err("must not connect");
         assert!(err.message.to_lowercase().contains("certificate"), "{}", err.message);
         let env = env_with(
-            &provider_entry("corp", &slapd, mode, "").replace(&format!("    ca_file: {}\n", slapd.ca_file().display()), ""),
+            &provider_entry("corp", &slapd, mode, "")
+                .replace(&format!("    ca_file: {}\n", slapd.ca_file().display()), ""),
             "  ttl: 5m\n",
         );
         let (status, _) = granted(&env.state(), (&user("alice").0, &user("alice").1), PUSH_PAYMENTS).await;
@@ -333,7 +339,10 @@ async fn refresh_tokens_of_deleted_or_disabled_users_are_refused_once_the_cache_
     assert_eq!(refresh(&state, &bob, PUSH_PAYMENTS).await.0, 200);
     assert_eq!(Slapd::ops_between(before, slapd.op_counts()), (0, 0));
     slapd.delete_user("alice");
-    slapd.ldapmodify(&format!("dn: {}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n", user_dn("bob")));
+    slapd.ldapmodify(&format!(
+        "dn: {}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n",
+        user_dn("bob")
+    ));
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(refresh(&state, &alice, PUSH_PAYMENTS).await.0, 401, "deleted user");
     assert_eq!(refresh(&state, &bob, PUSH_PAYMENTS).await.0, 401, "disabled user");
@@ -349,8 +358,11 @@ async fn slapd_stopped_gives_503_and_a_restart_recovers_without_restarting_tollg
         assert_eq!(granted(&state, alice, PUSH_PAYMENTS).await.0, 200);
         slapd.stop();
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let r = call(&state, get(&format!("service={SERVICE}&scope={}", enc(PUSH_PAYMENTS)), Some(&basic(alice.0, alice.1))))
-            .await;
+        let r = call(
+            &state,
+            get(&format!("service={SERVICE}&scope={}", enc(PUSH_PAYMENTS)), Some(&basic(alice.0, alice.1))),
+        )
+        .await;
         assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
         assert!(r.headers.contains_key("retry-after"));
         let probe = LdapProvider::new(&config(&slapd, mode, "")).expect("provider");
@@ -383,9 +395,8 @@ async fn slapd_stopped_serves_the_stale_identity_where_configured() {
 async fn a_directory_that_never_answers_times_out() {
     let silent = Silent::start();
     for url in [format!("ldap://{}", silent.addr), format!("ldaps://{}", silent.addr)] {
-        let text = format!(
-            "{{name: slow, url: '{url}', user_base_dn: '{PEOPLE}', connect_timeout: 500ms, timeout: 500ms}}"
-        );
+        let text =
+            format!("{{name: slow, url: '{url}', user_base_dn: '{PEOPLE}', connect_timeout: 500ms, timeout: 500ms}}");
         let cfg: LdapConfig = serde_norway::from_str(&text).expect("config");
         let p = LdapProvider::new(&cfg).expect("provider");
         let started = Instant::now();

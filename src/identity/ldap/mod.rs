@@ -290,7 +290,8 @@ impl LdapProvider {
         let op_timeout = parse_duration(cfg.timeout.as_deref()).and_then(Result::ok).unwrap_or(DEFAULT_TIMEOUT);
         let mut settings = LdapConnSettings::new().set_conn_timeout(connect_timeout).set_starttls(cfg.starttls);
         if needs_tls {
-            settings = settings.set_config(pool::tls_config(cfg.ca_file.as_deref()).map_err(|e| vec![format!("{at}: {e}")])?);
+            settings =
+                settings.set_config(pool::tls_config(cfg.ca_file.as_deref()).map_err(|e| vec![format!("{at}: {e}")])?);
         }
         let counters = Arc::new(OpCounters::default());
         let connector = Arc::new(Connector {
@@ -463,7 +464,8 @@ impl LdapProvider {
             // Direct bind: read the user's own entry as the user (no service account needed).
             self.binds.connector().count("search");
             let filter = self.enabled_only("(objectClass=*)".into());
-            let res = conn.ldap.with_timeout(self.op_timeout()).search(dn, Scope::Base, &filter, self.user_attrs()).await;
+            let res =
+                conn.ldap.with_timeout(self.op_timeout()).search(dn, Scope::Base, &filter, self.user_attrs()).await;
             let res = res?;
             self.binds.put(conn);
             if res.1.rc != 0 && res.1.rc != 32 {
@@ -491,7 +493,8 @@ impl LdapProvider {
                 }
             }
             GroupSource::Search => {
-                let filter = fill(&self.group_filter, &[("dn", &user.dn), ("username", &user.username)], Escape::Filter);
+                let filter =
+                    fill(&self.group_filter, &[("dn", &user.dn), ("username", &user.username)], Escape::Filter);
                 found.extend(self.search_groups(&filter).await?);
             }
         }
@@ -694,7 +697,8 @@ mod tests {
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }
-        let errors = errors_of("{name: x, url: 'ldaps://x', starttls: true, user_dn_template: 'uid=x,dc=y', bind_dn: d}");
+        let errors =
+            errors_of("{name: x, url: 'ldaps://x', starttls: true, user_dn_template: 'uid=x,dc=y', bind_dn: d}");
         let all = errors.join("\n");
         assert!(all.contains("providers[1].starttls: cannot be combined with an ldaps:// url"), "{all}");
         assert!(all.contains("providers[1].user_dn_template: \"uid=x,dc=y\" must contain {username}"), "{all}");
@@ -726,5 +730,31 @@ mod tests {
         let err = p.authenticate("alice", &SecretString::from("pw".to_string())).await.unwrap_err();
         assert_eq!(err.provider, "x");
         assert!(p.probe().await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use crate::config::ProviderConfig;
+
+    /// The shipped examples parse and validate, so the README never points at a broken file.
+    #[test]
+    fn the_example_provider_files_are_valid() {
+        for (file, text) in [
+            ("providers/openldap.yaml", include_str!("../../../providers/openldap.yaml")),
+            ("providers/active-directory.yaml", include_str!("../../../providers/active-directory.yaml")),
+        ] {
+            #[derive(serde::Deserialize)]
+            struct File {
+                providers: Vec<ProviderConfig>,
+            }
+            let parsed: File = serde_norway::from_str(text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            for p in parsed.providers {
+                let ProviderConfig::Ldap(mut cfg) = p else { panic!("{file}: not an ldap provider") };
+                let mut errors = Vec::new();
+                super::validate_config(&mut cfg, file, std::path::Path::new("/etc/tollgate"), &mut errors);
+                assert_eq!(errors, Vec::<String>::new(), "{file}");
+            }
+        }
     }
 }

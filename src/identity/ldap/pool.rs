@@ -117,10 +117,7 @@ impl Connector {
 /// True for errors that mean the connection itself is broken (as opposed to the server answering with an
 /// error code): only these are worth a retry on a fresh connection.
 pub fn is_connection_error(e: &LdapError) -> bool {
-    matches!(
-        e,
-        LdapError::Io { .. } | LdapError::OpSend { .. } | LdapError::ResultRecv { .. } | LdapError::EndOfStream
-    )
+    matches!(e, LdapError::Io { .. } | LdapError::OpSend { .. } | LdapError::ResultRecv { .. } | LdapError::EndOfStream)
 }
 
 /// A pool of connections, optionally bound as the service account when opened.

@@ -148,7 +148,8 @@ mod tests {
 
     #[test]
     fn inserted_text_is_never_scanned_for_placeholders() {
-        let out = fill("(|(member={dn})(memberUid={username}))", &[("dn", "{username}"), ("username", "u")], Escape::Filter);
+        let out =
+            fill("(|(member={dn})(memberUid={username}))", &[("dn", "{username}"), ("username", "u")], Escape::Filter);
         assert_eq!(out, "(|(member={username})(memberUid=u))");
         assert_eq!(fill("(x={unknown})", &[("username", "u")], Escape::Filter), "(x={unknown})");
         assert_eq!(placeholders("(&(a={username})(b={dn}))"), vec!["username", "dn"]);

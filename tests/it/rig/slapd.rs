@@ -238,7 +238,10 @@ fn content_ldif() -> String {
         group_dn("engineering"),
         group_dn("Developers")
     );
-    s += &format!("dn: {}\nobjectClass: groupOfUniqueNames\ncn: auditors\nuniqueMember: {bob}\n\n", group_dn("auditors"));
+    s += &format!(
+        "dn: {}\nobjectClass: groupOfUniqueNames\ncn: auditors\nuniqueMember: {bob}\n\n",
+        group_dn("auditors")
+    );
     s += &format!(
         "dn: {}\nobjectClass: posixGroup\ncn: release-managers\ngidNumber: 5001\nmemberUid: bob\n\n",
         group_dn("release-managers")
@@ -401,8 +404,14 @@ impl Slapd {
     /// between plus exactly one bind and one search ([`Slapd::ops_between`] subtracts them).
     pub fn op_counts(&self) -> (u64, u64) {
         let mut cmd = command("ldapsearch");
-        cmd.args(["-x", "-LLL", "-H", &self.ldap_url(), "-D", ADMIN_DN, "-w", ADMIN_PW])
-            .args(["-b", "cn=Operations,cn=Monitor", "-s", "one", "(objectClass=*)", "monitorOpCompleted"]);
+        cmd.args(["-x", "-LLL", "-H", &self.ldap_url(), "-D", ADMIN_DN, "-w", ADMIN_PW]).args([
+            "-b",
+            "cn=Operations,cn=Monitor",
+            "-s",
+            "one",
+            "(objectClass=*)",
+            "monitorOpCompleted",
+        ]);
         let out = run(cmd, None, &[ADMIN_PW], Duration::from_secs(30));
         out.assert_ok();
         let (mut binds, mut searches, mut current) = (0, 0, String::new());
