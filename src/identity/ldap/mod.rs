@@ -541,6 +541,7 @@ impl LdapProvider {
         Identity { username: user.username.clone(), provider: self.name.clone(), groups, claims }
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %self.name, user = %username))]
     async fn login(&self, username: &str, password: &SecretString) -> Result<Outcome, Failure> {
         if password.expose_secret().is_empty() {
             // Before any bind: with `olcAllows: bind_anon_dn` (and on AD) a DN with an empty password
@@ -568,6 +569,7 @@ impl LdapProvider {
         Ok(Outcome::Authenticated(self.identity(&user, groups)))
     }
 
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %self.name, user = %username))]
     async fn reread(&self, username: &str) -> Result<Recheck, Failure> {
         let Some(user) = self.find_user(username).await? else {
             return Ok(Recheck::Gone("no longer in the directory, or disabled".into()));
@@ -594,6 +596,8 @@ impl LdapProvider {
             Ok(v) => outcome_of(v),
             Err(_) => "unavailable",
         };
+        tracing::debug!(provider = %self.name, operation, outcome, elapsed_ms = started.elapsed().as_millis() as u64,
+            "directory answered");
         let provider = self.name.clone();
         metrics::counter!("tollgate_provider_requests_total", "provider" => provider.clone(),
             "operation" => operation, "outcome" => outcome)
