@@ -309,6 +309,7 @@ async fn a_user_removed_from_a_group_loses_the_grant_after_the_cache_ttl() {
         let alice = (alice.0.as_str(), alice.1.as_str());
         let cached_at = Instant::now();
         let refresh_tok = refresh_token(&state, alice).await;
+        let cached_by = Instant::now(); // the cache entry is younger than cached_at, older than this
         assert_eq!(granted(&state, alice, PUSH_PAYMENTS).await.1.len(), 2);
         slapd.remove_member("team-payments", "alice");
         // Within the TTL the cache still vouches for the old groups (that is what the TTL means). Checked
@@ -317,7 +318,7 @@ async fn a_user_removed_from_a_group_loses_the_grant_after_the_cache_ttl() {
         if cached_at.elapsed() < Duration::from_secs(2) {
             assert_eq!((within.0 .1.len(), within.1 .1.len()), (2, 2), "cached within the TTL");
         }
-        tokio::time::sleep(Duration::from_millis(2200).saturating_sub(cached_at.elapsed())).await;
+        tokio::time::sleep(Duration::from_millis(2100).saturating_sub(cached_by.elapsed())).await;
         assert_eq!(granted(&state, alice, PUSH_PAYMENTS).await, (200, vec![]), "password login after the TTL");
         assert_eq!(refresh(&state, &refresh_tok, PUSH_PAYMENTS).await, (200, vec![]), "refresh token after the TTL");
         slapd.add_member("team-payments", "alice");
@@ -333,6 +334,7 @@ async fn refresh_tokens_of_deleted_or_disabled_users_are_refused_once_the_cache_
     let cached_at = Instant::now();
     let alice = refresh_token(&state, (&user("alice").0, &user("alice").1)).await;
     let bob = refresh_token(&state, (&user("bob").0, &user("bob").1)).await;
+    let cached_by = Instant::now();
     // While the login vouches for them, a refresh costs the directory nothing.
     let before = slapd.op_counts();
     assert_eq!(refresh(&state, &alice, PUSH_PAYMENTS).await.0, 200);
@@ -346,9 +348,57 @@ async fn refresh_tokens_of_deleted_or_disabled_users_are_refused_once_the_cache_
         "dn: {}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n",
         user_dn("bob")
     ));
-    tokio::time::sleep(Duration::from_millis(3100).saturating_sub(cached_at.elapsed())).await;
+    tokio::time::sleep(Duration::from_millis(3100).saturating_sub(cached_by.elapsed())).await;
     assert_eq!(refresh(&state, &alice, PUSH_PAYMENTS).await.0, 401, "deleted user");
     assert_eq!(refresh(&state, &bob, PUSH_PAYMENTS).await.0, 401, "disabled user");
+}
+
+/// providers/active-directory.yaml against slapd with AD's attributes: `sAMAccountName` as the login name and
+/// the `userAccountControl` disabled bit through the bitwise-AND matching rule, which OpenLDAP implements
+/// too. Only what slapd cannot do is replaced: the server, the bases, objectClass=user, and the in-chain
+/// group rule (groups come from memberOf here).
+#[tokio::test]
+async fn the_active_directory_example_refuses_accounts_with_the_disabled_bit() {
+    use crate::rig::slapd::UAC_DISABLED;
+    let slapd = Slapd::start(SlapdOptions::default());
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/providers/active-directory.yaml")).unwrap();
+    let mut file: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let ad = file["providers"][0].as_mapping_mut().unwrap();
+    let set = |m: &mut serde_norway::Mapping, k: &str, v: String| {
+        m.insert(k.into(), serde_norway::Value::String(v));
+    };
+    assert_eq!(ad["username_attribute"], "sAMAccountName");
+    assert_eq!(ad["disabled_filter"], "(userAccountControl:1.2.840.113556.1.4.803:=2)");
+    set(ad, "url", slapd.ldaps_url());
+    set(ad, "ca_file", slapd.ca_file().display().to_string());
+    set(ad, "bind_dn", SERVICE_DN.into());
+    set(ad, "bind_password_file", slapd.service_password_file().display().to_string());
+    set(ad, "user_base_dn", PEOPLE.into());
+    set(ad, "user_filter", "(&(objectClass=adLikeUser)(sAMAccountName={username}))".into());
+    let groups: serde_norway::Value = serde_norway::from_str("{from: member_of, lowercase: true}").unwrap();
+    ad.insert("groups".into(), groups);
+    let providers = serde_norway::to_string(&file).unwrap();
+    let state = TestEnv::with(Opts {
+        providers_yaml: Some(format!("{providers}identity_cache:\n  ttl: 2s\n")),
+        ..Opts::default()
+    })
+    .state();
+
+    let bob = refresh_token(&state, (&user("bob").0, &user("bob").1)).await;
+    // Measured after the login: the cache entry is at least this old.
+    let cached_by = Instant::now();
+    assert_eq!(granted(&state, (&user("bob").0, &user("bob").1), "repository:web/site:push").await.1, ["push"]);
+    // dave's password is right, but his account has the disabled bit.
+    assert_eq!(granted(&state, (&user("dave").0, &user("dave").1), "repository:web/site:pull").await.0, 401);
+    // An administrator disables bob: his refresh token stops working once the cache entry expires.
+    slapd.ldapmodify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: {UAC_DISABLED}\n",
+        user_dn("bob")
+    ));
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(cached_by.elapsed())).await;
+    assert_eq!(refresh(&state, &bob, "repository:web/site:push").await.0, 401);
+    assert_eq!(granted(&state, (&user("bob").0, &user("bob").1), "repository:web/site:push").await.0, 401);
 }
 
 #[tokio::test]

@@ -717,6 +717,18 @@ mod tests {
         assert!(e.to_string().contains("unknown field `bind_password`"), "{e}");
     }
 
+    #[test]
+    fn in_chain_nesting_searches_with_the_active_directory_matching_rule() {
+        let cfg = parse(
+            "{name: ad, url: 'ldaps://dc', user_base_dn: 'DC=corp', groups: {from: search, base_dn: 'DC=corp', nested: in_chain}}",
+        );
+        let p = LdapProvider::new(&cfg).unwrap();
+        let user =
+            UserEntry { dn: "CN=Smith\\, J (*),OU=Staff,DC=corp".into(), username: "js".into(), member_of: vec![] };
+        let filter = fill(&p.group_filter, &[("dn", &user.dn), ("username", &user.username)], Escape::Filter);
+        assert_eq!(filter, r"(member:1.2.840.113556.1.4.1941:=CN=Smith\5c, J \28\2a\29,OU=Staff,DC=corp)");
+    }
+
     #[tokio::test]
     async fn an_empty_password_is_refused_before_any_connection() {
         // Port 9 (discard) on loopback: nothing listens, so any connection attempt would be an error.

@@ -8,9 +8,10 @@
 //! certificate as a server certificate) and SANs `localhost`, the host name and `127.0.0.1`.
 //!
 //! The directory (`dc=example,dc=org`):
-//! - people: alice, bob (in the groups below), carol (`employeeType: disabled`), and users whose names
-//!   need escaping: `dev,ops`, `a+b`, `back\slash`, `#hash`. Every password is `NAME-ldap-pw`
-//!   ([`Slapd::password`]).
+//! - people: alice, bob (in the groups below), carol (`employeeType: disabled`), dave (disabled the
+//!   Active Directory way, `userAccountControl: 514`), and users whose names need escaping: `dev,ops`,
+//!   `a+b`, `back\slash`, `#hash`. Every password is `NAME-ldap-pw` ([`Slapd::password`]). Every user
+//!   also has AD's `sAMAccountName` and `userAccountControl` (an auxiliary class of the rig's own).
 //! - groups: groupOfNames `team-payments` (alice, carol), `team-web` (bob), `Developers` (alice, bob) and
 //!   `engineering` (the group Developers: nested); groupOfUniqueNames `auditors` (bob); posixGroup
 //!   `release-managers` (memberUid bob). memberOf is maintained for groupOfNames.
@@ -36,7 +37,7 @@ pub const SERVICE_PW: &str = "tollgate-service-pw";
 pub const PEOPLE: &str = "ou=people,dc=example,dc=org";
 pub const GROUPS: &str = "ou=groups,dc=example,dc=org";
 
-/// Users created in every directory, besides alice, bob and carol.
+/// Users created in every directory, besides alice, bob, carol and dave.
 pub const ODD_USERS: &[&str] = &["dev,ops", "a+b", "back\\slash", "#hash"];
 
 /// How to start a [`Slapd`].
@@ -89,6 +90,22 @@ fn write_certificates(dir: &Path) {
     std::fs::write(dir.join("server.key"), key.serialize_pem()).expect("write key");
 }
 
+/// Active Directory's `sAMAccountName` and `userAccountControl` as an auxiliary class, so the AD example
+/// config (login attribute, and the disabled bit tested with the bitwise-AND matching rule
+/// 1.2.840.113556.1.4.803, which OpenLDAP implements too) runs against slapd. Microsoft's full schema
+/// (msuser.ldif) would clash with the memberof overlay's `memberOf`. OIDs from OpenLDAP's experimental arc.
+const AD_LIKE_SCHEMA: &str = "dn: cn=adlike,cn=schema,cn=config
+objectClass: olcSchemaConfig
+cn: adlike
+olcAttributeTypes: ( 1.3.6.1.4.1.4203.666.11.901.1 NAME 'sAMAccountName' EQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+olcAttributeTypes: ( 1.3.6.1.4.1.4203.666.11.901.2 NAME 'userAccountControl' EQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
+olcObjectClasses: ( 1.3.6.1.4.1.4203.666.11.901.3 NAME 'adLikeUser' AUXILIARY MAY ( sAMAccountName $ userAccountControl ) )
+";
+
+/// `userAccountControl` of a normal account (NORMAL_ACCOUNT), and of a disabled one (| ACCOUNTDISABLE).
+pub const UAC_NORMAL: u32 = 512;
+pub const UAC_DISABLED: u32 = 514;
+
 fn config_ldif(dir: &Path, opts: &SlapdOptions) -> String {
     let d = dir.display();
     let allows = if opts.allow_bind_anon_dn { "olcAllows: bind_anon_dn\n" } else { "" };
@@ -121,6 +138,7 @@ include: file:///etc/ldap/schema/nis.ldif
 
 include: file:///etc/ldap/schema/inetorgperson.ldif
 
+{AD_LIKE_SCHEMA}
 dn: olcDatabase={{-1}}frontend,cn=config
 objectClass: olcDatabaseConfig
 objectClass: olcFrontendConfig
@@ -195,9 +213,15 @@ fn ldif_attr(name: &str, value: &str) -> String {
 }
 
 fn person(uid: &str, extra: &str) -> String {
+    person_with_uac(uid, extra, UAC_NORMAL)
+}
+
+fn person_with_uac(uid: &str, extra: &str, uac: u32) -> String {
     let mut s = ldif_attr("dn", &user_dn(uid));
-    s += "objectClass: inetOrgPerson\n";
+    s += "objectClass: inetOrgPerson\nobjectClass: adLikeUser\n";
     s += &ldif_attr("uid", uid);
+    s += &ldif_attr("sAMAccountName", uid);
+    s += &format!("userAccountControl: {uac}\n");
     s += &ldif_attr("cn", uid);
     s += &ldif_attr("sn", uid);
     s += &ldif_attr("userPassword", &Slapd::password(uid));
@@ -217,6 +241,7 @@ fn content_ldif() -> String {
     s += &person("alice", "");
     s += &person("bob", "");
     s += &person("carol", "employeeType: disabled\n");
+    s += &person_with_uac("dave", "", UAC_DISABLED);
     for u in ODD_USERS {
         s += &person(u, "");
     }
