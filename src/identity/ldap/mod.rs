@@ -27,7 +27,7 @@ use ldap3::{LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::Deserialize;
 
-use self::pool::{Connector, OpCounters, Pool};
+use self::pool::{Connector, Op, OpCounters, Pool};
 use self::text::{fill, first_rdn_value, looks_like_filter, placeholders, Escape};
 use super::async_trait_free::BoxFuture;
 use super::{Identity, Outcome, Provider, Recheck, Unavailable};
@@ -364,7 +364,7 @@ impl LdapProvider {
         let mut force_fresh = false;
         loop {
             let mut conn = self.service.take(force_fresh).await?;
-            self.service.connector().count("search");
+            self.service.connector().count(Op::Search);
             let result = conn
                 .ldap
                 .with_search_options(SearchOptions::new().sizelimit(size_limit))
@@ -435,7 +435,7 @@ impl LdapProvider {
         let mut force_fresh = false;
         loop {
             let mut conn = self.binds.take(force_fresh).await?;
-            self.binds.connector().count("user_bind");
+            self.binds.connector().count(Op::UserBind);
             let bound = conn.ldap.with_timeout(self.op_timeout()).simple_bind(dn, password.expose_secret()).await;
             let result = match bound {
                 Err(e) if !conn.fresh && pool::is_connection_error(&e) => {
@@ -462,7 +462,7 @@ impl LdapProvider {
                 return Ok(None);
             }
             // Direct bind: read the user's own entry as the user (no service account needed).
-            self.binds.connector().count("search");
+            self.binds.connector().count(Op::Search);
             let filter = self.enabled_only("(objectClass=*)".into());
             let res =
                 conn.ldap.with_timeout(self.op_timeout()).search(dn, Scope::Base, &filter, self.user_attrs()).await;

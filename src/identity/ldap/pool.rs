@@ -45,6 +45,14 @@ impl OpCounters {
     }
 }
 
+/// An LDAP operation sent to the directory, for counting.
+#[derive(Debug, Clone, Copy)]
+pub enum Op {
+    Search,
+    ServiceBind,
+    UserBind,
+}
+
 /// Builds the rustls configuration: the configured CA file, or the system trust store. Certificate
 /// checking cannot be turned off. The ring provider is named explicitly so that another crypto provider
 /// compiled into the binary can never make rustls panic over which one to use.
@@ -101,15 +109,14 @@ impl Connector {
     }
 
     /// Count an operation in both the plain counters and the metrics.
-    pub fn count(&self, op: &'static str) {
-        let counter = match op {
-            "search" => &self.counters.searches,
-            "service_bind" => &self.counters.service_binds,
-            _ => &self.counters.user_binds,
+    pub fn count(&self, op: Op) {
+        let (counter, label) = match op {
+            Op::Search => (&self.counters.searches, "search"),
+            Op::ServiceBind => (&self.counters.service_binds, "bind"),
+            Op::UserBind => (&self.counters.user_binds, "bind"),
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let op = if op == "search" { "search" } else { "bind" };
-        metrics::counter!("tollgate_ldap_operations_total", "provider" => self.provider.clone(), "op" => op)
+        metrics::counter!("tollgate_ldap_operations_total", "provider" => self.provider.clone(), "op" => label)
             .increment(1);
     }
 }
@@ -171,7 +178,7 @@ impl Pool {
         }
         let mut ldap = self.connector.connect().await?;
         if let Some((dn, password)) = &self.service {
-            self.connector.count("service_bind");
+            self.connector.count(Op::ServiceBind);
             ldap.with_timeout(self.connector.op_timeout).simple_bind(dn, password.expose_secret()).await?.success()?;
         }
         Ok(Pooled { ldap, fresh: true, _permit: permit })
