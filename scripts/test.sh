@@ -73,6 +73,21 @@ if ((${#missing[@]})); then
     fi
 fi
 
+# The OpenID provider the OIDC tests run (npm oidc-provider, tests/it/rig/oidc-provider/) needs the
+# machine's Node.js and npm; Debian's nodejs works too when none is there.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 || die "node and npm are missing: install Node.js 20 or later"
+    log "installing nodejs npm"
+    sudo_=(); ((EUID == 0)) || sudo_=(sudo)
+    "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
+fi
+# Install exactly the locked versions, again only when the lockfile changed.
+oidc_app=tests/it/rig/oidc-provider
+if [[ ! -f $oidc_app/node_modules/.package-lock.json || $oidc_app/package-lock.json -nt $oidc_app/node_modules/.package-lock.json ]]; then
+    log "npm ci in $oidc_app"
+    (cd "$oidc_app" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 # ---------------------------------------------------------------------------------------------------
 # 2. Rust toolchain. Debian's own cargo is too old for this crate (rust-version in Cargo.toml), so a
 #    rustup toolchain is expected; ~/.cargo/bin is where rustup puts it.

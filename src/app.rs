@@ -8,9 +8,11 @@ use crate::config::{ProviderConfig, Settings};
 use crate::identity::accounts::{Source, StaticProvider};
 use crate::identity::cache::{CacheStats, CachedProvider};
 use crate::identity::chain::Chain;
+use crate::identity::oidc::OidcProvider;
 use crate::identity::Provider;
 use crate::policy::{Policy, PolicySource};
 use crate::revocation::{FileStore, RevocationStore};
+use crate::sessions::{FileSessionStore, SessionStore};
 use crate::token::keys::{generate_key_files, write_private, KeySet, SigningKey};
 use crate::token::refresh::RefreshTokens;
 use crate::token::{random_id, TokenIssuer};
@@ -24,6 +26,8 @@ pub struct AppState {
     pub chain: Chain,
     pub cache_stats: Vec<Arc<CacheStats>>,
     pub revocations: Arc<dyn RevocationStore>,
+    /// Device-flow and OIDC login sessions (shared by replicas).
+    pub sessions: Arc<dyn SessionStore>,
     pub policy: PolicyStore,
 }
 
@@ -46,6 +50,7 @@ impl AppState {
         } else {
             None
         };
+        let sessions: Arc<dyn SessionStore> = Arc::new(FileSessionStore::new(settings.sessions_file()));
         let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
         let mut cache_stats = Vec::new();
         for p in &settings.providers {
@@ -66,6 +71,15 @@ impl AppState {
                         Err(e) => errors.extend(e),
                     }
                 }
+                ProviderConfig::Oidc(o) => match OidcProvider::new(o.clone(), sessions.clone(), settings.cache_ttl) {
+                    Ok(provider) => {
+                        let cached =
+                            CachedProvider::new(Arc::new(provider), settings.cache_ttl, settings.cache_capacity);
+                        cache_stats.push(cached.stats.clone());
+                        providers.push(Arc::new(cached));
+                    }
+                    Err(e) => errors.push(e),
+                },
             }
         }
         let policy = PolicyStore::new(&settings).map_err(|e| errors.extend(e));
@@ -87,6 +101,7 @@ impl AppState {
             chain: Chain::new(providers),
             cache_stats,
             revocations,
+            sessions,
             policy,
             settings,
         })

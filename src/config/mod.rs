@@ -96,8 +96,12 @@ struct RawRefresh {
 /// One identity provider.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
+// Read once at start-up; a few hundred bytes per entry do not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum ProviderConfig {
     Static(StaticProviderConfig),
+    /// An OpenID Connect provider (Keycloak, GitLab, …); see `identity::oidc`.
+    Oidc(crate::identity::oidc::OidcConfig),
 }
 
 /// The static accounts provider.
@@ -192,6 +196,11 @@ impl Settings {
 
     pub fn revocation_file(&self) -> PathBuf {
         self.data_dir.join("revocations.json")
+    }
+
+    /// Device-flow and OIDC login sessions (the embedded session store).
+    pub fn sessions_file(&self) -> PathBuf {
+        self.data_dir.join("sessions.json")
     }
 
     /// Load from a file (or the embedded default when `path` is None) with the process environment.
@@ -389,6 +398,12 @@ fn validate(raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<String>)
                 if let Some(f) = &s.file {
                     s.file = Some(resolve(base, f));
                 }
+            }
+            ProviderConfig::Oidc(o) => {
+                if !names.insert(o.name.clone()) {
+                    errors.push(format!("providers[{i}].name: {:?} is used by an earlier provider", o.name));
+                }
+                crate::identity::oidc::validate(o, i, base, errors);
             }
         }
     }

@@ -105,6 +105,18 @@ impl Provider for CachedProvider {
         self.inner.recheck(username)
     }
 
+    fn recheck_session<'a>(
+        &'a self,
+        username: &'a str,
+        sid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+        self.inner.recheck_session(username, sid)
+    }
+
+    fn device_login(&self) -> Option<&dyn super::oidc::DeviceLogin> {
+        self.inner.device_login()
+    }
+
     fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
         self.inner.probe()
     }

@@ -55,8 +55,18 @@ impl Chain {
     /// Re-check the account behind a refresh token with the provider that issued it. A provider that is no
     /// longer configured means the account is gone.
     pub async fn recheck(&self, provider: &str, username: &str) -> Result<Recheck, Unavailable> {
+        self.recheck_session(provider, username, None).await
+    }
+
+    /// [`Chain::recheck`] for a refresh token linked to a login session (`sid`).
+    pub async fn recheck_session(
+        &self,
+        provider: &str,
+        username: &str,
+        sid: Option<&str>,
+    ) -> Result<Recheck, Unavailable> {
         match self.providers.iter().find(|p| p.name() == provider) {
-            Some(p) => p.recheck(username).await,
+            Some(p) => p.recheck_session(username, sid).await,
             None => Ok(Recheck::Gone(format!("provider {provider:?} is no longer configured"))),
         }
     }

@@ -30,11 +30,22 @@ pub struct Opts {
     pub extra_token_yaml: String,
     /// Replaces the whole `policy:` section when set.
     pub policy_yaml: Option<String>,
+    /// Extra list entries appended under `providers:` (after the static provider `local`).
+    pub extra_providers_yaml: String,
+    /// Extra top-level sections appended at the end (e.g. `identity_cache:`).
+    pub extra_yaml: String,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { kid_format: "libtrust", header: "x5c", extra_token_yaml: String::new(), policy_yaml: None }
+        Opts {
+            kid_format: "libtrust",
+            header: "x5c",
+            extra_token_yaml: String::new(),
+            policy_yaml: None,
+            extra_providers_yaml: String::new(),
+            extra_yaml: String::new(),
+        }
     }
 }
 
@@ -76,8 +87,8 @@ impl TestEnv {
         std::fs::write(
             &config,
             format!(
-                "server:\n  listen: 127.0.0.1:0\n  data_dir: data\ntoken:\n  issuer: {ISSUER}\n  services: [{SERVICE}, other.test]\n  kid_format: {}\n  header: {}\n{}\nproviders:\n  - type: static\n    name: local\n    file: accounts.yaml\n{policy_section}log:\n  level: warn\n",
-                opts.kid_format, opts.header, opts.extra_token_yaml
+                "server:\n  listen: 127.0.0.1:0\n  data_dir: data\ntoken:\n  issuer: {ISSUER}\n  services: [{SERVICE}, other.test]\n  kid_format: {}\n  header: {}\n{}\nproviders:\n  - type: static\n    name: local\n    file: accounts.yaml\n{}{policy_section}log:\n  level: warn\n{}",
+                opts.kid_format, opts.header, opts.extra_token_yaml, opts.extra_providers_yaml, opts.extra_yaml
             ),
         )
         .expect("write config");
