@@ -30,7 +30,10 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   openssl          throwaway certificates for registry token auth
 #   ca-certificates  HTTPS to crates.io and the package mirrors
 #   gcc, libc6-dev   `ring` compiles C and assembly in its build script
-packages=(docker-registry skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev)
+#   glewlwyd         a real OpenID provider (password and device grants); dbconfig-no-thanks keeps its
+#                    package from setting up a database server, sqlite3 loads the test databases
+packages=(docker-registry skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev
+          glewlwyd dbconfig-no-thanks sqlite3)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -62,6 +65,12 @@ if ((${#missing[@]})); then
             "${sudo[@]}" tee "$policy" >/dev/null
         "${sudo[@]}" chmod 755 "$policy"
         trap '"${sudo[@]}" rm -f "$policy"' EXIT
+    fi
+    # glewlwyd's default debconf answers make its install fail trying to configure PostgreSQL: answer
+    # "no configuration" first (the tests give each instance its own config and SQLite database).
+    if [[ " ${missing[*]} " == *" glewlwyd "* ]]; then
+        printf '%s\n' 'glewlwyd glewlwyd/config_type select No configuration' \
+            'glewlwyd glewlwyd/dbconfig-install boolean false' | "${sudo[@]}" debconf-set-selections
     fi
     log "installing ${missing[*]}"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q

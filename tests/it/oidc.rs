@@ -52,6 +52,29 @@ fn env_with(providers: String, cache_ttl: &str) -> TestEnv {
     })
 }
 
+/// tollgate with one Keycloak-shaped IdP (realm roles as groups), a registry whose realm it is, and a
+/// scratch directory. Field order is drop order.
+struct World {
+    reg: Registry,
+    tg: Running,
+    /// Kept for its directory (config, keys, data).
+    _env: TestEnv,
+    idp: OidcProvider,
+    tmp: tempfile::TempDir,
+}
+
+impl World {
+    fn new(opts: OidcProviderOptions, extra: &[&str], cache_ttl: &str) -> World {
+        let idp = OidcProvider::start(keycloak_users(), opts);
+        let mut lines = vec!["groups_claim: realm_access.roles"];
+        lines.extend_from_slice(extra);
+        let env = env_with(provider_yaml("keycloak", &idp, &lines), cache_ttl);
+        let tg = env.start();
+        let reg = env.registry(&tg);
+        World { reg, tg, _env: env, idp, tmp: tempfile::tempdir().unwrap() }
+    }
+}
+
 fn image(dir: &Path, marker: &str) -> String {
     format!("oci:{}:latest", oci_image(dir, marker).display())
 }
@@ -117,11 +140,8 @@ fn granted_actions(reply: &serde_json::Value) -> Vec<String> {
 
 #[test]
 fn password_grant_at_a_keycloak_shaped_idp_then_push_and_pull_through_the_registry() {
-    let idp = OidcProvider::start(keycloak_users(), OidcProviderOptions::default());
-    let env = env_with(provider_yaml("keycloak", &idp, &["groups_claim: realm_access.roles"]), "5m");
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
+    let w = World::new(OidcProviderOptions::default(), &[], "5m");
+    let World { reg, tg, tmp, .. } = &w;
     let skopeo = Skopeo::new();
 
     skopeo.copy(&image(tmp.path(), "kc-1"), &reg.docker_ref("payments/api:1"), Some(CAROL)).assert_ok();
@@ -141,7 +161,7 @@ fn password_grant_at_a_keycloak_shaped_idp_then_push_and_pull_through_the_regist
     .unwrap();
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.header("www-authenticate").unwrap_or("").starts_with("Basic"), "{:?}", r.headers);
-    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -175,8 +195,9 @@ async fn keycloak_group_paths_and_gitlab_groups_direct_side_by_side() {
     assert_eq!(r.status, 401);
 }
 
-/// `tollgate login REGISTRY` as a user runs it, approving (or denying) at the IdP while it polls.
-fn tollgate_login(reg: &Registry, idp: &OidcProvider, user: (&str, &str), approve: bool, dir: &Path) -> Output {
+/// `tollgate login REGISTRY` as a user runs it; `answer` approves or denies the user code at the IdP
+/// while it polls.
+fn tollgate_login(reg: &Registry, dir: &Path, answer: impl FnOnce(&str) -> Result<(), String>) -> Output {
     let stderr_path = dir.join("login.stderr");
     let authfile = dir.join("auth.json");
     let mut cmd = command(env!("CARGO_BIN_EXE_tollgate"));
@@ -200,7 +221,7 @@ fn tollgate_login(reg: &Registry, idp: &OidcProvider, user: (&str, &str), approv
         assert!(start.elapsed() < Duration::from_secs(30), "no user code shown:\n{text}");
         std::thread::sleep(Duration::from_millis(50));
     };
-    idp.answer_device(&code, user, approve).expect("the scripted browser gets through the IdP's pages");
+    answer(&code).expect("the scripted browser gets through the IdP's pages");
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -226,14 +247,11 @@ fn tollgate_login(reg: &Registry, idp: &OidcProvider, user: (&str, &str), approv
 
 #[test]
 fn device_login_then_skopeo_podman_and_containerd_use_the_written_identity_token() {
-    let idp = OidcProvider::start(keycloak_users(), OidcProviderOptions::default());
-    let env = env_with(provider_yaml("keycloak", &idp, &["groups_claim: realm_access.roles"]), "5m");
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
+    let w = World::new(OidcProviderOptions::default(), &[], "5m");
+    let World { reg, tg, idp, tmp, .. } = &w;
     Skopeo::new().copy(&image(tmp.path(), "seed"), &reg.docker_ref("payments/api:1"), Some(CAROL)).assert_ok();
 
-    let out = tollgate_login(&reg, &idp, ERIN, true, tmp.path());
+    let out = tollgate_login(reg, tmp.path(), |code| idp.answer_device(code, ERIN, true));
     assert!(out.ok, "{out}");
     assert!(out.stderr.contains("Logged in") && out.stderr.contains("as erin"), "{out}");
     let config: serde_json::Value =
@@ -270,31 +288,28 @@ fn device_login_then_skopeo_podman_and_containerd_use_the_written_identity_token
     )
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[test]
 fn device_login_denied_at_the_idp_expired_and_unknown_codes_each_say_so() {
-    let idp = OidcProvider::start(keycloak_users(), OidcProviderOptions::default());
-    let env = env_with(provider_yaml("keycloak", &idp, &["groups_claim: realm_access.roles"]), "5m");
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
+    let w = World::new(OidcProviderOptions::default(), &[], "5m");
+    let World { reg, tg, idp, tmp, .. } = &w;
 
     // Denied by the user at the IdP: tollgate login stops and says so; nothing is written.
-    let out = tollgate_login(&reg, &idp, ERIN, false, tmp.path());
+    let out = tollgate_login(reg, tmp.path(), |code| idp.answer_device(code, ERIN, false));
     assert!(!out.ok && out.stderr.contains("login denied"), "{out}");
     assert!(!tmp.path().join("docker/config.json").exists());
 
     // Polling before approval: pending, then slow_down when polling faster than the interval.
-    let (status, start) = post_form(&tg, "/device/code", &[("service", SERVICE), ("client_id", "test")]);
+    let (status, start) = post_form(tg, "/device/code", &[("service", SERVICE), ("client_id", "test")]);
     assert_eq!(status, 200, "{start}");
     assert!(start["user_code"].is_string() && start["verification_uri"].is_string(), "{start}");
     assert!(start["interval"].as_u64().unwrap() >= 1, "{start}");
     let code = start["device_code"].as_str().unwrap();
     let poll = |code: &str| {
         post_form(
-            &tg,
+            tg,
             "/token",
             &[
                 ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
@@ -338,31 +353,28 @@ fn device_login_denied_at_the_idp_expired_and_unknown_codes_each_say_so() {
 
 #[test]
 fn idp_down_is_503_not_401() {
-    let mut idp = OidcProvider::start(keycloak_users(), OidcProviderOptions::default());
-    let env = env_with(provider_yaml("keycloak", &idp, &[]), "5m");
-    let tg = env.start();
+    let mut w = World::new(OidcProviderOptions::default(), &[], "5m");
+    let tg = &w.tg;
     let path = format!("/token?service={SERVICE}&scope=repository:payments/api:pull");
     let ok = http_get(&tg.addr.to_string(), &path, &[("Authorization", &basic(CAROL.0, CAROL.1))]).unwrap();
     assert_eq!(ok.status, 200, "{}", ok.body);
-    idp.stop();
+    w.idp.stop();
+    let tg = &w.tg;
     // A password not in the identity cache must reach the IdP, which is gone.
     let down = http_get(&tg.addr.to_string(), &path, &[("Authorization", &basic(ERIN.0, ERIN.1))]).unwrap();
     assert_eq!(down.status, 503, "{}", down.body);
     assert!(down.body.contains("temporarily_unavailable"), "{}", down.body);
-    let (status, body) = post_form(&tg, "/device/code", &[("service", SERVICE)]);
+    let (status, body) = post_form(tg, "/device/code", &[("service", SERVICE)]);
     assert_eq!(status, 503, "{body}");
 }
 
 #[test]
 fn a_group_change_at_the_idp_reaches_refresh_tokens_once_the_cache_entry_expires() {
-    let idp = OidcProvider::start(keycloak_users(), OidcProviderOptions::default());
     // The documented bound: identity_cache.ttl (here 2s).
-    let env = env_with(provider_yaml("keycloak", &idp, &["groups_claim: realm_access.roles"]), "2s");
-    let tg = env.start();
-    let reg = env.registry(&tg);
-    let tmp = tempfile::tempdir().unwrap();
+    let w = World::new(OidcProviderOptions::default(), &[], "2s");
+    let World { reg, tg, idp, tmp, .. } = &w;
 
-    let login = docker_style_login(&tg, CAROL);
+    let login = docker_style_login(tg, CAROL);
     assert_eq!(login.status, 200, "{}", login.body);
     let refresh = serde_json::from_str::<serde_json::Value>(&login.body).unwrap()["refresh_token"]
         .as_str()
@@ -380,7 +392,7 @@ fn a_group_change_at_the_idp_reaches_refresh_tokens_once_the_cache_entry_expires
     std::thread::sleep(Duration::from_secs(3));
     let denied = skopeo.copy(&image(tmp.path(), "g2"), &reg.docker_ref("payments/api:2"), None);
     assert!(!denied.ok && denied.combined().contains("denied"), "the old group still grants push:\n{denied}");
-    let (status, body) = refresh_grant(&tg, &refresh, "repository:payments/api:pull");
+    let (status, body) = refresh_grant(tg, &refresh, "repository:payments/api:pull");
     assert_eq!(status, 200, "{body}");
     assert_eq!(granted_actions(&body), Vec::<String>::new());
 
@@ -388,26 +400,72 @@ fn a_group_change_at_the_idp_reaches_refresh_tokens_once_the_cache_entry_expires
     users.as_object_mut().unwrap().remove("carol");
     idp.set_users(users);
     std::thread::sleep(Duration::from_secs(3));
-    let (status, body) = refresh_grant(&tg, &refresh, "repository:payments/api:pull");
+    let (status, body) = refresh_grant(tg, &refresh, "repository:payments/api:pull");
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["error"], "invalid_grant", "{body}");
 }
 
 #[test]
 fn without_an_idp_refresh_token_the_group_snapshot_ends_after_max_group_age() {
-    let idp = OidcProvider::start(keycloak_users(), OidcProviderOptions { no_refresh: true, ..Default::default() });
-    let env =
-        env_with(provider_yaml("keycloak", &idp, &["groups_claim: realm_access.roles", "max_group_age: 3s"]), "1s");
-    let tg = env.start();
-    let login = docker_style_login(&tg, CAROL);
+    let w = World::new(OidcProviderOptions { no_refresh: true, ..Default::default() }, &["max_group_age: 3s"], "1s");
+    let tg = &w.tg;
+    let login = docker_style_login(tg, CAROL);
     assert_eq!(login.status, 200, "{}", login.body);
     let refresh =
         serde_json::from_str::<serde_json::Value>(&login.body).unwrap()["refresh_token"].as_str().unwrap().to_string();
-    let (status, body) = refresh_grant(&tg, &refresh, "repository:payments/api:pull");
+    let (status, body) = refresh_grant(tg, &refresh, "repository:payments/api:pull");
     assert_eq!(status, 200, "{body}");
     assert_eq!(granted_actions(&body), vec!["pull"]);
     std::thread::sleep(Duration::from_secs(4));
-    let (status, body) = refresh_grant(&tg, &refresh, "repository:payments/api:pull");
+    let (status, body) = refresh_grant(tg, &refresh, "repository:payments/api:pull");
     assert_eq!(status, 401, "{body}");
     assert!(body["error_description"].as_str().unwrap().contains("no longer exists"), "{body}");
+}
+
+/// Glewlwyd (Debian), where both grants are built in: groups as a list in the ID token, refresh answers
+/// without an ID token (so tollgate re-reads groups from userinfo).
+#[test]
+fn glewlwyd_password_grant_device_login_and_group_changes_through_the_registry() {
+    let mut idp =
+        Glewlwyd::start(&[(CAROL.0, CAROL.1, &["team-payments", "developers"]), (ERIN.0, ERIN.1, &["team-payments"])]);
+    let entry = format!(
+        "  - type: oidc\n    name: glewlwyd\n    issuer: {}\n    client_id: {}\n    client_secret_file: {}\n    scopes: [openid]\n",
+        idp.issuer(),
+        crate::rig::glewlwyd::CLIENT_ID,
+        idp.secret_file().display()
+    );
+    let env = env_with(entry, "2s");
+    let tg = env.start();
+    let reg = env.registry(&tg);
+    let tmp = tempfile::tempdir().unwrap();
+    let skopeo = Skopeo::new();
+
+    // Password grant: push and pull with the Glewlwyd password; a wrong one is refused.
+    skopeo.copy(&image(tmp.path(), "glw-1"), &reg.docker_ref("payments/api:1"), Some(CAROL)).assert_ok();
+    skopeo.inspect(&reg.docker_ref("payments/api:1"), Some(CAROL)).assert_ok();
+    assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), Some((CAROL.0, "wrong"))), "a wrong password");
+
+    // Device login approved at Glewlwyd; the identity token then pushes with skopeo.
+    let out = tollgate_login(&reg, tmp.path(), |code| idp.approve_device(code, ERIN));
+    assert!(out.ok, "{out}");
+    let authfile = tmp.path().join("auth.json");
+    let erin = Skopeo::with_authfile(&authfile);
+    erin.copy(&image(tmp.path(), "glw-2"), &reg.docker_ref("payments/api:2"), None).assert_ok();
+
+    // erin leaves team-payments at Glewlwyd: her identity token loses push once the cache entry expires.
+    idp.set_groups(ERIN.0, &["developers"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let denied = erin.copy(&image(tmp.path(), "glw-3"), &reg.docker_ref("payments/api:3"), None);
+    assert!(!denied.ok && denied.combined().contains("denied"), "the old group still grants push:\n{denied}");
+    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+
+    // Glewlwyd down: 503, not 401.
+    idp.stop();
+    let down = http_get(
+        &tg.addr.to_string(),
+        &format!("/token?service={SERVICE}&scope=repository:payments/api:pull"),
+        &[("Authorization", &basic(ERIN.0, ERIN.1))],
+    )
+    .unwrap();
+    assert_eq!(down.status, 503, "{}", down.body);
 }

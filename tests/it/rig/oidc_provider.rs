@@ -12,12 +12,11 @@
 //! The process is spawned through [`command`] (it dies with the test) on a port chosen at run time and
 //! is killed on drop; [`OidcProvider::stop`] kills it early ("IdP down").
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
 
-use super::http::http_request;
+use super::browser::Browser;
+use super::service::wait_for_log_line;
 use super::{command, require, tempdir};
 
 pub const CLIENT_ID: &str = "tollgate";
@@ -72,17 +71,8 @@ impl OidcProvider {
                 .stdout(out.try_clone().unwrap())
                 .stderr(out);
             let mut child = cmd.spawn().expect("spawn node");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            loop {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                if text.contains(&format!("listening on {port}")) {
-                    return OidcProvider { child: Some(child), port, dir, users_file };
-                }
-                if let Ok(Some(_)) = child.try_wait() {
-                    break; // port taken between probe and bind: try another
-                }
-                assert!(Instant::now() < deadline, "oidc-provider did not start:\n{text}");
-                std::thread::sleep(Duration::from_millis(50));
+            if wait_for_log_line(&mut child, &log, &format!("listening on {port}"), "oidc-provider") {
+                return OidcProvider { child: Some(child), port, dir, users_file };
             }
         }
         panic!("oidc-provider did not start after 5 attempts; logs in {}", dir.path().display());
@@ -118,8 +108,8 @@ impl OidcProvider {
 
     /// As a user in a browser: enter `user_code`, log in, and approve (or deny) the device.
     pub fn answer_device(&self, user_code: &str, user: (&str, &str), approve: bool) -> Result<(), String> {
-        let mut b = Browser { addr: self.addr(), cookies: BTreeMap::new() };
-        let page = b.request("GET", "/device", &[])?;
+        let mut b = Browser::new(&self.addr());
+        let page = b.form("GET", "/device", &[])?;
         let xsrf = page
             .body
             .split("name=\"xsrf\" value=\"")
@@ -127,16 +117,16 @@ impl OidcProvider {
             .and_then(|s| s.split('"').next())
             .ok_or_else(|| format!("no xsrf field on the device page: {}", page.body))?
             .to_string();
-        let r = b.request("POST", "/device", &[("xsrf", &xsrf), ("user_code", user_code), ("confirm", "yes")])?;
-        let login = r.location().ok_or_else(|| format!("user code not accepted ({}): {}", r.status, r.body))?;
-        let r = b.request("POST", &format!("{login}/login"), &[("login", user.0), ("password", user.1)])?;
-        let resume = r.location().ok_or_else(|| format!("login refused ({}): {}", r.status, r.body))?;
-        let r = b.request("GET", &resume, &[])?;
-        let consent = r.location().ok_or_else(|| format!("no consent step ({}): {}", r.status, r.body))?;
+        let r = b.form("POST", "/device", &[("xsrf", &xsrf), ("user_code", user_code), ("confirm", "yes")])?;
+        let login = r.location.clone().ok_or_else(|| format!("user code not accepted ({}): {}", r.status, r.body))?;
+        let r = b.form("POST", &format!("{login}/login"), &[("login", user.0), ("password", user.1)])?;
+        let resume = r.location.clone().ok_or_else(|| format!("login refused ({}): {}", r.status, r.body))?;
+        let r = b.form("GET", &resume, &[])?;
+        let consent = r.location.clone().ok_or_else(|| format!("no consent step ({}): {}", r.status, r.body))?;
         let action = if approve { "confirm" } else { "abort" };
-        let r = b.request("POST", &format!("{consent}/{action}"), &[])?;
-        let done = r.location().ok_or_else(|| format!("consent not taken ({}): {}", r.status, r.body))?;
-        let r = b.request("GET", &done, &[])?;
+        let r = b.form("POST", &format!("{consent}/{action}"), &[])?;
+        let done = r.location.clone().ok_or_else(|| format!("consent not taken ({}): {}", r.status, r.body))?;
+        let r = b.form("GET", &done, &[])?;
         if r.status != 200 {
             return Err(format!("device flow did not finish ({}): {}", r.status, r.body));
         }
@@ -147,52 +137,5 @@ impl OidcProvider {
 impl Drop for OidcProvider {
     fn drop(&mut self) {
         self.stop();
-    }
-}
-
-/// A scripted browser: a cookie jar over the rig's one-request-per-connection HTTP client.
-struct Browser {
-    addr: String,
-    cookies: BTreeMap<String, String>,
-}
-
-struct Page {
-    status: u16,
-    location: Option<String>,
-    body: String,
-}
-
-impl Page {
-    fn location(&self) -> Option<String> {
-        self.location.clone()
-    }
-}
-
-impl Browser {
-    fn request(&mut self, method: &str, path: &str, form: &[(&str, &str)]) -> Result<Page, String> {
-        let path = path.strip_prefix(&format!("http://{}", self.addr)).unwrap_or(path).to_string();
-        let body: String = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        let cookie = self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ");
-        let mut headers = vec![("Content-Type", "application/x-www-form-urlencoded")];
-        if !cookie.is_empty() {
-            headers.push(("Cookie", cookie.as_str()));
-        }
-        let r = http_request(&self.addr, method, &path, &headers, body.as_bytes())?;
-        for (k, v) in &r.headers {
-            if k != "set-cookie" {
-                continue;
-            }
-            let pair = v.split(';').next().unwrap_or("");
-            if let Some((name, value)) = pair.split_once('=') {
-                if value.is_empty() {
-                    self.cookies.remove(name.trim());
-                } else {
-                    self.cookies.insert(name.trim().to_string(), value.to_string());
-                }
-            }
-        }
-        let location =
-            r.header("location").map(|l| l.strip_prefix(&format!("http://{}", self.addr)).unwrap_or(l).to_string());
-        Ok(Page { status: r.status, location, body: r.body })
     }
 }
