@@ -97,7 +97,7 @@ async fn start(state: &AppState, req: Request<Body>) -> Result<Response, ApiErro
         last_poll: 0,
     };
     save(state, &code, &session).await?;
-    tracing::info!(provider = %name, user_code = %started.user_code, "device login started");
+    tracing::info!(provider = %name, "device login started");
     let mut body = json!({
         "device_code": code,
         "user_code": started.user_code,

@@ -398,11 +398,17 @@ async fn respond(
     }
     let issued = state.issuer.issue(&ctx.identity.username, service, &access).map_err(ApiError::Internal)?;
     let refresh_token = match (&state.refresh, offline && !ctx.identity.is_anonymous()) {
-        (Some(r), true) => Some(
-            r.issue_for_session(&ctx.identity.username, &ctx.identity.provider, service, sid)
-                .map_err(ApiError::Internal)?
-                .0,
-        ),
+        (Some(r), true) => {
+            if let Some(sid) = &sid {
+                let provider = &ctx.identity.provider;
+                state.chain.keep_session(provider, sid).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            }
+            Some(
+                r.issue_for_session(&ctx.identity.username, &ctx.identity.provider, service, sid)
+                    .map_err(ApiError::Internal)?
+                    .0,
+            )
+        }
         _ => None,
     };
     let requested: Vec<String> = scopes.iter().map(Scope::to_string).collect();

@@ -113,6 +113,10 @@ impl Provider for CachedProvider {
         self.inner.recheck_session(username, sid)
     }
 
+    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Unavailable>> {
+        self.inner.keep_session(sid)
+    }
+
     fn device_login(&self) -> Option<&dyn super::oidc::DeviceLogin> {
         self.inner.device_login()
     }

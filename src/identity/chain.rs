@@ -58,6 +58,14 @@ impl Chain {
         self.recheck_session(provider, username, None).await
     }
 
+    /// A refresh token is being issued for `provider`'s login session `sid` (see [`Provider::keep_session`]).
+    pub async fn keep_session(&self, provider: &str, sid: &str) -> Result<(), Unavailable> {
+        match self.providers.iter().find(|p| p.name() == provider) {
+            Some(p) => p.keep_session(sid).await,
+            None => Ok(()),
+        }
+    }
+
     /// [`Chain::recheck`] for a refresh token linked to a login session (`sid`).
     pub async fn recheck_session(
         &self,

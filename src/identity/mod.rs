@@ -137,6 +137,13 @@ pub trait Provider: Send + Sync {
         self.recheck(username)
     }
 
+    /// A refresh token is being issued for the login session `sid`: keep the session as long as such a
+    /// token may need it. Default: nothing to keep.
+    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Unavailable>> {
+        let _ = sid;
+        Box::pin(async { Ok(()) })
+    }
+
     /// The device flow (RFC 8628) at this provider's IdP, when it offers one. Default: none.
     fn device_login(&self) -> Option<&dyn oidc::DeviceLogin> {
         None

@@ -589,7 +589,6 @@ impl OidcProvider {
     async fn open_session(&self, mut identity: Identity, tokens: &TokenResponse) -> Result<Identity, Unavailable> {
         let now = unix_now();
         let idp_refresh_token = tokens.refresh_token().map(|t| t.secret().clone());
-        let lifetime = if idp_refresh_token.is_some() { self.session_lifetime } else { self.max_group_age };
         let session = Session {
             provider: self.cfg.name.clone(),
             username: identity.username.clone(),
@@ -600,7 +599,9 @@ impl OidcProvider {
             checked_at: now,
         };
         let sid = random_id(18);
-        self.save_session(&sid, &session, now + lifetime.as_secs()).await?;
+        // Most logins never get a refresh token (a ctr pull, a CI job): their session only needs to outlive
+        // the identity cache entry that carries its id. `keep_session` extends it when a token links it.
+        self.save_session(&sid, &session, now + self.recheck_after.as_secs() + ORPHAN_GRACE_SECS).await?;
         identity.claims.insert(SESSION_CLAIM.into(), serde_json::Value::String(sid));
         Ok(identity)
     }
@@ -701,8 +702,28 @@ impl OidcProvider {
             // Rotating IdPs (Keycloak can) invalidate the old one.
             session.idp_refresh_token = Some(new_rt.secret().clone());
         }
-        self.save_session(sid, &session, now + self.session_lifetime.as_secs()).await?;
+        self.save_session(sid, &session, self.linked_expiry(&session)).await?;
         Ok(Recheck::Current(self.session_identity(&session, sid)))
+    }
+
+    /// How long a session is kept once a refresh token refers to it.
+    fn linked_expiry(&self, s: &Session) -> u64 {
+        match s.idp_refresh_token {
+            Some(_) => unix_now() + self.session_lifetime.as_secs(),
+            None => s.created_at + self.max_group_age.as_secs(),
+        }
+    }
+
+    async fn keep_sid(&self, sid: &str) -> Result<(), Unavailable> {
+        let stored = self.sessions.get(&session_key(sid)).await.map_err(|e| self.unavailable(e.to_string()))?;
+        match stored.and_then(|v| serde_json::from_value::<Session>(v).ok()) {
+            Some(s) => self.save_session(sid, &s, self.linked_expiry(&s)).await,
+            // Its refresh token will be refused on first use, with a message to log in again.
+            None => {
+                tracing::warn!(provider = %self.cfg.name, "a refresh token was issued for an ended login session");
+                Ok(())
+            }
+        }
     }
 
     fn session_identity(&self, s: &Session, sid: &str) -> Identity {
@@ -716,6 +737,9 @@ impl OidcProvider {
         self.cfg.device_grant.unwrap_or(true)
     }
 }
+
+/// How long an unlinked session outlives the identity cache entry that carries its id.
+const ORPHAN_GRACE_SECS: u64 = 60;
 
 fn session_key(sid: &str) -> String {
     format!("oidc-session:{sid}")
@@ -827,6 +851,10 @@ impl Provider for OidcProvider {
             })
             .await
         })
+    }
+
+    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Unavailable>> {
+        Box::pin(self.keep_sid(sid))
     }
 
     fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
@@ -1054,6 +1082,35 @@ mod tests {
         // A second unknown kid within 10 s does not hammer the IdP: refused without a fetch.
         let reason = p.verify_id_token(&d, &response(&sign(&kp, "other", &c))).await.unwrap().unwrap_err();
         assert!(reason.contains("unknown key"), "{reason}");
+    }
+
+    #[tokio::test]
+    async fn a_login_session_lives_long_only_once_a_refresh_token_links_it() {
+        let (_, jwk) = signing_key("k1");
+        let (p, _d, dir) = provider(jwk);
+        let expiry = |sid: &str| {
+            let file: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
+            file["entries"][session_key(sid)]["expires_at"].as_u64().unwrap()
+        };
+        let with_rt: TokenResponse =
+            serde_json::from_value(json!({"access_token": "at", "token_type": "Bearer", "refresh_token": "idp-rt"}))
+                .unwrap();
+        let identity = Identity { username: "carol".into(), provider: "kc".into(), ..Default::default() };
+        let opened = p.open_session(identity, &with_rt).await.unwrap();
+        let sid = opened.claims[SESSION_CLAIM].as_str().unwrap().to_string();
+        let now = unix_now();
+        assert!(expiry(&sid) <= now + 60 + ORPHAN_GRACE_SECS, "an unlinked session outlives only the cache entry");
+        p.keep_session(&sid).await.unwrap();
+        assert!(expiry(&sid) >= now + 89 * 86400, "linked to a refresh token, it is kept for session_lifetime");
+        let text = std::fs::read_to_string(dir.path().join("s.json")).unwrap();
+        assert!(text.contains("idp-rt"), "the IdP refresh token is stored (owner-only file)");
+        match p.recheck_session("carol", Some(&sid)).await.unwrap() {
+            Recheck::Current(i) => assert_eq!(i.username, "carol"),
+            Recheck::Gone(r) => panic!("{r}"),
+        }
+        assert!(matches!(p.recheck_session("mallory", Some(&sid)).await.unwrap(), Recheck::Gone(_)));
+        assert!(matches!(p.recheck_session("carol", None).await.unwrap(), Recheck::Gone(_)));
     }
 
     #[test]
