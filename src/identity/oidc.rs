@@ -458,7 +458,7 @@ impl OidcProvider {
                 Ok(serde_json::Value::Object(map)) => Ok(Ok(map)),
                 _ => Err(self.unavailable("ID token claims are not a JSON object")),
             },
-            Err(e) => Ok(Err(format!("ID token refused: {e}"))),
+            Err(e) => Ok(Err(format!("ID token refused: {}", error_chain(&e)))),
         }
     }
 
@@ -1063,6 +1063,11 @@ mod tests {
         c["iat"] = json!(now - 900);
         cases.push(("expired", sign(&kp, "k1", &c), "expired"));
         cases.push(("bad signature", sign(&other, "k1", &good), "signature"));
+        let mut hs = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        hs.kid = Some("k1".into());
+        let hs256 =
+            jsonwebtoken::encode(&hs, &good, &jsonwebtoken::EncodingKey::from_secret(b"guessable").unwrap()).unwrap();
+        cases.push(("an algorithm not allowed", hs256, "algorithm"));
         for (what, token, want) in cases {
             let reason = p.verify_id_token(&d, &response(&token)).await.unwrap().unwrap_err();
             assert!(reason.to_lowercase().contains(want), "{what}: {reason}");

@@ -148,6 +148,12 @@ fn password_grant_at_a_keycloak_shaped_idp_then_push_and_pull_through_the_regist
     let back = tmp.path().join("pulled");
     skopeo.copy(&reg.docker_ref("payments/api:1"), &format!("oci:{}:x", back.display()), Some(CAROL)).assert_ok();
     Ctr::new().pull(&reg.reference("payments/api:1"), Some(CAROL)).assert_ok();
+    // docker login with the IdP password stores tollgate's identity token, never the password.
+    let docker = DockerCli::new();
+    docker.login(reg.addr(), CAROL.0, CAROL.1).assert_ok();
+    let config = docker.config_json();
+    assert!(config["auths"][reg.addr()]["identitytoken"].as_str().is_some_and(|t| t.starts_with("tgr_")), "{config}");
+    assert!(!config.to_string().contains(CAROL.1), "{config}");
     // Her realm roles do not include team-web.
     let denied = skopeo.copy(&image(tmp.path(), "kc-2"), &reg.docker_ref("web/site:1"), Some(CAROL));
     assert!(!denied.ok && denied.combined().contains("denied"), "{denied}");
@@ -172,7 +178,11 @@ async fn keycloak_group_paths_and_gitlab_groups_direct_side_by_side() {
         OidcProviderOptions::default(),
     );
     let providers = provider_yaml("keycloak", &kc, &["username_regex: carol|erin", "strip_group_prefix: /"])
-        + &provider_yaml("gitlab", &gitlab, &["groups_claim: groups_direct", "group_prefix: team-"]);
+        + &provider_yaml(
+            "gitlab",
+            &gitlab,
+            &["groups_claim: groups_direct", "group_prefix: team-", "claims_source: userinfo", "username_claim: email"],
+        );
     let env = env_with(providers, "5m");
     let state = env.state();
     let ask = |user: (&str, &str), scope: &str| {
@@ -185,9 +195,11 @@ async fn keycloak_group_paths_and_gitlab_groups_direct_side_by_side() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(granted_actions(&r.json()), vec!["pull", "push"]);
     // GitLab's groups_direct `web`, prefixed to team-web, at the second provider.
+    // Read from userinfo, with the email as the username.
     let r = ask(DAVE, "repository:web/site:push").await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(granted_actions(&r.json()), vec!["push"]);
+    assert_eq!(jwt_parts(r.json()["token"].as_str().unwrap()).1["sub"], "dave@example.test");
     let r = ask(DAVE, "repository:payments/api:push").await;
     assert_eq!(granted_actions(&r.json()), Vec::<String>::new(), "dave is not in payments");
     // carol is not routed to the GitLab IdP, and dave not to Keycloak.
