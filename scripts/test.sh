@@ -31,7 +31,10 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   ca-certificates  HTTPS to crates.io and the package mirrors
 #   gcc, libc6-dev   `ring` compiles C and assembly in its build script
 #   slapd, ldap-utils  a private OpenLDAP per LDAP test (slapadd, ldapadd, ldapwhoami, ldapsearch)
-packages=(docker-registry skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev slapd ldap-utils)
+#   glewlwyd         a real OpenID provider (password and device grants); dbconfig-no-thanks keeps its
+#                    package from setting up a database server, sqlite3 loads the test databases
+packages=(docker-registry skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev
+          slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -67,6 +70,12 @@ if ((${#missing[@]})); then
     # slapd's postinst would otherwise ask for a domain and create a system database; the tests run
     # private instances with their own cn=config.
     echo "slapd slapd/no_configuration boolean true" | "${sudo[@]}" debconf-set-selections
+    # glewlwyd's default debconf answers make its install fail trying to configure PostgreSQL: answer
+    # "no configuration" first (the tests give each instance its own config and SQLite database).
+    if [[ " ${missing[*]} " == *" glewlwyd "* ]]; then
+        printf '%s\n' 'glewlwyd glewlwyd/config_type select No configuration' \
+            'glewlwyd glewlwyd/dbconfig-install boolean false' | "${sudo[@]}" debconf-set-selections
+    fi
     log "installing ${missing[*]}"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
@@ -75,6 +84,21 @@ if ((${#missing[@]})); then
         "${sudo[@]}" rm -f "$policy"
         trap - EXIT
     fi
+fi
+
+# The OpenID provider the OIDC tests run (npm oidc-provider, tests/it/rig/oidc-provider/) needs the
+# machine's Node.js and npm; Debian's nodejs works too when none is there.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    command -v apt-get >/dev/null 2>&1 || die "node and npm are missing: install Node.js 20 or later"
+    log "installing nodejs npm"
+    sudo_=(); ((EUID == 0)) || sudo_=(sudo)
+    "${sudo_[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nodejs npm
+fi
+# Install exactly the locked versions, again only when the lockfile changed.
+oidc_app=tests/it/rig/oidc-provider
+if [[ ! -f $oidc_app/node_modules/.package-lock.json || $oidc_app/package-lock.json -nt $oidc_app/node_modules/.package-lock.json ]]; then
+    log "npm ci in $oidc_app"
+    (cd "$oidc_app" && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 # ---------------------------------------------------------------------------------------------------

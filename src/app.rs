@@ -9,9 +9,11 @@ use crate::identity::accounts::{Source, StaticProvider};
 use crate::identity::cache::{CachePolicy, CacheStats, CachedProvider};
 use crate::identity::chain::Chain;
 use crate::identity::ldap::LdapProvider;
+use crate::identity::oidc::OidcProvider;
 use crate::identity::Provider;
 use crate::policy::{Policy, PolicySource};
 use crate::revocation::{FileStore, RevocationStore};
+use crate::sessions::{FileSessionStore, SessionStore};
 use crate::token::keys::{generate_key_files, write_private, KeySet, SigningKey};
 use crate::token::refresh::RefreshTokens;
 use crate::token::{random_id, TokenIssuer};
@@ -25,6 +27,8 @@ pub struct AppState {
     pub chain: Chain,
     pub cache_stats: Vec<Arc<CacheStats>>,
     pub revocations: Arc<dyn RevocationStore>,
+    /// Device-flow and OIDC login sessions (shared by replicas).
+    pub sessions: Arc<dyn SessionStore>,
     pub policy: PolicyStore,
 }
 
@@ -47,6 +51,7 @@ impl AppState {
         } else {
             None
         };
+        let sessions: Arc<dyn SessionStore> = Arc::new(FileSessionStore::new(settings.sessions_file()));
         let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
         let mut cache_stats = Vec::new();
         let cache_policy = CachePolicy {
@@ -80,6 +85,14 @@ impl AppState {
                     }
                     Err(e) => errors.extend(e),
                 },
+                ProviderConfig::Oidc(o) => match OidcProvider::new(o.clone(), sessions.clone(), settings.cache_ttl) {
+                    Ok(provider) => {
+                        let cached = CachedProvider::with_policy(Arc::new(provider), cache_policy);
+                        cache_stats.push(cached.stats.clone());
+                        providers.push(Arc::new(cached));
+                    }
+                    Err(e) => errors.push(e),
+                },
             }
         }
         let policy = PolicyStore::new(&settings).map_err(|e| errors.extend(e));
@@ -101,6 +114,7 @@ impl AppState {
             chain: Chain::new(providers),
             cache_stats,
             revocations,
+            sessions,
             policy,
             settings,
         })

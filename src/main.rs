@@ -50,6 +50,23 @@ enum Command {
     Policy(PolicyCommand),
     /// Read a password from standard input and print its argon2id hash for an accounts file.
     HashPassword,
+    /// Device login (SSO/MFA) to a registry whose token server is tollgate; writes docker's config.json.
+    Login {
+        /// The registry, host[:port] (or a URL).
+        registry: String,
+        /// Reach the registry over plain HTTP (test setups).
+        #[arg(long)]
+        plain_http: bool,
+        /// The tollgate provider to log in with. Default: the first offering device login.
+        #[arg(long)]
+        provider: Option<String>,
+        /// docker's config directory. Default: $DOCKER_CONFIG, else ~/.docker.
+        #[arg(long)]
+        docker_config: Option<PathBuf>,
+        /// Also write this containers auth.json (podman, skopeo).
+        #[arg(long)]
+        authfile: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -181,6 +198,15 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::HashPassword => read_stdin().and_then(|pw| cli::hash_password(&pw)),
+        Command::Login { registry, plain_http, provider, docker_config, authfile } => {
+            tollgate::login::login(tollgate::login::LoginOptions {
+                registry,
+                plain_http,
+                provider,
+                docker_config,
+                authfile,
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

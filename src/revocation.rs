@@ -179,6 +179,7 @@ mod tests {
             iat,
             exp: iat + 1000,
             jti: jti.into(),
+            sid: None,
         }
     }
 

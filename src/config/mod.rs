@@ -100,6 +100,8 @@ struct RawRefresh {
 pub enum ProviderConfig {
     Static(StaticProviderConfig),
     Ldap(crate::identity::ldap::LdapConfig),
+    /// An OpenID Connect provider (Keycloak, GitLab, …); see `identity::oidc`.
+    Oidc(crate::identity::oidc::OidcConfig),
 }
 
 impl ProviderConfig {
@@ -107,6 +109,7 @@ impl ProviderConfig {
         match self {
             ProviderConfig::Static(s) => &s.name,
             ProviderConfig::Ldap(l) => &l.name,
+            ProviderConfig::Oidc(o) => &o.name,
         }
     }
 }
@@ -210,6 +213,11 @@ impl Settings {
 
     pub fn revocation_file(&self) -> PathBuf {
         self.data_dir.join("revocations.json")
+    }
+
+    /// Device-flow and OIDC login sessions (the embedded session store).
+    pub fn sessions_file(&self) -> PathBuf {
+        self.data_dir.join("sessions.json")
     }
 
     /// Load from a file (or the embedded default when `path` is None) with the process environment.
@@ -410,6 +418,9 @@ fn validate(raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<String>)
             }
             ProviderConfig::Ldap(l) => {
                 crate::identity::ldap::validate_config(l, &format!("providers[{i}]"), base, errors);
+            }
+            ProviderConfig::Oidc(o) => {
+                crate::identity::oidc::validate(o, i, base, errors);
             }
         }
     }

@@ -18,6 +18,9 @@ pub enum ApiError {
     Unauthorized(String),
     /// 401: a refresh token that is invalid, expired, revoked or whose account is gone.
     InvalidGrant(String),
+    /// 400: a device-flow answer (RFC 8628 3.5): `authorization_pending` and `slow_down` tell the client to
+    /// keep polling; `access_denied`, `expired_token` and `invalid_grant` (an unknown device code) end it.
+    DeviceFlow { code: &'static str, message: String },
     /// 404: unknown path.
     NotFound,
     /// 405: wrong method.
@@ -36,7 +39,9 @@ pub const REALM: &str = "tollgate";
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ApiError::BadRequest(_) | ApiError::UnsupportedGrant(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::UnsupportedGrant(_) | ApiError::DeviceFlow { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Unauthorized(_) | ApiError::InvalidGrant(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -53,8 +58,11 @@ impl ApiError {
             ApiError::UnsupportedGrant(g) => (
                 "unsupported_grant_type",
                 "UNSUPPORTED",
-                format!("unsupported grant_type {g:?}: use password or refresh_token"),
+                format!(
+                    "unsupported grant_type {g:?}: use password, refresh_token or urn:ietf:params:oauth:grant-type:device_code"
+                ),
             ),
+            ApiError::DeviceFlow { code, message } => (code, "DENIED", message.clone()),
             ApiError::Unauthorized(m) => ("invalid_client", "UNAUTHORIZED", m.clone()),
             ApiError::InvalidGrant(m) => ("invalid_grant", "UNAUTHORIZED", m.clone()),
             ApiError::NotFound => ("not_found", "NOT_FOUND", "no such endpoint; tokens are served at /token".into()),
@@ -111,6 +119,8 @@ mod tests {
             (ApiError::UnsupportedGrant("magic".into()), 400, false),
             (ApiError::Unauthorized("x".into()), 401, true),
             (ApiError::InvalidGrant("x".into()), 401, true),
+            (ApiError::DeviceFlow { code: "expired_token", message: "x".into() }, 400, false),
+            (ApiError::DeviceFlow { code: "authorization_pending", message: "x".into() }, 400, false),
             (ApiError::NotFound, 404, false),
             (ApiError::MethodNotAllowed, 405, false),
             (ApiError::PayloadTooLarge(10), 413, false),

@@ -1,5 +1,6 @@
 //! The HTTP surface: routes and the handlers behind them.
 
+pub mod device;
 pub mod error;
 pub mod token;
 
@@ -18,6 +19,7 @@ use error::ApiError;
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/token", get(token::get_token).post(token::post_token))
+        .route("/device/code", axum::routing::post(device::device_code))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

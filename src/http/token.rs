@@ -49,6 +49,7 @@ struct Params {
     username: Option<String>,
     password: Option<SecretString>,
     refresh_token: Option<SecretString>,
+    device_code: Option<SecretString>,
 }
 
 fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), ApiError> {
@@ -101,6 +102,7 @@ impl Params {
                 "username" => set_once(&mut p.username, "username", v)?,
                 "password" => set_secret_once(&mut p.password, "password", v)?,
                 "refresh_token" => set_secret_once(&mut p.refresh_token, "refresh_token", v)?,
+                "device_code" => set_secret_once(&mut p.device_code, "device_code", v)?,
                 // Unknown parameters are ignored, as OAuth2 requires.
                 _ => {}
             }
@@ -204,7 +206,7 @@ async fn refresh_login(
         Ok(true) => return Err(refused(RefreshError::Revoked)),
         Err(e) => return Err(ApiError::Unavailable(e.to_string())),
     }
-    match state.chain.recheck(&claims.prv, &claims.sub).await {
+    match state.chain.recheck_session(&claims.prv, &claims.sub, claims.sid.as_deref()).await {
         Ok(Recheck::Current(identity)) => Ok(identity),
         Ok(Recheck::Gone(reason)) => {
             tracing::info!(user = %claims.sub, provider = %claims.prv, reason = %reason, "refresh token refused");
@@ -302,11 +304,21 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
                     refresh_login(&state, token.expose_secret(), params.username.as_deref(), &service).await?;
                 Authenticated { identity, method: AuthMethod::RefreshToken }
             }
+            Some(super::device::GRANT_TYPE) => {
+                let code = params
+                    .device_code
+                    .as_ref()
+                    .ok_or_else(|| ApiError::BadRequest("device_code is required for the device_code grant".into()))?;
+                let identity = super::device::redeem(&state, code, &service).await?;
+                Authenticated { identity, method: AuthMethod::Device }
+            }
             Some(other) => return Err(ApiError::UnsupportedGrant(other.chars().take(64).collect())),
             None => return Err(ApiError::BadRequest("grant_type is required on POST /token".into())),
         };
         check_account(params.account.as_deref(), &auth.identity)?;
-        let offline = params.access_type.as_deref() == Some("offline") && auth.method == AuthMethod::Password;
+        // A device login exists to produce a refresh token (`tollgate login` stores it as the identity token).
+        let offline = (params.access_type.as_deref() == Some("offline") && auth.method == AuthMethod::Password)
+            || auth.method == AuthMethod::Device;
         respond(&state, auth, ip, &service, params.client_id.as_deref(), &scopes, offline, true).await
     }
     .await;
@@ -316,7 +328,7 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
     })
 }
 
-fn check_service(state: &AppState, service: Option<&str>) -> Result<String, ApiError> {
+pub(super) fn check_service(state: &AppState, service: Option<&str>) -> Result<String, ApiError> {
     let service = service.ok_or_else(|| ApiError::BadRequest("service parameter is required".into()))?;
     if state.settings.services.iter().any(|s| s == service) {
         Ok(service.to_string())
@@ -362,12 +374,10 @@ async fn respond(
     offline: bool,
     is_post: bool,
 ) -> Result<Response, ApiError> {
-    let ctx = RequestContext {
-        identity: auth.identity,
-        auth_method: auth.method,
-        client_ip: ip,
-        service: service.to_string(),
-    };
+    let mut identity = auth.identity;
+    // The login session travels in the identity only to reach the refresh token; the policy never sees it.
+    let sid = identity.claims.remove(crate::identity::oidc::SESSION_CLAIM).and_then(|v| v.as_str().map(String::from));
+    let ctx = RequestContext { identity, auth_method: auth.method, client_ip: ip, service: service.to_string() };
     let policy = state.policy.get();
     let mut access = Vec::with_capacity(scopes.len());
     let mut rules: Vec<String> = Vec::new();
@@ -389,7 +399,15 @@ async fn respond(
     let issued = state.issuer.issue(&ctx.identity.username, service, &access).map_err(ApiError::Internal)?;
     let refresh_token = match (&state.refresh, offline && !ctx.identity.is_anonymous()) {
         (Some(r), true) => {
-            Some(r.issue(&ctx.identity.username, &ctx.identity.provider, service).map_err(ApiError::Internal)?.0)
+            if let Some(sid) = &sid {
+                let provider = &ctx.identity.provider;
+                state.chain.keep_session(provider, sid).await.map_err(|e| ApiError::Unavailable(e.to_string()))?;
+            }
+            Some(
+                r.issue_for_session(&ctx.identity.username, &ctx.identity.provider, service, sid)
+                    .map_err(ApiError::Internal)?
+                    .0,
+            )
         }
         _ => None,
     };

@@ -220,6 +220,22 @@ impl Provider for CachedProvider {
         })
     }
 
+    fn recheck_session<'a>(
+        &'a self,
+        username: &'a str,
+        sid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+        self.inner.recheck_session(username, sid)
+    }
+
+    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Unavailable>> {
+        self.inner.keep_session(sid)
+    }
+
+    fn device_login(&self) -> Option<&dyn super::oidc::DeviceLogin> {
+        self.inner.device_login()
+    }
+
     fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
         self.inner.probe()
     }

@@ -55,8 +55,26 @@ impl Chain {
     /// Re-check the account behind a refresh token with the provider that issued it. A provider that is no
     /// longer configured means the account is gone.
     pub async fn recheck(&self, provider: &str, username: &str) -> Result<Recheck, Unavailable> {
+        self.recheck_session(provider, username, None).await
+    }
+
+    /// A refresh token is being issued for `provider`'s login session `sid` (see [`Provider::keep_session`]).
+    pub async fn keep_session(&self, provider: &str, sid: &str) -> Result<(), Unavailable> {
         match self.providers.iter().find(|p| p.name() == provider) {
-            Some(p) => p.recheck(username).await,
+            Some(p) => p.keep_session(sid).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`Chain::recheck`] for a refresh token linked to a login session (`sid`).
+    pub async fn recheck_session(
+        &self,
+        provider: &str,
+        username: &str,
+        sid: Option<&str>,
+    ) -> Result<Recheck, Unavailable> {
+        match self.providers.iter().find(|p| p.name() == provider) {
+            Some(p) => p.recheck_session(username, sid).await,
             None => Ok(Recheck::Gone(format!("provider {provider:?} is no longer configured"))),
         }
     }

@@ -21,6 +21,8 @@ pub enum AuthMethod {
     Password,
     /// A tollgate refresh token, through `grant_type=refresh_token` or as a Basic password.
     RefreshToken,
+    /// An SSO device login (RFC 8628) approved at the identity provider.
+    Device,
 }
 
 impl AuthMethod {
@@ -29,6 +31,7 @@ impl AuthMethod {
             AuthMethod::Anonymous => "anonymous",
             AuthMethod::Password => "password",
             AuthMethod::RefreshToken => "refresh_token",
+            AuthMethod::Device => "device",
         }
     }
 
@@ -37,6 +40,7 @@ impl AuthMethod {
             "anonymous" => Some(AuthMethod::Anonymous),
             "password" => Some(AuthMethod::Password),
             "refresh_token" => Some(AuthMethod::RefreshToken),
+            "device" => Some(AuthMethod::Device),
             _ => None,
         }
     }
@@ -122,6 +126,29 @@ pub trait Provider: Send + Sync {
     /// Re-read the account behind a refresh token: does it still exist, is it enabled, what are its groups now.
     fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>>;
 
+    /// Re-read the account behind a refresh token that is linked to a login session (`sid`, see
+    /// `RefreshClaims::sid`). Providers without sessions ignore it. Default: [`Provider::recheck`].
+    fn recheck_session<'a>(
+        &'a self,
+        username: &'a str,
+        sid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+        let _ = sid;
+        self.recheck(username)
+    }
+
+    /// A refresh token is being issued for the login session `sid`: keep the session as long as such a
+    /// token may need it. Default: nothing to keep.
+    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Unavailable>> {
+        let _ = sid;
+        Box::pin(async { Ok(()) })
+    }
+
+    /// The device flow (RFC 8628) at this provider's IdP, when it offers one. Default: none.
+    fn device_login(&self) -> Option<&dyn oidc::DeviceLogin> {
+        None
+    }
+
     /// Check that whatever the provider talks to can be reached, for `/readyz`. Must be cheap and bounded
     /// in time. Default: nothing remote, always reachable.
     fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
@@ -146,3 +173,4 @@ pub mod accounts;
 pub mod cache;
 pub mod chain;
 pub mod ldap;
+pub mod oidc;

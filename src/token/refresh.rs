@@ -28,6 +28,9 @@ pub struct RefreshClaims {
     pub iat: u64,
     pub exp: u64,
     pub jti: String,
+    /// The login session at the provider (OIDC: group snapshot and IdP refresh token), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Why a refresh token was refused. The message is safe to show the client.
@@ -75,6 +78,17 @@ impl RefreshTokens {
     }
 
     pub fn issue(&self, subject: &str, provider: &str, service: &str) -> Result<(String, RefreshClaims), String> {
+        self.issue_for_session(subject, provider, service, None)
+    }
+
+    /// Issue a refresh token linked to the provider's login session `sid`.
+    pub fn issue_for_session(
+        &self,
+        subject: &str,
+        provider: &str,
+        service: &str,
+        sid: Option<String>,
+    ) -> Result<(String, RefreshClaims), String> {
         let now = unix_now();
         let claims = RefreshClaims {
             typ: TOKEN_TYPE.into(),
@@ -85,6 +99,7 @@ impl RefreshTokens {
             iat: now,
             exp: now + self.lifetime.as_secs(),
             jti: random_id(16),
+            sid,
         };
         let jwt =
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| e.to_string())?;

@@ -33,6 +33,10 @@ pub struct Opts {
     /// Replaces the whole `providers:` section when set (it may add other top-level sections after it,
     /// such as `identity_cache:`).
     pub providers_yaml: Option<String>,
+    /// Extra list entries appended under `providers:` (after the static provider `local`).
+    pub extra_providers_yaml: String,
+    /// Extra top-level sections appended at the end (e.g. `identity_cache:`).
+    pub extra_yaml: String,
 }
 
 impl Default for Opts {
@@ -43,6 +47,8 @@ impl Default for Opts {
             extra_token_yaml: String::new(),
             policy_yaml: None,
             providers_yaml: None,
+            extra_providers_yaml: String::new(),
+            extra_yaml: String::new(),
         }
     }
 }
@@ -81,15 +87,18 @@ impl TestEnv {
         let policy_section = opts
             .policy_yaml
             .unwrap_or_else(|| format!("policy:\n  paths: [{}]\n  reload_interval: 0s\n", policy.display()));
-        let providers_section = opts
-            .providers_yaml
-            .unwrap_or_else(|| "providers:\n  - type: static\n    name: local\n    file: accounts.yaml\n".into());
+        let providers_section = opts.providers_yaml.unwrap_or_else(|| {
+            format!(
+                "providers:\n  - type: static\n    name: local\n    file: accounts.yaml\n{}",
+                opts.extra_providers_yaml
+            )
+        });
         let config = dir.path().join("config.yaml");
         std::fs::write(
             &config,
             format!(
-                "server:\n  listen: 127.0.0.1:0\n  data_dir: data\ntoken:\n  issuer: {ISSUER}\n  services: [{SERVICE}, other.test]\n  kid_format: {}\n  header: {}\n{}\n{providers_section}{policy_section}log:\n  level: warn\n",
-                opts.kid_format, opts.header, opts.extra_token_yaml
+                "server:\n  listen: 127.0.0.1:0\n  data_dir: data\ntoken:\n  issuer: {ISSUER}\n  services: [{SERVICE}, other.test]\n  kid_format: {}\n  header: {}\n{}\n{providers_section}{policy_section}log:\n  level: warn\n{}",
+                opts.kid_format, opts.header, opts.extra_token_yaml, opts.extra_yaml
             ),
         )
         .expect("write config");

@@ -12,5 +12,6 @@ mod cli;
 mod e2e;
 mod harness;
 mod ldap;
+mod oidc;
 mod rig;
 mod rig_selftest;

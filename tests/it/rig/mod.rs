@@ -61,20 +61,26 @@
 
 #![allow(dead_code, unused_imports)] // A library for tests: not every helper is used by every module.
 
+pub mod browser;
 pub mod ctr;
 pub mod docker;
+pub mod glewlwyd;
 pub mod http;
 pub mod oci;
+pub mod oidc_provider;
 pub mod podman;
 pub mod realm;
 pub mod registry;
+pub mod service;
 pub mod skopeo;
 pub mod slapd;
 
 pub use ctr::Ctr;
 pub use docker::DockerCli;
+pub use glewlwyd::Glewlwyd;
 pub use http::{http_get, HttpResponse};
 pub use oci::{manifest_digest, oci_image};
+pub use oidc_provider::{OidcProvider, OidcProviderOptions};
 pub use podman::Podman;
 pub use realm::{FakeRealm, FakeRealmOptions, RealmRequest};
 pub use registry::{Registry, RegistryOptions, TokenAuth};

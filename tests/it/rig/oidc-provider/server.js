@@ -1,0 +1,161 @@
+// A real OpenID provider (npm oidc-provider, certified) for tollgate's integration tests.
+//
+// Configured to look like Keycloak and GitLab to tollgate: ID tokens and userinfo carry Keycloak-shaped
+// `realm_access.roles` and `resource_access.tollgate.roles`, Keycloak group paths in `groups`
+// (`/team/devs`) and a GitLab-shaped `groups_direct`. The password grant is a registered extension
+// grant (oidc-provider has none built in); the device flow is built in. The development login is
+// DISABLED (it accepts any password): logins go through the small interaction endpoints below, which
+// check the users file, so a test can script them over HTTP.
+//
+// Environment: PORT (required), USERS_FILE (required; JSON {username: {password, groups, roles,
+// client_roles, gitlab_groups}}, re-read on every lookup so a test can change groups or delete a user),
+// CLIENT_ID, CLIENT_SECRET, DEVICE_TTL (seconds, default 600), NO_REFRESH=1 (issue no refresh tokens).
+// Prints "listening on PORT" when ready.
+
+import fs from 'node:fs';
+import Provider, { errors } from 'oidc-provider';
+
+const port = Number(process.env.PORT);
+const issuer = `http://127.0.0.1:${port}`;
+const clientId = process.env.CLIENT_ID || 'tollgate';
+const noRefresh = process.env.NO_REFRESH === '1';
+
+function users() {
+  return JSON.parse(fs.readFileSync(process.env.USERS_FILE, 'utf8'));
+}
+
+async function findAccount(ctx, id) {
+  const user = users()[id];
+  if (!user) return undefined;
+  return {
+    accountId: id,
+    async claims() {
+      return {
+        sub: id,
+        preferred_username: id,
+        email: `${id}@example.test`,
+        groups: user.groups || [],
+        realm_access: { roles: user.roles || [] },
+        resource_access: { [clientId]: { roles: user.client_roles || [] } },
+        groups_direct: user.gitlab_groups || [],
+      };
+    },
+  };
+}
+
+const configuration = {
+  clients: [{
+    client_id: clientId,
+    client_secret: process.env.CLIENT_SECRET || 'tollgate-secret',
+    grant_types: ['password', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+    response_types: [],
+    redirect_uris: [],
+    token_endpoint_auth_method: 'client_secret_basic',
+  }],
+  findAccount,
+  scopes: ['openid', 'profile', 'email', 'offline_access'],
+  claims: {
+    openid: ['sub'],
+    profile: ['preferred_username', 'groups', 'realm_access', 'resource_access', 'groups_direct'],
+    email: ['email'],
+  },
+  // Custom claims in the ID token itself, as Keycloak's mappers put them there.
+  conformIdTokenClaims: false,
+  features: {
+    devInteractions: { enabled: false },
+    deviceFlow: { enabled: true },
+    userinfo: { enabled: true },
+  },
+  issueRefreshToken: async (ctx, client) => !noRefresh && client.grantTypeAllowed('refresh_token'),
+  ttl: {
+    AccessToken: 300,
+    IdToken: 300,
+    RefreshToken: 86400,
+    DeviceCode: Number(process.env.DEVICE_TTL || 600),
+    Grant: 86400,
+    Interaction: 600,
+    Session: 86400,
+  },
+  cookies: { keys: ['tollgate-rig-cookie-key'] },
+};
+
+const provider = new Provider(issuer, configuration);
+provider.proxy = false;
+
+// Resource-owner password grant (RFC 6749 4.3), as Keycloak offers it with "direct access grants".
+provider.registerGrantType('password', async (ctx) => {
+  const { username, password } = ctx.oidc.params;
+  const scope = ctx.oidc.params.scope || 'openid';
+  const user = users()[username];
+  if (!user || user.password !== password) {
+    throw new errors.InvalidGrant('invalid username or password');
+  }
+  const { client } = ctx.oidc;
+  const grant = new provider.Grant({ accountId: username, clientId: client.clientId });
+  grant.addOIDCScope(scope);
+  const grantId = await grant.save();
+  const at = new provider.AccessToken({ accountId: username, client, grantId, gty: 'password', scope });
+  const accessToken = await at.save();
+  let refreshToken;
+  if (!noRefresh) {
+    const rt = new provider.RefreshToken({ accountId: username, client, grantId, gty: 'password', scope, rotations: 0 });
+    refreshToken = await rt.save();
+  }
+  const account = await findAccount(ctx, username);
+  const idToken = new provider.IdToken({ ...(await account.claims()) }, { ctx });
+  idToken.scope = scope;
+  ctx.body = {
+    access_token: accessToken,
+    expires_in: at.expiration,
+    token_type: 'Bearer',
+    id_token: await idToken.issue({ use: 'idtoken' }),
+    refresh_token: refreshToken,
+    scope,
+  };
+}, ['username', 'password', 'scope']);
+
+// The interaction endpoints (login, consent, abort), JSON and form based, for scripted approvals.
+function form(ctx) {
+  return new Promise((resolve) => {
+    let body = '';
+    ctx.req.on('data', (c) => { body += c; });
+    ctx.req.on('end', () => resolve(Object.fromEntries(new URLSearchParams(body))));
+  });
+}
+
+provider.use(async (ctx, next) => {
+  const m = ctx.path.match(/^\/interaction\/([^/]+)(?:\/(login|confirm|abort))?$/);
+  if (!m) return next();
+  const details = await provider.interactionDetails(ctx.req, ctx.res);
+  const action = m[2];
+  if (!action && ctx.method === 'GET') {
+    ctx.body = { uid: details.uid, prompt: details.prompt.name, params: details.params };
+    return undefined;
+  }
+  if (ctx.method !== 'POST') { ctx.status = 405; return undefined; }
+  let result;
+  if (action === 'login') {
+    const { login, password } = await form(ctx);
+    const user = users()[login];
+    if (!user || user.password !== password) {
+      ctx.status = 401;
+      ctx.body = { error: 'invalid username or password' };
+      return undefined;
+    }
+    result = { login: { accountId: login } };
+  } else if (action === 'confirm') {
+    const grant = details.grantId
+      ? await provider.Grant.find(details.grantId)
+      : new provider.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+    grant.addOIDCScope(details.params.scope || 'openid');
+    result = { consent: { grantId: await grant.save() } };
+  } else {
+    result = { error: 'access_denied', error_description: 'End-User denied the login' };
+  }
+  await provider.interactionFinished(ctx.req, ctx.res, result, { mergeWithLastSubmission: false });
+  return undefined;
+});
+
+provider.listen(port, '127.0.0.1', () => {
+  console.log(`listening on ${port}`);
+});
