@@ -199,6 +199,16 @@ impl Provider for CachedProvider {
     }
 
     fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+        self.recheck_session(username, None)
+    }
+
+    /// Refresh tokens with or without a provider session (OIDC keeps the IdP refresh token in one) go
+    /// through the same cache: the provider is asked only once the entry for the user has expired.
+    fn recheck_session<'a>(
+        &'a self,
+        username: &'a str,
+        sid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
         Box::pin(async move {
             let generation = self.inner.generation();
             let cached = self.current.get(username).await.filter(|e| e.generation == generation);
@@ -206,7 +216,7 @@ impl Provider for CachedProvider {
                 self.stats.recheck_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Recheck::Current(e.identity.clone()));
             }
-            match self.inner.recheck(username).await {
+            match self.inner.recheck_session(username, sid).await {
                 Ok(Recheck::Current(identity)) => {
                     self.current.insert(username.to_string(), self.entry(&identity, generation)).await;
                     Ok(Recheck::Current(identity))
@@ -218,14 +228,6 @@ impl Provider for CachedProvider {
                 Err(e) => self.stale(cached, &e).map(Recheck::Current).ok_or(e),
             }
         })
-    }
-
-    fn recheck_session<'a>(
-        &'a self,
-        username: &'a str,
-        sid: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
-        self.inner.recheck_session(username, sid)
     }
 
     fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Unavailable>> {
