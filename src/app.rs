@@ -25,6 +25,10 @@ pub struct AppState {
     pub cache_stats: Vec<Arc<CacheStats>>,
     pub revocations: Arc<dyn RevocationStore>,
     pub policy: PolicyStore,
+    /// Providers' last probe results, for /readyz (kept across reloads).
+    pub health: Arc<crate::health::Health>,
+    /// Failed-login limits (kept across reloads while `rate_limit` is unchanged).
+    pub limiter: Arc<crate::http::ratelimit::LoginLimiter>,
 }
 
 impl AppState {
@@ -88,6 +92,8 @@ impl AppState {
             cache_stats,
             revocations,
             policy,
+            health: Arc::default(),
+            limiter: Arc::new(crate::http::ratelimit::LoginLimiter::new(&settings.ops.rate_limit)),
             settings,
         })
     }
@@ -195,6 +201,7 @@ impl PolicyStore {
     pub fn reload(&self) -> Result<(), Vec<String>> {
         match compile(&self.paths, self.builtin) {
             Ok(p) => {
+                metrics::counter!(crate::telemetry::POLICY_RELOADS, "result" => "ok").increment(1);
                 tracing::info!(rules = p.rule_count(), "policy reloaded");
                 if let Ok(mut cur) = self.current.write() {
                     *cur = Arc::new(p);
@@ -202,6 +209,7 @@ impl PolicyStore {
                 Ok(())
             }
             Err(errors) => {
+                metrics::counter!(crate::telemetry::POLICY_RELOADS, "result" => "error").increment(1);
                 tracing::error!(errors = ?errors, "policy invalid; keeping the previous version");
                 Err(errors)
             }

@@ -6,9 +6,13 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod identity;
 pub mod policy;
+pub mod reload;
 pub mod revocation;
 pub mod scope;
+pub mod telemetry;
+pub mod tls;
 pub mod token;

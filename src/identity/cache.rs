@@ -88,11 +88,13 @@ impl Provider for CachedProvider {
             if let Some(e) = self.cache.get(&key).await {
                 if e.generation == generation {
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                    metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => self.inner.name().to_string()).increment(1);
                     return Ok(Outcome::Authenticated(e.identity));
                 }
                 self.cache.invalidate(&key).await;
             }
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::telemetry::CACHE_MISSES, "provider" => self.inner.name().to_string()).increment(1);
             let outcome = self.inner.authenticate(username, password).await?;
             if let Outcome::Authenticated(identity) = &outcome {
                 self.cache.insert(key, Entry { identity: identity.clone(), generation }).await;
