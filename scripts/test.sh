@@ -30,7 +30,9 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   openssl          throwaway certificates for registry token auth
 #   ca-certificates  HTTPS to crates.io and the package mirrors
 #   gcc, libc6-dev   `ring` compiles C and assembly in its build script
-packages=(docker-registry skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev)
+#   docker-compose   validates the compose/ deployment files (`docker-compose -f F config -q`, no engine)
+#   curl             an HTTPS client for the TLS listener tests
+packages=(docker-registry skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev docker-compose curl)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -73,8 +73,11 @@ pub async fn probe_all(state: &AppState) {
         } else if changed {
             tracing::warn!(provider = %p.name(), error = result.error.as_deref().unwrap_or(""), "provider unreachable");
         }
-        metrics::gauge!(telemetry::PROVIDER_UP, "provider" => p.name().to_string())
-            .set(if result.reachable { 1.0 } else { 0.0 });
+        metrics::gauge!(telemetry::PROVIDER_UP, "provider" => p.name().to_string()).set(if result.reachable {
+            1.0
+        } else {
+            0.0
+        });
         state.health.set(p.name(), result);
     }
 }

@@ -26,9 +26,5 @@ pub async fn reload(config: &RustlsConfig, tls: &TlsSettings) -> Result<(), Stri
 }
 
 fn describe(tls: &TlsSettings, e: std::io::Error) -> String {
-    format!(
-        "server.tls: cannot use certificate {} with key {}: {e}",
-        tls.cert_file.display(),
-        tls.key_file.display()
-    )
+    format!("server.tls: cannot use certificate {} with key {}: {e}", tls.cert_file.display(), tls.key_file.display())
 }

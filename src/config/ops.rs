@@ -133,7 +133,10 @@ pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &
     let ip_failures = rate.ip_failures.unwrap_or(d.rate_limit.ip_failures);
     let account_failures = rate.account_failures.unwrap_or(d.rate_limit.account_failures);
     if ip_failures == 0 || account_failures == 0 {
-        errors.push("rate_limit: ip_failures and account_failures must be at least 1 (set enabled: false to turn limiting off)".into());
+        errors.push(
+            "rate_limit: ip_failures and account_failures must be at least 1 (set enabled: false to turn limiting off)"
+                .into(),
+        );
     }
     if window < Duration::from_secs(1) {
         errors.push("rate_limit.window: must be at least 1s".into());
@@ -159,7 +162,8 @@ mod tests {
             trusted_proxies: Some(vec!["10.0.0.0/8".into(), "172.18.0.2".into(), "proxy.local".into()]),
             probe_interval: Some("1ms".into()),
         };
-        let rate = RawRateLimit { enabled: None, ip_failures: Some(0), account_failures: None, window: Some("soon".into()) };
+        let rate =
+            RawRateLimit { enabled: None, ip_failures: Some(0), account_failures: None, window: Some("soon".into()) };
         let mut errors = Vec::new();
         let s = validate(server, rate, Path::new("/etc/tollgate"), &mut errors);
         let all = errors.join("\n");

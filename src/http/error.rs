@@ -66,11 +66,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(max) => {
                 ("invalid_request", "SIZE_INVALID", format!("request body is larger than {max} bytes"))
             }
-            ApiError::TooManyRequests { retry_after } => (
-                "slow_down",
-                "TOOMANYREQUESTS",
-                format!("too many failed logins; try again in {retry_after} seconds"),
-            ),
+            ApiError::TooManyRequests { retry_after } => {
+                ("slow_down", "TOOMANYREQUESTS", format!("too many failed logins; try again in {retry_after} seconds"))
+            }
             ApiError::Unavailable(_) => (
                 "temporarily_unavailable",
                 "UNAVAILABLE",

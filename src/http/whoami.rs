@@ -38,8 +38,10 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         if list.len() > state.settings.max_scopes {
             return Err(ApiError::BadRequest(format!("too many scopes (at most {})", state.settings.max_scopes)));
         }
-        let scopes: Vec<Scope> =
-            list.into_iter().map(|s| Scope::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))).collect::<Result<_, _>>()?;
+        let scopes: Vec<Scope> = list
+            .into_iter()
+            .map(|s| Scope::parse(s).map_err(|e| ApiError::BadRequest(e.to_string())))
+            .collect::<Result<_, _>>()?;
         audit.requested = scopes.iter().map(Scope::to_string).collect();
         let service = match service {
             Some(s) if state.settings.services.contains(&s) => s,
@@ -53,7 +55,9 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             None => state.settings.services.first().cloned().unwrap_or_default(),
         };
         let Some(basic) = parse_basic(&head.headers)? else {
-            return Err(ApiError::Unauthorized("credentials are required: /whoami answers for a logged-in user".into()));
+            return Err(ApiError::Unauthorized(
+                "credentials are required: /whoami answers for a logged-in user".into(),
+            ));
         };
         audit.subject = Some(basic.username.clone());
         let auth = password_login(&state, &basic.username, &basic.password, &service, audit.client_ip).await?;

@@ -369,6 +369,20 @@ impl Provider for StaticProvider {
         })
     }
 
+    /// An accounts file that cannot be read (deleted, unmounted, wrong permissions) makes the provider
+    /// unready: it keeps serving the last good accounts, but the operator must know.
+    fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+        Box::pin(async move {
+            match &self.source {
+                Source::File(path) => std::fs::File::open(path).map(|_| ()).map_err(|e| Unavailable {
+                    provider: self.name.clone(),
+                    message: format!("accounts file {}: {e}", path.display()),
+                }),
+                Source::Inline(_) => Ok(()),
+            }
+        })
+    }
+
     fn generation(&self) -> u64 {
         // Checking the file here makes a disabled account stop at once even when the cache would vouch for it.
         let _ = self.state();

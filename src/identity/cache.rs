@@ -88,7 +88,8 @@ impl Provider for CachedProvider {
             if let Some(e) = self.cache.get(&key).await {
                 if e.generation == generation {
                     self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => self.inner.name().to_string()).increment(1);
+                    metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => self.inner.name().to_string())
+                        .increment(1);
                     return Ok(Outcome::Authenticated(e.identity));
                 }
                 self.cache.invalidate(&key).await;

@@ -11,5 +11,6 @@ mod api;
 mod cli;
 mod e2e;
 mod harness;
+mod ops;
 mod rig;
 mod rig_selftest;
