@@ -274,7 +274,7 @@ fn spawn_watcher(live: Arc<Live>, config: Option<PathBuf>) {
             for p in state.chain.providers() {
                 let _ = p.generation();
             }
-            if ticks % 64 == 0 {
+            if ticks.is_multiple_of(64) {
                 state.limiter.housekeeping();
             }
         }
