@@ -11,6 +11,8 @@ use std::time::Instant;
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
+use super::token::Authenticated;
+use crate::identity::RequestContext;
 use crate::telemetry;
 
 /// What is known about one request, for its audit line.
@@ -53,6 +55,20 @@ impl Audit {
             fully_granted: false,
             jti: None,
             refresh_token_issued: false,
+        }
+    }
+
+    /// The policy's view of an authenticated request, recording who it is on the way.
+    pub(crate) fn context(&mut self, auth: Authenticated, service: &str) -> RequestContext {
+        self.subject = Some(auth.identity.username.clone());
+        self.provider = auth.identity.provider.clone();
+        self.auth_method = auth.method.as_str();
+        self.service = service.to_string();
+        RequestContext {
+            identity: auth.identity,
+            auth_method: auth.method,
+            client_ip: self.client_ip,
+            service: service.to_string(),
         }
     }
 

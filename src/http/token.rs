@@ -21,7 +21,7 @@ use super::audit::Audit;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::identity::chain::ChainOutcome;
-use crate::identity::{AuthMethod, Identity, Recheck, RequestContext};
+use crate::identity::{AuthMethod, Identity, Recheck};
 use crate::scope::{split_scopes, Scope};
 use crate::token::refresh::{RefreshError, PREFIX as REFRESH_PREFIX};
 use crate::token::AccessEntry;
@@ -332,7 +332,7 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
     audit.finish(result)
 }
 
-fn check_service(state: &AppState, service: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn check_service(state: &AppState, service: Option<&str>) -> Result<String, ApiError> {
     let service = service.ok_or_else(|| ApiError::BadRequest("service parameter is required".into()))?;
     if state.settings.services.iter().any(|s| s == service) {
         Ok(service.to_string())
@@ -345,7 +345,7 @@ fn check_service(state: &AppState, service: Option<&str>) -> Result<String, ApiE
     }
 }
 
-fn parse_scopes(state: &AppState, raw: &[String]) -> Result<Vec<Scope>, ApiError> {
+pub(crate) fn parse_scopes(state: &AppState, raw: &[String]) -> Result<Vec<Scope>, ApiError> {
     let list = split_scopes(raw.iter().map(String::as_str));
     if list.len() > state.settings.max_scopes {
         return Err(ApiError::BadRequest(format!(
@@ -376,16 +376,7 @@ async fn respond(
     offline: bool,
     is_post: bool,
 ) -> Result<Response, ApiError> {
-    let ctx = RequestContext {
-        identity: auth.identity,
-        auth_method: auth.method,
-        client_ip: audit.client_ip,
-        service: service.to_string(),
-    };
-    audit.subject = Some(ctx.identity.username.clone());
-    audit.provider = ctx.identity.provider.clone();
-    audit.auth_method = ctx.auth_method.as_str();
-    audit.service = service.to_string();
+    let ctx = audit.context(auth, service);
     audit.fully_granted = true;
     let policy = state.policy.get();
     let mut access = Vec::with_capacity(scopes.len());

@@ -15,10 +15,9 @@ use serde_json::json;
 
 use super::audit::Audit;
 use super::error::ApiError;
-use super::token::{client_ip, parse_basic, password_login};
+use super::token::{check_service, client_ip, parse_basic, parse_scopes, password_login};
 use crate::app::AppState;
-use crate::identity::RequestContext;
-use crate::scope::{split_scopes, Scope};
+use crate::scope::Scope;
 
 /// `GET /whoami?scope=…&service=…` with Basic credentials.
 pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
@@ -34,24 +33,10 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
                 _ => {}
             }
         }
-        let list = split_scopes(scopes_raw.iter().map(String::as_str));
-        if list.len() > state.settings.max_scopes {
-            return Err(ApiError::BadRequest(format!("too many scopes (at most {})", state.settings.max_scopes)));
-        }
-        let scopes: Vec<Scope> = list
-            .into_iter()
-            .map(|s| Scope::parse(s).map_err(|e| ApiError::BadRequest(e.to_string())))
-            .collect::<Result<_, _>>()?;
+        let scopes = parse_scopes(&state, &scopes_raw)?;
         audit.requested = scopes.iter().map(Scope::to_string).collect();
         let service = match service {
-            Some(s) if state.settings.services.contains(&s) => s,
-            Some(s) => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown service {:?}; this server issues tokens for: {}",
-                    s.chars().take(100).collect::<String>(),
-                    state.settings.services.join(", ")
-                )))
-            }
+            Some(s) => check_service(&state, Some(&s))?,
             None => state.settings.services.first().cloned().unwrap_or_default(),
         };
         let Some(basic) = parse_basic(&head.headers)? else {
@@ -61,16 +46,7 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         };
         audit.subject = Some(basic.username.clone());
         let auth = password_login(&state, &basic.username, &basic.password, &service, audit.client_ip).await?;
-        let ctx = RequestContext {
-            identity: auth.identity,
-            auth_method: auth.method,
-            client_ip: audit.client_ip,
-            service: service.clone(),
-        };
-        audit.subject = Some(ctx.identity.username.clone());
-        audit.provider = ctx.identity.provider.clone();
-        audit.auth_method = ctx.auth_method.as_str();
-        audit.service = service.clone();
+        let ctx = audit.context(auth, &service);
         let policy = state.policy.get();
         let explanations: Vec<_> = scopes.iter().map(|s| policy.explain(&ctx, s)).collect();
         audit.fully_granted = explanations.iter().zip(&scopes).all(|(e, s)| e.granted.len() >= s.actions.len());

@@ -85,6 +85,11 @@ impl Tollgate {
         self.get(&format!("/token?service={SERVICE}&{query}"), &h)
     }
 
+    fn post_form(&self, form: &str) -> HttpResponse {
+        let ct = [("Content-Type", "application/x-www-form-urlencoded")];
+        http_request(&self.addr, "POST", "/token", &ct, form.as_bytes()).unwrap_or_else(|e| panic!("POST: {e}"))
+    }
+
     fn metrics(&self) -> String {
         let addr = self.metrics_addr.as_deref().unwrap_or(&self.addr);
         let r = http_request(addr, "GET", "/metrics", &[], b"").expect("scrape");
@@ -166,14 +171,7 @@ fn metrics_count_a_known_sequence_of_requests_on_the_separate_metrics_listener()
         ALICE.0,
         enc(ALICE.1)
     );
-    let r = http_request(
-        &t.addr,
-        "POST",
-        "/token",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        form.as_bytes(),
-    )
-    .unwrap();
+    let r = t.post_form(&form);
     assert_eq!(r.status, 200, "{}", r.body);
 
     let m = t.metrics();
@@ -345,55 +343,27 @@ fn make_cert(dir: &Path, ca: Option<&Path>, name: &str) -> (PathBuf, PathBuf) {
     };
     let key = format!("{name}.key");
     let crt = format!("{name}.crt");
+    let subject = format!("/CN={name}");
+    let new_key =
+        ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", &key, "-subj", &subject];
     match ca {
-        None => run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &crt,
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN={name}"),
-        ]),
+        None => run(&[&["req", "-x509", "-out", &crt, "-days", "2"][..], &new_key].concat()),
         Some(ca) => {
             let csr = format!("{name}.csr");
-            run(&[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={name}"),
-            ]);
-            std::fs::write(
-                dir.join("ext.cnf"),
-                "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-            )
-            .unwrap();
-            let ca_key = ca.with_extension("key");
+            run(&[&["req", "-out", &csr][..], &new_key].concat());
+            let ext = "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n";
+            std::fs::write(dir.join("ext.cnf"), ext).unwrap();
+            let (ca_crt, ca_key) = (ca.to_str().unwrap(), ca.with_extension("key"));
+            let ca_key = ca_key.to_str().unwrap();
             run(&[
                 "x509",
                 "-req",
                 "-in",
                 &csr,
                 "-CA",
-                ca.to_str().unwrap(),
+                ca_crt,
                 "-CAkey",
-                ca_key.to_str().unwrap(),
+                ca_key,
                 "-CAcreateserial",
                 "-out",
                 &crt,
@@ -592,14 +562,7 @@ fn a_full_run_never_writes_a_password_token_or_secret_to_its_logs_or_metrics() {
     secrets.push(refresh.clone());
     let form =
         format!("grant_type=refresh_token&client_id=docker&refresh_token={}&service={SERVICE}&{scope}", enc(&refresh));
-    let r = http_request(
-        &t.addr,
-        "POST",
-        "/token",
-        &[("Content-Type", "application/x-www-form-urlencoded")],
-        form.as_bytes(),
-    )
-    .unwrap();
+    let r = t.post_form(&form);
     assert_eq!(r.status, 200, "{}", r.body);
     secrets.push(
         serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["access_token"].as_str().unwrap().to_string(),
