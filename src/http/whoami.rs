@@ -59,6 +59,13 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
                 format!("{}:{}:{}", s.rtype.as_str(), s.name, actions.join(","))
             })
             .collect();
+        for a in explanations.iter().flat_map(|e| &e.actions) {
+            for r in a.allowed_by.iter().chain(&a.denied_by) {
+                if !audit.rules.contains(r) {
+                    audit.rules.push(r.clone());
+                }
+            }
+        }
         let body = json!({
             "username": ctx.identity.username,
             "provider": ctx.identity.provider,
