@@ -255,12 +255,10 @@ fn spawn_watcher(live: Arc<Live>, config: Option<PathBuf>) {
     tokio::spawn(async move {
         let mut files = watched(config.as_deref(), &live.state().settings);
         let mut last = stamp(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>());
-        let mut ticks: u64 = 0;
         loop {
             let state = live.state();
             let interval = state.settings.policy_reload_interval.max(Duration::from_millis(200));
             tokio::time::sleep(interval).await;
-            ticks += 1;
             let now = stamp(&files.iter().map(PathBuf::as_path).collect::<Vec<_>>());
             if now != last {
                 last = now;
@@ -274,19 +272,20 @@ fn spawn_watcher(live: Arc<Live>, config: Option<PathBuf>) {
             for p in state.chain.providers() {
                 let _ = p.generation();
             }
-            if ticks.is_multiple_of(64) {
-                state.limiter.housekeeping();
-            }
         }
     });
 }
 
+/// Probe providers for /readyz every `server.probe_interval`, and tidy the rate limiter.
 fn spawn_prober(live: Arc<Live>) {
     tokio::spawn(async move {
         loop {
             let state = live.state();
             tokio::time::sleep(state.settings.ops.probe_interval).await;
-            crate::health::probe_all(&live.state()).await;
+            let state = live.state();
+            crate::health::probe_all(&state).await;
+            // Forget failed-login state of addresses and accounts whose budget has refilled (bounds memory).
+            state.limiter.housekeeping();
         }
     });
 }
