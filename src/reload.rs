@@ -202,8 +202,22 @@ pub async fn run(config: Option<PathBuf>, state: Arc<AppState>) -> Result<(), St
         let (h, mh) = (handle.clone(), metrics_handle.clone());
         tokio::spawn(async move {
             crate::cli::shutdown_signal().await;
-            h.graceful_shutdown(Some(DRAIN_TIMEOUT));
-            mh.graceful_shutdown(Some(DRAIN_TIMEOUT));
+            let since = std::time::Instant::now();
+            // axum-server's Handle wakes only the tasks waiting at the moment of the call (tokio's
+            // `Notify::notify_waiters`, no stored permit): a call made while its accept loop is between two
+            // awaits is lost. A server that stayed up after SIGTERM was seen once after a load run. So repeat
+            // the request until the servers are gone (the runtime then ends this task), and force the end once
+            // the drain time is over.
+            loop {
+                if since.elapsed() < DRAIN_TIMEOUT {
+                    h.graceful_shutdown(Some(DRAIN_TIMEOUT));
+                    mh.graceful_shutdown(Some(DRAIN_TIMEOUT));
+                } else {
+                    h.shutdown();
+                    mh.shutdown();
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         });
     }
     spawn_sighup(live.clone());
