@@ -40,6 +40,10 @@ pub const KEY_NOT_AFTER: &str = "tollgate_signing_key_not_after_timestamp_second
 pub const PROVIDER_UP: &str = "tollgate_provider_up";
 /// Rules in the policy in force.
 pub const POLICY_RULES: &str = "tollgate_policy_rules";
+/// Provider calls by `provider`, `operation` and `outcome` (`authenticated`, `rejected`, `not_mine`,
+/// `unavailable`), and their latency by `provider` and `operation`.
+pub const PROVIDER_REQUESTS: &str = "tollgate_provider_requests_total";
+pub const PROVIDER_DURATION: &str = "tollgate_provider_duration_seconds";
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "tollgate_build_info";
 
@@ -90,6 +94,26 @@ pub fn token_request(outcome: &'static str, client_id: Option<&str>, endpoint: &
         metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome, "client_id" => client_label(client_id)).increment(1);
     }
     metrics::histogram!(REQUEST_DURATION, "endpoint" => endpoint).record(took.as_secs_f64());
+}
+
+/// Record one provider call (for providers that time themselves; the static provider does).
+pub fn provider_call(
+    provider: &str,
+    operation: &'static str,
+    started: std::time::Instant,
+    result: &Result<crate::identity::Outcome, crate::identity::Unavailable>,
+) {
+    use crate::identity::Outcome;
+    let outcome = match result {
+        Ok(Outcome::Authenticated(_)) => "authenticated",
+        Ok(Outcome::Rejected(_)) => "rejected",
+        Ok(Outcome::NotMine) => "not_mine",
+        Err(_) => "unavailable",
+    };
+    let labels = [("provider", provider.to_string()), ("operation", operation.to_string())];
+    metrics::histogram!(PROVIDER_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    metrics::counter!(PROVIDER_REQUESTS, "provider" => provider.to_string(), "operation" => operation, "outcome" => outcome)
+        .increment(1);
 }
 
 /// Gauges that describe the state rather than events: refreshed at each scrape.
