@@ -32,7 +32,8 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   gcc, libc6-dev   `ring` compiles C and assembly in its build script
 #   docker-compose   validates the compose/ deployment files (`docker-compose -f F config -q`, no engine)
 #   curl             an HTTPS client for the TLS listener tests
-packages=(docker-registry skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev docker-compose curl)
+#   slapd, ldap-utils  a private OpenLDAP per LDAP test (slapadd, ldapadd, ldapwhoami, ldapsearch)
+packages=(docker-registry skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev slapd ldap-utils docker-compose curl)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -65,6 +66,9 @@ if ((${#missing[@]})); then
         "${sudo[@]}" chmod 755 "$policy"
         trap '"${sudo[@]}" rm -f "$policy"' EXIT
     fi
+    # slapd's postinst would otherwise ask for a domain and create a system database; the tests run
+    # private instances with their own cn=config.
+    echo "slapd slapd/no_configuration boolean true" | "${sudo[@]}" debconf-set-selections
     log "installing ${missing[*]}"
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \

@@ -6,8 +6,9 @@ use std::time::{Instant, SystemTime};
 
 use crate::config::{ProviderConfig, Settings};
 use crate::identity::accounts::{Source, StaticProvider};
-use crate::identity::cache::{CacheStats, CachedProvider};
+use crate::identity::cache::{CachePolicy, CacheStats, CachedProvider};
 use crate::identity::chain::Chain;
+use crate::identity::ldap::LdapProvider;
 use crate::identity::Provider;
 use crate::policy::{Policy, PolicySource};
 use crate::revocation::{FileStore, RevocationStore};
@@ -52,6 +53,12 @@ impl AppState {
         };
         let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
         let mut cache_stats = Vec::new();
+        let cache_policy = CachePolicy {
+            ttl: settings.cache_ttl,
+            capacity: settings.cache_capacity,
+            negative_ttl: settings.cache_negative_ttl,
+            serve_stale_for: settings.cache_serve_stale_for,
+        };
         for p in &settings.providers {
             match p {
                 ProviderConfig::Static(s) => {
@@ -62,14 +69,21 @@ impl AppState {
                     };
                     match StaticProvider::new(&s.name, source) {
                         Ok(provider) => {
-                            let cached =
-                                CachedProvider::new(Arc::new(provider), settings.cache_ttl, settings.cache_capacity);
+                            let cached = CachedProvider::with_policy(Arc::new(provider), cache_policy);
                             cache_stats.push(cached.stats.clone());
                             providers.push(Arc::new(cached));
                         }
                         Err(e) => errors.extend(e),
                     }
                 }
+                ProviderConfig::Ldap(l) => match LdapProvider::new(l) {
+                    Ok(provider) => {
+                        let cached = CachedProvider::with_policy(Arc::new(provider), cache_policy);
+                        cache_stats.push(cached.stats.clone());
+                        providers.push(Arc::new(cached));
+                    }
+                    Err(e) => errors.extend(e),
+                },
             }
         }
         let policy = PolicyStore::new(&settings).map_err(|e| errors.extend(e));

@@ -165,6 +165,7 @@ pub fn robot_add(
                 .iter()
                 .find_map(|p| match p {
                     ProviderConfig::Static(s) => s.file.clone(),
+                    ProviderConfig::Ldap(_) => None,
                 })
                 .ok_or("no static provider with an accounts file in the config; pass --file")?
         }

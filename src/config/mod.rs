@@ -108,8 +108,19 @@ struct RawRefresh {
 /// One identity provider.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // read once at start-up; a Box would only add noise to every match
 pub enum ProviderConfig {
     Static(StaticProviderConfig),
+    Ldap(crate::identity::ldap::LdapConfig),
+}
+
+impl ProviderConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ProviderConfig::Static(s) => &s.name,
+            ProviderConfig::Ldap(l) => &l.name,
+        }
+    }
 }
 
 /// The static accounts provider.
@@ -130,6 +141,11 @@ struct RawCache {
     ttl: Option<String>,
     /// Most cached identities. Default: 10000.
     capacity: Option<u64>,
+    /// How long a refused password (or unknown user) is remembered, so repeating it costs the directory
+    /// nothing. Keyed on the password too: it never locks out the right password. Default: 10s. 0s: off.
+    negative_ttl: Option<String>,
+    /// When a provider is unavailable, keep serving identities up to this long past `ttl`. Default: 0s (off).
+    serve_stale_for: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,6 +205,8 @@ pub struct Settings {
     pub providers: Vec<ProviderConfig>,
     pub cache_ttl: Duration,
     pub cache_capacity: u64,
+    pub cache_negative_ttl: Duration,
+    pub cache_serve_stale_for: Duration,
     pub policy_paths: Vec<PathBuf>,
     pub policy_builtin_example: bool,
     pub policy_reload_interval: Duration,
@@ -394,14 +412,14 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
     let mut providers = raw.providers;
     let mut names = std::collections::HashSet::new();
     for (i, p) in providers.iter_mut().enumerate() {
+        if p.name().is_empty() {
+            errors.push(format!("providers[{i}].name: required"));
+        }
+        if !names.insert(p.name().to_string()) {
+            errors.push(format!("providers[{i}].name: {:?} is used by an earlier provider", p.name()));
+        }
         match p {
             ProviderConfig::Static(s) => {
-                if s.name.is_empty() {
-                    errors.push(format!("providers[{i}].name: required"));
-                }
-                if !names.insert(s.name.clone()) {
-                    errors.push(format!("providers[{i}].name: {:?} is used by an earlier provider", s.name));
-                }
                 match (&s.file, &s.accounts) {
                     (Some(_), Some(_)) => errors.push(format!("providers[{i}]: set either file or accounts, not both")),
                     (None, None) => errors.push(format!("providers[{i}].file: required (or write accounts inline)")),
@@ -411,6 +429,9 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
                     s.file = Some(resolve(base, f));
                 }
             }
+            ProviderConfig::Ldap(l) => {
+                crate::identity::ldap::validate_config(l, &format!("providers[{i}]"), base, errors);
+            }
         }
     }
     if providers.is_empty() {
@@ -419,6 +440,10 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
 
     let cache_ttl = duration(raw.identity_cache.ttl.as_deref(), "5m", "identity_cache.ttl", errors);
     let cache_capacity = raw.identity_cache.capacity.unwrap_or(10_000);
+    let cache_negative_ttl =
+        duration(raw.identity_cache.negative_ttl.as_deref(), "10s", "identity_cache.negative_ttl", errors);
+    let cache_serve_stale_for =
+        duration(raw.identity_cache.serve_stale_for.as_deref(), "0s", "identity_cache.serve_stale_for", errors);
 
     let policy_paths: Vec<PathBuf> = raw.policy.paths.iter().map(|p| resolve(base, p)).collect();
     if policy_paths.is_empty() && !raw.policy.builtin_example {
@@ -456,6 +481,8 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
         providers,
         cache_ttl,
         cache_capacity,
+        cache_negative_ttl,
+        cache_serve_stale_for,
         policy_paths,
         policy_builtin_example: raw.policy.builtin_example,
         policy_reload_interval,

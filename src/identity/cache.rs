@@ -4,10 +4,21 @@
 //! that exists only in this process's memory. The secret itself is never stored, and a different password for
 //! the same user is simply a miss. Entries from an older provider generation (the accounts file changed) are
 //! ignored, so disabling an account is never hidden by the cache.
+//!
+//! Three extensions, all off or short by default where they could hide a change:
+//! - a short negative cache: a refused password (or unknown user) is answered from memory for
+//!   `negative_ttl`, so a client retrying a wrong password in a loop costs the directory nothing. It is keyed
+//!   on the same HMAC as the positive cache, so it never locks out the right password;
+//! - serve stale: when the provider is unavailable, an identity up to `serve_stale_for` past its TTL is
+//!   served instead of a 503, so a directory outage does not stop every CI pipeline at once. A provider that
+//!   answers (even "wrong password") always wins over the stale entry;
+//! - `recheck` results (what a refresh token asks) are cached by username for the same TTL, and every
+//!   successful login fills that cache too, so a refresh token re-reads the directory only once the entry
+//!   has expired.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use secrecy::{ExposeSecret as _, SecretString};
@@ -25,6 +36,14 @@ struct Key {
 struct Entry {
     identity: Identity,
     generation: u64,
+    stored: Instant,
+}
+
+/// A remembered refusal: `Rejected` or `NotMine`.
+#[derive(Clone)]
+struct Refusal {
+    outcome: Outcome,
+    generation: u64,
 }
 
 /// Hit and miss counters, for metrics and tests.
@@ -32,25 +51,59 @@ struct Entry {
 pub struct CacheStats {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    /// Refusals answered from the negative cache.
+    pub negative_hits: AtomicU64,
+    /// Identities served past their TTL because the provider was unavailable.
+    pub stale_served: AtomicU64,
+    /// Refresh-token re-checks answered from the cache.
+    pub recheck_hits: AtomicU64,
+}
+
+/// How long what is remembered.
+#[derive(Debug, Clone, Copy)]
+pub struct CachePolicy {
+    /// How long a successful login (and a re-check) vouches for the user. Zero: nothing is served fresh.
+    pub ttl: Duration,
+    pub capacity: u64,
+    /// How long a refusal is remembered. Zero: off.
+    pub negative_ttl: Duration,
+    /// How long past `ttl` an identity may be served while the provider is unavailable. Zero: off.
+    pub serve_stale_for: Duration,
 }
 
 /// A provider with a cache of successful logins in front of it.
 pub struct CachedProvider {
     inner: Arc<dyn Provider>,
+    policy: CachePolicy,
     cache: Cache<Key, Entry>,
+    negative: Cache<Key, Refusal>,
+    /// Re-check results by username.
+    current: Cache<String, Entry>,
     hmac: ring::hmac::Key,
     pub stats: Arc<CacheStats>,
 }
 
 impl CachedProvider {
+    /// A cache of successful logins only (no negative cache, no stale serving).
     pub fn new(inner: Arc<dyn Provider>, ttl: Duration, capacity: u64) -> Self {
+        let policy = CachePolicy { ttl, capacity, negative_ttl: Duration::ZERO, serve_stale_for: Duration::ZERO };
+        CachedProvider::with_policy(inner, policy)
+    }
+
+    pub fn with_policy(inner: Arc<dyn Provider>, policy: CachePolicy) -> Self {
         let rng = ring::rand::SystemRandom::new();
         // Only fails without an OS entropy source, which the signing keys need as well.
         #[allow(clippy::expect_used)]
         let hmac = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).expect("random key generation failed");
+        // Entries live as long as they may be served at all (fresh or stale); freshness is checked on read.
+        let keep = policy.ttl + policy.serve_stale_for;
+        let capacity = policy.capacity;
         CachedProvider {
             inner,
-            cache: Cache::builder().max_capacity(capacity).time_to_live(ttl).build(),
+            policy,
+            cache: Cache::builder().max_capacity(capacity).time_to_live(keep).build(),
+            negative: Cache::builder().max_capacity(capacity).time_to_live(policy.negative_ttl).build(),
+            current: Cache::builder().max_capacity(capacity).time_to_live(keep).build(),
             hmac,
             stats: Arc::new(CacheStats::default()),
         }
@@ -69,6 +122,29 @@ impl CachedProvider {
     /// Forget everything (used on reload).
     pub fn clear(&self) {
         self.cache.invalidate_all();
+        self.negative.invalidate_all();
+        self.current.invalidate_all();
+    }
+
+    fn entry(&self, identity: &Identity, generation: u64) -> Entry {
+        Entry { identity: identity.clone(), generation, stored: Instant::now() }
+    }
+
+    fn fresh(&self, e: &Entry) -> bool {
+        e.stored.elapsed() < self.policy.ttl
+    }
+
+    /// The entry's identity if it may stand in for an unavailable provider.
+    fn stale(&self, e: Option<Entry>, err: &Unavailable) -> Option<Identity> {
+        let e = e?;
+        let age = e.stored.elapsed();
+        if self.policy.serve_stale_for.is_zero() || age >= self.policy.ttl + self.policy.serve_stale_for {
+            return None;
+        }
+        self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(provider = %err.provider, user = %e.identity.username, age_s = age.as_secs(), error = %err.message,
+            "provider unavailable; serving the cached identity");
+        Some(e.identity)
     }
 }
 
@@ -85,27 +161,66 @@ impl Provider for CachedProvider {
         Box::pin(async move {
             let key = self.key(username, password);
             let generation = self.inner.generation();
-            if let Some(e) = self.cache.get(&key).await {
-                if e.generation == generation {
-                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => self.inner.name().to_string())
-                        .increment(1);
-                    return Ok(Outcome::Authenticated(e.identity));
-                }
+            let mut cached = self.cache.get(&key).await;
+            if cached.as_ref().is_some_and(|e| e.generation != generation) {
                 self.cache.invalidate(&key).await;
+                cached = None;
+            }
+            if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
+                self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => self.inner.name().to_string())
+                    .increment(1);
+                return Ok(Outcome::Authenticated(e.identity.clone()));
+            }
+            if let Some(r) = self.negative.get(&key).await {
+                if r.generation == generation {
+                    self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
+                    return Ok(r.outcome);
+                }
             }
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(crate::telemetry::CACHE_MISSES, "provider" => self.inner.name().to_string()).increment(1);
-            let outcome = self.inner.authenticate(username, password).await?;
-            if let Outcome::Authenticated(identity) = &outcome {
-                self.cache.insert(key, Entry { identity: identity.clone(), generation }).await;
+            let outcome = match self.inner.authenticate(username, password).await {
+                Ok(o) => o,
+                Err(e) => return self.stale(cached, &e).map(Outcome::Authenticated).ok_or(e),
+            };
+            match &outcome {
+                Outcome::Authenticated(identity) => {
+                    let entry = self.entry(identity, generation);
+                    self.current.insert(identity.username.clone(), entry.clone()).await;
+                    self.cache.insert(key, entry).await;
+                }
+                Outcome::Rejected(_) | Outcome::NotMine => {
+                    self.cache.invalidate(&key).await;
+                    if !self.policy.negative_ttl.is_zero() {
+                        self.negative.insert(key, Refusal { outcome: outcome.clone(), generation }).await;
+                    }
+                }
             }
             Ok(outcome)
         })
     }
 
     fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
-        self.inner.recheck(username)
+        Box::pin(async move {
+            let generation = self.inner.generation();
+            let cached = self.current.get(username).await.filter(|e| e.generation == generation);
+            if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
+                self.stats.recheck_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(Recheck::Current(e.identity.clone()));
+            }
+            match self.inner.recheck(username).await {
+                Ok(Recheck::Current(identity)) => {
+                    self.current.insert(username.to_string(), self.entry(&identity, generation)).await;
+                    Ok(Recheck::Current(identity))
+                }
+                Ok(gone) => {
+                    self.current.invalidate(username).await;
+                    Ok(gone)
+                }
+                Err(e) => self.stale(cached, &e).map(Recheck::Current).ok_or(e),
+            }
+        })
     }
 
     fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
@@ -178,5 +293,110 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(400)).await;
         cached.authenticate("bob", &right).await.unwrap();
         assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+    }
+
+    /// Accepts password "right" for alice, can be switched "down", and counts calls.
+    #[derive(Default)]
+    struct Flaky {
+        calls: AtomicUsize,
+        rechecks: AtomicUsize,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl Provider for Flaky {
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(Unavailable { provider: "flaky".into(), message: "down".into() });
+                }
+                Ok(match (u, p.expose_secret()) {
+                    ("alice", "right") => Outcome::Authenticated(Identity { username: u.into(), ..Default::default() }),
+                    ("alice", _) => Outcome::Rejected("wrong".into()),
+                    _ => Outcome::NotMine,
+                })
+            })
+        }
+        fn recheck<'a>(&'a self, u: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+            Box::pin(async move {
+                self.rechecks.fetch_add(1, Ordering::SeqCst);
+                if self.down.load(Ordering::SeqCst) {
+                    return Err(Unavailable { provider: "flaky".into(), message: "down".into() });
+                }
+                Ok(Recheck::Current(Identity { username: u.into(), ..Default::default() }))
+            })
+        }
+    }
+
+    fn policy(ttl_ms: u64, negative_ms: u64, stale_ms: u64) -> CachePolicy {
+        CachePolicy {
+            ttl: Duration::from_millis(ttl_ms),
+            capacity: 100,
+            negative_ttl: Duration::from_millis(negative_ms),
+            serve_stale_for: Duration::from_millis(stale_ms),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remembered_wrong_password_never_locks_out_the_right_one() {
+        let inner = Arc::new(Flaky::default());
+        let cached = CachedProvider::with_policy(inner.clone(), policy(60_000, 60_000, 0));
+        let wrong = SecretString::from("wrong".to_string());
+        let right = SecretString::from("right".to_string());
+        for _ in 0..5 {
+            assert!(matches!(cached.authenticate("alice", &wrong).await.unwrap(), Outcome::Rejected(_)));
+        }
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1, "repeated wrong passwords are answered from memory");
+        assert_eq!(cached.stats.negative_hits.load(Ordering::SeqCst), 4);
+        assert!(matches!(cached.authenticate("alice", &right).await.unwrap(), Outcome::Authenticated(_)));
+        assert!(matches!(cached.authenticate("mallory", &right).await.unwrap(), Outcome::NotMine));
+        assert!(matches!(cached.authenticate("mallory", &right).await.unwrap(), Outcome::NotMine));
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_stale_identity_is_served_only_while_the_provider_is_down_and_only_up_to_the_limit() {
+        let inner = Arc::new(Flaky::default());
+        let cached = CachedProvider::with_policy(inner.clone(), policy(100, 0, 600));
+        let right = SecretString::from("right".to_string());
+        cached.authenticate("alice", &right).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        inner.down.store(true, Ordering::SeqCst);
+        assert!(matches!(cached.authenticate("alice", &right).await.unwrap(), Outcome::Authenticated(_)));
+        assert!(matches!(cached.recheck("alice").await.unwrap(), Recheck::Current(_)));
+        assert_eq!(cached.stats.stale_served.load(Ordering::SeqCst), 2);
+        let wrong = SecretString::from("wrong".to_string());
+        assert!(
+            cached.authenticate("alice", &wrong).await.is_err(),
+            "a stale entry never vouches for another password"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(cached.authenticate("alice", &right).await.is_err(), "past ttl + serve_stale_for: unavailable");
+        assert!(cached.recheck("alice").await.is_err());
+
+        let strict = CachedProvider::with_policy(inner.clone(), policy(100, 0, 0));
+        inner.down.store(false, Ordering::SeqCst);
+        strict.authenticate("alice", &right).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        inner.down.store(true, Ordering::SeqCst);
+        assert!(strict.authenticate("alice", &right).await.is_err(), "serving stale is off by default");
+    }
+
+    #[tokio::test]
+    async fn rechecks_are_answered_from_the_login_until_the_ttl_expires() {
+        let inner = Arc::new(Flaky::default());
+        let cached = CachedProvider::with_policy(inner.clone(), policy(300, 0, 0));
+        cached.authenticate("alice", &SecretString::from("right".to_string())).await.unwrap();
+        for _ in 0..3 {
+            assert!(matches!(cached.recheck("alice").await.unwrap(), Recheck::Current(_)));
+        }
+        assert_eq!(inner.rechecks.load(Ordering::SeqCst), 0, "the login vouches for the refresh token");
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        cached.recheck("alice").await.unwrap();
+        cached.recheck("alice").await.unwrap();
+        assert_eq!(inner.rechecks.load(Ordering::SeqCst), 1, "re-read once after expiry, then cached again");
     }
 }

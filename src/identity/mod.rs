@@ -145,3 +145,4 @@ pub mod async_trait_free {
 pub mod accounts;
 pub mod cache;
 pub mod chain;
+pub mod ldap;

@@ -30,11 +30,20 @@ pub struct Opts {
     pub extra_token_yaml: String,
     /// Replaces the whole `policy:` section when set.
     pub policy_yaml: Option<String>,
+    /// Replaces the whole `providers:` section when set (it may add other top-level sections after it,
+    /// such as `identity_cache:`).
+    pub providers_yaml: Option<String>,
 }
 
 impl Default for Opts {
     fn default() -> Self {
-        Opts { kid_format: "libtrust", header: "x5c", extra_token_yaml: String::new(), policy_yaml: None }
+        Opts {
+            kid_format: "libtrust",
+            header: "x5c",
+            extra_token_yaml: String::new(),
+            policy_yaml: None,
+            providers_yaml: None,
+        }
     }
 }
 
@@ -72,11 +81,14 @@ impl TestEnv {
         let policy_section = opts
             .policy_yaml
             .unwrap_or_else(|| format!("policy:\n  paths: [{}]\n  reload_interval: 0s\n", policy.display()));
+        let providers_section = opts
+            .providers_yaml
+            .unwrap_or_else(|| "providers:\n  - type: static\n    name: local\n    file: accounts.yaml\n".into());
         let config = dir.path().join("config.yaml");
         std::fs::write(
             &config,
             format!(
-                "server:\n  listen: 127.0.0.1:0\n  data_dir: data\ntoken:\n  issuer: {ISSUER}\n  services: [{SERVICE}, other.test]\n  kid_format: {}\n  header: {}\n{}\nproviders:\n  - type: static\n    name: local\n    file: accounts.yaml\n{policy_section}log:\n  level: warn\n",
+                "server:\n  listen: 127.0.0.1:0\n  data_dir: data\ntoken:\n  issuer: {ISSUER}\n  services: [{SERVICE}, other.test]\n  kid_format: {}\n  header: {}\n{}\n{providers_section}{policy_section}log:\n  level: warn\n",
                 opts.kid_format, opts.header, opts.extra_token_yaml
             ),
         )

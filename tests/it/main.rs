@@ -11,6 +11,7 @@ mod api;
 mod cli;
 mod e2e;
 mod harness;
+mod ldap;
 mod ops;
 mod rig;
 mod rig_selftest;

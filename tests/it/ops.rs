@@ -223,6 +223,39 @@ fn readiness_flips_while_the_accounts_provider_is_gone_and_liveness_does_not() {
 }
 
 #[test]
+fn readiness_flips_while_the_directory_is_stopped_and_started() {
+    use crate::rig::slapd::{Slapd, SlapdOptions, PEOPLE, SERVICE_DN};
+    let mut slapd = Slapd::start(SlapdOptions::default());
+    let providers = format!(
+        "providers:\n  - type: ldap\n    name: corp\n    url: {}\n    bind_dn: '{SERVICE_DN}'\n    bind_password_file: {}\n    user_dn_template: 'uid={{username}},{PEOPLE}'\n    groups: {{ from: member_of, lowercase: true }}\n    connect_timeout: 1s\n    timeout: 1s\n  - type: static\n    name: local\n    file: accounts.yaml\n",
+        slapd.ldap_url(),
+        slapd.service_password_file().display()
+    );
+    let env = TestEnv::with(Opts { providers_yaml: Some(providers), ..Opts::default() });
+    let t = Tollgate::start(&env, &[("TOLLGATE_SERVER__PROBE_INTERVAL", "200ms")]);
+    let ready = |t: &Tollgate| t.get("/readyz", &[]).status;
+    assert_eq!(ready(&t), 200, "{}", t.get("/readyz", &[]).body);
+    let bob = ("bob", Slapd::password("bob"));
+    assert_eq!(t.token(Some((bob.0, &bob.1)), "", &[]).status, 200, "bob logs in through the directory");
+
+    slapd.stop();
+    wait_until("readyz 503", Duration::from_secs(10), || ready(&t) == 503);
+    let j: serde_json::Value = serde_json::from_str(&t.get("/readyz", &[]).body).unwrap();
+    assert_eq!(j["unreachable"], serde_json::json!(["corp"]), "{j}");
+    assert_eq!(j["providers"]["local"]["reachable"], true, "{j}");
+    assert_eq!(t.get("/healthz", &[]).status, 200, "a directory outage never fails liveness");
+    assert_eq!(sample(&t.metrics(), r#"tollgate_provider_up{provider="corp"}"#), 0.0);
+
+    slapd.start_again();
+    wait_until("readyz 200", Duration::from_secs(10), || ready(&t) == 200);
+    assert_eq!(sample(&t.metrics(), r#"tollgate_provider_up{provider="corp"}"#), 1.0);
+    let lines = t.json_lines();
+    assert!(lines.iter().any(|l| l["message"] == "provider unreachable" && l["provider"] == "corp"));
+    assert!(lines.iter().any(|l| l["message"] == "provider reachable" && l["provider"] == "corp"));
+    assert_no_secrets(&t.logs(), &[&bob.1]);
+}
+
+#[test]
 fn failed_logins_get_429_with_retry_after_and_the_right_password_works_from_another_address() {
     let env = TestEnv::new();
     let t = Tollgate::start(

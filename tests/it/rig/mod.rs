@@ -69,6 +69,7 @@ pub mod podman;
 pub mod realm;
 pub mod registry;
 pub mod skopeo;
+pub mod slapd;
 
 pub use ctr::Ctr;
 pub use docker::DockerCli;
@@ -78,6 +79,7 @@ pub use podman::Podman;
 pub use realm::{FakeRealm, FakeRealmOptions, RealmRequest};
 pub use registry::{Registry, RegistryOptions, TokenAuth};
 pub use skopeo::{auth_json_basic, auth_json_identity_token, Skopeo};
+pub use slapd::{Silent, Slapd, SlapdOptions};
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;

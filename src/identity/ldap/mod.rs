@@ -1,0 +1,776 @@
+//! The LDAP / Active Directory provider.
+//!
+//! A login is: refuse an empty password before anything is sent (many servers treat a DN with an empty
+//! password as a successful anonymous bind); find the user with the service account through an escaped
+//! filter (or build the DN from a template with RFC 4514 escaping); bind as that DN with the password on a
+//! connection of its own; read the groups (`memberOf`, or a group search, optionally nested). The entry's
+//! login attribute must equal the typed username (ignoring ASCII case), so a username the directory
+//! normalises (a leading space) or that a careless filter template widens can never become someone else.
+//!
+//! A refresh token comes back through [`LdapProvider::recheck`], which re-reads the user and the groups
+//! with the service account: a deleted user, or one matching `disabled_filter` (Active Directory's
+//! `userAccountControl` disabled bit), is gone.
+//!
+//! The identity cache in front of this provider ([`crate::identity::cache`]) is what makes repeated token
+//! requests free; this module makes the cold path cheap: pooled service connections, one search, one bind
+//! and the group look-up.
+
+pub mod pool;
+pub mod text;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ldap3::{LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Deserialize;
+
+use self::pool::{Connector, Op, OpCounters, Pool};
+use self::text::{fill, first_rdn_value, looks_like_filter, placeholders, Escape};
+use super::async_trait_free::BoxFuture;
+use super::{Identity, Outcome, Provider, Recheck, Unavailable};
+
+/// An `ldap` entry of `providers:`. See `providers/openldap.yaml` and `providers/active-directory.yaml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LdapConfig {
+    /// REQUIRED. Unique name; recorded in tokens and usable in rules (`provider:`).
+    pub name: String,
+    /// REQUIRED. `ldap://host:389` or `ldaps://host:636`.
+    pub url: String,
+    /// Upgrade an `ldap://` connection with StartTLS before anything else is sent. Default: false.
+    #[serde(default)]
+    pub starttls: bool,
+    /// PEM file of the CA certificates that may sign the server's certificate. Default: the system's trust
+    /// store. Certificate checking is always on.
+    pub ca_file: Option<PathBuf>,
+    /// The service account's DN, for searches. Default: none (anonymous searches). Required when
+    /// `bind_password_file` is set.
+    pub bind_dn: Option<String>,
+    /// A file holding the service account's password. Required when `bind_dn` is set.
+    pub bind_password_file: Option<PathBuf>,
+    /// Where users are searched (whole subtree). REQUIRED unless `user_dn_template` is set.
+    pub user_base_dn: Option<String>,
+    /// The user search filter; `{username}` is replaced by the escaped username.
+    /// Default: `(uid={username})`.
+    pub user_filter: Option<String>,
+    /// Bind directly as this DN instead of searching first; `{username}` is replaced with RFC 4514
+    /// escaping, e.g. `uid={username},ou=people,dc=example,dc=org`. Default: none (search, then bind).
+    pub user_dn_template: Option<String>,
+    /// The attribute holding the login name. It must equal the typed username (ignoring ASCII case) and
+    /// becomes the identity's username. Default: `uid` (Active Directory: `sAMAccountName`).
+    pub username_attribute: Option<String>,
+    /// Users matching this filter are refused, and so are their refresh tokens. Default: none. Active
+    /// Directory: `(userAccountControl:1.2.840.113556.1.4.803:=2)`.
+    pub disabled_filter: Option<String>,
+    /// Where group memberships come from. Default: the `memberOf` attribute.
+    #[serde(default)]
+    pub groups: GroupsConfig,
+    /// Timeout for opening a connection (TCP and the TLS or StartTLS handshake). Default: 5s.
+    pub connect_timeout: Option<String>,
+    /// Timeout for each LDAP operation. Default: 5s.
+    pub timeout: Option<String>,
+    /// Most service-account connections open at once (and kept for reuse). Default: 4.
+    pub pool_size: Option<usize>,
+}
+
+/// Where groups come from and how they are named.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupsConfig {
+    /// `member_of` (an attribute of the user entry holding group DNs) or `search`. Default: `member_of`.
+    #[serde(default)]
+    pub from: GroupSource,
+    /// The attribute read with `from: member_of`. Default: `memberOf`.
+    pub member_of_attribute: Option<String>,
+    /// Where groups are searched. REQUIRED with `from: search` or `nested: recursive`.
+    pub base_dn: Option<String>,
+    /// The group search filter; `{dn}` is the user's DN and `{username}` the login name, both escaped.
+    /// Default: `(|(member={dn})(uniqueMember={dn})(memberUid={username}))` (groupOfNames,
+    /// groupOfUniqueNames, posixGroup); with `nested: in_chain` `(member:1.2.840.113556.1.4.1941:={dn})`.
+    pub filter: Option<String>,
+    /// The attribute naming a group found by search (with `member_of`, the value of the group DN's first
+    /// RDN is used: `cn=devs,ou=groups,…` is `devs`). Default: `cn`.
+    pub name_attribute: Option<String>,
+    /// Lower-case group names. Default: false.
+    #[serde(default)]
+    pub lowercase: bool,
+    /// Put before every group name, e.g. `ldap-`. Default: none.
+    #[serde(default)]
+    pub prefix: String,
+    /// Nested groups: `none`, `in_chain` (Active Directory's LDAP_MATCHING_RULE_IN_CHAIN, one search) or
+    /// `recursive` (groups of groups, searched level by level). Default: `none`.
+    #[serde(default)]
+    pub nested: Nested,
+    /// Most levels followed with `nested: recursive`. Default: 5.
+    pub max_depth: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupSource {
+    #[default]
+    MemberOf,
+    Search,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Nested {
+    #[default]
+    None,
+    InChain,
+    Recursive,
+}
+
+const DEFAULT_USER_FILTER: &str = "(uid={username})";
+const DEFAULT_GROUP_FILTER: &str = "(|(member={dn})(uniqueMember={dn})(memberUid={username}))";
+const IN_CHAIN_GROUP_FILTER: &str = "(member:1.2.840.113556.1.4.1941:={dn})";
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn parse_duration(value: Option<&str>) -> Option<Result<Duration, String>> {
+    value.map(|s| humantime::parse_duration(s).map_err(|_| format!("{s:?} is not a duration; write e.g. 500ms or 5s")))
+}
+
+/// Check an `ldap` provider entry, resolving its paths against `base`. Every problem is pushed to
+/// `errors` as `AT.key: what to fix`, `at` being e.g. `providers[1]`.
+pub fn validate_config(cfg: &mut LdapConfig, at: &str, base: &Path, errors: &mut Vec<String>) {
+    let mut err = |key: &str, msg: String| errors.push(format!("{at}.{key}: {msg}"));
+    match cfg.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
+        Some(s) if s == "ldap" => {}
+        Some(s) if s == "ldaps" => {
+            if cfg.starttls {
+                err("starttls", "cannot be combined with an ldaps:// url (it is TLS already)".into());
+            }
+        }
+        _ => err("url", format!("{:?} must start with ldap:// or ldaps://", cfg.url)),
+    }
+    match (&cfg.bind_dn, &cfg.bind_password_file) {
+        (Some(_), None) => err("bind_password_file", "required when bind_dn is set".into()),
+        (None, Some(_)) => err("bind_dn", "required when bind_password_file is set".into()),
+        _ => {}
+    }
+    let search_mode = cfg.user_dn_template.is_none();
+    if search_mode && cfg.user_base_dn.as_deref().is_none_or(str::is_empty) {
+        err("user_base_dn", "required (or set user_dn_template to bind without searching)".into());
+    }
+    if let Some(t) = &cfg.user_dn_template {
+        if !placeholders(t).contains(&"username") {
+            err("user_dn_template", format!("{t:?} must contain {{username}}"));
+        }
+    }
+    let mut check_filter = |key: &str, f: &str, allowed: &[&str], required: Option<&str>| {
+        if !looks_like_filter(f) {
+            err(key, format!("{f:?} is not an LDAP filter: it must be in balanced parentheses"));
+        }
+        for p in placeholders(f) {
+            if !allowed.contains(&p) {
+                err(key, format!("{f:?}: unknown placeholder {{{p}}}; use {}", allowed.join(", ")));
+            }
+        }
+        if let Some(r) = required {
+            if !placeholders(f).contains(&r) {
+                err(key, format!("{f:?} must contain {{{r}}}"));
+            }
+        }
+    };
+    if let Some(f) = &cfg.user_filter {
+        check_filter("user_filter", f, &["username"], Some("username"));
+    }
+    if let Some(f) = &cfg.disabled_filter {
+        check_filter("disabled_filter", f, &[], None);
+    }
+    if let Some(f) = &cfg.groups.filter {
+        check_filter("groups.filter", f, &["dn", "username"], None);
+    }
+    let g = &cfg.groups;
+    let needs_base = g.from == GroupSource::Search || g.nested == Nested::Recursive;
+    if needs_base && g.base_dn.as_deref().is_none_or(str::is_empty) {
+        err("groups.base_dn", "required with groups.from: search or groups.nested: recursive".into());
+    }
+    if g.nested == Nested::InChain && g.from != GroupSource::Search {
+        err("groups.nested", "in_chain works through a group search: set groups.from: search".into());
+    }
+    if g.max_depth.is_some_and(|d| d == 0 || d > 20) {
+        err("groups.max_depth", "must be between 1 and 20".into());
+    }
+    for (key, value) in [("connect_timeout", &cfg.connect_timeout), ("timeout", &cfg.timeout)] {
+        match parse_duration(value.as_deref()) {
+            Some(Err(e)) => err(key, e),
+            Some(Ok(d)) if d.is_zero() || d > Duration::from_secs(300) => {
+                err(key, "must be between 1ms and 300s".into())
+            }
+            _ => {}
+        }
+    }
+    if cfg.pool_size.is_some_and(|n| n == 0 || n > 256) {
+        err("pool_size", "must be between 1 and 256".into());
+    }
+    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    cfg.ca_file = cfg.ca_file.as_deref().map(resolve);
+    cfg.bind_password_file = cfg.bind_password_file.as_deref().map(resolve);
+}
+
+/// The provider.
+pub struct LdapProvider {
+    name: String,
+    cfg: LdapConfig,
+    user_filter: String,
+    username_attribute: String,
+    member_of_attribute: String,
+    group_name_attribute: String,
+    group_filter: String,
+    max_depth: usize,
+    /// Service-account connections: searches.
+    service: Pool,
+    /// Connections for checking user passwords.
+    binds: Pool,
+    counters: Arc<OpCounters>,
+}
+
+/// A user entry as found in the directory.
+struct UserEntry {
+    dn: String,
+    username: String,
+    /// Group DNs from the member-of attribute (empty unless that strategy is used).
+    member_of: Vec<String>,
+}
+
+/// Why an operation did not produce an answer.
+enum Failure {
+    /// The directory could not be asked (or answered with a server-side error): 503.
+    Unavailable(String),
+    /// The directory refused the user (wrong password, and the like): 401.
+    Rejected(String),
+}
+
+impl From<LdapError> for Failure {
+    fn from(e: LdapError) -> Self {
+        Failure::Unavailable(describe(&e))
+    }
+}
+
+/// An LDAP error for the log: never contains a password (ldap3 does not echo bind credentials).
+fn describe(e: &LdapError) -> String {
+    match e {
+        LdapError::LdapResult { result } => {
+            format!("the directory answered rc={} {}", result.rc, result.text.trim()).trim_end().to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+fn attr<'a>(entry: &'a SearchEntry, name: &str) -> &'a [String] {
+    entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice()).unwrap_or(&[])
+}
+
+impl LdapProvider {
+    /// Build from a validated config: reads the service password file and the CA file. No connection is
+    /// opened yet, so tollgate starts even when the directory is down.
+    pub fn new(cfg: &LdapConfig) -> Result<LdapProvider, Vec<String>> {
+        let at = format!("provider {:?}", cfg.name);
+        let service = match (&cfg.bind_dn, &cfg.bind_password_file) {
+            (Some(dn), Some(file)) => {
+                let text = std::fs::read_to_string(file)
+                    .map_err(|e| vec![format!("{at}: bind_password_file {}: {e}", file.display())])?;
+                // A trailing newline is what `echo secret > file` leaves; it is never part of the password.
+                let password = text.trim_end_matches(['\r', '\n']).to_string();
+                if password.is_empty() {
+                    return Err(vec![format!("{at}: bind_password_file {} is empty", file.display())]);
+                }
+                Some((dn.clone(), SecretString::from(password)))
+            }
+            _ => None,
+        };
+        let needs_tls = cfg.starttls || cfg.url.to_ascii_lowercase().starts_with("ldaps://");
+        let connect_timeout =
+            parse_duration(cfg.connect_timeout.as_deref()).and_then(Result::ok).unwrap_or(DEFAULT_TIMEOUT);
+        let op_timeout = parse_duration(cfg.timeout.as_deref()).and_then(Result::ok).unwrap_or(DEFAULT_TIMEOUT);
+        let mut settings = LdapConnSettings::new().set_conn_timeout(connect_timeout).set_starttls(cfg.starttls);
+        if needs_tls {
+            settings =
+                settings.set_config(pool::tls_config(cfg.ca_file.as_deref()).map_err(|e| vec![format!("{at}: {e}")])?);
+        }
+        let counters = Arc::new(OpCounters::default());
+        let connector = Arc::new(Connector {
+            url: cfg.url.clone(),
+            settings,
+            op_timeout,
+            counters: counters.clone(),
+            provider: cfg.name.clone(),
+        });
+        let size = cfg.pool_size.unwrap_or(4);
+        let g = &cfg.groups;
+        let group_filter = g.filter.clone().unwrap_or_else(|| {
+            if g.nested == Nested::InChain { IN_CHAIN_GROUP_FILTER } else { DEFAULT_GROUP_FILTER }.to_string()
+        });
+        Ok(LdapProvider {
+            name: cfg.name.clone(),
+            user_filter: cfg.user_filter.clone().unwrap_or_else(|| DEFAULT_USER_FILTER.into()),
+            username_attribute: cfg.username_attribute.clone().unwrap_or_else(|| "uid".into()),
+            member_of_attribute: g.member_of_attribute.clone().unwrap_or_else(|| "memberOf".into()),
+            group_name_attribute: g.name_attribute.clone().unwrap_or_else(|| "cn".into()),
+            group_filter,
+            max_depth: g.max_depth.unwrap_or(5),
+            service: Pool::new(connector.clone(), service, size),
+            binds: Pool::new(connector, None, size),
+            counters,
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// LDAP operations sent so far, for tests and the benchmark.
+    pub fn counters(&self) -> Arc<OpCounters> {
+        self.counters.clone()
+    }
+
+    fn unavailable(&self, message: String) -> Unavailable {
+        Unavailable { provider: self.name.clone(), message }
+    }
+
+    fn op_timeout(&self) -> Duration {
+        self.service.connector().op_timeout
+    }
+
+    /// Attributes read from a user entry.
+    fn user_attrs(&self) -> Vec<&str> {
+        let mut attrs = vec![self.username_attribute.as_str()];
+        if self.cfg.groups.from == GroupSource::MemberOf {
+            attrs.push(self.member_of_attribute.as_str());
+        }
+        attrs
+    }
+
+    /// `filter` with the disabled filter excluded, so disabled users are never found.
+    fn enabled_only(&self, filter: String) -> String {
+        match &self.cfg.disabled_filter {
+            Some(d) => format!("(&{filter}(!{d}))"),
+            None => filter,
+        }
+    }
+
+    /// A search with the service account, retried once on a fresh connection when a pooled one turns out
+    /// to be broken (the directory restarted since it was opened).
+    async fn service_search(
+        &self,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attrs: &[&str],
+        size_limit: i32,
+    ) -> Result<Vec<SearchEntry>, Failure> {
+        let mut force_fresh = false;
+        loop {
+            let mut conn = self.service.take(force_fresh).await?;
+            self.service.connector().count(Op::Search);
+            let result = conn
+                .ldap
+                .with_search_options(SearchOptions::new().sizelimit(size_limit))
+                .with_timeout(self.op_timeout())
+                .search(base, scope, filter, attrs.to_vec())
+                .await;
+            match result {
+                Ok(res) => {
+                    self.service.put(conn);
+                    return match res.1.rc {
+                        0 => Ok(res.0.into_iter().map(SearchEntry::construct).collect()),
+                        // noSuchObject: the base does not exist, so nothing under it does either. invalidDNSyntax:
+                        // a DN built from a username the server cannot parse names nobody.
+                        32 | 34 => Ok(Vec::new()),
+                        // sizeLimitExceeded: more entries than asked for; the caller treats that as ambiguous.
+                        4 => Ok(res.0.into_iter().map(SearchEntry::construct).collect()),
+                        _ => Err(Failure::Unavailable(describe(&LdapError::from(res.1)))),
+                    };
+                }
+                Err(e) if !conn.fresh && pool::is_connection_error(&e) => {
+                    tracing::debug!(provider = %self.name, error = %e, "pooled LDAP connection broken; reconnecting");
+                    force_fresh = true;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Find the user with the service account. None: no such (enabled) user.
+    async fn find_user(&self, username: &str) -> Result<Option<UserEntry>, Failure> {
+        let (base, scope, filter) = match &self.cfg.user_dn_template {
+            Some(t) => (fill(t, &[("username", username)], Escape::Dn), Scope::Base, "(objectClass=*)".to_string()),
+            None => (
+                self.cfg.user_base_dn.clone().unwrap_or_default(),
+                Scope::Subtree,
+                fill(&self.user_filter, &[("username", username)], Escape::Filter),
+            ),
+        };
+        let filter = self.enabled_only(filter);
+        let entries = self.service_search(&base, scope, &filter, &self.user_attrs(), 2).await?;
+        match entries.len() {
+            0 => Ok(None),
+            1 => Ok(entries.into_iter().next().and_then(|e| self.user_entry(e, username))),
+            n => Err(Failure::Rejected(format!("{n} or more directory entries match the username; check user_filter"))),
+        }
+    }
+
+    /// Turn a directory entry into a user, if its login attribute is the typed username.
+    fn user_entry(&self, entry: SearchEntry, typed: &str) -> Option<UserEntry> {
+        let names = attr(&entry, &self.username_attribute);
+        let Some(username) = names.iter().find(|n| n.eq_ignore_ascii_case(typed)) else {
+            if names.is_empty() {
+                tracing::warn!(provider = %self.name, attribute = %self.username_attribute,
+                    "user entry has no such attribute; check username_attribute");
+            }
+            return None;
+        };
+        Some(UserEntry {
+            username: username.clone(),
+            member_of: attr(&entry, &self.member_of_attribute).to_vec(),
+            dn: entry.dn,
+        })
+    }
+
+    /// Bind as `dn` with the password on a connection used only for that. Ok(Some(entry)) in the direct-
+    /// bind mode, where the entry is read as the user on the same connection.
+    async fn bind_as(&self, dn: &str, password: &SecretString, typed: &str) -> Result<Option<UserEntry>, Failure> {
+        let mut force_fresh = false;
+        loop {
+            let mut conn = self.binds.take(force_fresh).await?;
+            self.binds.connector().count(Op::UserBind);
+            let bound = conn.ldap.with_timeout(self.op_timeout()).simple_bind(dn, password.expose_secret()).await;
+            let result = match bound {
+                Err(e) if !conn.fresh && pool::is_connection_error(&e) => {
+                    force_fresh = true;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(r) => r,
+            };
+            match result.rc {
+                0 => {}
+                // invalidCredentials (also: no such DN), inappropriateAuthentication, and a DN built from a
+                // username that the server cannot parse (invalidDNSyntax).
+                49 | 48 | 34 => {
+                    self.binds.put(conn);
+                    return Err(Failure::Rejected("wrong password".into()));
+                }
+                // unwillingToPerform: locked, disabled or password expired on several servers.
+                53 => return Err(Failure::Rejected(format!("the directory refused the bind: {}", result.text))),
+                _ => return Err(Failure::Unavailable(describe(&LdapError::from(result)))),
+            }
+            if self.cfg.user_dn_template.is_none() {
+                self.binds.put(conn);
+                return Ok(None);
+            }
+            // Direct bind: read the user's own entry as the user (no service account needed).
+            self.binds.connector().count(Op::Search);
+            let filter = self.enabled_only("(objectClass=*)".into());
+            let res =
+                conn.ldap.with_timeout(self.op_timeout()).search(dn, Scope::Base, &filter, self.user_attrs()).await;
+            let res = res?;
+            self.binds.put(conn);
+            if res.1.rc != 0 && res.1.rc != 32 {
+                return Err(Failure::Unavailable(describe(&LdapError::from(res.1))));
+            }
+            let entry = res.0.into_iter().next().map(SearchEntry::construct);
+            return match entry.and_then(|e| self.user_entry(e, typed)) {
+                Some(u) => Ok(Some(u)),
+                None => Err(Failure::Rejected("the account is disabled or its name does not match".into())),
+            };
+        }
+    }
+
+    /// The user's groups, mapped to short names.
+    async fn groups(&self, user: &UserEntry) -> Result<Vec<String>, Failure> {
+        let g = &self.cfg.groups;
+        // (DN, short name) of the groups found so far.
+        let mut found: BTreeMap<String, String> = BTreeMap::new();
+        match g.from {
+            GroupSource::MemberOf => {
+                for dn in &user.member_of {
+                    if let Some(name) = first_rdn_value(dn) {
+                        found.insert(dn.to_ascii_lowercase(), name);
+                    }
+                }
+            }
+            GroupSource::Search => {
+                let filter =
+                    fill(&self.group_filter, &[("dn", &user.dn), ("username", &user.username)], Escape::Filter);
+                found.extend(self.search_groups(&filter).await?);
+            }
+        }
+        if g.nested == Nested::Recursive {
+            let mut frontier: Vec<String> = found.keys().cloned().collect();
+            let mut depth = 0;
+            while !frontier.is_empty() && depth < self.max_depth {
+                depth += 1;
+                let mut filter = String::from("(|");
+                for dn in &frontier {
+                    filter += &fill("(member={dn})(uniqueMember={dn})", &[("dn", dn)], Escape::Filter);
+                }
+                filter.push(')');
+                let next = self.search_groups(&filter).await?;
+                frontier = next.keys().filter(|dn| !found.contains_key(*dn)).cloned().collect();
+                found.extend(next);
+            }
+        }
+        let names: BTreeSet<String> = found
+            .into_values()
+            .map(|n| if g.lowercase { n.to_lowercase() } else { n })
+            .map(|n| format!("{}{n}", g.prefix))
+            .collect();
+        Ok(names.into_iter().collect())
+    }
+
+    /// Search groups; returns lower-cased DN → short name.
+    async fn search_groups(&self, filter: &str) -> Result<BTreeMap<String, String>, Failure> {
+        let base = self.cfg.groups.base_dn.clone().unwrap_or_default();
+        let attrs = [self.group_name_attribute.as_str()];
+        let entries = self.service_search(&base, Scope::Subtree, filter, &attrs, 0).await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|e| {
+                let name = attr(&e, &self.group_name_attribute).first().cloned().or_else(|| first_rdn_value(&e.dn))?;
+                Some((e.dn.to_ascii_lowercase(), name))
+            })
+            .collect())
+    }
+
+    fn identity(&self, user: &UserEntry, groups: Vec<String>) -> Identity {
+        let mut claims = BTreeMap::new();
+        claims.insert("dn".to_string(), serde_json::Value::String(user.dn.clone()));
+        Identity { username: user.username.clone(), provider: self.name.clone(), groups, claims }
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %self.name, user = %username))]
+    async fn login(&self, username: &str, password: &SecretString) -> Result<Outcome, Failure> {
+        if password.expose_secret().is_empty() {
+            // Before any bind: with `olcAllows: bind_anon_dn` (and on AD) a DN with an empty password
+            // "succeeds" as an anonymous bind.
+            return Ok(Outcome::Rejected("empty password".into()));
+        }
+        if username.is_empty() {
+            return Ok(Outcome::NotMine);
+        }
+        let user = match &self.cfg.user_dn_template {
+            Some(t) => {
+                let dn = fill(t, &[("username", username)], Escape::Dn);
+                match self.bind_as(&dn, password, username).await? {
+                    Some(u) => u,
+                    None => return Ok(Outcome::Rejected("entry not readable after bind".into())),
+                }
+            }
+            None => {
+                let Some(user) = self.find_user(username).await? else { return Ok(Outcome::NotMine) };
+                self.bind_as(&user.dn, password, username).await?;
+                user
+            }
+        };
+        let groups = self.groups(&user).await?;
+        Ok(Outcome::Authenticated(self.identity(&user, groups)))
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(provider = %self.name, user = %username))]
+    async fn reread(&self, username: &str) -> Result<Recheck, Failure> {
+        let Some(user) = self.find_user(username).await? else {
+            return Ok(Recheck::Gone("no longer in the directory, or disabled".into()));
+        };
+        let groups = self.groups(&user).await?;
+        Ok(Recheck::Current(self.identity(&user, groups)))
+    }
+
+    /// Record the request in the metrics and turn a failure into the provider contract's terms.
+    fn finish<T>(
+        &self,
+        operation: &'static str,
+        started: Instant,
+        result: Result<T, Failure>,
+        rejected: impl FnOnce(String) -> T,
+        outcome_of: impl FnOnce(&T) -> &'static str,
+    ) -> Result<T, Unavailable> {
+        let result = match result {
+            Ok(v) => Ok(v),
+            Err(Failure::Rejected(reason)) => Ok(rejected(reason)),
+            Err(Failure::Unavailable(m)) => Err(m),
+        };
+        let outcome = match &result {
+            Ok(v) => outcome_of(v),
+            Err(_) => "unavailable",
+        };
+        tracing::debug!(provider = %self.name, operation, outcome, elapsed_ms = started.elapsed().as_millis() as u64,
+            "directory answered");
+        let provider = self.name.clone();
+        metrics::counter!("tollgate_provider_requests_total", "provider" => provider.clone(),
+            "operation" => operation, "outcome" => outcome)
+        .increment(1);
+        metrics::histogram!("tollgate_provider_duration_seconds", "provider" => provider, "operation" => operation)
+            .record(started.elapsed().as_secs_f64());
+        result.map_err(|m| self.unavailable(m))
+    }
+}
+
+impl Provider for LdapProvider {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        username: &'a str,
+        password: &'a SecretString,
+    ) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.login(username, password).await;
+            self.finish("authenticate", started, result, Outcome::Rejected, |o| match o {
+                Outcome::Authenticated(_) => "authenticated",
+                Outcome::NotMine => "not_mine",
+                Outcome::Rejected(_) => "rejected",
+            })
+        })
+    }
+
+    fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = self.reread(username).await;
+            self.finish("recheck", started, result, Recheck::Gone, |r| match r {
+                Recheck::Current(_) => "current",
+                Recheck::Gone(_) => "gone",
+            })
+        })
+    }
+
+    /// A read of the root DSE with the service account: proves the directory answers and the service
+    /// account can bind, bounded by the connect and operation timeouts.
+    fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+        Box::pin(async move {
+            match self.service_search("", Scope::Base, "(objectClass=*)", &["1.1"], 1).await {
+                Ok(_) => Ok(()),
+                Err(Failure::Unavailable(m) | Failure::Rejected(m)) => Err(self.unavailable(m)),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> LdapConfig {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    fn errors_of(yaml: &str) -> Vec<String> {
+        let mut cfg = parse(yaml);
+        let mut errors = Vec::new();
+        validate_config(&mut cfg, "providers[1]", Path::new("/etc/tollgate"), &mut errors);
+        errors
+    }
+
+    #[test]
+    fn a_minimal_search_config_is_valid_and_paths_resolve() {
+        let mut cfg = parse(
+            "{name: corp, url: 'ldaps://ldap.example.org', user_base_dn: 'ou=people,dc=example,dc=org', \
+             bind_dn: 'cn=svc,dc=example,dc=org', bind_password_file: secrets/ldap, ca_file: /etc/ssl/ca.pem}",
+        );
+        let mut errors = Vec::new();
+        validate_config(&mut cfg, "providers[0]", Path::new("/etc/tollgate"), &mut errors);
+        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(cfg.bind_password_file.as_deref(), Some(Path::new("/etc/tollgate/secrets/ldap")));
+        assert_eq!(cfg.ca_file.as_deref(), Some(Path::new("/etc/ssl/ca.pem")));
+    }
+
+    #[test]
+    fn every_mistake_is_reported_with_its_key() {
+        let errors = errors_of(
+            "{name: x, url: 'http://x', starttls: true, bind_password_file: p, user_filter: 'uid={user}', \
+             groups: {from: member_of, nested: in_chain, max_depth: 0}, timeout: forever, pool_size: 0}",
+        );
+        let all = errors.join("\n");
+        for want in [
+            "providers[1].url: \"http://x\" must start with ldap:// or ldaps://",
+            "providers[1].bind_dn: required when bind_password_file is set",
+            "providers[1].user_base_dn: required",
+            "providers[1].user_filter: \"uid={user}\" is not an LDAP filter",
+            "providers[1].user_filter: \"uid={user}\": unknown placeholder {user}",
+            "providers[1].user_filter: \"uid={user}\" must contain {username}",
+            "providers[1].groups.nested: in_chain works through a group search",
+            "providers[1].groups.max_depth: must be between 1 and 20",
+            "providers[1].timeout: \"forever\" is not a duration",
+            "providers[1].pool_size: must be between 1 and 256",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        let errors =
+            errors_of("{name: x, url: 'ldaps://x', starttls: true, user_dn_template: 'uid=x,dc=y', bind_dn: d}");
+        let all = errors.join("\n");
+        assert!(all.contains("providers[1].starttls: cannot be combined with an ldaps:// url"), "{all}");
+        assert!(all.contains("providers[1].user_dn_template: \"uid=x,dc=y\" must contain {username}"), "{all}");
+        assert!(all.contains("providers[1].bind_password_file: required when bind_dn is set"), "{all}");
+        let errors = errors_of("{name: x, url: 'ldap://x', user_base_dn: b, groups: {from: search}}");
+        assert!(errors.iter().any(|e| e.contains("providers[1].groups.base_dn: required")), "{errors:?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = serde_norway::from_str::<LdapConfig>("{name: x, url: 'ldap://x', bind_password: hunter2}").unwrap_err();
+        assert!(e.to_string().contains("unknown field `bind_password`"), "{e}");
+    }
+
+    #[test]
+    fn in_chain_nesting_searches_with_the_active_directory_matching_rule() {
+        let cfg = parse(
+            "{name: ad, url: 'ldaps://dc', user_base_dn: 'DC=corp', groups: {from: search, base_dn: 'DC=corp', nested: in_chain}}",
+        );
+        let p = LdapProvider::new(&cfg).unwrap();
+        let user =
+            UserEntry { dn: "CN=Smith\\, J (*),OU=Staff,DC=corp".into(), username: "js".into(), member_of: vec![] };
+        let filter = fill(&p.group_filter, &[("dn", &user.dn), ("username", &user.username)], Escape::Filter);
+        assert_eq!(filter, r"(member:1.2.840.113556.1.4.1941:=CN=Smith\5c, J \28\2a\29,OU=Staff,DC=corp)");
+    }
+
+    #[tokio::test]
+    async fn an_empty_password_is_refused_before_any_connection() {
+        // Port 9 (discard) on loopback: nothing listens, so any connection attempt would be an error.
+        let cfg = parse("{name: x, url: 'ldap://127.0.0.1:9', user_base_dn: 'dc=x'}");
+        let p = LdapProvider::new(&cfg).unwrap();
+        let outcome = p.authenticate("alice", &SecretString::from(String::new())).await.unwrap();
+        assert!(matches!(outcome, Outcome::Rejected(r) if r == "empty password"));
+        assert_eq!(p.counters().snapshot(), (0, 0, 0, 0));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_directory_is_unavailable_not_rejected() {
+        let cfg = parse("{name: x, url: 'ldap://127.0.0.1:9', user_base_dn: 'dc=x', connect_timeout: 2s}");
+        let p = LdapProvider::new(&cfg).unwrap();
+        let err = p.authenticate("alice", &SecretString::from("pw".to_string())).await.unwrap_err();
+        assert_eq!(err.provider, "x");
+        assert!(p.probe().await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use crate::config::ProviderConfig;
+
+    /// The shipped examples parse and validate, so the README never points at a broken file.
+    #[test]
+    fn the_example_provider_files_are_valid() {
+        for (file, text) in [
+            ("providers/openldap.yaml", include_str!("../../../providers/openldap.yaml")),
+            ("providers/active-directory.yaml", include_str!("../../../providers/active-directory.yaml")),
+        ] {
+            #[derive(serde::Deserialize)]
+            struct File {
+                providers: Vec<ProviderConfig>,
+            }
+            let parsed: File = serde_norway::from_str(text).unwrap_or_else(|e| panic!("{file}: {e}"));
+            for p in parsed.providers {
+                let ProviderConfig::Ldap(mut cfg) = p else { panic!("{file}: not an ldap provider") };
+                let mut errors = Vec::new();
+                super::validate_config(&mut cfg, file, std::path::Path::new("/etc/tollgate"), &mut errors);
+                assert_eq!(errors, Vec::<String>::new(), "{file}");
+            }
+        }
+    }
+}
