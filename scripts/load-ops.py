@@ -44,8 +44,9 @@ with tempfile.TemporaryDirectory() as d:
             start = time.perf_counter()
             for i in range(n):
                 headers = {"X-Forwarded-For": xff_for(i)}
-                if auth:
-                    headers["Authorization"] = auth
+                a = auth(i) if callable(auth) else auth
+                if a:
+                    headers["Authorization"] = a
                 conn.request("GET", "/token?service=registry.load&scope=repository:payments/api:pull", headers=headers)
                 r = conn.getresponse()
                 r.read()
@@ -56,10 +57,12 @@ with tempfile.TemporaryDirectory() as d:
         results = [
             run("anonymous (baseline)", None, lambda i: "192.0.2.1"),
             run("cached login", basic("alice", password), lambda i: "192.0.2.2"),
-            # every request from a fresh address: each one pays a full hash check
-            run("wrong password", basic("alice", "wrong"), lambda i: f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"),
+            # a new wrong password each time, each from a fresh address: every one pays a full hash check
+            # (a repeated wrong password is answered by the identity cache's negative entries)
+            run("wrong password", lambda i: basic("alice", f"wrong-{i}"),
+                lambda i: f"10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"),
             # one address: 5 failures, then only 429s that check no password
-            run("wrong password, rate limited", basic("alice", "wrong"), lambda i: "198.51.100.9"),
+            run("wrong password, rate limited", lambda i: basic("alice", f"guess-{i}"), lambda i: "198.51.100.9"),
         ]
         base = results[0][1]
         print(f"{n} sequential requests per case against {binary}")
