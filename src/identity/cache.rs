@@ -168,6 +168,8 @@ impl Provider for CachedProvider {
             }
             if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => self.inner.name().to_string())
+                    .increment(1);
                 return Ok(Outcome::Authenticated(e.identity.clone()));
             }
             if let Some(r) = self.negative.get(&key).await {
@@ -177,6 +179,7 @@ impl Provider for CachedProvider {
                 }
             }
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::telemetry::CACHE_MISSES, "provider" => self.inner.name().to_string()).increment(1);
             let outcome = match self.inner.authenticate(username, password).await {
                 Ok(o) => o,
                 Err(e) => return self.stale(cached, &e).map(Outcome::Authenticated).ok_or(e),

@@ -13,5 +13,6 @@ mod e2e;
 mod harness;
 mod ldap;
 mod oidc;
+mod ops;
 mod rig;
 mod rig_selftest;
