@@ -35,7 +35,7 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   slapd, ldap-utils  a private OpenLDAP per LDAP test (slapadd, ldapadd, ldapwhoami, ldapsearch)
 #   glewlwyd         a real OpenID provider (password and device grants); dbconfig-no-thanks keeps its
 #                    package from setting up a database server, sqlite3 loads the test databases
-packages=(docker-registry skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev
+packages=(docker-registry redis-server skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev
           slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3 docker-compose curl)
 
 missing=()

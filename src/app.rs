@@ -12,8 +12,8 @@ use crate::identity::ldap::LdapProvider;
 use crate::identity::oidc::OidcProvider;
 use crate::identity::Provider;
 use crate::policy::{Policy, PolicySource};
-use crate::revocation::{FileStore, RevocationStore};
-use crate::sessions::{FileSessionStore, SessionStore};
+use crate::revocation::RevocationStore;
+use crate::sessions::SessionStore;
 use crate::token::keys::{generate_key_files, write_private, KeySet, SigningKey};
 use crate::token::refresh::RefreshTokens;
 use crate::token::{random_id, TokenIssuer};
@@ -55,7 +55,13 @@ impl AppState {
         } else {
             None
         };
-        let sessions: Arc<dyn SessionStore> = Arc::new(FileSessionStore::new(settings.sessions_file()));
+        // Local files or Redis, per `state.store`; a store that cannot be opened leaves the local default in
+        // place only so that every other problem is still reported.
+        let stores = crate::store::open(&settings).unwrap_or_else(|e| {
+            errors.push(e);
+            crate::store::Stores::local(&settings)
+        });
+        let sessions = stores.sessions.clone();
         let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
         let mut cache_stats = Vec::new();
         let cache_policy = CachePolicy {
@@ -111,7 +117,7 @@ impl AppState {
             return Err(errors);
         }
         let (Some(keys), Ok(policy)) = (keys, policy) else { return Err(vec!["internal: state incomplete".into()]) };
-        let revocations: Arc<dyn RevocationStore> = Arc::new(FileStore::new(settings.revocation_file()));
+        let revocations = stores.revocations;
         Ok(AppState {
             issuer: TokenIssuer { keys, issuer: settings.issuer.clone(), lifetime: settings.token_lifetime },
             refresh,
@@ -121,7 +127,9 @@ impl AppState {
             sessions,
             policy,
             health: Arc::default(),
-            limiter: Arc::new(crate::http::ratelimit::LoginLimiter::new(&settings.ops.rate_limit)),
+            limiter: Arc::new(
+                crate::http::ratelimit::LoginLimiter::new(&settings.ops.rate_limit).with_shared(stores.limits),
+            ),
             settings,
         })
     }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::app::{load_keys, AppState, PolicyStore};
+use crate::config::state::StoreKind;
 use crate::config::{LogFormat, ProviderConfig, Settings};
 use crate::identity::accounts::{add_account, hash_password as hash, validate_username, AccountEntry};
 use crate::identity::{AuthMethod, Identity, RequestContext};
@@ -199,7 +200,6 @@ pub fn robot_add(
 
 pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&str>, all: bool) -> Result<(), String> {
     let settings = load(config)?;
-    let store = FileStore::new(settings.revocation_file());
     let now = unix_now();
     let (revocation, what) = match (token, user, all) {
         (Some(t), None, false) => {
@@ -217,7 +217,19 @@ pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&st
         (None, None, true) => (Revocation::All { before: now }, "every refresh token".to_string()),
         _ => return Err("say what to revoke: --token TOKEN, --user NAME or --all".into()),
     };
-    store.revoke_sync(revocation).map_err(|e| e.to_string())?;
+    match settings.state.store {
+        StoreKind::Local => FileStore::new(settings.revocation_file()).revoke_sync(revocation),
+        // The store every replica reads: Redis when `state.store: redis`.
+        StoreKind::Redis => {
+            let stores = crate::store::open(&settings)?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+            runtime.block_on(stores.revocations.revoke(revocation))
+        }
+    }
+    .map_err(|e| e.to_string())?;
     println!("revoked {what} issued until {}", rfc3339(now));
     Ok(())
 }

@@ -15,6 +15,7 @@ pub mod reload;
 pub mod revocation;
 pub mod scope;
 pub mod sessions;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

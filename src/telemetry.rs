@@ -28,6 +28,8 @@ pub const CACHE_MISSES: &str = "tollgate_identity_cache_misses_total";
 pub const FAILED_LOGINS: &str = "tollgate_failed_logins_total";
 /// Requests answered 429 by `limit` (`ip` or `account`).
 pub const RATE_LIMITED: &str = "tollgate_rate_limited_total";
+/// Failed-login limit decisions taken per replica because the shared (Redis) store could not be reached.
+pub const RATE_LIMIT_FALLBACKS: &str = "tollgate_rate_limit_fallbacks_total";
 /// Policy reloads after a rules file changed, by `result` (`ok` or `error`).
 pub const POLICY_RELOADS: &str = "tollgate_policy_reloads_total";
 /// Reloads of the whole config (SIGHUP, config or certificate file change), by `result`.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod ops;
+pub mod state;
 
 use crate::identity::accounts::AccountEntry;
 use crate::token::keys::{HeaderMode, KidFormat};
@@ -42,6 +43,8 @@ struct RawConfig {
     log: RawLog,
     #[serde(default)]
     rate_limit: ops::RawRateLimit,
+    #[serde(default)]
+    state: state::RawState,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +220,8 @@ pub struct Settings {
     pub log_level: String,
     /// TLS, metrics, proxies, probes, rate limits.
     pub ops: ops::OpsSettings,
+    /// Where shared state lives (local files or Redis).
+    pub state: state::StateSettings,
 }
 
 impl Settings {
@@ -354,6 +359,7 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
         probe_interval: raw.server.probe_interval.take(),
     };
     let ops = ops::validate(server_ops, std::mem::take(&mut raw.rate_limit), base, errors);
+    let state = state::validate(std::mem::take(&mut raw.state), base, errors);
     let listen_s = raw.server.listen.unwrap_or_else(|| "127.0.0.1:5001".into());
     let listen = listen_s.parse().unwrap_or_else(|_| {
         errors.push(format!("server.listen: {listen_s:?} is not an address; write e.g. 0.0.0.0:5001"));
@@ -500,6 +506,7 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
         log_format,
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
         ops,
+        state,
     }
 }
 

@@ -10,10 +10,16 @@
 //! - the per-IP budget is the attacker's own: a flood from one address does not touch other addresses;
 //! - an account under attack from many addresses (its budget spent) still accepts logins from addresses
 //!   that logged in to it successfully in the last day, so its owner keeps working during the flood.
+//!
+//! With `state.store: redis` the counts are shared by all replicas ([`SharedLimits`], a fixed window per
+//! key); when Redis cannot be reached the limiter falls back to these per-replica budgets (the limits are
+//! abuse protection, not access control), logs it and counts it in `tollgate_rate_limit_fallbacks_total`.
 
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use governor::clock::{Clock as _, DefaultClock};
@@ -22,6 +28,7 @@ use moka::future::Cache;
 
 use super::error::ApiError;
 use crate::config::ops::RateLimitSettings;
+use crate::store::redis::{Budget as SharedBudget, SharedLimits};
 use crate::telemetry;
 
 /// How long an address that logged in successfully stays "known" for that account.
@@ -84,6 +91,10 @@ pub struct LoginLimiter {
     by_ip: Budget<IpAddr>,
     by_account: Budget<String>,
     known_good: Cache<(String, IpAddr), ()>,
+    /// Counts shared with the other replicas (Redis), when configured.
+    shared: Option<Arc<SharedLimits>>,
+    /// Unix second of the last fallback warning, so a Redis outage logs once a minute, not per request.
+    last_warning: AtomicU64,
 }
 
 impl LoginLimiter {
@@ -93,7 +104,63 @@ impl LoginLimiter {
             by_ip: Budget::new(settings.ip_failures, settings.window, "ip"),
             by_account: Budget::new(settings.account_failures, settings.window, "account"),
             known_good: Cache::builder().max_capacity(MAX_TRACKED).time_to_live(KNOWN_GOOD_TTL).build(),
+            shared: None,
+            last_warning: AtomicU64::new(0),
         }
+    }
+
+    /// Count failures in a store shared by all replicas (falling back to this replica's own when it fails).
+    pub fn with_shared(mut self, shared: Option<Arc<SharedLimits>>) -> LoginLimiter {
+        self.shared = shared;
+        self
+    }
+
+    /// The shared store failed: count it, warn at most once a minute, and let the caller use local budgets.
+    fn fell_back(&self, error: &str) {
+        metrics::counter!(telemetry::RATE_LIMIT_FALLBACKS).increment(1);
+        let now = crate::token::unix_now();
+        let last = self.last_warning.load(Ordering::Relaxed);
+        if now >= last + 60
+            && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            tracing::warn!(error, "shared rate-limit store unavailable; counting failed logins per replica");
+        }
+    }
+
+    async fn check_shared(
+        &self,
+        shared: &SharedLimits,
+        ip: IpAddr,
+        account: &str,
+    ) -> Result<Result<(), ApiError>, String> {
+        let s = &self.settings;
+        if let Some(secs) = shared.blocked_for(SharedBudget::Ip, ip, account, s.ip_failures).await? {
+            return Ok(Err(self.by_ip.too_many(secs)));
+        }
+        let key = account_key(account);
+        if let Some(secs) = shared.blocked_for(SharedBudget::Account, ip, &key, s.account_failures).await? {
+            if !shared.is_known_good(&key, ip).await? {
+                return Ok(Err(self.by_account.too_many(secs)));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    async fn failed_shared(
+        &self,
+        shared: &SharedLimits,
+        ip: IpAddr,
+        account: &str,
+    ) -> Result<Result<(), ApiError>, String> {
+        let s = &self.settings;
+        let by_ip = shared.spend(SharedBudget::Ip, ip, account, s.ip_failures, s.window).await?;
+        let by_account =
+            shared.spend(SharedBudget::Account, ip, &account_key(account), s.account_failures, s.window).await?;
+        Ok(match (by_ip, by_account) {
+            (Some(secs), _) => Err(self.by_ip.too_many(secs)),
+            (None, Some(secs)) => Err(self.by_account.too_many(secs)),
+            (None, None) => Ok(()),
+        })
     }
 
     /// The settings it was built from (a reload keeps the limiter, and its counts, when they are unchanged).
@@ -105,6 +172,12 @@ impl LoginLimiter {
     pub async fn check(&self, ip: IpAddr, account: &str) -> Result<(), ApiError> {
         if !self.settings.enabled {
             return Ok(());
+        }
+        if let Some(shared) = &self.shared {
+            match self.check_shared(shared, ip, account).await {
+                Ok(verdict) => return verdict,
+                Err(e) => self.fell_back(&e),
+            }
         }
         if let Some(secs) = self.by_ip.blocked_for(&ip).await {
             return Err(self.by_ip.too_many(secs));
@@ -122,6 +195,12 @@ impl LoginLimiter {
         if !self.settings.enabled {
             return Ok(());
         }
+        if let Some(shared) = &self.shared {
+            match self.failed_shared(shared, ip, account).await {
+                Ok(verdict) => return verdict,
+                Err(e) => self.fell_back(&e),
+            }
+        }
         let by_ip = self.by_ip.spend(&ip).await;
         let by_account = self.by_account.spend(&account_key(account)).await;
         match (by_ip, by_account) {
@@ -134,7 +213,13 @@ impl LoginLimiter {
     /// After a successful password login: remember the address as known-good for the account.
     pub async fn succeeded(&self, ip: IpAddr, account: &str) {
         if self.settings.enabled {
+            // Remembered locally as well, so the owner's address is still known during a Redis outage.
             self.known_good.insert((account_key(account), ip), ()).await;
+            if let Some(shared) = &self.shared {
+                if let Err(e) = shared.remember_good(&account_key(account), ip, KNOWN_GOOD_TTL).await {
+                    self.fell_back(&e);
+                }
+            }
         }
     }
 

@@ -1,0 +1,50 @@
+//! Choosing the stores for state that replicas share, from the `state:` config section.
+//!
+//! `local` keeps the embedded file stores ([`crate::revocation::FileStore`],
+//! [`crate::sessions::FileSessionStore`]) and per-replica failed-login limits. `redis` puts all three in one
+//! Redis ([`redis`]), so a refresh token revoked on one replica is refused by every other, a device login
+//! started on one can be polled on another, and failed logins are counted across all of them.
+
+use std::sync::Arc;
+
+use crate::config::state::StoreKind;
+use crate::config::Settings;
+use crate::revocation::{FileStore, RevocationStore};
+use crate::sessions::{FileSessionStore, SessionStore};
+
+pub mod redis;
+
+/// The stores selected by the config.
+pub struct Stores {
+    pub revocations: Arc<dyn RevocationStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    /// Shared failed-login counters; None keeps them per replica.
+    pub limits: Option<Arc<redis::SharedLimits>>,
+}
+
+impl Stores {
+    /// The embedded default: files under `server.data_dir`, per-replica limits.
+    pub fn local(settings: &Settings) -> Stores {
+        Stores {
+            revocations: Arc::new(FileStore::new(settings.revocation_file())),
+            sessions: Arc::new(FileSessionStore::new(settings.sessions_file())),
+            limits: None,
+        }
+    }
+}
+
+/// Build the configured stores. Nothing connects here (Redis is connected on first use, and reconnected
+/// after a loss), so a replica starts, and `check-config` passes, while Redis is still coming up.
+pub fn open(settings: &Settings) -> Result<Stores, String> {
+    match settings.state.store {
+        StoreKind::Local => Ok(Stores::local(settings)),
+        StoreKind::Redis => {
+            let conn = Arc::new(redis::Redis::open(&settings.state)?);
+            Ok(Stores {
+                revocations: Arc::new(redis::RedisRevocations(conn.clone())),
+                sessions: Arc::new(redis::RedisSessions(conn.clone())),
+                limits: Some(Arc::new(redis::SharedLimits::new(conn))),
+            })
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Shared state in Redis: refresh-token revocations, device/OIDC sessions and failed-login counters.
+//!
+//! One [`Redis`] handle per process holds a `ConnectionManager` (one multiplexed connection, reconnected in
+//! the background after a loss). Every command runs under `state.command_timeout`, so a Redis that hangs
+//! costs a request at most that long; a Redis that is down fails at once (connection refused) and the next
+//! command tries to reconnect, which is how a replica recovers after Redis comes back without a restart.
+//!
+//! What a failure means is decided by the caller: revocations and sessions return their `StoreError`
+//! (the token endpoint answers 503: a revocation that cannot be checked is treated as revoked), while
+//! [`SharedLimits`] errors make the login limiter fall back to its per-replica counters.
+//!
+//! Key layout (all under `state.key_prefix`, default `tollgate:`):
+//! - `revoked:jti:<jti>`: one revoked refresh token, expiring with the token itself;
+//! - `revoked:user:<username>`, `revoked:all`: Unix second up to which tokens are revoked (only raised);
+//! - `session:<key>`: a session-store entry (keys are already hashes of any secret), with its expiry;
+//! - `rl:ip:<address>`, `rl:acct:<sha256(account)>`: failed logins in the current window;
+//! - `rl:good:<sha256(account)>:<address>`: an address that logged in to the account in the last day.
+//!
+//! The Redis URL may hold a password: it is read from `state.redis_url_file` and never logged; errors name
+//! the file, not its content.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, FromRedisValue};
+use tokio::sync::OnceCell;
+
+use crate::config::state::StateSettings;
+use crate::identity::async_trait_free::BoxFuture;
+use crate::revocation::{Revocation, RevocationStore, StoreError};
+use crate::sessions::{self, SessionStore};
+use crate::token::refresh::RefreshClaims;
+use crate::token::unix_now;
+
+/// Raise a Unix-time key to ARGV[1] if it is lower (two replicas revoking at once keep the later moment).
+const RAISE: &str = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
+    if tonumber(ARGV[1]) > c then redis.call('SET', KEYS[1], ARGV[1]) end return 0";
+/// Count one failure in a window that starts at the first failure: returns {count, ms left in the window}.
+const SPEND: &str = "local n = redis.call('INCR', KEYS[1]) \
+    if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end \
+    local t = redis.call('PTTL', KEYS[1]) \
+    if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) t = tonumber(ARGV[1]) end return {n, t}";
+
+/// One Redis for the whole process, connected on first use.
+pub struct Redis {
+    client: Client,
+    conn: OnceCell<ConnectionManager>,
+    prefix: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl Redis {
+    /// Read the URL file and parse the URL; no connection is made yet.
+    pub fn open(state: &StateSettings) -> Result<Redis, String> {
+        let path = state.redis_url_file.as_deref().ok_or("state.redis_url_file: required with store: redis")?;
+        let url =
+            std::fs::read_to_string(path).map_err(|e| format!("state.redis_url_file: {}: {e}", path.display()))?;
+        // The parse error is not shown: it could quote the URL, password included.
+        let client = Client::open(url.trim()).map_err(|_| {
+            format!(
+                "state.redis_url_file: {}: not a Redis URL; write redis://[:PASSWORD@]HOST:PORT/DB on one line",
+                path.display()
+            )
+        })?;
+        Ok(Redis {
+            client,
+            conn: OnceCell::new(),
+            prefix: state.key_prefix.clone(),
+            connect_timeout: state.connect_timeout,
+            command_timeout: state.command_timeout,
+        })
+    }
+
+    fn key(&self, rest: &str) -> String {
+        format!("{}{rest}", self.prefix)
+    }
+
+    async fn manager(&self) -> Result<ConnectionManager, String> {
+        let conn = self
+            .conn
+            .get_or_try_init(|| async {
+                // One quick retry per loss: callers wait at most `command_timeout` anyway, and the next
+                // command after a failure starts a new attempt.
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(self.connect_timeout))
+                    .set_response_timeout(Some(self.command_timeout))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                self.client.get_connection_manager_lazy(config).map_err(|e| format!("redis: {e}"))
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// Run one command (or a pipeline, through `f`) under the command timeout.
+    async fn run<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, String> {
+        let mut conn = self.manager().await?;
+        match tokio::time::timeout(self.command_timeout, cmd.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("redis {what}: {e}")),
+            Err(_) => Err(format!("redis {what}: no answer within {:?}", self.command_timeout)),
+        }
+    }
+
+    async fn run_pipe<T: FromRedisValue>(&self, what: &str, pipe: &redis::Pipeline) -> Result<T, String> {
+        let mut conn = self.manager().await?;
+        match tokio::time::timeout(self.command_timeout, pipe.query_async::<T>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(format!("redis {what}: {e}")),
+            Err(_) => Err(format!("redis {what}: no answer within {:?}", self.command_timeout)),
+        }
+    }
+
+    /// PING, for health checks and tests.
+    pub async fn ping(&self) -> Result<(), String> {
+        self.run::<String>("PING", &redis::cmd("PING")).await.map(|_| ())
+    }
+
+    async fn raise(&self, key: &str, value: u64) -> Result<(), String> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(RAISE).arg(1).arg(self.key(key)).arg(value);
+        self.run::<i64>("EVAL", &cmd).await.map(|_| ())
+    }
+}
+
+/// [`RevocationStore`] in Redis.
+pub struct RedisRevocations(pub Arc<Redis>);
+
+impl RedisRevocations {
+    async fn revoke_now(&self, r: Revocation) -> Result<(), String> {
+        let redis = &self.0;
+        match r {
+            Revocation::Token { jti, exp } => {
+                if exp <= unix_now() {
+                    return Ok(()); // already expired: nothing left to refuse
+                }
+                let mut cmd = redis::cmd("SET");
+                cmd.arg(redis.key(&format!("revoked:jti:{jti}"))).arg(1).arg("EXAT").arg(exp);
+                redis.run::<()>("SET", &cmd).await
+            }
+            Revocation::User { username, before } => redis.raise(&format!("revoked:user:{username}"), before).await,
+            Revocation::All { before } => redis.raise("revoked:all", before).await,
+        }
+    }
+
+    async fn check(&self, claims: &RefreshClaims) -> Result<bool, String> {
+        let redis = &self.0;
+        // One round trip for all three kinds.
+        let mut pipe = redis::pipe();
+        pipe.cmd("EXISTS").arg(redis.key(&format!("revoked:jti:{}", claims.jti)));
+        pipe.cmd("GET").arg(redis.key(&format!("revoked:user:{}", claims.sub)));
+        pipe.cmd("GET").arg(redis.key("revoked:all"));
+        let (token, user, all): (bool, Option<u64>, Option<u64>) = redis.run_pipe("revocation check", &pipe).await?;
+        Ok(token || user.is_some_and(|b| claims.iat <= b) || all.is_some_and(|b| claims.iat <= b))
+    }
+}
+
+impl RevocationStore for RedisRevocations {
+    fn revoke<'a>(&'a self, revocation: Revocation) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move { self.revoke_now(revocation).await.map_err(StoreError) })
+    }
+
+    fn is_revoked<'a>(&'a self, claims: &'a RefreshClaims) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move { self.check(claims).await.map_err(StoreError) })
+    }
+}
+
+/// [`SessionStore`] in Redis: one key per entry, expiring at the entry's own expiry (`SET … EXAT`).
+pub struct RedisSessions(pub Arc<Redis>);
+
+impl SessionStore for RedisSessions {
+    fn put<'a>(
+        &'a self,
+        key: &'a str,
+        value: serde_json::Value,
+        expires_at: u64,
+    ) -> BoxFuture<'a, Result<(), sessions::StoreError>> {
+        Box::pin(async move {
+            let redis = &self.0;
+            let k = redis.key(&format!("session:{key}"));
+            if expires_at <= unix_now() {
+                return redis.run::<()>("DEL", redis::cmd("DEL").arg(k)).await.map_err(sessions::StoreError);
+            }
+            let json = serde_json::to_string(&value).map_err(|e| sessions::StoreError(e.to_string()))?;
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(k).arg(json).arg("EXAT").arg(expires_at);
+            redis.run::<()>("SET", &cmd).await.map_err(sessions::StoreError)
+        })
+    }
+
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, sessions::StoreError>> {
+        Box::pin(async move {
+            let redis = &self.0;
+            let raw: Option<String> = redis
+                .run("GET", redis::cmd("GET").arg(redis.key(&format!("session:{key}"))))
+                .await
+                .map_err(sessions::StoreError)?;
+            // The value is not quoted in the error: it may hold an IdP refresh token.
+            raw.map(|s| serde_json::from_str(&s))
+                .transpose()
+                .map_err(|e| sessions::StoreError(format!("session {key}: not valid JSON in Redis: {e}")))
+        })
+    }
+
+    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), sessions::StoreError>> {
+        Box::pin(async move {
+            let redis = &self.0;
+            redis
+                .run::<()>("DEL", redis::cmd("DEL").arg(redis.key(&format!("session:{key}"))))
+                .await
+                .map_err(sessions::StoreError)
+        })
+    }
+}
+
+/// Failed-login counters shared by all replicas: a fixed window per key that starts at its first failure.
+/// (The per-replica limiter refills continuously; a shared GCRA would need a script per check for little
+/// gain, and a window that ends `rate_limit.window` after the first failure bounds the block the same way.)
+pub struct SharedLimits(Arc<Redis>);
+
+/// Which budget a counter belongs to.
+#[derive(Debug, Clone, Copy)]
+pub enum Budget {
+    Ip,
+    Account,
+}
+
+impl SharedLimits {
+    pub fn new(redis: Arc<Redis>) -> SharedLimits {
+        SharedLimits(redis)
+    }
+
+    fn counter_key(&self, budget: Budget, ip: IpAddr, account: &str) -> String {
+        match budget {
+            Budget::Ip => self.0.key(&format!("rl:ip:{ip}")),
+            // Hashed: an account name is user input of any length and content.
+            Budget::Account => self.0.key(&sessions::hashed_key("rl:acct", account)),
+        }
+    }
+
+    /// Seconds until the key may try again, if a failure beyond `limit` was counted in its window.
+    pub async fn blocked_for(
+        &self,
+        budget: Budget,
+        ip: IpAddr,
+        account: &str,
+        limit: u32,
+    ) -> Result<Option<u64>, String> {
+        let key = self.counter_key(budget, ip, account);
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
+        let (count, ttl_ms): (Option<u64>, i64) = self.0.run_pipe("rate-limit check", &pipe).await?;
+        Ok(match count {
+            Some(n) if n > u64::from(limit) && ttl_ms > 0 => Some(secs(ttl_ms)),
+            _ => None,
+        })
+    }
+
+    /// Count one failure; when it is beyond `limit`, return the seconds left in the window.
+    pub async fn spend(
+        &self,
+        budget: Budget,
+        ip: IpAddr,
+        account: &str,
+        limit: u32,
+        window: Duration,
+    ) -> Result<Option<u64>, String> {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(SPEND).arg(1).arg(self.counter_key(budget, ip, account)).arg(window.as_millis() as u64);
+        let (count, ttl_ms): (u64, i64) = self.0.run("rate-limit count", &cmd).await?;
+        Ok((count > u64::from(limit)).then(|| secs(ttl_ms)))
+    }
+
+    fn good_key(&self, account: &str, ip: IpAddr) -> String {
+        self.0.key(&format!("{}:{ip}", sessions::hashed_key("rl:good", account)))
+    }
+
+    pub async fn is_known_good(&self, account: &str, ip: IpAddr) -> Result<bool, String> {
+        self.0.run("EXISTS", redis::cmd("EXISTS").arg(self.good_key(account, ip))).await
+    }
+
+    pub async fn remember_good(&self, account: &str, ip: IpAddr, ttl: Duration) -> Result<(), String> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.good_key(account, ip)).arg(1).arg("EX").arg(ttl.as_secs().max(1));
+        self.0.run("SET", &cmd).await
+    }
+}
+
+fn secs(ms: i64) -> u64 {
+    (ms.max(0) as u64).div_ceil(1000).max(1)
+}
