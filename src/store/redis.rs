@@ -96,19 +96,41 @@ impl Redis {
         Ok(conn.clone())
     }
 
-    /// Run one command (or a pipeline, through `f`) under the command timeout.
+    /// Run one command under the command timeout.
     async fn run<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, String> {
-        let mut conn = self.manager().await?;
-        match tokio::time::timeout(self.command_timeout, cmd.query_async::<T>(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("redis {what}: {e}")),
-            Err(_) => Err(format!("redis {what}: no answer within {:?}", self.command_timeout)),
-        }
+        let conn = self.manager().await?;
+        self.bounded(what, || {
+            let mut conn = conn.clone();
+            async move { cmd.query_async::<T>(&mut conn).await }
+        })
+        .await
     }
 
+    /// Run a pipeline (one round trip) under the command timeout.
     async fn run_pipe<T: FromRedisValue>(&self, what: &str, pipe: &redis::Pipeline) -> Result<T, String> {
-        let mut conn = self.manager().await?;
-        match tokio::time::timeout(self.command_timeout, pipe.query_async::<T>(&mut conn)).await {
+        let conn = self.manager().await?;
+        self.bounded(what, || {
+            let mut conn = conn.clone();
+            async move { pipe.query_async::<T>(&mut conn).await }
+        })
+        .await
+    }
+
+    /// `attempt`, and once more if the connection was lost: the first command after a loss fails and starts
+    /// the reconnect, the second waits for it. Without the retry each replica would answer one extra 503
+    /// after Redis is back. Both attempts together stay within `command_timeout`.
+    async fn bounded<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, String>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let both = async {
+            match attempt().await {
+                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => attempt().await,
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.command_timeout, both).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(format!("redis {what}: {e}")),
             Err(_) => Err(format!("redis {what}: no answer within {:?}", self.command_timeout)),

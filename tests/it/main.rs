@@ -14,5 +14,6 @@ mod harness;
 mod ldap;
 mod oidc;
 mod ops;
+mod replicas;
 mod rig;
 mod rig_selftest;

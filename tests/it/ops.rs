@@ -16,19 +16,19 @@ use crate::harness::*;
 use crate::rig::http::{http_request, HttpResponse};
 
 /// A `tollgate serve` child process with JSON logs captured to a file.
-struct Tollgate {
-    child: Child,
-    log: PathBuf,
-    addr: String,
-    metrics_addr: Option<String>,
+pub(crate) struct Tollgate {
+    pub(crate) child: Child,
+    pub(crate) log: PathBuf,
+    pub(crate) addr: String,
+    pub(crate) metrics_addr: Option<String>,
 }
 
-fn tollgate_bin() -> &'static str {
+pub(crate) fn tollgate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
 }
 
 impl Tollgate {
-    fn start(env: &TestEnv, vars: &[(&str, &str)]) -> Tollgate {
+    pub(crate) fn start(env: &TestEnv, vars: &[(&str, &str)]) -> Tollgate {
         let log = env.path().join(format!("tollgate-{}.log", crate::rig::unique("run")));
         let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = crate::rig::command(tollgate_bin());
@@ -60,23 +60,23 @@ impl Tollgate {
         }
     }
 
-    fn logs(&self) -> String {
+    pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    fn json_lines(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn json_lines(&self) -> Vec<serde_json::Value> {
         self.logs().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 
-    fn audit_lines(&self) -> Vec<serde_json::Value> {
+    pub(crate) fn audit_lines(&self) -> Vec<serde_json::Value> {
         self.json_lines().into_iter().filter(|l| l["target"] == "tollgate::audit").collect()
     }
 
-    fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    pub(crate) fn get(&self, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
         http_request(&self.addr, "GET", path, headers, b"").unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
-    fn token(&self, user: Option<(&str, &str)>, query: &str, headers: &[(&str, &str)]) -> HttpResponse {
+    pub(crate) fn token(&self, user: Option<(&str, &str)>, query: &str, headers: &[(&str, &str)]) -> HttpResponse {
         let auth = user.map(|(u, p)| basic(u, p));
         let mut h: Vec<(&str, &str)> = headers.to_vec();
         if let Some(a) = &auth {
@@ -85,26 +85,26 @@ impl Tollgate {
         self.get(&format!("/token?service={SERVICE}&{query}"), &h)
     }
 
-    fn post_form(&self, form: &str) -> HttpResponse {
+    pub(crate) fn post_form(&self, form: &str) -> HttpResponse {
         let ct = [("Content-Type", "application/x-www-form-urlencoded")];
         http_request(&self.addr, "POST", "/token", &ct, form.as_bytes()).unwrap_or_else(|e| panic!("POST: {e}"))
     }
 
-    fn metrics(&self) -> String {
+    pub(crate) fn metrics(&self) -> String {
         let addr = self.metrics_addr.as_deref().unwrap_or(&self.addr);
         let r = http_request(addr, "GET", "/metrics", &[], b"").expect("scrape");
         assert_eq!(r.status, 200, "{}", r.body);
         r.body
     }
 
-    fn signal(&self, sig: libc::c_int) {
+    pub(crate) fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill(2) on the pid of our own child.
         let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
         assert_eq!(rc, 0, "kill failed");
     }
 
     /// Wait until a JSON log line satisfies `pred`.
-    fn wait_for_log(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    pub(crate) fn wait_for_log(&self, what: &str, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(l) = self.json_lines().into_iter().find(|l| pred(l)) {
@@ -124,7 +124,7 @@ impl Drop for Tollgate {
 }
 
 /// The value of one sample, e.g. `tollgate_failed_logins_total{provider="local"}`; 0 when absent.
-fn sample(metrics: &str, series: &str) -> f64 {
+pub(crate) fn sample(metrics: &str, series: &str) -> f64 {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
@@ -132,7 +132,7 @@ fn sample(metrics: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

@@ -70,6 +70,7 @@ pub mod oci;
 pub mod oidc_provider;
 pub mod podman;
 pub mod realm;
+pub mod redis;
 pub mod registry;
 pub mod service;
 pub mod skopeo;

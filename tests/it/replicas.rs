@@ -1,0 +1,308 @@
+//! Two replicas behind one name: two real `tollgate serve` processes on different ports, each with its own
+//! data directory, sharing one real Debian `redis-server` (`state.store: redis`), one signing key
+//! (`token.keys`) and one refresh secret (`refresh_tokens.secret_file`), as a deployment behind Traefik or
+//! a Kubernetes Service runs them.
+//!
+//! Proven here: a device login started on A completes by polling B; a refresh token revoked with the CLI is
+//! refused by both at once; failed logins are counted across both; with Redis stopped refresh grants and
+//! device polls fail closed (503) while password logins go on, without a panic; after Redis is back both
+//! recover without a restart; and a client failing over from a killed replica to the other sees no errors.
+//! The separate data directories make sure nothing here is shared through the local file stores.
+
+use std::io::Write as _;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::*;
+use crate::ops::{sample, tollgate_bin, wait_until, Tollgate};
+use crate::rig::http::{http_request, HttpResponse};
+use crate::rig::redis::RedisServer;
+use crate::rig::{OidcProvider, OidcProviderOptions};
+
+const ERIN: (&str, &str) = ("erin", "erin-idp-password");
+const PULL: &str = "scope=repository:team-payments/app:pull";
+
+/// The shared config: one key and one refresh secret for both replicas, state in `redis`.
+fn replica_env(redis: &RedisServer, extra_providers: String, ip_failures: u32) -> TestEnv {
+    let env = TestEnv::with(Opts {
+        extra_token_yaml: "  keys:\n    - key_file: shared/signing.key\n      cert_file: shared/signing.crt\n".into(),
+        extra_providers_yaml: extra_providers,
+        extra_yaml: format!(
+            "refresh_tokens:\n  secret_file: shared/refresh-secret\n\
+             state:\n  store: redis\n  redis_url_file: {}\n  key_prefix: \"tg-test:\"\n  command_timeout: 300ms\n\
+             rate_limit:\n  ip_failures: {ip_failures}\n  account_failures: 1000\n  window: 60s\n",
+            redis.url_file().display()
+        ),
+        ..Opts::default()
+    });
+    let shared = env.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    tollgate::token::keys::generate_key_files(&shared.join("signing.key"), &shared.join("signing.crt"), "replicas")
+        .expect("key");
+    std::fs::write(shared.join("refresh-secret"), "a-refresh-secret-shared-by-every-replica-0123456789").unwrap();
+    env
+}
+
+/// Replica `name` with a data directory of its own.
+fn replica(env: &TestEnv, name: &str) -> Tollgate {
+    let data = env.path().join(format!("data-{name}"));
+    Tollgate::start(env, &[("TOLLGATE_SERVER__DATA_DIR", data.to_str().unwrap())])
+}
+
+fn login(t: &Tollgate, user: (&str, &str)) -> HttpResponse {
+    t.token(Some(user), &format!("{PULL}&offline_token=true&client_id=docker&account={}", user.0), &[])
+}
+
+/// A refresh token from a docker-style login on `t`.
+fn refresh_token(t: &Tollgate, user: (&str, &str)) -> String {
+    let r = login(t, user);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    body["refresh_token"].as_str().expect("a refresh token").to_string()
+}
+
+/// Use a refresh token as docker does (the password of a basic-auth token request).
+fn use_refresh(t: &Tollgate, user: &str, refresh: &str) -> HttpResponse {
+    t.token(Some((user, refresh)), PULL, &[])
+}
+
+fn form(pairs: &[(&str, &str)]) -> String {
+    form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
+}
+
+fn post(t: &Tollgate, path: &str, pairs: &[(&str, &str)]) -> HttpResponse {
+    let ct = [("Content-Type", "application/x-www-form-urlencoded")];
+    http_request(&t.addr, "POST", path, &ct, form(pairs).as_bytes()).unwrap_or_else(|e| panic!("POST {path}: {e}"))
+}
+
+fn revoke_cli(env: &TestEnv, args: &[&str], stdin: Option<&str>) {
+    let mut cmd = crate::rig::command(tollgate_bin());
+    cmd.args(["token", "revoke", "--config"]).arg(&env.config).args(args).env_remove("TOLLGATE_CONFIG");
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("tollgate token revoke");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "revoke failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn assert_alive(t: &Tollgate, name: &str) {
+    let logs = t.logs();
+    assert!(!logs.contains("panicked"), "replica {name} panicked:\n{logs}");
+}
+
+#[test]
+fn a_refresh_token_revoked_with_the_cli_is_refused_by_both_replicas_at_once() {
+    let redis = RedisServer::start();
+    let env = replica_env(&redis, String::new(), 10);
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+
+    let r1 = refresh_token(&a, ALICE);
+    let r2 = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&b, ALICE.0, &r1).status, 200, "B accepts A's refresh token (same secret)");
+    // The access token B signs verifies with the key A publishes: one key set for both.
+    let jwks_a = a.get("/.well-known/jwks.json", &[]);
+    let jwks_b = b.get("/.well-known/jwks.json", &[]);
+    assert_eq!((jwks_a.status, &jwks_a.body), (200, &jwks_b.body), "both replicas publish the same keys");
+
+    revoke_cli(&env, &["--token", "-"], Some(&r1));
+    // At once: no cache to expire, no reload.
+    let (ra, rb) = (use_refresh(&a, ALICE.0, &r1), use_refresh(&b, ALICE.0, &r1));
+    assert_eq!((ra.status, rb.status), (401, 401), "revoked token refused by A ({}) and B ({})", ra.body, rb.body);
+    assert_eq!(use_refresh(&b, ALICE.0, &r2).status, 200, "the other token of alice still works");
+
+    revoke_cli(&env, &["--user", "alice"], None);
+    assert_eq!(use_refresh(&a, ALICE.0, &r2).status, 401);
+    assert_eq!(use_refresh(&b, ALICE.0, &r2).status, 401);
+    std::thread::sleep(Duration::from_millis(1100)); // revocations cover tokens issued up to their second
+    let r3 = refresh_token(&b, ALICE);
+    assert_eq!(use_refresh(&a, ALICE.0, &r3).status, 200, "a token issued after the revocation works");
+
+    // The revocations live in Redis, under the configured prefix, not in either replica's data directory.
+    let keys = redis.cli(&["--scan", "--pattern", "tg-test:revoked:*"]);
+    keys.assert_ok();
+    assert!(keys.stdout.contains("tg-test:revoked:user:alice"), "{keys}");
+    for name in ["a", "b"] {
+        assert!(!env.path().join(format!("data-{name}/revocations.json")).exists());
+    }
+}
+
+#[test]
+fn failed_logins_are_counted_across_both_replicas() {
+    let redis = RedisServer::start();
+    let env = replica_env(&redis, String::new(), 4);
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+    // Four failures from one address, alternating: each replica saw only two, which alone would be far
+    // from its limit of four.
+    for (i, t) in [&a, &b, &a, &b].into_iter().enumerate() {
+        let r = t.token(Some((BOB.0, &format!("wrong-password-{i}"))), PULL, &[]);
+        assert_eq!(r.status, 401, "failure {i}: {}", r.body);
+    }
+    let r = a.token(Some((BOB.0, "wrong-password-4")), PULL, &[]);
+    assert_eq!(r.status, 429, "the fifth failure, counted on both replicas, is limited: {}", r.body);
+    assert!(r.header("retry-after").is_some_and(|s| s.parse::<u64>().unwrap() >= 1), "{:?}", r.headers);
+    let r = b.token(Some((BOB.0, BOB.1)), PULL, &[]);
+    assert_eq!(r.status, 429, "the address is blocked on B as well, before any password is checked: {}", r.body);
+    assert_eq!(sample(&b.metrics(), "tollgate_rate_limit_fallbacks_total"), 0.0, "Redis answered every time");
+}
+
+#[test]
+fn a_device_login_started_on_one_replica_completes_by_polling_the_other() {
+    let idp = OidcProvider::start(
+        json!({"erin": {"password": ERIN.1, "roles": ["team-payments"], "groups": ["/team-payments"]}}),
+        OidcProviderOptions::default(),
+    );
+    let provider = format!(
+        "  - type: oidc\n    name: keycloak\n    issuer: {}\n    client_id: {}\n    client_secret_file: {}\n    groups_claim: realm_access.roles\n",
+        idp.issuer(),
+        crate::rig::oidc_provider::CLIENT_ID,
+        idp.secret_file().display()
+    );
+    let redis = RedisServer::start();
+    let env = replica_env(&redis, provider, 10);
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+
+    let start = post(&a, "/device/code", &[("service", SERVICE), ("client_id", "test")]);
+    assert_eq!(start.status, 200, "{}", start.body);
+    let start: serde_json::Value = serde_json::from_str(&start.body).unwrap();
+    let device_code = start["device_code"].as_str().unwrap();
+    idp.answer_device(start["user_code"].as_str().unwrap(), ERIN, true).expect("approved at the IdP");
+    let poll = |t: &Tollgate| {
+        post(
+            t,
+            "/token",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", device_code),
+                ("client_id", "test"),
+                ("service", SERVICE),
+                ("scope", "repository:team-payments/app:pull"),
+            ],
+        )
+    };
+    let done = poll(&b);
+    assert_eq!(done.status, 200, "B completes the login A started: {}", done.body);
+    let body: serde_json::Value = serde_json::from_str(&done.body).unwrap();
+    assert!(body["access_token"].as_str().is_some_and(|t| t.len() > 20), "{body}");
+    // The flow is finished for both replicas: a repeated poll on A is not a second login.
+    let again = poll(&a);
+    assert_ne!(again.status, 200, "a finished device code is not redeemed twice: {}", again.body);
+    for name in ["a", "b"] {
+        assert!(!env.path().join(format!("data-{name}/sessions.json")).exists(), "sessions live in Redis");
+    }
+}
+
+#[test]
+fn with_redis_stopped_refresh_grants_fail_closed_password_logins_work_and_all_recovers_on_restart() {
+    let mut redis = RedisServer::start();
+    let env = replica_env(&redis, String::new(), 10);
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+    let refresh = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&b, ALICE.0, &refresh).status, 200);
+
+    redis.stop();
+    for t in [&a, &b, &a, &b] {
+        let r = use_refresh(t, ALICE.0, &refresh);
+        assert_eq!(r.status, 503, "a revocation that cannot be checked refuses the token: {}", r.body);
+        let r = post(
+            t,
+            "/token",
+            &[
+                ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+                ("device_code", "tgd_some-device-code"),
+                ("client_id", "test"),
+                ("service", SERVICE),
+            ],
+        );
+        assert_eq!(r.status, 503, "unreadable device sessions are not 'unknown': {}", r.body);
+        let r = t.token(Some(BOB), PULL, &[]);
+        assert_eq!(r.status, 200, "password logins of static accounts do not need Redis: {}", r.body);
+        let r = t.token(Some((BOB.0, "a-wrong-password")), PULL, &[]);
+        assert_eq!(r.status, 401, "limits fall back to this replica's counts: {}", r.body);
+    }
+    assert!(sample(&a.metrics(), "tollgate_rate_limit_fallbacks_total") >= 2.0, "the fallback is counted");
+    a.wait_for_log("the fallback warning", |l| l["message"].as_str().is_some_and(|m| m.contains("per replica")));
+
+    redis.start_again();
+    // No tollgate restart: the next commands reconnect.
+    wait_until("B to use Redis again", Duration::from_secs(10), || use_refresh(&b, ALICE.0, &refresh).status == 200);
+    assert_eq!(use_refresh(&a, ALICE.0, &refresh).status, 200, "A recovered too");
+    revoke_cli(&env, &["--token", "-"], Some(&refresh));
+    assert_eq!(use_refresh(&a, ALICE.0, &refresh).status, 401, "revocations work again after the restart");
+    assert_eq!(use_refresh(&b, ALICE.0, &refresh).status, 401);
+    for (t, name) in [(&a, "a"), (&b, "b")] {
+        assert_alive(t, name);
+    }
+    let logs = a.logs() + &b.logs();
+    assert!(!logs.contains(crate::rig::redis::PASSWORD), "the Redis password never reaches the logs");
+}
+
+#[test]
+fn killing_one_replica_during_a_load_run_costs_the_clients_of_the_other_nothing() {
+    let redis = RedisServer::start();
+    let env = replica_env(&redis, String::new(), 10);
+    let (mut a, b) = (replica(&env, "a"), replica(&env, "b"));
+    let refresh = Arc::new(refresh_token(&a, ALICE));
+    let stop = Arc::new(AtomicBool::new(false));
+    let addrs = Arc::new((a.addr.clone(), b.addr.clone()));
+
+    // Client 1 alternates between A and B and fails over when a replica does not answer, as a load
+    // balancer does; client 2 uses B only. Each mixes password logins and refresh grants (Redis).
+    let spawn_client = |failover: bool| {
+        let (stop, addrs, refresh) = (stop.clone(), addrs.clone(), refresh.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut errors, mut failovers, mut i) = (0u32, Vec::<String>::new(), 0u32, 0u32);
+            while !stop.load(Ordering::Relaxed) {
+                i += 1;
+                let auth = if i % 2 == 0 { basic(ALICE.0, &refresh) } else { basic(BOB.0, BOB.1) };
+                let path = format!("/token?service={SERVICE}&{PULL}");
+                let targets: Vec<&str> = match (failover, i % 2) {
+                    (true, 0) => vec![&addrs.0, &addrs.1],
+                    (true, _) => vec![&addrs.1, &addrs.0],
+                    (false, _) => vec![&addrs.1],
+                };
+                let mut answered = false;
+                for (n, addr) in targets.iter().enumerate() {
+                    match http_request(addr, "GET", &path, &[("Authorization", &auth)], b"") {
+                        Ok(r) if r.status == 200 => {
+                            ok += 1;
+                            failovers += n as u32;
+                            answered = true;
+                            break;
+                        }
+                        Ok(r) => {
+                            errors.push(format!("{addr}: {} {}", r.status, r.body));
+                            answered = true;
+                            break;
+                        }
+                        Err(_) => continue, // not answering: try the next replica
+                    }
+                }
+                if !answered {
+                    errors.push("no replica answered".into());
+                }
+            }
+            (ok, errors, failovers)
+        })
+    };
+    let (c1, c2) = (spawn_client(true), spawn_client(false));
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed_at = Instant::now();
+    a.child.kill().expect("kill replica A");
+    a.child.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    stop.store(true, Ordering::Relaxed);
+    let (ok1, errors1, failovers1) = c1.join().unwrap();
+    let (ok2, errors2, _) = c2.join().unwrap();
+    assert!(errors1.is_empty(), "the failing-over client saw errors: {errors1:?}");
+    assert!(errors2.is_empty(), "the client of replica B saw errors: {errors2:?}");
+    assert!(failovers1 > 0, "the failing-over client did meet the dead replica");
+    assert!(ok1 > 20 && ok2 > 20, "both clients kept working: {ok1} and {ok2} answers");
+    assert!(killed_at.elapsed() >= Duration::from_secs(2));
+    assert_alive(&b, "b");
+}

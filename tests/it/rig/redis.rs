@@ -1,0 +1,107 @@
+//! A private Debian `redis-server` per test: loopback, a port chosen at run time, a password, no
+//! persistence (`--save '' --appendonly no`), its own directory and log.
+//!
+//! [`RedisServer::stop`] and [`RedisServer::start_again`] restart it on the same port (with an empty
+//! dataset: nothing is persisted), so a test can take the shared store away from running tollgate
+//! replicas and give it back. Like the other servers of the rig it dies with the thread that spawned it
+//! (PDEATHSIG through [`command`]) and is not `Send`.
+
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use super::service::wait_for_log_line;
+use super::{command, require, run, tempdir, Output};
+
+/// The password every rig Redis requires (so the URL tollgate reads from its file carries one).
+pub const PASSWORD: &str = "redis-rig-password-4b1d";
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    starts: u32,
+    _not_send: PhantomData<std::sync::MutexGuard<'static, ()>>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        require("redis-server", "redis-server");
+        let mut r = RedisServer { child: None, port: 0, dir: tempdir("redis"), starts: 0, _not_send: PhantomData };
+        for _attempt in 0..5 {
+            r.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            if r.spawn() {
+                return r;
+            }
+        }
+        panic!("redis-server did not start after 5 attempts; logs in {}", r.dir.path().display());
+    }
+
+    /// Spawn on `self.port`; false when it exited first (the port was taken).
+    fn spawn(&mut self) -> bool {
+        self.starts += 1;
+        let log = self.dir.path().join(format!("redis-{}-{}.log", self.port, self.starts));
+        let out = std::fs::File::create(&log).expect("create log");
+        let mut cmd = command("redis-server");
+        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--requirepass", PASSWORD, "--daemonize", "no", "--loglevel", "notice"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let mut child = cmd.spawn().expect("spawn redis-server");
+        if wait_for_log_line(&mut child, &log, "Ready to accept connections", "redis-server") {
+            self.child = Some(child);
+            true
+        } else {
+            false
+        }
+    }
+
+    /// `redis://:PASSWORD@127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        format!("redis://:{PASSWORD}@127.0.0.1:{}/0", self.port)
+    }
+
+    /// The URL in a file (tollgate's `state.redis_url_file`).
+    pub fn url_file(&self) -> PathBuf {
+        let p = self.dir.path().join("redis-url");
+        std::fs::write(&p, self.url() + "\n").expect("write url file");
+        p
+    }
+
+    /// Kill it ("Redis down").
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Start it again on the same port (empty: nothing was persisted).
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server is running");
+        for _ in 0..20 {
+            if self.spawn() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("redis-server did not restart on port {}", self.port);
+    }
+
+    /// Run `redis-cli` against it.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut cmd = command(require("redis-cli", "redis-tools"));
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "--no-auth-warning", "-a", PASSWORD]).args(args);
+        run(cmd, None, &[PASSWORD], Duration::from_secs(10))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
