@@ -703,4 +703,38 @@ fn compose_files_validate_and_the_tollgate_config_they_mount_passes_check_config
         .unwrap();
     assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains(": ok"));
+
+    // The replicated deployment: its tollgate-init job's two commands, run here with the shared volume and
+    // the Redis URL secret mapped onto a temporary directory, then the config every replica reads.
+    let config = root.join("compose/tollgate/tollgate.replicas.yaml");
+    let shared = dir.path().join("shared");
+    let url_file = dir.path().join("redis_url");
+    std::fs::write(&url_file, "redis://:not-used-by-check-config@redis:6379/0\n").unwrap();
+    let run = |args: &[&str], keys_from_config: bool| {
+        let mut cmd = std::process::Command::new(tollgate_bin());
+        cmd.args(args).arg("--config").arg(&config).env_remove("TOLLGATE_CONFIG");
+        cmd.env("TOLLGATE_SERVER__DATA_DIR", dir.path().join("replica"))
+            .env("TOLLGATE_PROVIDERS__0__FILE", root.join("providers/robots.yaml"))
+            .env("TOLLGATE_POLICY__PATHS", format!("[{}]", root.join("policies/default.yaml").display()))
+            .env("TOLLGATE_REFRESH_TOKENS__SECRET_FILE", shared.join("refresh-secret"))
+            .env("TOLLGATE_STATE__REDIS_URL_FILE", &url_file);
+        if keys_from_config {
+            cmd.env("TOLLGATE_TOKEN__KEYS__0__KEY_FILE", shared.join("signing.key"))
+                .env("TOLLGATE_TOKEN__KEYS__0__CERT_FILE", shared.join("signing.crt"));
+        } else {
+            cmd.env("TOLLGATE_TOKEN__KEYS", "[]").env("TOLLGATE_SERVER__DATA_DIR", &shared);
+        }
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    run(&["registry-config", "--realm", "https://auth.example.com/token"], false);
+    assert!(shared.join("signing.key").exists() && shared.join("registry/rootcertbundle.pem").exists());
+    assert!(run(&["check-config"], true).contains(": ok"));
+    assert!(shared.join("refresh-secret").exists(), "check-config created the shared refresh secret");
 }
