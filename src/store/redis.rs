@@ -315,3 +315,33 @@ impl SharedLimits {
 fn secs(ms: i64) -> u64 {
     (ms.max(0) as u64).div_ceil(1000).max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(file: &std::path::Path) -> StateSettings {
+        StateSettings {
+            store: crate::config::state::StoreKind::Redis,
+            redis_url_file: Some(file.to_path_buf()),
+            ..StateSettings::default()
+        }
+    }
+
+    #[test]
+    fn a_bad_url_file_is_named_without_quoting_its_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("absent");
+        let e = Redis::open(&state(&missing)).err().unwrap();
+        assert!(e.starts_with("state.redis_url_file: ") && e.contains("absent"), "{e}");
+        let bad = dir.path().join("url");
+        std::fs::write(&bad, "http://:hunter2-secret@redis:6379").unwrap();
+        let e = Redis::open(&state(&bad)).err().unwrap();
+        assert!(e.contains("not a Redis URL") && !e.contains("hunter2-secret"), "{e}");
+    }
+
+    #[test]
+    fn windows_round_up_to_whole_seconds() {
+        assert_eq!((secs(1), secs(1000), secs(1001), secs(-2)), (1, 1, 2, 1));
+    }
+}

@@ -243,6 +243,27 @@ fn with_redis_stopped_refresh_grants_fail_closed_password_logins_work_and_all_re
 }
 
 #[test]
+fn a_redis_that_hangs_is_given_up_after_the_command_timeout_and_the_answer_is_503_not_a_hang() {
+    let redis = RedisServer::start();
+    let env = replica_env(&redis, String::new(), 10);
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+    let refresh = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&b, ALICE.0, &refresh).status, 200);
+    redis.pause();
+    for t in [&a, &b] {
+        let started = Instant::now();
+        let r = use_refresh(t, ALICE.0, &refresh);
+        assert_eq!(r.status, 503, "{}", r.body);
+        // Not a speed target: the request must END (command_timeout is 300 ms), not wait for Redis forever.
+        assert!(started.elapsed() < Duration::from_secs(10), "the request waited {:?}", started.elapsed());
+        assert_eq!(t.token(Some(BOB), PULL, &[]).status, 200, "password logins go on");
+    }
+    redis.resume();
+    wait_until("A to use Redis again", Duration::from_secs(10), || use_refresh(&a, ALICE.0, &refresh).status == 200);
+    wait_until("B to use Redis again", Duration::from_secs(10), || use_refresh(&b, ALICE.0, &refresh).status == 200);
+}
+
+#[test]
 fn killing_one_replica_during_a_load_run_costs_the_clients_of_the_other_nothing() {
     let redis = RedisServer::start();
     let env = replica_env(&redis, String::new(), 10);

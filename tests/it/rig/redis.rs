@@ -92,6 +92,23 @@ impl RedisServer {
         panic!("redis-server did not restart on port {}", self.port);
     }
 
+    /// Freeze it (SIGSTOP): connections stay open but nothing is answered, like a Redis stuck on a slow
+    /// disk or behind a black-holed route.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Undo [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        // SAFETY: kill(2) on the pid of our own child.
+        assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0, "kill({sig})");
+    }
+
     /// Run `redis-cli` against it.
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut cmd = command(require("redis-cli", "redis-tools"));
@@ -102,6 +119,9 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if self.child.is_some() {
+            self.signal(libc::SIGCONT); // a stopped process would not die until continued
+        }
         self.stop();
     }
 }
