@@ -85,6 +85,9 @@ fn account_key(account: &str) -> String {
     account.to_lowercase()
 }
 
+/// The shared store's answer (the inner result), or why it could not give one (then the local budgets decide).
+type SharedVerdict = Result<Result<(), ApiError>, String>;
+
 /// Failed-login limits shared by `/token` and `/whoami`.
 pub struct LoginLimiter {
     settings: RateLimitSettings,
@@ -127,12 +130,7 @@ impl LoginLimiter {
         }
     }
 
-    async fn check_shared(
-        &self,
-        shared: &SharedLimits,
-        ip: IpAddr,
-        account: &str,
-    ) -> Result<Result<(), ApiError>, String> {
+    async fn check_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str) -> SharedVerdict {
         let s = &self.settings;
         if let Some(secs) = shared.blocked_for(SharedBudget::Ip, ip, account, s.ip_failures).await? {
             return Ok(Err(self.by_ip.too_many(secs)));
@@ -146,21 +144,21 @@ impl LoginLimiter {
         Ok(Ok(()))
     }
 
-    async fn failed_shared(
-        &self,
-        shared: &SharedLimits,
-        ip: IpAddr,
-        account: &str,
-    ) -> Result<Result<(), ApiError>, String> {
+    async fn failed_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str) -> SharedVerdict {
         let s = &self.settings;
         let by_ip = shared.spend(SharedBudget::Ip, ip, account, s.ip_failures, s.window).await?;
         let by_account =
             shared.spend(SharedBudget::Account, ip, &account_key(account), s.account_failures, s.window).await?;
-        Ok(match (by_ip, by_account) {
+        Ok(self.verdict(by_ip, by_account))
+    }
+
+    /// After a failure was counted in both budgets: 429 from the first one that is used up.
+    fn verdict(&self, by_ip: Option<u64>, by_account: Option<u64>) -> Result<(), ApiError> {
+        match (by_ip, by_account) {
             (Some(secs), _) => Err(self.by_ip.too_many(secs)),
             (None, Some(secs)) => Err(self.by_account.too_many(secs)),
             (None, None) => Ok(()),
-        })
+        }
     }
 
     /// The settings it was built from (a reload keeps the limiter, and its counts, when they are unchanged).
@@ -203,11 +201,7 @@ impl LoginLimiter {
         }
         let by_ip = self.by_ip.spend(&ip).await;
         let by_account = self.by_account.spend(&account_key(account)).await;
-        match (by_ip, by_account) {
-            (Some(secs), _) => Err(self.by_ip.too_many(secs)),
-            (None, Some(secs)) => Err(self.by_account.too_many(secs)),
-            (None, None) => Ok(()),
-        }
+        self.verdict(by_ip, by_account)
     }
 
     /// After a successful password login: remember the address as known-good for the account.
