@@ -97,7 +97,8 @@ impl Live {
         warn_restart_needed(&old.settings, &new.settings);
         // Probe results and failed-login counts survive a reload; counts restart only if the limits changed.
         new.health = old.health.clone();
-        if new.limiter.settings() == old.limiter.settings() {
+        // (A changed `state:` section brings a limiter on the new store.)
+        if new.limiter.settings() == old.limiter.settings() && new.settings.state == old.settings.state {
             new.limiter = old.limiter.clone();
         }
         let new = Arc::new(new);
