@@ -96,6 +96,8 @@ pub struct LoginLimiter {
     known_good: Cache<(String, IpAddr), ()>,
     /// Counts shared with the other replicas (Redis), when configured.
     shared: Option<Arc<SharedLimits>>,
+    /// Known-good pairs written to the shared store in the last hour.
+    shared_good_fresh: Cache<(String, IpAddr), ()>,
     /// Unix second of the last fallback warning, so a Redis outage logs once a minute, not per request.
     last_warning: AtomicU64,
 }
@@ -108,6 +110,10 @@ impl LoginLimiter {
             by_account: Budget::new(settings.account_failures, settings.window, "account"),
             known_good: Cache::builder().max_capacity(MAX_TRACKED).time_to_live(KNOWN_GOOD_TTL).build(),
             shared: None,
+            shared_good_fresh: Cache::builder()
+                .max_capacity(MAX_TRACKED)
+                .time_to_live(Duration::from_secs(3600))
+                .build(),
             last_warning: AtomicU64::new(0),
         }
     }
@@ -132,11 +138,12 @@ impl LoginLimiter {
 
     async fn check_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str) -> SharedVerdict {
         let s = &self.settings;
-        if let Some(secs) = shared.blocked_for(SharedBudget::Ip, ip, account, s.ip_failures).await? {
+        let key = account_key(account);
+        let (by_ip, by_account) = shared.blocked_for(ip, &key, s.ip_failures, s.account_failures).await?;
+        if let Some(secs) = by_ip {
             return Ok(Err(self.by_ip.too_many(secs)));
         }
-        let key = account_key(account);
-        if let Some(secs) = shared.blocked_for(SharedBudget::Account, ip, &key, s.account_failures).await? {
+        if let Some(secs) = by_account {
             if !shared.is_known_good(&key, ip).await? {
                 return Ok(Err(self.by_account.too_many(secs)));
             }
@@ -208,10 +215,16 @@ impl LoginLimiter {
     pub async fn succeeded(&self, ip: IpAddr, account: &str) {
         if self.settings.enabled {
             // Remembered locally as well, so the owner's address is still known during a Redis outage.
-            self.known_good.insert((account_key(account), ip), ()).await;
+            let key = (account_key(account), ip);
+            self.known_good.insert(key.clone(), ()).await;
+            // The shared entry lives a day: refresh it hourly, not on every login (a CI job logging in all
+            // day would otherwise pay a Redis write per login). A failed write is retried on the next login.
             if let Some(shared) = &self.shared {
-                if let Err(e) = shared.remember_good(&account_key(account), ip, KNOWN_GOOD_TTL).await {
-                    self.fell_back(&e);
+                if !self.shared_good_fresh.contains_key(&key) {
+                    match shared.remember_good(&key.0, ip, KNOWN_GOOD_TTL).await {
+                        Ok(()) => self.shared_good_fresh.insert(key, ()).await,
+                        Err(e) => self.fell_back(&e),
+                    }
                 }
             }
         }

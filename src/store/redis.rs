@@ -264,22 +264,33 @@ impl SharedLimits {
         }
     }
 
-    /// Seconds until the key may try again, if a failure beyond `limit` was counted in its window.
+    /// Seconds until the address, and the account, may try again, for each that had a failure beyond its
+    /// limit counted in its window. One round trip: this runs before every login.
     pub async fn blocked_for(
         &self,
-        budget: Budget,
         ip: IpAddr,
         account: &str,
-        limit: u32,
-    ) -> Result<Option<u64>, String> {
-        let key = self.counter_key(budget, ip, account);
+        ip_limit: u32,
+        account_limit: u32,
+    ) -> Result<(Option<u64>, Option<u64>), String> {
+        let (ip_key, account_key) =
+            (self.counter_key(Budget::Ip, ip, account), self.counter_key(Budget::Account, ip, account));
         let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(&key).cmd("PTTL").arg(&key);
-        let (count, ttl_ms): (Option<u64>, i64) = self.0.run_pipe("rate-limit check", &pipe).await?;
-        Ok(match count {
+        pipe.cmd("GET")
+            .arg(&ip_key)
+            .cmd("PTTL")
+            .arg(&ip_key)
+            .cmd("GET")
+            .arg(&account_key)
+            .cmd("PTTL")
+            .arg(&account_key);
+        let (ip_count, ip_ttl, account_count, account_ttl): (Option<u64>, i64, Option<u64>, i64) =
+            self.0.run_pipe("rate-limit check", &pipe).await?;
+        let blocked = |count: Option<u64>, ttl_ms: i64, limit: u32| match count {
             Some(n) if n > u64::from(limit) && ttl_ms > 0 => Some(secs(ttl_ms)),
             _ => None,
-        })
+        };
+        Ok((blocked(ip_count, ip_ttl, ip_limit), blocked(account_count, account_ttl, account_limit)))
     }
 
     /// Count one failure; when it is beyond `limit`, return the seconds left in the window.
