@@ -688,21 +688,43 @@ fn compose_files_validate_and_the_tollgate_config_they_mount_passes_check_config
         let o = std::process::Command::new(&compose).arg("-f").arg(f).args(["config", "-q"]).output().unwrap();
         assert!(o.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&o.stderr));
     }
-    // The config the compose files mount, with the container paths mapped onto the repository's files
-    // through the documented environment overrides.
+    // The configs the compose files mount, with the container paths mapped onto the repository's files
+    // (and throwaway secret files) through the documented environment overrides.
     let dir = tempfile::tempdir().unwrap();
-    let o = std::process::Command::new(tollgate_bin())
-        .args(["check-config", "--config"])
-        .arg(root.join("compose/tollgate/tollgate.yaml"))
-        .env_remove("TOLLGATE_CONFIG")
-        .env("TOLLGATE_SERVER__DATA_DIR", dir.path())
-        .env("TOLLGATE_PROVIDERS__0__FILE", root.join("providers/robots.yaml"))
-        .env("TOLLGATE_POLICY__PATHS", format!("[{}]", root.join("policies/default.yaml").display()))
-        .env("TOLLGATE_REFRESH_TOKENS__SECRET_FILE", dir.path().join("refresh-secret"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains(": ok"));
+    let secret = dir.path().join("secret.txt");
+    std::fs::write(&secret, "compose-test-secret").unwrap();
+    let configs: [(&str, &[(&str, &Path)]); 2] = [
+        ("compose/tollgate/tollgate.yaml", &[]),
+        (
+            "compose/tollgate/tollgate.full.yaml",
+            &[
+                ("TOLLGATE_PROVIDERS__1__BIND_PASSWORD_FILE", &secret),
+                ("TOLLGATE_PROVIDERS__2__CLIENT_SECRET_FILE", &secret),
+            ],
+        ),
+    ];
+    for (config, extra_env) in configs {
+        let mut cmd = std::process::Command::new(tollgate_bin());
+        cmd.args(["check-config", "--config"])
+            .arg(root.join(config))
+            .env_remove("TOLLGATE_CONFIG")
+            .env("TOLLGATE_SERVER__DATA_DIR", dir.path())
+            .env("TOLLGATE_PROVIDERS__0__FILE", root.join("providers/robots.yaml"))
+            .env("TOLLGATE_POLICY__PATHS", format!("[{}]", root.join("policies/default.yaml").display()))
+            .env("TOLLGATE_REFRESH_TOKENS__SECRET_FILE", dir.path().join("refresh-secret"));
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let o = cmd.output().unwrap();
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{config}: {out}{err}");
+        assert!(out.contains(": ok"), "{config}: {out}");
+    }
+    let full = std::fs::read_to_string(root.join("compose/docker-compose.full.yml")).unwrap();
+    assert!(
+        full.contains("./tollgate/tollgate.full.yaml:/etc/tollgate/tollgate.yaml"),
+        "the full deployment mounts the SSO config"
+    );
 
     // The replicated deployment: its tollgate-init job's two commands, run here with the shared volume and
     // the Redis URL secret mapped onto a temporary directory, then the config every replica reads.
