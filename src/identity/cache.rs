@@ -162,8 +162,16 @@ impl CachedProvider {
 impl CachedProvider {
     /// Asks the provider and stores its answer: what one single-flight leader does on a miss.
     async fn check(&self, key: &Key, username: &str, password: &SecretString) -> Result<Outcome, Unavailable> {
-        self.stats.upstream_checks.fetch_add(1, Ordering::Relaxed);
         let generation = self.inner.generation();
+        // A caller that missed just before the previous flight filled the cache and ended would otherwise
+        // start a second check: look again now that this caller leads.
+        if let Some(e) = self.cache.get(key).await.filter(|e| e.generation == generation && self.fresh(e)) {
+            return Ok(Outcome::Authenticated(e.identity));
+        }
+        if let Some(r) = self.negative.get(key).await.filter(|r| r.generation == generation) {
+            return Ok(r.outcome);
+        }
+        self.stats.upstream_checks.fetch_add(1, Ordering::Relaxed);
         let outcome = self.inner.authenticate(username, password).await?;
         match &outcome {
             Outcome::Authenticated(identity) => {

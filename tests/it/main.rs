@@ -10,8 +10,11 @@
 mod api;
 mod cli;
 mod e2e;
+mod faults;
 mod harness;
 mod ldap;
 mod oidc;
+mod props;
+mod pull_bench;
 mod rig;
 mod rig_selftest;
