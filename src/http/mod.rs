@@ -1,5 +1,6 @@
 //! The HTTP surface: routes and the handlers behind them.
 
+pub mod conn;
 pub mod device;
 pub mod error;
 pub mod token;
@@ -34,8 +35,8 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    // Not axum::serve: it gives hyper no timer, so slow clients were never timed out (see conn.rs).
+    conn::serve(listener, router(state), shutdown).await
 }
 
 async fn jwks(State(state): State<Arc<AppState>>) -> Response {
