@@ -268,7 +268,9 @@ fn raw_sign_rate(state: &AppState, secs: f64) -> f64 {
 }
 
 fn signing_against_http(rounds: usize, secs: f64) {
-    println!("\n## 1. Raw ES256 signing (one core) against GET /token (warm cache, {CONNECTIONS} keep-alive connections)");
+    println!(
+        "\n## 1. Raw ES256 signing (one core) against GET /token (warm cache, {CONNECTIONS} keep-alive connections)"
+    );
     let env = Env::new("5m");
     let state = env.state();
     let server = Server::start(state.clone());
@@ -316,10 +318,14 @@ fn warm_against_cold(rounds: usize) {
     let warm = Server::start(warm_env.state());
     let cold = Server::start(cold_env.state());
     let rt = client_rt();
-    println!("{:<6} {:<28} {:>10} {:>10} {:>10} {:>10}", "round", "account", "warm p50", "cold p50", "cold p99", "cold/warm");
-    for (user, password, label, n_cold) in
-        [("alice", "alice-bench-password", "alice (bcrypt cost 10)", 40), ("bob", "bob-bench-password", "bob (argon2id default)", 40)]
-    {
+    println!(
+        "{:<6} {:<28} {:>10} {:>10} {:>10} {:>10}",
+        "round", "account", "warm p50", "cold p50", "cold p99", "cold/warm"
+    );
+    for (user, password, label, n_cold) in [
+        ("alice", "alice-bench-password", "alice (bcrypt cost 10)", 40),
+        ("bob", "bob-bench-password", "bob (argon2id default)", 40),
+    ] {
         let request = token_request(user, password);
         sequential(&rt, warm.addr, &request, 5);
         let mut ratios = Vec::new();

@@ -96,16 +96,19 @@ impl HttpBody for Deadline {
     type Data = axum::body::Bytes;
     type Error = axum::BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         match self.sleep.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(format!(
-                "request body not received within {} s",
-                BODY_READ_TIMEOUT.as_secs()
-            )
-            .into()))),
+            Poll::Ready(()) => {
+                Poll::Ready(Some(Err(
+                    format!("request body not received within {} s", BODY_READ_TIMEOUT.as_secs()).into()
+                )))
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -167,6 +167,11 @@ fn recovers(state: &Arc<AppState>, p: &Probe, want: u16) {
     }
 }
 
+/// What alice (team-payments) is granted on payments/api when everything is healthy.
+fn push_pull() -> Truth {
+    Some(["pull".to_string(), "push".to_string()].into_iter().collect())
+}
+
 fn ldap_probes() -> Vec<Probe> {
     let (alice, alice_pw) = user("alice");
     let (bob, bob_pw) = user("bob");
@@ -204,7 +209,8 @@ fn oidc_provider_slow_then_silent_grants_nothing_wrong_and_recovers() {
     use crate::oidc::{keycloak_users, provider_yaml, CAROL};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let idp = OidcProvider::start(keycloak_users(), OidcProviderOptions { issuer_port: Some(port), ..Default::default() });
+    let idp =
+        OidcProvider::start(keycloak_users(), OidcProviderOptions { issuer_port: Some(port), ..Default::default() });
     let upstream: SocketAddr = idp.addr().parse().unwrap();
     let proxy = SlowProxy::start(listener, upstream, Duration::from_secs(3));
     let env = TestEnv::with(Opts {
@@ -272,7 +278,8 @@ fn policy_replaced_with_broken_versions_under_load_keeps_the_last_good_one() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (status, actions) = rt.block_on(ask(&state, &probes[0]));
     assert_eq!((status, actions.len()), (200, 2), "alice lost her push on payments");
-    std::fs::write(&path, "rules:\n  - name: public-read\n    resources: [\"public/**\"]\n    actions: [pull]\n").unwrap();
+    std::fs::write(&path, "rules:\n  - name: public-read\n    resources: [\"public/**\"]\n    actions: [pull]\n")
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     while !rt.block_on(ask(&state, &probes[0])).1.is_empty() {
         assert!(Instant::now() < deadline, "the valid new policy (public-read only) never took effect");
@@ -291,7 +298,7 @@ fn a_burst_of_1000_cold_logins_of_one_user_makes_one_directory_check() {
     assert_eq!(rt.block_on(granted(&state, (&bob, &bob_pw), "repository:web/a:pull")).0, 200);
     let before = slapd.op_counts();
     let probe = Probe::new(&alice, &alice_pw, PUSH_PAYMENTS);
-    let truth = vec![Some(["pull".to_string(), "push".to_string()].into_iter().collect::<BTreeSet<_>>())];
+    let truth = push_pull();
     let tally = rt.block_on(async {
         let mut tasks = Vec::new();
         for _ in 0..1000 {
@@ -301,7 +308,7 @@ fn a_burst_of_1000_cold_logins_of_one_user_makes_one_directory_check() {
         let mut tally = Tally::default();
         for t in tasks {
             let (status, actions) = t.await.unwrap();
-            record(&mut tally, &probe, &truth[0], status, &actions);
+            record(&mut tally, &probe, &truth, status, &actions);
         }
         tally
     });
@@ -338,7 +345,10 @@ async fn over_tcp(addr: SocketAddr, user: (&str, &str)) -> (u16, BTreeSet<String
     s.read_to_string(&mut text).await.expect("read");
     let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
-    let actions = match serde_json::from_str::<serde_json::Value>(body).ok().and_then(|j| j["token"].as_str().map(String::from)) {
+    let actions = match serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|j| j["token"].as_str().map(String::from))
+    {
         Some(t) => actions_of(&t).into_iter().collect(),
         None => BTreeSet::new(),
     };
@@ -348,11 +358,14 @@ async fn over_tcp(addr: SocketAddr, user: (&str, &str)) -> (u16, BTreeSet<String
 #[test]
 fn clients_hanging_up_mid_request_do_not_disturb_the_others() {
     // Cold cache: every login hashes (argon2id), so hang-ups land while work is in progress.
-    let env = TestEnv::with(Opts { extra_yaml: "identity_cache:\n  ttl: 0s\n  negative_ttl: 0s\n".into(), ..Opts::default() });
+    let env = TestEnv::with(Opts {
+        extra_yaml: "identity_cache:\n  ttl: 0s\n  negative_ttl: 0s\n".into(),
+        ..Opts::default()
+    });
     let tg = env.start();
     let addr = tg.addr;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let alice_truth: Truth = Some(["pull".to_string(), "push".to_string()].into_iter().collect());
+    let alice_truth = push_pull();
     let probe = Probe::new(ALICE.0, ALICE.1, PUSH_PAYMENTS);
     let tally = rt.block_on(async {
         let get = token_get(ALICE);
@@ -436,7 +449,7 @@ fn very_slow_clients_do_not_exhaust_the_server() {
     let addr = tg.addr;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let probe = Probe::new(ALICE.0, ALICE.1, PUSH_PAYMENTS);
-    let alice_truth: Truth = Some(["pull".to_string(), "push".to_string()].into_iter().collect());
+    let alice_truth = push_pull();
     let grace = HEADER_READ_TIMEOUT.max(BODY_READ_TIMEOUT) + Duration::from_secs(4);
     let (tally, closed, slow) = rt.block_on(async {
         assert_eq!(over_tcp(addr, ALICE).await.0, 200); // warm the cache

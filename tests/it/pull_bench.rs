@@ -49,7 +49,10 @@ fn bench_pull_20_layers_token_against_htpasswd() {
     let basic_reg = Registry::start(RegistryOptions { htpasswd: Some(htpasswd), ..Default::default() });
     skopeo.copy(&image, &basic_reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();
 
-    println!("\n## Pull of a {LAYERS}-layer image ({} KiB per layer) with skopeo, {rounds} alternating rounds", LAYER_BYTES / 1024);
+    println!(
+        "\n## Pull of a {LAYERS}-layer image ({} KiB per layer) with skopeo, {rounds} alternating rounds",
+        LAYER_BYTES / 1024
+    );
     println!("{:<6} {:>16} {:>16}", "round", "tollgate token", format!("htpasswd bcrypt {cost}"));
     let (mut token, mut basic) = (Vec::new(), Vec::new());
     for i in 0..rounds {

@@ -29,7 +29,8 @@ pub fn oci_image(dir: &Path, marker: &str) -> PathBuf {
 /// An image of `count` layers of `size` bytes each (pseudo-random, so gzip cannot shrink them to nothing),
 /// unique per `marker`: the many-layer pull of the benchmarks.
 pub fn oci_image_layers(dir: &Path, marker: &str, count: usize, size: usize) -> PathBuf {
-    let mut seed = marker.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let mut seed =
+        marker.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     let layers = (0..count)
         .map(|i| {
             let content: Vec<u8> = (0..size)
@@ -82,7 +83,8 @@ fn layout(dir: &Path, marker: &str, layers: Vec<Vec<u8>>) -> PathBuf {
     let root = dir.join(format!("oci-{}", &hex[..16]));
     let blobs = root.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).expect("create OCI layout dirs");
-    for (digest, bytes) in digests.iter().zip(&layers).chain([(&config_digest, &config), (&manifest_digest, &manifest)]) {
+    for (digest, bytes) in digests.iter().zip(&layers).chain([(&config_digest, &config), (&manifest_digest, &manifest)])
+    {
         std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes).expect("write blob");
     }
     std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("write oci-layout");

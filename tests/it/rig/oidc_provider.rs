@@ -76,7 +76,13 @@ impl OidcProvider {
                 .stderr(out);
             let mut child = cmd.spawn().expect("spawn node");
             if wait_for_log_line(&mut child, &log, &format!("listening on {port}"), "oidc-provider") {
-                return OidcProvider { child: Some(child), port, issuer_port: opts.issuer_port.unwrap_or(port), dir, users_file };
+                return OidcProvider {
+                    child: Some(child),
+                    port,
+                    issuer_port: opts.issuer_port.unwrap_or(port),
+                    dir,
+                    users_file,
+                };
             }
         }
         panic!("oidc-provider did not start after 5 attempts; logs in {}", dir.path().display());
