@@ -6,7 +6,8 @@
 //!    of that saturation rate (open loop: latency counts from when a request was due, so a stall is not hidden);
 //! 2. warm against cold `/token` latency for static accounts hashed with bcrypt (cost 10) and argon2id;
 //! 3. start-up time to ready and resident memory of the real `tollgate serve` binary, idle, and the memory of
-//!    100,000 cached identities.
+//!    100,000 cached identities;
+//! 4. `/token` throughput of tollgate's accept loop with deadlines against plain `axum::serve` (before/after).
 //!
 //! The load generator is this process (a plain HTTP/1.1 client on one thread of its own), so on a small
 //! machine it competes with the server for CPU exactly as wrk would. No figure is asserted: the machine is
@@ -82,6 +83,11 @@ struct Server {
 
 impl Server {
     fn start(state: Arc<AppState>) -> Server {
+        Server::start_with(state, false)
+    }
+
+    /// `plain_axum`: serve with `axum::serve` as tollgate did before src/http/conn.rs, for the before/after.
+    fn start_with(state: Arc<AppState>, plain_axum: bool) -> Server {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
@@ -89,10 +95,15 @@ impl Server {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 addr_tx.send(listener.local_addr().expect("addr")).expect("send");
-                let _ = tollgate::http::serve(listener, state, async {
+                let shutdown = async {
                     let _ = stop_rx.await;
-                })
-                .await;
+                };
+                if plain_axum {
+                    let app = tollgate::http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+                    let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+                } else {
+                    let _ = tollgate::http::serve(listener, state, shutdown).await;
+                }
             });
         });
         Server { addr: addr_rx.recv().expect("server started"), stop: Some(stop), thread: Some(thread) }
@@ -311,6 +322,36 @@ fn signing_against_http(rounds: usize, secs: f64) {
     println!("HEADLINE /token throughput / raw single-core ES256 signing rate: {:.0}% (target >= 50%)", median(ratios));
 }
 
+/// The accept loop with deadlines (src/http/conn.rs) against plain `axum::serve`, alternating.
+fn conn_against_axum(rounds: usize, secs: f64) {
+    println!("\n## 4. /token throughput: tollgate's accept loop with deadlines against plain axum::serve");
+    let env = Env::new("5m");
+    let state = env.state();
+    let ours = Server::start_with(state.clone(), false);
+    let plain = Server::start_with(state, true);
+    let rt = client_rt();
+    let request = token_request("alice", "alice-bench-password");
+    sequential(&rt, ours.addr, &request, 5);
+    println!("{:<6} {:>16} {:>16} {:>8}", "round", "conn.rs req/s", "axum::serve req/s", "ratio");
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let a = saturate(&rt, ours.addr, &request, secs / 2.0);
+        let b = saturate(&rt, plain.addr, &request, secs / 2.0);
+        println!("{round:<6} {a:>16.0} {b:>16.0} {:>8.2}", a / b);
+        ratios.push(a / b);
+    }
+    println!(
+        "HEADLINE conn.rs / axum::serve throughput: median {:.2} ({})",
+        median(ratios.clone()),
+        spread_ratio(&ratios)
+    );
+}
+
+fn spread_ratio(v: &[f64]) -> String {
+    let (min, max) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(*x), b.max(*x)));
+    format!("min {min:.2} max {max:.2}")
+}
+
 fn warm_against_cold(rounds: usize) {
     println!("\n## 2. Warm against cold identity cache, static accounts (requests one after another)");
     let warm_env = Env::new("5m");
@@ -468,5 +509,8 @@ fn main() {
     }
     if want("memory") {
         memory_and_startup(rounds);
+    }
+    if want("serve") {
+        conn_against_axum(rounds, secs);
     }
 }
