@@ -57,7 +57,7 @@ impl Env {
         let config = format!(
             "server:\n  listen: 127.0.0.1:0\n  data_dir: data\ntoken:\n  issuer: tollgate-bench\n  services: [registry.test]\n\
              providers:\n  - type: static\n    name: local\n    file: accounts.yaml\n\
-             policy:\n  paths: [policy.yaml]\n  reload_interval: 0s\nidentity_cache:\n  ttl: {cache_ttl}\n  negative_ttl: 0s\n\
+             policy:\n  paths: [policy.yaml]\nidentity_cache:\n  ttl: {cache_ttl}\n  negative_ttl: 0s\n\
              log:\n  level: error\n"
         );
         std::fs::write(dir.path().join("config.yaml"), config).expect("write config");
@@ -243,6 +243,34 @@ fn sequential(rt: &tokio::runtime::Runtime, addr: SocketAddr, request: &[u8], n:
     })
 }
 
+/// CPU seconds (user + system) used so far by this process's threads named `name` ("tokio-runtime-worker":
+/// the server's workers; the load generator runs on the main thread). Ticks of 10 ms: fine over seconds.
+fn threads_cpu(name: &str) -> f64 {
+    let mut ticks = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is 3rd, utime 14th, stime 15th.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        ticks += f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        ticks += f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    ticks as f64 / 100.0
+}
+
+/// CPU seconds used by the calling thread.
+fn this_thread_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    (t(11) + t(12)) as f64 / 100.0
+}
+
 fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -258,7 +286,7 @@ fn spread(v: &[f64]) -> String {
 }
 
 /// ES256 signatures per second on this thread, of the claims a typical pull token carries.
-fn raw_sign_rate(state: &AppState, secs: f64) -> f64 {
+fn raw_sign_rate(state: &AppState, secs: f64) -> (f64, f64) {
     let claims = serde_json::json!({
         "iss": "tollgate-bench", "sub": "alice", "aud": "registry.test", "exp": 1_900_000_000u64,
         "nbf": 1_800_000_000u64, "iat": 1_800_000_000u64, "jti": "0123456789abcdef0123",
@@ -268,6 +296,7 @@ fn raw_sign_rate(state: &AppState, secs: f64) -> f64 {
     let key = state.issuer.keys.active();
     let until = Instant::now() + Duration::from_secs_f64(secs);
     let start = Instant::now();
+    let cpu = this_thread_cpu();
     let mut n = 0u64;
     while Instant::now() < until {
         for _ in 0..64 {
@@ -275,7 +304,7 @@ fn raw_sign_rate(state: &AppState, secs: f64) -> f64 {
         }
         n += 64;
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    (n as f64 / start.elapsed().as_secs_f64(), n as f64 / (this_thread_cpu() - cpu).max(0.01))
 }
 
 fn signing_against_http(rounds: usize, secs: f64) {
@@ -289,40 +318,65 @@ fn signing_against_http(rounds: usize, secs: f64) {
     let request = token_request("alice", "alice-bench-password");
     sequential(&rt, server.addr, &request, 10); // fill the identity cache, open the code paths
     println!(
-        "{:<6} {:>14} {:>14} {:>8} {:>12} {:>12} {:>12}",
-        "round", "sign/s (1 core)", "/token req/s", "ratio", "load req/s", "p50", "p99"
+        "{:<6} {:>15} {:>13} {:>7} {:>13} {:>13} {:>7} {:>10} {:>10} {:>10}",
+        "round",
+        "sign/s (1 core)",
+        "/token req/s",
+        "ratio",
+        "sign/cpu-s",
+        "/token/cpu-s",
+        "ratio",
+        "load req/s",
+        "p50",
+        "p99"
     );
-    let (mut signs, mut https, mut ratios, mut p50s, mut p99s) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut signs, mut https, mut ratios, mut cpu_ratios, mut p50s, mut p99s) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
-        let sign = raw_sign_rate(&state, secs / 2.0);
+        let (sign, sign_cpu) = raw_sign_rate(&state, secs / 2.0);
+        let cpu = threads_cpu("tokio-runtime-worker");
+        let start = Instant::now();
         let http = saturate(&rt, server.addr, &request, secs);
+        let served = http * start.elapsed().as_secs_f64();
+        let http_cpu = served / (threads_cpu("tokio-runtime-worker") - cpu).max(0.01);
         let half = http / 2.0;
         let lat = latencies_at(&rt, server.addr, &request, half, secs);
         let (p50, p99) = (pct(&lat, 0.5), pct(&lat, 0.99));
         println!(
-            "{round:<6} {sign:>14.0} {http:>14.0} {:>7.0}% {half:>12.0} {p50:>12.2?} {p99:>12.2?}",
-            http / sign * 100.0
+            "{round:<6} {sign:>15.0} {http:>13.0} {:>6.0}% {sign_cpu:>13.0} {http_cpu:>13.0} {:>6.0}% {half:>10.0} {p50:>10.2?} {p99:>10.2?}",
+            http / sign * 100.0,
+            http_cpu / sign_cpu * 100.0
         );
         signs.push(sign);
         https.push(http);
         ratios.push(http / sign * 100.0);
+        cpu_ratios.push(http_cpu / sign_cpu * 100.0);
         p50s.push(p50.as_secs_f64() * 1e6);
         p99s.push(p99.as_secs_f64() * 1e6);
     }
     println!(
-        "median {:>14.0} {:>14.0} {:>7.0}% {:>12} {:>10.0}µs {:>10.0}µs",
+        "median {:>15.0} {:>13.0} {:>6.0}% {:>13} {:>13} {:>6.0}% {:>10} {:>8.0}µs {:>8.0}µs",
         median(signs.clone()),
         median(https.clone()),
         median(ratios.clone()),
+        "",
+        "",
+        median(cpu_ratios.clone()),
         "",
         median(p50s),
         median(p99s)
     );
     println!("spread: sign/s {}; /token req/s {}", spread(&signs), spread(&https));
-    println!("HEADLINE /token throughput / raw single-core ES256 signing rate: {:.0}% (target >= 50%)", median(ratios));
+    println!(
+        "HEADLINE /token throughput (2 server workers) / raw single-core ES256 signing rate: {:.0}% (target >= 50%)",
+        median(ratios)
+    );
+    println!(
+        "HEADLINE /token per server CPU-second / signatures per CPU-second: {:.0}% (the share of a request's CPU that is the signature)",
+        median(cpu_ratios)
+    );
 }
 
-/// The accept loop with deadlines (src/http/conn.rs) against plain `axum::serve`, alternating.
 fn conn_against_axum(rounds: usize, secs: f64) {
     println!("\n## 4. /token throughput: tollgate's accept loop with deadlines against plain axum::serve");
     let env = Env::new("5m");
@@ -495,7 +549,13 @@ fn memory_and_startup(rounds: usize) {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; anything else is a filter on the section names.
+    // `cargo bench` passes --bench; `cargo test --all-targets` (the test suite) runs this binary without it,
+    // and a benchmark in the suite would only make it slower: nothing to check here, so return.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("tollgate benchmark: run it with `bash scripts/bench.sh` (cargo bench); nothing to test");
+        return;
+    }
+    // Anything else is a filter on the section names.
     let filter: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let rounds = env_or("BENCH_ROUNDS", 3usize);
