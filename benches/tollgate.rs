@@ -244,8 +244,8 @@ fn sequential(rt: &tokio::runtime::Runtime, addr: SocketAddr, request: &[u8], n:
 }
 
 /// CPU seconds (user + system) used so far by this process's threads whose name starts with `name`
-/// ("tokio-runtime-w", as the kernel keeps 15 bytes of "tokio-runtime-worker": the server's workers; the load
-/// generator runs on the main thread). Ticks of 10 ms: fine over seconds.
+/// ("tokio-r": tokio names its threads "tokio-rt-worker" or "tokio-runtime-worker", cut to 15 bytes: the
+/// server's workers; the load generator runs on the main thread). Ticks of 10 ms: fine over seconds.
 fn threads_cpu(name: &str) -> f64 {
     let mut ticks = 0u64;
     for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
@@ -335,11 +335,11 @@ fn signing_against_http(rounds: usize, secs: f64) {
         (vec![], vec![], vec![], vec![], vec![], vec![]);
     for round in 1..=rounds {
         let (sign, sign_cpu) = raw_sign_rate(&state, secs / 2.0);
-        let cpu = threads_cpu("tokio-runtime-w");
+        let cpu = threads_cpu("tokio-r");
         let start = Instant::now();
         let http = saturate(&rt, server.addr, &request, secs);
         let served = http * start.elapsed().as_secs_f64();
-        let http_cpu = served / (threads_cpu("tokio-runtime-w") - cpu).max(0.01);
+        let http_cpu = served / (threads_cpu("tokio-r") - cpu).max(0.01);
         let half = http / 2.0;
         let lat = latencies_at(&rt, server.addr, &request, half, secs);
         let (p50, p99) = (pct(&lat, 0.5), pct(&lat, 0.99));
