@@ -7,7 +7,10 @@ RUN cargo build --release --locked && cp target/release/tollgate /tollgate
 FROM debian:bookworm-slim
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates wget && rm -rf /var/lib/apt/lists/*
 COPY --from=build /tollgate /usr/local/bin/tollgate
+# A named volume mounted here takes this ownership on first use, so the unprivileged user can write its key.
+RUN mkdir -p /var/lib/tollgate && chown 65534:65534 /var/lib/tollgate
 USER 65534:65534
-EXPOSE 5001
+# 5001: /token and friends; 9101: /metrics when server.metrics_listen is set (compose).
+EXPOSE 5001 9101
 ENTRYPOINT []
 CMD ["tollgate", "serve", "--config", "/etc/tollgate/tollgate.yaml"]

@@ -30,6 +30,10 @@ pub struct AppState {
     /// Device-flow and OIDC login sessions (shared by replicas).
     pub sessions: Arc<dyn SessionStore>,
     pub policy: PolicyStore,
+    /// Providers' last probe results, for /readyz (kept across reloads).
+    pub health: Arc<crate::health::Health>,
+    /// Failed-login limits (kept across reloads while `rate_limit` is unchanged).
+    pub limiter: Arc<crate::http::ratelimit::LoginLimiter>,
 }
 
 impl AppState {
@@ -116,6 +120,8 @@ impl AppState {
             revocations,
             sessions,
             policy,
+            health: Arc::default(),
+            limiter: Arc::new(crate::http::ratelimit::LoginLimiter::new(&settings.ops.rate_limit)),
             settings,
         })
     }
@@ -223,6 +229,7 @@ impl PolicyStore {
     pub fn reload(&self) -> Result<(), Vec<String>> {
         match compile(&self.paths, self.builtin) {
             Ok(p) => {
+                metrics::counter!(crate::telemetry::POLICY_RELOADS, "result" => "ok").increment(1);
                 tracing::info!(rules = p.rule_count(), "policy reloaded");
                 if let Ok(mut cur) = self.current.write() {
                     *cur = Arc::new(p);
@@ -230,6 +237,7 @@ impl PolicyStore {
                 Ok(())
             }
             Err(errors) => {
+                metrics::counter!(crate::telemetry::POLICY_RELOADS, "result" => "error").increment(1);
                 tracing::error!(errors = ?errors, "policy invalid; keeping the previous version");
                 Err(errors)
             }

@@ -49,7 +49,7 @@ pub fn serve(config: Option<&Path>) -> Result<(), String> {
     }
     let (default_key, _) = settings.default_key_paths();
     let first_start = settings.keys.is_empty() && !default_key.exists();
-    let listen = settings.listen;
+    crate::telemetry::install();
     let state = Arc::new(AppState::build(settings).map_err(join)?);
     if first_start {
         let out = state.settings.data_dir.join("registry");
@@ -59,16 +59,11 @@ pub fn serve(config: Option<&Path>) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(async move {
-        let listener =
-            tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        let bound = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
-        tracing::info!(addr = %bound, kid = %state.issuer.keys.active().kid, "tollgate listening");
-        crate::http::serve(listener, state, shutdown_signal()).await.map_err(|e| format!("server error: {e}"))
-    })
+    rt.block_on(crate::reload::run(config.map(Path::to_path_buf), state))
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C.
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

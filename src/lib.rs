@@ -6,11 +6,15 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod health;
 pub mod http;
 pub mod identity;
 pub mod login;
 pub mod policy;
+pub mod reload;
 pub mod revocation;
 pub mod scope;
 pub mod sessions;
+pub mod telemetry;
+pub mod tls;
 pub mod token;

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod ops;
+
 use crate::identity::accounts::AccountEntry;
 use crate::token::keys::{HeaderMode, KidFormat};
 
@@ -38,6 +40,8 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    rate_limit: ops::RawRateLimit,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +55,14 @@ struct RawServer {
     max_body_bytes: Option<usize>,
     /// Most scopes accepted in one request. Default: 64.
     max_scopes: Option<usize>,
+    /// HTTPS on `listen` (`cert_file`, `key_file`). Default: plain HTTP. See [`ops::RawTls`].
+    tls: Option<ops::RawTls>,
+    /// Serve `/metrics` only on this address. Default: on `listen`.
+    metrics_listen: Option<String>,
+    /// Addresses or networks whose X-Forwarded-For is believed. Default: none.
+    trusted_proxies: Option<Vec<String>>,
+    /// How often providers are probed for /readyz. Default: 15s.
+    probe_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,6 +215,8 @@ pub struct Settings {
     pub policy_reload_interval: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// TLS, metrics, proxies, probes, rate limits.
+    pub ops: ops::OpsSettings,
 }
 
 impl Settings {
@@ -332,7 +346,14 @@ fn resolve(base: &Path, p: &Path) -> PathBuf {
     }
 }
 
-fn validate(raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<String>) -> Settings {
+fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<String>) -> Settings {
+    let server_ops = ops::RawServerOps {
+        tls: raw.server.tls.take(),
+        metrics_listen: raw.server.metrics_listen.take(),
+        trusted_proxies: raw.server.trusted_proxies.take(),
+        probe_interval: raw.server.probe_interval.take(),
+    };
+    let ops = ops::validate(server_ops, std::mem::take(&mut raw.rate_limit), base, errors);
     let listen_s = raw.server.listen.unwrap_or_else(|| "127.0.0.1:5001".into());
     let listen = listen_s.parse().unwrap_or_else(|_| {
         errors.push(format!("server.listen: {listen_s:?} is not an address; write e.g. 0.0.0.0:5001"));
@@ -478,6 +499,7 @@ fn validate(raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<String>)
         policy_reload_interval,
         log_format,
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+        ops,
     }
 }
 

@@ -20,7 +20,7 @@ use axum::http::Request;
 use axum::Router;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tower_service::Service as _;
+use tower::Service as _;
 
 /// How long a client may take to send a request's headers (a slow or silent client is closed after this).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

@@ -27,6 +27,9 @@ pub enum ApiError {
     MethodNotAllowed,
     /// 413: body too large.
     PayloadTooLarge(usize),
+    /// 429 with `Retry-After`: too many failed logins from this address or for this account. The client
+    /// waits `retry_after` seconds; no password was checked.
+    TooManyRequests { retry_after: u64 },
     /// 503: an identity provider or the revocation store cannot be reached. Detail is logged, not sent.
     Unavailable(String),
     /// 500: a bug or a failed signature. Detail is logged, not sent.
@@ -46,6 +49,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -70,6 +74,9 @@ impl ApiError {
             ApiError::PayloadTooLarge(max) => {
                 ("invalid_request", "SIZE_INVALID", format!("request body is larger than {max} bytes"))
             }
+            ApiError::TooManyRequests { retry_after } => {
+                ("slow_down", "TOOMANYREQUESTS", format!("too many failed logins; try again in {retry_after} seconds"))
+            }
             ApiError::Unavailable(_) => (
                 "temporarily_unavailable",
                 "UNAVAILABLE",
@@ -77,6 +84,13 @@ impl ApiError {
             ),
             ApiError::Internal(_) => ("server_error", "UNKNOWN", "internal error; the server log has details".into()),
         }
+    }
+}
+
+impl ApiError {
+    /// The message the client sees (never a 5xx detail), for the audit line.
+    pub fn client_message(&self) -> String {
+        self.parts().2
     }
 }
 
@@ -103,6 +117,9 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unavailable(_)) {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         }
+        if let ApiError::TooManyRequests { retry_after } = self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+        }
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
@@ -124,6 +141,7 @@ mod tests {
             (ApiError::NotFound, 404, false),
             (ApiError::MethodNotAllowed, 405, false),
             (ApiError::PayloadTooLarge(10), 413, false),
+            (ApiError::TooManyRequests { retry_after: 7 }, 429, false),
             (ApiError::Unavailable("ldap down".into()), 503, false),
             (ApiError::Internal("secret detail".into()), 500, false),
         ];
@@ -135,5 +153,7 @@ mod tests {
             assert!(!msg.contains("secret detail") && !msg.contains("ldap down"), "5xx detail leaked: {msg}");
         }
         assert_eq!(REALM, "tollgate");
+        let resp = ApiError::TooManyRequests { retry_after: 7 }.into_response();
+        assert_eq!(resp.headers().get(header::RETRY_AFTER).unwrap(), "7", "429 says when to come back");
     }
 }

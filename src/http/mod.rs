@@ -1,9 +1,13 @@
 //! The HTTP surface: routes and the handlers behind them.
 
+pub mod audit;
+pub mod client_ip;
 pub mod conn;
 pub mod device;
 pub mod error;
+pub mod ratelimit;
 pub mod token;
+pub mod whoami;
 
 use std::sync::Arc;
 
@@ -18,12 +22,17 @@ use error::ApiError;
 
 /// The router. Tests call it directly with `tower::ServiceExt::oneshot`; `serve` wraps it in a listener.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/token", get(token::get_token).post(token::post_token))
         .route("/device/code", axum::routing::post(device::device_code))
+        .route("/whoami", get(whoami::whoami))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/healthz", get(crate::health::healthz))
+        .route("/readyz", get(crate::health::readyz));
+    if state.settings.ops.metrics_listen.is_none() {
+        router = router.route("/metrics", get(crate::telemetry::metrics_handler));
+    }
+    router
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .with_state(state)
@@ -45,18 +54,12 @@ async fn jwks(State(state): State<Arc<AppState>>) -> Response {
     resp
 }
 
-async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
-}
-
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let policy = state.policy.get();
-    axum::Json(serde_json::json!({
-        "status": "ready",
-        "signing_key": state.issuer.keys.active().kid,
-        "keys": state.issuer.keys.keys().len(),
-        "policy_rules": policy.rule_count(),
-        "providers": state.chain.providers().iter().map(|p| p.name()).collect::<Vec<_>>(),
-    }))
-    .into_response()
+/// The router of the separate metrics listener (`server.metrics_listen`): `/metrics` and the health checks.
+pub fn metrics_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(crate::telemetry::metrics_handler))
+        .route("/healthz", get(crate::health::healthz))
+        .route("/readyz", get(crate::health::readyz))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
 }

@@ -4,11 +4,11 @@
 //! reject), authenticated, authorized scope by scope, and answered with a signed token. The differences
 //! between clients that matter are documented where they are handled.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Request};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -17,10 +17,11 @@ use base64::Engine as _;
 use secrecy::{ExposeSecret as _, SecretString};
 use serde_json::json;
 
+use super::audit::Audit;
 use super::error::ApiError;
 use crate::app::AppState;
 use crate::identity::chain::ChainOutcome;
-use crate::identity::{AuthMethod, Identity, Recheck, RequestContext};
+use crate::identity::{AuthMethod, Identity, Recheck};
 use crate::scope::{split_scopes, Scope};
 use crate::token::refresh::{RefreshError, PREFIX as REFRESH_PREFIX};
 use crate::token::AccessEntry;
@@ -112,12 +113,12 @@ impl Params {
 }
 
 /// Credentials from a Basic header.
-struct Basic {
-    username: String,
-    password: SecretString,
+pub(crate) struct Basic {
+    pub username: String,
+    pub password: SecretString,
 }
 
-fn parse_basic(headers: &HeaderMap) -> Result<Option<Basic>, ApiError> {
+pub(crate) fn parse_basic(headers: &HeaderMap) -> Result<Option<Basic>, ApiError> {
     let Some(value) = headers.get(header::AUTHORIZATION) else { return Ok(None) };
     if value.len() > MAX_AUTH_HEADER {
         return Err(ApiError::BadRequest(format!("Authorization header is longer than {MAX_AUTH_HEADER} bytes")));
@@ -150,18 +151,21 @@ fn check_username(u: &str) -> Result<(), ApiError> {
 }
 
 /// Who the request is from and how they proved it.
-struct Authenticated {
-    identity: Identity,
-    method: AuthMethod,
+pub(crate) struct Authenticated {
+    pub identity: Identity,
+    pub method: AuthMethod,
 }
 
 const BAD_CREDENTIALS: &str = "invalid username or password";
 
-async fn password_login(
+/// Check a username and password (or a refresh token given as the password). Failed logins are rate limited
+/// per client IP and per account (see `ratelimit`).
+pub(crate) async fn password_login(
     state: &AppState,
     username: &str,
     password: &SecretString,
     service: &str,
+    ip: IpAddr,
 ) -> Result<Authenticated, ApiError> {
     check_username(username)?;
     if password.expose_secret().starts_with(REFRESH_PREFIX) {
@@ -172,10 +176,17 @@ async fn password_login(
     if username.is_empty() || password.expose_secret().is_empty() {
         return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
     }
+    state.limiter.check(ip, username).await?;
     match state.chain.authenticate(username, password).await {
-        ChainOutcome::Authenticated(identity) => Ok(Authenticated { identity, method: AuthMethod::Password }),
+        ChainOutcome::Authenticated(identity) => {
+            state.limiter.succeeded(ip, username).await;
+            Ok(Authenticated { identity, method: AuthMethod::Password })
+        }
         ChainOutcome::Rejected { provider, reason } => {
-            tracing::info!(user = %username, provider = provider.as_deref().unwrap_or("-"), reason = %reason, "login refused");
+            let provider = provider.as_deref().unwrap_or("none");
+            tracing::info!(user = %username, provider, reason = %reason, client_ip = %ip, "login refused");
+            metrics::counter!(crate::telemetry::FAILED_LOGINS, "provider" => provider.to_string()).increment(1);
+            state.limiter.failed(ip, username).await?;
             Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()))
         }
         ChainOutcome::Unavailable(e) => Err(ApiError::Unavailable(e.to_string())),
@@ -183,7 +194,7 @@ async fn password_login(
 }
 
 /// Verify a refresh token and re-check its account with the provider that issued it.
-async fn refresh_login(
+pub(crate) async fn refresh_login(
     state: &AppState,
     token: &str,
     username: Option<&str>,
@@ -216,8 +227,9 @@ async fn refresh_login(
     }
 }
 
-fn client_ip(req_ext: &axum::http::Extensions) -> IpAddr {
-    req_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+/// The client address: the peer, or X-Forwarded-For from a trusted proxy.
+pub(crate) fn client_ip(state: &AppState, head: &axum::http::request::Parts) -> IpAddr {
+    super::client_ip::resolve(&head.extensions, &head.headers, &state.settings.ops.trusted_proxies)
 }
 
 fn truthy(v: Option<&str>) -> bool {
@@ -228,13 +240,19 @@ fn truthy(v: Option<&str>) -> bool {
 pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     // Only the head is needed; the body type is not Sync and must not be held across awaits.
     let (req, _body) = req.into_parts();
-    let ip = client_ip(&req.extensions);
+    let mut audit = Audit::new("token", "GET", client_ip(&state, &req));
     let result = async {
         let params = Params::parse(req.uri.query().unwrap_or("").as_bytes(), state.settings.max_scopes)?;
+        audit.client_id = params.client_id.clone();
         let service = check_service(&state, params.service.as_deref())?;
+        audit.service = service.clone();
         let scopes = parse_scopes(&state, &params.scopes)?;
+        audit.requested = scopes.iter().map(Scope::to_string).collect();
         let auth = match parse_basic(&req.headers)? {
-            Some(b) => password_login(&state, &b.username, &b.password, &service).await?,
+            Some(b) => {
+                audit.subject = Some(b.username.clone());
+                password_login(&state, &b.username, &b.password, &service, audit.client_ip).await?
+            }
             None => {
                 if params.account.as_deref().is_some_and(|a| !a.is_empty()) {
                     return Err(ApiError::Unauthorized(format!(
@@ -247,19 +265,16 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
         };
         check_account(params.account.as_deref(), &auth.identity)?;
         let offline = truthy(params.offline_token.as_deref());
-        respond(&state, auth, ip, &service, params.client_id.as_deref(), &scopes, offline, false).await
+        respond(&state, auth, &mut audit, &service, &scopes, offline, false).await
     }
     .await;
-    result.unwrap_or_else(|e| {
-        tracing::info!(target: "tollgate::audit", method = "GET", client_ip = %ip, status = e.status().as_u16(), outcome = "error", "token request refused");
-        e.into_response()
-    })
+    audit.finish(result)
 }
 
 /// `POST /token` (OAuth2 form body; skopeo and podman send it chunked, without Content-Length).
 pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let (head, body) = req.into_parts();
-    let ip = client_ip(&head.extensions);
+    let mut audit = Audit::new("token", "POST", client_ip(&state, &head));
     let result = async {
         if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("");
@@ -279,11 +294,15 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
             }
         })?;
         let params = Params::parse(&body, state.settings.max_scopes)?;
+        audit.client_id = params.client_id.clone();
+        audit.subject = params.username.clone();
         if params.client_id.as_deref().unwrap_or("").is_empty() {
             return Err(ApiError::BadRequest("client_id is required on POST /token".into()));
         }
         let service = check_service(&state, params.service.as_deref())?;
+        audit.service = service.clone();
         let scopes = parse_scopes(&state, &params.scopes)?;
+        audit.requested = scopes.iter().map(Scope::to_string).collect();
         let auth = match params.grant_type.as_deref() {
             Some("password") => {
                 let username = params
@@ -294,7 +313,7 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
                     .password
                     .as_ref()
                     .ok_or_else(|| ApiError::BadRequest("password is required for grant_type=password".into()))?;
-                password_login(&state, username, password, &service).await?
+                password_login(&state, username, password, &service, audit.client_ip).await?
             }
             Some("refresh_token") => {
                 let token = params.refresh_token.as_ref().ok_or_else(|| {
@@ -319,16 +338,13 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
         // A device login exists to produce a refresh token (`tollgate login` stores it as the identity token).
         let offline = (params.access_type.as_deref() == Some("offline") && auth.method == AuthMethod::Password)
             || auth.method == AuthMethod::Device;
-        respond(&state, auth, ip, &service, params.client_id.as_deref(), &scopes, offline, true).await
+        respond(&state, auth, &mut audit, &service, &scopes, offline, true).await
     }
     .await;
-    result.unwrap_or_else(|e| {
-        tracing::info!(target: "tollgate::audit", method = "POST", client_ip = %ip, status = e.status().as_u16(), outcome = "error", "token request refused");
-        e.into_response()
-    })
+    audit.finish(result)
 }
 
-pub(super) fn check_service(state: &AppState, service: Option<&str>) -> Result<String, ApiError> {
+pub(crate) fn check_service(state: &AppState, service: Option<&str>) -> Result<String, ApiError> {
     let service = service.ok_or_else(|| ApiError::BadRequest("service parameter is required".into()))?;
     if state.settings.services.iter().any(|s| s == service) {
         Ok(service.to_string())
@@ -341,7 +357,7 @@ pub(super) fn check_service(state: &AppState, service: Option<&str>) -> Result<S
     }
 }
 
-fn parse_scopes(state: &AppState, raw: &[String]) -> Result<Vec<Scope>, ApiError> {
+pub(crate) fn parse_scopes(state: &AppState, raw: &[String]) -> Result<Vec<Scope>, ApiError> {
     let list = split_scopes(raw.iter().map(String::as_str));
     if list.len() > state.settings.max_scopes {
         return Err(ApiError::BadRequest(format!(
@@ -363,26 +379,27 @@ fn check_account(account: Option<&str>, identity: &Identity) -> Result<(), ApiEr
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn respond(
     state: &AppState,
     auth: Authenticated,
-    ip: IpAddr,
+    audit: &mut Audit,
     service: &str,
-    client_id: Option<&str>,
     scopes: &[Scope],
     offline: bool,
     is_post: bool,
 ) -> Result<Response, ApiError> {
-    let mut identity = auth.identity;
+    let mut auth = auth;
     // The login session travels in the identity only to reach the refresh token; the policy never sees it.
-    let sid = identity.claims.remove(crate::identity::oidc::SESSION_CLAIM).and_then(|v| v.as_str().map(String::from));
-    let ctx = RequestContext { identity, auth_method: auth.method, client_ip: ip, service: service.to_string() };
+    let sid =
+        auth.identity.claims.remove(crate::identity::oidc::SESSION_CLAIM).and_then(|v| v.as_str().map(String::from));
+    let ctx = audit.context(auth, service);
+    audit.fully_granted = true;
     let policy = state.policy.get();
     let mut access = Vec::with_capacity(scopes.len());
     let mut rules: Vec<String> = Vec::new();
     for scope in scopes {
         let decision = policy.authorize(&ctx, scope);
+        audit.fully_granted &= decision.granted.len() >= scope.actions.len();
         for r in decision.allowed_by.iter().chain(decision.denied_by.iter()) {
             if !rules.contains(r) {
                 rules.push(r.clone());
@@ -411,25 +428,12 @@ async fn respond(
         }
         _ => None,
     };
-    let requested: Vec<String> = scopes.iter().map(Scope::to_string).collect();
     let granted: Vec<String> =
         access.iter().map(|a| format!("{}:{}:{}", a.rtype, a.name, a.actions.join(","))).collect();
-    tracing::info!(
-        target: "tollgate::audit",
-        subject = %ctx.identity.username,
-        provider = %ctx.identity.provider,
-        auth_method = ctx.auth_method.as_str(),
-        client_ip = %ip,
-        client_id = client_id.unwrap_or(""),
-        service = %service,
-        requested = ?requested,
-        granted = ?granted,
-        rules = ?rules,
-        refresh_token_issued = refresh_token.is_some(),
-        jti = %issued.jti,
-        outcome = "issued",
-        "token issued"
-    );
+    audit.granted = granted.clone();
+    audit.rules = rules;
+    audit.refresh_token_issued = refresh_token.is_some();
+    audit.jti = Some(issued.jti.clone());
     let mut body = json!({
         "token": issued.token,
         "access_token": issued.token,

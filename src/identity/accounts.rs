@@ -321,6 +321,29 @@ impl StaticProvider {
     pub fn account_count(&self) -> usize {
         self.state().accounts.len()
     }
+
+    /// The password check behind `authenticate` (timed and counted there).
+    async fn check_password(&self, username: &str, password: &SecretString) -> Result<Outcome, Unavailable> {
+        let state = self.state();
+        let account = state.accounts.get(username).cloned();
+        let (kind, hash) = match &account {
+            Some(a) => (a.kind.clone(), a.entry.password_hash.clone()),
+            None => state.dummy.clone(),
+        };
+        let pw = password.expose_secret().to_owned();
+        // Hashing takes tens of milliseconds: keep it off the async workers.
+        let ok = tokio::task::spawn_blocking(move || !pw.is_empty() && verify_hash(&kind, &hash, &pw))
+            .await
+            .map_err(|e| Unavailable { provider: self.name.clone(), message: format!("hash task failed: {e}") })?;
+        Ok(match account {
+            None => Outcome::NotMine,
+            Some(_) if !ok => Outcome::Rejected("wrong password".into()),
+            Some(a) => match a.refusal() {
+                Some(why) => Outcome::Rejected(why),
+                None => Outcome::Authenticated(a.identity(&self.name)),
+            },
+        })
+    }
 }
 
 impl Provider for StaticProvider {
@@ -334,25 +357,10 @@ impl Provider for StaticProvider {
         password: &'a SecretString,
     ) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
         Box::pin(async move {
-            let state = self.state();
-            let account = state.accounts.get(username).cloned();
-            let (kind, hash) = match &account {
-                Some(a) => (a.kind.clone(), a.entry.password_hash.clone()),
-                None => state.dummy.clone(),
-            };
-            let pw = password.expose_secret().to_owned();
-            // Hashing takes tens of milliseconds: keep it off the async workers.
-            let ok = tokio::task::spawn_blocking(move || !pw.is_empty() && verify_hash(&kind, &hash, &pw))
-                .await
-                .map_err(|e| Unavailable { provider: self.name.clone(), message: format!("hash task failed: {e}") })?;
-            Ok(match account {
-                None => Outcome::NotMine,
-                Some(_) if !ok => Outcome::Rejected("wrong password".into()),
-                Some(a) => match a.refusal() {
-                    Some(why) => Outcome::Rejected(why),
-                    None => Outcome::Authenticated(a.identity(&self.name)),
-                },
-            })
+            let started = std::time::Instant::now();
+            let result = self.check_password(username, password).await;
+            crate::telemetry::provider_call(&self.name, "authenticate", started, &result);
+            result
         })
     }
 
@@ -366,6 +374,20 @@ impl Provider for StaticProvider {
                     None => Recheck::Current(a.identity(&self.name)),
                 },
             })
+        })
+    }
+
+    /// An accounts file that cannot be read (deleted, unmounted, wrong permissions) makes the provider
+    /// unready: it keeps serving the last good accounts, but the operator must know.
+    fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+        Box::pin(async move {
+            match &self.source {
+                Source::File(path) => std::fs::File::open(path).map(|_| ()).map_err(|e| Unavailable {
+                    provider: self.name.clone(),
+                    message: format!("accounts file {}: {e}", path.display()),
+                }),
+                Source::Inline(_) => Ok(()),
+            }
         })
     }
 

@@ -210,6 +210,8 @@ impl Provider for CachedProvider {
             }
             if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => self.inner.name().to_string())
+                    .increment(1);
                 return Ok(Outcome::Authenticated(e.identity.clone()));
             }
             if let Some(r) = self.negative.get(&key).await {
@@ -219,6 +221,7 @@ impl Provider for CachedProvider {
                 }
             }
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!(crate::telemetry::CACHE_MISSES, "provider" => self.inner.name().to_string()).increment(1);
             // Concurrent callers with the same key wait for the one check in flight and share its outcome
             // (or its `Unavailable`, so a burst during an outage waits for one timeout, not one each).
             let flight = self.inflight.entry_by_ref(&key).or_try_insert_with(self.check(&key, username, password));

@@ -14,6 +14,7 @@ mod faults;
 mod harness;
 mod ldap;
 mod oidc;
+mod ops;
 mod props;
 mod pull_bench;
 mod rig;

@@ -1,0 +1,123 @@
+//! The audit line: one structured log record per decision, and the request metrics that go with it.
+//!
+//! Handlers fill an [`Audit`] as they learn things (who asked, from where, for what; who they turned out
+//! to be; what was granted and by which rules) and hand their result to [`Audit::finish`], which writes
+//! exactly one line with target `tollgate::audit` whether the request succeeded or not. It never holds a
+//! secret: no password, token or refresh token is ever stored in it (only the access token's `jti`).
+
+use std::net::IpAddr;
+use std::time::Instant;
+
+use axum::response::{IntoResponse, Response};
+
+use super::error::ApiError;
+use super::token::Authenticated;
+use crate::identity::RequestContext;
+use crate::telemetry;
+
+/// What is known about one request, for its audit line.
+pub struct Audit {
+    started: Instant,
+    endpoint: &'static str,
+    method: &'static str,
+    pub client_ip: IpAddr,
+    pub client_id: Option<String>,
+    /// The authenticated username, or the one a failed login claimed.
+    pub subject: Option<String>,
+    pub provider: String,
+    pub auth_method: &'static str,
+    pub service: String,
+    pub requested: Vec<String>,
+    pub granted: Vec<String>,
+    /// Rules that granted or denied any requested action.
+    pub rules: Vec<String>,
+    /// True when every requested action was granted.
+    pub fully_granted: bool,
+    pub jti: Option<String>,
+    pub refresh_token_issued: bool,
+}
+
+impl Audit {
+    pub fn new(endpoint: &'static str, method: &'static str, client_ip: IpAddr) -> Audit {
+        Audit {
+            started: Instant::now(),
+            endpoint,
+            method,
+            client_ip,
+            client_id: None,
+            subject: None,
+            provider: String::new(),
+            auth_method: "none",
+            service: String::new(),
+            requested: Vec::new(),
+            granted: Vec::new(),
+            rules: Vec::new(),
+            fully_granted: false,
+            jti: None,
+            refresh_token_issued: false,
+        }
+    }
+
+    /// The policy's view of an authenticated request, recording who it is on the way.
+    pub(crate) fn context(&mut self, auth: Authenticated, service: &str) -> RequestContext {
+        self.subject = Some(auth.identity.username.clone());
+        self.provider = auth.identity.provider.clone();
+        self.auth_method = auth.method.as_str();
+        self.service = service.to_string();
+        RequestContext {
+            identity: auth.identity,
+            auth_method: auth.method,
+            client_ip: self.client_ip,
+            service: service.to_string(),
+        }
+    }
+
+    fn outcome(&self, result: &Result<Response, ApiError>) -> &'static str {
+        match result {
+            Ok(_) if self.requested.is_empty() => "authenticated",
+            Ok(_) if self.fully_granted => "granted",
+            Ok(_) if self.granted.is_empty() => "denied",
+            Ok(_) => "partial",
+            Err(ApiError::Unauthorized(_) | ApiError::InvalidGrant(_)) => "unauthorized",
+            Err(ApiError::TooManyRequests { .. }) => "rate_limited",
+            Err(ApiError::Unavailable(_)) => "unavailable",
+            Err(ApiError::Internal(_)) => "error",
+            Err(_) => "bad_request",
+        }
+    }
+
+    /// Write the audit line, count the request, and turn the result into the response.
+    pub fn finish(self, result: Result<Response, ApiError>) -> Response {
+        let outcome = self.outcome(&result);
+        let status = match &result {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => e.status().as_u16(),
+        };
+        let reason = match &result {
+            Err(e) if !matches!(e, ApiError::Unavailable(_) | ApiError::Internal(_)) => e.client_message(),
+            _ => String::new(),
+        };
+        tracing::info!(
+            target: "tollgate::audit",
+            endpoint = self.endpoint,
+            method = self.method,
+            outcome,
+            status,
+            subject = self.subject.as_deref().unwrap_or(""),
+            provider = %self.provider,
+            auth_method = self.auth_method,
+            client_ip = %self.client_ip,
+            client_id = self.client_id.as_deref().unwrap_or(""),
+            service = %self.service,
+            requested = ?self.requested,
+            granted = ?self.granted,
+            rules = ?self.rules,
+            refresh_token_issued = self.refresh_token_issued,
+            jti = self.jti.as_deref().unwrap_or(""),
+            reason = %reason,
+            "decision"
+        );
+        telemetry::token_request(outcome, self.client_id.as_deref(), self.endpoint, self.started.elapsed());
+        result.unwrap_or_else(IntoResponse::into_response)
+    }
+}

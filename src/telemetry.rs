@@ -1,0 +1,159 @@
+//! Prometheus metrics: the exporter, the metric names, and the `/metrics` handler.
+//!
+//! Everything is recorded through the `metrics` facade, so providers (LDAP, OIDC) instrument themselves
+//! without knowing about Prometheus. The recorder is process-wide and installed once, at `serve`.
+//! Labels never carry user input verbatim: `client_id` is mapped onto the known clients (anything else is
+//! `other`), because an attacker choosing label values could otherwise grow the metrics without bound.
+//! No label or value is ever a secret.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::app::AppState;
+
+/// Token requests by `outcome` and `client_id`.
+pub const TOKEN_REQUESTS: &str = "tollgate_token_requests_total";
+/// Latency of `/token` and `/whoami`, by `endpoint`.
+pub const REQUEST_DURATION: &str = "tollgate_request_duration_seconds";
+/// Identity cache lookups by `provider`; the hit ratio is hits / (hits + misses).
+pub const CACHE_HITS: &str = "tollgate_identity_cache_hits_total";
+pub const CACHE_MISSES: &str = "tollgate_identity_cache_misses_total";
+/// Refused logins (wrong password, unknown user, disabled account) by `provider` ("none" if no provider
+/// knew the user).
+pub const FAILED_LOGINS: &str = "tollgate_failed_logins_total";
+/// Requests answered 429 by `limit` (`ip` or `account`).
+pub const RATE_LIMITED: &str = "tollgate_rate_limited_total";
+/// Policy reloads after a rules file changed, by `result` (`ok` or `error`).
+pub const POLICY_RELOADS: &str = "tollgate_policy_reloads_total";
+/// Reloads of the whole config (SIGHUP, config or certificate file change), by `result`.
+pub const CONFIG_RELOADS: &str = "tollgate_config_reloads_total";
+/// Unix time of the last successful config reload (or start).
+pub const CONFIG_LAST_RELOAD: &str = "tollgate_config_last_reload_success_timestamp_seconds";
+/// notAfter of each signing key's certificate, Unix seconds, by `kid` and `active`.
+pub const KEY_NOT_AFTER: &str = "tollgate_signing_key_not_after_timestamp_seconds";
+/// 1 when the provider's last probe succeeded, else 0, by `provider`.
+pub const PROVIDER_UP: &str = "tollgate_provider_up";
+/// Rules in the policy in force.
+pub const POLICY_RULES: &str = "tollgate_policy_rules";
+/// Provider calls by `provider`, `operation` and `outcome` (`authenticated`, `rejected`, `not_mine`,
+/// `unavailable`), and their latency by `provider` and `operation`.
+pub const PROVIDER_REQUESTS: &str = "tollgate_provider_requests_total";
+pub const PROVIDER_DURATION: &str = "tollgate_provider_duration_seconds";
+/// Always 1, with the `version` label.
+pub const BUILD_INFO: &str = "tollgate_build_info";
+
+/// Latency buckets (seconds): cached logins take microseconds, bcrypt cost 12 about 200 ms, a slow
+/// directory seconds.
+const BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Install the Prometheus recorder for the whole process (idempotent). Returns false when another recorder
+/// was installed first, in which case `/metrics` says so.
+pub fn install() -> bool {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), BUCKETS)
+                .map(|b| b.upkeep_timeout(Duration::from_secs(5)));
+            match builder.and_then(|b| b.install_recorder()) {
+                Ok(h) => {
+                    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                    Some(h)
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot install the Prometheus recorder; /metrics is disabled");
+                    None
+                }
+            }
+        })
+        .is_some()
+}
+
+/// The `client_id` label: the clients whose names are known, else `other`, or `none` when absent.
+pub fn client_label(client_id: Option<&str>) -> &'static str {
+    match client_id {
+        None | Some("") => "none",
+        Some("docker") => "docker",
+        Some("containerd-client") => "containerd-client",
+        Some("containers/image") => "containers/image",
+        Some("tollgate") => "tollgate",
+        Some("registry-client") => "registry-client",
+        Some(_) => "other",
+    }
+}
+
+/// Record one decision: counted when it is a token request, timed for every endpoint.
+pub fn token_request(outcome: &'static str, client_id: Option<&str>, endpoint: &'static str, took: Duration) {
+    if endpoint == "token" {
+        metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome, "client_id" => client_label(client_id)).increment(1);
+    }
+    metrics::histogram!(REQUEST_DURATION, "endpoint" => endpoint).record(took.as_secs_f64());
+}
+
+/// Record one provider call (for providers that time themselves; the static provider does).
+pub fn provider_call(
+    provider: &str,
+    operation: &'static str,
+    started: std::time::Instant,
+    result: &Result<crate::identity::Outcome, crate::identity::Unavailable>,
+) {
+    use crate::identity::Outcome;
+    let outcome = match result {
+        Ok(Outcome::Authenticated(_)) => "authenticated",
+        Ok(Outcome::Rejected(_)) => "rejected",
+        Ok(Outcome::NotMine) => "not_mine",
+        Err(_) => "unavailable",
+    };
+    let labels = [("provider", provider.to_string()), ("operation", operation.to_string())];
+    metrics::histogram!(PROVIDER_DURATION, &labels).record(started.elapsed().as_secs_f64());
+    metrics::counter!(PROVIDER_REQUESTS, "provider" => provider.to_string(), "operation" => operation, "outcome" => outcome)
+        .increment(1);
+}
+
+/// Gauges that describe the state rather than events: refreshed at each scrape.
+fn refresh_gauges(state: &AppState) {
+    let active = state.issuer.keys.active().kid.clone();
+    for k in state.issuer.keys.keys() {
+        if let Some(t) = k.not_after {
+            let is_active = if k.kid == active { "true" } else { "false" };
+            metrics::gauge!(KEY_NOT_AFTER, "kid" => k.kid.clone(), "active" => is_active).set(t as f64);
+        }
+    }
+    metrics::gauge!(POLICY_RULES).set(state.policy.get().rule_count() as f64);
+}
+
+/// `GET /metrics` in the Prometheus text format.
+pub async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
+    render(&state)
+}
+
+/// The scrape body for `state`.
+pub fn render(state: &AppState) -> Response {
+    let Some(Some(handle)) = HANDLE.get() else {
+        return (StatusCode::NOT_FOUND, "metrics are not enabled in this process\n").into_response();
+    };
+    refresh_gauges(state);
+    let mut resp = handle.render().into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ids_chosen_by_callers_never_become_label_values() {
+        assert_eq!(client_label(Some("docker")), "docker");
+        assert_eq!(client_label(Some("containers/image")), "containers/image");
+        assert_eq!(client_label(None), "none");
+        assert_eq!(client_label(Some("alice-password-hunter2")), "other");
+    }
+}
