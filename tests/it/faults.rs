@@ -28,6 +28,9 @@ use crate::ldap::{actions_of, env as ldap_env, granted, user, Mode, PUSH_PAYMENT
 use crate::rig::slow_proxy::{self, SlowProxy};
 use crate::rig::*;
 
+/// The load runs wrong passwords from one address on purpose; the failed-login limit is tested in ops.rs.
+pub(crate) const NO_RATE_LIMIT: &str = "rate_limit:\n  enabled: false\n";
+
 /// One kind of request the load mixes: a user, a password and a scope.
 #[derive(Clone)]
 struct Probe {
@@ -186,8 +189,10 @@ fn ldap_probes() -> Vec<Probe> {
 #[test]
 fn ldap_killed_and_restarted_under_load_grants_nothing_wrong_and_recovers() {
     let mut slapd = Slapd::start(SlapdOptions::default());
-    // No cache: every request reaches the directory, so the outage is seen by every request in it.
-    let state = ldap_env(&slapd, Mode::StartTlsMemberOf, "  ttl: 0s\n  negative_ttl: 0s\n").state();
+    // No cache: every request reaches the directory, so the outage is seen by every request in it. The load
+    // sends wrong passwords from one address: the failed-login limit (429) would soon answer everything.
+    let state =
+        ldap_env(&slapd, Mode::StartTlsMemberOf, &format!("  ttl: 0s\n  negative_ttl: 0s\n{NO_RATE_LIMIT}")).state();
     let probes = ldap_probes();
     let tally = under_load(&state, &probes, 8, || {
         std::thread::sleep(Duration::from_millis(1500));
@@ -215,7 +220,7 @@ fn oidc_provider_slow_then_silent_grants_nothing_wrong_and_recovers() {
     let proxy = SlowProxy::start(listener, upstream, Duration::from_secs(3));
     let env = TestEnv::with(Opts {
         extra_providers_yaml: provider_yaml("keycloak", &idp, &["groups_claim: realm_access.roles", "timeout: 1s"]),
-        extra_yaml: "identity_cache:\n  ttl: 0s\n  negative_ttl: 0s\n".into(),
+        extra_yaml: format!("identity_cache:\n  ttl: 0s\n  negative_ttl: 0s\n{NO_RATE_LIMIT}"),
         ..Opts::default()
     });
     let state = env.state();
