@@ -239,11 +239,20 @@ pub async fn run(config: Option<PathBuf>, state: Arc<AppState>) -> Result<(), St
     }
     tracing::info!(addr = %bound, scheme, kid = %state.issuer.keys.active().kid, "tollgate listening");
     let svc = make_service!(live, false);
+    // axum-server installs hyper's timer but no header read timeout: without one a client dripping its
+    // headers holds its connection for ever (see http/conn.rs and faults::very_slow_clients_*).
+    let header_timeout = crate::http::conn::HEADER_READ_TIMEOUT;
     let result = match tls {
         Some(rustls) => {
-            axum_server::from_tcp_rustls(listener, rustls).map_err(|e| e.to_string())?.handle(handle).serve(svc).await
+            let mut server = axum_server::from_tcp_rustls(listener, rustls).map_err(|e| e.to_string())?.handle(handle);
+            server.http_builder().http1().header_read_timeout(header_timeout);
+            server.serve(svc).await
         }
-        None => axum_server::from_tcp(listener).map_err(|e| e.to_string())?.handle(handle).serve(svc).await,
+        None => {
+            let mut server = axum_server::from_tcp(listener).map_err(|e| e.to_string())?.handle(handle);
+            server.http_builder().http1().header_read_timeout(header_timeout);
+            server.serve(svc).await
+        }
     };
     result.map_err(|e| format!("server error: {e}"))?;
     tracing::info!("stopped: every request in flight was answered");

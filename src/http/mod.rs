@@ -2,6 +2,7 @@
 
 pub mod audit;
 pub mod client_ip;
+pub mod conn;
 pub mod device;
 pub mod error;
 pub mod ratelimit;
@@ -43,8 +44,8 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    // Not axum::serve: it gives hyper no timer, so slow clients were never timed out (see conn.rs).
+    conn::serve(listener, router(state), shutdown).await
 }
 
 async fn jwks(State(state): State<Arc<AppState>>) -> Response {

@@ -15,6 +15,10 @@
 //! - `recheck` results (what a refresh token asks) are cached by username for the same TTL, and every
 //!   successful login fills that cache too, so a refresh token re-reads the directory only once the entry
 //!   has expired.
+//!
+//! Misses are single-flight: a burst of identical cold logins (the same user and the same password HMAC, e.g.
+//! a CI fleet redeploying at once) makes one upstream check whose outcome every caller of the burst shares.
+//! Different passwords never share a flight, because the key includes the HMAC.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -57,6 +61,8 @@ pub struct CacheStats {
     pub stale_served: AtomicU64,
     /// Refresh-token re-checks answered from the cache.
     pub recheck_hits: AtomicU64,
+    /// Logins the provider was actually asked about (misses minus those that joined a check in flight).
+    pub upstream_checks: AtomicU64,
 }
 
 /// How long what is remembered.
@@ -79,6 +85,9 @@ pub struct CachedProvider {
     negative: Cache<Key, Refusal>,
     /// Re-check results by username.
     current: Cache<String, Entry>,
+    /// Upstream checks in progress, for single-flight. An entry lives only while its check runs: the leader
+    /// removes it as soon as the outcome is in the caches above.
+    inflight: Cache<Key, Outcome>,
     hmac: ring::hmac::Key,
     pub stats: Arc<CacheStats>,
 }
@@ -104,6 +113,8 @@ impl CachedProvider {
             cache: Cache::builder().max_capacity(capacity).time_to_live(keep).build(),
             negative: Cache::builder().max_capacity(capacity).time_to_live(policy.negative_ttl).build(),
             current: Cache::builder().max_capacity(capacity).time_to_live(keep).build(),
+            // The TTL is only a backstop: the leader removes its entry when done.
+            inflight: Cache::builder().max_capacity(capacity).time_to_live(Duration::from_secs(5)).build(),
             hmac,
             stats: Arc::new(CacheStats::default()),
         }
@@ -148,6 +159,37 @@ impl CachedProvider {
     }
 }
 
+impl CachedProvider {
+    /// Asks the provider and stores its answer: what one single-flight leader does on a miss.
+    async fn check(&self, key: &Key, username: &str, password: &SecretString) -> Result<Outcome, Unavailable> {
+        let generation = self.inner.generation();
+        // A caller that missed just before the previous flight filled the cache and ended would otherwise
+        // start a second check: look again now that this caller leads.
+        if let Some(e) = self.cache.get(key).await.filter(|e| e.generation == generation && self.fresh(e)) {
+            return Ok(Outcome::Authenticated(e.identity));
+        }
+        if let Some(r) = self.negative.get(key).await.filter(|r| r.generation == generation) {
+            return Ok(r.outcome);
+        }
+        self.stats.upstream_checks.fetch_add(1, Ordering::Relaxed);
+        let outcome = self.inner.authenticate(username, password).await?;
+        match &outcome {
+            Outcome::Authenticated(identity) => {
+                let entry = self.entry(identity, generation);
+                self.current.insert(identity.username.clone(), entry.clone()).await;
+                self.cache.insert(key.clone(), entry).await;
+            }
+            Outcome::Rejected(_) | Outcome::NotMine => {
+                self.cache.invalidate(key).await;
+                if !self.policy.negative_ttl.is_zero() {
+                    self.negative.insert(key.clone(), Refusal { outcome: outcome.clone(), generation }).await;
+                }
+            }
+        }
+        Ok(outcome)
+    }
+}
+
 impl Provider for CachedProvider {
     fn name(&self) -> &str {
         self.inner.name()
@@ -180,27 +222,21 @@ impl Provider for CachedProvider {
             }
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             metrics::counter!(crate::telemetry::CACHE_MISSES, "provider" => self.inner.name().to_string()).increment(1);
-            let outcome = match self.inner.authenticate(username, password).await {
-                Ok(o) => o,
-                Err(e) => return self.stale(cached, &e).map(Outcome::Authenticated).ok_or(e),
-            };
-            match &outcome {
-                Outcome::Authenticated(identity) => {
-                    let entry = self.entry(identity, generation);
-                    self.current.insert(identity.username.clone(), entry.clone()).await;
-                    self.cache.insert(key, entry).await;
-                }
-                Outcome::Rejected(_) | Outcome::NotMine => {
-                    self.cache.invalidate(&key).await;
-                    if !self.policy.negative_ttl.is_zero() {
-                        self.negative.insert(key, Refusal { outcome: outcome.clone(), generation }).await;
+            // Concurrent callers with the same key wait for the one check in flight and share its outcome
+            // (or its `Unavailable`, so a burst during an outage waits for one timeout, not one each).
+            let flight = self.inflight.entry_by_ref(&key).or_try_insert_with(self.check(&key, username, password));
+            match flight.await {
+                Ok(entry) => {
+                    if entry.is_fresh() {
+                        // This caller ran the check: the result is in the caches now, end the flight.
+                        self.inflight.invalidate(&key).await;
                     }
+                    Ok(entry.into_value())
                 }
+                Err(e) => self.stale(cached, &e).map(Outcome::Authenticated).ok_or_else(|| Unavailable::clone(&e)),
             }
-            Ok(outcome)
         })
     }
-
     fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
         self.recheck_session(username, None)
     }
@@ -416,5 +452,48 @@ mod tests {
         cached.recheck("alice").await.unwrap();
         cached.recheck("alice").await.unwrap();
         assert_eq!(inner.rechecks.load(Ordering::SeqCst), 1, "re-read once after expiry, then cached again");
+    }
+
+    /// Counting, but each check takes a while, so concurrent logins overlap.
+    struct Slow(Counting);
+
+    impl Provider for Slow {
+        fn name(&self) -> &str {
+            "slow"
+        }
+        fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                self.0.authenticate(u, p).await
+            })
+        }
+        fn recheck<'a>(&'a self, u: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+            self.0.recheck(u)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_burst_of_identical_cold_logins_makes_one_check_and_other_passwords_never_join_it() {
+        let inner = Arc::new(Slow(Counting { calls: AtomicUsize::new(0), generation: AtomicU64::new(0) }));
+        let cached = Arc::new(CachedProvider::new(inner.clone(), Duration::from_secs(60), 100));
+        let mut tasks = Vec::new();
+        for i in 0..1000 {
+            let cached = cached.clone();
+            // One in a hundred brings the wrong password: it must get its own check and its own answer.
+            let password = if i % 100 == 7 { "wrong" } else { "right" };
+            tasks.push(tokio::spawn(async move {
+                let outcome = cached.authenticate("alice", &SecretString::from(password.to_string())).await;
+                (password, outcome)
+            }));
+        }
+        for t in tasks {
+            let (password, outcome) = t.await.unwrap();
+            match (password, outcome.unwrap()) {
+                ("right", Outcome::Authenticated(_)) | ("wrong", Outcome::Rejected(_)) => {}
+                (p, o) => panic!("password {p} got {o:?}"),
+            }
+        }
+        assert_eq!(inner.0.calls.load(Ordering::SeqCst), 2, "one check per distinct password");
+        assert_eq!(cached.stats.upstream_checks.load(Ordering::SeqCst), 2);
     }
 }

@@ -162,6 +162,7 @@ pub fn registry_trusting(running: &Running, bundle: PathBuf) -> crate::rig::Regi
             rootcertbundle: Some(bundle),
             jwks: None,
         }),
+        ..Default::default()
     })
 }
 

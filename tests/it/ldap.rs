@@ -18,7 +18,7 @@ use crate::rig::*;
 
 /// How the provider reaches the directory and reads groups.
 #[derive(Clone, Copy, PartialEq)]
-enum Mode {
+pub(crate) enum Mode {
     /// StartTLS, search then bind, groups from memberOf.
     StartTlsMemberOf,
     /// LDAPS, search then bind, groups from a group search (groupOfNames, groupOfUniqueNames, posixGroup).
@@ -28,7 +28,7 @@ enum Mode {
 }
 
 /// One `type: ldap` provider entry (list item, indented for `providers:`).
-fn provider_entry(name: &str, slapd: &Slapd, mode: Mode, extra: &str) -> String {
+pub(crate) fn provider_entry(name: &str, slapd: &Slapd, mode: Mode, extra: &str) -> String {
     let conn = match mode {
         Mode::StartTlsMemberOf => {
             format!("url: {}\n    starttls: true\n    ca_file: {}", slapd.ldap_url(), slapd.ca_file().display())
@@ -57,7 +57,7 @@ fn env_with(providers: &str, cache: &str) -> TestEnv {
     })
 }
 
-fn env(slapd: &Slapd, mode: Mode, cache: &str) -> TestEnv {
+pub(crate) fn env(slapd: &Slapd, mode: Mode, cache: &str) -> TestEnv {
     env_with(&provider_entry("corp", slapd, mode, ""), cache)
 }
 
@@ -74,12 +74,12 @@ fn pw(s: &str) -> SecretString {
     SecretString::from(s.to_string())
 }
 
-fn user(uid: &str) -> (String, String) {
+pub(crate) fn user(uid: &str) -> (String, String) {
     (uid.to_string(), Slapd::password(uid))
 }
 
 /// Every action an access token grants.
-fn actions_of(token: &str) -> Vec<String> {
+pub(crate) fn actions_of(token: &str) -> Vec<String> {
     let (_, claims) = jwt_parts(token);
     claims["access"]
         .as_array()
@@ -91,7 +91,7 @@ fn actions_of(token: &str) -> Vec<String> {
 }
 
 /// The actions granted for `scope` to `user` through GET /token in process, and the HTTP status.
-async fn granted(state: &Arc<AppState>, user: (&str, &str), scope: &str) -> (u16, Vec<String>) {
+pub(crate) async fn granted(state: &Arc<AppState>, user: (&str, &str), scope: &str) -> (u16, Vec<String>) {
     let r = call(state, get(&format!("service={SERVICE}&scope={}", enc(scope)), Some(&basic(user.0, user.1)))).await;
     if r.status != 200 {
         return (r.status, Vec::new());
@@ -126,7 +126,7 @@ async fn refresh(state: &Arc<AppState>, token: &str, scope: &str) -> (u16, Vec<S
     (200, actions_of(r.json()["access_token"].as_str().expect("token")))
 }
 
-const PUSH_PAYMENTS: &str = "repository:payments/api:push,pull";
+pub(crate) const PUSH_PAYMENTS: &str = "repository:payments/api:push,pull";
 
 #[test]
 fn ldap_groups_grant_push_and_pull_through_the_registry() {

@@ -10,10 +10,13 @@
 mod api;
 mod cli;
 mod e2e;
+mod faults;
 mod harness;
 mod ldap;
 mod oidc;
 mod ops;
+mod props;
+mod pull_bench;
 mod replicas;
 mod rig;
 mod rig_selftest;

@@ -18,12 +18,12 @@ use crate::harness::*;
 use crate::rig::http::http_request;
 use crate::rig::*;
 
-const CAROL: (&str, &str) = ("carol", "carol-idp-password");
+pub(crate) const CAROL: (&str, &str) = ("carol", "carol-idp-password");
 const DAVE: (&str, &str) = ("dave", "dave-idp-password");
 const ERIN: (&str, &str) = ("erin", "erin-idp-password");
 
 /// Keycloak-shaped users: realm roles, and group paths.
-fn keycloak_users() -> serde_json::Value {
+pub(crate) fn keycloak_users() -> serde_json::Value {
     json!({
         "carol": {"password": CAROL.1, "roles": ["team-payments", "offline_access"], "groups": ["/team-payments"]},
         "erin": {"password": ERIN.1, "roles": ["team-payments"], "groups": ["/team-payments", "/developers"]},
@@ -31,7 +31,7 @@ fn keycloak_users() -> serde_json::Value {
 }
 
 /// The tollgate provider entry for `idp`.
-fn provider_yaml(name: &str, idp: &OidcProvider, extra: &[&str]) -> String {
+pub(crate) fn provider_yaml(name: &str, idp: &OidcProvider, extra: &[&str]) -> String {
     let mut s = format!(
         "  - type: oidc\n    name: {name}\n    issuer: {}\n    client_id: {}\n    client_secret_file: {}\n",
         idp.issuer(),

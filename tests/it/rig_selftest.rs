@@ -207,7 +207,7 @@ fn rig_registry_with_token_auth_challenges_and_refuses_anonymous_push() {
     let jwks = tmp.path().join("jwks.json");
     std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
     auth.jwks = Some(jwks);
-    let reg = Registry::start(RegistryOptions { auth: Some(auth) });
+    let reg = Registry::start(RegistryOptions { auth: Some(auth), ..Default::default() });
 
     let r = http_get(reg.addr(), "/v2/", &[]).unwrap();
     assert_eq!(r.status, 401);
@@ -235,7 +235,7 @@ fn rig_registry_with_token_auth_challenges_and_refuses_anonymous_push() {
 /// A registry that trusts a fake realm (real ES256 tokens, any scope for the right password).
 fn realm_and_registry() -> (FakeRealm, Registry) {
     let realm = FakeRealm::start(FakeRealmOptions::default());
-    let reg = Registry::start(RegistryOptions { auth: Some(realm.token_auth()) });
+    let reg = Registry::start(RegistryOptions { auth: Some(realm.token_auth()), ..Default::default() });
     (realm, reg)
 }
 
@@ -329,7 +329,7 @@ fn rig_registry_2_8_refuses_token_auth_without_rootcertbundle() {
     std::fs::write(&jwks, r#"{"keys":[]}"#).unwrap();
     let auth = TokenAuth { rootcertbundle: None, jwks: Some(jwks), ..token_auth(tmp.path()) };
     // Panics in `start` with the registry's log, which names the missing option.
-    let _reg = Registry::start(RegistryOptions { auth: Some(auth) });
+    let _reg = Registry::start(RegistryOptions { auth: Some(auth), ..Default::default() });
 }
 
 #[test]

@@ -75,6 +75,7 @@ pub mod registry;
 pub mod service;
 pub mod skopeo;
 pub mod slapd;
+pub mod slow_proxy;
 
 pub use ctr::Ctr;
 pub use docker::DockerCli;

@@ -23,13 +23,38 @@ const LAYER_TYPE: &str = "application/vnd.oci.image.layer.v1.tar";
 /// [`manifest_digest`] of the layout; the marker still makes them unique.
 pub fn oci_image(dir: &Path, marker: &str) -> PathBuf {
     let file = format!("tollgate rig test image\nmarker: {marker}\n");
-    let layer = tar_one_file("tollgate-marker.txt", file.as_bytes());
-    let layer_digest = sha256(&layer);
+    layout(dir, marker, vec![tar_one_file("tollgate-marker.txt", file.as_bytes())])
+}
+
+/// An image of `count` layers of `size` bytes each (pseudo-random, so gzip cannot shrink them to nothing),
+/// unique per `marker`: the many-layer pull of the benchmarks.
+pub fn oci_image_layers(dir: &Path, marker: &str, count: usize, size: usize) -> PathBuf {
+    let mut seed =
+        marker.bytes().fold(0x9e37_79b9_7f4a_7c15u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
+    let layers = (0..count)
+        .map(|i| {
+            let content: Vec<u8> = (0..size)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    seed as u8
+                })
+                .collect();
+            tar_one_file(&format!("layer-{i}.bin"), &content)
+        })
+        .collect();
+    layout(dir, marker, layers)
+}
+
+/// Write an OCI layout holding one image made of `layers` (uncompressed tars).
+fn layout(dir: &Path, marker: &str, layers: Vec<Vec<u8>>) -> PathBuf {
+    let digests: Vec<String> = layers.iter().map(|l| sha256(l)).collect();
     let config = serde_json::json!({
         "architecture": "amd64",
         "os": "linux",
         "config": { "Labels": { "org.tollgate.rig.marker": marker } },
-        "rootfs": { "type": "layers", "diff_ids": [&layer_digest] },
+        "rootfs": { "type": "layers", "diff_ids": &digests },
         "history": [{ "created_by": "tollgate rig oci_image()" }],
     });
     let config = serde_json::to_vec(&config).expect("serialize config");
@@ -38,7 +63,7 @@ pub fn oci_image(dir: &Path, marker: &str) -> PathBuf {
         "schemaVersion": 2,
         "mediaType": MANIFEST_TYPE,
         "config": { "mediaType": CONFIG_TYPE, "digest": &config_digest, "size": config.len() },
-        "layers": [{ "mediaType": LAYER_TYPE, "digest": &layer_digest, "size": layer.len() }],
+        "layers": layers.iter().zip(&digests).map(|(l, d)| serde_json::json!({ "mediaType": LAYER_TYPE, "digest": d, "size": l.len() })).collect::<Vec<_>>(),
     });
     let manifest = serde_json::to_vec(&manifest).expect("serialize manifest");
     let manifest_digest = sha256(&manifest);
@@ -58,7 +83,8 @@ pub fn oci_image(dir: &Path, marker: &str) -> PathBuf {
     let root = dir.join(format!("oci-{}", &hex[..16]));
     let blobs = root.join("blobs").join("sha256");
     std::fs::create_dir_all(&blobs).expect("create OCI layout dirs");
-    for (digest, bytes) in [(&layer_digest, &layer), (&config_digest, &config), (&manifest_digest, &manifest)] {
+    for (digest, bytes) in digests.iter().zip(&layers).chain([(&config_digest, &config), (&manifest_digest, &manifest)])
+    {
         std::fs::write(blobs.join(digest.trim_start_matches("sha256:")), bytes).expect("write blob");
     }
     std::fs::write(root.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("write oci-layout");

@@ -29,11 +29,14 @@ pub struct OidcProviderOptions {
     pub device_ttl: Option<u64>,
     /// Issue no refresh tokens (tollgate then relies on its group snapshot and max_group_age).
     pub no_refresh: bool,
+    /// The port of a proxy in front of the provider: the issuer (and every endpoint it advertises) names it.
+    pub issuer_port: Option<u16>,
 }
 
 pub struct OidcProvider {
     child: Option<Child>,
     port: u16,
+    issuer_port: u16,
     dir: tempfile::TempDir,
     users_file: PathBuf,
 }
@@ -67,12 +70,19 @@ impl OidcProvider {
                 .env("CLIENT_SECRET", CLIENT_SECRET)
                 .env("DEVICE_TTL", opts.device_ttl.unwrap_or(600).to_string())
                 .env("NO_REFRESH", if opts.no_refresh { "1" } else { "0" })
+                .env("ISSUER_PORT", opts.issuer_port.unwrap_or(port).to_string())
                 .stdin(Stdio::null())
                 .stdout(out.try_clone().unwrap())
                 .stderr(out);
             let mut child = cmd.spawn().expect("spawn node");
             if wait_for_log_line(&mut child, &log, &format!("listening on {port}"), "oidc-provider") {
-                return OidcProvider { child: Some(child), port, dir, users_file };
+                return OidcProvider {
+                    child: Some(child),
+                    port,
+                    issuer_port: opts.issuer_port.unwrap_or(port),
+                    dir,
+                    users_file,
+                };
             }
         }
         panic!("oidc-provider did not start after 5 attempts; logs in {}", dir.path().display());
@@ -82,8 +92,9 @@ impl OidcProvider {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// The issuer URL: through the proxy when `issuer_port` was given.
     pub fn issuer(&self) -> String {
-        format!("http://{}", self.addr())
+        format!("http://127.0.0.1:{}", self.issuer_port)
     }
 
     /// The client secret in a file, for tollgate's `client_secret_file`.

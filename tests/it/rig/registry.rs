@@ -38,6 +38,9 @@ pub struct TokenAuth {
 pub struct RegistryOptions {
     /// `None`: anyone may pull and push. `Some`: every request needs a bearer token.
     pub auth: Option<TokenAuth>,
+    /// The registry's own Basic authentication from an htpasswd file (bcrypt lines): the usual
+    /// alternative to a token server, for the benchmarks. Ignored when `auth` is set.
+    pub htpasswd: Option<PathBuf>,
 }
 
 /// A running `docker-registry serve`, killed on drop.
@@ -254,6 +257,8 @@ fn config_yaml(dir: &Path, addr: &str, opts: &RegistryOptions) -> String {
         if let Some(p) = &a.jwks {
             y.push_str(&format!("    jwks: {}\n", q(&p.to_string_lossy())));
         }
+    } else if let Some(p) = &opts.htpasswd {
+        y.push_str(&format!("auth:\n  htpasswd:\n    realm: tollgate-bench\n    path: {}\n", q(&p.to_string_lossy())));
     }
     y
 }

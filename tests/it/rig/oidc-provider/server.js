@@ -16,7 +16,8 @@ import fs from 'node:fs';
 import Provider, { errors } from 'oidc-provider';
 
 const port = Number(process.env.PORT);
-const issuer = `http://127.0.0.1:${port}`;
+// ISSUER_PORT: the port clients use when a proxy stands in front (the fault tests' slow proxy).
+const issuer = `http://127.0.0.1:${process.env.ISSUER_PORT || port}`;
 const clientId = process.env.CLIENT_ID || 'tollgate';
 const noRefresh = process.env.NO_REFRESH === '1';
 

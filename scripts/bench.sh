@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# THE benchmark command of tollgate: `bash scripts/bench.sh [SECTION...]` (release builds).
+#
+# Prints, as ratios measured within the same run (see BENCHMARKS.md for figures and how to read them):
+#   1. raw ES256 signing on one core against GET /token throughput (warm cache, keep-alive), and p50/p99 at
+#      half of saturation                                          (benches/tollgate.rs, section "signing")
+#   2. warm against cold /token latency, static bcrypt and argon2id accounts        (section "cache")
+#   3. start-up time to ready, idle RSS, memory of 100,000 cached identities        (section "memory")
+#   4. /token throughput of the accept loop with deadlines against plain axum::serve (section "serve")
+#   5. warm against cold /token latency with LDAP, LDAP operations per request     (tests/it/ldap.rs)
+#   6. a 20-layer skopeo pull through registry 2.8 + tollgate against registry 2.8 with htpasswd,
+#      alternating runs                                                             (tests/it/pull_bench.rs)
+#
+# Knobs: BENCH_ROUNDS (3), BENCH_SECS (4), BENCH_N (LDAP requests per case, 300), BENCH_PULLS (10),
+# BENCH_BCRYPT_COST (htpasswd cost, 5 as `htpasswd -B`). BENCH_SKIP_IT=1 runs only 1-4 (no slapd/registry).
+# Needs what scripts/test.sh installs (slapd, docker-registry, skopeo); run that once first.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+free -h | sed 's/^/== /'
+echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every figure)"
+
+cargo bench --bench tollgate -- "$@"
+
+if [[ ${BENCH_SKIP_IT:-0} != 1 ]]; then
+    for tool in slapd docker-registry skopeo; do
+        command -v "$tool" >/dev/null 2>&1 || [[ -x /usr/sbin/$tool ]] ||
+            { echo "bench.sh: $tool is missing; run scripts/test.sh once (it installs it)" >&2; exit 1; }
+    done
+    cargo test --release --test it -- --ignored --exact --nocapture --test-threads 1 \
+        ldap::bench_ldap_token_latency pull_bench::bench_pull_20_layers_token_against_htpasswd
+fi
