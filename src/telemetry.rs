@@ -112,6 +112,17 @@ pub fn provider_call(
         Ok(Outcome::NotMine) => "not_mine",
         Err(_) => "unavailable",
     };
+    record_provider_call(provider, operation, started, outcome);
+}
+
+/// Record one provider call: the one place every provider's request counter and latency histogram are
+/// written, so the names and labels cannot drift between providers.
+pub fn record_provider_call(
+    provider: &str,
+    operation: &'static str,
+    started: std::time::Instant,
+    outcome: &'static str,
+) {
     let labels = [("provider", provider.to_string()), ("operation", operation.to_string())];
     metrics::histogram!(PROVIDER_DURATION, &labels).record(started.elapsed().as_secs_f64());
     metrics::counter!(PROVIDER_REQUESTS, "provider" => provider.to_string(), "operation" => operation, "outcome" => outcome)

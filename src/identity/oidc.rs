@@ -801,10 +801,7 @@ async fn measured<T>(
         Ok(v) => outcome(v),
         Err(_) => "unavailable",
     };
-    metrics::counter!("tollgate_provider_requests_total", "provider" => provider.to_string(), "operation" => operation, "outcome" => label)
-        .increment(1);
-    metrics::histogram!("tollgate_provider_duration_seconds", "provider" => provider.to_string(), "operation" => operation)
-        .record(start.elapsed().as_secs_f64());
+    crate::telemetry::record_provider_call(provider, operation, start, label);
     result
 }
 

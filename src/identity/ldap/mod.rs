@@ -598,12 +598,7 @@ impl LdapProvider {
         };
         tracing::debug!(provider = %self.name, operation, outcome, elapsed_ms = started.elapsed().as_millis() as u64,
             "directory answered");
-        let provider = self.name.clone();
-        metrics::counter!("tollgate_provider_requests_total", "provider" => provider.clone(),
-            "operation" => operation, "outcome" => outcome)
-        .increment(1);
-        metrics::histogram!("tollgate_provider_duration_seconds", "provider" => provider, "operation" => operation)
-            .record(started.elapsed().as_secs_f64());
+        crate::telemetry::record_provider_call(&self.name, operation, started, outcome);
         result.map_err(|m| self.unavailable(m))
     }
 }
