@@ -7,7 +7,9 @@
 //! 2. warm against cold `/token` latency for static accounts hashed with bcrypt (cost 10) and argon2id;
 //! 3. start-up time to ready and resident memory of the real `tollgate serve` binary, idle, and the memory of
 //!    100,000 cached identities;
-//! 4. `/token` throughput of tollgate's accept loop with deadlines against plain `axum::serve` (before/after).
+//! 4. `/token` throughput of tollgate's accept loop with deadlines against plain `axum::serve` (before/after);
+//! 5. the CPU cost of one `GET /token` inside tollgate (router to response, no sockets) in signatures: what
+//!    the server adds to the signature, measured without the kernel's and the load generator's share.
 //!
 //! The load generator is this process (a plain HTTP/1.1 client on one thread of its own), so on a small
 //! machine it competes with the server for CPU exactly as wrk would. No figure is asserted: the machine is
@@ -32,7 +34,8 @@ use tollgate::identity::cache::CachedProvider;
 use tollgate::identity::{Identity, Outcome, Provider, Recheck, Unavailable};
 
 const SCOPE: &str = "repository:payments/api:pull";
-const CONNECTIONS: usize = 32;
+/// Keep-alive connections of the load generator (`BENCH_CONNS`, default 32).
+static CONNECTIONS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| env_or("BENCH_CONNS", 32));
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -83,7 +86,47 @@ struct Server {
 
 impl Server {
     fn start(state: Arc<AppState>) -> Server {
+        if std::env::var("BENCH_PER_CORE").is_ok() {
+            return Server::start_per_core(state);
+        }
         Server::start_with(state, false)
+    }
+
+    /// Experiment: one current-thread runtime per core, all accepting on the same listening socket.
+    fn start_per_core(state: Arc<AppState>) -> Server {
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        let addr = std_listener.local_addr().expect("addr");
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (all_tx, _) = tokio::sync::broadcast::channel::<()>(1);
+        let mut threads = Vec::new();
+        for _ in 0..2 {
+            let l = std_listener.try_clone().expect("clone");
+            let (state, mut rx) = (state.clone(), all_tx.subscribe());
+            let named = std::thread::Builder::new().name("tokio-rt-core".into());
+            threads.push(
+                named
+                    .spawn(move || {
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+                        rt.block_on(async move {
+                            let listener = tokio::net::TcpListener::from_std(l).expect("listener");
+                            let _ = tollgate::http::serve(listener, state, async move {
+                                let _ = rx.recv().await;
+                            })
+                            .await;
+                        });
+                    })
+                    .expect("thread"),
+            );
+        }
+        let thread = std::thread::spawn(move || {
+            let _ = stop_rx.blocking_recv();
+            let _ = all_tx.send(());
+            for t in threads {
+                let _ = t.join();
+            }
+        });
+        Server { addr, stop: Some(stop), thread: Some(thread) }
     }
 
     /// `plain_axum`: serve with `axum::serve` as tollgate did before src/http/conn.rs, for the before/after.
@@ -173,7 +216,7 @@ fn saturate(rt: &tokio::runtime::Runtime, addr: SocketAddr, request: &[u8], secs
     rt.block_on(async {
         let until = Instant::now() + Duration::from_secs_f64(secs);
         let mut tasks = Vec::new();
-        for _ in 0..CONNECTIONS {
+        for _ in 0..*CONNECTIONS {
             let (done, request) = (done.clone(), request.to_vec());
             tasks.push(tokio::spawn(async move {
                 let mut conn = connect(addr).await;
@@ -197,16 +240,16 @@ fn saturate(rt: &tokio::runtime::Runtime, addr: SocketAddr, request: &[u8], secs
 /// moment each request was due, so a server stall shows up in the tail instead of slowing the generator.
 fn latencies_at(rt: &tokio::runtime::Runtime, addr: SocketAddr, request: &[u8], rate: f64, secs: f64) -> Vec<Duration> {
     rt.block_on(async {
-        let period = Duration::from_secs_f64(CONNECTIONS as f64 / rate);
-        let count = (secs * rate / CONNECTIONS as f64).ceil() as usize;
+        let period = Duration::from_secs_f64(*CONNECTIONS as f64 / rate);
+        let count = (secs * rate / *CONNECTIONS as f64).ceil() as usize;
         let mut tasks = Vec::new();
-        for i in 0..CONNECTIONS {
+        for i in 0..*CONNECTIONS {
             let request = request.to_vec();
             tasks.push(tokio::spawn(async move {
                 let mut conn = connect(addr).await;
                 let mut body = Vec::new();
                 // Stagger the connections across one period so the load is even, not in waves.
-                let first = tokio::time::Instant::now() + period.mul_f64(i as f64 / CONNECTIONS as f64);
+                let first = tokio::time::Instant::now() + period.mul_f64(i as f64 / *CONNECTIONS as f64);
                 let mut tick = tokio::time::interval_at(first, period);
                 let mut out = Vec::with_capacity(count);
                 for _ in 0..count {
@@ -310,7 +353,8 @@ fn raw_sign_rate(state: &AppState, secs: f64) -> (f64, f64) {
 
 fn signing_against_http(rounds: usize, secs: f64) {
     println!(
-        "\n## 1. Raw ES256 signing (one core) against GET /token (warm cache, {CONNECTIONS} keep-alive connections)"
+        "\n## 1. Raw ES256 signing (one core) against GET /token (warm cache, {} keep-alive connections)",
+        *CONNECTIONS
     );
     let env = Env::new("5m");
     let state = env.state();
@@ -375,6 +419,66 @@ fn signing_against_http(rounds: usize, secs: f64) {
     println!(
         "HEADLINE /token per server CPU-second / signatures per CPU-second: {:.0}% (the share of a request's CPU that is the signature)",
         median(cpu_ratios)
+    );
+}
+
+/// `GET /token` through the router on this thread, no sockets: requests per second and per signature.
+fn handler_cost(rounds: usize, secs: f64) {
+    println!(
+        "\n## 5. One GET /token inside tollgate (router to response, no sockets, one thread) against one signature"
+    );
+    let env = Env::new("5m");
+    let state = env.state();
+    let app = tollgate::http::router(state.clone());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let basic = base64::engine::general_purpose::STANDARD.encode("alice:alice-bench-password");
+    let uri = format!("/token?service=registry.test&scope={SCOPE}");
+    let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let request = || {
+        let mut req = axum::http::Request::get(uri.as_str())
+            .header("host", "bench")
+            .header("authorization", format!("Basic {basic}"))
+            .body(axum::body::Body::empty())
+            .expect("request");
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        req
+    };
+    let one = |app: &axum::Router| {
+        use tower::ServiceExt as _;
+        let resp = rt.block_on(app.clone().oneshot(request())).expect("infallible");
+        assert_eq!(resp.status(), 200, "the bench request must be granted");
+        let body = rt.block_on(axum::body::to_bytes(resp.into_body(), 1 << 20)).expect("body");
+        std::hint::black_box(body);
+    };
+    for _ in 0..100 {
+        one(&app); // fill the identity cache, open the code paths
+    }
+    println!(
+        "{:<6} {:>15} {:>15} {:>12} {:>12} {:>15}",
+        "round", "sign/cpu-s", "handler/cpu-s", "µs/sign", "µs/request", "signs/request"
+    );
+    let mut costs = Vec::new();
+    for round in 1..=rounds {
+        // Per CPU-second of this thread, so time the thread spent waiting for a core does not count.
+        let (_, sign) = raw_sign_rate(&state, secs / 2.0);
+        let until = Instant::now() + Duration::from_secs_f64(secs / 2.0);
+        let cpu = this_thread_cpu();
+        let mut n = 0u64;
+        while Instant::now() < until {
+            for _ in 0..32 {
+                one(&app);
+            }
+            n += 32;
+        }
+        let rate = n as f64 / (this_thread_cpu() - cpu).max(0.01);
+        let cost = sign / rate;
+        println!("{round:<6} {sign:>15.0} {rate:>15.0} {:>12.1} {:>12.1} {cost:>15.2}", 1e6 / sign, 1e6 / rate);
+        costs.push(cost);
+    }
+    println!(
+        "HEADLINE one GET /token in process costs {:.2} signatures of CPU ({})",
+        median(costs.clone()),
+        spread_ratio(&costs)
     );
 }
 
@@ -561,6 +665,8 @@ fn main() {
     let want = |name: &str| filter.is_empty() || filter.iter().any(|f| name.contains(f.as_str()));
     let rounds = env_or("BENCH_ROUNDS", 3usize);
     let secs = env_or("BENCH_SECS", 4.0f64);
+    // What `tollgate serve` installs: the metrics recorder (without it every counter is a no-op).
+    tollgate::telemetry::install();
     println!("tollgate benchmark: {rounds} rounds, {secs}s phases, load generator in process on one thread");
     if want("signing") {
         signing_against_http(rounds, secs);
@@ -573,5 +679,8 @@ fn main() {
     }
     if want("serve") {
         conn_against_axum(rounds, secs);
+    }
+    if want("handler") {
+        handler_cost(rounds, secs);
     }
 }
