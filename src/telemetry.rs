@@ -77,25 +77,56 @@ pub fn install() -> bool {
         .is_some()
 }
 
+/// The `client_id` label values: the clients whose names are known, `other` and `none`.
+const CLIENT_LABELS: [&str; 7] =
+    ["none", "docker", "containerd-client", "containers/image", "tollgate", "registry-client", "other"];
+
 /// The `client_id` label: the clients whose names are known, else `other`, or `none` when absent.
 pub fn client_label(client_id: Option<&str>) -> &'static str {
     match client_id {
         None | Some("") => "none",
-        Some("docker") => "docker",
-        Some("containerd-client") => "containerd-client",
-        Some("containers/image") => "containers/image",
-        Some("tollgate") => "tollgate",
-        Some("registry-client") => "registry-client",
-        Some(_) => "other",
+        Some(id) => CLIENT_LABELS[1..6].iter().find(|known| **known == id).copied().unwrap_or("other"),
     }
 }
 
+/// The `outcome` label values of `tollgate_token_requests_total` (see `http::audit`).
+pub const OUTCOMES: [&str; 9] =
+    ["authenticated", "granted", "denied", "partial", "unauthorized", "rate_limited", "unavailable", "error", "bad_request"];
+
+/// Metric handles of the per-request series, registered on first use and kept: looking a series up by name
+/// and labels on every request (a key built, hashed and compared) cost more than incrementing it.
+struct RequestSeries {
+    tokens: [[OnceLock<metrics::Counter>; CLIENT_LABELS.len()]; OUTCOMES.len()],
+    durations: [OnceLock<metrics::Histogram>; 2],
+}
+
+static SERIES: RequestSeries = RequestSeries {
+    tokens: [const { [const { OnceLock::new() }; CLIENT_LABELS.len()] }; OUTCOMES.len()],
+    durations: [const { OnceLock::new() }; 2],
+};
+
 /// Record one decision: counted when it is a token request, timed for every endpoint.
 pub fn token_request(outcome: &'static str, client_id: Option<&str>, endpoint: &'static str, took: Duration) {
+    let client = client_label(client_id);
+    // Handles are only kept once the recorder is in place: one taken before would count nothing, forever.
+    let installed = HANDLE.get().is_some_and(Option::is_some);
     if endpoint == "token" {
-        metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome, "client_id" => client_label(client_id)).increment(1);
+        let o = OUTCOMES.iter().position(|x| *x == outcome);
+        let c = CLIENT_LABELS.iter().position(|x| *x == client);
+        match (o, c) {
+            (Some(o), Some(c)) if installed => SERIES.tokens[o][c]
+                .get_or_init(|| metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome, "client_id" => client))
+                .increment(1),
+            _ => metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome, "client_id" => client).increment(1),
+        }
     }
-    metrics::histogram!(REQUEST_DURATION, "endpoint" => endpoint).record(took.as_secs_f64());
+    let e = ["token", "whoami"].iter().position(|x| *x == endpoint);
+    match e {
+        Some(e) if installed => SERIES.durations[e]
+            .get_or_init(|| metrics::histogram!(REQUEST_DURATION, "endpoint" => endpoint))
+            .record(took.as_secs_f64()),
+        _ => metrics::histogram!(REQUEST_DURATION, "endpoint" => endpoint).record(took.as_secs_f64()),
+    }
 }
 
 /// Record one provider call (for providers that time themselves; the static provider does).

@@ -90,6 +90,10 @@ pub struct CachedProvider {
     inflight: Cache<Key, Outcome>,
     hmac: ring::hmac::Key,
     pub stats: Arc<CacheStats>,
+    /// The Prometheus counters, looked up once: a lookup by name and label on every request cost more than
+    /// the cache read it counts.
+    hits_metric: metrics::Counter,
+    misses_metric: metrics::Counter,
 }
 
 impl CachedProvider {
@@ -107,6 +111,9 @@ impl CachedProvider {
         // Entries live as long as they may be served at all (fresh or stale); freshness is checked on read.
         let keep = policy.ttl + policy.serve_stale_for;
         let capacity = policy.capacity;
+        let label = inner.name().to_string();
+        let hits_metric = metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => label.clone());
+        let misses_metric = metrics::counter!(crate::telemetry::CACHE_MISSES, "provider" => label);
         CachedProvider {
             inner,
             policy,
@@ -117,6 +124,8 @@ impl CachedProvider {
             inflight: Cache::builder().max_capacity(capacity).time_to_live(Duration::from_secs(5)).build(),
             hmac,
             stats: Arc::new(CacheStats::default()),
+            hits_metric,
+            misses_metric,
         }
     }
 
@@ -210,8 +219,7 @@ impl Provider for CachedProvider {
             }
             if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => self.inner.name().to_string())
-                    .increment(1);
+                self.hits_metric.increment(1);
                 return Ok(Outcome::Authenticated(e.identity.clone()));
             }
             if let Some(r) = self.negative.get(&key).await {
@@ -221,7 +229,7 @@ impl Provider for CachedProvider {
                 }
             }
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(crate::telemetry::CACHE_MISSES, "provider" => self.inner.name().to_string()).increment(1);
+            self.misses_metric.increment(1);
             // Concurrent callers with the same key wait for the one check in flight and share its outcome
             // (or its `Unavailable`, so a burst during an outage waits for one timeout, not one each).
             let flight = self.inflight.entry_by_ref(&key).or_try_insert_with(self.check(&key, username, password));
