@@ -33,6 +33,9 @@ use crate::telemetry;
 
 /// How long an address that logged in successfully stays "known" for that account.
 const KNOWN_GOOD_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A known-good entry is renewed by a login at most this often: renewing it on every login was a cache
+/// write per token request, the largest cost of a warm login after the signature (BENCHMARKS.md, section 5).
+const KNOWN_GOOD_RENEW: Duration = Duration::from_secs(3600);
 /// Bounds on the bookkeeping, so a flood of addresses cannot exhaust memory.
 const MAX_TRACKED: u64 = 100_000;
 
@@ -40,6 +43,10 @@ const MAX_TRACKED: u64 = 100_000;
 struct Budget<K: Hash + Eq + Clone + Send + Sync + 'static> {
     limiter: DefaultKeyedRateLimiter<K>,
     blocked: Cache<K, Instant>,
+    /// When the last block of any key ends, in nanoseconds since `base`: while none is in force (nearly
+    /// always), a login skips the two cache reads (BENCHMARKS.md, section 5).
+    any_blocked_until: AtomicU64,
+    base: Instant,
     label: &'static str,
 }
 
@@ -51,12 +58,17 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Budget<K> {
         Budget {
             limiter: RateLimiter::keyed(quota),
             blocked: Cache::builder().max_capacity(MAX_TRACKED).time_to_live(window).build(),
+            any_blocked_until: AtomicU64::new(0),
+            base: Instant::now(),
             label,
         }
     }
 
     /// Seconds until `key` may try again, if it is blocked now.
     async fn blocked_for(&self, key: &K) -> Option<u64> {
+        if self.none_blocked() {
+            return None;
+        }
         let until = self.blocked.get(key).await?;
         let left = until.checked_duration_since(Instant::now())?;
         Some(left.as_secs_f64().ceil().max(1.0) as u64)
@@ -68,10 +80,21 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Budget<K> {
             Ok(()) => None,
             Err(not_until) => {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
-                self.blocked.insert(key.clone(), Instant::now() + wait).await;
+                let until = Instant::now() + wait;
+                // Raised before the entry is written, so no reader can see the entry but not the bound.
+                self.any_blocked_until.fetch_max(self.since_base(until), Ordering::AcqRel);
+                self.blocked.insert(key.clone(), until).await;
                 Some(wait.as_secs_f64().ceil().max(1.0) as u64)
             }
         }
+    }
+
+    fn none_blocked(&self) -> bool {
+        self.since_base(Instant::now()) >= self.any_blocked_until.load(Ordering::Acquire)
+    }
+
+    fn since_base(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.base).as_nanos() as u64
     }
 
     fn too_many(&self, secs: u64) -> ApiError {
@@ -93,7 +116,8 @@ pub struct LoginLimiter {
     settings: RateLimitSettings,
     by_ip: Budget<IpAddr>,
     by_account: Budget<String>,
-    known_good: Cache<(String, IpAddr), ()>,
+    /// Known-good (account, address) pairs and when each was last written.
+    known_good: Cache<(String, IpAddr), Instant>,
     /// Counts shared with the other replicas (Redis), when configured.
     shared: Option<Arc<SharedLimits>>,
     /// Known-good pairs written to the shared store in the last hour.
@@ -187,8 +211,12 @@ impl LoginLimiter {
         if let Some(secs) = self.by_ip.blocked_for(&ip).await {
             return Err(self.by_ip.too_many(secs));
         }
-        if let Some(secs) = self.by_account.blocked_for(&account_key(account)).await {
-            if !self.known_good.contains_key(&(account_key(account), ip)) {
+        if self.by_account.none_blocked() {
+            return Ok(());
+        }
+        let key = account_key(account);
+        if let Some(secs) = self.by_account.blocked_for(&key).await {
+            if !self.known_good.contains_key(&(key, ip)) {
                 return Err(self.by_account.too_many(secs));
             }
         }
@@ -216,7 +244,10 @@ impl LoginLimiter {
         if self.settings.enabled {
             // Remembered locally as well, so the owner's address is still known during a Redis outage.
             let key = (account_key(account), ip);
-            self.known_good.insert(key.clone(), ()).await;
+            let renewed = self.known_good.get(&key).await;
+            if renewed.is_none_or(|at| at.elapsed() >= KNOWN_GOOD_RENEW) {
+                self.known_good.insert(key.clone(), Instant::now()).await;
+            }
             // The shared entry lives a day: refresh it hourly, not on every login (a CI job logging in all
             // day would otherwise pay a Redis write per login). A failed write is retried on the next login.
             if let Some(shared) = &self.shared {
