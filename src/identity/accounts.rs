@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::Argon2;
@@ -232,7 +232,16 @@ pub struct StaticProvider {
     source: Source,
     state: RwLock<Arc<State>>,
     generation: AtomicU64,
+    /// When the file was last looked at, in nanoseconds since `created` (see `RECHECK_FILE`).
+    checked_at: AtomicU64,
+    created: Instant,
 }
+
+/// How often, at most, requests look at the accounts file for a change. Every request used to, so a
+/// disabled account stopped on the next request; one `statx` per token request was then the largest
+/// cost of a warm login after the signature (BENCHMARKS.md, section 5). A tenth of a second keeps
+/// "disable the robot, it stops now" true for anyone editing the file.
+pub const RECHECK_FILE: Duration = Duration::from_millis(100);
 
 fn build_state(file: AccountsFile, stamp: Option<(SystemTime, u64)>) -> State {
     let accounts: Vec<Account> = file
@@ -278,6 +287,8 @@ impl StaticProvider {
             source,
             state: RwLock::new(Arc::new(build_state(file, stamp))),
             generation: AtomicU64::new(1),
+            checked_at: AtomicU64::new(0),
+            created: Instant::now(),
         })
     }
 
@@ -288,6 +299,13 @@ impl StaticProvider {
             Err(p) => p.into_inner().clone(),
         };
         let Source::File(path) = &self.source else { return current };
+        let now = self.created.elapsed().as_nanos() as u64;
+        let last = self.checked_at.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < RECHECK_FILE.as_nanos() as u64
+            || self.checked_at.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_err()
+        {
+            return current; // looked at very recently, or another request is looking right now
+        }
         let stamp = file_stamp(path);
         if stamp == current.stamp {
             return current;
@@ -494,6 +512,7 @@ mod tests {
         file.accounts[0].disabled = true;
         file.accounts[0].description = Some("disabled now, and the file is a different size".into());
         std::fs::write(&path, serde_norway::to_string(&file).unwrap()).unwrap();
+        std::thread::sleep(RECHECK_FILE); // the file is looked at once per RECHECK_FILE at most
         assert!(p.generation() > g1, "a changed file bumps the generation");
         assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Rejected(_)));
 
