@@ -11,9 +11,10 @@
 //! 5. the CPU cost of one `GET /token` inside tollgate (router to response, no sockets) in signatures: what
 //!    the server adds to the signature, measured without the kernel's and the load generator's share.
 //!
-//! The load generator is this process (a plain HTTP/1.1 client on one thread of its own), so on a small
-//! machine it competes with the server for CPU exactly as wrk would. No figure is asserted: the machine is
-//! shared, so every ratio is printed per round and as the median of `BENCH_ROUNDS` rounds (default 3).
+//! The load generator is this process: a plain HTTP/1.1 client over loopback TCP, run both on one thread of
+//! its own (three busy threads on two cores, as wrk would be) and as tasks on the server's two worker threads.
+//! No figure is asserted: the machine is shared, so every ratio is printed per round and as the median of
+//! `BENCH_ROUNDS` rounds (default 3).
 //! `BENCH_SECS` (default 4) is the length of each throughput and latency phase.
 
 use std::net::SocketAddr;

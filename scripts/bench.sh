@@ -7,11 +7,12 @@
 #   2. warm against cold /token latency, static bcrypt and argon2id accounts        (section "cache")
 #   3. start-up time to ready, idle RSS, memory of 100,000 cached identities        (section "memory")
 #   4. /token throughput of the accept loop with deadlines against plain axum::serve (section "serve")
+#   4b. one GET /token inside tollgate (router to response, no sockets) in signatures  (section "handler")
 #   5. warm against cold /token latency with LDAP, LDAP operations per request     (tests/it/ldap.rs)
 #   6. a 20-layer skopeo pull through registry 2.8 + tollgate against registry 2.8 with htpasswd,
 #      alternating runs                                                             (tests/it/pull_bench.rs)
 #
-# Knobs: BENCH_ROUNDS (3), BENCH_SECS (4), BENCH_N (LDAP requests per case, 300), BENCH_PULLS (10),
+# Knobs: BENCH_ROUNDS (3), BENCH_SECS (4), BENCH_CONNS (32 load connections), BENCH_N (LDAP requests per case, 300), BENCH_PULLS (10),
 # BENCH_BCRYPT_COST (htpasswd cost, 5 as `htpasswd -B`). BENCH_SKIP_IT=1 runs only 1-4 (no slapd/registry).
 # Needs what scripts/test.sh installs (slapd, docker-registry, skopeo); run that once first.
 set -euo pipefail
