@@ -36,9 +36,11 @@ struct Key {
     tag: [u8; 32],
 }
 
+/// One remembered identity. The login cache and the re-check cache share the `Identity` (one copy per user,
+/// not two), and a cache read copies a pointer, not the groups and claims.
 #[derive(Clone)]
 struct Entry {
-    identity: Identity,
+    identity: Arc<Identity>,
     generation: u64,
     stored: Instant,
 }
@@ -147,7 +149,7 @@ impl CachedProvider {
     }
 
     fn entry(&self, identity: &Identity, generation: u64) -> Entry {
-        Entry { identity: identity.clone(), generation, stored: Instant::now() }
+        Entry { identity: Arc::new(identity.clone()), generation, stored: Instant::now() }
     }
 
     fn fresh(&self, e: &Entry) -> bool {
@@ -164,7 +166,7 @@ impl CachedProvider {
         self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(provider = %err.provider, user = %e.identity.username, age_s = age.as_secs(), error = %err.message,
             "provider unavailable; serving the cached identity");
-        Some(e.identity)
+        Some(Identity::clone(&e.identity))
     }
 }
 
@@ -175,7 +177,7 @@ impl CachedProvider {
         // A caller that missed just before the previous flight filled the cache and ended would otherwise
         // start a second check: look again now that this caller leads.
         if let Some(e) = self.cache.get(key).await.filter(|e| e.generation == generation && self.fresh(e)) {
-            return Ok(Outcome::Authenticated(e.identity));
+            return Ok(Outcome::Authenticated(Identity::clone(&e.identity)));
         }
         if let Some(r) = self.negative.get(key).await.filter(|r| r.generation == generation) {
             return Ok(r.outcome);
@@ -220,7 +222,7 @@ impl Provider for CachedProvider {
             if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 self.hits_metric.increment(1);
-                return Ok(Outcome::Authenticated(e.identity.clone()));
+                return Ok(Outcome::Authenticated(Identity::clone(&e.identity)));
             }
             if let Some(r) = self.negative.get(&key).await {
                 if r.generation == generation {
@@ -261,7 +263,7 @@ impl Provider for CachedProvider {
             let cached = self.current.get(username).await.filter(|e| e.generation == generation);
             if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
                 self.stats.recheck_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Recheck::Current(e.identity.clone()));
+                return Ok(Recheck::Current(Identity::clone(&e.identity)));
             }
             match self.inner.recheck_session(username, sid).await {
                 Ok(Recheck::Current(identity)) => {
