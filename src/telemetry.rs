@@ -90,8 +90,17 @@ pub fn client_label(client_id: Option<&str>) -> &'static str {
 }
 
 /// The `outcome` label values of `tollgate_token_requests_total` (see `http::audit`).
-pub const OUTCOMES: [&str; 9] =
-    ["authenticated", "granted", "denied", "partial", "unauthorized", "rate_limited", "unavailable", "error", "bad_request"];
+pub const OUTCOMES: [&str; 9] = [
+    "authenticated",
+    "granted",
+    "denied",
+    "partial",
+    "unauthorized",
+    "rate_limited",
+    "unavailable",
+    "error",
+    "bad_request",
+];
 
 /// Metric handles of the per-request series, registered on first use and kept: looking a series up by name
 /// and labels on every request (a key built, hashed and compared) cost more than incrementing it.
