@@ -121,6 +121,13 @@ export RUST_BACKTRACE="${RUST_BACKTRACE:-1}"
 if [[ -t 1 ]]; then export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-always}"; fi
 
 start=$SECONDS
+# Formatting is part of the check: unformatted code fails the run, before the long build.
+if ! cargo fmt --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "rustfmt missing and no rustup to install it with"
+    rustup component add rustfmt
+fi
+log "cargo fmt --check"
+cargo fmt --check || die "cargo fmt --check: the files above are not formatted; run cargo fmt"
 log "cargo build --tests"
 cargo build --tests
 
