@@ -81,12 +81,19 @@ pub fn install() -> bool {
 const CLIENT_LABELS: [&str; 7] =
     ["none", "docker", "containerd-client", "containers/image", "tollgate", "registry-client", "other"];
 
+/// Where the `client_id` label of a request is in `CLIENT_LABELS`: a known client's name, else `other`
+/// (the last), or `none` (the first) when absent.
+fn client_index(client_id: Option<&str>) -> usize {
+    let other = CLIENT_LABELS.len() - 1;
+    match client_id {
+        None | Some("") => 0,
+        Some(id) => CLIENT_LABELS[1..other].iter().position(|known| *known == id).map_or(other, |i| i + 1),
+    }
+}
+
 /// The `client_id` label: the clients whose names are known, else `other`, or `none` when absent.
 pub fn client_label(client_id: Option<&str>) -> &'static str {
-    match client_id {
-        None | Some("") => "none",
-        Some(id) => CLIENT_LABELS[1..6].iter().find(|known| **known == id).copied().unwrap_or("other"),
-    }
+    CLIENT_LABELS[client_index(client_id)]
 }
 
 /// The `outcome` label values of `tollgate_token_requests_total` (see `http::audit`).
@@ -116,14 +123,13 @@ static SERIES: RequestSeries = RequestSeries {
 
 /// Record one decision: counted when it is a token request, timed for every endpoint.
 pub fn token_request(outcome: &'static str, client_id: Option<&str>, endpoint: &'static str, took: Duration) {
-    let client = client_label(client_id);
+    let c = client_index(client_id);
+    let client = CLIENT_LABELS[c];
     // Handles are only kept once the recorder is in place: one taken before would count nothing, forever.
     let installed = HANDLE.get().is_some_and(Option::is_some);
     if endpoint == "token" {
-        let o = OUTCOMES.iter().position(|x| *x == outcome);
-        let c = CLIENT_LABELS.iter().position(|x| *x == client);
-        match (o, c) {
-            (Some(o), Some(c)) if installed => SERIES.tokens[o][c]
+        match OUTCOMES.iter().position(|x| *x == outcome) {
+            Some(o) if installed => SERIES.tokens[o][c]
                 .get_or_init(|| metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome, "client_id" => client))
                 .increment(1),
             _ => metrics::counter!(TOKEN_REQUESTS, "outcome" => outcome, "client_id" => client).increment(1),
@@ -208,5 +214,7 @@ mod tests {
         assert_eq!(client_label(Some("containers/image")), "containers/image");
         assert_eq!(client_label(None), "none");
         assert_eq!(client_label(Some("alice-password-hunter2")), "other");
+        assert_eq!(client_label(Some("registry-client")), "registry-client", "the last known client");
+        assert_eq!(client_label(Some("other")), "other");
     }
 }
