@@ -9,7 +9,8 @@
 //!    100,000 cached identities;
 //! 4. `/token` throughput of tollgate's accept loop with deadlines against plain `axum::serve` (before/after);
 //! 5. the CPU cost of one `GET /token` inside tollgate (router to response, no sockets) in signatures: what
-//!    the server adds to the signature, measured without the kernel's and the load generator's share.
+//!    the server adds to the signature, measured without the kernel's and the load generator's share, and the
+//!    heap allocations one request makes.
 //!
 //! The load generator is this process: a plain HTTP/1.1 client over loopback TCP, run both on one thread of
 //! its own (three busy threads on two cores, as wrk would be) and as tasks on the server's two worker threads.
@@ -33,6 +34,45 @@ use tollgate::config::Settings;
 use tollgate::identity::async_trait_free::BoxFuture;
 use tollgate::identity::cache::CachedProvider;
 use tollgate::identity::{Identity, Outcome, Provider, Recheck, Unavailable};
+
+/// Counts heap allocations made on the thread that asks (section 5 reports allocations per request). It
+/// forwards to the allocator `tollgate serve` uses, so every other figure is taken with the same allocator.
+struct CountingAlloc;
+
+thread_local! {
+    static ALLOCATIONS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+fn count_allocation() {
+    // try_with: a thread being torn down has no counter left, and that allocation is not ours to count.
+    let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
+}
+
+fn allocations_here() -> u64 {
+    ALLOCATIONS.with(std::cell::Cell::get)
+}
+
+// SAFETY: every call is forwarded unchanged to the underlying allocator; counting touches no heap memory.
+unsafe impl std::alloc::GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        count_allocation();
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: CountingAlloc = CountingAlloc;
 
 const SCOPE: &str = "repository:payments/api:pull";
 /// Keep-alive connections of the load generator (`BENCH_CONNS`, default 32).
@@ -445,6 +485,9 @@ fn handler_cost(rounds: usize, secs: f64) {
         "{:<6} {:>15} {:>15} {:>12} {:>12} {:>15}",
         "round", "sign/cpu-s", "handler/cpu-s", "µs/sign", "µs/request", "signs/request"
     );
+    let before = allocations_here();
+    one(&app);
+    let allocations = allocations_here() - before;
     let mut costs = Vec::new();
     for round in 1..=rounds {
         // Per CPU-second of this thread, so time the thread spent waiting for a core does not count.
@@ -464,7 +507,8 @@ fn handler_cost(rounds: usize, secs: f64) {
         costs.push(cost);
     }
     println!(
-        "HEADLINE one GET /token in process costs {:.2} signatures of CPU ({})",
+        "HEADLINE one GET /token in process costs {:.2} signatures of CPU ({}) and {allocations} heap allocations \
+         (request and response included)",
         median(costs.clone()),
         spread_ratio(&costs)
     );
