@@ -291,7 +291,7 @@ pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainIn
         .or_else(|| settings.and_then(|s| s.services.first().cloned()))
         .unwrap_or_else(|| "registry.test".into());
     let ctx = RequestContext {
-        identity: Identity { username, provider: input.provider, groups: input.groups, claims },
+        identity: Arc::new(Identity { username, provider: input.provider, groups: input.groups, claims }),
         auth_method,
         client_ip: input.client_ip,
         service,

@@ -151,7 +151,7 @@ fn check_username(u: &str) -> Result<(), ApiError> {
 
 /// Who the request is from and how they proved it.
 pub(crate) struct Authenticated {
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub method: AuthMethod,
 }
 
@@ -170,7 +170,7 @@ pub(crate) async fn password_login(
     if password.expose_secret().starts_with(REFRESH_PREFIX) {
         // A refresh token as a Basic password (CI systems, containerd's GET fallback with an empty username).
         let identity = refresh_login(state, password.expose_secret(), Some(username), service).await?;
-        return Ok(Authenticated { identity, method: AuthMethod::RefreshToken });
+        return Ok(Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken });
     }
     if username.is_empty() || password.expose_secret().is_empty() {
         return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
@@ -259,7 +259,7 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
                         params.account.as_deref().unwrap_or_default()
                     )));
                 }
-                Authenticated { identity: Identity::anonymous(), method: AuthMethod::Anonymous }
+                Authenticated { identity: Arc::new(Identity::anonymous()), method: AuthMethod::Anonymous }
             }
         };
         check_account(params.account.as_deref(), &auth.identity)?;
@@ -320,7 +320,7 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
                 })?;
                 let identity =
                     refresh_login(&state, token.expose_secret(), params.username.as_deref(), &service).await?;
-                Authenticated { identity, method: AuthMethod::RefreshToken }
+                Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken }
             }
             Some(super::device::GRANT_TYPE) => {
                 let code = params
@@ -328,7 +328,7 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
                     .as_ref()
                     .ok_or_else(|| ApiError::BadRequest("device_code is required for the device_code grant".into()))?;
                 let identity = super::device::redeem(&state, code, &service).await?;
-                Authenticated { identity, method: AuthMethod::Device }
+                Authenticated { identity: Arc::new(identity), method: AuthMethod::Device }
             }
             Some(other) => return Err(ApiError::UnsupportedGrant(other.chars().take(64).collect())),
             None => return Err(ApiError::BadRequest("grant_type is required on POST /token".into())),
@@ -389,8 +389,13 @@ async fn respond(
 ) -> Result<Response, ApiError> {
     let mut auth = auth;
     // The login session travels in the identity only to reach the refresh token; the policy never sees it.
-    let sid =
-        auth.identity.claims.remove(crate::identity::oidc::SESSION_CLAIM).and_then(|v| v.as_str().map(String::from));
+    // Only identities that carry one are copied (the cache's copy keeps it for the next request).
+    let session = crate::identity::oidc::SESSION_CLAIM;
+    let sid = if auth.identity.claims.contains_key(session) {
+        Arc::make_mut(&mut auth.identity).claims.remove(session).and_then(|v| v.as_str().map(String::from))
+    } else {
+        None
+    };
     let ctx = audit.context(auth, service);
     audit.fully_granted = true;
     let policy = state.policy.get();

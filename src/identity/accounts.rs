@@ -358,7 +358,7 @@ impl StaticProvider {
             Some(_) if !ok => Outcome::Rejected("wrong password".into()),
             Some(a) => match a.refusal() {
                 Some(why) => Outcome::Rejected(why),
-                None => Outcome::Authenticated(a.identity(&self.name)),
+                None => Outcome::Authenticated(Arc::new(a.identity(&self.name))),
             },
         })
     }

@@ -148,8 +148,8 @@ impl CachedProvider {
         self.current.invalidate_all();
     }
 
-    fn entry(&self, identity: &Identity, generation: u64) -> Entry {
-        Entry { identity: Arc::new(identity.clone()), generation, stored: Instant::now() }
+    fn entry(&self, identity: Arc<Identity>, generation: u64) -> Entry {
+        Entry { identity, generation, stored: Instant::now() }
     }
 
     fn fresh(&self, e: &Entry) -> bool {
@@ -157,7 +157,7 @@ impl CachedProvider {
     }
 
     /// The entry's identity if it may stand in for an unavailable provider.
-    fn stale(&self, e: Option<Entry>, err: &Unavailable) -> Option<Identity> {
+    fn stale(&self, e: Option<Entry>, err: &Unavailable) -> Option<Arc<Identity>> {
         let e = e?;
         let age = e.stored.elapsed();
         if self.policy.serve_stale_for.is_zero() || age >= self.policy.ttl + self.policy.serve_stale_for {
@@ -166,7 +166,7 @@ impl CachedProvider {
         self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(provider = %err.provider, user = %e.identity.username, age_s = age.as_secs(), error = %err.message,
             "provider unavailable; serving the cached identity");
-        Some(Identity::clone(&e.identity))
+        Some(e.identity)
     }
 }
 
@@ -177,7 +177,7 @@ impl CachedProvider {
         // A caller that missed just before the previous flight filled the cache and ended would otherwise
         // start a second check: look again now that this caller leads.
         if let Some(e) = self.cache.get(key).await.filter(|e| e.generation == generation && self.fresh(e)) {
-            return Ok(Outcome::Authenticated(Identity::clone(&e.identity)));
+            return Ok(Outcome::Authenticated(Arc::clone(&e.identity)));
         }
         if let Some(r) = self.negative.get(key).await.filter(|r| r.generation == generation) {
             return Ok(r.outcome);
@@ -186,7 +186,7 @@ impl CachedProvider {
         let outcome = self.inner.authenticate(username, password).await?;
         match &outcome {
             Outcome::Authenticated(identity) => {
-                let entry = self.entry(identity, generation);
+                let entry = self.entry(Arc::clone(identity), generation);
                 self.current.insert(identity.username.clone(), entry.clone()).await;
                 self.cache.insert(key.clone(), entry).await;
             }
@@ -222,7 +222,7 @@ impl Provider for CachedProvider {
             if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 self.hits_metric.increment(1);
-                return Ok(Outcome::Authenticated(Identity::clone(&e.identity)));
+                return Ok(Outcome::Authenticated(Arc::clone(&e.identity)));
             }
             if let Some(r) = self.negative.get(&key).await {
                 if r.generation == generation {
@@ -267,14 +267,14 @@ impl Provider for CachedProvider {
             }
             match self.inner.recheck_session(username, sid).await {
                 Ok(Recheck::Current(identity)) => {
-                    self.current.insert(username.to_string(), self.entry(&identity, generation)).await;
+                    self.current.insert(username.to_string(), self.entry(Arc::new(identity.clone()), generation)).await;
                     Ok(Recheck::Current(identity))
                 }
                 Ok(gone) => {
                     self.current.invalidate(username).await;
                     Ok(gone)
                 }
-                Err(e) => self.stale(cached, &e).map(Recheck::Current).ok_or(e),
+                Err(e) => self.stale(cached, &e).map(|id| Recheck::Current(Arc::unwrap_or_clone(id))).ok_or(e),
             }
         })
     }
@@ -315,7 +315,7 @@ mod tests {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 Ok(if p.expose_secret() == "right" {
-                    Outcome::Authenticated(Identity { username: u.into(), ..Default::default() })
+                    Outcome::Authenticated(Arc::new(Identity { username: u.into(), ..Default::default() }))
                 } else {
                     Outcome::Rejected("wrong".into())
                 })
@@ -378,7 +378,9 @@ mod tests {
                     return Err(Unavailable { provider: "flaky".into(), message: "down".into() });
                 }
                 Ok(match (u, p.expose_secret()) {
-                    ("alice", "right") => Outcome::Authenticated(Identity { username: u.into(), ..Default::default() }),
+                    ("alice", "right") => {
+                        Outcome::Authenticated(Arc::new(Identity { username: u.into(), ..Default::default() }))
+                    }
                     ("alice", _) => Outcome::Rejected("wrong".into()),
                     _ => Outcome::NotMine,
                 })

@@ -14,7 +14,7 @@ use super::{Identity, Outcome, Provider, Recheck, Unavailable};
 /// The chain's verdict.
 #[derive(Debug, Clone)]
 pub enum ChainOutcome {
-    Authenticated(Identity),
+    Authenticated(Arc<Identity>),
     /// 401. `provider` is the one that refused, or None when no provider knows the user. For the log only.
     Rejected {
         provider: Option<String>,

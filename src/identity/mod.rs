@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use async_trait_free::BoxFuture;
 use secrecy::SecretString;
@@ -74,7 +75,7 @@ impl Identity {
 /// Everything the policy may look at besides the requested scope.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
-    pub identity: Identity,
+    pub identity: Arc<Identity>,
     pub auth_method: AuthMethod,
     pub client_ip: IpAddr,
     /// The registry service (token audience) the token is for.
@@ -84,8 +85,8 @@ pub struct RequestContext {
 /// What one provider says about a username and secret.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// The credentials are good: here is who it is.
-    Authenticated(Identity),
+    /// The credentials are good: here is who it is. Shared: a cache hit hands out the cached copy.
+    Authenticated(Arc<Identity>),
     /// This provider does not know the user; the chain asks the next provider.
     NotMine,
     /// This provider knows the user and refuses: wrong password, disabled, expired. The chain stops with 401.

@@ -651,7 +651,7 @@ impl OidcProvider {
             Err(IdpError::Unavailable(m)) => return Err(self.unavailable(m)),
         };
         Ok(match self.login_with(&d, &tokens).await? {
-            Ok(identity) => Outcome::Authenticated(identity),
+            Ok(identity) => Outcome::Authenticated(Arc::new(identity)),
             Err(reason) => Outcome::Rejected(reason),
         })
     }

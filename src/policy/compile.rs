@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use regex::RegexBuilder;
@@ -544,7 +545,7 @@ fn compile_test(file: &str, value: Value, e: &mut Errs<'_>) -> Option<TestCase> 
         file: file.to_string(),
         name,
         ctx: RequestContext {
-            identity,
+            identity: Arc::new(identity),
             auth_method,
             client_ip,
             service: raw.service.unwrap_or_else(|| TEST_SERVICE.to_string()),

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::*;
 use crate::identity::{AuthMethod, Identity};
@@ -26,12 +27,12 @@ fn errors_of(text: &str) -> Vec<String> {
 
 fn ctx(username: &str, groups: &[&str]) -> RequestContext {
     RequestContext {
-        identity: Identity {
+        identity: Arc::new(Identity {
             username: username.into(),
             provider: if username.is_empty() { String::new() } else { "static".into() },
             groups: groups.iter().map(|g| g.to_string()).collect(),
             claims: BTreeMap::new(),
-        },
+        }),
         auth_method: if username.is_empty() { AuthMethod::Anonymous } else { AuthMethod::Password },
         client_ip: IpAddr::from([10, 1, 2, 3]),
         service: "registry.test".into(),
@@ -329,7 +330,7 @@ rules:
     check(&ctx("svc-web2", &[]), "repository:web2/svc:pull", false);
     check(&base, "repository:prov/x:pull", false);
     let mut ldap = base.clone();
-    ldap.identity.provider = "corp-ldap".into();
+    Arc::make_mut(&mut ldap.identity).provider = "corp-ldap".into();
     check(&ldap, "repository:prov/x:pull", true);
     check(&base, "repository:method/x:pull", false);
     let mut refresh = base.clone();
@@ -341,16 +342,16 @@ rules:
     check(&ctx("", &[]), "repository:anon/x:pull", true);
 
     let mut claims = base.clone();
-    claims.identity.claims.insert("department".into(), serde_json::json!("payments"));
-    claims.identity.claims.insert("org".into(), serde_json::json!({"teams": ["z", "b"]}));
-    claims.identity.claims.insert("level".into(), serde_json::json!(3));
+    Arc::make_mut(&mut claims.identity).claims.insert("department".into(), serde_json::json!("payments"));
+    Arc::make_mut(&mut claims.identity).claims.insert("org".into(), serde_json::json!({"teams": ["z", "b"]}));
+    Arc::make_mut(&mut claims.identity).claims.insert("level".into(), serde_json::json!(3));
     check(&claims, "repository:claims/x:pull", true);
-    claims.identity.claims.insert("level".into(), serde_json::json!(4));
+    Arc::make_mut(&mut claims.identity).claims.insert("level".into(), serde_json::json!(4));
     check(&claims, "repository:claims/x:pull", false);
-    claims.identity.claims.insert("level".into(), serde_json::json!("3"));
-    claims.identity.claims.insert("org.teams".into(), serde_json::json!("a")); // literal dotted key wins
+    Arc::make_mut(&mut claims.identity).claims.insert("level".into(), serde_json::json!("3"));
+    Arc::make_mut(&mut claims.identity).claims.insert("org.teams".into(), serde_json::json!("a")); // literal dotted key wins
     check(&claims, "repository:claims/x:pull", true);
-    claims.identity.claims.remove("department");
+    Arc::make_mut(&mut claims.identity).claims.remove("department");
     check(&claims, "repository:claims/x:pull", false);
 
     check(&base, "repository:net/x:pull", true);

@@ -170,7 +170,7 @@ async fn both_group_strategies_and_nesting_give_short_names() {
                 assert_eq!(id.username, uid);
                 assert_eq!(id.provider, "corp");
                 assert_eq!(id.claims["dn"], serde_json::json!(user_dn(uid)));
-                id.groups
+                id.groups.clone()
             }
             other => panic!("{uid}: {other:?}"),
         }

@@ -566,7 +566,7 @@ impl LdapProvider {
             }
         };
         let groups = self.groups(&user).await?;
-        Ok(Outcome::Authenticated(self.identity(&user, groups)))
+        Ok(Outcome::Authenticated(Arc::new(self.identity(&user, groups))))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %self.name, user = %username))]
