@@ -246,7 +246,7 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
         let service = check_service(&state, params.service.as_deref())?;
         audit.service = service.clone();
         let scopes = parse_scopes(&state, &params.scopes)?;
-        audit.requested = scopes.iter().map(Scope::to_string).collect();
+        audit.requested = scopes.iter().map(Scope::text).collect();
         let auth = match parse_basic(&req.headers)? {
             Some(b) => {
                 audit.subject = Some(b.username.clone());
@@ -301,7 +301,7 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
         let service = check_service(&state, params.service.as_deref())?;
         audit.service = service.clone();
         let scopes = parse_scopes(&state, &params.scopes)?;
-        audit.requested = scopes.iter().map(Scope::to_string).collect();
+        audit.requested = scopes.iter().map(Scope::text).collect();
         let auth = match params.grant_type.as_deref() {
             Some("password") => {
                 let username = params
@@ -432,8 +432,7 @@ async fn respond(
         }
         _ => None,
     };
-    let granted: Vec<String> =
-        access.iter().map(|a| format!("{}:{}:{}", a.rtype, a.name, a.actions.join(","))).collect();
+    let granted: Vec<String> = access.iter().map(AccessEntry::text).collect();
     let scope = is_post.then(|| granted.join(" "));
     let body =
         token_body(&issued.token, issued.expires_in, &issued.issued_at, refresh_token.as_deref(), scope.as_deref())
@@ -467,7 +466,11 @@ fn token_body(
         buf.extend_from_slice(name.as_bytes());
         buf.extend_from_slice(token.as_bytes());
     }
-    buf.extend_from_slice(format!("\",\"expires_in\":{expires_in},\"issued_at\":").as_bytes());
+    {
+        use std::io::Write as _;
+        // Writing into a Vec cannot fail.
+        let _ = write!(buf, "\",\"expires_in\":{expires_in},\"issued_at\":");
+    }
     serde_json::to_writer(&mut buf, issued_at)?;
     if let Some(rt) = refresh_token {
         buf.extend_from_slice(b",\"refresh_token\":");

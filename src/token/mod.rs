@@ -22,6 +22,24 @@ pub struct AccessEntry {
     pub actions: Vec<String>,
 }
 
+impl AccessEntry {
+    /// `type:name:action,action`, the scope syntax, in one allocation of the right size.
+    pub fn text(&self) -> String {
+        let actions: usize = self.actions.iter().map(|a| a.len() + 1).sum();
+        let mut s = String::with_capacity(self.rtype.len() + self.name.len() + 2 + actions);
+        for part in [self.rtype.as_str(), ":", self.name.as_str(), ":"] {
+            s.push_str(part);
+        }
+        for (i, a) in self.actions.iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            s.push_str(a);
+        }
+        s
+    }
+}
+
 /// The claims of an access token. `aud` is a single string: registry 2.8 cannot read an array.
 #[derive(Debug, Serialize)]
 pub struct Claims<'a> {
@@ -31,7 +49,7 @@ pub struct Claims<'a> {
     pub exp: u64,
     pub nbf: u64,
     pub iat: u64,
-    pub jti: String,
+    pub jti: &'a str,
     pub access: &'a [AccessEntry],
 }
 
@@ -63,10 +81,12 @@ impl TokenIssuer {
             exp: now + self.lifetime.as_secs(),
             nbf: now,
             iat: now,
-            jti: jti.clone(),
+            jti: &jti,
             access,
         };
-        let json = serde_json::to_vec(&claims).map_err(|e| e.to_string())?;
+        // Sized for a typical claims set, so serialising it does not grow the buffer several times over.
+        let mut json = Vec::with_capacity(256);
+        serde_json::to_writer(&mut json, &claims).map_err(|e| e.to_string())?;
         let token = self.keys.active().sign(&json)?;
         Ok(IssuedToken { token, expires_in: self.lifetime.as_secs(), issued_at: rfc3339(now), jti })
     }
@@ -115,6 +135,18 @@ pub fn rfc3339(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_entry_text_is_the_scope_syntax() {
+        let entry = |actions: &[&str]| AccessEntry {
+            rtype: "repository".into(),
+            name: "payments/api".into(),
+            actions: actions.iter().map(|a| a.to_string()).collect(),
+        };
+        assert_eq!(entry(&["pull"]).text(), "repository:payments/api:pull");
+        assert_eq!(entry(&["pull", "push"]).text(), "repository:payments/api:pull,push");
+        assert_eq!(entry(&[]).text(), "repository:payments/api:");
+    }
 
     #[test]
     fn rfc3339_formats_utc_seconds() {
