@@ -87,34 +87,45 @@ pub struct Scope {
     pub actions: Vec<Action>,
 }
 
+/// `type:name:action,action`, the scope syntax, written to `out`.
+fn write_scope<'a>(
+    out: &mut impl fmt::Write,
+    rtype: &str,
+    name: &str,
+    actions: impl IntoIterator<Item = &'a str>,
+) -> fmt::Result {
+    for part in [rtype, ":", name, ":"] {
+        out.write_str(part)?;
+    }
+    for (i, a) in actions.into_iter().enumerate() {
+        if i > 0 {
+            out.write_char(',')?;
+        }
+        out.write_str(a)?;
+    }
+    Ok(())
+}
+
+/// `type:name:action,action` as a string allocated once at its final size (`to_string` would grow it
+/// several times). For the audit record and the granted scopes of every token response.
+pub fn scope_text<'a>(rtype: &str, name: &str, actions: impl IntoIterator<Item = &'a str> + Clone) -> String {
+    let len = rtype.len() + name.len() + 2 + actions.clone().into_iter().map(|a| a.len() + 1).sum::<usize>();
+    let mut s = String::with_capacity(len);
+    // Writing into a String cannot fail.
+    let _ = write_scope(&mut s, rtype, name, actions);
+    s
+}
+
 impl Scope {
     /// The scope as a string (what `to_string` gives), in one allocation of the right size.
     pub fn text(&self) -> String {
-        let (rtype, actions) = (self.rtype.as_str(), self.actions.iter().map(|a| a.as_str().len() + 1).sum::<usize>());
-        let mut s = String::with_capacity(rtype.len() + self.name.len() + 2 + actions);
-        for part in [rtype, ":", self.name.as_str(), ":"] {
-            s.push_str(part);
-        }
-        for (i, a) in self.actions.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str(a.as_str());
-        }
-        s
+        scope_text(self.rtype.as_str(), &self.name, self.actions.iter().map(|a| a.as_str()))
     }
 }
 
 impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:", self.rtype.as_str(), self.name)?;
-        for (i, a) in self.actions.iter().enumerate() {
-            if i > 0 {
-                f.write_str(",")?;
-            }
-            f.write_str(a.as_str())?;
-        }
-        Ok(())
+        write_scope(f, self.rtype.as_str(), &self.name, self.actions.iter().map(|a| a.as_str()))
     }
 }
 

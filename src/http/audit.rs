@@ -63,9 +63,6 @@ impl Audit {
         self.subject = Some(auth.identity.username.clone());
         self.provider = auth.identity.provider.clone();
         self.auth_method = auth.method.as_str();
-        if self.service != service {
-            self.service = service.to_string();
-        }
         RequestContext {
             identity: auth.identity,
             auth_method: auth.method,

@@ -39,6 +39,7 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             Some(s) => check_service(&state, Some(&s))?,
             None => state.settings.services.first().cloned().unwrap_or_default(),
         };
+        audit.service = service.clone();
         let Some(basic) = parse_basic(&head.headers)? else {
             return Err(ApiError::Unauthorized(
                 "credentials are required: /whoami answers for a logged-in user".into(),

@@ -342,16 +342,23 @@ rules:
     check(&ctx("", &[]), "repository:anon/x:pull", true);
 
     let mut claims = base.clone();
-    Arc::make_mut(&mut claims.identity).claims.insert("department".into(), serde_json::json!("payments"));
-    Arc::make_mut(&mut claims.identity).claims.insert("org".into(), serde_json::json!({"teams": ["z", "b"]}));
-    Arc::make_mut(&mut claims.identity).claims.insert("level".into(), serde_json::json!(3));
+    let set = |ctx: &mut RequestContext, key: &str, value: Option<serde_json::Value>| {
+        let claims = &mut Arc::make_mut(&mut ctx.identity).claims;
+        match value {
+            Some(v) => claims.insert(key.into(), v),
+            None => claims.remove(key),
+        };
+    };
+    set(&mut claims, "department", Some(serde_json::json!("payments")));
+    set(&mut claims, "org", Some(serde_json::json!({"teams": ["z", "b"]})));
+    set(&mut claims, "level", Some(serde_json::json!(3)));
     check(&claims, "repository:claims/x:pull", true);
-    Arc::make_mut(&mut claims.identity).claims.insert("level".into(), serde_json::json!(4));
+    set(&mut claims, "level", Some(serde_json::json!(4)));
     check(&claims, "repository:claims/x:pull", false);
-    Arc::make_mut(&mut claims.identity).claims.insert("level".into(), serde_json::json!("3"));
-    Arc::make_mut(&mut claims.identity).claims.insert("org.teams".into(), serde_json::json!("a")); // literal dotted key wins
+    set(&mut claims, "level", Some(serde_json::json!("3")));
+    set(&mut claims, "org.teams", Some(serde_json::json!("a"))); // literal dotted key wins
     check(&claims, "repository:claims/x:pull", true);
-    Arc::make_mut(&mut claims.identity).claims.remove("department");
+    set(&mut claims, "department", None);
     check(&claims, "repository:claims/x:pull", false);
 
     check(&base, "repository:net/x:pull", true);

@@ -25,18 +25,7 @@ pub struct AccessEntry {
 impl AccessEntry {
     /// `type:name:action,action`, the scope syntax, in one allocation of the right size.
     pub fn text(&self) -> String {
-        let actions: usize = self.actions.iter().map(|a| a.len() + 1).sum();
-        let mut s = String::with_capacity(self.rtype.len() + self.name.len() + 2 + actions);
-        for part in [self.rtype.as_str(), ":", self.name.as_str(), ":"] {
-            s.push_str(part);
-        }
-        for (i, a) in self.actions.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str(a);
-        }
-        s
+        crate::scope::scope_text(&self.rtype, &self.name, self.actions.iter().map(String::as_str))
     }
 }
 
