@@ -386,12 +386,26 @@ fn a_group_change_at_the_idp_reaches_refresh_tokens_once_the_cache_entry_expires
     let w = World::new(OidcProviderOptions::default(), &[], "2s");
     let World { reg, tg, idp, tmp, .. } = &w;
 
-    let login = docker_style_login(tg, CAROL);
-    assert_eq!(login.status, 200, "{}", login.body);
-    let refresh = serde_json::from_str::<serde_json::Value>(&login.body).unwrap()["refresh_token"]
-        .as_str()
-        .expect("a refresh token")
-        .to_string();
+    let refresh_of = |login: &HttpResponse| {
+        assert_eq!(login.status, 200, "{}", login.body);
+        serde_json::from_str::<serde_json::Value>(&login.body).unwrap()["refresh_token"]
+            .as_str()
+            .expect("a refresh token")
+            .to_string()
+    };
+    let refresh = refresh_of(&docker_style_login(tg, CAROL));
+    // docker login again at once: an identity cache hit. Its refresh token must be tied to the same IdP
+    // session (the cached identity keeps the session id that the first response took out of its copy).
+    let refresh_again = refresh_of(&docker_style_login(tg, CAROL));
+    let session_of = |token: &str| {
+        use base64::Engine as _;
+        let jwt = token.strip_prefix(tollgate::token::refresh::PREFIX).expect("a tollgate refresh token");
+        let payload = jwt.split('.').nth(1).expect("a JWT");
+        let claims: serde_json::Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        claims["sid"].as_str().expect("the refresh token names its login session").to_string()
+    };
+    assert_eq!(session_of(&refresh_again), session_of(&refresh), "the cache hit is the same login session");
     let authfile = tmp.path().join("auth.json");
     std::fs::write(&authfile, auth_json_identity_token(reg.addr(), CAROL.0, &refresh)).unwrap();
     let skopeo = Skopeo::with_authfile(&authfile);
@@ -404,17 +418,22 @@ fn a_group_change_at_the_idp_reaches_refresh_tokens_once_the_cache_entry_expires
     std::thread::sleep(Duration::from_secs(3));
     let denied = skopeo.copy(&image(tmp.path(), "g2"), &reg.docker_ref("payments/api:2"), None);
     assert!(!denied.ok && denied.combined().contains("denied"), "the old group still grants push:\n{denied}");
-    let (status, body) = refresh_grant(tg, &refresh, "repository:payments/api:pull");
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(granted_actions(&body), Vec::<String>::new());
+    // Past the cache TTL both refresh tokens go to the IdP through their session: still valid, new groups.
+    for token in [&refresh, &refresh_again] {
+        let (status, body) = refresh_grant(tg, token, "repository:payments/api:pull");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(granted_actions(&body), Vec::<String>::new());
+    }
 
     // carol is deleted at the IdP: the IdP refuses the session's refresh token, and so does tollgate.
     users.as_object_mut().unwrap().remove("carol");
     idp.set_users(users);
     std::thread::sleep(Duration::from_secs(3));
-    let (status, body) = refresh_grant(tg, &refresh, "repository:payments/api:pull");
-    assert_eq!(status, 401, "{body}");
-    assert_eq!(body["error"], "invalid_grant", "{body}");
+    for token in [&refresh, &refresh_again] {
+        let (status, body) = refresh_grant(tg, token, "repository:payments/api:pull");
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"], "invalid_grant", "{body}");
+    }
 }
 
 #[test]
