@@ -18,6 +18,9 @@
 //! `BENCH_ROUNDS` rounds (default 3).
 //! `BENCH_SECS` (default 4) is the length of each throughput and latency phase.
 
+// Test and benchmark code may unwrap: a panic is the failure report (production code may not, Cargo.toml [lints]).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -31,9 +34,9 @@ use tokio::net::TcpStream;
 
 use tollgate::app::AppState;
 use tollgate::config::Settings;
-use tollgate::identity::async_trait_free::BoxFuture;
 use tollgate::identity::cache::CachedProvider;
 use tollgate::identity::{Identity, Outcome, Provider, Recheck, Unavailable};
+use tollgate::support::BoxFuture;
 
 /// Counts heap allocations made on the thread that asks (section 5 reports allocations per request). It
 /// forwards to the allocator `tollgate serve` uses, so every other figure is taken with the same allocator.
@@ -132,7 +135,7 @@ impl Server {
         Server::start_with(state, false)
     }
 
-    /// `plain_axum`: serve with `axum::serve` as tollgate did before src/http/conn.rs, for the before/after.
+    /// `plain_axum`: serve with `axum::serve` as tollgate did before its own accept loop (src/server/conn.rs), for the before/after.
     fn start_with(state: Arc<AppState>, plain_axum: bool) -> Server {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
@@ -150,7 +153,7 @@ impl Server {
                     let app = tollgate::http::router(state).into_make_service_with_connect_info::<SocketAddr>();
                     let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
                 } else {
-                    let _ = tollgate::http::serve(listener, state, shutdown).await;
+                    let _ = tollgate::server::serve(listener, state, shutdown).await;
                 }
             });
         });

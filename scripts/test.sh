@@ -128,6 +128,13 @@ if ! cargo fmt --version >/dev/null 2>&1; then
 fi
 log "cargo fmt --check"
 cargo fmt --check || die "cargo fmt --check: the files above are not formatted; run cargo fmt"
+# Lints are part of the check too (Cargo.toml [lints]: no unwrap or expect in production code).
+if ! cargo clippy --version >/dev/null 2>&1; then
+    command -v rustup >/dev/null 2>&1 || die "clippy missing and no rustup to install it with"
+    rustup component add clippy
+fi
+log "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings || die "cargo clippy: fix the warnings above"
 log "cargo build --tests"
 cargo build --tests
 

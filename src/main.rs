@@ -199,7 +199,7 @@ fn main() -> ExitCode {
         }
         Command::HashPassword => read_stdin().and_then(|pw| cli::hash_password(&pw)),
         Command::Login { registry, plain_http, provider, docker_config, authfile } => {
-            tollgate::login::login(tollgate::login::LoginOptions {
+            tollgate::cli::login::login(tollgate::cli::login::LoginOptions {
                 registry,
                 plain_http,
                 provider,

@@ -1,4 +1,5 @@
-//! Prometheus metrics: the exporter, the metric names, and the `/metrics` handler.
+//! Prometheus metrics: the recorder, the metric names and the helpers that record them. `/metrics` itself
+//! is served by `http/ops.rs`.
 //!
 //! Everything is recorded through the `metrics` facade, so providers (LDAP, OIDC) instrument themselves
 //! without knowing about Prometheus. The recorder is process-wide and installed once, at `serve`.
@@ -6,15 +7,10 @@
 //! `other`), because an attacker choosing label values could otherwise grow the metrics without bound.
 //! No label or value is ever a secret.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-
-use crate::app::AppState;
 
 /// Token requests by `outcome` and `client_id`.
 pub const TOKEN_REQUESTS: &str = "tollgate_token_requests_total";
@@ -144,23 +140,6 @@ pub fn token_request(outcome: &'static str, client_id: Option<&str>, endpoint: &
     }
 }
 
-/// Record one provider call (for providers that time themselves; the static provider does).
-pub fn provider_call(
-    provider: &str,
-    operation: &'static str,
-    started: std::time::Instant,
-    result: &Result<crate::identity::Outcome, crate::identity::Unavailable>,
-) {
-    use crate::identity::Outcome;
-    let outcome = match result {
-        Ok(Outcome::Authenticated(_)) => "authenticated",
-        Ok(Outcome::Rejected(_)) => "rejected",
-        Ok(Outcome::NotMine) => "not_mine",
-        Err(_) => "unavailable",
-    };
-    record_provider_call(provider, operation, started, outcome);
-}
-
 /// Record one provider call: the one place every provider's request counter and latency histogram are
 /// written, so the names and labels cannot drift between providers.
 pub fn record_provider_call(
@@ -175,33 +154,17 @@ pub fn record_provider_call(
         .increment(1);
 }
 
-/// Gauges that describe the state rather than events: refreshed at each scrape.
-fn refresh_gauges(state: &AppState) {
-    let active = state.issuer.keys.active().kid.clone();
-    for k in state.issuer.keys.keys() {
-        if let Some(t) = k.not_after {
-            let is_active = if k.kid == active { "true" } else { "false" };
-            metrics::gauge!(KEY_NOT_AFTER, "kid" => k.kid.clone(), "active" => is_active).set(t as f64);
-        }
+/// Whether the recorder is installed in this process (metrics are recorded and `/metrics` answers).
+pub fn installed() -> bool {
+    HANDLE.get().is_some_and(Option::is_some)
+}
+
+/// The scrape body in the Prometheus text format; `None` when no recorder is installed in this process.
+pub fn render() -> Option<String> {
+    match HANDLE.get() {
+        Some(Some(handle)) => Some(handle.render()),
+        _ => None,
     }
-    metrics::gauge!(POLICY_RULES).set(state.policy.get().rule_count() as f64);
-}
-
-/// `GET /metrics` in the Prometheus text format.
-pub async fn metrics_handler(State(state): State<Arc<AppState>>) -> Response {
-    render(&state)
-}
-
-/// The scrape body for `state`.
-pub fn render(state: &AppState) -> Response {
-    let Some(Some(handle)) = HANDLE.get() else {
-        return (StatusCode::NOT_FOUND, "metrics are not enabled in this process\n").into_response();
-    };
-    refresh_gauges(state);
-    let mut resp = handle.render().into_response();
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-    resp
 }
 
 #[cfg(test)]

@@ -12,11 +12,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod accounts;
+pub mod check;
+pub mod ldap;
+pub mod oidc;
 pub mod ops;
 pub mod state;
+pub mod token;
 
-use crate::identity::accounts::AccountEntry;
-use crate::token::keys::{HeaderMode, KidFormat};
+use self::accounts::AccountEntry;
+use self::check::{duration_or, resolve};
+use self::token::{HeaderMode, KidFormat};
 
 /// The configuration used when `serve` is started without `--config`: demo accounts, the example policy,
 /// and a key generated on first start. Good for a first look, never for production.
@@ -114,9 +120,9 @@ struct RawRefresh {
 #[allow(clippy::large_enum_variant)] // read once at start-up; a Box would only add noise to every match
 pub enum ProviderConfig {
     Static(StaticProviderConfig),
-    Ldap(crate::identity::ldap::LdapConfig),
+    Ldap(ldap::LdapConfig),
     /// An OpenID Connect provider (Keycloak, GitLab, …); see `identity::oidc`.
-    Oidc(crate::identity::oidc::OidcConfig),
+    Oidc(oidc::OidcConfig),
 }
 
 impl ProviderConfig {
@@ -332,25 +338,6 @@ fn apply_override(root: &mut serde_norway::Value, path: &[String], raw: &str) ->
     Ok(())
 }
 
-fn duration(value: Option<&str>, default: &str, key: &str, errors: &mut Vec<String>) -> Duration {
-    let s = value.unwrap_or(default);
-    match humantime::parse_duration(s) {
-        Ok(d) => d,
-        Err(_) => {
-            errors.push(format!("{key}: {s:?} is not a duration; write e.g. 90s, 5m, 12h or 90d"));
-            humantime::parse_duration(default).unwrap_or_default()
-        }
-    }
-}
-
-fn resolve(base: &Path, p: &Path) -> PathBuf {
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
 fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<String>) -> Settings {
     let server_ops = ops::RawServerOps {
         tls: raw.server.tls.take(),
@@ -388,7 +375,7 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
             errors.push(format!("token.services[{i}]: {s:?} must be non-empty printable ASCII without spaces"));
         }
     }
-    let token_lifetime = duration(raw.token.lifetime.as_deref(), "5m", "token.lifetime", errors);
+    let token_lifetime = duration_or(raw.token.lifetime.as_deref(), "token.lifetime", Duration::from_secs(300), errors);
     if token_lifetime < Duration::from_secs(60) || token_lifetime > Duration::from_secs(24 * 3600) {
         errors.push("token.lifetime: must be between 60s and 24h (clients need at least a minute)".into());
     }
@@ -416,7 +403,12 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
     }
 
     let refresh_enabled = raw.refresh_tokens.enabled.unwrap_or(true);
-    let refresh_lifetime = duration(raw.refresh_tokens.lifetime.as_deref(), "90d", "refresh_tokens.lifetime", errors);
+    let refresh_lifetime = duration_or(
+        raw.refresh_tokens.lifetime.as_deref(),
+        "refresh_tokens.lifetime",
+        Duration::from_secs(7776000),
+        errors,
+    );
     if refresh_lifetime < Duration::from_secs(300) {
         errors.push("refresh_tokens.lifetime: must be at least 5m".into());
     }
@@ -444,10 +436,10 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
                 }
             }
             ProviderConfig::Ldap(l) => {
-                crate::identity::ldap::validate_config(l, &format!("providers[{i}]"), base, errors);
+                ldap::validate_config(l, &format!("providers[{i}]"), base, errors);
             }
             ProviderConfig::Oidc(o) => {
-                crate::identity::oidc::validate(o, i, base, errors);
+                oidc::validate(o, i, base, errors);
             }
         }
     }
@@ -455,12 +447,21 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
         tracing::warn!("no identity providers configured: only anonymous requests can get tokens");
     }
 
-    let cache_ttl = duration(raw.identity_cache.ttl.as_deref(), "5m", "identity_cache.ttl", errors);
+    let cache_ttl =
+        duration_or(raw.identity_cache.ttl.as_deref(), "identity_cache.ttl", Duration::from_secs(300), errors);
     let cache_capacity = raw.identity_cache.capacity.unwrap_or(10_000);
-    let cache_negative_ttl =
-        duration(raw.identity_cache.negative_ttl.as_deref(), "10s", "identity_cache.negative_ttl", errors);
-    let cache_serve_stale_for =
-        duration(raw.identity_cache.serve_stale_for.as_deref(), "0s", "identity_cache.serve_stale_for", errors);
+    let cache_negative_ttl = duration_or(
+        raw.identity_cache.negative_ttl.as_deref(),
+        "identity_cache.negative_ttl",
+        Duration::from_secs(10),
+        errors,
+    );
+    let cache_serve_stale_for = duration_or(
+        raw.identity_cache.serve_stale_for.as_deref(),
+        "identity_cache.serve_stale_for",
+        Duration::from_secs(0),
+        errors,
+    );
 
     let policy_paths: Vec<PathBuf> = raw.policy.paths.iter().map(|p| resolve(base, p)).collect();
     if policy_paths.is_empty() && !raw.policy.builtin_example {
@@ -470,7 +471,7 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
         errors.push("policy: set either paths or builtin_example, not both".into());
     }
     let policy_reload_interval =
-        duration(raw.policy.reload_interval.as_deref(), "2s", "policy.reload_interval", errors);
+        duration_or(raw.policy.reload_interval.as_deref(), "policy.reload_interval", Duration::from_secs(2), errors);
 
     let log_format = match raw.log.format.as_deref().unwrap_or("text") {
         "json" => LogFormat::Json,

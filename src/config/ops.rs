@@ -11,6 +11,8 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use super::check::{duration_or, resolve};
+
 /// `server.tls`: serve HTTPS on `server.listen` instead of plain HTTP.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,21 +93,12 @@ impl Default for OpsSettings {
     }
 }
 
-fn parse_duration(value: Option<&str>, key: &str, default: Duration, errors: &mut Vec<String>) -> Duration {
-    match value {
-        None => default,
-        Some(s) => humantime::parse_duration(s).unwrap_or_else(|_| {
-            errors.push(format!("{key}: {s:?} is not a duration; write e.g. 500ms, 15s or 5m"));
-            default
-        }),
-    }
-}
-
 /// Validate the operations keys; problems are appended to `errors`, each naming its key.
 pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &mut Vec<String>) -> OpsSettings {
     let d = OpsSettings::default();
-    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-    let tls = server.tls.map(|t| TlsSettings { cert_file: resolve(&t.cert_file), key_file: resolve(&t.key_file) });
+    let tls = server
+        .tls
+        .map(|t| TlsSettings { cert_file: resolve(base, &t.cert_file), key_file: resolve(base, &t.key_file) });
     let metrics_listen = server.metrics_listen.and_then(|s| match s.parse() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -125,11 +118,11 @@ pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &
         }
     }
     let probe_interval =
-        parse_duration(server.probe_interval.as_deref(), "server.probe_interval", d.probe_interval, errors);
+        duration_or(server.probe_interval.as_deref(), "server.probe_interval", d.probe_interval, errors);
     if probe_interval < Duration::from_millis(100) {
         errors.push("server.probe_interval: must be at least 100ms".into());
     }
-    let window = parse_duration(rate.window.as_deref(), "rate_limit.window", d.rate_limit.window, errors);
+    let window = duration_or(rate.window.as_deref(), "rate_limit.window", d.rate_limit.window, errors);
     let ip_failures = rate.ip_failures.unwrap_or(d.rate_limit.ip_failures);
     let account_failures = rate.account_failures.unwrap_or(d.rate_limit.account_failures);
     if ip_failures == 0 || account_failures == 0 {

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::check::{duration_or, resolve};
+
 /// Which store holds the shared state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -60,27 +62,21 @@ impl Default for StateSettings {
     }
 }
 
-fn duration(value: Option<&str>, key: &str, default: Duration, errors: &mut Vec<String>) -> Duration {
-    let Some(s) = value else { return default };
-    match humantime::parse_duration(s) {
-        Ok(d) if d >= Duration::from_millis(10) && d <= Duration::from_secs(60) => d,
-        Ok(_) => {
-            errors.push(format!("{key}: {s:?} must be between 10ms and 60s"));
-            default
-        }
-        Err(_) => {
-            errors.push(format!("{key}: {s:?} is not a duration; write e.g. 500ms or 2s"));
-            default
-        }
+/// A Redis timeout: a duration between 10ms and 60s.
+fn timeout(value: Option<&str>, key: &str, default: Duration, errors: &mut Vec<String>) -> Duration {
+    let d = duration_or(value, key, default, errors);
+    if value.is_some() && !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&d) {
+        errors.push(format!("{key}: {:?} must be between 10ms and 60s", value.unwrap_or_default()));
+        return default;
     }
+    d
 }
 
 /// Validate `state:`; problems are appended to `errors`, each naming its key and the fix.
 pub fn validate(raw: RawState, base: &Path, errors: &mut Vec<String>) -> StateSettings {
     let d = StateSettings::default();
     let store = raw.store.unwrap_or_default();
-    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
-    let redis_url_file = raw.redis_url_file.as_deref().map(resolve);
+    let redis_url_file = raw.redis_url_file.as_deref().map(|p| resolve(base, p));
     match (store, &redis_url_file) {
         (StoreKind::Redis, None) => errors.push(
             "state.redis_url_file: required with store: redis; point it at a file holding redis://[:PASSWORD@]HOST:PORT/DB"
@@ -102,8 +98,8 @@ pub fn validate(raw: RawState, base: &Path, errors: &mut Vec<String>) -> StateSe
         store,
         redis_url_file,
         key_prefix,
-        connect_timeout: duration(raw.connect_timeout.as_deref(), "state.connect_timeout", d.connect_timeout, errors),
-        command_timeout: duration(raw.command_timeout.as_deref(), "state.command_timeout", d.command_timeout, errors),
+        connect_timeout: timeout(raw.connect_timeout.as_deref(), "state.connect_timeout", d.connect_timeout, errors),
+        command_timeout: timeout(raw.command_timeout.as_deref(), "state.command_timeout", d.command_timeout, errors),
     }
 }
 

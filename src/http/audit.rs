@@ -10,8 +10,8 @@ use std::time::Instant;
 
 use axum::response::{IntoResponse, Response};
 
+use super::authn::Authenticated;
 use super::error::ApiError;
-use super::token::Authenticated;
 use crate::identity::RequestContext;
 use crate::telemetry;
 

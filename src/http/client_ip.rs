@@ -31,6 +31,11 @@ pub fn resolve(ext: &Extensions, headers: &HeaderMap, proxies: &[IpNet]) -> IpAd
     from_forwarded(peer, headers, proxies)
 }
 
+/// The client address of a request head.
+pub fn of_request(head: &axum::http::request::Parts, proxies: &[IpNet]) -> IpAddr {
+    resolve(&head.extensions, &head.headers, proxies)
+}
+
 fn from_forwarded(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
     if proxies.is_empty() || !trusted(peer, proxies) {
         return peer;

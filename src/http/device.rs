@@ -18,10 +18,10 @@ use serde_json::json;
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::identity::oidc::DevicePoll;
-use crate::identity::Identity;
-use crate::sessions::hashed_key;
-use crate::token::{random_id, unix_now};
+use crate::identity::{DevicePoll, Identity};
+use crate::store::sessions::hashed_key;
+use crate::support::random::random_id;
+use crate::support::time::unix_now;
 
 /// The grant type of the device-code grant on `/token`.
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -70,7 +70,7 @@ async fn start(state: &AppState, req: Request<Body>) -> Result<Response, ApiErro
             _ => {}
         }
     }
-    let service = super::token::check_service(state, service.as_deref())?;
+    let service = super::params::check_service(state, service.as_deref())?;
     let providers = state.chain.providers();
     let chosen = match &provider {
         Some(name) => providers.iter().find(|p| p.name() == name).ok_or_else(|| {

@@ -39,6 +39,22 @@ pub enum ApiError {
 /// The realm sent with `WWW-Authenticate: Basic`.
 pub const REALM: &str = "tollgate";
 
+impl From<crate::identity::limiter::Limited> for ApiError {
+    fn from(l: crate::identity::limiter::Limited) -> ApiError {
+        ApiError::TooManyRequests { retry_after: l.retry_after }
+    }
+}
+
+impl From<crate::grant::GrantError> for ApiError {
+    fn from(e: crate::grant::GrantError) -> ApiError {
+        match e {
+            crate::grant::GrantError::Unavailable(m) => ApiError::Unavailable(m),
+            crate::grant::GrantError::Internal(m) => ApiError::Internal(m),
+            crate::grant::GrantError::Sign(e) => ApiError::Internal(e.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {

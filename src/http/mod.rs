@@ -1,36 +1,39 @@
 //! The HTTP surface: routes and the handlers behind them.
+//!
+//! A request travels `token.rs` (or `whoami.rs`, `device.rs`) -> `params.rs` (parse) -> `authn.rs`
+//! (authenticate) -> `crate::grant` (decide and sign) -> `audit.rs` (the audit line) -> `error.rs` (the one
+//! place that picks status codes). `ops.rs` holds the health, metrics and JWKS endpoints. The accept loop
+//! that serves these routes is `crate::server`.
 
 pub mod audit;
+pub mod authn;
 pub mod client_ip;
-pub mod conn;
 pub mod device;
 pub mod error;
-pub mod ratelimit;
+pub mod ops;
+pub mod params;
 pub mod token;
 pub mod whoami;
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 
 use crate::app::AppState;
 use error::ApiError;
 
-/// The router. Tests call it directly with `tower::ServiceExt::oneshot`; `serve` wraps it in a listener.
+/// The router. Tests call it directly with `tower::ServiceExt::oneshot`; `crate::server` serves it.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut router = Router::new()
         .route("/token", get(token::get_token).post(token::post_token))
-        .route("/device/code", axum::routing::post(device::device_code))
+        .route("/device/code", post(device::device_code))
         .route("/whoami", get(whoami::whoami))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(crate::health::healthz))
-        .route("/readyz", get(crate::health::readyz));
+        .route("/.well-known/jwks.json", get(ops::jwks))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz));
     if state.settings.ops.metrics_listen.is_none() {
-        router = router.route("/metrics", get(crate::telemetry::metrics_handler));
+        router = router.route("/metrics", get(ops::metrics));
     }
     router
         .fallback(|| async { ApiError::NotFound })
@@ -38,28 +41,12 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Serve the router on a bound listener until `shutdown` resolves, then finish requests in flight.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    state: Arc<AppState>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    // Not axum::serve: it gives hyper no timer, so slow clients were never timed out (see conn.rs).
-    conn::serve(listener, router(state), shutdown).await
-}
-
-async fn jwks(State(state): State<Arc<AppState>>) -> Response {
-    let mut resp = axum::Json(state.issuer.keys.jwks()).into_response();
-    resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
-    resp
-}
-
 /// The router of the separate metrics listener (`server.metrics_listen`): `/metrics` and the health checks.
 pub fn metrics_router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/metrics", get(crate::telemetry::metrics_handler))
-        .route("/healthz", get(crate::health::healthz))
-        .route("/readyz", get(crate::health::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
         .fallback(|| async { ApiError::NotFound })
         .with_state(state)
 }

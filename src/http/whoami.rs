@@ -14,15 +14,17 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::audit::Audit;
+use super::authn::password_login;
+use super::client_ip;
 use super::error::ApiError;
-use super::token::{check_service, client_ip, parse_basic, parse_scopes, password_login};
+use super::params::{check_service, parse_basic, parse_scopes};
 use crate::app::AppState;
 use crate::scope::Scope;
 
 /// `GET /whoami?scope=…&service=…` with Basic credentials.
 pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let (head, _body) = req.into_parts();
-    let mut audit = Audit::new("whoami", "GET", client_ip(&state, &head));
+    let mut audit = Audit::new("whoami", "GET", client_ip::of_request(&head, &state.settings.ops.trusted_proxies));
     let result = async {
         let mut scopes_raw = Vec::new();
         let mut service = None;

@@ -9,49 +9,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use argon2::Argon2;
-use ring::rand::SecureRandom as _;
 use secrecy::{ExposeSecret as _, SecretString};
-use serde::{Deserialize, Serialize};
 
-use super::async_trait_free::BoxFuture;
 use super::{Identity, Outcome, Provider, Recheck, Unavailable};
-
-/// One account as written in the file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccountEntry {
-    /// REQUIRED. The login name; no `:` (Basic credentials cannot carry one) and no control characters.
-    pub username: String,
-    /// REQUIRED. A bcrypt (`$2b$…`) or argon2 (`$argon2id$…`) hash; `tollgate hash-password` makes one.
-    pub password_hash: String,
-    /// Group names for the rules file. Default: none.
-    #[serde(default)]
-    pub groups: Vec<String>,
-    /// Marks a machine account (CI). Exposed to the rules as the claim `robot: true`. Default: false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub robot: bool,
-    /// A disabled account is refused, and so are its refresh tokens. Default: false.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub disabled: bool,
-    /// RFC 3339 time after which the account is refused. Default: never.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub expires_at: Option<String>,
-    /// Free text for people (who owns this robot, what for).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub description: Option<String>,
-}
-
-/// The accounts file.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AccountsFile {
-    #[serde(default)]
-    pub accounts: Vec<AccountEntry>,
-}
+use crate::config::accounts::{AccountEntry, AccountsFile};
+use crate::support::fs::FileStamp;
+use crate::support::time::unix_now;
+use crate::support::BoxFuture;
 
 #[derive(Debug, Clone)]
 enum HashKind {
@@ -84,14 +52,10 @@ impl Account {
             return Some("account is disabled".into());
         }
         match self.expires_at {
-            Some(t) if now() >= t => Some("account has expired".into()),
+            Some(t) if unix_now() >= t => Some("account has expired".into()),
             _ => None,
         }
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Parse and validate an accounts file; every problem is reported, each naming the account and field.
@@ -170,8 +134,7 @@ fn verify_hash(kind: &HashKind, hash: &str, password: &str) -> bool {
 
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
-    #[allow(clippy::expect_used)]
-    ring::rand::SystemRandom::new().fill(&mut b).expect("the operating system random number generator failed");
+    crate::support::random::fill(&mut b);
     b
 }
 
@@ -183,7 +146,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 /// A dummy hash with the same algorithm and cost as a real one, so checking an unknown user costs the same.
 fn dummy_like(accounts: &[Account]) -> (HashKind, String) {
-    let secret = crate::token::random_id(16);
+    let secret = crate::support::random::random_id(16);
     if let Some(first) = accounts.first() {
         match first.kind {
             HashKind::Bcrypt => {
@@ -213,7 +176,7 @@ fn dummy_like(accounts: &[Account]) -> (HashKind, String) {
 }
 
 struct State {
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<FileStamp>,
     accounts: HashMap<String, Arc<Account>>,
     dummy: (HashKind, String),
 }
@@ -243,7 +206,7 @@ pub struct StaticProvider {
 /// "disable the robot, it stops now" true for anyone editing the file.
 pub const RECHECK_FILE: Duration = Duration::from_millis(100);
 
-fn build_state(file: AccountsFile, stamp: Option<(SystemTime, u64)>) -> State {
+fn build_state(file: AccountsFile, stamp: Option<FileStamp>) -> State {
     let accounts: Vec<Account> = file
         .accounts
         .into_iter()
@@ -263,16 +226,12 @@ fn build_state(file: AccountsFile, stamp: Option<(SystemTime, u64)>) -> State {
     State { stamp, accounts, dummy }
 }
 
-fn file_stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.modified().unwrap_or(UNIX_EPOCH), m.len()))
-}
-
 impl StaticProvider {
     /// Load the accounts; errors name the file, account and field.
     pub fn new(name: &str, source: Source) -> Result<StaticProvider, Vec<String>> {
         let (file, stamp) = match &source {
             Source::File(path) => {
-                let stamp = file_stamp(path);
+                let stamp = FileStamp::of(path);
                 let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
                 (parse_accounts(&path.display().to_string(), &text)?, stamp)
             }
@@ -306,7 +265,7 @@ impl StaticProvider {
         {
             return current; // looked at very recently, or another request is looking right now
         }
-        let stamp = file_stamp(path);
+        let stamp = FileStamp::of(path);
         if stamp == current.stamp {
             return current;
         }
@@ -377,7 +336,7 @@ impl Provider for StaticProvider {
         Box::pin(async move {
             let started = std::time::Instant::now();
             let result = self.check_password(username, password).await;
-            crate::telemetry::provider_call(&self.name, "authenticate", started, &result);
+            crate::telemetry::record_provider_call(&self.name, "authenticate", started, Outcome::label(&result));
             result
         })
     }
@@ -429,7 +388,7 @@ pub fn add_account(path: &Path, entry: AccountEntry) -> Result<(), String> {
     file.accounts.push(entry);
     let text = serde_norway::to_string(&file).map_err(|e| e.to_string())?;
     parse_accounts("new accounts file", &text).map_err(|e| e.join("\n"))?;
-    crate::token::keys::write_private(path, text.as_bytes()).map_err(|e| e.to_string())
+    crate::support::fs::write_private(path, text.as_bytes()).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -27,8 +27,8 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::async_trait_free::BoxFuture;
 use super::{Identity, Outcome, Provider, Recheck, Unavailable};
+use crate::support::BoxFuture;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
@@ -106,10 +106,9 @@ impl CachedProvider {
     }
 
     pub fn with_policy(inner: Arc<dyn Provider>, policy: CachePolicy) -> Self {
-        let rng = ring::rand::SystemRandom::new();
-        // Only fails without an OS entropy source, which the signing keys need as well.
-        #[allow(clippy::expect_used)]
-        let hmac = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng).expect("random key generation failed");
+        let mut key = [0u8; 32];
+        crate::support::random::fill(&mut key);
+        let hmac = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
         // Entries live as long as they may be served at all (fresh or stale); freshness is checked on read.
         let keep = policy.ttl + policy.serve_stale_for;
         let capacity = policy.capacity;
@@ -139,13 +138,6 @@ impl CachedProvider {
         let mut tag = [0u8; 32];
         tag.copy_from_slice(ctx.sign().as_ref());
         Key { username: username.to_string(), tag }
-    }
-
-    /// Forget everything (used on reload).
-    pub fn clear(&self) {
-        self.cache.invalidate_all();
-        self.negative.invalidate_all();
-        self.current.invalidate_all();
     }
 
     fn entry(&self, identity: Arc<Identity>, generation: u64) -> Entry {
@@ -283,7 +275,7 @@ impl Provider for CachedProvider {
         self.inner.keep_session(sid)
     }
 
-    fn device_login(&self) -> Option<&dyn super::oidc::DeviceLogin> {
+    fn device_login(&self) -> Option<&dyn super::DeviceLogin> {
         self.inner.device_login()
     }
 

@@ -52,12 +52,6 @@ impl Chain {
         ChainOutcome::Rejected { provider: None, reason: "unknown user".into() }
     }
 
-    /// Re-check the account behind a refresh token with the provider that issued it. A provider that is no
-    /// longer configured means the account is gone.
-    pub async fn recheck(&self, provider: &str, username: &str) -> Result<Recheck, Unavailable> {
-        self.recheck_session(provider, username, None).await
-    }
-
     /// A refresh token is being issued for `provider`'s login session `sid` (see [`Provider::keep_session`]).
     pub async fn keep_session(&self, provider: &str, sid: &str) -> Result<(), Unavailable> {
         match self.providers.iter().find(|p| p.name() == provider) {
@@ -66,7 +60,9 @@ impl Chain {
         }
     }
 
-    /// [`Chain::recheck`] for a refresh token linked to a login session (`sid`).
+    /// Re-check the account behind a refresh token with the provider that issued it, passing the login
+    /// session (`sid`) the token is linked to, if any. A provider that is no longer configured means the
+    /// account is gone.
     pub async fn recheck_session(
         &self,
         provider: &str,

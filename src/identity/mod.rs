@@ -7,10 +7,12 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use async_trait_free::BoxFuture;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+
+use crate::support::BoxFuture;
 
 /// How the caller proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -94,6 +96,18 @@ pub enum Outcome {
     Rejected(String),
 }
 
+impl Outcome {
+    /// The `outcome` label of the provider metrics for an answer (`unavailable` is the error's).
+    pub fn label(result: &Result<Outcome, Unavailable>) -> &'static str {
+        match result {
+            Ok(Outcome::Authenticated(_)) => "authenticated",
+            Ok(Outcome::Rejected(_)) => "rejected",
+            Ok(Outcome::NotMine) => "not_mine",
+            Err(_) => "unavailable",
+        }
+    }
+}
+
 /// The provider could not answer (network, timeout, server error). The chain stops with a 503 unless a
 /// cached identity may be served. The message is for the log and must not contain a secret.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -110,6 +124,38 @@ pub enum Recheck {
     Current(Identity),
     /// The account is gone, disabled or expired: the refresh token must be refused.
     Gone(String),
+}
+
+/// The identity claim that carries a login session's id from the login to the refresh token issued for
+/// it (OIDC sessions). The grant step removes it before the policy sees the identity.
+pub const SESSION_CLAIM: &str = "tollgate_sid";
+
+/// One poll of a device flow at the IdP.
+pub enum DevicePoll {
+    Pending,
+    SlowDown,
+    Denied,
+    Expired,
+    /// Any other refusal (e.g. an unknown device code at the IdP), with the IdP's error code.
+    Failed(String),
+    Done(Identity),
+}
+
+/// What the IdP's device endpoint answered.
+pub struct DeviceStart {
+    /// The IdP's device code: a secret, only stored, never shown.
+    pub device_code: SecretString,
+    pub user_code: String,
+    pub verification_uri: String,
+    pub verification_uri_complete: Option<String>,
+    pub expires_in: Duration,
+    pub interval: Duration,
+}
+
+/// A provider that can run the device flow at its IdP.
+pub trait DeviceLogin: Send + Sync {
+    fn start_device(&self) -> BoxFuture<'_, Result<DeviceStart, Unavailable>>;
+    fn poll_device<'a>(&'a self, device_code: &'a SecretString) -> BoxFuture<'a, Result<DevicePoll, Unavailable>>;
 }
 
 /// An identity provider. Implementations must be cheap to call concurrently.
@@ -146,7 +192,7 @@ pub trait Provider: Send + Sync {
     }
 
     /// The device flow (RFC 8628) at this provider's IdP, when it offers one. Default: none.
-    fn device_login(&self) -> Option<&dyn oidc::DeviceLogin> {
+    fn device_login(&self) -> Option<&dyn DeviceLogin> {
         None
     }
 
@@ -163,15 +209,9 @@ pub trait Provider: Send + Sync {
     }
 }
 
-/// Boxed futures for the object-safe provider trait, without pulling in a macro crate.
-pub mod async_trait_free {
-    use std::future::Future;
-    use std::pin::Pin;
-    pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-}
-
 pub mod accounts;
 pub mod cache;
 pub mod chain;
 pub mod ldap;
+pub mod limiter;
 pub mod oidc;

@@ -1,7 +1,7 @@
 //! Choosing the stores for state that replicas share, from the `state:` config section.
 //!
-//! `local` keeps the embedded file stores ([`crate::revocation::FileStore`],
-//! [`crate::sessions::FileSessionStore`]) and per-replica failed-login limits. `redis` puts all three in one
+//! `local` keeps the embedded file stores ([`crate::store::revocation::FileStore`],
+//! [`crate::store::sessions::FileSessionStore`]) and per-replica failed-login limits. `redis` puts all three in one
 //! Redis ([`redis`]), so a refresh token revoked on one replica is refused by every other, a device login
 //! started on one can be polled on another, and failed logins are counted across all of them.
 
@@ -9,10 +9,13 @@ use std::sync::Arc;
 
 use crate::config::state::StoreKind;
 use crate::config::Settings;
-use crate::revocation::{FileStore, RevocationStore};
-use crate::sessions::{FileSessionStore, SessionStore};
+use crate::store::revocation::{FileStore, RevocationStore};
+use crate::store::sessions::{FileSessionStore, SessionStore};
 
+pub mod error;
 pub mod redis;
+pub mod revocation;
+pub mod sessions;
 
 /// The stores selected by the config.
 pub struct Stores {

@@ -27,12 +27,13 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue};
 use tokio::sync::OnceCell;
 
+use super::error::StoreError;
+use super::revocation::{Revocation, RevocationStore};
+use super::sessions::{self, SessionStore};
 use crate::config::state::StateSettings;
-use crate::identity::async_trait_free::BoxFuture;
-use crate::revocation::{Revocation, RevocationStore, StoreError};
-use crate::sessions::{self, SessionStore};
+use crate::support::time::unix_now;
+use crate::support::BoxFuture;
 use crate::token::refresh::RefreshClaims;
-use crate::token::unix_now;
 
 /// Raise a Unix-time key to ARGV[1] if it is lower (two replicas revoking at once keep the later moment).
 const RAISE: &str = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
@@ -42,6 +43,21 @@ const SPEND: &str = "local n = redis.call('INCR', KEYS[1]) \
     if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end \
     local t = redis.call('PTTL', KEYS[1]) \
     if t < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) t = tonumber(ARGV[1]) end return {n, t}";
+
+/// Redis did not answer a command. The caller decides what that means: revocations and sessions turn it
+/// into a [`StoreError`] (fail closed, 503); the failed-login limiter falls back to per-replica budgets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RedisError {
+    /// The client could not be set up.
+    #[error("redis: {0}")]
+    Connect(String),
+    /// The command failed (connection refused or lost, an error reply).
+    #[error("redis {what}: {message}")]
+    Command { what: String, message: String },
+    /// No answer within `state.command_timeout`.
+    #[error("redis {what}: no answer within {timeout:?}")]
+    Timeout { what: String, timeout: Duration },
+}
 
 /// One Redis for the whole process, connected on first use.
 pub struct Redis {
@@ -78,7 +94,7 @@ impl Redis {
         format!("{}{rest}", self.prefix)
     }
 
-    async fn manager(&self) -> Result<ConnectionManager, String> {
+    async fn manager(&self) -> Result<ConnectionManager, RedisError> {
         let conn = self
             .conn
             .get_or_try_init(|| async {
@@ -90,14 +106,14 @@ impl Redis {
                     .set_number_of_retries(1)
                     .set_min_delay(Duration::from_millis(50))
                     .set_max_delay(Duration::from_millis(500));
-                self.client.get_connection_manager_lazy(config).map_err(|e| format!("redis: {e}"))
+                self.client.get_connection_manager_lazy(config).map_err(|e| RedisError::Connect(e.to_string()))
             })
             .await?;
         Ok(conn.clone())
     }
 
     /// Run one command under the command timeout.
-    async fn run<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, String> {
+    async fn run<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, RedisError> {
         let conn = self.manager().await?;
         self.bounded(what, || {
             let mut conn = conn.clone();
@@ -107,7 +123,7 @@ impl Redis {
     }
 
     /// Run a pipeline (one round trip) under the command timeout.
-    async fn run_pipe<T: FromRedisValue>(&self, what: &str, pipe: &redis::Pipeline) -> Result<T, String> {
+    async fn run_pipe<T: FromRedisValue>(&self, what: &str, pipe: &redis::Pipeline) -> Result<T, RedisError> {
         let conn = self.manager().await?;
         self.bounded(what, || {
             let mut conn = conn.clone();
@@ -119,7 +135,7 @@ impl Redis {
     /// `attempt`, and once more if the connection was lost: the first command after a loss fails and starts
     /// the reconnect, the second waits for it. Without the retry each replica would answer one extra 503
     /// after Redis is back. Both attempts together stay within `command_timeout`.
-    async fn bounded<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, String>
+    async fn bounded<T, F, Fut>(&self, what: &str, attempt: F) -> Result<T, RedisError>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
@@ -132,17 +148,12 @@ impl Redis {
         };
         match tokio::time::timeout(self.command_timeout, both).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(format!("redis {what}: {e}")),
-            Err(_) => Err(format!("redis {what}: no answer within {:?}", self.command_timeout)),
+            Ok(Err(e)) => Err(RedisError::Command { what: what.to_string(), message: e.to_string() }),
+            Err(_) => Err(RedisError::Timeout { what: what.to_string(), timeout: self.command_timeout }),
         }
     }
 
-    /// PING, for health checks and tests.
-    pub async fn ping(&self) -> Result<(), String> {
-        self.run::<String>("PING", &redis::cmd("PING")).await.map(|_| ())
-    }
-
-    async fn raise(&self, key: &str, value: u64) -> Result<(), String> {
+    async fn raise(&self, key: &str, value: u64) -> Result<(), RedisError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(RAISE).arg(1).arg(self.key(key)).arg(value);
         self.run::<i64>("EVAL", &cmd).await.map(|_| ())
@@ -153,7 +164,7 @@ impl Redis {
 pub struct RedisRevocations(pub Arc<Redis>);
 
 impl RedisRevocations {
-    async fn revoke_now(&self, r: Revocation) -> Result<(), String> {
+    async fn revoke_now(&self, r: Revocation) -> Result<(), RedisError> {
         let redis = &self.0;
         match r {
             Revocation::Token { jti, exp } => {
@@ -169,7 +180,7 @@ impl RedisRevocations {
         }
     }
 
-    async fn check(&self, claims: &RefreshClaims) -> Result<bool, String> {
+    async fn check(&self, claims: &RefreshClaims) -> Result<bool, RedisError> {
         let redis = &self.0;
         // One round trip for all three kinds.
         let mut pipe = redis::pipe();
@@ -183,11 +194,11 @@ impl RedisRevocations {
 
 impl RevocationStore for RedisRevocations {
     fn revoke<'a>(&'a self, revocation: Revocation) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move { self.revoke_now(revocation).await.map_err(StoreError) })
+        Box::pin(async move { self.revoke_now(revocation).await.map_err(|e| StoreError::Revocations(e.to_string())) })
     }
 
     fn is_revoked<'a>(&'a self, claims: &'a RefreshClaims) -> BoxFuture<'a, Result<bool, StoreError>> {
-        Box::pin(async move { self.check(claims).await.map_err(StoreError) })
+        Box::pin(async move { self.check(claims).await.map_err(|e| StoreError::Revocations(e.to_string())) })
     }
 }
 
@@ -200,41 +211,44 @@ impl SessionStore for RedisSessions {
         key: &'a str,
         value: serde_json::Value,
         expires_at: u64,
-    ) -> BoxFuture<'a, Result<(), sessions::StoreError>> {
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let redis = &self.0;
             let k = redis.key(&format!("session:{key}"));
             if expires_at <= unix_now() {
-                return redis.run::<()>("DEL", redis::cmd("DEL").arg(k)).await.map_err(sessions::StoreError);
+                return redis
+                    .run::<()>("DEL", redis::cmd("DEL").arg(k))
+                    .await
+                    .map_err(|e| StoreError::Sessions(e.to_string()));
             }
-            let json = serde_json::to_string(&value).map_err(|e| sessions::StoreError(e.to_string()))?;
+            let json = serde_json::to_string(&value).map_err(|e| StoreError::Sessions(e.to_string()))?;
             let mut cmd = redis::cmd("SET");
             cmd.arg(k).arg(json).arg("EXAT").arg(expires_at);
-            redis.run::<()>("SET", &cmd).await.map_err(sessions::StoreError)
+            redis.run::<()>("SET", &cmd).await.map_err(|e| StoreError::Sessions(e.to_string()))
         })
     }
 
-    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, sessions::StoreError>> {
+    fn get<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Option<serde_json::Value>, StoreError>> {
         Box::pin(async move {
             let redis = &self.0;
             let raw: Option<String> = redis
                 .run("GET", redis::cmd("GET").arg(redis.key(&format!("session:{key}"))))
                 .await
-                .map_err(sessions::StoreError)?;
+                .map_err(|e| StoreError::Sessions(e.to_string()))?;
             // The value is not quoted in the error: it may hold an IdP refresh token.
             raw.map(|s| serde_json::from_str(&s))
                 .transpose()
-                .map_err(|e| sessions::StoreError(format!("session {key}: not valid JSON in Redis: {e}")))
+                .map_err(|e| StoreError::Sessions(format!("session {key}: not valid JSON in Redis: {e}")))
         })
     }
 
-    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), sessions::StoreError>> {
+    fn remove<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let redis = &self.0;
             redis
                 .run::<()>("DEL", redis::cmd("DEL").arg(redis.key(&format!("session:{key}"))))
                 .await
-                .map_err(sessions::StoreError)
+                .map_err(|e| StoreError::Sessions(e.to_string()))
         })
     }
 }
@@ -272,7 +286,7 @@ impl SharedLimits {
         account: &str,
         ip_limit: u32,
         account_limit: u32,
-    ) -> Result<(Option<u64>, Option<u64>), String> {
+    ) -> Result<(Option<u64>, Option<u64>), RedisError> {
         let (ip_key, account_key) =
             (self.counter_key(Budget::Ip, ip, account), self.counter_key(Budget::Account, ip, account));
         let mut pipe = redis::pipe();
@@ -301,7 +315,7 @@ impl SharedLimits {
         account: &str,
         limit: u32,
         window: Duration,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, RedisError> {
         let mut cmd = redis::cmd("EVAL");
         cmd.arg(SPEND).arg(1).arg(self.counter_key(budget, ip, account)).arg(window.as_millis() as u64);
         let (count, ttl_ms): (u64, i64) = self.0.run("rate-limit count", &cmd).await?;
@@ -312,11 +326,11 @@ impl SharedLimits {
         self.0.key(&format!("{}:{ip}", sessions::hashed_key("rl:good", account)))
     }
 
-    pub async fn is_known_good(&self, account: &str, ip: IpAddr) -> Result<bool, String> {
+    pub async fn is_known_good(&self, account: &str, ip: IpAddr) -> Result<bool, RedisError> {
         self.0.run("EXISTS", redis::cmd("EXISTS").arg(self.good_key(account, ip))).await
     }
 
-    pub async fn remember_good(&self, account: &str, ip: IpAddr, ttl: Duration) -> Result<(), String> {
+    pub async fn remember_good(&self, account: &str, ip: IpAddr, ttl: Duration) -> Result<(), RedisError> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.good_key(account, ip)).arg(1).arg("EX").arg(ttl.as_secs().max(1));
         self.0.run("SET", &cmd).await

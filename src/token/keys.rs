@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::der;
+use crate::config::token::{HeaderMode, KidFormat};
+use crate::config::Settings;
+use crate::support::fs::{create_parent, write_private, write_replacing, FileError};
 
 /// The JWS algorithm of a key, decided by the key itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,29 +34,14 @@ impl Algorithm {
     }
 }
 
-/// How the `kid` header is computed, which decides which registry versions accept a token by kid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum KidFormat {
-    /// docker/libtrust key id: SHA-256 of the DER SubjectPublicKeyInfo, first 240 bits, base32 without
-    /// padding, in twelve groups of four joined by `:`. Registry 2.x matches this against its rootcertbundle.
-    #[default]
-    Libtrust,
-    /// The RFC 7638 JWK thumbprint (SHA-256, base64url without padding), which registry v3 computes for the
-    /// keys of its rootcertbundle and JWKS.
-    Rfc7638,
-}
-
-/// Which key-identifying headers a token carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum HeaderMode {
-    /// `x5c` (the certificate chain, standard base64 DER) plus `kid`: both registry 2.8 and v3 verify the chain
-    /// against their rootcertbundle. Needs a certificate for the key.
-    #[default]
-    X5c,
-    /// `kid` only: the registry must already know the key (rootcertbundle, or `jwks` on v3).
-    Kid,
+/// A token could not be signed: the key failed to sign, or the claims failed to encode. The request gets a
+/// 500 (the detail is logged, never sent).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignError {
+    #[error("{0} signing failed")]
+    Key(&'static str),
+    #[error("encoding the claims failed: {0}")]
+    Encode(String),
 }
 
 /// Problems loading or generating a key. Each names the file and what to do.
@@ -61,8 +49,8 @@ pub enum HeaderMode {
 pub enum KeyError {
     #[error("{path}: cannot read: {source}")]
     Read { path: PathBuf, source: std::io::Error },
-    #[error("{path}: cannot write: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
     #[error("key generation failed: {0}")]
@@ -267,18 +255,18 @@ impl SigningKey {
 
     /// Sign claims (already serialized JSON) into a compact JWS. ECDSA signatures are the fixed 64-byte r‖s
     /// form that JWS requires (registry 2.8 rejects DER signatures).
-    pub fn sign(&self, claims_json: &[u8]) -> Result<String, String> {
+    pub fn sign(&self, claims_json: &[u8]) -> Result<String, SignError> {
         let mut out = String::with_capacity(self.header_b64.len() + claims_json.len() * 4 / 3 + 100);
         out.push_str(&self.header_b64);
         out.push('.');
         URL_SAFE_NO_PAD.encode_string(claims_json, &mut out);
         let rng = SystemRandom::new();
         let sig = match &self.signer {
-            Signer::Ec(k) => k.sign(&rng, out.as_bytes()).map_err(|_| "ECDSA signing failed")?.as_ref().to_vec(),
+            Signer::Ec(k) => k.sign(&rng, out.as_bytes()).map_err(|_| SignError::Key("ECDSA"))?.as_ref().to_vec(),
             Signer::Rsa(k) => {
                 let mut sig = vec![0u8; k.public().modulus_len()];
                 k.sign(&signature::RSA_PKCS1_SHA256, &rng, out.as_bytes(), &mut sig)
-                    .map_err(|_| "RSA signing failed")?;
+                    .map_err(|_| SignError::Key("RSA"))?;
                 sig
             }
         };
@@ -316,28 +304,36 @@ pub fn generate_key_files(key_path: &Path, cert_path: &Path, common_name: &str) 
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2099, 12, 31);
     let cert = params.self_signed(&key_pair).map_err(|e| KeyError::Generate(e.to_string()))?;
-    if let Some(dir) = key_path.parent() {
-        std::fs::create_dir_all(dir).map_err(|source| KeyError::Write { path: dir.to_path_buf(), source })?;
-    }
+    create_parent(key_path)?;
     write_private(key_path, key_pair.serialize_pem().as_bytes())?;
-    std::fs::write(cert_path, cert.pem()).map_err(|source| KeyError::Write { path: cert_path.to_path_buf(), source })
+    create_parent(cert_path)?;
+    Ok(write_replacing(cert_path, cert.pem().as_bytes())?)
 }
 
-/// Write a file readable only by its owner, replacing it atomically.
-pub fn write_private(path: &Path, data: &[u8]) -> Result<(), KeyError> {
-    use std::io::Write as _;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let err = |source| KeyError::Write { path: path.to_path_buf(), source };
-    let mut f = opts.open(&tmp).map_err(err)?;
-    f.write_all(data).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)
+/// Load the configured keys, or the generated default key (creating it on first start).
+pub fn load_keys(settings: &Settings) -> Result<KeySet, String> {
+    let mut loaded = Vec::new();
+    let mut active = 0;
+    if settings.keys.is_empty() {
+        let (key, cert) = settings.default_key_paths();
+        if !key.exists() {
+            generate_key_files(&key, &cert, "tollgate token signer").map_err(|e| e.to_string())?;
+            tracing::warn!(key = %key.display(), cert = %cert.display(),
+                "generated a new signing key; run `tollgate registry-config` to print the registry settings that trust it");
+        }
+        let k = SigningKey::load(&key, Some(&cert), settings.kid_format).map_err(|e| e.to_string())?;
+        loaded.push(k.with_header(settings.header_mode).map_err(|e| format!("{}: {e}", key.display()))?);
+    } else {
+        for (i, ks) in settings.keys.iter().enumerate() {
+            let k = SigningKey::load(&ks.key_file, ks.cert_file.as_deref(), settings.kid_format)
+                .map_err(|e| format!("token.keys[{i}]: {e}"))?;
+            loaded.push(k.with_header(settings.header_mode).map_err(|e| format!("token.keys[{i}]: {e}"))?);
+            if ks.active {
+                active = i;
+            }
+        }
+    }
+    KeySet::new(loaded, active)
 }
 
 /// All loaded keys; the active one signs, all are published.

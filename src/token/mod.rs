@@ -4,14 +4,14 @@ pub mod der;
 pub mod keys;
 pub mod refresh;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use ring::rand::SecureRandom as _;
 use serde::{Deserialize, Serialize};
 
-use keys::KeySet;
+use crate::support::time::{rfc3339, unix_now};
+use keys::{KeySet, SignError};
 
 /// One entry of the `access` claim.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,7 +60,7 @@ pub struct TokenIssuer {
 }
 
 impl TokenIssuer {
-    pub fn issue(&self, subject: &str, audience: &str, access: &[AccessEntry]) -> Result<IssuedToken, String> {
+    pub fn issue(&self, subject: &str, audience: &str, access: &[AccessEntry]) -> Result<IssuedToken, SignError> {
         let now = unix_now();
         let jti = token_id();
         let claims = Claims {
@@ -75,24 +75,10 @@ impl TokenIssuer {
         };
         // Sized for a typical claims set, so serialising it does not grow the buffer several times over.
         let mut json = Vec::with_capacity(256);
-        serde_json::to_writer(&mut json, &claims).map_err(|e| e.to_string())?;
+        serde_json::to_writer(&mut json, &claims).map_err(|e| SignError::Encode(e.to_string()))?;
         let token = self.keys.active().sign(&json)?;
         Ok(IssuedToken { token, expires_in: self.lifetime.as_secs(), issued_at: rfc3339(now), jti })
     }
-}
-
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// `n` bytes from the operating system's CSPRNG, base64url without padding.
-pub fn random_id(n: usize) -> String {
-    let mut buf = vec![0u8; n];
-    // SystemRandom only fails if the OS has no entropy source at all; a zeroed id would be worse than a
-    // crash, so this is the one place that aborts.
-    #[allow(clippy::expect_used)]
-    ring::rand::SystemRandom::new().fill(&mut buf).expect("the operating system random number generator failed");
-    URL_SAFE_NO_PAD.encode(buf)
 }
 
 /// A unique access token id (`jti`): 80 random bits drawn once per process, then a counter. It only has to
@@ -105,20 +91,13 @@ pub fn token_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {
         let mut p = [0u8; 10];
-        // As in random_id: without an OS entropy source nothing else works either.
-        #[allow(clippy::expect_used)]
-        ring::rand::SystemRandom::new().fill(&mut p).expect("the operating system random number generator failed");
+        crate::support::random::fill(&mut p);
         p
     });
     let mut id = [0u8; 16];
     id[..10].copy_from_slice(prefix);
     id[10..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes()[2..]);
     URL_SAFE_NO_PAD.encode(id)
-}
-
-/// RFC 3339 UTC timestamp of Unix seconds.
-pub fn rfc3339(secs: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs)).to_string()
 }
 
 #[cfg(test)]
@@ -138,24 +117,9 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_formats_utc_seconds() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_795_953_600), "2026-11-29T12:00:00Z");
-    }
-
-    #[test]
     fn token_ids_are_unique_and_shaped_like_random_ids() {
         let ids: std::collections::HashSet<String> = (0..1000).map(|_| token_id()).collect();
         assert_eq!(ids.len(), 1000);
         assert!(ids.iter().all(|id| id.len() == 22 && !id.contains(['+', '/', '='])));
-    }
-
-    #[test]
-    fn random_ids_are_unique_and_url_safe() {
-        let a = random_id(16);
-        let b = random_id(16);
-        assert_ne!(a, b);
-        assert_eq!(a.len(), 22);
-        assert!(a.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_'));
     }
 }

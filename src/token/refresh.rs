@@ -10,7 +10,9 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
-use super::{random_id, unix_now};
+use super::keys::SignError;
+use crate::support::random::random_id;
+use crate::support::time::unix_now;
 
 pub const PREFIX: &str = "tgr_";
 const TOKEN_TYPE: &str = "tollgate-refresh";
@@ -77,7 +79,7 @@ impl RefreshTokens {
         })
     }
 
-    pub fn issue(&self, subject: &str, provider: &str, service: &str) -> Result<(String, RefreshClaims), String> {
+    pub fn issue(&self, subject: &str, provider: &str, service: &str) -> Result<(String, RefreshClaims), SignError> {
         self.issue_for_session(subject, provider, service, None)
     }
 
@@ -88,7 +90,7 @@ impl RefreshTokens {
         provider: &str,
         service: &str,
         sid: Option<String>,
-    ) -> Result<(String, RefreshClaims), String> {
+    ) -> Result<(String, RefreshClaims), SignError> {
         let now = unix_now();
         let claims = RefreshClaims {
             typ: TOKEN_TYPE.into(),
@@ -101,8 +103,8 @@ impl RefreshTokens {
             jti: random_id(16),
             sid,
         };
-        let jwt =
-            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding).map_err(|e| e.to_string())?;
+        let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| SignError::Encode(e.to_string()))?;
         Ok((format!("{PREFIX}{jwt}"), claims))
     }
 

@@ -358,7 +358,7 @@ async fn revocation_takes_effect_on_the_next_request() {
     let alice_rt = refresh_token_for(&state, ALICE).await;
     let alice_rt2 = refresh_token_for(&state, ALICE).await;
     let bob_rt = refresh_token_for(&state, BOB).await;
-    let store = tollgate::revocation::FileStore::new(env.settings().revocation_file());
+    let store = tollgate::store::revocation::FileStore::new(env.settings().revocation_file());
     let secret = std::fs::read_to_string(env.path().join("data/refresh-secret")).unwrap();
     let tokens = tollgate::token::refresh::RefreshTokens::new(
         secret.trim().as_bytes(),
@@ -367,7 +367,7 @@ async fn revocation_takes_effect_on_the_next_request() {
     )
     .unwrap();
     let c = tokens.inspect(&alice_rt).unwrap();
-    store.revoke_sync(tollgate::revocation::Revocation::Token { jti: c.jti, exp: c.exp }).unwrap();
+    store.revoke_sync(tollgate::store::revocation::Revocation::Token { jti: c.jti, exp: c.exp }).unwrap();
     let status = |rt: String| {
         let state = state.clone();
         async move { call(&state, post(&refresh_form(&rt, "repository:payments/api:pull"))).await }
@@ -376,7 +376,9 @@ async fn revocation_takes_effect_on_the_next_request() {
     assert_eq!(r.status, 401);
     assert!(r.error_message().contains("revoked"));
     assert_eq!(status(alice_rt2.clone()).await.status, 200, "only that one token");
-    store.revoke_sync(tollgate::revocation::Revocation::All { before: tollgate::token::unix_now() }).unwrap();
+    store
+        .revoke_sync(tollgate::store::revocation::Revocation::All { before: tollgate::support::time::unix_now() })
+        .unwrap();
     assert_eq!(status(alice_rt2).await.status, 401);
     assert_eq!(status(bob_rt).await.status, 401);
 }

@@ -179,10 +179,10 @@ fn docker_login_identity_token_is_used_by_skopeo_and_podman_through_the_refresh_
     podman.pull(&reg.reference("payments/api:2")).assert_ok();
 
     // Revoking every token of alice stops the identity token at once.
-    tollgate::revocation::FileStore::new(env.settings().revocation_file())
-        .revoke_sync(tollgate::revocation::Revocation::User {
+    tollgate::store::revocation::FileStore::new(env.settings().revocation_file())
+        .revoke_sync(tollgate::store::revocation::Revocation::User {
             username: "alice".into(),
-            before: tollgate::token::unix_now(),
+            before: tollgate::support::time::unix_now(),
         })
         .unwrap();
     assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), None), "a revoked identity token");

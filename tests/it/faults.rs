@@ -444,11 +444,11 @@ async fn drip(addr: SocketAddr, bytes: Vec<u8>, every: Duration, until: Instant)
 }
 
 /// 1,000 clients drip their headers or bodies a byte every 300 ms. Normal clients alongside are served, and
-/// the server closes every slow connection once past its header or body deadline (src/http/conn.rs), so
+/// the server closes every slow connection once past its header or body deadline (src/server/conn.rs), so
 /// they cannot pile up until the file descriptors run out.
 #[test]
 fn very_slow_clients_do_not_exhaust_the_server() {
-    use tollgate::http::conn::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT};
+    use tollgate::server::conn::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT};
     let env = TestEnv::new();
     let tg = env.start();
     let addr = tg.addr;

@@ -115,7 +115,7 @@ impl TestEnv {
 
     /// The registry's rootcertbundle for this environment's keys (generating the key on first use).
     pub fn bundle(&self) -> PathBuf {
-        let keys = tollgate::app::load_keys(&self.settings()).expect("keys load");
+        let keys = tollgate::token::keys::load_keys(&self.settings()).expect("keys load");
         let path = self.path().join("rootcertbundle.pem");
         std::fs::write(&path, keys.cert_bundle()).expect("write bundle");
         path
@@ -141,7 +141,7 @@ impl TestEnv {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
                 addr_tx.send(listener.local_addr().expect("addr")).expect("send addr");
-                let _ = tollgate::http::serve(listener, state, async {
+                let _ = tollgate::server::serve(listener, state, async {
                     let _ = stop_rx.await;
                 })
                 .await;

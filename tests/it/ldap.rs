@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use tollgate::app::AppState;
-use tollgate::identity::ldap::{LdapConfig, LdapProvider};
+use tollgate::config::ldap::LdapConfig;
+use tollgate::identity::ldap::LdapProvider;
 use tollgate::identity::{Outcome, Provider, Recheck};
 
 use crate::harness::*;
@@ -186,7 +187,7 @@ async fn both_group_strategies_and_nesting_give_short_names() {
     let mut cfg = config(&slapd, Mode::LdapsGroupSearch, "");
     cfg.groups.lowercase = false;
     cfg.groups.prefix = "ldap-".into();
-    cfg.groups.nested = tollgate::identity::ldap::Nested::Recursive;
+    cfg.groups.nested = tollgate::config::ldap::Nested::Recursive;
     assert_eq!(groups(cfg, "alice").await, ["ldap-Developers", "ldap-engineering", "ldap-team-payments"]);
     // Binding directly through a DN template reads the entry as the user.
     assert_eq!(groups(config(&slapd, Mode::DirectBind, ""), "alice").await, ["developers", "team-payments"]);

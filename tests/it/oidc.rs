@@ -4,7 +4,7 @@
 //! passwords, the IdP down, and group changes at the IdP reaching refresh tokens.
 //!
 //! The bad-ID-token cases (wrong audience, wrong issuer, expired, bad signature) are unit tests in
-//! src/identity/oidc.rs with hand-signed tokens: a certified provider cannot be made to sign such tokens
+//! src/identity/oidc/idp.rs with hand-signed tokens: a certified provider cannot be made to sign such tokens
 //! on demand.
 
 use std::io::Read as _;

@@ -26,9 +26,8 @@ use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use moka::future::Cache;
 
-use super::error::ApiError;
 use crate::config::ops::RateLimitSettings;
-use crate::store::redis::{Budget as SharedBudget, SharedLimits};
+use crate::store::redis::{Budget as SharedBudget, RedisError, SharedLimits};
 use crate::telemetry;
 
 /// How long an address that logged in successfully stays "known" for that account.
@@ -97,10 +96,17 @@ impl<K: Hash + Eq + Clone + Send + Sync + 'static> Budget<K> {
         t.saturating_duration_since(self.base).as_nanos() as u64
     }
 
-    fn too_many(&self, secs: u64) -> ApiError {
+    fn too_many(&self, secs: u64) -> Limited {
         metrics::counter!(telemetry::RATE_LIMITED, "limit" => self.label).increment(1);
-        ApiError::TooManyRequests { retry_after: secs }
+        Limited { retry_after: secs }
     }
+}
+
+/// A budget is used up: the request is refused (429) and may be tried again after `retry_after` seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many failed logins; try again in {retry_after} s")]
+pub struct Limited {
+    pub retry_after: u64,
 }
 
 /// Usernames differ in case between providers (LDAP compares case-insensitively): one account, one budget.
@@ -109,7 +115,7 @@ fn account_key(account: &str) -> String {
 }
 
 /// The shared store's answer (the inner result), or why it could not give one (then the local budgets decide).
-type SharedVerdict = Result<Result<(), ApiError>, String>;
+type SharedVerdict = Result<Result<(), Limited>, RedisError>;
 
 /// Failed-login limits shared by `/token` and `/whoami`.
 pub struct LoginLimiter {
@@ -149,14 +155,14 @@ impl LoginLimiter {
     }
 
     /// The shared store failed: count it, warn at most once a minute, and let the caller use local budgets.
-    fn fell_back(&self, error: &str) {
+    fn fell_back(&self, error: &RedisError) {
         metrics::counter!(telemetry::RATE_LIMIT_FALLBACKS).increment(1);
-        let now = crate::token::unix_now();
+        let now = crate::support::time::unix_now();
         let last = self.last_warning.load(Ordering::Relaxed);
         if now >= last + 60
             && self.last_warning.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
-            tracing::warn!(error, "shared rate-limit store unavailable; counting failed logins per replica");
+            tracing::warn!(error = %error, "shared rate-limit store unavailable; counting failed logins per replica");
         }
     }
 
@@ -184,7 +190,7 @@ impl LoginLimiter {
     }
 
     /// After a failure was counted in both budgets: 429 from the first one that is used up.
-    fn verdict(&self, by_ip: Option<u64>, by_account: Option<u64>) -> Result<(), ApiError> {
+    fn verdict(&self, by_ip: Option<u64>, by_account: Option<u64>) -> Result<(), Limited> {
         match (by_ip, by_account) {
             (Some(secs), _) => Err(self.by_ip.too_many(secs)),
             (None, Some(secs)) => Err(self.by_account.too_many(secs)),
@@ -198,7 +204,7 @@ impl LoginLimiter {
     }
 
     /// Before a password is checked: refuse if the address, or the account from an unknown address, is blocked.
-    pub async fn check(&self, ip: IpAddr, account: &str) -> Result<(), ApiError> {
+    pub async fn check(&self, ip: IpAddr, account: &str) -> Result<(), Limited> {
         if !self.settings.enabled {
             return Ok(());
         }
@@ -224,7 +230,7 @@ impl LoginLimiter {
     }
 
     /// After a refused login. Err when this failure used up a budget: the caller answers 429 instead of 401.
-    pub async fn failed(&self, ip: IpAddr, account: &str) -> Result<(), ApiError> {
+    pub async fn failed(&self, ip: IpAddr, account: &str) -> Result<(), Limited> {
         if !self.settings.enabled {
             return Ok(());
         }
@@ -288,7 +294,7 @@ mod tests {
             l.failed(attacker, "alice").await.unwrap();
         }
         let err = l.failed(attacker, "alice").await.unwrap_err();
-        assert!(matches!(err, ApiError::TooManyRequests { retry_after } if (1..=2).contains(&retry_after)));
+        assert!(matches!(err, Limited { retry_after } if (1..=2).contains(&retry_after)));
         assert!(l.check(attacker, "alice").await.is_err(), "the address is blocked");
         assert!(l.check(other, "alice").await.is_ok(), "another address may still try alice");
         // Spend the account's budget from another address: unknown addresses are refused for alice, the

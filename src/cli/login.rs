@@ -81,7 +81,7 @@ pub fn write_auth_entry(path: &Path, host: &str, username: &str, identity_token:
         std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
     let text = serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?;
-    crate::token::keys::write_private(path, &text).map_err(|e| e.to_string())
+    crate::support::fs::write_private(path, &text).map_err(|e| e.to_string())
 }
 
 /// The `sub` of a JWT, read without verification (only to name the user in the auth entry; the token

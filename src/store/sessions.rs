@@ -8,18 +8,14 @@
 //! callers hash secrets before using them as keys. Nothing here logs a value.
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::async_trait_free::BoxFuture;
-use crate::token::unix_now;
-
-/// The store could not be read or written. Callers answer 503: state they cannot see is not "absent".
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("session store: {0}")]
-pub struct StoreError(pub String);
+use super::error::StoreError;
+use crate::support::fs::{update_locked, Access};
+use crate::support::time::unix_now;
+use crate::support::BoxFuture;
 
 /// A key-value store with an expiry (Unix seconds) per entry. Expired entries are never returned.
 pub trait SessionStore: Send + Sync {
@@ -67,37 +63,32 @@ impl FileSessionStore {
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError(format!("{}: {e}", self.path.display()))
+        StoreError::Sessions(format!("{}: {e}", self.path.display()))
     }
 
-    fn read(&self) -> Result<Entries, StoreError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.err(format!("not a valid session file: {e}"))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Entries::default()),
-            Err(e) => Err(self.err(e)),
+    fn parse(&self, bytes: Option<Vec<u8>>) -> Result<Entries, StoreError> {
+        match bytes {
+            Some(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|e| self.err(format!("not a valid session file: {e}")))
+            }
+            None => Ok(Entries::default()),
         }
     }
 
-    /// Run `f` on the entries under an exclusive lock; write them back (atomically) when it says so.
+    /// Run `f` on the entries under an exclusive lock; write them back (atomically, owner-only) when it says so.
     fn with_lock<T>(&self, f: impl FnOnce(&mut Entries) -> (T, bool)) -> Result<T, StoreError> {
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| self.err(e))?;
-        }
-        let lock_path = self.path.with_extension("lock");
-        let lock =
-            File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(|e| self.err(e))?;
-        lock.lock().map_err(|e| self.err(e))?;
-        let mut entries = self.read()?;
-        let (out, dirty) = f(&mut entries);
-        if dirty {
+        update_locked(&self.path, Access::Private, |current| {
+            let mut entries = self.parse(current)?;
+            let (out, dirty) = f(&mut entries);
+            if !dirty {
+                return Ok((out, None));
+            }
             let now = unix_now();
             entries.entries.retain(|_, e| e.expires_at > now);
             let json = serde_json::to_vec(&entries).map_err(|e| self.err(e))?;
-            // Written to a temp file (owner-only) and renamed over the old one.
-            crate::token::keys::write_private(&self.path, &json).map_err(|e| self.err(e))?;
-        }
-        lock.unlock().map_err(|e| self.err(e))?;
-        Ok(out)
+            Ok((out, Some(json)))
+        })
+        .map_err(|e| StoreError::Sessions(e.to_string()))?
     }
 
     pub fn put_sync(&self, key: &str, value: serde_json::Value, expires_at: u64) -> Result<(), StoreError> {
@@ -149,7 +140,7 @@ impl SessionStore for FileSessionStore {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, StoreError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError(format!("session store task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Sessions(format!("session store task failed: {e}")))?
 }
 
 #[cfg(test)]

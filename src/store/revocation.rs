@@ -7,16 +7,20 @@
 //! `tollgate token revoke`).
 
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
-use crate::identity::async_trait_free::BoxFuture;
+use super::error::StoreError;
+use crate::support::fs::{read_if_exists, update_locked, Access, FileError, FileStamp};
+use crate::support::time::unix_now;
+use crate::support::BoxFuture;
 use crate::token::refresh::RefreshClaims;
-use crate::token::unix_now;
+
+fn file_error(e: FileError) -> StoreError {
+    StoreError::Revocations(e.to_string())
+}
 
 /// One revocation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +32,6 @@ pub enum Revocation {
     /// Every token issued at or before `before`.
     All { before: u64 },
 }
-
-/// The store could not be read or written. Callers refuse the refresh token (fail closed) and report 503.
-#[derive(Debug, thiserror::Error)]
-#[error("revocation store: {0}")]
-pub struct StoreError(pub String);
 
 pub trait RevocationStore: Send + Sync {
     fn revoke<'a>(&'a self, revocation: Revocation) -> BoxFuture<'a, Result<(), StoreError>>;
@@ -81,7 +80,7 @@ impl RevocationList {
 /// so a revocation written by the CLI takes effect on the next request.
 pub struct FileStore {
     path: PathBuf,
-    cached: Mutex<(Option<(SystemTime, u64)>, RevocationList)>,
+    cached: Mutex<(Option<FileStamp>, RevocationList)>,
 }
 
 impl FileStore {
@@ -93,27 +92,23 @@ impl FileStore {
         &self.path
     }
 
-    fn stamp(&self) -> Result<Option<(SystemTime, u64)>, StoreError> {
-        match std::fs::metadata(&self.path) {
-            Ok(m) => Ok(Some((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError(format!("{}: {e}", self.path.display()))),
-        }
+    fn read_file(&self) -> Result<RevocationList, StoreError> {
+        self.parse(read_if_exists(&self.path).map_err(file_error)?)
     }
 
-    fn read_file(&self) -> Result<RevocationList, StoreError> {
-        match std::fs::read(&self.path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| StoreError(format!("{}: not a valid revocation list: {e}", self.path.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RevocationList::default()),
-            Err(e) => Err(StoreError(format!("{}: {e}", self.path.display()))),
+    fn parse(&self, bytes: Option<Vec<u8>>) -> Result<RevocationList, StoreError> {
+        match bytes {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                StoreError::Revocations(format!("{}: not a valid revocation list: {e}", self.path.display()))
+            }),
+            None => Ok(RevocationList::default()),
         }
     }
 
     /// The current list, re-read if the file changed.
     pub fn current(&self) -> Result<RevocationList, StoreError> {
-        let stamp = self.stamp()?;
-        let mut cached = self.cached.lock().map_err(|_| StoreError("lock poisoned".into()))?;
+        let stamp = FileStamp::read(&self.path).map_err(file_error)?;
+        let mut cached = self.cached.lock().map_err(|_| StoreError::Revocations("lock poisoned".into()))?;
         if cached.0 != stamp || stamp.is_none() {
             let list = self.read_file()?;
             *cached = (stamp, list);
@@ -122,8 +117,8 @@ impl FileStore {
     }
 
     fn check(&self, claims: &RefreshClaims) -> Result<bool, StoreError> {
-        let stamp = self.stamp()?;
-        let mut cached = self.cached.lock().map_err(|_| StoreError("lock poisoned".into()))?;
+        let stamp = FileStamp::read(&self.path).map_err(file_error)?;
+        let mut cached = self.cached.lock().map_err(|_| StoreError::Revocations("lock poisoned".into()))?;
         if cached.0 != stamp {
             let list = self.read_file()?;
             *cached = (stamp, list);
@@ -134,24 +129,18 @@ impl FileStore {
     /// Read, change and atomically replace the file under an exclusive lock, so a CLI and a server (or two
     /// CLIs) writing at once cannot lose a revocation.
     pub fn revoke_sync(&self, r: Revocation) -> Result<(), StoreError> {
-        let err = |e: std::io::Error| StoreError(format!("{}: {e}", self.path.display()));
-        if let Some(dir) = self.path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let lock_path = self.path.with_extension("lock");
-        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(err)?;
-        lock.lock().map_err(err)?;
-        let mut list = self.read_file()?;
-        list.apply(r);
-        let json = serde_json::to_vec_pretty(&list).map_err(|e| StoreError(e.to_string()))?;
-        let tmp = self.path.with_extension("tmp");
-        std::fs::write(&tmp, json).map_err(err)?;
-        std::fs::rename(&tmp, &self.path).map_err(err)?;
+        update_locked(&self.path, Access::Shared, |current| {
+            let mut list = self.parse(current)?;
+            list.apply(r);
+            let json = serde_json::to_vec_pretty(&list).map_err(|e| StoreError::Revocations(e.to_string()))?;
+            Ok(((), Some(json)))
+        })
+        .map_err(file_error)??;
         // The rename may land within the same mtime tick as an earlier write: drop the cache explicitly.
         if let Ok(mut c) = self.cached.lock() {
             *c = (None, RevocationList::default());
         }
-        lock.unlock().map_err(err)
+        Ok(())
     }
 }
 

@@ -1,20 +1,28 @@
 //! The subcommands behind `main.rs`. Each returns a message for the user on failure.
+//!
+//! `login.rs` is the client side: `tollgate login` runs a device login against a registry's tollgate.
+
+pub mod login;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::app::{load_keys, AppState, PolicyStore};
+use crate::app::AppState;
+use crate::config::accounts::AccountEntry;
 use crate::config::state::StoreKind;
 use crate::config::{LogFormat, ProviderConfig, Settings};
-use crate::identity::accounts::{add_account, hash_password as hash, validate_username, AccountEntry};
+use crate::identity::accounts::{add_account, hash_password as hash, validate_username};
 use crate::identity::{AuthMethod, Identity, RequestContext};
 use crate::policy::Policy;
-use crate::revocation::{FileStore, Revocation};
+use crate::policy_store::PolicyStore;
 use crate::scope::Scope;
+use crate::store::revocation::{FileStore, Revocation};
+use crate::support::random::random_id;
+use crate::support::time::{rfc3339, unix_now};
+use crate::token::keys::load_keys;
 use crate::token::refresh::RefreshTokens;
-use crate::token::{random_id, rfc3339, unix_now};
 
 fn join(errors: Vec<String>) -> String {
     let n = errors.len();
@@ -60,27 +68,7 @@ pub fn serve(config: Option<&Path>) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(crate::reload::run(config.map(Path::to_path_buf), state))
-}
-
-/// Resolves on SIGTERM or Ctrl-C.
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    tracing::info!("shutting down: finishing requests in flight");
+    rt.block_on(crate::server::run(config.map(Path::to_path_buf), state))
 }
 
 pub fn check_config(config: Option<&Path>) -> Result<(), String> {
@@ -173,7 +161,7 @@ pub fn robot_add(
     };
     let expires_at = match expires_in {
         Some(d) => {
-            let d = humantime::parse_duration(d).map_err(|_| format!("--expires-in {d:?}: write e.g. 30d or 12h"))?;
+            let d = crate::support::time::parse_duration(d).map_err(|e| format!("--expires-in: {e}"))?;
             Some(rfc3339(unix_now() + d.as_secs()))
         }
         None => None,

@@ -1,0 +1,172 @@
+//! The grant step: requested scopes x identity -> policy -> a signed access token (and a refresh token when
+//! one was asked for and the identity may have one). Pure of HTTP: the handlers parse and authenticate,
+//! this decides and signs, and the handlers write the answer and the audit line from what it returns.
+
+use std::sync::Arc;
+
+use crate::app::AppState;
+use crate::identity::{Identity, RequestContext, SESSION_CLAIM};
+use crate::scope::Scope;
+use crate::token::keys::SignError;
+use crate::token::AccessEntry;
+
+/// What the client asked for besides the scopes.
+#[derive(Debug, Clone, Copy)]
+pub struct Ask {
+    /// A refresh token is wanted (`offline_token=true`, `access_type=offline`, a device login).
+    pub offline: bool,
+    /// Put the granted scopes in the body as `scope` (the OAuth2 answer to POST).
+    pub scope_in_body: bool,
+}
+
+/// What was decided and signed.
+#[derive(Debug)]
+pub struct Grant {
+    /// The token response body (JSON).
+    pub body: Vec<u8>,
+    /// The granted scopes, in the scope syntax.
+    pub granted: Vec<String>,
+    /// Rules that granted or denied any requested action.
+    pub rules: Vec<String>,
+    /// True when every requested action was granted.
+    pub fully_granted: bool,
+    pub refresh_token_issued: bool,
+    /// The access token's id.
+    pub jti: String,
+}
+
+/// Why no token could be issued although the request was in order.
+#[derive(Debug, thiserror::Error)]
+pub enum GrantError {
+    /// The session store (or the provider keeping a login session) cannot be reached: 503.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Signing failed: 500.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    /// Encoding the response failed: 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// Take the login session id out of an identity: it travels in the identity only to reach the refresh
+/// token, and the policy never sees it. Only identities that carry one are copied (the cache's copy keeps
+/// it for the next request).
+pub fn take_session(identity: &mut Arc<Identity>) -> Option<String> {
+    if identity.claims.contains_key(SESSION_CLAIM) {
+        Arc::make_mut(identity).claims.remove(SESSION_CLAIM).and_then(|v| v.as_str().map(String::from))
+    } else {
+        None
+    }
+}
+
+/// Authorize every scope for `ctx`, sign the access token, and issue a refresh token when asked for.
+pub async fn grant(
+    state: &AppState,
+    ctx: &RequestContext,
+    sid: Option<String>,
+    scopes: &[Scope],
+    ask: Ask,
+) -> Result<Grant, GrantError> {
+    let service = ctx.service.as_str();
+    let policy = state.policy.get();
+    let mut access = Vec::with_capacity(scopes.len());
+    let mut rules: Vec<String> = Vec::new();
+    let mut fully_granted = true;
+    for scope in scopes {
+        let decision = policy.authorize(ctx, scope);
+        fully_granted &= decision.granted.len() >= scope.actions.len();
+        for r in decision.allowed_by.iter().chain(decision.denied_by.iter()) {
+            if !rules.contains(r) {
+                rules.push(r.clone());
+            }
+        }
+        if !decision.granted.is_empty() {
+            access.push(AccessEntry {
+                rtype: scope.rtype.as_str().to_string(),
+                name: scope.name.clone(),
+                actions: decision.granted.iter().map(|a| a.as_str().to_string()).collect(),
+            });
+        }
+    }
+    let issued = state.issuer.issue(&ctx.identity.username, service, &access)?;
+    let refresh_token = match (&state.refresh, ask.offline && !ctx.identity.is_anonymous()) {
+        (Some(r), true) => {
+            if let Some(sid) = &sid {
+                let provider = &ctx.identity.provider;
+                state.chain.keep_session(provider, sid).await.map_err(|e| GrantError::Unavailable(e.to_string()))?;
+            }
+            Some(r.issue_for_session(&ctx.identity.username, &ctx.identity.provider, service, sid)?.0)
+        }
+        _ => None,
+    };
+    let granted: Vec<String> = access.iter().map(AccessEntry::text).collect();
+    let scope = ask.scope_in_body.then(|| granted.join(" "));
+    let body =
+        token_body(&issued.token, issued.expires_in, &issued.issued_at, refresh_token.as_deref(), scope.as_deref())
+            .map_err(|e| GrantError::Internal(e.to_string()))?;
+    Ok(Grant { body, granted, rules, fully_granted, refresh_token_issued: refresh_token.is_some(), jti: issued.jti })
+}
+
+/// The token response body: `token` for docker's protocol and `access_token` for OAuth2 clients (the same
+/// value), `expires_in`, `issued_at`, and the refresh token and (POST) granted `scope` when there are any.
+/// The access token is base64url segments joined by dots, which JSON never escapes, so it is copied as it is
+/// rather than scanned byte by byte twice (that scan was 5% of a warm request, BENCHMARKS.md section 5).
+fn token_body(
+    token: &str,
+    expires_in: u64,
+    issued_at: &str,
+    refresh_token: Option<&str>,
+    scope: Option<&str>,
+) -> serde_json::Result<Vec<u8>> {
+    debug_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)), "not a compact JWS");
+    let mut buf =
+        Vec::with_capacity(2 * token.len() + 128 + refresh_token.map_or(0, str::len) + scope.map_or(0, str::len));
+    for name in ["{\"token\":\"", "\",\"access_token\":\""] {
+        buf.extend_from_slice(name.as_bytes());
+        buf.extend_from_slice(token.as_bytes());
+    }
+    {
+        use std::io::Write as _;
+        // Writing into a Vec cannot fail.
+        let _ = write!(buf, "\",\"expires_in\":{expires_in},\"issued_at\":");
+    }
+    serde_json::to_writer(&mut buf, issued_at)?;
+    if let Some(rt) = refresh_token {
+        buf.extend_from_slice(b",\"refresh_token\":");
+        serde_json::to_writer(&mut buf, rt)?;
+    }
+    if let Some(scope) = scope {
+        buf.extend_from_slice(b",\"scope\":");
+        serde_json::to_writer(&mut buf, scope)?;
+    }
+    buf.push(b'}');
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_body_is_json_with_every_field_and_escapes_what_callers_chose() {
+        let body = token_body(
+            "aGVhZA.Y2xhaW1z.c2ln-_",
+            300,
+            "2026-11-29T12:00:00Z",
+            Some("tgr_x"),
+            Some("repository:\"a\\b:pull"),
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"token": "aGVhZA.Y2xhaW1z.c2ln-_", "access_token": "aGVhZA.Y2xhaW1z.c2ln-_",
+                "expires_in": 300, "issued_at": "2026-11-29T12:00:00Z", "refresh_token": "tgr_x",
+                "scope": "repository:\"a\\b:pull"})
+        );
+        let bare: serde_json::Value =
+            serde_json::from_slice(&token_body("a.b.c", 60, "t", None, None).unwrap()).unwrap();
+        assert_eq!(bare.as_object().unwrap().len(), 4, "no refresh_token or scope keys when there are none: {bare}");
+    }
+}

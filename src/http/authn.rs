@@ -1,0 +1,92 @@
+//! Authenticating a request for any handler: a password (or a robot secret, or a refresh token given as
+//! the password) through the provider chain behind the failed-login limits, or a refresh token re-checked
+//! with the provider that issued it.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use secrecy::{ExposeSecret as _, SecretString};
+
+use super::error::ApiError;
+use super::params::check_username;
+use crate::app::AppState;
+use crate::identity::chain::ChainOutcome;
+use crate::identity::{AuthMethod, Identity, Recheck};
+use crate::token::refresh::{RefreshError, PREFIX as REFRESH_PREFIX};
+
+/// Who the request is from and how they proved it.
+pub(crate) struct Authenticated {
+    pub identity: Arc<Identity>,
+    pub method: AuthMethod,
+}
+
+const BAD_CREDENTIALS: &str = "invalid username or password";
+
+/// Check a username and password (or a refresh token given as the password). Failed logins are rate limited
+/// per client IP and per account (see `ratelimit`).
+pub(crate) async fn password_login(
+    state: &AppState,
+    username: &str,
+    password: &SecretString,
+    service: &str,
+    ip: IpAddr,
+) -> Result<Authenticated, ApiError> {
+    check_username(username)?;
+    if password.expose_secret().starts_with(REFRESH_PREFIX) {
+        // A refresh token as a Basic password (CI systems, containerd's GET fallback with an empty username).
+        let identity = refresh_login(state, password.expose_secret(), Some(username), service).await?;
+        return Ok(Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken });
+    }
+    if username.is_empty() || password.expose_secret().is_empty() {
+        return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
+    }
+    state.limiter.check(ip, username).await?;
+    match state.chain.authenticate(username, password).await {
+        ChainOutcome::Authenticated(identity) => {
+            state.limiter.succeeded(ip, username).await;
+            Ok(Authenticated { identity, method: AuthMethod::Password })
+        }
+        ChainOutcome::Rejected { provider, reason } => {
+            let provider = provider.as_deref().unwrap_or("none");
+            tracing::info!(user = %username, provider, reason = %reason, client_ip = %ip, "login refused");
+            metrics::counter!(crate::telemetry::FAILED_LOGINS, "provider" => provider.to_string()).increment(1);
+            state.limiter.failed(ip, username).await?;
+            Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()))
+        }
+        ChainOutcome::Unavailable(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
+}
+
+/// Verify a refresh token and re-check its account with the provider that issued it.
+pub(crate) async fn refresh_login(
+    state: &AppState,
+    token: &str,
+    username: Option<&str>,
+    service: &str,
+) -> Result<Identity, ApiError> {
+    let Some(refresh) = &state.refresh else {
+        return Err(ApiError::InvalidGrant(
+            "refresh tokens are disabled on this server; log in with a password".into(),
+        ));
+    };
+    let refused = |e: RefreshError| ApiError::InvalidGrant(e.to_string());
+    let claims = refresh.verify(token, service).map_err(refused)?;
+    if let Some(u) = username {
+        if !u.is_empty() && u != claims.sub {
+            return Err(refused(RefreshError::WrongUser));
+        }
+    }
+    match state.revocations.is_revoked(&claims).await {
+        Ok(false) => {}
+        Ok(true) => return Err(refused(RefreshError::Revoked)),
+        Err(e) => return Err(ApiError::Unavailable(e.to_string())),
+    }
+    match state.chain.recheck_session(&claims.prv, &claims.sub, claims.sid.as_deref()).await {
+        Ok(Recheck::Current(identity)) => Ok(identity),
+        Ok(Recheck::Gone(reason)) => {
+            tracing::info!(user = %claims.sub, provider = %claims.prv, reason = %reason, "refresh token refused");
+            Err(refused(RefreshError::AccountGone))
+        }
+        Err(e) => Err(ApiError::Unavailable(e.to_string())),
+    }
+}

@@ -1,0 +1,62 @@
+//! The device flow (RFC 8628) at the IdP: start it, and poll it exactly once per client poll (the relay in
+//! `http/device.rs` answers tollgate's own clients). An approved login opens a session like a password login.
+
+use secrecy::{ExposeSecret as _, SecretString};
+
+use super::idp::{error_chain, DeviceResponse, Idp, IdpError};
+use super::session::Sessions;
+use crate::config::oidc::OidcConfig;
+use crate::identity::{DevicePoll, DeviceStart, Unavailable};
+
+/// Start a device login at the IdP's device authorization endpoint.
+pub(super) async fn start(idp: &Idp, scope: &str) -> Result<DeviceStart, Unavailable> {
+    let d = idp.discovered().await?;
+    let url = d.device_url.clone().ok_or_else(|| idp.unavailable("the IdP has no device authorization endpoint"))?;
+    let req = idp.http.post(url).header(reqwest::header::ACCEPT, "application/json");
+    let mut body = vec![("scope", scope)];
+    let req = idp.authenticated(req, &mut body);
+    let resp = req.form(&body).send().await.map_err(|e| idp.unavailable(error_chain(&e)))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(idp.unavailable(format!("device authorization endpoint answered {status}")));
+    }
+    let r: DeviceResponse =
+        resp.json().await.map_err(|e| idp.unavailable(format!("device authorization response: {e}")))?;
+    Ok(DeviceStart {
+        device_code: SecretString::from(r.device_code().secret().clone()),
+        user_code: r.user_code().secret().clone(),
+        verification_uri: r.verification_uri().to_string(),
+        verification_uri_complete: r.verification_uri_complete().map(|u| u.secret().clone()),
+        expires_in: r.expires_in(),
+        interval: r.interval(),
+    })
+}
+
+/// Poll the IdP once for `device_code`.
+pub(super) async fn poll(
+    idp: &Idp,
+    sessions: &Sessions,
+    cfg: &OidcConfig,
+    device_code: &SecretString,
+) -> Result<DevicePoll, Unavailable> {
+    let d = idp.discovered().await?;
+    let form =
+        [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", device_code.expose_secret())];
+    let tokens = match idp.token_request(&d, &form).await {
+        Ok(t) => t,
+        Err(IdpError::Refused(code)) => {
+            return Ok(match code.as_str() {
+                "authorization_pending" => DevicePoll::Pending,
+                "slow_down" => DevicePoll::SlowDown,
+                "access_denied" => DevicePoll::Denied,
+                "expired_token" => DevicePoll::Expired,
+                _ => DevicePoll::Failed(code),
+            })
+        }
+        Err(IdpError::Unavailable(m)) => return Err(idp.unavailable(m)),
+    };
+    Ok(match sessions.login(idp, cfg, &d, &tokens).await? {
+        Ok(identity) => DevicePoll::Done(identity),
+        Err(reason) => DevicePoll::Failed(reason),
+    })
+}

@@ -1,0 +1,244 @@
+//! Login sessions of OIDC users: every login stores one (the group snapshot and, when the IdP issued one,
+//! its refresh token) in the shared session store, and the tollgate refresh token carries its id. A
+//! refresh token coming back re-reads the groups once the snapshot is older than the identity cache TTL.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openidconnect::OAuth2TokenResponse as _;
+use serde::{Deserialize, Serialize};
+
+use super::claims::identity;
+use super::idp::{Discovered, Idp, IdpError, TokenResponse};
+use crate::config::oidc::OidcConfig;
+use crate::identity::{Identity, Recheck, Unavailable, SESSION_CLAIM};
+use crate::store::sessions::SessionStore;
+use crate::support::random::random_id;
+use crate::support::time::unix_now;
+
+/// A stored login: the group snapshot and, when the IdP issued one, its refresh token (a secret: this
+/// struct has no Debug and is only ever written to the session store).
+#[derive(Clone, Serialize, Deserialize)]
+struct Session {
+    provider: String,
+    username: String,
+    groups: Vec<String>,
+    claims: BTreeMap<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idp_refresh_token: Option<String>,
+    /// When the user logged in (Unix seconds).
+    created_at: u64,
+    /// When the groups were last read from the IdP.
+    checked_at: u64,
+}
+
+/// How long an unlinked session outlives the identity cache entry that carries its id.
+pub(super) const ORPHAN_GRACE_SECS: u64 = 60;
+
+pub(super) fn session_key(sid: &str) -> String {
+    format!("oidc-session:{sid}")
+}
+
+fn unavailable(provider: &str, message: impl Into<String>) -> Unavailable {
+    Unavailable { provider: provider.to_string(), message: message.into() }
+}
+
+/// The sessions of one provider.
+pub(super) struct Sessions {
+    provider: String,
+    store: Arc<dyn SessionStore>,
+    /// Groups are re-read from the IdP when the snapshot is older than this (the identity cache TTL).
+    recheck_after: Duration,
+    max_group_age: Duration,
+    session_lifetime: Duration,
+}
+
+impl Sessions {
+    /// Sessions of provider `cfg` in `store`; unreadable durations are pushed to `errors`.
+    pub(super) fn new(
+        cfg: &OidcConfig,
+        store: Arc<dyn SessionStore>,
+        recheck_after: Duration,
+        errors: &mut Vec<String>,
+    ) -> Sessions {
+        let times = cfg.times("", errors);
+        Sessions {
+            provider: cfg.name.clone(),
+            store,
+            recheck_after,
+            max_group_age: times.max_group_age,
+            session_lifetime: times.session_lifetime,
+        }
+    }
+
+    /// Store a new session for a login and return the identity carrying its id.
+    pub(super) async fn open(&self, mut identity: Identity, tokens: &TokenResponse) -> Result<Identity, Unavailable> {
+        let now = unix_now();
+        let idp_refresh_token = tokens.refresh_token().map(|t| t.secret().clone());
+        let session = Session {
+            provider: self.provider.clone(),
+            username: identity.username.clone(),
+            groups: identity.groups.clone(),
+            claims: identity.claims.clone(),
+            idp_refresh_token,
+            created_at: now,
+            checked_at: now,
+        };
+        let sid = random_id(18);
+        // Most logins never get a refresh token (a ctr pull, a CI job): their session only needs to outlive
+        // the identity cache entry that carries its id. `keep_session` extends it when a token links it.
+        self.save(&sid, &session, now + self.recheck_after.as_secs() + ORPHAN_GRACE_SECS).await?;
+        identity.claims.insert(SESSION_CLAIM.into(), serde_json::Value::String(sid));
+        Ok(identity)
+    }
+
+    async fn save(&self, sid: &str, s: &Session, expires_at: u64) -> Result<(), Unavailable> {
+        let value = serde_json::to_value(s).map_err(|e| unavailable(&self.provider, format!("session: {e}")))?;
+        self.store
+            .put(&session_key(sid), value, expires_at)
+            .await
+            .map_err(|e| unavailable(&self.provider, e.to_string()))
+    }
+
+    /// Tokens from a grant → an identity with a session, or the reason to refuse.
+    pub(super) async fn login(
+        &self,
+        idp: &Idp,
+        cfg: &OidcConfig,
+        d: &Arc<Discovered>,
+        tokens: &TokenResponse,
+    ) -> Result<Result<Identity, String>, Unavailable> {
+        let claims = match idp.read_claims(d, tokens).await? {
+            Ok(c) => c,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        match identity(cfg, &claims) {
+            Ok(identity) => Ok(Ok(self.open(identity, tokens).await?)),
+            Err(reason) => Ok(Err(reason)),
+        }
+    }
+
+    /// The account behind a refresh token linked to session `sid`: the snapshot while it is fresh, else
+    /// the groups read again with the IdP refresh token (an IdP refusal ends the session).
+    pub(super) async fn recheck(
+        &self,
+        idp: &Idp,
+        cfg: &OidcConfig,
+        username: &str,
+        sid: &str,
+    ) -> Result<Recheck, Unavailable> {
+        let key = session_key(sid);
+        let stored = self.store.get(&key).await.map_err(|e| unavailable(&self.provider, e.to_string()))?;
+        let Some(mut session) = stored.and_then(|v| serde_json::from_value::<Session>(v).ok()) else {
+            return Ok(Recheck::Gone("the login session has ended; log in again".into()));
+        };
+        if session.username != username || session.provider != self.provider {
+            return Ok(Recheck::Gone("the session belongs to another user".into()));
+        }
+        let now = unix_now();
+        if now < session.checked_at + self.recheck_after.as_secs() {
+            return Ok(Recheck::Current(self.identity_of(&session, sid)));
+        }
+        let Some(rt) = session.idp_refresh_token.clone() else {
+            // No IdP refresh token: the snapshot from the login is all there is, up to max_group_age.
+            if now >= session.created_at + self.max_group_age.as_secs() {
+                return Ok(Recheck::Gone("the group snapshot is older than max_group_age; log in again".into()));
+            }
+            return Ok(Recheck::Current(self.identity_of(&session, sid)));
+        };
+        let d = idp.discovered().await?;
+        let tokens =
+            match idp.token_request(&d, &[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]).await {
+                Ok(t) => t,
+                Err(IdpError::Refused(code)) => {
+                    let _ = self.store.remove(&key).await;
+                    return Ok(Recheck::Gone(format!("the IdP refused the session's refresh token ({code})")));
+                }
+                Err(IdpError::Unavailable(m)) => return Err(idp.unavailable(m)),
+            };
+        let claims = match idp.read_claims(&d, &tokens).await? {
+            Ok(c) => c,
+            Err(reason) => return Ok(Recheck::Gone(reason)),
+        };
+        let fresh = match identity(cfg, &claims) {
+            Ok(i) if i.username == username => i,
+            Ok(_) => return Ok(Recheck::Gone("the IdP now names this session's user differently".into())),
+            Err(reason) => return Ok(Recheck::Gone(reason)),
+        };
+        session.groups = fresh.groups;
+        session.claims = fresh.claims;
+        session.checked_at = now;
+        if let Some(new_rt) = tokens.refresh_token() {
+            // Rotating IdPs (Keycloak can) invalidate the old one.
+            session.idp_refresh_token = Some(new_rt.secret().clone());
+        }
+        self.save(sid, &session, self.linked_expiry(&session)).await?;
+        Ok(Recheck::Current(self.identity_of(&session, sid)))
+    }
+
+    /// How long a session is kept once a refresh token refers to it.
+    fn linked_expiry(&self, s: &Session) -> u64 {
+        match s.idp_refresh_token {
+            Some(_) => unix_now() + self.session_lifetime.as_secs(),
+            None => s.created_at + self.max_group_age.as_secs(),
+        }
+    }
+
+    /// A refresh token now links session `sid`: keep it as long as such a token may need it.
+    pub(super) async fn keep(&self, sid: &str) -> Result<(), Unavailable> {
+        let stored = self.store.get(&session_key(sid)).await.map_err(|e| unavailable(&self.provider, e.to_string()))?;
+        match stored.and_then(|v| serde_json::from_value::<Session>(v).ok()) {
+            Some(s) => self.save(sid, &s, self.linked_expiry(&s)).await,
+            // Its refresh token will be refused on first use, with a message to log in again.
+            None => {
+                tracing::warn!(provider = %self.provider, "a refresh token was issued for an ended login session");
+                Ok(())
+            }
+        }
+    }
+
+    fn identity_of(&self, s: &Session, sid: &str) -> Identity {
+        let mut claims = s.claims.clone();
+        claims.insert(SESSION_CLAIM.into(), serde_json::Value::String(sid.to_string()));
+        Identity { username: s.username.clone(), provider: self.provider.clone(), groups: s.groups.clone(), claims }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn a_login_session_lives_long_only_once_a_refresh_token_links_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(crate::store::sessions::FileSessionStore::new(dir.path().join("s.json")));
+        let cfg: OidcConfig =
+            serde_norway::from_str("name: kc\nissuer: http://127.0.0.1:9/realms/test\nclient_id: tollgate\n").unwrap();
+        let idp = Idp::new(&cfg, Duration::from_secs(1)).unwrap();
+        let p = Sessions::new(&cfg, store, Duration::from_secs(60), &mut Vec::new());
+        let expiry = |sid: &str| {
+            let file: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
+            file["entries"][session_key(sid)]["expires_at"].as_u64().unwrap()
+        };
+        let with_rt: TokenResponse =
+            serde_json::from_value(json!({"access_token": "at", "token_type": "Bearer", "refresh_token": "idp-rt"}))
+                .unwrap();
+        let identity = Identity { username: "carol".into(), provider: "kc".into(), ..Default::default() };
+        let opened = p.open(identity, &with_rt).await.unwrap();
+        let sid = opened.claims[SESSION_CLAIM].as_str().unwrap().to_string();
+        let now = unix_now();
+        assert!(expiry(&sid) <= now + 60 + ORPHAN_GRACE_SECS, "an unlinked session outlives only the cache entry");
+        p.keep(&sid).await.unwrap();
+        assert!(expiry(&sid) >= now + 89 * 86400, "linked to a refresh token, it is kept for session_lifetime");
+        let text = std::fs::read_to_string(dir.path().join("s.json")).unwrap();
+        assert!(text.contains("idp-rt"), "the IdP refresh token is stored (owner-only file)");
+        match p.recheck(&idp, &cfg, "carol", &sid).await.unwrap() {
+            Recheck::Current(i) => assert_eq!(i.username, "carol"),
+            Recheck::Gone(r) => panic!("{r}"),
+        }
+        assert!(matches!(p.recheck(&idp, &cfg, "mallory", &sid).await.unwrap(), Recheck::Gone(_)));
+    }
+}

@@ -1,0 +1,11 @@
+//! The one error of the shared-state stores (files or Redis).
+
+/// A store could not be read or written. Callers fail closed: a refresh token whose revocation state cannot
+/// be read is refused, a session that cannot be read is not "absent"; both answer 503.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    #[error("revocation store: {0}")]
+    Revocations(String),
+    #[error("session store: {0}")]
+    Sessions(String),
+}
