@@ -42,6 +42,13 @@ pub const POLICY_RULES: &str = "tollgate_policy_rules";
 /// `unavailable`), and their latency by `provider` and `operation`.
 pub const PROVIDER_REQUESTS: &str = "tollgate_provider_requests_total";
 pub const PROVIDER_DURATION: &str = "tollgate_provider_duration_seconds";
+/// Client connections open now, by `listener` (`main`, `metrics`).
+pub const CONNECTIONS_OPEN: &str = "tollgate_connections_open";
+/// Connections closed at accept because a cap was reached, by `listener` and `reason` (`total`, `per_client`).
+pub const CONNECTIONS_REFUSED: &str = "tollgate_connections_refused_total";
+/// Connections closed because a deadline passed, by `listener` and `phase` (`tls_handshake`, `first_byte`,
+/// `first_request`, `idle`).
+pub const CONNECTIONS_TIMED_OUT: &str = "tollgate_connections_timed_out_total";
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "tollgate_build_info";
 

@@ -72,6 +72,8 @@ struct RawServer {
     trusted_proxies: Option<Vec<String>>,
     /// How often providers are probed for /readyz. Default: 15s.
     probe_interval: Option<String>,
+    /// Connection deadlines and caps. See [`ops::RawConnections`].
+    connections: Option<ops::RawConnections>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -344,6 +346,7 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
         metrics_listen: raw.server.metrics_listen.take(),
         trusted_proxies: raw.server.trusted_proxies.take(),
         probe_interval: raw.server.probe_interval.take(),
+        connections: raw.server.connections.take(),
     };
     let ops = ops::validate(server_ops, std::mem::take(&mut raw.rate_limit), base, errors);
     let state = state::validate(std::mem::take(&mut raw.state), base, errors);

@@ -34,6 +34,31 @@ pub struct RawServerOps {
     pub trusted_proxies: Option<Vec<String>>,
     /// How often each provider is probed for `/readyz`. Default: 15s.
     pub probe_interval: Option<String>,
+    /// Connection deadlines and caps. See [`RawConnections`].
+    pub connections: Option<RawConnections>,
+}
+
+/// `server.connections:`: what one client connection may hold, and for how long.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConnections {
+    /// A connection that sends no byte within this is closed. Default: 5s.
+    pub first_byte_timeout: Option<String>,
+    /// A request's headers (the first request's counted from the accept) must arrive within this. Default: 10s.
+    pub header_timeout: Option<String>,
+    /// A request body must arrive within this of its headers. Default: 10s.
+    pub body_timeout: Option<String>,
+    /// A connection with no request in flight is closed after this. Default: 60s.
+    pub idle_timeout: Option<String>,
+    /// Most connections open at once; more are closed at accept. Default: 0, meaning the open-file limit
+    /// (`ulimit -n`) minus 256 descriptors kept for providers, stores, reloads and logs.
+    pub max: Option<usize>,
+    /// Most connections open at once from one client address (trusted proxies are exempt). Default: 0,
+    /// meaning a quarter of `max`: no single address can take the whole server, and an office behind one
+    /// NAT address still gets hundreds.
+    pub max_per_client: Option<usize>,
+    /// Most concurrent HTTP/2 streams on one connection. Default: 32.
+    pub http2_max_streams: Option<u32>,
 }
 
 /// `rate_limit:`: failed logins per client IP and per account.
@@ -57,6 +82,40 @@ pub struct TlsSettings {
     pub key_file: PathBuf,
 }
 
+/// Default deadlines of a connection (also the values the fault tests wait out).
+pub const DEFAULT_FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Connection deadlines and caps of both listeners (`server.connections`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    pub first_byte_timeout: Duration,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+    pub idle_timeout: Duration,
+    /// 0: from the open-file limit.
+    pub max: usize,
+    /// 0: a quarter of the effective `max`.
+    pub max_per_client: usize,
+    pub http2_max_streams: u32,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            first_byte_timeout: DEFAULT_FIRST_BYTE_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max: 0,
+            max_per_client: 0,
+            http2_max_streams: 32,
+        }
+    }
+}
+
 /// Failed-login limits. Zero `enabled` means no limiting at all.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSettings {
@@ -73,6 +132,7 @@ pub struct OpsSettings {
     pub metrics_listen: Option<SocketAddr>,
     pub trusted_proxies: Vec<IpNet>,
     pub probe_interval: Duration,
+    pub connections: ConnLimits,
     pub rate_limit: RateLimitSettings,
 }
 
@@ -83,6 +143,7 @@ impl Default for OpsSettings {
             metrics_listen: None,
             trusted_proxies: Vec::new(),
             probe_interval: Duration::from_secs(15),
+            connections: ConnLimits::default(),
             rate_limit: RateLimitSettings {
                 enabled: true,
                 ip_failures: 10,
@@ -122,6 +183,7 @@ pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &
     if probe_interval < Duration::from_millis(100) {
         errors.push("server.probe_interval: must be at least 100ms".into());
     }
+    let connections = connections(server.connections.unwrap_or_default(), errors);
     let window = duration_or(rate.window.as_deref(), "rate_limit.window", d.rate_limit.window, errors);
     let ip_failures = rate.ip_failures.unwrap_or(d.rate_limit.ip_failures);
     let account_failures = rate.account_failures.unwrap_or(d.rate_limit.account_failures);
@@ -139,8 +201,37 @@ pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &
         metrics_listen,
         trusted_proxies,
         probe_interval,
+        connections,
         rate_limit: RateLimitSettings { enabled: rate.enabled.unwrap_or(true), ip_failures, account_failures, window },
     }
+}
+
+fn connections(raw: RawConnections, errors: &mut Vec<String>) -> ConnLimits {
+    let d = ConnLimits::default();
+    let mut timeout = |value: Option<String>, key: &str, default: Duration| {
+        let key = format!("server.connections.{key}");
+        let t = duration_or(value.as_deref(), &key, default, errors);
+        if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&t) {
+            errors.push(format!("{key}: must be between 100ms and 1h"));
+        }
+        t
+    };
+    let limits = ConnLimits {
+        first_byte_timeout: timeout(raw.first_byte_timeout, "first_byte_timeout", d.first_byte_timeout),
+        header_timeout: timeout(raw.header_timeout, "header_timeout", d.header_timeout),
+        body_timeout: timeout(raw.body_timeout, "body_timeout", d.body_timeout),
+        idle_timeout: timeout(raw.idle_timeout, "idle_timeout", d.idle_timeout),
+        max: raw.max.unwrap_or(d.max),
+        max_per_client: raw.max_per_client.unwrap_or(d.max_per_client),
+        http2_max_streams: raw.http2_max_streams.unwrap_or(d.http2_max_streams),
+    };
+    if limits.max != 0 && limits.max < limits.max_per_client {
+        errors.push("server.connections.max: must be 0 (from the open-file limit) or at least max_per_client".into());
+    }
+    if !(1..=1000).contains(&limits.http2_max_streams) {
+        errors.push("server.connections.http2_max_streams: must be between 1 and 1000".into());
+    }
+    limits
 }
 
 #[cfg(test)]
@@ -154,6 +245,12 @@ mod tests {
             metrics_listen: Some("everywhere".into()),
             trusted_proxies: Some(vec!["10.0.0.0/8".into(), "172.18.0.2".into(), "proxy.local".into()]),
             probe_interval: Some("1ms".into()),
+            connections: Some(RawConnections {
+                idle_timeout: Some("0s".into()),
+                max: Some(10),
+                max_per_client: Some(20),
+                ..Default::default()
+            }),
         };
         let rate =
             RawRateLimit { enabled: None, ip_failures: Some(0), account_failures: None, window: Some("soon".into()) };
@@ -166,6 +263,8 @@ mod tests {
             "server.probe_interval: must be at least 100ms",
             "rate_limit: ip_failures and account_failures must be at least 1",
             "rate_limit.window: \"soon\" is not a duration",
+            "server.connections.idle_timeout: must be between 100ms and 1h",
+            "server.connections.max: must be 0 (from the open-file limit) or at least max_per_client",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }

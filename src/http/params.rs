@@ -2,6 +2,7 @@
 //! which typed extractors reject), Basic credentials, and the checks every handler makes on them: the
 //! service is one of ours, the scopes parse, `account` names the authenticated user.
 
+use axum::body::Bytes;
 use axum::http::{header, HeaderMap};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
@@ -97,6 +98,28 @@ impl Params {
         }
         Ok(p)
     }
+}
+
+/// Read a form body of at most `max` bytes. A `Content-Length` above `max` is answered 413 before a byte of
+/// the body is read (a client declaring 10 GiB and sending nothing gets its answer at once); a chunked body
+/// (skopeo, podman) is cut off at `max`.
+pub(crate) async fn read_body(headers: &HeaderMap, body: axum::body::Body, max: usize) -> Result<Bytes, ApiError> {
+    if let Some(declared) = headers.get(header::CONTENT_LENGTH) {
+        let declared = declared.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok());
+        match declared {
+            Some(n) if n > max as u64 => return Err(ApiError::PayloadTooLarge(max)),
+            Some(_) => {}
+            None => return Err(ApiError::BadRequest("Content-Length is not a number".into())),
+        }
+    }
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_large {
+            ApiError::PayloadTooLarge(max)
+        } else {
+            ApiError::BadRequest("could not read the request body".into())
+        }
+    })
 }
 
 /// Credentials from a Basic header.

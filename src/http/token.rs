@@ -16,7 +16,7 @@ use super::audit::Audit;
 use super::authn::{password_login, refresh_login, Authenticated};
 use super::client_ip;
 use super::error::ApiError;
-use super::params::{check_account, check_service, parse_basic, parse_scopes, truthy, Params};
+use super::params::{check_account, check_service, parse_basic, parse_scopes, read_body, truthy, Params};
 use crate::app::AppState;
 use crate::grant::{grant, take_session, Ask};
 use crate::identity::{AuthMethod, Identity};
@@ -61,72 +61,63 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
 pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let (head, body) = req.into_parts();
     let mut audit = Audit::new("token", "POST", client_ip::of_request(&head, &state.settings.ops.trusted_proxies));
-    let result = async {
-        if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("");
-            if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-                return Err(ApiError::BadRequest(
-                    "POST /token expects an application/x-www-form-urlencoded body".into(),
-                ));
+    let result =
+        async {
+            if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
+                let ct = ct.to_str().unwrap_or("");
+                if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+                    return Err(ApiError::BadRequest(
+                        "POST /token expects an application/x-www-form-urlencoded body".into(),
+                    ));
+                }
             }
+            let body = read_body(&head.headers, body, state.settings.max_body_bytes).await?;
+            let params = Params::parse(&body, state.settings.max_scopes)?;
+            audit.client_id = params.client_id.clone();
+            audit.subject = params.username.clone();
+            if params.client_id.as_deref().unwrap_or("").is_empty() {
+                return Err(ApiError::BadRequest("client_id is required on POST /token".into()));
+            }
+            let service = check_service(&state, params.service.as_deref())?;
+            audit.service = service.clone();
+            let scopes = parse_scopes(&state, &params.scopes)?;
+            audit.requested = scopes.iter().map(Scope::text).collect();
+            let auth =
+                match params.grant_type.as_deref() {
+                    Some("password") => {
+                        let username = params.username.as_deref().ok_or_else(|| {
+                            ApiError::BadRequest("username is required for grant_type=password".into())
+                        })?;
+                        let password = params.password.as_ref().ok_or_else(|| {
+                            ApiError::BadRequest("password is required for grant_type=password".into())
+                        })?;
+                        password_login(&state, username, password, &service, audit.client_ip).await?
+                    }
+                    Some("refresh_token") => {
+                        let token = params.refresh_token.as_ref().ok_or_else(|| {
+                            ApiError::BadRequest("refresh_token is required for grant_type=refresh_token".into())
+                        })?;
+                        let identity =
+                            refresh_login(&state, token.expose_secret(), params.username.as_deref(), &service).await?;
+                        Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken }
+                    }
+                    Some(super::device::GRANT_TYPE) => {
+                        let code = params.device_code.as_ref().ok_or_else(|| {
+                            ApiError::BadRequest("device_code is required for the device_code grant".into())
+                        })?;
+                        let identity = super::device::redeem(&state, code, &service).await?;
+                        Authenticated { identity: Arc::new(identity), method: AuthMethod::Device }
+                    }
+                    Some(other) => return Err(ApiError::UnsupportedGrant(other.chars().take(64).collect())),
+                    None => return Err(ApiError::BadRequest("grant_type is required on POST /token".into())),
+                };
+            check_account(params.account.as_deref(), &auth.identity)?;
+            // A device login exists to produce a refresh token (`tollgate login` stores it as the identity token).
+            let offline = (params.access_type.as_deref() == Some("offline") && auth.method == AuthMethod::Password)
+                || auth.method == AuthMethod::Device;
+            answer(&state, auth, &mut audit, &service, &scopes, Ask { offline, scope_in_body: true }).await
         }
-        let max = state.settings.max_body_bytes;
-        let body = axum::body::to_bytes(body, max).await.map_err(|e| {
-            let too_large = std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            if too_large {
-                ApiError::PayloadTooLarge(max)
-            } else {
-                ApiError::BadRequest("could not read the request body".into())
-            }
-        })?;
-        let params = Params::parse(&body, state.settings.max_scopes)?;
-        audit.client_id = params.client_id.clone();
-        audit.subject = params.username.clone();
-        if params.client_id.as_deref().unwrap_or("").is_empty() {
-            return Err(ApiError::BadRequest("client_id is required on POST /token".into()));
-        }
-        let service = check_service(&state, params.service.as_deref())?;
-        audit.service = service.clone();
-        let scopes = parse_scopes(&state, &params.scopes)?;
-        audit.requested = scopes.iter().map(Scope::text).collect();
-        let auth = match params.grant_type.as_deref() {
-            Some("password") => {
-                let username = params
-                    .username
-                    .as_deref()
-                    .ok_or_else(|| ApiError::BadRequest("username is required for grant_type=password".into()))?;
-                let password = params
-                    .password
-                    .as_ref()
-                    .ok_or_else(|| ApiError::BadRequest("password is required for grant_type=password".into()))?;
-                password_login(&state, username, password, &service, audit.client_ip).await?
-            }
-            Some("refresh_token") => {
-                let token = params.refresh_token.as_ref().ok_or_else(|| {
-                    ApiError::BadRequest("refresh_token is required for grant_type=refresh_token".into())
-                })?;
-                let identity =
-                    refresh_login(&state, token.expose_secret(), params.username.as_deref(), &service).await?;
-                Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken }
-            }
-            Some(super::device::GRANT_TYPE) => {
-                let code = params
-                    .device_code
-                    .as_ref()
-                    .ok_or_else(|| ApiError::BadRequest("device_code is required for the device_code grant".into()))?;
-                let identity = super::device::redeem(&state, code, &service).await?;
-                Authenticated { identity: Arc::new(identity), method: AuthMethod::Device }
-            }
-            Some(other) => return Err(ApiError::UnsupportedGrant(other.chars().take(64).collect())),
-            None => return Err(ApiError::BadRequest("grant_type is required on POST /token".into())),
-        };
-        check_account(params.account.as_deref(), &auth.identity)?;
-        // A device login exists to produce a refresh token (`tollgate login` stores it as the identity token).
-        let offline = (params.access_type.as_deref() == Some("offline") && auth.method == AuthMethod::Password)
-            || auth.method == AuthMethod::Device;
-        answer(&state, auth, &mut audit, &service, &scopes, Ask { offline, scope_in_body: true }).await
-    }
-    .await;
+        .await;
     audit.finish(result)
 }
 

@@ -1,21 +1,30 @@
 //! The one accept loop: the binary's listeners, the tests' and the benchmarks' servers all run through
-//! [`serve`], so what the suite proves about slow clients, TLS and shutdown is what ships.
+//! [`serve`], so what the suite proves about hostile clients, TLS and shutdown is what ships.
 //!
-//! Deadlines: hyper's header read timeout needs a timer, which `axum::serve` does not give it; without one a
-//! client that drips its request headers a byte at a time held its connection (a task and a file
-//! descriptor) for as long as it liked (`faults::very_slow_clients_do_not_exhaust_the_server` measured 0 of
-//! 1,000 such connections closed after 8 s). Here every connection gets a timer: a TLS handshake and the
-//! headers must arrive within [`HEADER_READ_TIMEOUT`], a request body within [`BODY_READ_TIMEOUT`] of its
-//! headers. HTTP/1.1 and HTTP/2 (h2c, or h2 by ALPN over TLS) are both served.
+//! Nothing an unauthenticated client does on a connection holds it for long (`server.connections`):
+//! - no byte within `first_byte_timeout`: closed (a silent TCP connection, or one that stops after the TLS
+//!   handshake or the HTTP/2 preface);
+//! - the first request's headers not in within `header_timeout` of the accept, and each later request's
+//!   within `header_timeout` (hyper's timer): closed. A TLS handshake has the same bound;
+//! - a request body not in within `body_timeout` of its headers: the request fails;
+//! - no request in flight for `idle_timeout` (HTTP/2 kept alive by pings; an HTTP/1.1 keep-alive
+//!   connection is also closed when the next request's headers do not come within `header_timeout`): closed;
+//! - at most `max` connections at once (by default the open-file limit minus 256 descriptors kept for
+//!   providers, stores, reloads and logs) and `max_per_client` from one address (by default a quarter of
+//!   `max`; trusted proxies exempt): over either, a new connection is closed at accept, before any byte is
+//!   read;
+//! - HTTP/2: at most `http2_max_streams` streams at once, and a bound on reset streams.
 //!
 //! Shutdown: when `shutdown` resolves the listener closes, every connection finishes the request it is
 //! serving and closes, and `serve` returns once all are gone or the drain time is over.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,18 +35,133 @@ use axum::Router;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use ipnet::IpNet;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
 use tower::ServiceExt as _;
 
 use super::tls::Tls;
+use crate::config::ops::{ConnLimits, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT};
+use crate::telemetry;
 
-/// How long a client may take to send a request's headers (a slow or silent client is closed after this).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send a request body once its headers are in (token requests are tiny).
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send a request's headers, by default.
+pub const HEADER_READ_TIMEOUT: Duration = DEFAULT_HEADER_TIMEOUT;
+/// How long a client may take to send a request body once its headers are in, by default.
+pub const BODY_READ_TIMEOUT: Duration = DEFAULT_BODY_TIMEOUT;
+/// Descriptors kept free under the open-file limit for everything but client connections.
+const RESERVED_FDS: usize = 256;
 
 /// The router for the next request: a fixed one, or the one in force after a live reload.
 pub type Routes = Arc<dyn Fn() -> Router + Send + Sync>;
+
+/// How a listener treats its connections.
+#[derive(Debug, Clone, Default)]
+pub struct Guard {
+    pub limits: ConnLimits,
+    /// Peers exempt from `max_per_client`: the trusted proxies, whose one address carries many clients.
+    pub exempt: Vec<IpNet>,
+    /// The `listener` label of the connection metrics (`main` or `metrics`).
+    pub label: &'static str,
+}
+
+/// The connection cap in force: `limits.max`, or the open-file limit minus [`RESERVED_FDS`].
+pub fn max_connections(limits: &ConnLimits) -> usize {
+    if limits.max != 0 {
+        return limits.max;
+    }
+    open_file_limit().map_or(4096, |n| n.saturating_sub(RESERVED_FDS).max(64))
+}
+
+/// The per-address cap in force: `limits.max_per_client`, or a quarter of `max`.
+pub fn max_per_client(limits: &ConnLimits, max: usize) -> usize {
+    match limits.max_per_client {
+        0 => (max / 4).max(1),
+        n => n,
+    }
+}
+
+#[cfg(unix)]
+fn open_file_limit() -> Option<usize> {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own and reads nothing else.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    (rc == 0 && rl.rlim_cur != libc::RLIM_INFINITY).then(|| usize::try_from(rl.rlim_cur).unwrap_or(usize::MAX))
+}
+
+#[cfg(not(unix))]
+fn open_file_limit() -> Option<usize> {
+    None
+}
+
+/// Open connections, in all and per client address.
+struct Tally {
+    open: AtomicUsize,
+    per_client: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One admitted connection: counted until dropped.
+struct Admitted {
+    tally: Arc<Tally>,
+    ip: Option<IpAddr>,
+    label: &'static str,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.tally.open.fetch_sub(1, Ordering::Relaxed);
+        if let Some(ip) = self.ip {
+            if let Ok(mut m) = self.tally.per_client.lock() {
+                if let Some(n) = m.get_mut(&ip) {
+                    *n -= 1;
+                    if *n == 0 {
+                        m.remove(&ip);
+                    }
+                }
+            }
+        }
+        metrics::gauge!(telemetry::CONNECTIONS_OPEN, "listener" => self.label).decrement(1.0);
+    }
+}
+
+impl Tally {
+    /// Admit a connection from `peer`, or say which cap it is over.
+    fn admit(
+        self: &Arc<Tally>,
+        peer: SocketAddr,
+        guard: &Guard,
+        (max, per_client): (usize, usize),
+    ) -> Result<Admitted, &'static str> {
+        if self.open.fetch_add(1, Ordering::Relaxed) >= max {
+            self.open.fetch_sub(1, Ordering::Relaxed);
+            return Err("total");
+        }
+        let ip = canonical(peer.ip());
+        let counted = !guard.exempt.iter().any(|n| n.contains(&ip));
+        if counted {
+            let mut m = match self.per_client.lock() {
+                Ok(m) => m,
+                Err(p) => p.into_inner(),
+            };
+            let n = m.entry(ip).or_insert(0);
+            if *n >= per_client {
+                drop(m);
+                self.open.fetch_sub(1, Ordering::Relaxed);
+                return Err("per_client");
+            }
+            *n += 1;
+        }
+        metrics::gauge!(telemetry::CONNECTIONS_OPEN, "listener" => guard.label).increment(1.0);
+        Ok(Admitted { tally: self.clone(), ip: counted.then_some(ip), label: guard.label })
+    }
+}
+
+/// IPv4-mapped IPv6 peers (dual-stack listeners) count as the IPv4 address they are.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
 
 /// Serve `routes` on `listener` (over TLS when `tls` is set) until `shutdown` resolves; then let requests
 /// in flight finish, for at most `drain`.
@@ -45,9 +169,14 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     routes: Routes,
     tls: Option<Tls>,
+    guard: Guard,
     shutdown: impl Future<Output = ()> + Send + 'static,
     drain: Duration,
 ) -> std::io::Result<()> {
+    let guard = Arc::new(guard);
+    let max = max_connections(&guard.limits);
+    let caps = (max, max_per_client(&guard.limits, max));
+    let tally = Arc::new(Tally { open: AtomicUsize::new(0), per_client: Mutex::new(HashMap::new()) });
     // Every connection task holds a receiver; `closed()` on the sender resolves when all are gone.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let mut shutdown = pin!(shutdown);
@@ -64,16 +193,30 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let admitted = match tally.admit(remote, &guard, caps) {
+            Ok(a) => a,
+            Err(cap) => {
+                // Closed at once: a client over a cap gets no byte and holds no descriptor.
+                metrics::counter!(telemetry::CONNECTIONS_REFUSED, "listener" => guard.label, "reason" => cap)
+                    .increment(1);
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
-        let (routes, tls, stop_rx) = (routes.clone(), tls.clone(), stop_rx.clone());
+        let (routes, tls, guard, stop_rx) = (routes.clone(), tls.clone(), guard.clone(), stop_rx.clone());
         tokio::spawn(async move {
+            let _admitted = admitted;
             match tls {
-                None => connection(stream, remote, routes, stop_rx).await,
-                Some(tls) => match tokio::time::timeout(HEADER_READ_TIMEOUT, tls.acceptor().accept(stream)).await {
-                    Ok(Ok(stream)) => connection(stream, remote, routes, stop_rx).await,
-                    Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%remote, "TLS handshake not completed in time"),
-                },
+                None => connection(stream, remote, routes, &guard, stop_rx).await,
+                Some(tls) => {
+                    let handshake = tls.acceptor().accept(stream);
+                    match tokio::time::timeout(guard.limits.header_timeout, handshake).await {
+                        Ok(Ok(stream)) => connection(stream, remote, routes, &guard, stop_rx).await,
+                        Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
+                        Err(_) => timed_out(&guard, "tls_handshake"),
+                    }
+                }
             }
         });
     }
@@ -86,30 +229,163 @@ pub async fn serve(
     Ok(())
 }
 
+fn timed_out(guard: &Guard, phase: &'static str) {
+    metrics::counter!(telemetry::CONNECTIONS_TIMED_OUT, "listener" => guard.label, "phase" => phase).increment(1);
+}
+
+/// What the watchdog of one connection knows: whether a byte came, requests in flight, the last request.
+struct Activity {
+    first_byte: AtomicBool,
+    started_requests: AtomicUsize,
+    in_flight: AtomicUsize,
+    last_request: Mutex<Instant>,
+}
+
+impl Activity {
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_request.lock() {
+            *t = Instant::now();
+        }
+    }
+
+    /// When the connection must close unless something happens first, and why; None while a request runs.
+    fn deadline(&self, accepted: Instant, limits: &ConnLimits) -> Option<(Instant, &'static str)> {
+        if !self.first_byte.load(Ordering::Relaxed) {
+            return Some((accepted + limits.first_byte_timeout, "first_byte"));
+        }
+        if self.started_requests.load(Ordering::Relaxed) == 0 {
+            return Some((accepted + limits.header_timeout, "first_request"));
+        }
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        let last = self.last_request.lock().map(|t| *t).unwrap_or(accepted);
+        Some((last + limits.idle_timeout, "idle"))
+    }
+}
+
+/// A request in flight, for the idle rule; ends when its response future ends (or is dropped).
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The connection's byte stream, noting the first byte read.
+struct Watched<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.first_byte.store(true, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
 /// Serve one connection until the client closes it, a deadline passes, or shutdown asks it to finish.
-async fn connection<I>(io: I, remote: SocketAddr, routes: Routes, mut stop_rx: tokio::sync::watch::Receiver<()>)
-where
+async fn connection<I>(
+    io: I,
+    remote: SocketAddr,
+    routes: Routes,
+    guard: &Guard,
+    mut stop_rx: tokio::sync::watch::Receiver<()>,
+) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let accepted = Instant::now();
+    let limits = &guard.limits;
+    let activity = Arc::new(Activity {
+        first_byte: AtomicBool::new(false),
+        started_requests: AtomicUsize::new(0),
+        in_flight: AtomicUsize::new(0),
+        last_request: Mutex::new(accepted),
+    });
+    let body_timeout = limits.body_timeout;
+    let seen = activity.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        seen.started_requests.fetch_add(1, Ordering::Relaxed);
+        seen.in_flight.fetch_add(1, Ordering::Relaxed);
+        seen.touch();
+        let in_flight = InFlight(seen.clone());
         req.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
-        let req = req.map(|body| Body::new(Deadline::new(body, BODY_READ_TIMEOUT)));
+        let req = req.map(|body| Body::new(Deadline::new(body, body_timeout)));
         let router = routes();
-        async move { Ok::<_, Infallible>(router.oneshot(req).await.unwrap_or_else(|never| match never {})) }
+        async move {
+            let response = router.oneshot(req).await.unwrap_or_else(|never| match never {});
+            drop(in_flight);
+            Ok::<_, Infallible>(response)
+        }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_streams)
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(64));
+    let io = Watched { inner: io, activity: activity.clone() };
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(e) = result {
-                tracing::debug!(%remote, error = %e, "connection ended with an error");
+    loop {
+        let deadline = activity.deadline(accepted, limits);
+        // While a request runs, look again a little later (its own deadlines bound it).
+        let wake = deadline.map_or(Instant::now() + Duration::from_millis(500), |(at, _)| at);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(%remote, error = %e, "connection ended with an error");
+                }
+                return;
             }
-            return;
+            _ = stop_rx.changed() => break,
+            () = tokio::time::sleep_until(wake) => {
+                match activity.deadline(accepted, limits) {
+                    Some((at, phase)) if at <= Instant::now() => {
+                        timed_out(guard, phase);
+                        tracing::debug!(%remote, phase, "connection closed: deadline passed");
+                        return;
+                    }
+                    _ => continue,
+                }
+            }
         }
-        _ = stop_rx.changed() => conn.as_mut().graceful_shutdown(),
     }
+    conn.as_mut().graceful_shutdown();
     let _ = conn.await;
 }
 
@@ -117,11 +393,12 @@ where
 struct Deadline {
     inner: Incoming,
     sleep: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
 }
 
 impl Deadline {
     fn new(inner: Incoming, timeout: Duration) -> Deadline {
-        Deadline { inner, sleep: Box::pin(tokio::time::sleep(timeout)) }
+        Deadline { inner, sleep: Box::pin(tokio::time::sleep(timeout)), timeout }
     }
 }
 
@@ -138,9 +415,7 @@ impl HttpBody for Deadline {
         }
         match self.sleep.as_mut().poll(cx) {
             Poll::Ready(()) => {
-                Poll::Ready(Some(Err(
-                    format!("request body not received within {} s", BODY_READ_TIMEOUT.as_secs()).into()
-                )))
+                Poll::Ready(Some(Err(format!("request body not received within {:?}", self.timeout).into())))
             }
             Poll::Pending => Poll::Pending,
         }

@@ -135,6 +135,12 @@ fn warn_restart_needed(old: &Settings, new: &Settings) {
     if old.ops.metrics_listen != new.ops.metrics_listen {
         changed.push("server.metrics_listen");
     }
+    if old.ops.connections != new.ops.connections {
+        changed.push("server.connections");
+    }
+    if old.ops.trusted_proxies != new.ops.trusted_proxies {
+        changed.push("server.trusted_proxies (for connection caps; X-Forwarded-For uses the new list)");
+    }
     if old.ops.tls.is_some() != new.ops.tls.is_some() {
         changed.push("server.tls (on/off)");
     }

@@ -28,15 +28,32 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let guard = guard(&state, "main");
     let router = crate::http::router(state);
-    conn::serve(listener, Arc::new(move || router.clone()), None, shutdown, DRAIN_TIMEOUT).await
+    conn::serve(listener, Arc::new(move || router.clone()), None, guard, shutdown, DRAIN_TIMEOUT).await
 }
+
+/// The connection rules of a listener of `state`.
+fn guard(state: &AppState, label: &'static str) -> conn::Guard {
+    let ops = &state.settings.ops;
+    conn::Guard { limits: ops.connections.clone(), exempt: ops.trusted_proxies.clone(), label }
+}
+
+/// Connections the kernel queues before they are accepted. A burst larger than this makes new clients'
+/// SYNs be dropped and retried a second later, so it is well above the 128 that std would use.
+const LISTEN_BACKLOG: u32 = 1024;
 
 /// Bind a listener from the config, naming the key at fault when it cannot be bound.
 fn bind(addr: std::net::SocketAddr, key: &str) -> Result<tokio::net::TcpListener, String> {
-    let listener = std::net::TcpListener::bind(addr).map_err(|e| format!("{key}: cannot listen on {addr}: {e}"))?;
-    listener.set_nonblocking(true).map_err(|e| format!("{key}: {e}"))?;
-    tokio::net::TcpListener::from_std(listener).map_err(|e| format!("{key}: {e}"))
+    let fail = |e: std::io::Error| format!("{key}: cannot listen on {addr}: {e}");
+    let socket = match addr {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(fail)?;
+    socket.set_reuseaddr(true).map_err(fail)?;
+    socket.bind(addr).map_err(fail)?;
+    socket.listen(LISTEN_BACKLOG).map_err(fail)
 }
 
 /// Serve until SIGTERM or Ctrl-C, then let requests in flight finish.
@@ -71,14 +88,17 @@ pub async fn run(config: Option<PathBuf>, state: Arc<AppState>) -> Result<(), St
             let maddr = ml.local_addr().map_err(|e| format!("cannot read the metrics address: {e}"))?;
             tracing::info!(addr = %maddr, "metrics listening");
             // The same deadlines as the main listener; plain HTTP (it is scraped on an internal network).
-            let served = conn::serve(ml, live.routes(true), None, stopped(), DRAIN_TIMEOUT);
+            let served = conn::serve(ml, live.routes(true), None, guard(&state, "metrics"), stopped(), DRAIN_TIMEOUT);
             Some(tokio::spawn(served))
         }
         None => None,
     };
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(addr = %bound, scheme, kid = %state.issuer.keys.active().kid, "tollgate listening");
-    let result = conn::serve(listener, live.routes(false), tls, stopped(), DRAIN_TIMEOUT).await;
+    let max = conn::max_connections(&settings.ops.connections);
+    let per_client = conn::max_per_client(&settings.ops.connections, max);
+    tracing::info!(max_connections = max, max_per_client = per_client, "connection limits");
+    let result = conn::serve(listener, live.routes(false), tls, guard(&state, "main"), stopped(), DRAIN_TIMEOUT).await;
     if let Some(m) = metrics_server {
         let _ = m.await;
     }

@@ -15,6 +15,7 @@ mod cli;
 mod e2e;
 mod faults;
 mod harness;
+mod hostile;
 mod layout;
 mod ldap;
 mod oidc;

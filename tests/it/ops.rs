@@ -29,6 +29,15 @@ pub(crate) fn tollgate_bin() -> &'static str {
 
 impl Tollgate {
     pub(crate) fn start(env: &TestEnv, vars: &[(&str, &str)]) -> Tollgate {
+        Tollgate::start_with(env, vars, |_| {})
+    }
+
+    /// [`Tollgate::start`], with `tweak` applied to the command before it is spawned (limits, for example).
+    pub(crate) fn start_with(
+        env: &TestEnv,
+        vars: &[(&str, &str)],
+        tweak: impl FnOnce(&mut std::process::Command),
+    ) -> Tollgate {
         let log = env.path().join(format!("tollgate-{}.log", crate::rig::unique("run")));
         let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = crate::rig::command(tollgate_bin());
@@ -38,6 +47,7 @@ impl Tollgate {
             cmd.env(k, v);
         }
         cmd.stdout(Stdio::from(file.try_clone().expect("dup"))).stderr(Stdio::from(file)).stdin(Stdio::null());
+        tweak(&mut cmd);
         let child = cmd.spawn().expect("tollgate serve starts");
         let mut t = Tollgate { child, log, addr: String::new(), metrics_addr: None };
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -1,0 +1,271 @@
+//! An unauthenticated client on the network, against the real `tollgate serve` binary.
+//!
+//! Connections that send nothing, drip their headers or body, declare a 10 GiB body, or sit idle after a
+//! request are closed (or answered) within the documented deadlines, on the main and the metrics listener;
+//! 20,000 connections from one address under `ulimit -n 1024` leave the server serving everyone else.
+//! Each test prints its figures (`HOSTILE ...` lines) as well as asserting them.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::ops::{sample, Tollgate};
+
+/// Slack on top of a deadline: the watchdog's wake-up, a loaded machine, the read that sees the close.
+const SLACK: Duration = Duration::from_millis(1500);
+
+/// Read until the server closes the connection (EOF or reset); returns how long that took and what came.
+fn until_closed(stream: &mut TcpStream, started: Instant, limit: Duration) -> (Duration, Vec<u8>) {
+    stream.set_read_timeout(Some(limit)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (started.elapsed(), got),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                panic!("still open after {:?}; received {:?}", started.elapsed(), String::from_utf8_lossy(&got))
+            }
+            // A reset is a close too.
+            Err(_) => return (started.elapsed(), got),
+        }
+    }
+}
+
+/// Write `bytes` one at a time every `every` from a thread, until the server closes the connection.
+fn drip(stream: &TcpStream, bytes: Vec<u8>, every: Duration) {
+    let mut w = stream.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for b in bytes.iter().cycle() {
+            if w.write_all(&[*b]).is_err() {
+                return;
+            }
+            std::thread::sleep(every);
+        }
+    });
+}
+
+fn connect(addr: &str) -> (TcpStream, Instant) {
+    let s = TcpStream::connect(addr).unwrap();
+    (s, Instant::now())
+}
+
+#[test]
+fn silent_slow_idle_and_oversized_connections_are_closed_or_answered_within_their_deadlines() {
+    let env = TestEnv::new();
+    // The idle deadline is below the header deadline: hyper closes an HTTP/1.1 keep-alive connection whose
+    // next request's headers do not come within the header deadline, and the idle rule is to be seen first.
+    let (first_byte, header, body, idle) =
+        (Duration::from_secs(1), Duration::from_secs(2), Duration::from_secs(2), Duration::from_millis(1500));
+    let tg = Tollgate::start(
+        &env,
+        &[
+            ("TOLLGATE_SERVER__METRICS_LISTEN", "127.0.0.1:0"),
+            ("TOLLGATE_SERVER__CONNECTIONS__FIRST_BYTE_TIMEOUT", "1s"),
+            ("TOLLGATE_SERVER__CONNECTIONS__HEADER_TIMEOUT", "2s"),
+            ("TOLLGATE_SERVER__CONNECTIONS__BODY_TIMEOUT", "2s"),
+            ("TOLLGATE_SERVER__CONNECTIONS__IDLE_TIMEOUT", "1500ms"),
+        ],
+    );
+    let addr = tg.addr.clone();
+    let report = |what: &str, took: Duration, limit: Duration| {
+        println!("HOSTILE {what}: closed after {took:.2?} (deadline {limit:?})");
+        assert!(took <= limit + SLACK, "{what}: open for {took:?}, deadline {limit:?}");
+    };
+
+    // A TCP connection that sends nothing.
+    let (mut s, t) = connect(&addr);
+    let (took, _) = until_closed(&mut s, t, first_byte + Duration::from_secs(10));
+    report("silent connection", took, first_byte);
+    assert!(took >= first_byte - Duration::from_millis(200), "closed before its deadline: {took:?}");
+
+    // The same on the metrics listener.
+    let (mut s, t) = connect(tg.metrics_addr.as_deref().unwrap());
+    let (took, _) = until_closed(&mut s, t, first_byte + Duration::from_secs(10));
+    report("silent connection to the metrics listener", took, first_byte);
+
+    // HTTP/2 (h2c): the preface and an empty SETTINGS frame, then nothing.
+    let (mut s, t) = connect(&addr);
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+    let (took, _) = until_closed(&mut s, t, header + Duration::from_secs(10));
+    report("h2c connection silent after its preface", took, header);
+
+    // Request headers dripped a byte every 300 ms.
+    let (mut s, t) = connect(&addr);
+    drip(
+        &s,
+        format!("GET /token?service={SERVICE} HTTP/1.1\r\nHost: t\r\nX-Slow: ").into_bytes(),
+        Duration::from_millis(300),
+    );
+    let (took, _) = until_closed(&mut s, t, header + Duration::from_secs(10));
+    report("headers dripped 1 byte / 300 ms", took, header);
+
+    // Complete headers, then a body dripped a byte every 300 ms: the request fails at the body deadline.
+    let (mut s, t) = connect(&addr);
+    s.write_all(
+        b"POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 1000\r\n\r\n",
+    )
+    .unwrap();
+    drip(&s, b"grant_type=password&".to_vec(), Duration::from_millis(300));
+    let (took, got) = until_closed(&mut s, t, body + Duration::from_secs(10));
+    report("body dripped 1 byte / 300 ms", took, body);
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "a body that never arrives is a 400: {text}");
+
+    // A body declared at 10 GiB and never sent: 413 at once, before any of it is read.
+    let (mut s, t) = connect(&addr);
+    s.write_all(
+        b"POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 10737418240\r\n\r\n",
+    )
+    .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 512];
+    let n = s.read(&mut buf).unwrap();
+    let answered = t.elapsed();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    println!("HOSTILE body declared at 10 GiB: answered after {answered:.2?}: {}", text.lines().next().unwrap_or(""));
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(answered < Duration::from_secs(1), "413 took {answered:?}");
+
+    // One request on a keep-alive connection, then silence: closed at the idle deadline.
+    let (mut s, _) = connect(&addr);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let t = Instant::now();
+    let (took, _) = until_closed(&mut s, t, idle + Duration::from_secs(10));
+    report("keep-alive connection idle after a request", took, idle);
+
+    let metrics = tg.metrics();
+    for phase in ["first_byte", "first_request", "idle"] {
+        let series = format!("tollgate_connections_timed_out_total{{listener=\"main\",phase=\"{phase}\"}}");
+        assert!(sample(&metrics, &series) >= 1.0, "{series} not counted:\n{metrics}");
+    }
+    assert!(
+        sample(&metrics, "tollgate_connections_timed_out_total{listener=\"metrics\",phase=\"first_byte\"}") >= 1.0,
+        "{metrics}"
+    );
+}
+
+/// One GET /token for alice from `from`, over a fresh connection: (status, time taken).
+async fn token_from(addr: SocketAddr, from: std::net::IpAddr) -> (u16, Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let t = Instant::now();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let mut s = socket.connect(addr).await.unwrap();
+    let req = format!(
+        "GET /token?service={SERVICE}&scope=repository:payments/api:pull HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        basic(ALICE.0, ALICE.1)
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    let status = String::from_utf8_lossy(&got).get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, t.elapsed())
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn twenty_thousand_connections_from_one_address_under_ulimit_1024_leave_service_for_everyone_else() {
+    use std::os::unix::process::CommandExt as _;
+    let env = TestEnv::new();
+    let tg = Tollgate::start_with(&env, &[], |cmd| {
+        // SAFETY: setrlimit is async-signal-safe; the closure runs in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let rl = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    let addr: SocketAddr = tg.addr.parse().unwrap();
+    let pid = tg.child.id();
+    let rss_before = rss_kib(pid);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let attacker: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
+    let (attempts, held_peak, served, times) = rt.block_on(async move {
+        // The attacker: 20,000 connections, 500 in flight at a time, each kept open and silent until the
+        // server closes it (or for 8 s at most).
+        let held = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(500));
+        let flood = {
+            let (held, peak) = (held.clone(), peak.clone());
+            tokio::spawn(async move {
+                let mut tasks = Vec::new();
+                for _ in 0..20_000 {
+                    let permit = limit.clone().acquire_owned().await.unwrap();
+                    let (held, peak) = (held.clone(), peak.clone());
+                    tasks.push(tokio::spawn(async move {
+                        use tokio::io::AsyncReadExt as _;
+                        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                        socket.bind(SocketAddr::new(attacker, 0)).unwrap();
+                        if let Ok(mut s) = socket.connect(addr).await {
+                            let now = held.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                            peak.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                            let mut b = [0u8; 1];
+                            let _ = tokio::time::timeout(Duration::from_secs(8), s.read(&mut b)).await;
+                            held.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        drop(permit);
+                    }));
+                }
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+        };
+        // Everyone else, from another address, while the flood runs.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let mut served = Vec::new();
+        let mut times = Vec::new();
+        while !flood.is_finished() {
+            let (status, took) =
+                tokio::time::timeout(Duration::from_secs(20), token_from(addr, other)).await.expect("a client hung");
+            served.push(status);
+            times.push(took);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        (20_000, peak.load(std::sync::atomic::Ordering::Relaxed), served, times)
+    });
+    let mut sorted = times.clone();
+    sorted.sort();
+    let rss_after = rss_kib(pid);
+    let metrics = tg.metrics();
+    let refused = sample(&metrics, "tollgate_connections_refused_total{listener=\"main\",reason=\"per_client\"}");
+    println!(
+        "HOSTILE flood: {attempts} connections from one address under ulimit -n 1024: {refused} refused at accept, \
+         attacker held at most {held_peak} at once; another address got {} answers, {} of them 200, p50 {:?}, max {:?}; \
+         RSS {rss_before} KiB -> {rss_after} KiB",
+        served.len(),
+        served.iter().filter(|s| **s == 200).count(),
+        sorted[sorted.len() / 2],
+        sorted.last().unwrap()
+    );
+    assert!(served.len() >= 5, "too few requests from the other address: {served:?}");
+    assert!(served.iter().all(|s| *s == 200), "the other address was not served: {served:?}");
+    assert!(*sorted.last().unwrap() < Duration::from_secs(3), "the other address waited: {sorted:?}");
+    // Under `ulimit -n 1024` the caps are 768 connections and 192 per address.
+    assert!(refused > 10_000.0, "the per-client cap did not refuse the flood: {refused}");
+    let log = tg.wait_for_log("connection limits", |l| l["message"] == "connection limits");
+    assert_eq!((log["max_connections"].as_u64(), log["max_per_client"].as_u64()), (Some(768), Some(192)), "{log}");
+    let health = tg.get("/healthz", &[]);
+    assert_eq!(health.status, 200);
+    assert!(!tg.logs().contains("Too many open files"), "descriptors ran out:\n{}", tg.logs());
+}
