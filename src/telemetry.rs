@@ -49,6 +49,8 @@ pub const CONNECTIONS_REFUSED: &str = "tollgate_connections_refused_total";
 /// Connections closed because a deadline passed, by `listener` and `phase` (`tls_handshake`, `first_byte`,
 /// `first_request`, `idle`).
 pub const CONNECTIONS_TIMED_OUT: &str = "tollgate_connections_timed_out_total";
+/// Password checks refused at once (503) because too many were running and waiting already.
+pub const PASSWORD_CHECKS_SHED: &str = "tollgate_password_checks_shed_total";
 /// Always 1, with the `version` label.
 pub const BUILD_INFO: &str = "tollgate_build_info";
 

@@ -153,7 +153,14 @@ pub(crate) fn parse_basic(headers: &HeaderMap) -> Result<Option<Basic>, ApiError
     Ok(Some(Basic { username: username.to_string(), password: SecretString::from(password.to_string()) }))
 }
 
+/// Longest username accepted (bytes), before any provider, cache or limiter sees it: nothing a client sends
+/// may grow a cache by more than this per entry. Accounts files refuse longer names too.
+pub(crate) const MAX_USERNAME_LEN: usize = 256;
+
 pub(crate) fn check_username(u: &str) -> Result<(), ApiError> {
+    if u.len() > MAX_USERNAME_LEN {
+        return Err(ApiError::BadRequest(format!("username is longer than {MAX_USERNAME_LEN} bytes")));
+    }
     if u.chars().any(char::is_control) {
         return Err(ApiError::BadRequest("username contains control characters".into()));
     }
@@ -178,14 +185,8 @@ pub(crate) fn check_service(state: &AppState, service: Option<&str>) -> Result<S
 }
 
 pub(crate) fn parse_scopes(state: &AppState, raw: &[String]) -> Result<Vec<Scope>, ApiError> {
-    let list = split_scopes(raw.iter().map(String::as_str));
-    if list.len() > state.settings.max_scopes {
-        return Err(ApiError::BadRequest(format!(
-            "too many scopes: {} (at most {} per request)",
-            list.len(),
-            state.settings.max_scopes
-        )));
-    }
+    let list = split_scopes(raw.iter().map(String::as_str), state.settings.max_scopes)
+        .map_err(|e| ApiError::BadRequest(format!("{e} (server.max_scopes)")))?;
     list.into_iter().map(|s| Scope::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))).collect()
 }
 

@@ -2,8 +2,9 @@
 //!
 //! The file is re-read when it changes (checked on every call: one `stat`), so `tollgate robot add` or an
 //! edit that disables a robot takes effect at once. A file that no longer validates is reported and the last
-//! good version stays in force. Unknown usernames are checked against a dummy hash of the same kind and
-//! cost as the real ones, so response time does not reveal which usernames exist.
+//! good version stays in force. Unknown usernames are checked against a dummy hash of the kind and cost of
+//! the most expensive real one, and every check lasts at least as long as that one (`hashing`), so
+//! response time reveals neither which usernames exist nor which hash an account has.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -11,11 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::Argon2;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::{Identity, Outcome, Provider, Recheck, Unavailable};
+use super::{hashing, Identity, Outcome, Provider, Recheck, Unavailable};
 use crate::config::accounts::{AccountEntry, AccountsFile};
 use crate::support::fs::FileStamp;
 use crate::support::time::unix_now;
@@ -122,16 +123,6 @@ fn hash_kind(h: &str) -> Result<HashKind, String> {
     }
 }
 
-fn verify_hash(kind: &HashKind, hash: &str, password: &str) -> bool {
-    match kind {
-        HashKind::Bcrypt => bcrypt::verify(password, hash).unwrap_or(false),
-        HashKind::Argon2 => match PasswordHash::new(hash) {
-            Ok(parsed) => Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
-            Err(_) => false,
-        },
-    }
-}
-
 fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     crate::support::random::fill(&mut b);
@@ -144,10 +135,14 @@ pub fn hash_password(password: &str) -> Result<String, String> {
     Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
 }
 
-/// A dummy hash with the same algorithm and cost as a real one, so checking an unknown user costs the same.
+/// A dummy hash with the algorithm and cost of the most expensive real one, so checking an unknown user
+/// costs what checking the slowest account does (and the timing floor pads the cheaper ones to it).
 fn dummy_like(accounts: &[Account]) -> (HashKind, String) {
     let secret = crate::support::random::random_id(16);
-    if let Some(first) = accounts.first() {
+    let dearest = accounts
+        .iter()
+        .max_by(|a, b| hashing::cost(&a.entry.password_hash).total_cmp(&hashing::cost(&b.entry.password_hash)));
+    if let Some(first) = dearest {
         match first.kind {
             HashKind::Bcrypt => {
                 let cost = first.entry.password_hash.parse::<bcrypt::HashParts>().map(|p| p.get_cost()).unwrap_or(12);
@@ -177,6 +172,8 @@ fn dummy_like(accounts: &[Account]) -> (HashKind, String) {
 
 struct State {
     stamp: Option<FileStamp>,
+    /// The cost of the most expensive hash (the dummy's): its checks set the timing floor.
+    max_cost: f64,
     accounts: HashMap<String, Arc<Account>>,
     dummy: (HashKind, String),
 }
@@ -198,6 +195,8 @@ pub struct StaticProvider {
     /// When the file was last looked at, in nanoseconds since `created` (see `RECHECK_FILE`).
     checked_at: AtomicU64,
     created: Instant,
+    /// The least time a password check lasts (see `hashing::Floor`).
+    floor: hashing::Floor,
 }
 
 /// How often, at most, requests look at the accounts file for a change. Every request used to, so a
@@ -222,8 +221,9 @@ fn build_state(file: AccountsFile, stamp: Option<FileStamp>) -> State {
         })
         .collect();
     let dummy = dummy_like(&accounts);
+    let max_cost = hashing::cost(&dummy.1);
     let accounts = accounts.into_iter().map(|a| (a.entry.username.clone(), Arc::new(a))).collect();
-    State { stamp, accounts, dummy }
+    State { stamp, max_cost, accounts, dummy }
 }
 
 impl StaticProvider {
@@ -248,6 +248,7 @@ impl StaticProvider {
             generation: AtomicU64::new(1),
             checked_at: AtomicU64::new(0),
             created: Instant::now(),
+            floor: hashing::Floor::default(),
         })
     }
 
@@ -289,7 +290,12 @@ impl StaticProvider {
                 // Keep serving the last good accounts; remember the stamp so the error is logged once.
                 tracing::error!(provider = %self.name, errors = ?errors, "accounts file invalid; keeping the previous version");
                 let old = guard.clone();
-                *guard = Arc::new(State { stamp, accounts: old.accounts.clone(), dummy: old.dummy.clone() });
+                *guard = Arc::new(State {
+                    stamp,
+                    max_cost: old.max_cost,
+                    accounts: old.accounts.clone(),
+                    dummy: old.dummy.clone(),
+                });
             }
         }
         guard.clone()
@@ -303,15 +309,19 @@ impl StaticProvider {
     async fn check_password(&self, username: &str, password: &SecretString) -> Result<Outcome, Unavailable> {
         let state = self.state();
         let account = state.accounts.get(username).cloned();
-        let (kind, hash) = match &account {
-            Some(a) => (a.kind.clone(), a.entry.password_hash.clone()),
-            None => state.dummy.clone(),
+        let hash = match &account {
+            Some(a) => a.entry.password_hash.clone(),
+            None => state.dummy.1.clone(),
         };
+        let dearest = hashing::cost(&hash) >= state.max_cost;
         let pw = password.expose_secret().to_owned();
-        // Hashing takes tens of milliseconds: keep it off the async workers.
-        let ok = tokio::task::spawn_blocking(move || !pw.is_empty() && verify_hash(&kind, &hash, &pw))
+        let (ok, took) = hashing::verify(hash, pw)
             .await
-            .map_err(|e| Unavailable { provider: self.name.clone(), message: format!("hash task failed: {e}") })?;
+            .map_err(|e| Unavailable { provider: self.name.clone(), message: e.to_string() })?;
+        if dearest {
+            self.floor.observe(took);
+        }
+        self.floor.pad(took).await;
         Ok(match account {
             None => Outcome::NotMine,
             Some(_) if !ok => Outcome::Rejected("wrong password".into()),

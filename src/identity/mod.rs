@@ -212,6 +212,7 @@ pub trait Provider: Send + Sync {
 pub mod accounts;
 pub mod cache;
 pub mod chain;
+pub mod hashing;
 pub mod ldap;
 pub mod limiter;
 pub mod oidc;

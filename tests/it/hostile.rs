@@ -269,3 +269,133 @@ fn twenty_thousand_connections_from_one_address_under_ulimit_1024_leave_service_
     assert_eq!(health.status, 200);
     assert!(!tg.logs().contains("Too many open files"), "descriptors ran out:\n{}", tg.logs());
 }
+
+/// Peak resident memory of a process so far (VmHWM), KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One GET /token with Basic `user:password` over a fresh connection: (status, Retry-After, time taken).
+async fn login(addr: SocketAddr, user: &str, password: &str) -> (u16, Option<String>, Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let t = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /token?service={SERVICE} HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        basic(user, password)
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    let text = String::from_utf8_lossy(&got);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let retry =
+        text.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after:").map(|v| v.trim().to_string()));
+    (status, retry, t.elapsed())
+}
+
+#[test]
+fn four_hundred_simultaneous_cold_logins_are_bounded_in_memory_and_leave_healthz_fast() {
+    let env = TestEnv::new();
+    let tg = Tollgate::start(&env, &[("TOLLGATE_RATE_LIMIT__ENABLED", "false")]);
+    let addr: SocketAddr = tg.addr.parse().unwrap();
+    let pid = tg.child.id();
+    let idle = rss_kib(pid);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (answers, health) = rt.block_on(async move {
+        let burst: Vec<_> = (0..400)
+            .map(|i| tokio::spawn(async move { login(addr, &format!("nobody-{i}-{}", i * 7919), "guess").await }))
+            .collect();
+        let mut health = Vec::new();
+        for _ in 0..10 {
+            let t = Instant::now();
+            let (status, _) = token_probe(addr).await;
+            assert_eq!(status, 200);
+            health.push(t.elapsed());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let mut answers = Vec::new();
+        for b in burst {
+            answers.push(b.await.unwrap());
+        }
+        (answers, health)
+    });
+    let peak = peak_rss_kib(pid);
+    std::thread::sleep(Duration::from_millis(500));
+    let after = rss_kib(pid);
+    let refused = answers.iter().filter(|a| a.0 == 401).count();
+    let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
+    let worst_health = health.iter().max().unwrap();
+    println!(
+        "HOSTILE 400 simultaneous cold logins (argon2, random unknown users): {refused} answered 401, {} shed with 503, \
+         RSS idle {idle} KiB, peak {peak} KiB, after {after} KiB; /healthz alongside max {worst_health:?}",
+        shed.len()
+    );
+    assert_eq!(refused + shed.len(), 400, "every login is a 401 or a 503: {answers:?}");
+    assert!(shed.iter().all(|a| a.1.is_some()), "a 503 says when to come back");
+    assert!(peak < idle + 200 * 1024, "hashing memory is bounded: peak {peak} KiB from {idle} KiB");
+    assert!(*worst_health < Duration::from_secs(1), "/healthz waited {worst_health:?}");
+    assert!(tg.child.id() == pid && tg.get("/healthz", &[]).status == 200, "still serving");
+}
+
+/// GET /healthz over a fresh connection: (status, time).
+async fn token_probe(addr: SocketAddr) -> (u16, Duration) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let t = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).await.unwrap();
+    (String::from_utf8_lossy(&got).get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0), t.elapsed())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[test]
+fn unknown_users_and_accounts_with_cheaper_hashes_take_as_long_as_the_dearest_account() {
+    let env = TestEnv::new();
+    // A robot with a bcrypt hash of cost 10 (about four argon2id checks) beside the argon2id people.
+    let mut accounts = std::fs::read_to_string(&env.accounts).unwrap();
+    let hash = bcrypt::hash("robot-b-secret", 10).unwrap();
+    accounts += &format!("  - username: robot-b\n    password_hash: \"{hash}\"\n    robot: true\n");
+    std::fs::write(&env.accounts, accounts).unwrap();
+    let tg = Tollgate::start(&env, &[("TOLLGATE_RATE_LIMIT__ENABLED", "false")]);
+    let addr: SocketAddr = tg.addr.parse().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (unknown, argon, bcrypt_) = rt.block_on(async move {
+        // Warm the floor with a few checks of every kind, then measure them interleaved.
+        let (mut unknown, mut argon, mut bcrypt_) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..24 {
+            // Every password differs, so no negative-cache entry answers instead of a check.
+            let u = login(addr, &format!("ghost-{round}"), &format!("g{round}")).await;
+            let a = login(addr, ALICE.0, &format!("wrong-{round}")).await;
+            let b = login(addr, "robot-b", &format!("wrong-{round}")).await;
+            assert_eq!((u.0, a.0, b.0), (401, 401, 401));
+            if round >= 4 {
+                unknown.push(u.2);
+                argon.push(a.2);
+                bcrypt_.push(b.2);
+            }
+        }
+        (median(unknown), median(argon), median(bcrypt_))
+    });
+    println!(
+        "HOSTILE login timing, medians of 20 (mixed hash costs): unknown user {unknown:?}, argon2id account {argon:?}, \
+         bcrypt-10 account {bcrypt_:?}"
+    );
+    let (lo, hi) =
+        ([unknown, argon, bcrypt_].into_iter().min().unwrap(), [unknown, argon, bcrypt_].into_iter().max().unwrap());
+    assert!(
+        hi.as_secs_f64() <= lo.as_secs_f64() * 1.10,
+        "medians differ by more than 10 %: {unknown:?} {argon:?} {bcrypt_:?}"
+    );
+}

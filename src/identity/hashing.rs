@@ -1,0 +1,208 @@
+//! Password hash checks, bounded: how many run at once, how many wait, how much memory they hold, and how
+//! long they take as seen from outside.
+//!
+//! An argon2 check holds its working memory (19 MiB with the default parameters) and a bcrypt-12 check a
+//! core for 0.2 s. Unbounded, 400 simultaneous cold logins with random usernames (the dummy hash of an
+//! unknown user is a real check too) peaked at 7.6 GB and kept it. So, process-wide:
+//! - at most one check per core runs; up to [`QUEUE_PER_CORE`] per core wait; a check beyond that is
+//!   refused at once ([`Saturated`], answered 503 with `Retry-After`) instead of queueing without end;
+//! - argon2 working memory is one buffer per running check, kept and reused: a burst allocates it once;
+//! - every check of a provider lasts at least its timing floor (see [`Floor`]), so neither an unknown user
+//!   nor an account with a cheaper hash answers faster than the most expensive account.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::PasswordHash;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq as _;
+use tokio::sync::Semaphore;
+
+/// Checks that may wait for a free core, per core.
+pub const QUEUE_PER_CORE: usize = 32;
+
+/// The gate is full: too many password checks are running and waiting already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks at once; try again shortly")]
+pub struct Saturated;
+
+struct Gate {
+    running: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    queue: usize,
+    /// argon2 working memory of finished checks, for the next ones.
+    memory: Mutex<Vec<Vec<Block>>>,
+}
+
+fn gate() -> &'static Gate {
+    static GATE: OnceLock<Gate> = OnceLock::new();
+    GATE.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
+        Gate {
+            running: Arc::new(Semaphore::new(cores)),
+            waiting: AtomicUsize::new(0),
+            queue: cores * QUEUE_PER_CORE,
+            memory: Mutex::new(Vec::new()),
+        }
+    })
+}
+
+/// One waiting check; leaves the queue when dropped, also when its request is abandoned.
+struct Waiting(&'static Gate);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Check `password` against `hash` (bcrypt or argon2) on the blocking pool, once a core is free. Returns
+/// whether it matches and how long the hashing itself took (without the wait for a core).
+pub async fn verify(hash: String, password: String) -> Result<(bool, Duration), Saturated> {
+    let gate = gate();
+    if gate.waiting.fetch_add(1, Ordering::Relaxed) >= gate.queue {
+        gate.waiting.fetch_sub(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::PASSWORD_CHECKS_SHED).increment(1);
+        return Err(Saturated);
+    }
+    let waiting = Waiting(gate);
+    let permit = gate.running.clone().acquire_owned().await.map_err(|_| Saturated)?;
+    drop(waiting);
+    // The permit moves into the blocking task: a client hanging up does not free the core early.
+    let task = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut memory = gate.memory.lock().map(|mut m| m.pop().unwrap_or_default()).unwrap_or_default();
+        let ok = !password.is_empty() && check(&hash, password.as_bytes(), &mut memory);
+        if let Ok(mut pool) = gate.memory.lock() {
+            pool.push(memory);
+        }
+        drop(permit);
+        (ok, started.elapsed())
+    });
+    task.await.map_err(|_| Saturated)
+}
+
+fn check(hash: &str, password: &[u8], memory: &mut Vec<Block>) -> bool {
+    if hash.starts_with("$2") {
+        return std::str::from_utf8(password).is_ok_and(|p| bcrypt::verify(p, hash).unwrap_or(false));
+    }
+    verify_argon2(hash, password, memory)
+}
+
+/// argon2 verification into reused working memory, with a constant-time comparison.
+fn verify_argon2(hash: &str, password: &[u8], memory: &mut Vec<Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else { return false };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else { return false };
+    let version = match parsed.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(stated) = Params::try_from(&parsed) else { return false };
+    let Ok(params) = Params::new(stated.m_cost(), stated.t_cost(), stated.p_cost(), Some(expected.len())) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else { return false };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let hashed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password,
+        salt,
+        &mut out,
+        &mut memory[..blocks],
+    );
+    hashed.is_ok() && bool::from(out.ct_eq(expected.as_bytes()))
+}
+
+/// What one check of `hash` costs, in arbitrary units comparable across bcrypt and argon2 (a bcrypt cost
+/// of 10 takes about four times an argon2id check with the default parameters on the machines measured,
+/// BENCHMARKS.md). Used to pick the dummy hash of unknown users: the most expensive kind in the file.
+pub fn cost(hash: &str) -> f64 {
+    if let Ok(parts) = hash.parse::<bcrypt::HashParts>() {
+        return 4.0 * 2f64.powi(parts.get_cost() as i32 - 10);
+    }
+    match PasswordHash::new(hash).ok().and_then(|p| Params::try_from(&p).ok()) {
+        Some(p) => f64::from(p.m_cost()) * f64::from(p.t_cost()) / (19_456.0 * 2.0),
+        None => 0.0,
+    }
+}
+
+/// The time every check of one accounts file lasts at least: a running average of the checks of its most
+/// expensive hash (which the dummy hash of unknown users has too). A check that finished sooner sleeps the
+/// rest (off the core), so an unknown user, a wrong password and a right one for any account all take the
+/// same time from outside.
+#[derive(Debug, Default)]
+pub struct Floor {
+    nanos: AtomicU64,
+}
+
+impl Floor {
+    /// Record a check of the most expensive hash that took `took`.
+    pub fn observe(&self, took: Duration) {
+        let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        let old = self.nanos.load(Ordering::Relaxed);
+        // An average over the last few checks: one slow outlier does not slow every login for long.
+        let new = if old == 0 { took } else { old - old / 8 + took / 8 };
+        self.nanos.store(new, Ordering::Relaxed);
+    }
+
+    /// Sleep for what a check that took `took` lacks to the floor.
+    pub async fn pad(&self, took: Duration) {
+        let floor = Duration::from_nanos(self.nanos.load(Ordering::Relaxed));
+        if took < floor {
+            tokio::time::sleep(floor - took).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argon2::password_hash::{PasswordHasher as _, SaltString};
+
+    fn argon2_hash(pw: &str, params: Params) -> String {
+        let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();
+        Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
+            .hash_password(pw.as_bytes(), &salt)
+            .unwrap()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn reused_memory_verifies_argon2_of_any_size_and_bcrypt() {
+        let small = argon2_hash("pw", Params::new(1024, 1, 1, None).unwrap());
+        let default = argon2_hash("pw", Params::default());
+        let bcrypt = bcrypt::hash("pw", 4).unwrap();
+        for hash in [&small, &default, &small, &bcrypt] {
+            assert!(verify(hash.clone(), "pw".into()).await.unwrap().0, "{hash}");
+            assert!(!verify(hash.clone(), "wrong".into()).await.unwrap().0, "{hash}");
+        }
+        assert!(!verify(small.clone(), String::new()).await.unwrap().0, "an empty password never matches");
+        assert!(!verify("$argon2id$v=19$m=1024,t=1,p=1$bad".into(), "pw".into()).await.unwrap().0);
+    }
+
+    #[test]
+    fn costs_order_bcrypt_and_argon2_by_their_work() {
+        let (b4, b5) = (bcrypt::hash("x", 4).unwrap(), bcrypt::hash("x", 5).unwrap());
+        let a = argon2_hash("x", Params::default());
+        assert!(cost(&b5) > cost(&b4), "{} {}", cost(&b5), cost(&b4));
+        assert!(cost(&a) > cost(&b4) && cost(&a) < 4.0 * 2f64.powi(2), "argon2 default sits between bcrypt 4 and 12");
+        assert_eq!(cost("plain"), 0.0);
+    }
+
+    #[tokio::test]
+    async fn a_check_is_padded_to_the_floor() {
+        let floor = Floor::default();
+        floor.observe(Duration::from_millis(120));
+        let started = Instant::now();
+        floor.pad(Duration::from_millis(20)).await;
+        let slept = started.elapsed();
+        assert!(slept >= Duration::from_millis(95) && slept < Duration::from_millis(400), "{slept:?}");
+    }
+}
