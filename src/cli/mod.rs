@@ -145,6 +145,13 @@ pub fn robot_add(
     description: Option<String>,
 ) -> Result<(), String> {
     validate_username(name).map_err(|e| format!("robot name {name:?}: {e}"))?;
+    // Rules substitute the username ({username}) as literal text; a name that could not be substituted
+    // safely would match none of them (a `/` would otherwise reach into another namespace).
+    if !crate::policy::is_capture_value(name) {
+        return Err(format!(
+            "robot name {name:?}: use only letters, digits, '.', '_' and '-' (and no \"..\"), so rules can use it as {{username}}"
+        ));
+    }
     let path: PathBuf = match file {
         Some(f) => f.to_path_buf(),
         None => {

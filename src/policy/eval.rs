@@ -277,7 +277,9 @@ impl Rule {
         resource: &mut dyn FnMut(&Bindings<'a>) -> bool,
     ) -> Result<(), Miss> {
         let mut b: Bindings<'a> = [None; MAX_CAPTURES];
-        if !id.is_anonymous() {
+        // A username that is not a safe capture value (`bob/evil`, `..`, `a*`) stays unbound: a rule that
+        // substitutes it then matches nothing, instead of granting inside someone else's namespace.
+        if !id.is_anonymous() && is_capture_value(&id.username) {
             b[USERNAME] = Some(id.username.as_str());
         }
         let reached = Cell::new(0);

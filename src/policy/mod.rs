@@ -25,6 +25,7 @@ use std::sync::Arc;
 
 pub use error::{ErrorItem, PolicyError};
 pub use explain::{ActionExplanation, ExplainedIdentity, Explanation, RuleNotApplied};
+pub use pattern::is_capture_value;
 pub use testing::{TestOutcome, TestReport};
 
 use compile::Compiled;

@@ -6,7 +6,9 @@
 //! - `**` matches one or more characters including `/` (any depth, but never nothing, so `team/**`
 //!   does not match `team` itself);
 //! - `{name}` is a capture. In `account` and `group` patterns it binds one or more characters from
-//!   `[A-Za-z0-9._-]`; in `resources` it stands for the bound value, compared as literal text;
+//!   `[A-Za-z0-9._-]` (never `.`, nor anything containing `..`); in `resources` it stands for the bound
+//!   value, compared as literal text. `{username}` is bound only when the whole username is such a value:
+//!   a username like `bob/evil` or `..` matches no rule that uses it;
 //! - everything else is literal.
 //!
 //! The capture character set is deliberately narrow: a group literally named `*`, `team-*` or `a/b`
@@ -34,9 +36,10 @@ pub(crate) fn is_capture_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
 }
 
-/// Whether a whole string is an acceptable capture value (used for regex named groups).
-pub(crate) fn is_capture_value(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(is_capture_byte)
+/// Whether a whole string may be captured and substituted: capture bytes only, and no path step (`.`,
+/// `..`), so that a substituted value can never add a path segment, a wildcard or a way out of one.
+pub fn is_capture_value(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_capture_byte) && s != "." && !s.contains("..")
 }
 
 /// Whether a capture name is well formed: letters, digits and `_`, not starting with a digit.
@@ -269,6 +272,9 @@ fn step<'a>(
                     // Capture bytes are ASCII, so every prefix of the run below ends on a char boundary.
                     let run = rest.bytes().take_while(|c| is_capture_byte(*c)).count();
                     for len in 1..=run {
+                        if !is_capture_value(&rest[..len]) {
+                            continue;
+                        }
                         b[i] = Some(&rest[..len]);
                         if step(rest_tokens, input, pos + len, b, bind, k) {
                             return true;
@@ -371,6 +377,16 @@ mod tests {
         // A repeated capture must bind the same text both times.
         assert_eq!(all_bindings("{a}/{a}", "x/x"), ["a=x"]);
         assert!(all_bindings("{a}/{a}", "x/y").is_empty());
+    }
+
+    #[test]
+    fn captures_never_bind_a_path_step() {
+        assert!(!is_capture_value(".") && !is_capture_value("..") && !is_capture_value("a..b"));
+        assert!(!is_capture_value("bob/evil") && !is_capture_value("a*") && !is_capture_value(""));
+        assert!(is_capture_value("team.web-2_x") && is_capture_value("v1.2"));
+        // `team-{team}` on the group `team-..` binds nothing; on `team-a..b` neither.
+        assert_eq!(all_bindings("team-{team}", "team-.."), Vec::<String>::new());
+        assert_eq!(all_bindings("team-{team}", "team-a..b"), Vec::<String>::new());
     }
 
     #[test]

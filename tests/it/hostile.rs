@@ -399,3 +399,35 @@ fn unknown_users_and_accounts_with_cheaper_hashes_take_as_long_as_the_dearest_ac
         "medians differ by more than 10 %: {unknown:?} {argon:?} {bcrypt_:?}"
     );
 }
+
+#[test]
+fn a_username_with_a_slash_gets_nothing_in_another_users_namespace_and_robot_add_refuses_it() {
+    let env = TestEnv::new();
+    // Accepted in an accounts file (and an IdP may hand out such a username): it must not become a path.
+    let mut accounts = std::fs::read_to_string(&env.accounts).unwrap();
+    let hash = tollgate::identity::accounts::hash_password("evil-password").unwrap();
+    accounts += &format!("  - username: bob/evil\n    password_hash: \"{hash}\"\n    groups: [developers]\n");
+    std::fs::write(&env.accounts, accounts).unwrap();
+    let tg = Tollgate::start(&env, &[]);
+    for scope in ["repository:users/bob/evil/img:push,pull,delete", "repository:users/bob/img:push,pull,delete"] {
+        let r = tg.token(Some(("bob/evil", "evil-password")), &format!("scope={scope}"), &[]);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let token = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["token"].as_str().unwrap().to_string();
+        let access = jwt_parts(&token).1["access"].clone();
+        println!("HOSTILE username bob/evil asks {scope}: granted {access}");
+        assert_eq!(access, serde_json::json!([]), "{scope}");
+    }
+    // Bob's own namespace is still his.
+    let r = tg.token(Some(BOB), "scope=repository:users/bob/img:push", &[]);
+    let token = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["token"].as_str().unwrap().to_string();
+    assert_eq!(jwt_parts(&token).1["access"][0]["actions"], serde_json::json!(["push"]));
+
+    let out = std::process::Command::new(crate::ops::tollgate_bin())
+        .args(["robot", "add", "bob/evil", "--file"])
+        .arg(&env.accounts)
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("use only letters, digits"), "{err}");
+}
