@@ -71,6 +71,7 @@ pub fn install() -> bool {
             match builder.and_then(|b| b.install_recorder()) {
                 Ok(h) => {
                     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                    register_known_series();
                     Some(h)
                 }
                 Err(e) => {
@@ -161,6 +162,69 @@ pub fn record_provider_call(
     metrics::histogram!(PROVIDER_DURATION, &labels).record(started.elapsed().as_secs_f64());
     metrics::counter!(PROVIDER_REQUESTS, "provider" => provider.to_string(), "operation" => operation, "outcome" => outcome)
         .increment(1);
+}
+
+/// The `outcome` labels the providers record, by operation: their series are exported at zero from the
+/// start (see [`register_provider`]).
+pub const STATIC_SERIES: &[(&str, &[&str])] =
+    &[("authenticate", &["authenticated", "rejected", "not_mine", "unavailable"])];
+pub const LDAP_SERIES: &[(&str, &[&str])] = &[
+    ("authenticate", &["authenticated", "rejected", "not_mine", "unavailable"]),
+    ("recheck", &["current", "gone", "unavailable"]),
+];
+pub const OIDC_SERIES: &[(&str, &[&str])] = &[
+    ("password", &["ok", "rejected", "not_mine", "unavailable"]),
+    ("refresh", &["ok", "rejected", "unavailable"]),
+    ("probe", &["ok", "unavailable"]),
+    ("device_start", &["ok", "unavailable"]),
+    ("device_poll", &["ok", "pending", "rejected", "unavailable"]),
+];
+
+/// Export every series whose labels are known at start at zero, so `rate()` and absent-series alerts work
+/// before the first event. Provider series come with each provider ([`register_provider`]).
+fn register_known_series() {
+    for (o, outcome) in OUTCOMES.iter().enumerate() {
+        for (c, client) in CLIENT_LABELS.iter().enumerate() {
+            SERIES.tokens[o][c]
+                .get_or_init(|| metrics::counter!(TOKEN_REQUESTS, "outcome" => *outcome, "client_id" => *client));
+        }
+    }
+    for (e, endpoint) in ["token", "whoami"].iter().enumerate() {
+        SERIES.durations[e].get_or_init(|| metrics::histogram!(REQUEST_DURATION, "endpoint" => *endpoint));
+    }
+    for limit in ["ip", "account"] {
+        metrics::counter!(RATE_LIMITED, "limit" => limit).increment(0);
+    }
+    metrics::counter!(RATE_LIMIT_FALLBACKS).increment(0);
+    metrics::counter!(PASSWORD_CHECKS_SHED).increment(0);
+    metrics::counter!(FAILED_LOGINS, "provider" => "none").increment(0);
+    for result in ["ok", "error"] {
+        metrics::counter!(POLICY_RELOADS, "result" => result).increment(0);
+        metrics::counter!(CONFIG_RELOADS, "result" => result).increment(0);
+    }
+    for listener in ["main", "metrics"] {
+        metrics::gauge!(CONNECTIONS_OPEN, "listener" => listener).increment(0.0);
+        for reason in ["total", "per_client"] {
+            metrics::counter!(CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason).increment(0);
+        }
+        for phase in ["tls_handshake", "first_byte", "first_request", "idle"] {
+            metrics::counter!(CONNECTIONS_TIMED_OUT, "listener" => listener, "phase" => phase).increment(0);
+        }
+    }
+}
+
+/// Export a provider's series at zero: its failed logins, and for each operation the latency histogram
+/// and the request counter of every outcome it records.
+pub fn register_provider(provider: &str, series: &[(&'static str, &[&'static str])]) {
+    metrics::counter!(FAILED_LOGINS, "provider" => provider.to_string()).increment(0);
+    for (operation, outcomes) in series {
+        let labels = [("provider", provider.to_string()), ("operation", operation.to_string())];
+        let _ = metrics::histogram!(PROVIDER_DURATION, &labels);
+        for outcome in *outcomes {
+            metrics::counter!(PROVIDER_REQUESTS, "provider" => provider.to_string(), "operation" => *operation, "outcome" => *outcome)
+                .increment(0);
+        }
+    }
 }
 
 /// Whether the recorder is installed in this process (metrics are recorded and `/metrics` answers).

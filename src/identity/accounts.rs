@@ -241,6 +241,7 @@ impl StaticProvider {
                 (parse_accounts(&format!("providers.{name}.accounts"), &text)?, None)
             }
         };
+        crate::telemetry::register_provider(name, crate::telemetry::STATIC_SERIES);
         Ok(StaticProvider {
             name: name.to_string(),
             source,

@@ -431,3 +431,45 @@ fn a_username_with_a_slash_gets_nothing_in_another_users_namespace_and_robot_add
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("use only letters, digits"), "{err}");
 }
+
+#[test]
+fn every_counter_and_histogram_is_exported_at_zero_on_a_fresh_server() {
+    let env = TestEnv::new();
+    let tg = Tollgate::start(&env, &[]);
+    let metrics = tg.metrics();
+    let present = |series: &str| metrics.lines().any(|l| l.strip_prefix(series).is_some_and(|r| r.starts_with(' ')));
+    let mut expected: Vec<String> = Vec::new();
+    for outcome in ["granted", "partial", "denied", "authenticated", "unauthorized", "rate_limited", "bad_request"] {
+        for client in ["docker", "containerd-client", "containers/image", "none", "other"] {
+            expected.push(format!("tollgate_token_requests_total{{outcome=\"{outcome}\",client_id=\"{client}\"}}"));
+        }
+    }
+    expected.extend(
+        [
+            "tollgate_request_duration_seconds_count{endpoint=\"token\"}",
+            "tollgate_request_duration_seconds_count{endpoint=\"whoami\"}",
+            "tollgate_failed_logins_total{provider=\"local\"}",
+            "tollgate_failed_logins_total{provider=\"none\"}",
+            "tollgate_rate_limited_total{limit=\"ip\"}",
+            "tollgate_rate_limited_total{limit=\"account\"}",
+            "tollgate_rate_limit_fallbacks_total",
+            "tollgate_password_checks_shed_total",
+            "tollgate_policy_reloads_total{result=\"error\"}",
+            "tollgate_config_reloads_total{result=\"error\"}",
+            "tollgate_identity_cache_misses_total{provider=\"local\"}",
+            "tollgate_provider_requests_total{provider=\"local\",operation=\"authenticate\",outcome=\"rejected\"}",
+            "tollgate_provider_duration_seconds_count{provider=\"local\",operation=\"authenticate\"}",
+            "tollgate_connections_refused_total{listener=\"main\",reason=\"per_client\"}",
+            "tollgate_connections_timed_out_total{listener=\"main\",phase=\"first_byte\"}",
+        ]
+        .map(String::from),
+    );
+    let missing: Vec<&String> = expected.iter().filter(|s| !present(s)).collect();
+    println!(
+        "HOSTILE fresh server: {} of {} expected series exported before any request",
+        expected.len() - missing.len(),
+        expected.len()
+    );
+    assert!(missing.is_empty(), "absent on a fresh server: {missing:#?}\n{metrics}");
+    assert_eq!(sample(&metrics, "tollgate_token_requests_total{outcome=\"granted\",client_id=\"docker\"}"), 0.0);
+}

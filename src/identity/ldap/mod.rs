@@ -125,6 +125,11 @@ impl LdapProvider {
         let group_filter = g.filter.clone().unwrap_or_else(|| {
             if g.nested == Nested::InChain { IN_CHAIN_GROUP_FILTER } else { DEFAULT_GROUP_FILTER }.to_string()
         });
+        crate::telemetry::register_provider(&cfg.name, crate::telemetry::LDAP_SERIES);
+        for op in ["search", "bind"] {
+            metrics::counter!("tollgate_ldap_operations_total", "provider" => cfg.name.clone(), "op" => op)
+                .increment(0);
+        }
         Ok(LdapProvider {
             name: cfg.name.clone(),
             user_filter: cfg.user_filter.clone().unwrap_or_else(|| DEFAULT_USER_FILTER.into()),

@@ -40,6 +40,7 @@ impl OidcProvider {
             ),
             None => None,
         };
+        crate::telemetry::register_provider(&cfg.name, crate::telemetry::OIDC_SERIES);
         Ok(OidcProvider { cfg, idp, sessions, username_re })
     }
 
