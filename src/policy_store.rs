@@ -1,10 +1,14 @@
 //! The compiled policy in force, and its hot reload: the rules files are watched (at most one look per
-//! `policy.reload_interval`) and recompiled when they change. An invalid new version is reported and
-//! counted, and the running one kept, so a typo in a rules file never opens or closes the registry.
+//! `policy.reload_interval`) and recompiled once they have changed and then stayed unchanged for
+//! `policy.settle`, so a file caught half-way through being written is never in force. A new version is
+//! applied only if it compiles AND its own `tests:` pass (exactly what `check-config` demands); otherwise it
+//! is reported and counted, and the running one kept, so a typo in a rules file never opens or closes the
+//! registry. A rules file replaced by a rename (as editors and config-management tools save) is whole the
+//! moment it appears and is applied at once.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::Settings;
 use crate::policy::{Policy, PolicySource};
@@ -17,9 +21,19 @@ type Stamps = Vec<(PathBuf, Option<FileStamp>)>;
 pub struct PolicyStore {
     paths: Vec<PathBuf>,
     builtin: bool,
-    interval: std::time::Duration,
+    interval: Duration,
+    settle: Duration,
     current: RwLock<Arc<Policy>>,
-    check: Mutex<(Instant, Stamps)>,
+    check: Mutex<Watch>,
+}
+
+/// What the watcher has seen of the rules files.
+struct Watch {
+    last_look: Instant,
+    /// The files as they were when last compiled.
+    applied: Stamps,
+    /// Files seen changed, and since when they have looked like this.
+    pending: Option<(Stamps, Instant)>,
 }
 
 impl PolicyStore {
@@ -32,8 +46,9 @@ impl PolicyStore {
             paths,
             builtin,
             interval: settings.policy_reload_interval,
+            settle: settings.policy_settle,
             current: RwLock::new(Arc::new(policy)),
-            check: Mutex::new((Instant::now(), stamps)),
+            check: Mutex::new(Watch { last_look: Instant::now(), applied: stamps, pending: None }),
         })
     }
 
@@ -49,17 +64,33 @@ impl PolicyStore {
     }
 
     fn maybe_reload(&self) {
-        let Ok(mut check) = self.check.try_lock() else { return };
-        if check.0.elapsed() < self.interval {
+        let Ok(mut watch) = self.check.try_lock() else { return };
+        if watch.last_look.elapsed() < self.interval {
             return;
         }
-        check.0 = Instant::now();
+        watch.last_look = Instant::now();
         let now = stamps(&self.paths);
-        if now == check.1 {
+        if now == watch.applied {
+            watch.pending = None;
             return;
         }
-        check.1 = now;
-        drop(check);
+        let whole = replaced_whole(&watch.applied, &now);
+        match &watch.pending {
+            _ if whole => {}
+            Some((seen, since)) if *seen == now => {
+                if since.elapsed() < self.settle {
+                    return;
+                }
+            }
+            // Changed (again), in place: apply it only once it has stopped changing.
+            _ => {
+                watch.pending = Some((now, Instant::now()));
+                return;
+            }
+        }
+        watch.pending = None;
+        watch.applied = now;
+        drop(watch);
         let _ = self.reload();
     }
 
@@ -83,6 +114,20 @@ impl PolicyStore {
     }
 }
 
+/// Whether every file that changed between `before` and `now` was replaced by a rename or removed: then the
+/// new version is whole and need not settle.
+fn replaced_whole(before: &Stamps, now: &Stamps) -> bool {
+    let old = |path: &PathBuf| before.iter().find(|(p, _)| p == path).map(|(_, s)| *s);
+    now.iter().all(|(path, stamp)| match (old(path), stamp) {
+        (Some(b), s) if b == *s => true,
+        (Some(Some(b)), Some(s)) => s.replaced(&b),
+        (Some(Some(_)), None) => true,
+        _ => false,
+    })
+}
+
+/// Compile the rules and run their own tests: a policy whose tests fail is as unusable as one that does
+/// not compile (it grants what its author said it must not).
 fn compile(paths: &[PathBuf], builtin: bool) -> Result<Policy, Vec<String>> {
     let result = if builtin {
         Policy::compile(&[PolicySource {
@@ -92,7 +137,12 @@ fn compile(paths: &[PathBuf], builtin: bool) -> Result<Policy, Vec<String>> {
     } else {
         Policy::load(paths)
     };
-    result.map_err(|errors| errors.iter().map(|e| e.to_string()).collect())
+    let policy = result.map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
+    let report = policy.run_tests();
+    if report.failed() > 0 {
+        return Err(vec![format!("the policy's own tests fail:\n{report}")]);
+    }
+    Ok(policy)
 }
 
 fn stamps(paths: &[PathBuf]) -> Stamps {

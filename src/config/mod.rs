@@ -172,6 +172,9 @@ struct RawPolicy {
     builtin_example: bool,
     /// How often the rules files are checked for changes. Default: 2s.
     reload_interval: Option<String>,
+    /// How long a changed rules file must stay unchanged before it is applied, so a file caught half-way
+    /// through being written is never in force. Default: 2s.
+    settle: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -224,6 +227,7 @@ pub struct Settings {
     pub policy_paths: Vec<PathBuf>,
     pub policy_builtin_example: bool,
     pub policy_reload_interval: Duration,
+    pub policy_settle: Duration,
     pub log_format: LogFormat,
     pub log_level: String,
     /// TLS, metrics, proxies, probes, rate limits.
@@ -475,6 +479,7 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
     }
     let policy_reload_interval =
         duration_or(raw.policy.reload_interval.as_deref(), "policy.reload_interval", Duration::from_secs(2), errors);
+    let policy_settle = duration_or(raw.policy.settle.as_deref(), "policy.settle", Duration::from_secs(2), errors);
 
     let log_format = match raw.log.format.as_deref().unwrap_or("text") {
         "json" => LogFormat::Json,
@@ -507,6 +512,7 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
         policy_paths,
         policy_builtin_example: raw.policy.builtin_example,
         policy_reload_interval,
+        policy_settle,
         log_format,
         log_level: raw.log.level.unwrap_or_else(|| "info".into()),
         ops,

@@ -123,18 +123,24 @@ pub fn read_or_create_secret(path: &Path, make: impl FnOnce() -> String) -> Resu
     }
 }
 
-/// What a watcher remembers of a file to tell that it changed: modification time and length.
+/// What a watcher remembers of a file to tell that it changed: modification time, length, and which file
+/// it is (the inode), so a file replaced by a rename is told from one rewritten in place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FileStamp {
     modified: SystemTime,
     len: u64,
+    inode: u64,
 }
 
 impl FileStamp {
     /// The stamp of `path`; `Ok(None)` when it does not exist.
     pub fn read(path: &Path) -> Result<Option<FileStamp>, FileError> {
         match std::fs::metadata(path) {
-            Ok(m) => Ok(Some(FileStamp { modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH), len: m.len() })),
+            Ok(m) => Ok(Some(FileStamp {
+                modified: m.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                len: m.len(),
+                inode: inode(&m),
+            })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(FileError::read(path)(e)),
         }
@@ -144,6 +150,22 @@ impl FileStamp {
     pub fn of(path: &Path) -> Option<FileStamp> {
         FileStamp::read(path).ok().flatten()
     }
+
+    /// Whether this is another file than `before` at the same path: it was replaced by a rename, which
+    /// makes a new version appear whole (an in-place write can be seen half-way).
+    pub fn replaced(&self, before: &FileStamp) -> bool {
+        self.inode != before.inode
+    }
+}
+
+#[cfg(unix)]
+fn inode(m: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(m)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
 }
 
 #[cfg(test)]
@@ -189,6 +211,10 @@ mod tests {
         std::fs::write(&path, b"xy").unwrap();
         assert!(a.is_some());
         assert_ne!(a, FileStamp::of(&path), "a longer file has another stamp");
+        let b = FileStamp::of(&path).unwrap();
+        assert!(!b.replaced(&a.unwrap()), "rewritten in place: the same file");
+        write_replacing(&path, b"xyz").unwrap();
+        assert!(FileStamp::of(&path).unwrap().replaced(&b), "renamed over: another file");
     }
 
     #[test]

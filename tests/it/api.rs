@@ -420,14 +420,15 @@ async fn policy_hot_reload_applies_valid_changes_and_keeps_the_old_policy_on_err
         }
     };
     assert!(!granted(state.clone()).await);
-    std::fs::write(
-        &env.policy,
-        "rules:\n  - name: everyone-pulls-web\n    resources: [\"web/**\"]\n    actions: [pull]\n",
-    )
-    .unwrap();
+    // Saved as editors do, by a rename: whole at once, so applied at once (an in-place write must settle).
+    let save = |text: &str| {
+        let tmp = env.policy.with_extension("new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &env.policy).unwrap();
+    };
+    save("rules:\n  - name: everyone-pulls-web\n    resources: [\"web/**\"]\n    actions: [pull]\n");
     assert!(granted(state.clone()).await, "the new rules apply on the next request");
-    std::fs::write(&env.policy, "rules:\n  - name: broken\n    resources: [\"web/***\"]\n    actions: [fly]\n")
-        .unwrap();
+    save("rules:\n  - name: broken\n    resources: [\"web/***\"]\n    actions: [fly]\n");
     assert!(granted(state.clone()).await, "an invalid policy leaves the previous one in force");
 }
 

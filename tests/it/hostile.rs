@@ -473,3 +473,81 @@ fn every_counter_and_histogram_is_exported_at_zero_on_a_fresh_server() {
     assert!(missing.is_empty(), "absent on a fresh server: {missing:#?}\n{metrics}");
     assert_eq!(sample(&metrics, "tollgate_token_requests_total{outcome=\"granted\",client_id=\"docker\"}"), 0.0);
 }
+
+#[test]
+fn half_written_and_test_failing_rules_files_under_load_grant_nothing_wrong() {
+    let env = TestEnv::with(Opts {
+        policy_yaml: Some("policy:\n  paths: [policy.yaml]\n  reload_interval: 50ms\n".into()),
+        ..Opts::default()
+    });
+    let tg = Tollgate::start(&env, &[]);
+    let good = tollgate::policy::EXAMPLE_POLICY;
+    // The rules without the deny that protects prod, and without the tests: valid YAML, a valid policy.
+    let half = &good[..good.find("  - name: protected-prod").unwrap()];
+    // The whole file plus a rule that lets every developer push anywhere: its own tests then fail.
+    let failing = good.replacen(
+        "rules:\n",
+        "rules:\n  - name: oops\n    match: { group: [developers] }\n    resources: [\"**\"]\n    actions: [push, pull]\n",
+        1,
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..2)
+        .map(|_| {
+            let (addr, stop) = (tg.addr.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (mut answers, mut wrong) = (0u32, Vec::new());
+                let auth = basic(ALICE.0, ALICE.1);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    for (scope, truth) in [
+                        ("repository:payments/prod/api:push,pull", serde_json::json!(["pull"])),
+                        ("repository:web/site:push,pull", serde_json::Value::Null),
+                    ] {
+                        let path = format!("/token?service={SERVICE}&scope={scope}");
+                        let r = crate::rig::http::http_request(&addr, "GET", &path, &[("Authorization", &auth)], b"")
+                            .unwrap();
+                        assert_eq!(r.status, 200, "{}", r.body);
+                        let token = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["token"]
+                            .as_str()
+                            .unwrap()
+                            .to_string();
+                        let got = jwt_parts(&token).1["access"][0]["actions"].clone();
+                        answers += 1;
+                        if got != truth {
+                            wrong.push(format!("{scope}: {got}"));
+                        }
+                    }
+                }
+                (answers, wrong)
+            })
+        })
+        .collect();
+    // A file written in two steps a second apart, three times; then a complete file whose tests fail.
+    for _ in 0..3 {
+        std::fs::write(&env.policy, half).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        std::fs::write(&env.policy, good).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::fs::write(&env.policy, &failing).unwrap();
+    tg.wait_for_log("the failing policy refused", |l| {
+        l["message"] == "policy invalid; keeping the previous version"
+            && l["errors"].as_str().is_some_and(|e| e.contains("own tests fail"))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (mut answers, mut wrong) = (0, Vec::new());
+    for t in load {
+        let (a, w) = t.join().unwrap();
+        answers += a;
+        wrong.extend(w);
+    }
+    let refused = sample(&tg.metrics(), "tollgate_policy_reloads_total{result=\"error\"}");
+    println!(
+        "HOSTILE rules file half-written 3 times (1 s apart) and replaced by one failing its tests, under load: \
+         {answers} answers, {} wrong grants, {refused} reloads refused",
+        wrong.len()
+    );
+    assert!(answers > 100, "too little load: {answers}");
+    assert!(wrong.is_empty(), "wrong grants: {:?}", &wrong[..wrong.len().min(5)]);
+    assert!(refused >= 1.0);
+}
