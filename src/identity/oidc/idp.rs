@@ -458,4 +458,70 @@ mod tests {
         let reason = p.verify_id_token(&d, &response(&sign(&kp, "other", &c))).await.unwrap().unwrap_err();
         assert!(reason.contains("unknown key"), "{reason}");
     }
+
+    /// A compact JWS with any header, signed by `kp` (or unsigned when `kp` is None: `alg: none`).
+    fn forge(header: serde_json::Value, claims: &serde_json::Value, kp: Option<&rcgen::KeyPair>) -> String {
+        use base64::Engine as _;
+        let b64 = |v: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v);
+        let input = format!("{}.{}", b64(header.to_string().as_bytes()), b64(claims.to_string().as_bytes()));
+        let sig = match kp {
+            None => Vec::new(),
+            Some(kp) => {
+                let key = jsonwebtoken::EncodingKey::from_ec_pem(kp.serialize_pem().as_bytes()).unwrap();
+                let signed =
+                    jsonwebtoken::crypto::sign(input.as_bytes(), &key, jsonwebtoken::Algorithm::ES256).unwrap();
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signed).unwrap()
+            }
+        };
+        format!("{input}.{}", b64(&sig))
+    }
+
+    #[tokio::test]
+    async fn forged_id_tokens_are_refused_none_hs256_with_the_public_key_a_foreign_key_and_key_headers() {
+        let (kp, jwk) = signing_key("k1");
+        let (attacker, attacker_jwk) = signing_key("k1");
+        let (p, d) = provider(jwk.clone());
+        let now = unix_now();
+        let claims = json!({"iss": ISSUER, "aud": "tollgate", "sub": "u1", "exp": now + 300, "iat": now,
+                            "preferred_username": "mallory"});
+        assert!(p.verify_id_token(&d, &response(&sign(&kp, "k1", &claims))).await.unwrap().is_ok());
+        // A listener where the attacker's key set would be fetched from: it must never be asked.
+        let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        trap.set_nonblocking(true).unwrap();
+        let jku = format!("http://{}/jwks.json", trap.local_addr().unwrap());
+
+        let mut cases: Vec<(&str, String)> = Vec::new();
+        cases.push(("alg none", forge(json!({"alg": "none", "kid": "k1"}), &claims, None)));
+        cases.push(("alg none, no kid", forge(json!({"alg": "none"}), &claims, None)));
+        // HS256 keyed with the IdP's own public key, as PEM and as the raw point: the classic key confusion.
+        for (label, secret) in [
+            ("HS256 keyed with the public key PEM", kp.public_key_pem().into_bytes()),
+            ("HS256 keyed with the public key bytes", kp.public_key_raw().to_vec()),
+            ("HS256 keyed with the JWK text", jwk.to_string().into_bytes()),
+        ] {
+            let mut h = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+            h.kid = Some("k1".into());
+            let key = jsonwebtoken::EncodingKey::from_secret(&secret).unwrap();
+            cases.push((label, jsonwebtoken::encode(&h, &claims, &key).unwrap()));
+        }
+        cases.push(("the IdP's kid, signed by another key", sign(&attacker, "k1", &claims)));
+        let embedded = [
+            ("jwk header carrying the attacker's key", json!({"alg": "ES256", "kid": "k1", "jwk": attacker_jwk})),
+            ("jwk header, no kid", json!({"alg": "ES256", "jwk": attacker_jwk})),
+            ("jku header pointing at the attacker's keys", json!({"alg": "ES256", "kid": "evil", "jku": jku})),
+            ("x5u header pointing at the attacker's certificate", json!({"alg": "ES256", "kid": "evil2", "x5u": jku})),
+        ];
+        for (label, header) in embedded {
+            cases.push((label, forge(header, &claims, Some(&attacker))));
+        }
+        for (what, token) in cases {
+            match p.verify_id_token(&d, &response(&token)).await {
+                Ok(Err(reason)) => println!("refused {what}: {reason}"),
+                // An unknown kid may try the IdP's own JWKS URL (unreachable here): still no identity.
+                Err(e) => println!("refused {what} (IdP key set unreachable): {}", e.message),
+                Ok(Ok(c)) => panic!("{what} was accepted: {c:?}"),
+            }
+        }
+        assert!(trap.accept().is_err(), "the jku / x5u URL was fetched");
+    }
 }
