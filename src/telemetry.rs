@@ -22,7 +22,7 @@ pub const CACHE_MISSES: &str = "tollgate_identity_cache_misses_total";
 /// Refused logins (wrong password, unknown user, disabled account) by `provider` ("none" if no provider
 /// knew the user).
 pub const FAILED_LOGINS: &str = "tollgate_failed_logins_total";
-/// Requests answered 429 by `limit` (`ip` or `account`).
+/// Requests answered 429 by `limit` (`client_account`, `ip` or `account`).
 pub const RATE_LIMITED: &str = "tollgate_rate_limited_total";
 /// Failed-login limit decisions taken per replica because the shared (Redis) store could not be reached.
 pub const RATE_LIMIT_FALLBACKS: &str = "tollgate_rate_limit_fallbacks_total";
@@ -192,7 +192,7 @@ fn register_known_series() {
     for (e, endpoint) in ["token", "whoami"].iter().enumerate() {
         SERIES.durations[e].get_or_init(|| metrics::histogram!(REQUEST_DURATION, "endpoint" => *endpoint));
     }
-    for limit in ["ip", "account"] {
+    for limit in ["client_account", "ip", "account"] {
         metrics::counter!(RATE_LIMITED, "limit" => limit).increment(0);
     }
     metrics::counter!(RATE_LIMIT_FALLBACKS).increment(0);

@@ -67,9 +67,14 @@ pub struct RawConnections {
 pub struct RawRateLimit {
     /// Default: true.
     pub enabled: Option<bool>,
-    /// Failed logins one client IP may make per window before getting 429. Default: 10.
+    /// Failed logins one client address may make per window for one account before that address gets 429
+    /// for that account (and only that one). Default: 5.
+    pub client_account_failures: Option<u32>,
+    /// Accounts one client address may fail to log in to per window (each account counted once, so retries
+    /// of one stale secret count once) before the address gets 429. Default: 30.
     pub ip_failures: Option<u32>,
-    /// Failed logins one account may receive per window (from all IPs together). Default: 20.
+    /// Failed logins one account may receive per window (from all addresses together) before addresses that
+    /// never logged in to it get 429. Default: 20.
     pub account_failures: Option<u32>,
     /// The window over which a full budget refills (continuously, one failure at a time). Default: 5m.
     pub window: Option<String>,
@@ -120,6 +125,7 @@ impl Default for ConnLimits {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSettings {
     pub enabled: bool,
+    pub client_account_failures: u32,
     pub ip_failures: u32,
     pub account_failures: u32,
     pub window: Duration,
@@ -146,7 +152,8 @@ impl Default for OpsSettings {
             connections: ConnLimits::default(),
             rate_limit: RateLimitSettings {
                 enabled: true,
-                ip_failures: 10,
+                client_account_failures: 5,
+                ip_failures: 30,
                 account_failures: 20,
                 window: Duration::from_secs(300),
             },
@@ -185,11 +192,12 @@ pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &
     }
     let connections = connections(server.connections.unwrap_or_default(), errors);
     let window = duration_or(rate.window.as_deref(), "rate_limit.window", d.rate_limit.window, errors);
+    let client_account_failures = rate.client_account_failures.unwrap_or(d.rate_limit.client_account_failures);
     let ip_failures = rate.ip_failures.unwrap_or(d.rate_limit.ip_failures);
     let account_failures = rate.account_failures.unwrap_or(d.rate_limit.account_failures);
-    if ip_failures == 0 || account_failures == 0 {
+    if client_account_failures == 0 || ip_failures == 0 || account_failures == 0 {
         errors.push(
-            "rate_limit: ip_failures and account_failures must be at least 1 (set enabled: false to turn limiting off)"
+            "rate_limit: client_account_failures, ip_failures and account_failures must be at least 1 (set enabled: false to turn limiting off)"
                 .into(),
         );
     }
@@ -202,7 +210,13 @@ pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &
         trusted_proxies,
         probe_interval,
         connections,
-        rate_limit: RateLimitSettings { enabled: rate.enabled.unwrap_or(true), ip_failures, account_failures, window },
+        rate_limit: RateLimitSettings {
+            enabled: rate.enabled.unwrap_or(true),
+            client_account_failures,
+            ip_failures,
+            account_failures,
+            window,
+        },
     }
 }
 
@@ -252,8 +266,13 @@ mod tests {
                 ..Default::default()
             }),
         };
-        let rate =
-            RawRateLimit { enabled: None, ip_failures: Some(0), account_failures: None, window: Some("soon".into()) };
+        let rate = RawRateLimit {
+            enabled: None,
+            client_account_failures: None,
+            ip_failures: Some(0),
+            account_failures: None,
+            window: Some("soon".into()),
+        };
         let mut errors = Vec::new();
         let s = validate(server, rate, Path::new("/etc/tollgate"), &mut errors);
         let all = errors.join("\n");
@@ -261,7 +280,7 @@ mod tests {
             "server.metrics_listen: \"everywhere\"",
             "server.trusted_proxies[2]: \"proxy.local\"",
             "server.probe_interval: must be at least 100ms",
-            "rate_limit: ip_failures and account_failures must be at least 1",
+            "rate_limit: client_account_failures, ip_failures and account_failures must be at least 1",
             "rate_limit.window: \"soon\" is not a duration",
             "server.connections.idle_timeout: must be between 100ms and 1h",
             "server.connections.max: must be 0 (from the open-file limit) or at least max_per_client",

@@ -1,15 +1,22 @@
-//! Rate limiting of FAILED logins, per client IP and per account (governor's GCRA).
+//! Rate limiting of FAILED logins (governor's GCRA), in three budgets:
+//! - per client address AND account (`client_account_failures`): a client guessing, or a CI job retrying a
+//!   stale secret, blocks only itself: that account from that address;
+//! - per address, counting each account once per window (`ip_failures`): spraying many usernames from one
+//!   address blocks the address, while a thousand retries of one account count as one;
+//! - per account from all addresses (`account_failures`): a distributed attack on one account.
 //!
 //! Only failures spend budget: a CI system logging in a thousand times an hour with the right secret is never
 //! limited. A failure that finds its budget empty blocks that key until governor says a new attempt is
 //! allowed; blocked requests are answered 429 with `Retry-After` BEFORE any password is checked (so a blocked
-//! attacker learns nothing) and spend nothing (so the block never extends itself).
+//! attacker learns nothing) and spend nothing (so the block never extends itself). Account names are
+//! compared case-insensitively (`CI-PAYMENTS` and `ci-payments` share every budget).
 //!
-//! Why the right password is never locked out for good:
+//! Why bystanders and the right password are never locked out for good:
 //! - budgets refill continuously (one attempt per `window / failures`), so any block ends by itself;
-//! - the per-IP budget is the attacker's own: a flood from one address does not touch other addresses;
-//! - an account under attack from many addresses (its budget spent) still accepts logins from addresses
-//!   that logged in to it successfully in the last day, so its owner keeps working during the flood.
+//! - one client's failures on one account never block other accounts behind the same address (a NAT of
+//!   500 users with one stale CI secret among them locks out nobody else);
+//! - an address blocked for spraying, and an account under attack from many addresses, still accept logins
+//!   from (address, account) pairs that logged in successfully in the last day.
 //!
 //! With `state.store: redis` the counts are shared by all replicas ([`SharedLimits`], a fixed window per
 //! key); when Redis cannot be reached the limiter falls back to these per-replica budgets (the limits are
@@ -109,9 +116,10 @@ pub struct Limited {
     pub retry_after: u64,
 }
 
-/// Usernames differ in case between providers (LDAP compares case-insensitively): one account, one budget.
+/// Usernames differ in case between providers (LDAP compares case-insensitively): one account, one budget,
+/// whatever the case or the surrounding blanks a client sends.
 fn account_key(account: &str) -> String {
-    account.to_lowercase()
+    account.trim().to_lowercase()
 }
 
 /// The shared store's answer (the inner result), or why it could not give one (then the local budgets decide).
@@ -120,8 +128,11 @@ type SharedVerdict = Result<Result<(), Limited>, RedisError>;
 /// Failed-login limits shared by `/token` and `/whoami`.
 pub struct LoginLimiter {
     settings: RateLimitSettings,
+    by_client_account: Budget<(IpAddr, String)>,
     by_ip: Budget<IpAddr>,
     by_account: Budget<String>,
+    /// (address, account) pairs that failed in the current window: the per-address budget counts each once.
+    tried: Cache<(IpAddr, String), ()>,
     /// Known-good (account, address) pairs and when each was last written.
     known_good: Cache<(String, IpAddr), Instant>,
     /// Counts shared with the other replicas (Redis), when configured.
@@ -136,8 +147,10 @@ impl LoginLimiter {
     pub fn new(settings: &RateLimitSettings) -> LoginLimiter {
         LoginLimiter {
             settings: settings.clone(),
+            by_client_account: Budget::new(settings.client_account_failures, settings.window, "client_account"),
             by_ip: Budget::new(settings.ip_failures, settings.window, "ip"),
             by_account: Budget::new(settings.account_failures, settings.window, "account"),
+            tried: Cache::builder().max_capacity(MAX_TRACKED).time_to_live(settings.window).build(),
             known_good: Cache::builder().max_capacity(MAX_TRACKED).time_to_live(KNOWN_GOOD_TTL).build(),
             shared: None,
             shared_good_fresh: Cache::builder()
@@ -169,12 +182,19 @@ impl LoginLimiter {
     async fn check_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str) -> SharedVerdict {
         let s = &self.settings;
         let key = account_key(account);
-        let (by_ip, by_account) = shared.blocked_for(ip, &key, s.ip_failures, s.account_failures).await?;
-        if let Some(secs) = by_ip {
-            return Ok(Err(self.by_ip.too_many(secs)));
+        let limits = (s.client_account_failures, s.ip_failures, s.account_failures);
+        let (by_client_account, by_ip, by_account) = shared.blocked_for(ip, &key, limits).await?;
+        if let Some(secs) = by_client_account {
+            return Ok(Err(self.by_client_account.too_many(secs)));
         }
-        if let Some(secs) = by_account {
-            if !shared.is_known_good(&key, ip).await? {
+        if by_ip.is_some() || by_account.is_some() {
+            if shared.is_known_good(&key, ip).await? {
+                return Ok(Ok(()));
+            }
+            if let Some(secs) = by_ip {
+                return Ok(Err(self.by_ip.too_many(secs)));
+            }
+            if let Some(secs) = by_account {
                 return Ok(Err(self.by_account.too_many(secs)));
             }
         }
@@ -183,18 +203,29 @@ impl LoginLimiter {
 
     async fn failed_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str) -> SharedVerdict {
         let s = &self.settings;
-        let by_ip = shared.spend(SharedBudget::Ip, ip, account, s.ip_failures, s.window).await?;
-        let by_account =
-            shared.spend(SharedBudget::Account, ip, &account_key(account), s.account_failures, s.window).await?;
-        Ok(self.verdict(by_ip, by_account))
+        let key = account_key(account);
+        let by_client_account =
+            shared.spend(SharedBudget::ClientAccount, ip, &key, s.client_account_failures, s.window).await?;
+        let by_ip = match shared.first_try(ip, &key, s.window).await? {
+            true => shared.spend(SharedBudget::Ip, ip, &key, s.ip_failures, s.window).await?,
+            false => None,
+        };
+        let by_account = shared.spend(SharedBudget::Account, ip, &key, s.account_failures, s.window).await?;
+        Ok(self.verdict(by_client_account, by_ip, by_account))
     }
 
-    /// After a failure was counted in both budgets: 429 from the first one that is used up.
-    fn verdict(&self, by_ip: Option<u64>, by_account: Option<u64>) -> Result<(), Limited> {
-        match (by_ip, by_account) {
-            (Some(secs), _) => Err(self.by_ip.too_many(secs)),
-            (None, Some(secs)) => Err(self.by_account.too_many(secs)),
-            (None, None) => Ok(()),
+    /// After a failure was counted in every budget: 429 from the first one that is used up.
+    fn verdict(
+        &self,
+        by_client_account: Option<u64>,
+        by_ip: Option<u64>,
+        by_account: Option<u64>,
+    ) -> Result<(), Limited> {
+        match (by_client_account, by_ip, by_account) {
+            (Some(secs), _, _) => Err(self.by_client_account.too_many(secs)),
+            (None, Some(secs), _) => Err(self.by_ip.too_many(secs)),
+            (None, None, Some(secs)) => Err(self.by_account.too_many(secs)),
+            (None, None, None) => Ok(()),
         }
     }
 
@@ -203,7 +234,8 @@ impl LoginLimiter {
         &self.settings
     }
 
-    /// Before a password is checked: refuse if the address, or the account from an unknown address, is blocked.
+    /// Before a password is checked: refuse if this client's attempts on the account are used up, or the
+    /// address or the account is blocked and this (address, account) pair has not logged in before.
     pub async fn check(&self, ip: IpAddr, account: &str) -> Result<(), Limited> {
         if !self.settings.enabled {
             return Ok(());
@@ -214,19 +246,25 @@ impl LoginLimiter {
                 Err(e) => self.fell_back(&e),
             }
         }
-        if let Some(secs) = self.by_ip.blocked_for(&ip).await {
-            return Err(self.by_ip.too_many(secs));
-        }
-        if self.by_account.none_blocked() {
+        if self.by_client_account.none_blocked() && self.by_ip.none_blocked() && self.by_account.none_blocked() {
             return Ok(());
         }
         let key = account_key(account);
-        if let Some(secs) = self.by_account.blocked_for(&key).await {
-            if !self.known_good.contains_key(&(key, ip)) {
-                return Err(self.by_account.too_many(secs));
-            }
+        let pair = (ip, key);
+        if let Some(secs) = self.by_client_account.blocked_for(&pair).await {
+            return Err(self.by_client_account.too_many(secs));
         }
-        Ok(())
+        let (ip, key) = pair;
+        let by_ip = self.by_ip.blocked_for(&ip).await;
+        let by_account = self.by_account.blocked_for(&key).await;
+        if (by_ip.is_some() || by_account.is_some()) && self.known_good.contains_key(&(key, ip)) {
+            return Ok(());
+        }
+        match (by_ip, by_account) {
+            (Some(secs), _) => Err(self.by_ip.too_many(secs)),
+            (None, Some(secs)) => Err(self.by_account.too_many(secs)),
+            (None, None) => Ok(()),
+        }
     }
 
     /// After a refused login. Err when this failure used up a budget: the caller answers 429 instead of 401.
@@ -240,9 +278,19 @@ impl LoginLimiter {
                 Err(e) => self.fell_back(&e),
             }
         }
-        let by_ip = self.by_ip.spend(&ip).await;
-        let by_account = self.by_account.spend(&account_key(account)).await;
-        self.verdict(by_ip, by_account)
+        let key = account_key(account);
+        let pair = (ip, key);
+        let by_client_account = self.by_client_account.spend(&pair).await;
+        // The address's budget counts accounts, not attempts: only the first failure of an account here.
+        let by_ip = match self.tried.contains_key(&pair) {
+            true => None,
+            false => {
+                self.tried.insert(pair.clone(), ()).await;
+                self.by_ip.spend(&ip).await
+            }
+        };
+        let by_account = self.by_account.spend(&pair.1).await;
+        self.verdict(by_client_account, by_ip, by_account)
     }
 
     /// After a successful password login: remember the address as known-good for the account.
@@ -269,6 +317,7 @@ impl LoginLimiter {
 
     /// Drop governor's state for keys that have refilled (called periodically, bounds memory).
     pub fn housekeeping(&self) {
+        self.by_client_account.limiter.retain_recent();
         self.by_ip.limiter.retain_recent();
         self.by_account.limiter.retain_recent();
     }
@@ -278,39 +327,78 @@ impl LoginLimiter {
 mod tests {
     use super::*;
 
-    fn limiter(ip: u32, account: u32, window: Duration) -> LoginLimiter {
-        LoginLimiter::new(&RateLimitSettings { enabled: true, ip_failures: ip, account_failures: account, window })
+    fn limits(client_account: u32, ip: u32, account: u32, window: Duration) -> LoginLimiter {
+        LoginLimiter::new(&RateLimitSettings {
+            enabled: true,
+            client_account_failures: client_account,
+            ip_failures: ip,
+            account_failures: account,
+            window,
+        })
+    }
+
+    fn addr(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[tokio::test]
-    async fn a_flood_blocks_its_own_address_but_not_the_owner_and_the_block_ends() {
-        let l = limiter(3, 5, Duration::from_secs(2));
-        let attacker: IpAddr = "198.51.100.66".parse().unwrap();
-        let owner: IpAddr = "192.0.2.10".parse().unwrap();
-        let other: IpAddr = "192.0.2.77".parse().unwrap();
-        l.succeeded(owner, "alice").await;
-        for _ in 0..3 {
-            l.check(attacker, "alice").await.unwrap();
-            l.failed(attacker, "alice").await.unwrap();
+    async fn spraying_blocks_the_address_except_for_pairs_that_logged_in_and_the_block_ends() {
+        let l = limits(1000, 3, 1000, Duration::from_secs(2));
+        let (nat, other) = (addr("198.51.100.66"), addr("192.0.2.77"));
+        l.succeeded(nat, "carol").await;
+        for user in ["u1", "u2", "u3"] {
+            l.check(nat, user).await.unwrap();
+            l.failed(nat, user).await.unwrap();
         }
-        let err = l.failed(attacker, "alice").await.unwrap_err();
-        assert!(matches!(err, Limited { retry_after } if (1..=2).contains(&retry_after)));
-        assert!(l.check(attacker, "alice").await.is_err(), "the address is blocked");
-        assert!(l.check(other, "alice").await.is_ok(), "another address may still try alice");
-        // Spend the account's budget from another address: unknown addresses are refused for alice, the
-        // owner's known address is not.
-        l.failed(other, "alice").await.unwrap_or(());
-        l.failed(other, "alice").await.unwrap_or(());
-        assert!(l.check(other, "alice").await.is_err());
-        l.check(owner, "alice").await.expect("the owner's address that logged in before is never locked out");
+        // Retries of an account already tried spend nothing more of the address's budget.
+        l.failed(nat, "u3").await.unwrap();
+        l.failed(nat, "U3").await.unwrap();
+        let err = l.failed(nat, "u4").await.unwrap_err();
+        assert!(matches!(err, Limited { retry_after } if (1..=2).contains(&retry_after)), "{err:?}");
+        assert!(l.check(nat, "dave").await.is_err(), "the spraying address is blocked");
+        l.check(nat, "carol").await.expect("a pair that logged in before still gets through");
+        l.check(other, "dave").await.expect("other addresses are not affected");
         tokio::time::sleep(Duration::from_millis(2100)).await;
-        l.check(attacker, "alice").await.expect("blocks end by themselves");
+        l.check(nat, "dave").await.expect("blocks end by themselves");
+    }
+
+    #[tokio::test]
+    async fn one_stale_secret_behind_a_shared_address_blocks_only_itself_and_case_variants_share_its_budget() {
+        let l = limits(3, 30, 1000, Duration::from_secs(60));
+        let (nat, other) = (addr("203.0.113.5"), addr("192.0.2.10"));
+        for name in ["ci-payments", "CI-PAYMENTS", " Ci-Payments"] {
+            l.check(nat, name).await.unwrap();
+            l.failed(nat, name).await.unwrap();
+        }
+        assert!(l.failed(nat, "ci-payments").await.is_err(), "the fourth failure of the pair is one too many");
+        assert!(l.check(nat, "ci-payments").await.is_err());
+        assert!(l.check(nat, "CI-Payments").await.is_err(), "a case variant is the same account");
+        for bystander in ["alice", "bob", "ci-web"] {
+            l.check(nat, bystander).await.expect("everyone else behind the address logs in");
+        }
+        l.check(other, "ci-payments").await.expect("the account from elsewhere is not blocked");
+    }
+
+    #[tokio::test]
+    async fn an_account_attacked_from_many_addresses_still_admits_its_owner() {
+        let l = limits(1000, 1000, 5, Duration::from_secs(2));
+        let owner = addr("192.0.2.10");
+        l.succeeded(owner, "alice").await;
+        for i in 0..5 {
+            l.failed(addr(&format!("198.51.100.{i}")), "alice").await.unwrap();
+        }
+        assert!(l.failed(addr("198.51.100.99"), "alice").await.is_err());
+        assert!(l.check(addr("198.51.100.100"), "alice").await.is_err(), "unknown addresses are refused");
+        l.check(owner, "alice").await.expect("the owner's known address is never locked out");
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        l.check(addr("198.51.100.100"), "alice").await.expect("blocks end by themselves");
     }
 
     #[tokio::test]
     async fn disabled_limits_never_refuse() {
         let l = LoginLimiter::new(&RateLimitSettings {
             enabled: false,
+            client_account_failures: 1,
             ip_failures: 1,
             account_failures: 1,
             window: Duration::from_secs(60),

@@ -261,6 +261,7 @@ pub struct SharedLimits(Arc<Redis>);
 /// Which budget a counter belongs to.
 #[derive(Debug, Clone, Copy)]
 pub enum Budget {
+    ClientAccount,
     Ip,
     Account,
 }
@@ -272,39 +273,54 @@ impl SharedLimits {
 
     fn counter_key(&self, budget: Budget, ip: IpAddr, account: &str) -> String {
         match budget {
+            Budget::ClientAccount => self.0.key(&format!("{}:{ip}", sessions::hashed_key("rl:ca", account))),
             Budget::Ip => self.0.key(&format!("rl:ip:{ip}")),
             // Hashed: an account name is user input of any length and content.
             Budget::Account => self.0.key(&sessions::hashed_key("rl:acct", account)),
         }
     }
 
-    /// Seconds until the address, and the account, may try again, for each that had a failure beyond its
-    /// limit counted in its window. One round trip: this runs before every login.
+    /// Seconds until the (address, account) pair, the address and the account may try again, for each that
+    /// had a failure beyond its limit counted in its window. One round trip: this runs before every login.
     pub async fn blocked_for(
         &self,
         ip: IpAddr,
         account: &str,
-        ip_limit: u32,
-        account_limit: u32,
-    ) -> Result<(Option<u64>, Option<u64>), RedisError> {
-        let (ip_key, account_key) =
-            (self.counter_key(Budget::Ip, ip, account), self.counter_key(Budget::Account, ip, account));
+        (client_account_limit, ip_limit, account_limit): (u32, u32, u32),
+    ) -> Result<(Option<u64>, Option<u64>, Option<u64>), RedisError> {
+        let keys = [Budget::ClientAccount, Budget::Ip, Budget::Account].map(|b| self.counter_key(b, ip, account));
         let mut pipe = redis::pipe();
-        pipe.cmd("GET")
-            .arg(&ip_key)
-            .cmd("PTTL")
-            .arg(&ip_key)
-            .cmd("GET")
-            .arg(&account_key)
-            .cmd("PTTL")
-            .arg(&account_key);
-        let (ip_count, ip_ttl, account_count, account_ttl): (Option<u64>, i64, Option<u64>, i64) =
-            self.0.run_pipe("rate-limit check", &pipe).await?;
+        for k in &keys {
+            pipe.cmd("GET").arg(k).cmd("PTTL").arg(k);
+        }
+        #[allow(clippy::type_complexity)]
+        let (ca, ca_ttl, ip_count, ip_ttl, account_count, account_ttl): (
+            Option<u64>,
+            i64,
+            Option<u64>,
+            i64,
+            Option<u64>,
+            i64,
+        ) = self.0.run_pipe("rate-limit check", &pipe).await?;
         let blocked = |count: Option<u64>, ttl_ms: i64, limit: u32| match count {
             Some(n) if n > u64::from(limit) && ttl_ms > 0 => Some(secs(ttl_ms)),
             _ => None,
         };
-        Ok((blocked(ip_count, ip_ttl, ip_limit), blocked(account_count, account_ttl, account_limit)))
+        Ok((
+            blocked(ca, ca_ttl, client_account_limit),
+            blocked(ip_count, ip_ttl, ip_limit),
+            blocked(account_count, account_ttl, account_limit),
+        ))
+    }
+
+    /// Whether this is the first failure of `account` from `ip` in the window (the address's budget counts
+    /// each account once).
+    pub async fn first_try(&self, ip: IpAddr, account: &str, window: Duration) -> Result<bool, RedisError> {
+        let key = self.0.key(&format!("{}:{ip}", sessions::hashed_key("rl:tried", account)));
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(1).arg("NX").arg("PX").arg(window.as_millis() as u64);
+        let set: Option<String> = self.0.run("rate-limit first try", &cmd).await?;
+        Ok(set.is_some())
     }
 
     /// Count one failure; when it is beyond `limit`, return the seconds left in the window.

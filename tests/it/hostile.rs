@@ -551,3 +551,26 @@ fn half_written_and_test_failing_rules_files_under_load_grant_nothing_wrong() {
     assert!(wrong.is_empty(), "wrong grants: {:?}", &wrong[..wrong.len().min(5)]);
     assert!(refused >= 1.0);
 }
+
+#[test]
+fn a_stale_secret_behind_an_address_shared_by_an_office_locks_out_nobody_else() {
+    let env = TestEnv::new();
+    // Default limits. Every request comes from 127.0.0.1: the office's one NAT address.
+    let tg = Tollgate::start(&env, &[]);
+    let mut statuses = std::collections::BTreeMap::<u16, u32>::new();
+    for i in 0..50 {
+        // A CI job retrying a rotated-away secret, and a few case variants of the robot's name.
+        let name = if i % 5 == 0 { "CI-PAYMENTS" } else { ROBOT.0 };
+        let r = tg.token(Some((name, "tg_the_old_rotated_secret")), "", &[]);
+        *statuses.entry(r.status).or_default() += 1;
+    }
+    let mut others = Vec::new();
+    for user in [ALICE, BOB, ADMIN] {
+        for _ in 0..3 {
+            others.push(tg.token(Some(user), "scope=repository:payments/api:pull", &[]).status);
+        }
+    }
+    println!("HOSTILE one stale secret behind a shared address: the job got {statuses:?}; everyone else from it got {others:?}");
+    assert!(statuses.get(&429).copied().unwrap_or(0) >= 40, "the stale job is limited: {statuses:?}");
+    assert!(others.iter().all(|s| *s == 200), "bystanders were locked out: {others:?}");
+}

@@ -272,6 +272,7 @@ fn failed_logins_get_429_with_retry_after_and_the_right_password_works_from_anot
         &env,
         &[
             ("TOLLGATE_SERVER__TRUSTED_PROXIES", "[127.0.0.1]"),
+            ("TOLLGATE_RATE_LIMIT__CLIENT_ACCOUNT_FAILURES", "3"),
             ("TOLLGATE_RATE_LIMIT__IP_FAILURES", "3"),
             ("TOLLGATE_RATE_LIMIT__ACCOUNT_FAILURES", "10"),
             ("TOLLGATE_RATE_LIMIT__WINDOW", "6s"),
@@ -288,17 +289,28 @@ fn failed_logins_get_429_with_retry_after_and_the_right_password_works_from_anot
     assert!((1..=2).contains(&retry), "one attempt refills every 2s: {retry}");
     assert!(r.body.contains("too many failed logins"), "{}", r.body);
     let r = t.token(Some(ALICE), "", &attacker);
-    assert_eq!(r.status, 429, "a blocked address gets no password check, not even the right one");
+    assert_eq!(r.status, 429, "a blocked (address, account) gets no password check, not even the right one");
+    let r = t.token(Some(BOB), "", &attacker);
+    assert_eq!(r.status, 200, "another account from the same address is not blocked: {}", r.body);
 
     let r = t.token(Some(ALICE), "scope=repository:payments/api:pull", &[("X-Forwarded-For", "192.0.2.10")]);
     assert_eq!(r.status, 200, "the right password from another address works at once: {}", r.body);
+
+    // Spraying: a fourth account from one address is one more than its budget of three accounts.
+    let sprayer = [("X-Forwarded-For", "198.51.100.99")];
+    for (i, user) in ["u1", "u2", "u3", "u4"].into_iter().enumerate() {
+        let r = t.token(Some((user, "guess")), "", &sprayer);
+        assert_eq!(r.status, if i < 3 { 401 } else { 429 }, "spraying {user}: {}", r.body);
+    }
+    assert_eq!(t.token(Some(ADMIN), "", &sprayer).status, 429, "the spraying address is blocked for every account");
 
     std::thread::sleep(Duration::from_secs(retry + 1));
     let r = t.token(Some(ALICE), "", &attacker);
     assert_eq!(r.status, 200, "the block ends by itself: {}", r.body);
     let m = t.metrics();
+    assert!(sample(&m, r#"tollgate_rate_limited_total{limit="client_account"}"#) >= 2.0, "{m}");
     assert!(sample(&m, r#"tollgate_rate_limited_total{limit="ip"}"#) >= 2.0, "{m}");
-    assert_eq!(sample(&m, r#"tollgate_token_requests_total{outcome="rate_limited",client_id="none"}"#), 2.0);
+    assert_eq!(sample(&m, r#"tollgate_token_requests_total{outcome="rate_limited",client_id="none"}"#), 4.0);
     assert_no_secrets(&t.logs(), &PEOPLE_SECRETS);
 }
 
@@ -636,7 +648,7 @@ fn sigterm_during_a_stream_of_requests_stops_the_server() {
 #[test]
 fn a_full_run_never_writes_a_password_token_or_secret_to_its_logs_or_metrics() {
     let env = TestEnv::new();
-    let t = Tollgate::start(&env, &[("TOLLGATE_LOG", "debug"), ("TOLLGATE_RATE_LIMIT__IP_FAILURES", "2")]);
+    let t = Tollgate::start(&env, &[("TOLLGATE_LOG", "debug"), ("TOLLGATE_RATE_LIMIT__CLIENT_ACCOUNT_FAILURES", "2")]);
     let mut secrets: Vec<String> = PEOPLE_SECRETS.iter().map(|s| s.to_string()).collect();
     let scope = "scope=repository:payments/api:push,pull";
     let r = t.token(Some(ALICE), &format!("{scope}&offline_token=true&client_id=docker"), &[]);

@@ -27,14 +27,14 @@ const ERIN: (&str, &str) = ("erin", "erin-idp-password");
 const PULL: &str = "scope=repository:team-payments/app:pull";
 
 /// The shared config: one key and one refresh secret for both replicas, state in `redis`.
-fn replica_env(redis: &RedisServer, extra_providers: String, ip_failures: u32) -> TestEnv {
+fn replica_env(redis: &RedisServer, extra_providers: String, client_account_failures: u32) -> TestEnv {
     let env = TestEnv::with(Opts {
         extra_token_yaml: "  keys:\n    - key_file: shared/signing.key\n      cert_file: shared/signing.crt\n".into(),
         extra_providers_yaml: extra_providers,
         extra_yaml: format!(
             "refresh_tokens:\n  secret_file: shared/refresh-secret\n\
              state:\n  store: redis\n  redis_url_file: {}\n  key_prefix: \"tg-test:\"\n  command_timeout: 300ms\n\
-             rate_limit:\n  ip_failures: {ip_failures}\n  account_failures: 1000\n  window: 60s\n",
+             rate_limit:\n  client_account_failures: {client_account_failures}\n  account_failures: 1000\n  window: 60s\n",
             redis.url_file().display()
         ),
         ..Opts::default()
@@ -147,7 +147,11 @@ fn failed_logins_are_counted_across_both_replicas() {
     assert_eq!(r.status, 429, "the fifth failure, counted on both replicas, is limited: {}", r.body);
     assert!(r.header("retry-after").is_some_and(|s| s.parse::<u64>().unwrap() >= 1), "{:?}", r.headers);
     let r = b.token(Some((BOB.0, BOB.1)), PULL, &[]);
-    assert_eq!(r.status, 429, "the address is blocked on B as well, before any password is checked: {}", r.body);
+    assert_eq!(
+        r.status, 429,
+        "bob from that address is blocked on B as well, before any password is checked: {}",
+        r.body
+    );
     assert_eq!(sample(&b.metrics(), "tollgate_rate_limit_fallbacks_total"), 0.0, "Redis answered every time");
 }
 
