@@ -96,7 +96,8 @@ pub async fn grant(
                 let provider = &ctx.identity.provider;
                 state.chain.keep_session(provider, sid).await.map_err(|e| GrantError::Unavailable(e.to_string()))?;
             }
-            Some(r.issue_for_session(&ctx.identity.username, &ctx.identity.provider, service, sid)?.0)
+            let epoch = state.revocations.epoch().await.map_err(|e| GrantError::Unavailable(e.to_string()))?;
+            Some(r.issue_for_session(&ctx.identity.username, &ctx.identity.provider, service, sid, epoch)?.0)
         }
         _ => None,
     };

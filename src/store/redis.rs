@@ -21,7 +21,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, FromRedisValue};
@@ -31,6 +31,7 @@ use super::error::StoreError;
 use super::revocation::{Revocation, RevocationStore};
 use super::sessions::{self, SessionStore};
 use crate::config::state::StateSettings;
+use crate::support::random::random_id;
 use crate::support::time::unix_now;
 use crate::support::BoxFuture;
 use crate::token::refresh::RefreshClaims;
@@ -57,12 +58,55 @@ pub enum RedisError {
     /// No answer within `state.command_timeout`.
     #[error("redis {what}: no answer within {timeout:?}")]
     Timeout { what: String, timeout: Duration },
+    /// Redis failed to answer recently; nothing was sent (see [`Breaker`]).
+    #[error("redis: unreachable, trying again in {retry_in:?}")]
+    Down { retry_in: Duration },
+}
+
+/// While Redis is unreachable every command fails at once instead of waiting on a reconnect: a refused
+/// Redis used to cost every password login ~300 ms (the failed-login limiter asks it first). After a
+/// connection-level failure the breaker opens for a backoff (100 ms, doubling up to 5 s); when it has
+/// passed, one command goes through as a probe and the others keep failing fast until it answers.
+#[derive(Debug)]
+struct Breaker {
+    until: Option<Instant>,
+    backoff: Duration,
+}
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+impl Breaker {
+    /// May a command be sent now?
+    fn admit(&mut self) -> Result<(), RedisError> {
+        let now = Instant::now();
+        match self.until {
+            Some(t) if now < t => Err(RedisError::Down { retry_in: t - now }),
+            // The backoff is over: this command probes; the others wait for its answer.
+            Some(_) => {
+                self.until = Some(now + self.backoff);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
+    fn record(&mut self, connection_failed: bool) {
+        if connection_failed {
+            self.until = Some(Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        } else if self.until.is_some() {
+            self.until = None;
+            self.backoff = BACKOFF_MIN;
+        }
+    }
 }
 
 /// One Redis for the whole process, connected on first use.
 pub struct Redis {
     client: Client,
     conn: OnceCell<ConnectionManager>,
+    breaker: std::sync::Mutex<Breaker>,
     prefix: String,
     connect_timeout: Duration,
     command_timeout: Duration,
@@ -84,6 +128,7 @@ impl Redis {
         Ok(Redis {
             client,
             conn: OnceCell::new(),
+            breaker: std::sync::Mutex::new(Breaker { until: None, backoff: BACKOFF_MIN }),
             prefix: state.key_prefix.clone(),
             connect_timeout: state.connect_timeout,
             command_timeout: state.command_timeout,
@@ -140,17 +185,26 @@ impl Redis {
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        let lost = |e: &redis::RedisError| e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal();
+        self.breaker.lock().map_err(|_| RedisError::Connect("breaker lock poisoned".into()))?.admit()?;
         let both = async {
             match attempt().await {
-                Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() => attempt().await,
+                Err(e) if lost(&e) => attempt().await,
                 other => other,
             }
         };
-        match tokio::time::timeout(self.command_timeout, both).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(RedisError::Command { what: what.to_string(), message: e.to_string() }),
-            Err(_) => Err(RedisError::Timeout { what: what.to_string(), timeout: self.command_timeout }),
+        let (result, connection_failed) = match tokio::time::timeout(self.command_timeout, both).await {
+            Ok(Ok(v)) => (Ok(v), false),
+            Ok(Err(e)) => {
+                let failed = lost(&e);
+                (Err(RedisError::Command { what: what.to_string(), message: e.to_string() }), failed)
+            }
+            Err(_) => (Err(RedisError::Timeout { what: what.to_string(), timeout: self.command_timeout }), true),
+        };
+        if let Ok(mut b) = self.breaker.lock() {
+            b.record(connection_failed);
         }
+        result
     }
 
     async fn raise(&self, key: &str, value: u64) -> Result<(), RedisError> {
@@ -182,13 +236,42 @@ impl RedisRevocations {
 
     async fn check(&self, claims: &RefreshClaims) -> Result<bool, RedisError> {
         let redis = &self.0;
-        // One round trip for all three kinds.
+        // One round trip for all three kinds, and the epoch.
         let mut pipe = redis::pipe();
         pipe.cmd("EXISTS").arg(redis.key(&format!("revoked:jti:{}", claims.jti)));
         pipe.cmd("GET").arg(redis.key(&format!("revoked:user:{}", claims.sub)));
         pipe.cmd("GET").arg(redis.key("revoked:all"));
-        let (token, user, all): (bool, Option<u64>, Option<u64>) = redis.run_pipe("revocation check", &pipe).await?;
+        pipe.cmd("GET").arg(redis.key(EPOCH));
+        let (token, user, all, epoch): (bool, Option<u64>, Option<u64>, Option<String>) =
+            redis.run_pipe("revocation check", &pipe).await?;
+        let epoch = match epoch {
+            Some(e) => e,
+            None => {
+                // Redis lost its data: what it forgot may have been revoked. A new epoch refuses every token
+                // issued before, on every replica, from now on.
+                let fresh = self.epoch().await?;
+                tracing::error!(
+                    "the shared store has lost its data (no epoch): refresh tokens issued before are refused; \
+                     their users log in again"
+                );
+                fresh
+            }
+        };
+        if claims.epo.as_deref() != Some(epoch.as_str()) {
+            return Ok(true);
+        }
         Ok(token || user.is_some_and(|b| claims.iat <= b) || all.is_some_and(|b| claims.iat <= b))
+    }
+
+    /// The epoch of the shared state, made on first use: a random id that a Redis restarted without its
+    /// data no longer has. Concurrent makers agree (`SET NX GET` keeps the first).
+    async fn epoch(&self) -> Result<String, RedisError> {
+        let redis = &self.0;
+        let fresh = random_id(12);
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(redis.key(EPOCH)).arg(&fresh).arg("NX").arg("GET");
+        let existing: Option<String> = redis.run("SET epoch", &cmd).await?;
+        Ok(existing.unwrap_or(fresh))
     }
 }
 
@@ -200,7 +283,14 @@ impl RevocationStore for RedisRevocations {
     fn is_revoked<'a>(&'a self, claims: &'a RefreshClaims) -> BoxFuture<'a, Result<bool, StoreError>> {
         Box::pin(async move { self.check(claims).await.map_err(|e| StoreError::Revocations(e.to_string())) })
     }
+
+    fn epoch(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        Box::pin(async move { self.epoch().await.map(Some).map_err(|e| StoreError::Revocations(e.to_string())) })
+    }
 }
+
+/// The key holding the epoch of the shared state.
+const EPOCH: &str = "epoch";
 
 /// [`SessionStore`] in Redis: one key per entry, expiring at the entry's own expiry (`SET … EXAT`).
 pub struct RedisSessions(pub Arc<Redis>);

@@ -36,6 +36,12 @@ pub enum Revocation {
 pub trait RevocationStore: Send + Sync {
     fn revoke<'a>(&'a self, revocation: Revocation) -> BoxFuture<'a, Result<(), StoreError>>;
     fn is_revoked<'a>(&'a self, claims: &'a RefreshClaims) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// The epoch of the shared state that refresh tokens are issued under (their `epo` claim): a store that
+    /// can lose its data refuses tokens of another epoch. Default: none (the file store keeps its file).
+    fn epoch(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        Box::pin(async { Ok(None) })
+    }
 }
 
 /// The on-disk state.
@@ -169,6 +175,7 @@ mod tests {
             exp: iat + 1000,
             jti: jti.into(),
             sid: None,
+            epo: None,
         }
     }
 

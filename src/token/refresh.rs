@@ -33,6 +33,10 @@ pub struct RefreshClaims {
     /// The login session at the provider (OIDC: group snapshot and IdP refresh token), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sid: Option<String>,
+    /// The epoch of the shared state (Redis) the token was issued under: a token from before a data loss
+    /// carries another one and is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epo: Option<String>,
 }
 
 /// Why a refresh token was refused. The message is safe to show the client.
@@ -80,16 +84,17 @@ impl RefreshTokens {
     }
 
     pub fn issue(&self, subject: &str, provider: &str, service: &str) -> Result<(String, RefreshClaims), SignError> {
-        self.issue_for_session(subject, provider, service, None)
+        self.issue_for_session(subject, provider, service, None, None)
     }
 
-    /// Issue a refresh token linked to the provider's login session `sid`.
+    /// Issue a refresh token linked to the provider's login session `sid`, under the shared state's `epoch`.
     pub fn issue_for_session(
         &self,
         subject: &str,
         provider: &str,
         service: &str,
         sid: Option<String>,
+        epoch: Option<String>,
     ) -> Result<(String, RefreshClaims), SignError> {
         let now = unix_now();
         let claims = RefreshClaims {
@@ -102,6 +107,7 @@ impl RefreshTokens {
             exp: now + self.lifetime.as_secs(),
             jti: random_id(16),
             sid,
+            epo: epoch,
         };
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| SignError::Encode(e.to_string()))?;

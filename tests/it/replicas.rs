@@ -233,12 +233,16 @@ fn with_redis_stopped_refresh_grants_fail_closed_password_logins_work_and_all_re
     a.wait_for_log("the fallback warning", |l| l["message"].as_str().is_some_and(|m| m.contains("per replica")));
 
     redis.start_again();
-    // No tollgate restart: the next commands reconnect.
-    wait_until("B to use Redis again", Duration::from_secs(10), || use_refresh(&b, ALICE.0, &refresh).status == 200);
-    assert_eq!(use_refresh(&a, ALICE.0, &refresh).status, 200, "A recovered too");
-    revoke_cli(&env, &["--token", "-"], Some(&refresh));
-    assert_eq!(use_refresh(&a, ALICE.0, &refresh).status, 401, "revocations work again after the restart");
-    assert_eq!(use_refresh(&b, ALICE.0, &refresh).status, 401);
+    // Redis came back EMPTY: whatever it forgot may have been revoked, so every refresh token issued before
+    // is refused (fail closed), on both replicas; new logins work at once. No tollgate restart: the next
+    // commands reconnect.
+    wait_until("B to use Redis again", Duration::from_secs(10), || use_refresh(&b, ALICE.0, &refresh).status == 401);
+    assert_eq!(use_refresh(&a, ALICE.0, &refresh).status, 401, "A refuses the pre-loss token too");
+    let fresh = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&b, ALICE.0, &fresh).status, 200, "a token issued after the loss works everywhere");
+    revoke_cli(&env, &["--token", "-"], Some(&fresh));
+    assert_eq!(use_refresh(&a, ALICE.0, &fresh).status, 401, "revocations work again after the restart");
+    assert_eq!(use_refresh(&b, ALICE.0, &fresh).status, 401);
     for (t, name) in [(&a, "a"), (&b, "b")] {
         assert_alive(t, name);
     }
@@ -330,4 +334,46 @@ fn killing_one_replica_during_a_load_run_costs_the_clients_of_the_other_nothing(
     assert!(ok1 > 20 && ok2 > 20, "both clients kept working: {ok1} and {ok2} answers");
     assert!(killed_at.elapsed() >= Duration::from_secs(2));
     assert_alive(&b, "b");
+}
+
+#[test]
+fn a_redis_restarted_empty_never_lets_a_revoked_token_back_and_a_refused_redis_costs_logins_nothing() {
+    let mut redis = RedisServer::start();
+    let env = replica_env(&redis, String::new(), 10);
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+    let revoked = refresh_token(&a, ALICE);
+    let kept = refresh_token(&b, BOB);
+    revoke_cli(&env, &["--token", "-"], Some(&revoked));
+    assert_eq!(use_refresh(&b, ALICE.0, &revoked).status, 401);
+    assert_eq!(use_refresh(&a, BOB.0, &kept).status, 200);
+
+    // Refused connections: password logins (right and wrong) must not wait for Redis each time.
+    redis.stop();
+    let mut times = Vec::new();
+    for i in 0..20 {
+        let started = Instant::now();
+        let (user, status) = if i % 2 == 0 { (BOB, 200) } else { ((BOB.0, "wrong-password"), 401) };
+        assert_eq!(a.token(Some(user), PULL, &[]).status, status);
+        times.push(started.elapsed());
+    }
+    times.sort();
+    println!("HOSTILE password logins while Redis refuses connections: median {:?}, max {:?}", times[10], times[19]);
+    assert!(times[10] < Duration::from_millis(50), "logins wait for Redis: median {:?}", times[10]);
+
+    // Back, empty (a restart without persistence, or a failover to a stale replica).
+    redis.start_again();
+    wait_until("the replicas to reach Redis again", Duration::from_secs(15), || {
+        use_refresh(&a, ALICE.0, &revoked).status == 401 && use_refresh(&b, BOB.0, &kept).status == 401
+    });
+    for t in [&a, &b, &a, &b] {
+        assert_eq!(use_refresh(t, ALICE.0, &revoked).status, 401, "the revoked token stays refused");
+        assert_eq!(use_refresh(t, BOB.0, &kept).status, 401, "tokens from before the loss are refused (fail closed)");
+    }
+    let fresh = refresh_token(&b, BOB);
+    assert_eq!(use_refresh(&a, BOB.0, &fresh).status, 200, "a new login's refresh token works on the other replica");
+    let logs = a.logs() + &b.logs();
+    assert!(logs.contains("lost its data"), "the loss is logged");
+    for (t, name) in [(&a, "a"), (&b, "b")] {
+        assert_alive(t, name);
+    }
 }
