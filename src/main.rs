@@ -161,7 +161,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(c) => cli::serve(c.config.as_deref()),
-        Command::CheckConfig(c) => cli::check_config(c.config.as_deref()),
+        Command::CheckConfig(c) => cli::check::check_config(c.config.as_deref()),
         Command::RegistryConfig { config, realm, out_dir } => {
             cli::registry_config(config.config.as_deref(), realm.as_deref(), out_dir.as_deref())
         }

@@ -2,6 +2,7 @@
 //!
 //! `login.rs` is the client side: `tollgate login` runs a device login against a registry's tollgate.
 
+pub mod check;
 pub mod login;
 
 use std::collections::BTreeMap;
@@ -24,12 +25,12 @@ use crate::support::time::{rfc3339, unix_now};
 use crate::token::keys::load_keys;
 use crate::token::refresh::RefreshTokens;
 
-fn join(errors: Vec<String>) -> String {
+pub(crate) fn join(errors: Vec<String>) -> String {
     let n = errors.len();
     format!("{n} problem{} found:\n  - {}", if n == 1 { "" } else { "s" }, errors.join("\n  - "))
 }
 
-fn load(config: Option<&Path>) -> Result<Settings, String> {
+pub(crate) fn load(config: Option<&Path>) -> Result<Settings, String> {
     Settings::load(config).map_err(join)
 }
 
@@ -69,27 +70,6 @@ pub fn serve(config: Option<&Path>) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(crate::server::run(config.map(Path::to_path_buf), state))
-}
-
-pub fn check_config(config: Option<&Path>) -> Result<(), String> {
-    let settings = load(config)?;
-    // Building the state loads keys, accounts and the policy, so every file is checked, not just the YAML.
-    let state = AppState::build(settings).map_err(join)?;
-    let policy = state.policy.get();
-    let report = policy.run_tests();
-    if report.failed() > 0 {
-        return Err(format!("the policy's own tests fail:\n{report}"));
-    }
-    println!(
-        "{}: ok ({} key(s), active kid {}; {} provider(s); {} rule(s), {} policy test(s) passed)",
-        state.settings.origin,
-        state.issuer.keys.keys().len(),
-        state.issuer.keys.active().kid,
-        state.chain.providers().len(),
-        policy.rule_count(),
-        report.passed()
-    );
-    Ok(())
 }
 
 pub fn registry_config(config: Option<&Path>, realm: Option<&str>, out_dir: Option<&Path>) -> Result<(), String> {

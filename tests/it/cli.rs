@@ -279,3 +279,46 @@ fn raw_get(addr: &str, path: &str, auth: &str) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[test]
+fn check_config_refuses_a_missing_tls_file_and_warns_of_expired_keys_readable_secrets_and_open_proxies() {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A signing key whose certificate ended in 2021.
+    let env = TestEnv::with(Opts {
+        extra_token_yaml: "  keys:\n    - key_file: old.key\n      cert_file: old.crt\n".into(),
+        ..Opts::default()
+    });
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    std::fs::write(env.path().join("old.key"), key.serialize_pem()).unwrap();
+    std::fs::set_permissions(env.path().join("old.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(env.path().join("old.crt"), cert.pem()).unwrap();
+    let cfg = env.config.to_str().unwrap();
+    let run = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.args(["check-config", "--config", cfg]).env_remove("TOLLGATE_CONFIG");
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+
+    let o = run(&[("TOLLGATE_SERVER__TRUSTED_PROXIES", "[0.0.0.0/0]")]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "warnings do not fail the check: {out}{err}");
+    for want in [
+        "certificate expired at 2021-01-01",
+        "old.key: mode 644 lets other users read",
+        "0.0.0.0/0 covers every address",
+    ] {
+        assert!(err.contains(want), "missing warning {want:?} in:\n{err}");
+    }
+
+    let o = run(&[("TOLLGATE_SERVER__TLS__CERT_FILE", "missing.crt"), ("TOLLGATE_SERVER__TLS__KEY_FILE", "old.key")]);
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "a TLS file serve cannot load fails the check: {out}");
+    assert!(err.contains("server.tls: cannot use certificate") && err.contains("missing.crt"), "{err}");
+}

@@ -1,0 +1,136 @@
+//! `tollgate check-config`: load everything `serve` would (config, keys, accounts, policy and its tests,
+//! the TLS pair), report every problem at once, and warn about what would work but is unsafe: an expired
+//! signing certificate, a key or secret file others can read, trusted proxies that cover every address.
+
+use std::path::{Path, PathBuf};
+
+use super::{join, load};
+use crate::app::AppState;
+use crate::config::{ProviderConfig, Settings};
+use crate::support::time::unix_now;
+
+/// A signing certificate this close to its end gets a warning.
+const EXPIRY_WARNING_SECS: u64 = 14 * 86400;
+
+pub fn check_config(config: Option<&Path>) -> Result<(), String> {
+    let settings = load(config)?;
+    let mut errors = Vec::new();
+    // serve loads the TLS pair only when it binds: a missing or mismatched file would pass here and stop
+    // serve at start.
+    if let Some(tls) = &settings.ops.tls {
+        if let Err(e) = crate::server::tls::Tls::load(tls) {
+            errors.push(e);
+        }
+    }
+    // Building the state loads keys, accounts and the policy (and runs its tests), so every file is checked.
+    let state = match AppState::build(settings) {
+        Ok(state) => Some(state),
+        Err(e) => {
+            errors.extend(e);
+            None
+        }
+    };
+    let Some(state) = state.filter(|_| errors.is_empty()) else { return Err(join(errors)) };
+    for w in warnings(&state) {
+        eprintln!("warning: {w}");
+    }
+    let policy = state.policy.get();
+    println!(
+        "{}: ok ({} key(s), active kid {}; {} provider(s); {} rule(s), {} policy test(s) passed)",
+        state.settings.origin,
+        state.issuer.keys.keys().len(),
+        state.issuer.keys.active().kid,
+        state.chain.providers().len(),
+        policy.rule_count(),
+        policy.run_tests().passed()
+    );
+    Ok(())
+}
+
+/// What works but should not be left so.
+pub fn warnings(state: &AppState) -> Vec<String> {
+    let settings = &state.settings;
+    let mut out = Vec::new();
+    let now = unix_now() as i64;
+    for key in state.issuer.keys.keys() {
+        let Some(not_after) = key.not_after else { continue };
+        let file = key.key_path.display();
+        if not_after <= now {
+            out.push(format!(
+                "signing key {file} (kid {}): its certificate expired at {}; registries that check it refuse \
+                 the tokens: rotate the key (docs/key-rotation.md)",
+                key.kid,
+                crate::support::time::rfc3339(not_after.max(0) as u64)
+            ));
+        } else if not_after - now < EXPIRY_WARNING_SECS as i64 {
+            out.push(format!(
+                "signing key {file} (kid {}): its certificate expires at {}: rotate the key soon",
+                key.kid,
+                crate::support::time::rfc3339(not_after as u64)
+            ));
+        }
+    }
+    for (what, path) in secret_files(settings) {
+        if let Some(mode) = readable_by_others(&path) {
+            out.push(format!("{what} {}: mode {mode:o} lets other users read a secret; chmod 600 it", path.display()));
+        }
+    }
+    for net in &settings.ops.trusted_proxies {
+        if net.prefix_len() == 0 {
+            out.push(format!(
+                "server.trusted_proxies: {net} covers every address, so any client can choose the address \
+                 that rate limits and client_network rules see; list your proxies' addresses instead"
+            ));
+        }
+    }
+    out
+}
+
+/// Every file of the config that holds a secret, named by its key.
+fn secret_files(settings: &Settings) -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    if settings.keys.is_empty() {
+        out.push(("the generated signing key".to_string(), settings.default_key_paths().0));
+    }
+    for (i, k) in settings.keys.iter().enumerate() {
+        out.push((format!("token.keys[{i}].key_file"), k.key_file.clone()));
+    }
+    if settings.refresh_enabled {
+        out.push(("refresh_tokens.secret_file".into(), settings.refresh_secret_file.clone()));
+    }
+    if let Some(tls) = &settings.ops.tls {
+        out.push(("server.tls.key_file".into(), tls.key_file.clone()));
+    }
+    if let Some(f) = &settings.state.redis_url_file {
+        out.push(("state.redis_url_file".into(), f.clone()));
+    }
+    for (i, p) in settings.providers.iter().enumerate() {
+        match p {
+            ProviderConfig::Ldap(l) => {
+                if let Some(f) = &l.bind_password_file {
+                    out.push((format!("providers[{i}].bind_password_file"), f.clone()));
+                }
+            }
+            ProviderConfig::Oidc(o) => {
+                if let Some(f) = &o.client_secret_file {
+                    out.push((format!("providers[{i}].client_secret_file"), f.clone()));
+                }
+            }
+            ProviderConfig::Static(_) => {}
+        }
+    }
+    out
+}
+
+/// The permission bits of `path` when group or others may read it.
+#[cfg(unix)]
+fn readable_by_others(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
+}
+
+#[cfg(not(unix))]
+fn readable_by_others(_: &Path) -> Option<u32> {
+    None
+}
