@@ -595,6 +595,7 @@ impl Provider for AcceptAll {
                 provider: "corp-ldap".into(),
                 groups: vec!["developers".into(), "team-payments".into(), "release-managers".into()],
                 claims: Default::default(),
+                account: None,
             })))
         })
     }

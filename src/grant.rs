@@ -8,6 +8,7 @@ use crate::app::AppState;
 use crate::identity::{Identity, RequestContext, SESSION_CLAIM};
 use crate::scope::Scope;
 use crate::token::keys::SignError;
+use crate::token::refresh::Links;
 use crate::token::AccessEntry;
 
 /// What the client asked for besides the scopes.
@@ -97,7 +98,8 @@ pub async fn grant(
                 state.chain.keep_session(provider, sid).await.map_err(|e| GrantError::Unavailable(e.to_string()))?;
             }
             let epoch = state.revocations.epoch().await.map_err(|e| GrantError::Unavailable(e.to_string()))?;
-            Some(r.issue_for_session(&ctx.identity.username, &ctx.identity.provider, service, sid, epoch)?.0)
+            let links = Links { sid, epoch, account: ctx.identity.account.clone() };
+            Some(r.issue_for_session(&ctx.identity.username, &ctx.identity.provider, service, links)?.0)
         }
         _ => None,
     };

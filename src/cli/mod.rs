@@ -175,7 +175,7 @@ pub fn robot_add(
 
 pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&str>, all: bool) -> Result<(), String> {
     let settings = load(config)?;
-    let now = unix_now();
+    let now_ms = crate::support::time::unix_now_ms();
     let (revocation, what) = match (token, user, all) {
         (Some(t), None, false) => {
             let secret = std::fs::read(&settings.refresh_secret_file)
@@ -187,9 +187,9 @@ pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&st
             (Revocation::Token { jti: claims.jti, exp: claims.exp }, what)
         }
         (None, Some(u), false) => {
-            (Revocation::User { username: u.to_string(), before: now }, format!("every refresh token of {u:?}"))
+            (Revocation::User { username: u.to_string(), before_ms: now_ms }, format!("every refresh token of {u:?}"))
         }
-        (None, None, true) => (Revocation::All { before: now }, "every refresh token".to_string()),
+        (None, None, true) => (Revocation::All { before_ms: now_ms }, "every refresh token".to_string()),
         _ => return Err("say what to revoke: --token TOKEN, --user NAME or --all".into()),
     };
     match settings.state.store {
@@ -205,7 +205,7 @@ pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&st
         }
     }
     .map_err(|e| e.to_string())?;
-    println!("revoked {what} issued until {}", rfc3339(now));
+    println!("revoked {what} issued until {}", rfc3339(now_ms / 1000));
     Ok(())
 }
 
@@ -266,7 +266,13 @@ pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainIn
         .or_else(|| settings.and_then(|s| s.services.first().cloned()))
         .unwrap_or_else(|| "registry.test".into());
     let ctx = RequestContext {
-        identity: Arc::new(Identity { username, provider: input.provider, groups: input.groups, claims }),
+        identity: Arc::new(Identity {
+            username,
+            provider: input.provider,
+            groups: input.groups,
+            claims,
+            account: None,
+        }),
         auth_method,
         client_ip: input.client_ip,
         service,

@@ -82,6 +82,13 @@ pub(crate) async fn refresh_login(
         Err(e) => return Err(ApiError::Unavailable(e.to_string())),
     }
     match state.chain.recheck_session(&claims.prv, &claims.sub, claims.sid.as_deref()).await {
+        // The same name may be another account now (deleted and created again): its tokens are not ours.
+        Ok(Recheck::Current(identity))
+            if claims.aid.as_deref().is_some_and(|aid| identity.account.as_deref() != Some(aid)) =>
+        {
+            tracing::info!(user = %claims.sub, provider = %claims.prv, "refresh token refused: the account was replaced");
+            Err(refused(RefreshError::AccountGone))
+        }
         Ok(Recheck::Current(identity)) => Ok(identity),
         Ok(Recheck::Gone(reason)) => {
             tracing::info!(user = %claims.sub, provider = %claims.prv, reason = %reason, "refresh token refused");

@@ -44,7 +44,18 @@ impl Account {
             provider: provider.to_string(),
             groups: self.entry.groups.clone(),
             claims,
+            account: Some(self.instance()),
         }
+    }
+
+    /// This account instance: the same name with another password hash (deleted and created again, or
+    /// given a new secret) is another instance.
+    fn instance(&self) -> String {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(self.entry.username.as_bytes());
+        ctx.update(&[0]);
+        ctx.update(self.entry.password_hash.as_bytes());
+        ctx.finish().as_ref()[..12].iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Why the account may not log in now, if it may not.

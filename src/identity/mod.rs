@@ -62,6 +62,12 @@ pub struct Identity {
     /// Extra attributes from the provider (OIDC claims, LDAP attributes, account labels).
     #[serde(default)]
     pub claims: BTreeMap<String, serde_json::Value>,
+    /// Which account this is, beyond its name: a refresh token remembers it, and an account deleted and
+    /// created again under the same name (another instance) does not accept the old account's tokens.
+    /// Static accounts: a digest of the name and the password hash (a new secret is a new instance); OIDC:
+    /// the IdP's `sub`. None where a provider has no such id (LDAP): those tokens are not bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 impl Identity {

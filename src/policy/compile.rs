@@ -496,8 +496,13 @@ fn compile_test(file: &str, value: Value, e: &mut Errs<'_>) -> Option<TestCase> 
         e.at("name", "required: every test needs a name, shown when it fails");
     }
     let raw_id = raw.identity.unwrap_or_default();
-    let identity =
-        Identity { username: raw_id.username, provider: raw_id.provider, groups: raw_id.groups, claims: raw_id.claims };
+    let identity = Identity {
+        username: raw_id.username,
+        provider: raw_id.provider,
+        groups: raw_id.groups,
+        claims: raw_id.claims,
+        account: None,
+    };
     let auth_method = match raw.auth_method.as_deref() {
         None if identity.is_anonymous() => AuthMethod::Anonymous,
         None => AuthMethod::Password,

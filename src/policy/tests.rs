@@ -32,6 +32,7 @@ fn ctx(username: &str, groups: &[&str]) -> RequestContext {
             provider: if username.is_empty() { String::new() } else { "static".into() },
             groups: groups.iter().map(|g| g.to_string()).collect(),
             claims: BTreeMap::new(),
+            account: None,
         }),
         auth_method: if username.is_empty() { AuthMethod::Anonymous } else { AuthMethod::Password },
         client_ip: IpAddr::from([10, 1, 2, 3]),

@@ -229,8 +229,10 @@ impl RedisRevocations {
                 cmd.arg(redis.key(&format!("revoked:jti:{jti}"))).arg(1).arg("EXAT").arg(exp);
                 redis.run::<()>("SET", &cmd).await
             }
-            Revocation::User { username, before } => redis.raise(&format!("revoked:user:{username}"), before).await,
-            Revocation::All { before } => redis.raise("revoked:all", before).await,
+            Revocation::User { username, before_ms } => {
+                redis.raise(&format!("revoked:user-ms:{username}"), before_ms).await
+            }
+            Revocation::All { before_ms } => redis.raise("revoked:all-ms", before_ms).await,
         }
     }
 
@@ -241,9 +243,18 @@ impl RedisRevocations {
         pipe.cmd("EXISTS").arg(redis.key(&format!("revoked:jti:{}", claims.jti)));
         pipe.cmd("GET").arg(redis.key(&format!("revoked:user:{}", claims.sub)));
         pipe.cmd("GET").arg(redis.key("revoked:all"));
+        pipe.cmd("GET").arg(redis.key(&format!("revoked:user-ms:{}", claims.sub)));
+        pipe.cmd("GET").arg(redis.key("revoked:all-ms"));
         pipe.cmd("GET").arg(redis.key(EPOCH));
-        let (token, user, all, epoch): (bool, Option<u64>, Option<u64>, Option<String>) =
-            redis.run_pipe("revocation check", &pipe).await?;
+        #[allow(clippy::type_complexity)]
+        let (token, user, all, user_ms, all_ms, epoch): (
+            bool,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<u64>,
+            Option<String>,
+        ) = redis.run_pipe("revocation check", &pipe).await?;
         let epoch = match epoch {
             Some(e) => e,
             None => {
@@ -260,7 +271,13 @@ impl RedisRevocations {
         if claims.epo.as_deref() != Some(epoch.as_str()) {
             return Ok(true);
         }
-        Ok(token || user.is_some_and(|b| claims.iat <= b) || all.is_some_and(|b| claims.iat <= b))
+        // Seconds (what earlier versions wrote) and milliseconds.
+        let issued_ms = claims.issued_ms();
+        Ok(token
+            || user.is_some_and(|b| claims.iat <= b)
+            || all.is_some_and(|b| claims.iat <= b)
+            || user_ms.is_some_and(|b| issued_ms <= b)
+            || all_ms.is_some_and(|b| issued_ms <= b))
     }
 
     /// The epoch of the shared state, made on first use: a random id that a Redis restarted without its

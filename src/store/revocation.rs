@@ -27,10 +27,10 @@ fn file_error(e: FileError) -> StoreError {
 pub enum Revocation {
     /// One token, remembered until its own expiry.
     Token { jti: String, exp: u64 },
-    /// Every token of `username` issued at or before `before`.
-    User { username: String, before: u64 },
-    /// Every token issued at or before `before`.
-    All { before: u64 },
+    /// Every token of `username` issued at or before `before_ms` (Unix milliseconds).
+    User { username: String, before_ms: u64 },
+    /// Every token issued at or before `before_ms` (Unix milliseconds).
+    All { before_ms: u64 },
 }
 
 pub trait RevocationStore: Send + Sync {
@@ -57,13 +57,22 @@ pub struct RevocationList {
     /// Tokens issued at or before this time are revoked.
     #[serde(default)]
     pub all_before: Option<u64>,
+    /// Username → tokens issued at or before this time, in milliseconds, are revoked. (`users` and
+    /// `all_before`, in seconds, are what earlier versions wrote; they are still honoured.)
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub users_ms: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub all_before_ms: Option<u64>,
 }
 
 impl RevocationList {
     pub fn covers(&self, claims: &RefreshClaims) -> bool {
+        let issued_ms = claims.issued_ms();
         self.tokens.contains_key(&claims.jti)
             || self.users.get(&claims.sub).is_some_and(|before| claims.iat <= *before)
             || self.all_before.is_some_and(|before| claims.iat <= before)
+            || self.users_ms.get(&claims.sub).is_some_and(|before| issued_ms <= *before)
+            || self.all_before_ms.is_some_and(|before| issued_ms <= before)
     }
 
     fn apply(&mut self, r: Revocation) {
@@ -71,11 +80,13 @@ impl RevocationList {
             Revocation::Token { jti, exp } => {
                 self.tokens.insert(jti, exp);
             }
-            Revocation::User { username, before } => {
-                let e = self.users.entry(username).or_insert(before);
-                *e = (*e).max(before);
+            Revocation::User { username, before_ms } => {
+                let e = self.users_ms.entry(username).or_insert(before_ms);
+                *e = (*e).max(before_ms);
             }
-            Revocation::All { before } => self.all_before = Some(self.all_before.unwrap_or(0).max(before)),
+            Revocation::All { before_ms } => {
+                self.all_before_ms = Some(self.all_before_ms.unwrap_or(0).max(before_ms));
+            }
         }
         let now = unix_now();
         self.tokens.retain(|_, exp| *exp >= now);
@@ -176,6 +187,8 @@ mod tests {
             jti: jti.into(),
             sid: None,
             epo: None,
+            iat_ms: None,
+            aid: None,
         }
     }
 
@@ -193,14 +206,30 @@ mod tests {
         assert!(store.check(&a1).unwrap());
         assert!(!store.check(&a2).unwrap());
 
-        store.revoke_sync(Revocation::User { username: "alice".into(), before: now - 5 }).unwrap();
+        store.revoke_sync(Revocation::User { username: "alice".into(), before_ms: (now - 5) * 1000 + 999 }).unwrap();
         assert!(store.check(&a2).unwrap());
         assert!(!store.check(&b1).unwrap());
         assert!(!store.check(&claims("alice", "a3", now)).unwrap(), "tokens issued after the revocation still work");
 
-        store.revoke_sync(Revocation::All { before: now }).unwrap();
+        store.revoke_sync(Revocation::All { before_ms: now * 1000 + 999 }).unwrap();
         assert!(store.check(&b1).unwrap());
         assert!(!store.check(&claims("bob", "b2", now + 1)).unwrap());
+    }
+
+    #[test]
+    fn a_token_issued_in_the_same_second_after_a_revocation_still_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("revocations.json"));
+        let revoked_at = 1_800_000_000_500; // half-way through a second
+        store.revoke_sync(Revocation::User { username: "alice".into(), before_ms: revoked_at }).unwrap();
+        let at = |ms: u64| RefreshClaims { iat_ms: Some(ms), ..claims("alice", &format!("t{ms}"), ms / 1000) };
+        assert!(store.check(&at(revoked_at - 100)).unwrap(), "issued just before: revoked");
+        assert!(!store.check(&at(revoked_at + 100)).unwrap(), "issued just after, same second: works");
+        assert!(store.check(&claims("alice", "old", revoked_at / 1000)).unwrap(), "no iat_ms in that second: revoked");
+        // What earlier versions wrote (seconds) still counts.
+        let legacy = RevocationList { users: [("bob".to_string(), 1_800_000_000)].into(), ..Default::default() };
+        assert!(legacy.covers(&claims("bob", "b", 1_800_000_000)));
+        assert!(!legacy.covers(&claims("bob", "b", 1_800_000_001)));
     }
 
     #[test]

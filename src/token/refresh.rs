@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::keys::SignError;
 use crate::support::random::random_id;
-use crate::support::time::unix_now;
+use crate::support::time::unix_now_ms;
 
 pub const PREFIX: &str = "tgr_";
 const TOKEN_TYPE: &str = "tollgate-refresh";
@@ -37,6 +37,31 @@ pub struct RefreshClaims {
     /// carries another one and is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub epo: Option<String>,
+    /// When it was issued, in milliseconds: a revocation "of every token of alice until now" must not catch
+    /// a token issued later in the same second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat_ms: Option<u64>,
+    /// Which account it was issued to (see `Identity::account`): an account deleted and created again under
+    /// the same name is another account, and the token is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aid: Option<String>,
+}
+
+impl RefreshClaims {
+    /// When the token was issued, in milliseconds (a token without `iat_ms` counts as issued at the start
+    /// of its second, so a revocation in that second still catches it).
+    pub fn issued_ms(&self) -> u64 {
+        self.iat_ms.unwrap_or(self.iat.saturating_mul(1000))
+    }
+}
+
+/// What links a refresh token to state beyond its user: the provider's login session, the shared state's
+/// epoch, the account instance.
+#[derive(Debug, Clone, Default)]
+pub struct Links {
+    pub sid: Option<String>,
+    pub epoch: Option<String>,
+    pub account: Option<String>,
 }
 
 /// Why a refresh token was refused. The message is safe to show the client.
@@ -84,19 +109,19 @@ impl RefreshTokens {
     }
 
     pub fn issue(&self, subject: &str, provider: &str, service: &str) -> Result<(String, RefreshClaims), SignError> {
-        self.issue_for_session(subject, provider, service, None, None)
+        self.issue_for_session(subject, provider, service, Links::default())
     }
 
-    /// Issue a refresh token linked to the provider's login session `sid`, under the shared state's `epoch`.
+    /// Issue a refresh token with its [`Links`].
     pub fn issue_for_session(
         &self,
         subject: &str,
         provider: &str,
         service: &str,
-        sid: Option<String>,
-        epoch: Option<String>,
+        links: Links,
     ) -> Result<(String, RefreshClaims), SignError> {
-        let now = unix_now();
+        let now_ms = unix_now_ms();
+        let now = now_ms / 1000;
         let claims = RefreshClaims {
             typ: TOKEN_TYPE.into(),
             iss: self.issuer.clone(),
@@ -106,8 +131,10 @@ impl RefreshTokens {
             iat: now,
             exp: now + self.lifetime.as_secs(),
             jti: random_id(16),
-            sid,
-            epo: epoch,
+            sid: links.sid,
+            epo: links.epoch,
+            iat_ms: Some(now_ms),
+            aid: links.account,
         };
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| SignError::Encode(e.to_string()))?;

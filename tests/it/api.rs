@@ -377,7 +377,7 @@ async fn revocation_takes_effect_on_the_next_request() {
     assert!(r.error_message().contains("revoked"));
     assert_eq!(status(alice_rt2.clone()).await.status, 200, "only that one token");
     store
-        .revoke_sync(tollgate::store::revocation::Revocation::All { before: tollgate::support::time::unix_now() })
+        .revoke_sync(tollgate::store::revocation::Revocation::All { before_ms: tollgate::support::time::unix_now_ms() })
         .unwrap();
     assert_eq!(status(alice_rt2).await.status, 401);
     assert_eq!(status(bob_rt).await.status, 401);

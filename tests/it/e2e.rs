@@ -182,7 +182,7 @@ fn docker_login_identity_token_is_used_by_skopeo_and_podman_through_the_refresh_
     tollgate::store::revocation::FileStore::new(env.settings().revocation_file())
         .revoke_sync(tollgate::store::revocation::Revocation::User {
             username: "alice".into(),
-            before: tollgate::support::time::unix_now(),
+            before_ms: tollgate::support::time::unix_now_ms(),
         })
         .unwrap();
     assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), None), "a revoked identity token");

@@ -608,3 +608,51 @@ fn a_megabyte_of_scopes_is_refused_in_milliseconds() {
     assert!(*worst < Duration::from_millis(500), "{times:?}");
     assert_eq!(tg.get("/healthz", &[]).status, 200);
 }
+
+fn refresh_of(tg: &Tollgate, user: (&str, &str)) -> String {
+    let r = tg.token(Some(user), "offline_token=true&client_id=docker", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["refresh_token"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn revocation_by_time_spares_tokens_issued_after_it_and_a_recreated_account_does_not_inherit_tokens() {
+    let env = TestEnv::new();
+    let original = std::fs::read_to_string(&env.accounts).unwrap();
+    let account = |secret: &str| {
+        let hash = tollgate::identity::accounts::hash_password(secret).unwrap();
+        format!(
+            "{original}  - username: temp-bot\n    password_hash: \"{hash}\"\n    groups: [robots]\n    robot: true\n"
+        )
+    };
+    std::fs::write(&env.accounts, account("first-secret")).unwrap();
+    let tg = Tollgate::start(&env, &[]);
+
+    // Every token of alice revoked "until now", and a new login right after, most likely in the same second.
+    let before = refresh_of(&tg, ALICE);
+    let out = std::process::Command::new(crate::ops::tollgate_bin())
+        .args(["token", "revoke", "--user", "alice", "--config"])
+        .arg(&env.config)
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = refresh_of(&tg, ALICE);
+    assert_eq!(tg.token(Some((ALICE.0, &before)), "", &[]).status, 401, "the token from before is revoked");
+    assert_eq!(tg.token(Some((ALICE.0, &after)), "", &[]).status, 200, "the token from after works");
+
+    // An account deleted and created again under the same name is another account.
+    let old = refresh_of(&tg, ("temp-bot", "first-secret"));
+    assert_eq!(tg.token(Some(("temp-bot", &old)), "", &[]).status, 200);
+    std::fs::write(&env.accounts, &original).unwrap();
+    crate::ops::wait_until("the deletion to be seen", Duration::from_secs(10), || {
+        tg.token(Some(("temp-bot", &old)), "", &[]).status == 401
+    });
+    std::fs::write(&env.accounts, account("second-secret")).unwrap();
+    crate::ops::wait_until("the new account to log in", Duration::from_secs(10), || {
+        tg.token(Some(("temp-bot", "second-secret")), "", &[]).status == 200
+    });
+    let r = tg.token(Some(("temp-bot", &old)), "", &[]);
+    println!("HOSTILE refresh token of a deleted account after it is created again: {}", r.status);
+    assert_eq!(r.status, 401, "the old account's refresh token does not open the new account: {}", r.body);
+}

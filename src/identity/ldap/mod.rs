@@ -362,7 +362,7 @@ impl LdapProvider {
     fn identity(&self, user: &UserEntry, groups: Vec<String>) -> Identity {
         let mut claims = BTreeMap::new();
         claims.insert("dn".to_string(), serde_json::Value::String(user.dn.clone()));
-        Identity { username: user.username.clone(), provider: self.name.clone(), groups, claims }
+        Identity { username: user.username.clone(), provider: self.name.clone(), groups, claims, account: None }
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %self.name, user = %username))]

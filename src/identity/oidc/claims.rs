@@ -39,7 +39,9 @@ pub(super) fn identity(
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Ok(Identity { username, provider: cfg.name.clone(), groups, claims: kept })
+    // The IdP's subject names the account itself: a user deleted and created again gets another.
+    let account = claims.get("sub").and_then(|s| s.as_str()).map(String::from);
+    Ok(Identity { username, provider: cfg.name.clone(), groups, claims: kept, account })
 }
 
 /// The strings at a dotted claim path: a string is one value, a list gives its strings, anything else none.

@@ -31,6 +31,9 @@ struct Session {
     created_at: u64,
     /// When the groups were last read from the IdP.
     checked_at: u64,
+    /// The IdP's subject (see `Identity::account`).
+    #[serde(default)]
+    account: Option<String>,
 }
 
 /// How long an unlinked session outlives the identity cache entry that carries its id.
@@ -84,6 +87,7 @@ impl Sessions {
             idp_refresh_token,
             created_at: now,
             checked_at: now,
+            account: identity.account.clone(),
         };
         let sid = random_id(18);
         // Most logins never get a refresh token (a ctr pull, a CI job): their session only needs to outlive
@@ -201,7 +205,13 @@ impl Sessions {
     fn identity_of(&self, s: &Session, sid: &str) -> Identity {
         let mut claims = s.claims.clone();
         claims.insert(SESSION_CLAIM.into(), serde_json::Value::String(sid.to_string()));
-        Identity { username: s.username.clone(), provider: self.provider.clone(), groups: s.groups.clone(), claims }
+        Identity {
+            username: s.username.clone(),
+            provider: self.provider.clone(),
+            groups: s.groups.clone(),
+            claims,
+            account: s.account.clone(),
+        }
     }
 }
 
