@@ -302,8 +302,21 @@ async fn login(addr: SocketAddr, user: &str, password: &str) -> (u16, Option<Str
 
 #[test]
 fn four_hundred_simultaneous_cold_logins_are_bounded_in_memory_and_leave_healthz_fast() {
+    use std::os::unix::process::CommandExt as _;
     let env = TestEnv::new();
-    let tg = Tollgate::start(&env, &[("TOLLGATE_RATE_LIMIT__ENABLED", "false")]);
+    // Under `ulimit -v 3000000`, where the unbounded version aborted ("memory allocation ... failed").
+    let tg = Tollgate::start_with(&env, &[("TOLLGATE_RATE_LIMIT__ENABLED", "false")], |cmd| {
+        // SAFETY: setrlimit is async-signal-safe; the closure runs in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let rl = libc::rlimit { rlim_cur: 3_000_000 * 1024, rlim_max: 3_000_000 * 1024 };
+                if libc::setrlimit(libc::RLIMIT_AS, &rl) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
     let addr: SocketAddr = tg.addr.parse().unwrap();
     let pid = tg.child.id();
     let idle = rss_kib(pid);
@@ -333,15 +346,16 @@ fn four_hundred_simultaneous_cold_logins_are_bounded_in_memory_and_leave_healthz
     let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
     let worst_health = health.iter().max().unwrap();
     println!(
-        "HOSTILE 400 simultaneous cold logins (argon2, random unknown users): {refused} answered 401, {} shed with 503, \
-         RSS idle {idle} KiB, peak {peak} KiB, after {after} KiB; /healthz alongside max {worst_health:?}",
+        "HOSTILE 400 simultaneous cold logins (argon2, random unknown users, ulimit -v 3000000): {refused} answered 401, \
+         {} shed with 503, RSS idle {idle} KiB, peak {peak} KiB, after {after} KiB; /healthz alongside max {worst_health:?}",
         shed.len()
     );
     assert_eq!(refused + shed.len(), 400, "every login is a 401 or a 503: {answers:?}");
     assert!(shed.iter().all(|a| a.1.is_some()), "a 503 says when to come back");
     assert!(peak < idle + 200 * 1024, "hashing memory is bounded: peak {peak} KiB from {idle} KiB");
     assert!(*worst_health < Duration::from_secs(1), "/healthz waited {worst_health:?}");
-    assert!(tg.child.id() == pid && tg.get("/healthz", &[]).status == 200, "still serving");
+    assert!(tg.get("/healthz", &[]).status == 200, "still serving");
+    assert!(!tg.logs().contains("memory allocation"), "an allocation failed:\n{}", tg.logs());
 }
 
 /// GET /healthz over a fresh connection: (status, time).
