@@ -149,53 +149,72 @@ fn silent_slow_idle_and_oversized_connections_are_closed_or_answered_within_thei
     );
 }
 
-/// One GET /token for alice from `from`, over a fresh connection: (status, time taken).
-async fn token_from(addr: SocketAddr, from: std::net::IpAddr) -> (u16, Duration) {
+/// One request over a fresh connection from `from` (any loopback address): (status, Retry-After, time taken).
+async fn raw_get(
+    addr: SocketAddr,
+    from: std::net::IpAddr,
+    path: &str,
+    auth: Option<&str>,
+) -> (u16, Option<String>, Duration) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let t = Instant::now();
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.bind(SocketAddr::new(from, 0)).unwrap();
     let mut s = socket.connect(addr).await.unwrap();
-    let req = format!(
-        "GET /token?service={SERVICE}&scope=repository:payments/api:pull HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
-        basic(ALICE.0, ALICE.1)
-    );
+    let auth = auth.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{auth}Connection: close\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut got = Vec::new();
     s.read_to_end(&mut got).await.unwrap();
-    let status = String::from_utf8_lossy(&got).get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, t.elapsed())
+    let text = String::from_utf8_lossy(&got);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let retry =
+        text.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after:").map(|v| v.trim().to_string()));
+    (status, retry, t.elapsed())
 }
 
-fn rss_kib(pid: u32) -> u64 {
+const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+/// GET /token for `user` with Basic credentials, from 127.0.0.1.
+async fn login(addr: SocketAddr, user: &str, password: &str) -> (u16, Option<String>, Duration) {
+    raw_get(addr, LOOPBACK, &format!("/token?service={SERVICE}"), Some(&basic(user, password))).await
+}
+
+/// A field of /proc/PID/status in KiB: `VmRSS` (resident now) or `VmHWM` (the peak so far).
+fn proc_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 
-#[test]
-fn twenty_thousand_connections_from_one_address_under_ulimit_1024_leave_service_for_everyone_else() {
+/// Start the real binary under a resource limit (`ulimit`), set between fork and exec.
+fn start_limited(env: &TestEnv, vars: &[(&str, &str)], resource: libc::__rlimit_resource_t, limit: u64) -> Tollgate {
     use std::os::unix::process::CommandExt as _;
-    let env = TestEnv::new();
-    let tg = Tollgate::start_with(&env, &[], |cmd| {
+    Tollgate::start_with(env, vars, |cmd| {
         // SAFETY: setrlimit is async-signal-safe; the closure runs in the child between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
-                let rl = libc::rlimit { rlim_cur: 1024, rlim_max: 1024 };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) != 0 {
+            cmd.pre_exec(move || {
+                let rl = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+                if libc::setrlimit(resource, &rl) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });
         }
-    });
+    })
+}
+
+#[test]
+fn twenty_thousand_connections_from_one_address_under_ulimit_1024_leave_service_for_everyone_else() {
+    let env = TestEnv::new();
+    let tg = start_limited(&env, &[], libc::RLIMIT_NOFILE, 1024);
     let addr: SocketAddr = tg.addr.parse().unwrap();
     let pid = tg.child.id();
-    let rss_before = rss_kib(pid);
+    let rss_before = proc_kib(pid, "VmRSS");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let attacker: std::net::IpAddr = "127.0.0.1".parse().unwrap();
     let other: std::net::IpAddr = "127.0.0.2".parse().unwrap();
@@ -233,11 +252,15 @@ fn twenty_thousand_connections_from_one_address_under_ulimit_1024_leave_service_
         };
         // Everyone else, from another address, while the flood runs.
         tokio::time::sleep(Duration::from_millis(300)).await;
+        let path = format!("/token?service={SERVICE}&scope=repository:payments/api:pull");
+        let auth = basic(ALICE.0, ALICE.1);
         let mut served = Vec::new();
         let mut times = Vec::new();
         while !flood.is_finished() {
-            let (status, took) =
-                tokio::time::timeout(Duration::from_secs(20), token_from(addr, other)).await.expect("a client hung");
+            let (status, _, took) =
+                tokio::time::timeout(Duration::from_secs(20), raw_get(addr, other, &path, Some(&auth)))
+                    .await
+                    .expect("a client hung");
             served.push(status);
             times.push(took);
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -246,12 +269,12 @@ fn twenty_thousand_connections_from_one_address_under_ulimit_1024_leave_service_
     });
     let mut sorted = times.clone();
     sorted.sort();
-    let rss_after = rss_kib(pid);
+    let rss_after = proc_kib(pid, "VmRSS");
     let metrics = tg.metrics();
     let refused = sample(&metrics, "tollgate_connections_refused_total{listener=\"main\",reason=\"per_client\"}");
     println!(
         "HOSTILE flood: {attempts} connections from one address under ulimit -n 1024: {refused} refused at accept, \
-         attacker held at most {held_peak} at once; another address got {} answers, {} of them 200, p50 {:?}, max {:?}; \
+         the attacker had at most {held_peak} open or opening on its side; another address got {} answers, {} of them 200, p50 {:?}, max {:?}; \
          RSS {rss_before} KiB -> {rss_after} KiB",
         served.len(),
         served.iter().filter(|s| **s == 200).count(),
@@ -270,56 +293,14 @@ fn twenty_thousand_connections_from_one_address_under_ulimit_1024_leave_service_
     assert!(!tg.logs().contains("Too many open files"), "descriptors ran out:\n{}", tg.logs());
 }
 
-/// Peak resident memory of a process so far (VmHWM), KiB.
-fn peak_rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// One GET /token with Basic `user:password` over a fresh connection: (status, Retry-After, time taken).
-async fn login(addr: SocketAddr, user: &str, password: &str) -> (u16, Option<String>, Duration) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let t = Instant::now();
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "GET /token?service={SERVICE} HTTP/1.1\r\nHost: t\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
-        basic(user, password)
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).await.unwrap();
-    let text = String::from_utf8_lossy(&got);
-    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let retry =
-        text.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("retry-after:").map(|v| v.trim().to_string()));
-    (status, retry, t.elapsed())
-}
-
 #[test]
 fn four_hundred_simultaneous_cold_logins_are_bounded_in_memory_and_leave_healthz_fast() {
-    use std::os::unix::process::CommandExt as _;
     let env = TestEnv::new();
     // Under `ulimit -v 3000000`, where the unbounded version aborted ("memory allocation ... failed").
-    let tg = Tollgate::start_with(&env, &[("TOLLGATE_RATE_LIMIT__ENABLED", "false")], |cmd| {
-        // SAFETY: setrlimit is async-signal-safe; the closure runs in the child between fork and exec.
-        unsafe {
-            cmd.pre_exec(|| {
-                let rl = libc::rlimit { rlim_cur: 3_000_000 * 1024, rlim_max: 3_000_000 * 1024 };
-                if libc::setrlimit(libc::RLIMIT_AS, &rl) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    });
+    let tg = start_limited(&env, &[("TOLLGATE_RATE_LIMIT__ENABLED", "false")], libc::RLIMIT_AS, 3_000_000 * 1024);
     let addr: SocketAddr = tg.addr.parse().unwrap();
     let pid = tg.child.id();
-    let idle = rss_kib(pid);
+    let idle = proc_kib(pid, "VmRSS");
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let (answers, health) = rt.block_on(async move {
         let burst: Vec<_> = (0..400)
@@ -328,7 +309,7 @@ fn four_hundred_simultaneous_cold_logins_are_bounded_in_memory_and_leave_healthz
         let mut health = Vec::new();
         for _ in 0..10 {
             let t = Instant::now();
-            let (status, _) = token_probe(addr).await;
+            let (status, _, _) = raw_get(addr, LOOPBACK, "/healthz", None).await;
             assert_eq!(status, 200);
             health.push(t.elapsed());
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -339,9 +320,9 @@ fn four_hundred_simultaneous_cold_logins_are_bounded_in_memory_and_leave_healthz
         }
         (answers, health)
     });
-    let peak = peak_rss_kib(pid);
+    let peak = proc_kib(pid, "VmHWM");
     std::thread::sleep(Duration::from_millis(500));
-    let after = rss_kib(pid);
+    let after = proc_kib(pid, "VmRSS");
     let refused = answers.iter().filter(|a| a.0 == 401).count();
     let shed: Vec<_> = answers.iter().filter(|a| a.0 == 503).collect();
     let worst_health = health.iter().max().unwrap();
@@ -356,17 +337,6 @@ fn four_hundred_simultaneous_cold_logins_are_bounded_in_memory_and_leave_healthz
     assert!(*worst_health < Duration::from_secs(1), "/healthz waited {worst_health:?}");
     assert!(tg.get("/healthz", &[]).status == 200, "still serving");
     assert!(!tg.logs().contains("memory allocation"), "an allocation failed:\n{}", tg.logs());
-}
-
-/// GET /healthz over a fresh connection: (status, time).
-async fn token_probe(addr: SocketAddr) -> (u16, Duration) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let t = Instant::now();
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut got = Vec::new();
-    s.read_to_end(&mut got).await.unwrap();
-    (String::from_utf8_lossy(&got).get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0), t.elapsed())
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
