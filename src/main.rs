@@ -48,7 +48,8 @@ enum Command {
     /// Rules files.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Read a password from standard input and print its argon2id hash for an accounts file.
+    /// Print the argon2id hash of a password for an accounts file: asked twice without echo on a terminal,
+    /// else the first line of standard input.
     HashPassword,
     /// Device login (SSO/MFA) to a registry whose token server is tollgate; writes docker's config.json.
     Login {
@@ -197,7 +198,7 @@ fn main() -> ExitCode {
             print!("{}", tollgate::policy::EXAMPLE_POLICY);
             Ok(())
         }
-        Command::HashPassword => read_stdin().and_then(|pw| cli::hash_password(&pw)),
+        Command::HashPassword => cli::read_new_password().and_then(|pw| cli::hash_password(&pw)),
         Command::Login { registry, plain_http, provider, docker_config, authfile } => {
             tollgate::cli::login::login(tollgate::cli::login::LoginOptions {
                 registry,

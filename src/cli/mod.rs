@@ -175,6 +175,15 @@ pub fn robot_add(
 
 pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&str>, all: bool) -> Result<(), String> {
     let settings = load(config)?;
+    // Without a config the embedded demo's ./tollgate-data is meant; writing there when no server ever ran
+    // here would say "revoked" while every server goes on accepting the token.
+    if config.is_none() && !settings.refresh_secret_file.exists() {
+        return Err(format!(
+            "no --config given, and no tollgate server keeps its data here ({} does not exist): pass the \
+             --config of the server whose tokens you revoke",
+            settings.refresh_secret_file.display()
+        ));
+    }
     let now_ms = crate::support::time::unix_now_ms();
     let (revocation, what) = match (token, user, all) {
         (Some(t), None, false) => {
@@ -187,10 +196,20 @@ pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&st
             (Revocation::Token { jti: claims.jti, exp: claims.exp }, what)
         }
         (None, Some(u), false) => {
+            if let Some(note) = unknown_user_note(&settings, u) {
+                eprintln!("{note}");
+            }
             (Revocation::User { username: u.to_string(), before_ms: now_ms }, format!("every refresh token of {u:?}"))
         }
         (None, None, true) => (Revocation::All { before_ms: now_ms }, "every refresh token".to_string()),
         _ => return Err("say what to revoke: --token TOKEN, --user NAME or --all".into()),
+    };
+    let place = match settings.state.store {
+        StoreKind::Local => {
+            let file = settings.revocation_file();
+            std::path::absolute(&file).unwrap_or(file).display().to_string()
+        }
+        StoreKind::Redis => format!("Redis (keys prefixed {:?})", settings.state.key_prefix),
     };
     match settings.state.store {
         StoreKind::Local => FileStore::new(settings.revocation_file()).revoke_sync(revocation),
@@ -205,8 +224,39 @@ pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&st
         }
     }
     .map_err(|e| e.to_string())?;
-    println!("revoked {what} issued until {}", rfc3339(now_ms / 1000));
+    println!("revoked {what} issued until {}; written to {place}", rfc3339(now_ms / 1000));
     Ok(())
+}
+
+/// A note when no account of the config's static providers has this name (directory and IdP users cannot be
+/// listed offline, so the revocation is written anyway).
+fn unknown_user_note(settings: &Settings, user: &str) -> Option<String> {
+    let mut names = Vec::new();
+    let mut others = false;
+    for p in &settings.providers {
+        match p {
+            ProviderConfig::Static(s) => {
+                if let Some(inline) = &s.accounts {
+                    names.extend(inline.iter().map(|a| a.username.clone()));
+                }
+                if let Some(file) = &s.file {
+                    let text = std::fs::read_to_string(file).unwrap_or_default();
+                    let parsed: crate::config::accounts::AccountsFile =
+                        serde_norway::from_str(&text).unwrap_or_default();
+                    names.extend(parsed.accounts.into_iter().map(|a| a.username));
+                }
+            }
+            ProviderConfig::Ldap(_) | ProviderConfig::Oidc(_) => others = true,
+        }
+    }
+    if names.iter().any(|n| n.eq_ignore_ascii_case(user)) {
+        return None;
+    }
+    Some(if others {
+        format!("note: no static account is named {user:?} (directory and IdP users are not checked); revoking anyway")
+    } else {
+        format!("warning: no account is named {user:?}; revoking anyway (a later account of that name starts clean)")
+    })
 }
 
 fn load_policy(paths: &[PathBuf], config: Option<&Path>) -> Result<(Policy, Option<Settings>), String> {
@@ -284,6 +334,22 @@ pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainIn
         print!("{explanation}");
     }
     Ok(())
+}
+
+/// The password to hash: asked twice without echo on a terminal, else the first line of standard input.
+pub fn read_new_password() -> Result<String, String> {
+    use std::io::IsTerminal as _;
+    if std::io::stdin().is_terminal() {
+        let first = rpassword::prompt_password("Password: ").map_err(|e| format!("reading the password: {e}"))?;
+        let again = rpassword::prompt_password("Again: ").map_err(|e| format!("reading the password: {e}"))?;
+        if first != again {
+            return Err("the two passwords differ; nothing was hashed".into());
+        }
+        return Ok(first);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| format!("reading standard input: {e}"))?;
+    Ok(line.trim_end_matches(['\n', '\r']).to_string())
 }
 
 pub fn hash_password(password: &str) -> Result<(), String> {

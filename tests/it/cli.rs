@@ -125,6 +125,32 @@ async fn token_revoke_cli_stops_one_token_or_all_of_a_user() {
 }
 
 #[test]
+fn token_revoke_says_where_it_wrote_refuses_a_place_no_server_reads_and_reports_unknown_users() {
+    let env = TestEnv::new();
+    let cfg = env.config.to_str().unwrap();
+    let o = tollgate(&["token", "revoke", "--config", cfg, "--user", "alice"], None);
+    let (out, err) = text(&o);
+    let file = std::path::absolute(env.path().join("data/revocations.json")).unwrap();
+    assert!(o.status.success() && out.contains(&format!("written to {}", file.display())), "{out}{err}");
+    assert!(!err.contains("no account"), "alice exists: {err}");
+    let o = tollgate(&["token", "revoke", "--config", cfg, "--user", "nobody-here"], None);
+    let (out, err) = text(&o);
+    assert!(o.status.success() && err.contains("warning: no account is named \"nobody-here\""), "{out}{err}");
+
+    // No config, in a directory where no server keeps its data: refused, nothing written.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["token", "revoke", "--user", "alice"])
+        .current_dir(elsewhere.path())
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(!o.status.success() && err.contains("pass the --config of the server"), "{out}{err}");
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "nothing was written");
+}
+
+#[test]
 fn policy_test_runs_every_example_policy_and_fails_on_a_wrong_expectation() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
     let mut files: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
@@ -228,6 +254,74 @@ fn hash_password_makes_an_argon2_hash_and_refuses_empty_input() {
     assert!(o.status.success() && out.starts_with("$argon2id$"), "{out}");
     let o = tollgate(&["hash-password"], Some(""));
     assert!(!o.status.success());
+}
+
+fn verifies(hash: &str, password: &str) -> bool {
+    use argon2::password_hash::{PasswordHash, PasswordVerifier as _};
+    argon2::Argon2::default().verify_password(password.as_bytes(), &PasswordHash::new(hash).unwrap()).is_ok()
+}
+
+/// Run `tollgate hash-password` on a pseudo-terminal (util-linux `script`), typing each answer only once its
+/// prompt has appeared (typed earlier, the terminal would echo it before echo is turned off).
+fn hash_password_on_a_terminal(answers: &[&str]) -> (bool, String) {
+    use std::io::{Read as _, Write as _};
+    let cmd = format!("{} hash-password", env!("CARGO_BIN_EXE_tollgate"));
+    let mut child = Command::new(crate::rig::require("script", "bsdutils"))
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    for (i, answer) in answers.iter().enumerate() {
+        let prompt = if i == 0 { "Password: " } else { "Again: " };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !String::from_utf8_lossy(&seen).contains(prompt) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(chunk) => seen.extend(chunk),
+                Err(_) => panic!("no prompt {prompt:?}; saw {:?}", String::from_utf8_lossy(&seen)),
+            }
+        }
+        stdin.write_all(format!("{answer}\r").as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    }
+    let status = child.wait().unwrap();
+    drop(stdin);
+    while let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_secs(2)) {
+        seen.extend(chunk);
+    }
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    (status.success(), String::from_utf8_lossy(&seen).into_owned() + &err)
+}
+
+#[test]
+fn hash_password_asks_twice_without_echo_on_a_terminal_and_reads_one_line_from_a_pipe() {
+    let o = tollgate(&["hash-password"], Some("first-line\nsecond-line\n"));
+    let (out, _) = text(&o);
+    assert!(o.status.success() && verifies(out.trim(), "first-line"), "only the first line is the password: {out}");
+
+    let (ok, screen) = hash_password_on_a_terminal(&["typed-on-a-tty", "typed-on-a-tty"]);
+    assert!(ok, "{screen}");
+    assert!(!screen.contains("typed-on-a-tty"), "the password was echoed: {screen:?}");
+    let hash = screen.lines().rev().find(|l| l.contains("$argon2id$")).expect("a hash").trim();
+    assert!(verifies(&hash[hash.find('$').unwrap()..], "typed-on-a-tty"), "{screen:?}");
+
+    let (ok, screen) = hash_password_on_a_terminal(&["one", "another"]);
+    assert!(!ok && screen.contains("the two passwords differ"), "{screen:?}");
 }
 
 #[test]
