@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod login;
+pub mod logs;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use crate::app::AppState;
 use crate::config::accounts::AccountEntry;
 use crate::config::state::StoreKind;
-use crate::config::{LogFormat, ProviderConfig, Settings};
+use crate::config::{ProviderConfig, Settings};
 use crate::identity::accounts::{add_account, hash_password as hash, validate_username};
 use crate::identity::{AuthMethod, Identity, RequestContext};
 use crate::policy::Policy;
@@ -34,24 +35,9 @@ pub(crate) fn load(config: Option<&Path>) -> Result<Settings, String> {
     Settings::load(config).map_err(join)
 }
 
-/// Set up logging: JSON for machines or text for people, filtered by TOLLGATE_LOG or log.level.
-pub fn init_tracing(settings: &Settings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
-    use std::io::IsTerminal as _;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match settings.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
-    };
-}
-
 pub fn serve(config: Option<&Path>) -> Result<(), String> {
     let settings = load(config)?;
-    init_tracing(&settings);
+    logs::init_tracing(&settings);
     if config.is_none() {
         tracing::warn!(
             "running the embedded demo config (demo accounts, example policy); pass --config for production"

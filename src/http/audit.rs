@@ -15,6 +15,21 @@ use super::error::ApiError;
 use crate::identity::RequestContext;
 use crate::telemetry;
 
+/// A list as JSON text: the JSON log lines write it as a real array (`cli::logs`), the text ones as it is.
+fn json_list(items: &[String]) -> String {
+    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
+}
+
+/// The client id as the audit line spells it: `none` when absent, as the metric does; at most 100 characters
+/// of what a client chose.
+fn client_id(id: Option<&str>) -> std::borrow::Cow<'_, str> {
+    match id {
+        None | Some("") => "none".into(),
+        Some(id) if id.chars().count() > 100 => id.chars().take(100).collect::<String>().into(),
+        Some(id) => id.into(),
+    }
+}
+
 /// What is known about one request, for its audit line.
 pub struct Audit {
     started: Instant,
@@ -106,11 +121,11 @@ impl Audit {
             provider = %self.provider,
             auth_method = self.auth_method,
             client_ip = %self.client_ip,
-            client_id = self.client_id.as_deref().unwrap_or(""),
+            client_id = %client_id(self.client_id.as_deref()),
             service = %self.service,
-            requested = ?self.requested,
-            granted = ?self.granted,
-            rules = ?self.rules,
+            requested = %json_list(&self.requested),
+            granted = %json_list(&self.granted),
+            rules = %json_list(&self.rules),
             refresh_token_issued = self.refresh_token_issued,
             jti = self.jti.as_deref().unwrap_or(""),
             reason = %reason,

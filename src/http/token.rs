@@ -30,8 +30,9 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
     let result = async {
         let params = Params::parse(req.uri.query().unwrap_or("").as_bytes(), state.settings.max_scopes)?;
         audit.client_id = params.client_id.clone();
+        // Recorded as asked, so a refusal of an unknown service says which one.
+        audit.service = params.service.as_deref().unwrap_or("").chars().take(100).collect();
         let service = check_service(&state, params.service.as_deref())?;
-        audit.service = service.clone();
         let scopes = parse_scopes(&state, &params.scopes)?;
         audit.requested = scopes.iter().map(Scope::text).collect();
         let auth = match parse_basic(&req.headers)? {
@@ -78,8 +79,8 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
             if params.client_id.as_deref().unwrap_or("").is_empty() {
                 return Err(ApiError::BadRequest("client_id is required on POST /token".into()));
             }
+            audit.service = params.service.as_deref().unwrap_or("").chars().take(100).collect();
             let service = check_service(&state, params.service.as_deref())?;
-            audit.service = service.clone();
             let scopes = parse_scopes(&state, &params.scopes)?;
             audit.requested = scopes.iter().map(Scope::text).collect();
             let auth =

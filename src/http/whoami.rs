@@ -37,6 +37,7 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         }
         let scopes = parse_scopes(&state, &scopes_raw)?;
         audit.requested = scopes.iter().map(Scope::text).collect();
+        audit.service = service.as_deref().unwrap_or("").chars().take(100).collect();
         let service = match service {
             Some(s) => check_service(&state, Some(&s))?,
             None => state.settings.services.first().cloned().unwrap_or_default(),

@@ -341,8 +341,10 @@ fn the_audit_line_says_who_from_where_asked_what_got_what_and_which_rules_decide
     let q = "scope=repository:payments/api:push,pull&scope=repository:prod/web:push&client_id=docker";
     assert_eq!(t.token(Some(ALICE), q, &[]).status, 200);
     assert_eq!(t.token(Some((BOB.0, "wrong-password-x")), "scope=repository:web/x:pull", &[]).status, 401);
+    let r = t.get("/token?service=nope.example&scope=repository:web/x:pull", &[]);
+    assert_eq!(r.status, 400);
     let lines = t.audit_lines();
-    assert_eq!(lines.len(), 2, "one audit line per decision: {lines:?}");
+    assert_eq!(lines.len(), 3, "one audit line per decision: {lines:?}");
     let a = &lines[0];
     assert_eq!(a["subject"], "alice");
     assert_eq!(a["provider"], "local");
@@ -350,15 +352,20 @@ fn the_audit_line_says_who_from_where_asked_what_got_what_and_which_rules_decide
     assert_eq!(a["client_id"], "docker");
     assert_eq!(a["outcome"], "partial");
     assert_eq!(a["auth_method"], "password");
-    assert_eq!(a["requested"], r#"["repository:payments/api:push,pull", "repository:prod/web:push"]"#);
-    assert_eq!(a["granted"], r#"["repository:payments/api:push,pull"]"#);
-    assert_eq!(a["rules"], r#"["team-namespaces"]"#);
+    // Lists are JSON arrays, not JSON text inside a string.
+    assert_eq!(a["requested"], serde_json::json!(["repository:payments/api:push,pull", "repository:prod/web:push"]));
+    assert_eq!(a["granted"], serde_json::json!(["repository:payments/api:push,pull"]));
+    assert_eq!(a["rules"], serde_json::json!(["team-namespaces"]));
     assert!(a["jti"].as_str().is_some_and(|j| j.len() >= 16));
     let b = &lines[1];
     assert_eq!(b["subject"], "bob", "a failed login records who it claimed to be");
     assert_eq!(b["outcome"], "unauthorized");
     assert_eq!(b["status"], 401);
-    assert_eq!(b["requested"], r#"["repository:web/x:pull"]"#);
+    assert_eq!(b["requested"], serde_json::json!(["repository:web/x:pull"]));
+    assert_eq!(b["client_id"], "none", "an absent client id is spelled as the metric spells it");
+    let c = &lines[2];
+    assert_eq!((c["status"].as_u64(), c["outcome"].as_str()), (Some(400), Some("bad_request")));
+    assert_eq!(c["service"], "nope.example", "the refused service is recorded as asked");
     assert_no_secrets(&t.logs(), &["wrong-password-x"]);
 }
 
