@@ -77,8 +77,9 @@ const PROBE_SCOPES: &[&str] = &[
 
 #[test]
 fn every_example_policy_compiles_alone_and_passes_its_tests() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(policies_dir())
-        .expect("policies/ exists")
+    let mut files: Vec<PathBuf> = [policies_dir(), policies_dir().join("split")]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).expect("policies/ and policies/split/ exist"))
         .map(|e| e.expect("dir entry").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
@@ -99,7 +100,7 @@ fn the_split_example_files_also_work_together() {
     let files: Vec<PathBuf> =
         ["team-namespaces", "personal-namespaces", "public-read", "ci-robots", "admins", "protected-prod"]
             .iter()
-            .map(|n| policies_dir().join(format!("{n}.yaml")))
+            .map(|n| policies_dir().join("split").join(format!("{n}.yaml")))
             .collect();
     let policy = Policy::load(&files).unwrap_or_else(|e| panic!("{e:?}"));
     let report = policy.run_tests();
@@ -116,8 +117,13 @@ fn embedded_example_is_default_yaml_and_passes() {
 }
 
 #[test]
-fn loading_the_whole_directory_reports_duplicate_names_with_both_files() {
-    let errors = Policy::load(&[policies_dir()]).expect_err("default.yaml repeats the split files' names");
+fn each_example_directory_loads_as_one_policy_and_both_together_report_duplicate_names_with_both_files() {
+    for dir in [policies_dir(), policies_dir().join("split")] {
+        let policy = Policy::load(std::slice::from_ref(&dir)).unwrap_or_else(|e| panic!("{}: {e:?}", dir.display()));
+        assert_eq!(policy.run_tests().failed(), 0, "{}", dir.display());
+    }
+    let errors = Policy::load(&[policies_dir(), policies_dir().join("split")])
+        .expect_err("default.yaml repeats the split files' names");
     let text: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     let dup = text.iter().find(|e| e.contains("duplicate rule name \"admins\"")).expect("duplicate reported");
     assert!(dup.contains("default.yaml") && dup.contains("admins.yaml"), "{dup}");

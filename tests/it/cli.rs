@@ -153,7 +153,12 @@ fn token_revoke_says_where_it_wrote_refuses_a_place_no_server_reads_and_reports_
 #[test]
 fn policy_test_runs_every_example_policy_and_fails_on_a_wrong_expectation() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let mut files: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = [root.clone(), root.join("split")]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
     files.sort();
     assert!(files.len() >= 7, "{files:?}");
     for f in &files {
@@ -415,4 +420,19 @@ fn check_config_refuses_a_missing_tls_file_and_warns_of_expired_keys_readable_se
     let (out, err) = text(&o);
     assert!(!o.status.success(), "a TLS file serve cannot load fails the check: {out}");
     assert!(err.contains("server.tls: cannot use certificate") && err.contains("missing.crt"), "{err}");
+}
+
+#[test]
+fn the_readme_policy_commands_run_as_written_on_both_example_directories() {
+    // README: `tollgate policy test policies/`; docs/policy.md: the split files work together too.
+    for dir in ["policies/", "policies/split/"] {
+        let o = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["policy", "test", dir])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("TOLLGATE_CONFIG")
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success() && out.contains(" passed, 0 failed"), "{dir}: {out}{err}");
+    }
 }
