@@ -8,8 +8,11 @@ use clap::{Args, Parser, Subcommand};
 
 use tollgate::cli;
 
+/// `tollgate --version`: the crate version and the commit it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TG_GIT_COMMIT"), ")");
+
 #[derive(Parser)]
-#[command(name = "tollgate", version, about = "Token server for container registries")]
+#[command(name = "tollgate", version = VERSION, about = "Token server for container registries")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -68,6 +71,13 @@ enum Command {
         #[arg(long)]
         authfile: Option<PathBuf>,
     },
+    /// Print a shell completion script: `tollgate completions bash > /etc/bash_completion.d/tollgate`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `tollgate man > tollgate.1 && man ./tollgate.1`.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -197,6 +207,17 @@ fn main() -> ExitCode {
         Command::Policy(PolicyCommand::Example) => {
             print!("{}", tollgate::policy::EXAMPLE_POLICY);
             Ok(())
+        }
+        Command::Completions { shell } => {
+            let mut command = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut command, "tollgate", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man => {
+            let command = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(command)
+                .render(&mut std::io::stdout())
+                .map_err(|e| format!("writing the manual page: {e}"))
         }
         Command::HashPassword => cli::read_new_password().and_then(|pw| cli::hash_password(&pw)),
         Command::Login { registry, plain_http, provider, docker_config, authfile } => {

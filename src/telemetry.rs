@@ -51,7 +51,7 @@ pub const CONNECTIONS_REFUSED: &str = "tollgate_connections_refused_total";
 pub const CONNECTIONS_TIMED_OUT: &str = "tollgate_connections_timed_out_total";
 /// Password checks refused at once (503) because too many were running and waiting already.
 pub const PASSWORD_CHECKS_SHED: &str = "tollgate_password_checks_shed_total";
-/// Always 1, with the `version` label.
+/// Always 1, with the `version` and `commit` labels.
 pub const BUILD_INFO: &str = "tollgate_build_info";
 
 /// Latency buckets (seconds): cached logins take microseconds, bcrypt cost 12 about 200 ms, a slow
@@ -70,7 +70,8 @@ pub fn install() -> bool {
                 .map(|b| b.upkeep_timeout(Duration::from_secs(5)));
             match builder.and_then(|b| b.install_recorder()) {
                 Ok(h) => {
-                    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+                    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "commit" => env!("TG_GIT_COMMIT"))
+                        .set(1.0);
                     register_known_series();
                     Some(h)
                 }

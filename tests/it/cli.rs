@@ -436,3 +436,30 @@ fn the_readme_policy_commands_run_as_written_on_both_example_directories() {
         assert!(o.status.success() && out.contains(" passed, 0 failed"), "{dir}: {out}{err}");
     }
 }
+
+#[test]
+fn version_names_the_commit_and_completions_and_the_manual_page_cover_every_command() {
+    let o = tollgate(&["--version"], None);
+    let (out, _) = text(&o);
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=10", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    assert!(o.status.success() && out.starts_with(&format!("tollgate {} (", env!("CARGO_PKG_VERSION"))), "{out}");
+    if !head.is_empty() {
+        assert!(out.contains(&head), "built from {head}: {out}");
+    }
+    let o = tollgate(&["completions", "bash"], None);
+    let (out, _) = text(&o);
+    assert!(o.status.success() && out.contains("complete -F _tollgate"), "{out}");
+    for sub in ["check-config", "registry-config", "hash-password", "robot", "token", "policy", "login"] {
+        assert!(out.contains(sub), "bash completion lacks {sub}");
+    }
+    let o = tollgate(&["man"], None);
+    let (out, _) = text(&o);
+    assert!(o.status.success() && out.contains(".TH tollgate 1"), "{out}");
+    assert!(out.contains("check\\-config") || out.contains("check-config"), "{out}");
+    assert!(!tollgate(&["completions", "tcsh"], None).status.success(), "an unknown shell is refused");
+}
