@@ -78,6 +78,13 @@ enum Command {
     },
     /// Print the manual page (roff): `tollgate man > tollgate.1 && man ./tollgate.1`.
     Man,
+    /// Write a commented starter config, an accounts file and the example policy with its tests into DIR
+    /// (default: here), and print the next steps. Never overwrites.
+    Init {
+        /// Where to write them.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -213,6 +220,7 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut command, "tollgate", &mut std::io::stdout());
             Ok(())
         }
+        Command::Init { dir } => cli::init::init(&dir),
         Command::Man => {
             let command = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(command)

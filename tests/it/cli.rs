@@ -463,3 +463,61 @@ fn version_names_the_commit_and_completions_and_the_manual_page_cover_every_comm
     assert!(out.contains("check\\-config") || out.contains("check-config"), "{out}");
     assert!(!tollgate(&["completions", "tcsh"], None).status.success(), "an unknown shell is refused");
 }
+
+#[test]
+fn init_writes_a_starter_that_checks_takes_a_robot_and_serves_and_never_overwrites() {
+    use std::io::BufRead as _;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let o = tollgate(&["init", d], None);
+    let (out, err) = text(&o);
+    assert!(o.status.success() && out.contains("next steps"), "{out}{err}");
+    let cfg = dir.path().join("tollgate.yaml");
+    let before = std::fs::read(&cfg).unwrap();
+    let o = tollgate(&["init", d], None);
+    assert!(!o.status.success() && text(&o).1.contains("nothing was written"), "{:?}", text(&o));
+    assert_eq!(std::fs::read(&cfg).unwrap(), before, "init never overwrites");
+
+    let cfg = cfg.to_str().unwrap();
+    let o = tollgate(&["check-config", "--config", cfg], None);
+    assert!(o.status.success(), "the starter passes check-config: {:?}", text(&o));
+    let o = tollgate(&["robot", "add", "ci-web", "--groups", "robots,ci-web", "--config", cfg], None);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}{err}");
+    let secret = out.split_whitespace().find(|w| w.starts_with("tg_")).expect("the secret is printed").to_string();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["serve", "--config", cfg])
+        .env_remove("TOLLGATE_CONFIG")
+        .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("tollgate exited before listening").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "tollgate listening" {
+            break v["addr"].as_str().unwrap().to_string();
+        }
+    };
+    let auth = basic("ci-web", &secret);
+    let r = crate::rig::http::http_request(
+        &addr,
+        "GET",
+        "/token?service=registry.example.com&scope=repository:web/app:push",
+        &[("Authorization", &auth)],
+        b"",
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(r.status, 200, "{}", r.body);
+    let token = serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["token"].as_str().unwrap().to_string();
+    assert_eq!(
+        jwt_parts(&token).1["access"][0]["actions"],
+        serde_json::json!(["push"]),
+        "the robot pushes its own images"
+    );
+}
