@@ -267,7 +267,7 @@ fn verifies(hash: &str, password: &str) -> bool {
 }
 
 /// Run `tollgate hash-password` on a pseudo-terminal (util-linux `script`), typing each answer only once its
-/// prompt has appeared (typed earlier, the terminal would echo it before echo is turned off).
+/// prompt has appeared.
 fn hash_password_on_a_terminal(answers: &[&str]) -> (bool, String) {
     use std::io::{Read as _, Write as _};
     let cmd = format!("{} hash-password", env!("CARGO_BIN_EXE_tollgate"));
@@ -300,6 +300,9 @@ fn hash_password_on_a_terminal(answers: &[&str]) -> (bool, String) {
                 Err(_) => panic!("no prompt {prompt:?}; saw {:?}", String::from_utf8_lossy(&seen)),
             }
         }
+        // As a person would, a moment after the prompt: the prompt is printed just before echo is turned off,
+        // and typing into that microsecond gap would be echoed by any password prompt.
+        std::thread::sleep(std::time::Duration::from_secs(1));
         stdin.write_all(format!("{answer}\r").as_bytes()).unwrap();
         stdin.flush().unwrap();
     }
