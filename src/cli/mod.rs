@@ -16,7 +16,7 @@ use crate::app::AppState;
 use crate::config::accounts::AccountEntry;
 use crate::config::state::StoreKind;
 use crate::config::{ProviderConfig, Settings};
-use crate::identity::accounts::{add_account, hash_password as hash, validate_username};
+use crate::identity::accounts::{add_account, hash_password as hash, parse_accounts, validate_username};
 use crate::identity::{AuthMethod, Identity, RequestContext};
 use crate::policy::Policy;
 use crate::policy_store::PolicyStore;
@@ -228,8 +228,7 @@ fn unknown_user_note(settings: &Settings, user: &str) -> Option<String> {
                 }
                 if let Some(file) = &s.file {
                     let text = std::fs::read_to_string(file).unwrap_or_default();
-                    let parsed: crate::config::accounts::AccountsFile =
-                        serde_norway::from_str(&text).unwrap_or_default();
+                    let parsed = parse_accounts(&file.display().to_string(), &text).unwrap_or_default();
                     names.extend(parsed.accounts.into_iter().map(|a| a.username));
                 }
             }

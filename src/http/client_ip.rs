@@ -11,13 +11,14 @@ use axum::extract::ConnectInfo;
 use axum::http::{Extensions, HeaderMap};
 use ipnet::IpNet;
 
-fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
+/// Whether `ip` is one of `proxies` (the connection caps exempt them too, `server::conn`).
+pub fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
     let ip = canonical(ip);
     proxies.iter().any(|n| n.contains(&ip))
 }
 
 /// IPv4-mapped IPv6 peers (dual-stack listeners) compare as the IPv4 address they are.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,

@@ -148,7 +148,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 
 /// A dummy hash with the algorithm and cost of the most expensive real one, so checking an unknown user
 /// costs what checking the slowest account does (and the timing floor pads the cheaper ones to it).
-fn dummy_like(accounts: &[Account]) -> (HashKind, String) {
+fn dummy_like(accounts: &[Account]) -> String {
     let secret = crate::support::random::random_id(16);
     let dearest = accounts
         .iter()
@@ -158,7 +158,7 @@ fn dummy_like(accounts: &[Account]) -> (HashKind, String) {
             HashKind::Bcrypt => {
                 let cost = first.entry.password_hash.parse::<bcrypt::HashParts>().map(|p| p.get_cost()).unwrap_or(12);
                 if let Ok(h) = bcrypt::hash(&secret, cost) {
-                    return (HashKind::Bcrypt, h);
+                    return h;
                 }
             }
             HashKind::Argon2 => {
@@ -170,7 +170,7 @@ fn dummy_like(accounts: &[Account]) -> (HashKind, String) {
                         if let Ok(salt) = salt {
                             let a = Argon2::new(alg, argon2::Version::V0x13, params);
                             if let Ok(h) = a.hash_password(secret.as_bytes(), &salt) {
-                                return (HashKind::Argon2, h.to_string());
+                                return h.to_string();
                             }
                         }
                     }
@@ -178,7 +178,7 @@ fn dummy_like(accounts: &[Account]) -> (HashKind, String) {
             }
         }
     }
-    (HashKind::Argon2, hash_password(&secret).unwrap_or_default())
+    hash_password(&secret).unwrap_or_default()
 }
 
 struct State {
@@ -186,7 +186,7 @@ struct State {
     /// The cost of the most expensive hash (the dummy's): its checks set the timing floor.
     max_cost: f64,
     accounts: HashMap<String, Arc<Account>>,
-    dummy: (HashKind, String),
+    dummy: String,
 }
 
 /// Where the accounts come from.
@@ -232,7 +232,7 @@ fn build_state(file: AccountsFile, stamp: Option<FileStamp>) -> State {
         })
         .collect();
     let dummy = dummy_like(&accounts);
-    let max_cost = hashing::cost(&dummy.1);
+    let max_cost = hashing::cost(&dummy);
     let accounts = accounts.into_iter().map(|a| (a.entry.username.clone(), Arc::new(a))).collect();
     State { stamp, max_cost, accounts, dummy }
 }
@@ -323,7 +323,7 @@ impl StaticProvider {
         let account = state.accounts.get(username).cloned();
         let hash = match &account {
             Some(a) => a.entry.password_hash.clone(),
-            None => state.dummy.1.clone(),
+            None => state.dummy.clone(),
         };
         let dearest = hashing::cost(&hash) >= state.max_cost;
         let pw = password.expose_secret().to_owned();

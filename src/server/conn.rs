@@ -23,7 +23,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -42,6 +42,7 @@ use tower::ServiceExt as _;
 
 use super::tls::Tls;
 use crate::config::ops::{ConnLimits, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT};
+use crate::http::client_ip::{canonical, trusted};
 use crate::telemetry;
 
 /// How long a client may take to send a request's headers, by default.
@@ -136,7 +137,7 @@ impl Tally {
             return Err("total");
         }
         let ip = canonical(peer.ip());
-        let counted = !guard.exempt.iter().any(|n| n.contains(&ip));
+        let counted = !trusted(ip, &guard.exempt);
         if counted {
             let mut m = match self.per_client.lock() {
                 Ok(m) => m,
@@ -152,14 +153,6 @@ impl Tally {
         }
         metrics::gauge!(telemetry::CONNECTIONS_OPEN, "listener" => guard.label).increment(1.0);
         Ok(Admitted { tally: self.clone(), ip: counted.then_some(ip), label: guard.label })
-    }
-}
-
-/// IPv4-mapped IPv6 peers (dual-stack listeners) count as the IPv4 address they are.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
     }
 }
 
@@ -238,18 +231,21 @@ struct Activity {
     first_byte: AtomicBool,
     started_requests: AtomicUsize,
     in_flight: AtomicUsize,
-    last_request: Mutex<Instant>,
+    /// When a request last started or ended, in milliseconds since `accepted` (an atomic: this is touched
+    /// twice per request).
+    last_request_ms: AtomicU64,
+    accepted: Instant,
 }
 
 impl Activity {
     fn touch(&self) {
-        if let Ok(mut t) = self.last_request.lock() {
-            *t = Instant::now();
-        }
+        let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_request_ms.store(ms, Ordering::Relaxed);
     }
 
     /// When the connection must close unless something happens first, and why; None while a request runs.
-    fn deadline(&self, accepted: Instant, limits: &ConnLimits) -> Option<(Instant, &'static str)> {
+    fn deadline(&self, limits: &ConnLimits) -> Option<(Instant, &'static str)> {
+        let accepted = self.accepted;
         if !self.first_byte.load(Ordering::Relaxed) {
             return Some((accepted + limits.first_byte_timeout, "first_byte"));
         }
@@ -259,7 +255,7 @@ impl Activity {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        let last = self.last_request.lock().map(|t| *t).unwrap_or(accepted);
+        let last = accepted + Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
         Some((last + limits.idle_timeout, "idle"))
     }
 }
@@ -333,7 +329,8 @@ async fn connection<I>(
         first_byte: AtomicBool::new(false),
         started_requests: AtomicUsize::new(0),
         in_flight: AtomicUsize::new(0),
-        last_request: Mutex::new(accepted),
+        last_request_ms: AtomicU64::new(0),
+        accepted,
     });
     let body_timeout = limits.body_timeout;
     let seen = activity.clone();
@@ -362,7 +359,7 @@ async fn connection<I>(
     let io = Watched { inner: io, activity: activity.clone() };
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     loop {
-        let deadline = activity.deadline(accepted, limits);
+        let deadline = activity.deadline(limits);
         // While a request runs, look again a little later (its own deadlines bound it).
         let wake = deadline.map_or(Instant::now() + Duration::from_millis(500), |(at, _)| at);
         tokio::select! {
@@ -374,7 +371,7 @@ async fn connection<I>(
             }
             _ = stop_rx.changed() => break,
             () = tokio::time::sleep_until(wake) => {
-                match activity.deadline(accepted, limits) {
+                match activity.deadline(limits) {
                     Some((at, phase)) if at <= Instant::now() => {
                         timed_out(guard, phase);
                         tracing::debug!(%remote, phase, "connection closed: deadline passed");
