@@ -92,6 +92,11 @@ struct Env {
 
 impl Env {
     fn new(cache_ttl: &str) -> Env {
+        Env::with_providers(cache_ttl, "")
+    }
+
+    /// [`Env::new`] with `extra` provider entries after the static one.
+    fn with_providers(cache_ttl: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let bcrypt = bcrypt::hash("alice-bench-password", 10).expect("bcrypt");
         let argon = tollgate::identity::accounts::hash_password("bob-bench-password").expect("argon2");
@@ -103,7 +108,7 @@ impl Env {
         std::fs::write(dir.path().join("policy.yaml"), tollgate::policy::EXAMPLE_POLICY).expect("write policy");
         let config = format!(
             "server:\n  listen: 127.0.0.1:0\n  data_dir: data\ntoken:\n  issuer: tollgate-bench\n  services: [registry.test]\n\
-             providers:\n  - type: static\n    name: local\n    file: accounts.yaml\n\
+             providers:\n  - type: static\n    name: local\n    file: accounts.yaml\n{extra}\
              policy:\n  paths: [policy.yaml]\nidentity_cache:\n  ttl: {cache_ttl}\n  negative_ttl: 0s\n\
              log:\n  level: error\n"
         );
@@ -581,6 +586,109 @@ fn warm_against_cold(rounds: usize) {
     }
 }
 
+/// A signing key for workload tokens: (kid, algorithm, encoding key, public JWK). RSA through `openssl`
+/// (GitHub and Kubernetes sign with RS256), P-256 through rcgen.
+fn workload_key(dir: &Path, rsa: bool) -> (jsonwebtoken::Algorithm, jsonwebtoken::EncodingKey, serde_json::Value) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    if rsa {
+        let pem = dir.join("rsa.pem");
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl").args(args).output().expect("openssl runs");
+            assert!(out.status.success(), "openssl {args:?}");
+            out.stdout
+        };
+        let path = pem.to_str().expect("utf-8 path");
+        openssl(&["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", path]);
+        let modulus = String::from_utf8(openssl(&["rsa", "-in", path, "-noout", "-modulus"])).expect("text");
+        let hex = modulus.trim().trim_start_matches("Modulus=");
+        let n: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+        let key = jsonwebtoken::EncodingKey::from_rsa_pem(&std::fs::read(&pem).expect("key")).expect("rsa key");
+        let jwk = serde_json::json!({"kty": "RSA", "kid": "rsa-1", "alg": "RS256", "n": URL_SAFE_NO_PAD.encode(n), "e": "AQAB"});
+        (jsonwebtoken::Algorithm::RS256, key, jwk)
+    } else {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("p256");
+        let point = pair.public_key_raw();
+        let key = jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der());
+        let jwk = serde_json::json!({"kty": "EC", "kid": "ec-1", "alg": "ES256", "crv": "P-256",
+            "x": URL_SAFE_NO_PAD.encode(&point[1..33]), "y": URL_SAFE_NO_PAD.encode(&point[33..])});
+        (jsonwebtoken::Algorithm::ES256, key, jwk)
+    }
+}
+
+/// Section 10: a CI job's JWT against a robot secret, warm (identity cache) and cold (every login checked).
+fn workload_against_robot(rounds: usize) {
+    println!("\n## 10. Workload token (a CI job's JWT) against a robot secret (requests one after another)");
+    let keys_dir = tempfile::tempdir().expect("tempdir");
+    let (rsa_alg, rsa_key, rsa_jwk) = workload_key(keys_dir.path(), true);
+    let (ec_alg, ec_key, ec_jwk) = workload_key(keys_dir.path(), false);
+    let jwks = keys_dir.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [rsa_jwk.clone(), ec_jwk.clone()]}).to_string()).expect("jwks");
+    let now = tollgate::support::time::unix_now();
+    let claims = serde_json::json!({"iss": "https://ci.bench", "aud": "https://registry.bench", "sub": "repo:acme/app:ref:refs/heads/main",
+        "repository": "acme/app", "ref": "refs/heads/main", "iat": now, "nbf": now, "exp": now + 3000, "jti": "bench"});
+    let sign = |alg, key: &jsonwebtoken::EncodingKey, kid: &str| {
+        let mut h = jsonwebtoken::Header::new(alg);
+        h.kid = Some(kid.into());
+        jsonwebtoken::encode(&h, &claims, key).expect("sign")
+    };
+    let rs256 = sign(rsa_alg, &rsa_key, "rsa-1");
+    let es256 = sign(ec_alg, &ec_key, "ec-1");
+    let entry = format!(
+        "  - type: workload\n    name: ci\n    issuer: https://ci.bench\n    audience: https://registry.bench\n    jwks_file: {}\n    algorithms: [RS256, ES256]\n    username: \"gha:{{repository}}\"\n",
+        jwks.display()
+    );
+    let (warm_env, cold_env) = (Env::with_providers("5m", &entry), Env::with_providers("0s", &entry));
+    let (warm, cold) = (Server::start(warm_env.state()), Server::start(cold_env.state()));
+    let rt = client_rt();
+    let robot = token_request("bob", "bob-bench-password");
+    let (rs_req, es_req) = (token_request("ci", &rs256), token_request("ci", &es256));
+    for r in [&robot, &rs_req, &es_req] {
+        let w = sequential(&rt, warm.addr, r, 3);
+        assert!(!w.is_empty());
+    }
+    println!(
+        "{:<6} {:>12} {:>12} {:>9} {:>12} {:>12} {:>12} {:>11} {:>11}",
+        "round",
+        "robot warm",
+        "jwt warm",
+        "jwt/robot",
+        "argon2 cold",
+        "RS256 cold",
+        "ES256 cold",
+        "argon2/RS",
+        "argon2/ES"
+    );
+    let (mut warm_ratios, mut rs_ratios, mut es_ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let rw = pct(&sequential(&rt, warm.addr, &robot, 400), 0.5);
+        let jw = pct(&sequential(&rt, warm.addr, &rs_req, 400), 0.5);
+        let rc = pct(&sequential(&rt, cold.addr, &robot, 40), 0.5);
+        let rsc = pct(&sequential(&rt, cold.addr, &rs_req, 200), 0.5);
+        let esc = pct(&sequential(&rt, cold.addr, &es_req, 200), 0.5);
+        let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+        warm_ratios.push(ratio(jw, rw));
+        rs_ratios.push(ratio(rc, rsc));
+        es_ratios.push(ratio(rc, esc));
+        println!(
+            "{round:<6} {rw:>12.2?} {jw:>12.2?} {:>9.2} {rc:>12.2?} {rsc:>12.2?} {esc:>12.2?} {:>10.1}x {:>10.1}x",
+            ratio(jw, rw),
+            ratio(rc, rsc),
+            ratio(rc, esc)
+        );
+    }
+    println!(
+        "HEADLINE workload: warm JWT/warm robot p50 median {:.2} ({}); cold argon2 robot/cold RS256 JWT {:.1}x ({}), /cold ES256 JWT {:.1}x ({})",
+        median(warm_ratios.clone()),
+        spread_ratio(&warm_ratios),
+        median(rs_ratios.clone()),
+        spread(&rs_ratios),
+        median(es_ratios.clone()),
+        spread(&es_ratios)
+    );
+}
+
 /// Accepts everyone: the cache in front of it is what is measured.
 struct AcceptAll;
 
@@ -596,6 +704,7 @@ impl Provider for AcceptAll {
                 groups: vec!["developers".into(), "team-payments".into(), "release-managers".into()],
                 claims: Default::default(),
                 account: None,
+                expires_at: None,
             })))
         })
     }
@@ -718,5 +827,8 @@ fn main() {
     }
     if want("handler") {
         handler_cost(rounds, secs);
+    }
+    if want("workload") {
+        workload_against_robot(rounds);
     }
 }

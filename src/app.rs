@@ -9,6 +9,7 @@ use crate::identity::cache::{CachePolicy, CacheStats, CachedProvider};
 use crate::identity::chain::Chain;
 use crate::identity::ldap::LdapProvider;
 use crate::identity::oidc::OidcProvider;
+use crate::identity::workload::WorkloadProvider;
 use crate::identity::Provider;
 use crate::policy_store::PolicyStore;
 use crate::store::revocation::RevocationStore;
@@ -73,38 +74,33 @@ impl AppState {
             serve_stale_for: settings.cache_serve_stale_for,
         };
         for p in &settings.providers {
-            match p {
+            let built: Result<Arc<dyn Provider>, Vec<String>> = match p {
                 ProviderConfig::Static(s) => {
                     let source = match (&s.file, &s.accounts) {
                         (Some(f), _) => Source::File(f.clone()),
                         (None, Some(a)) => Source::Inline(a.clone()),
                         (None, None) => Source::Inline(Vec::new()),
                     };
-                    match StaticProvider::new(&s.name, source) {
-                        Ok(provider) => {
-                            let cached = CachedProvider::with_policy(Arc::new(provider), cache_policy);
-                            cache_stats.push(cached.stats.clone());
-                            providers.push(Arc::new(cached));
-                        }
-                        Err(e) => errors.extend(e),
-                    }
+                    StaticProvider::new(&s.name, source).map(|p| Arc::new(p) as Arc<dyn Provider>)
                 }
-                ProviderConfig::Ldap(l) => match LdapProvider::new(l) {
-                    Ok(provider) => {
-                        let cached = CachedProvider::with_policy(Arc::new(provider), cache_policy);
-                        cache_stats.push(cached.stats.clone());
-                        providers.push(Arc::new(cached));
-                    }
-                    Err(e) => errors.extend(e),
+                ProviderConfig::Ldap(l) => LdapProvider::new(l).map(|p| Arc::new(p) as Arc<dyn Provider>),
+                ProviderConfig::Oidc(o) => OidcProvider::new(o.clone(), sessions.clone(), settings.cache_ttl)
+                    .map(|p| Arc::new(p) as Arc<dyn Provider>)
+                    .map_err(|e| vec![e]),
+                // `checked` is None only when validation reported the entry's problems already.
+                ProviderConfig::Workload(w) => match w.checked.as_ref().map(WorkloadProvider::new) {
+                    Some(Ok(p)) => Ok(Arc::new(p) as Arc<dyn Provider>),
+                    Some(Err(e)) => Err(vec![e]),
+                    None => Err(vec![format!("providers {}: the entry is invalid", w.name)]),
                 },
-                ProviderConfig::Oidc(o) => match OidcProvider::new(o.clone(), sessions.clone(), settings.cache_ttl) {
-                    Ok(provider) => {
-                        let cached = CachedProvider::with_policy(Arc::new(provider), cache_policy);
-                        cache_stats.push(cached.stats.clone());
-                        providers.push(Arc::new(cached));
-                    }
-                    Err(e) => errors.push(e),
-                },
+            };
+            match built {
+                Ok(provider) => {
+                    let cached = CachedProvider::with_policy(provider, cache_policy);
+                    cache_stats.push(cached.stats.clone());
+                    providers.push(Arc::new(cached));
+                }
+                Err(e) => errors.extend(e),
             }
         }
         let policy = PolicyStore::new(&settings).map_err(|e| errors.extend(e));

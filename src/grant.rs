@@ -18,6 +18,8 @@ pub struct Ask {
     pub offline: bool,
     /// Put the granted scopes in the body as `scope` (the OAuth2 answer to POST).
     pub scope_in_body: bool,
+    /// A token exchange (RFC 8693): the answer says what kind of token it issued.
+    pub exchange: bool,
 }
 
 /// What was decided and signed.
@@ -91,7 +93,10 @@ pub async fn grant(
         }
     }
     let issued = state.issuer.issue(&ctx.identity.username, service, &access)?;
-    let refresh_token = match (&state.refresh, ask.offline && !ctx.identity.is_anonymous()) {
+    // An identity with an end of its own (a workload token's exp) gets no refresh token that could outlive it:
+    // the workload logs in again with its next token.
+    let refreshable = !ctx.identity.is_anonymous() && ctx.identity.expires_at.is_none();
+    let refresh_token = match (&state.refresh, ask.offline && refreshable) {
         (Some(r), true) => {
             if let Some(sid) = &sid {
                 let provider = &ctx.identity.provider;
@@ -105,14 +110,21 @@ pub async fn grant(
     };
     let granted: Vec<String> = access.iter().map(AccessEntry::text).collect();
     let scope = ask.scope_in_body.then(|| granted.join(" "));
-    let body =
-        token_body(&issued.token, issued.expires_in, &issued.issued_at, refresh_token.as_deref(), scope.as_deref())
-            .map_err(|e| GrantError::Internal(e.to_string()))?;
+    let body = token_body(
+        &issued.token,
+        issued.expires_in,
+        &issued.issued_at,
+        refresh_token.as_deref(),
+        scope.as_deref(),
+        ask.exchange,
+    )
+    .map_err(|e| GrantError::Internal(e.to_string()))?;
     Ok(Grant { body, granted, rules, fully_granted, refresh_token_issued: refresh_token.is_some(), jti: issued.jti })
 }
 
 /// The token response body: `token` for docker's protocol and `access_token` for OAuth2 clients (the same
-/// value), `expires_in`, `issued_at`, and the refresh token and (POST) granted `scope` when there are any.
+/// value), `expires_in`, `issued_at`, and the refresh token and (POST) granted `scope` when there are any; a
+/// token exchange adds `issued_token_type` and `token_type` (RFC 8693 section 2.2.1).
 /// The access token is base64url segments joined by dots, which JSON never escapes, so it is copied as it is
 /// rather than scanned byte by byte twice (that scan was 5% of a warm request, BENCHMARKS.md section 5).
 fn token_body(
@@ -121,6 +133,7 @@ fn token_body(
     issued_at: &str,
     refresh_token: Option<&str>,
     scope: Option<&str>,
+    exchange: bool,
 ) -> serde_json::Result<Vec<u8>> {
     debug_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)), "not a compact JWS");
     let mut buf =
@@ -143,6 +156,11 @@ fn token_body(
         buf.extend_from_slice(b",\"scope\":");
         serde_json::to_writer(&mut buf, scope)?;
     }
+    if exchange {
+        buf.extend_from_slice(
+            b",\"issued_token_type\":\"urn:ietf:params:oauth:token-type:access_token\",\"token_type\":\"Bearer\"",
+        );
+    }
     buf.push(b'}');
     Ok(buf)
 }
@@ -159,6 +177,7 @@ mod tests {
             "2026-11-29T12:00:00Z",
             Some("tgr_x"),
             Some("repository:\"a\\b:pull"),
+            false,
         )
         .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -169,7 +188,7 @@ mod tests {
                 "scope": "repository:\"a\\b:pull"})
         );
         let bare: serde_json::Value =
-            serde_json::from_slice(&token_body("a.b.c", 60, "t", None, None).unwrap()).unwrap();
+            serde_json::from_slice(&token_body("a.b.c", 60, "t", None, None, false).unwrap()).unwrap();
         assert_eq!(bare.as_object().unwrap().len(), 4, "no refresh_token or scope keys when there are none: {bare}");
     }
 }

@@ -71,6 +71,13 @@ enum Command {
         #[arg(long)]
         authfile: Option<PathBuf>,
     },
+    /// Kubelet image credential provider: reads the kubelet's CredentialProviderRequest on stdin and answers
+    /// with the pod's service-account token as the registry password (Kubernetes 1.33+, tokenAttributes).
+    KubeletCredentialProvider {
+        /// The username sent with the token (tollgate ignores it for workload tokens).
+        #[arg(long, default_value = "kubelet")]
+        username: String,
+    },
     /// Print a shell completion script: `tollgate completions bash > /etc/bash_completion.d/tollgate`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -155,7 +162,7 @@ enum PolicyCommand {
         /// Provider name.
         #[arg(long, default_value = "")]
         provider: String,
-        /// password, refresh_token or anonymous. Default: password, or anonymous without --user.
+        /// password, refresh_token, device, workload or anonymous. Default: password, or anonymous without --user.
         #[arg(long)]
         auth_method: Option<String>,
         /// Client address.
@@ -221,6 +228,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Command::Init { dir } => cli::init::init(&dir),
+        Command::KubeletCredentialProvider { username } => cli::kubelet::run(&username),
         Command::Man => {
             let command = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(command)

@@ -51,6 +51,9 @@ pub const CONNECTIONS_REFUSED: &str = "tollgate_connections_refused_total";
 pub const CONNECTIONS_TIMED_OUT: &str = "tollgate_connections_timed_out_total";
 /// Password checks refused at once (503) because too many were running and waiting already.
 pub const PASSWORD_CHECKS_SHED: &str = "tollgate_password_checks_shed_total";
+/// Workload logins (a CI job's or pod's JWT) by `issuer` (the configured issuer URL, or `untrusted` for a
+/// token whose issuer no provider trusts) and `outcome` (`authenticated`, `rejected`, `unavailable`).
+pub const WORKLOAD_LOGINS: &str = "tollgate_workload_logins_total";
 /// Always 1, with the `version` and `commit` labels.
 pub const BUILD_INFO: &str = "tollgate_build_info";
 
@@ -181,6 +184,21 @@ pub const OIDC_SERIES: &[(&str, &[&str])] = &[
     ("device_poll", &["ok", "pending", "rejected", "unavailable"]),
 ];
 
+pub const WORKLOAD_SERIES: &[(&str, &[&str])] =
+    &[("authenticate", &["authenticated", "rejected", "unavailable"]), ("jwks_fetch", &["ok", "unavailable"])];
+
+/// Count one workload login (see [`WORKLOAD_LOGINS`]).
+pub fn workload_login(issuer: &str, outcome: &'static str) {
+    metrics::counter!(WORKLOAD_LOGINS, "issuer" => issuer.to_string(), "outcome" => outcome).increment(1);
+}
+
+/// Export a workload issuer's login series at zero.
+pub fn register_workload_issuer(issuer: &str) {
+    for outcome in ["authenticated", "rejected", "unavailable"] {
+        metrics::counter!(WORKLOAD_LOGINS, "issuer" => issuer.to_string(), "outcome" => outcome).increment(0);
+    }
+}
+
 /// Export every series whose labels are known at start at zero, so `rate()` and absent-series alerts work
 /// before the first event. Provider series come with each provider ([`register_provider`]).
 fn register_known_series() {
@@ -199,6 +217,7 @@ fn register_known_series() {
     metrics::counter!(RATE_LIMIT_FALLBACKS).increment(0);
     metrics::counter!(PASSWORD_CHECKS_SHED).increment(0);
     metrics::counter!(FAILED_LOGINS, "provider" => "none").increment(0);
+    register_workload_issuer("untrusted");
     for result in ["ok", "error"] {
         metrics::counter!(POLICY_RELOADS, "result" => result).increment(0);
         metrics::counter!(CONFIG_RELOADS, "result" => result).increment(0);

@@ -116,7 +116,7 @@ fn secret_files(settings: &Settings) -> Vec<(String, PathBuf)> {
                     out.push((format!("providers[{i}].client_secret_file"), f.clone()));
                 }
             }
-            ProviderConfig::Static(_) => {}
+            ProviderConfig::Static(_) | ProviderConfig::Workload(_) => {}
         }
     }
     out

@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod init;
+pub mod kubelet;
 pub mod login;
 pub mod logs;
 
@@ -233,6 +234,8 @@ fn unknown_user_note(settings: &Settings, user: &str) -> Option<String> {
                 }
             }
             ProviderConfig::Ldap(_) | ProviderConfig::Oidc(_) => others = true,
+            // Workload identities have no account to revoke: their tokens expire with the job.
+            ProviderConfig::Workload(_) => {}
         }
     }
     if names.iter().any(|n| n.eq_ignore_ascii_case(user)) {
@@ -291,9 +294,8 @@ pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainIn
     };
     let username = input.user.unwrap_or_default();
     let auth_method = match input.auth_method.as_deref() {
-        Some(m) => {
-            AuthMethod::parse(m).ok_or(format!("--auth-method {m:?}: use password, refresh_token or anonymous"))?
-        }
+        Some(m) => AuthMethod::parse(m)
+            .ok_or(format!("--auth-method {m:?}: use password, refresh_token, device, workload or anonymous"))?,
         None if username.is_empty() => AuthMethod::Anonymous,
         None => AuthMethod::Password,
     };
@@ -308,6 +310,7 @@ pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainIn
             groups: input.groups,
             claims,
             account: None,
+            expires_at: None,
         }),
         auth_method,
         client_ip: input.client_ip,

@@ -19,6 +19,7 @@ pub mod oidc;
 pub mod ops;
 pub mod state;
 pub mod token;
+pub mod workload;
 
 use self::accounts::AccountEntry;
 use self::check::{duration_or, resolve};
@@ -125,6 +126,8 @@ pub enum ProviderConfig {
     Ldap(ldap::LdapConfig),
     /// An OpenID Connect provider (Keycloak, GitLab, …); see `identity::oidc`.
     Oidc(oidc::OidcConfig),
+    /// A trusted issuer of workload identity tokens (CI jobs, pods); see `identity::workload`.
+    Workload(workload::WorkloadConfig),
 }
 
 impl ProviderConfig {
@@ -133,6 +136,7 @@ impl ProviderConfig {
             ProviderConfig::Static(s) => &s.name,
             ProviderConfig::Ldap(l) => &l.name,
             ProviderConfig::Oidc(o) => &o.name,
+            ProviderConfig::Workload(w) => &w.name,
         }
     }
 }
@@ -447,6 +451,9 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
             }
             ProviderConfig::Oidc(o) => {
                 oidc::validate(o, i, base, errors);
+            }
+            ProviderConfig::Workload(w) => {
+                workload::validate(w, i, base, errors);
             }
         }
     }

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::authn::Authenticated;
 use super::error::ApiError;
-use crate::identity::RequestContext;
+use crate::identity::{AuthMethod, RequestContext};
 use crate::telemetry;
 
 /// A list as JSON text: the JSON log lines write it as a real array (`cli::logs`), the text ones as it is.
@@ -50,6 +50,8 @@ pub struct Audit {
     pub fully_granted: bool,
     pub jti: Option<String>,
     pub refresh_token_issued: bool,
+    /// A workload login's token: its `iss`, `sub` and `jti` (the token itself is never logged).
+    pub workload: Option<[String; 3]>,
 }
 
 impl Audit {
@@ -70,6 +72,7 @@ impl Audit {
             fully_granted: false,
             jti: None,
             refresh_token_issued: false,
+            workload: None,
         }
     }
 
@@ -78,6 +81,12 @@ impl Audit {
         self.subject = Some(auth.identity.username.clone());
         self.provider = auth.identity.provider.clone();
         self.auth_method = auth.method.as_str();
+        if auth.method == AuthMethod::Workload {
+            let claim = |k: &str| {
+                auth.identity.claims.get(k).and_then(|v| v.as_str()).unwrap_or("").chars().take(200).collect()
+            };
+            self.workload = Some([claim("iss"), claim("sub"), claim("jti")]);
+        }
         RequestContext {
             identity: auth.identity,
             auth_method: auth.method,
@@ -128,6 +137,9 @@ impl Audit {
             rules = %json_list(&self.rules),
             refresh_token_issued = self.refresh_token_issued,
             jti = self.jti.as_deref().unwrap_or(""),
+            workload_issuer = self.workload.as_ref().map_or("", |w| w[0].as_str()),
+            workload_subject = self.workload.as_ref().map_or("", |w| w[1].as_str()),
+            workload_jti = self.workload.as_ref().map_or("", |w| w[2].as_str()),
             reason = %reason,
             "decision"
         );

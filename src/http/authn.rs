@@ -21,6 +21,8 @@ pub(crate) struct Authenticated {
 }
 
 const BAD_CREDENTIALS: &str = "invalid username or password";
+/// What a refused workload token is told; why is in the log only.
+const BAD_TOKEN: &str = "the identity token is not accepted (see the server log for why)";
 
 /// Check a username and password (or a refresh token given as the password). Failed logins are rate limited
 /// per client IP and per account (see `ratelimit`).
@@ -37,21 +39,31 @@ pub(crate) async fn password_login(
         let identity = refresh_login(state, password.expose_secret(), Some(username), service).await?;
         return Ok(Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken });
     }
-    if username.is_empty() || password.expose_secret().is_empty() {
+    // A workload's JWT: the username is whatever the client needed to send (docker insists on one), so the
+    // failed-login limits count the subject the token claims instead: a shared username like `ci` must not
+    // let one job's bad tokens lock every other job out.
+    let jwt = crate::identity::workload::jwt_issuer(password.expose_secret());
+    if (username.is_empty() && jwt.is_none()) || password.expose_secret().is_empty() {
         return Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()));
     }
-    state.limiter.check(ip, username).await?;
+    let limit_key = match &jwt {
+        Some(peek) => format!("workload {} {}", peek.iss, peek.sub),
+        None => username.to_string(),
+    };
+    state.limiter.check(ip, &limit_key).await?;
     match state.chain.authenticate(username, password).await {
         ChainOutcome::Authenticated(identity) => {
-            state.limiter.succeeded(ip, username).await;
-            Ok(Authenticated { identity, method: AuthMethod::Password })
+            state.limiter.succeeded(ip, &limit_key).await;
+            let method =
+                if state.chain.is_workload(&identity.provider) { AuthMethod::Workload } else { AuthMethod::Password };
+            Ok(Authenticated { identity, method })
         }
         ChainOutcome::Rejected { provider, reason } => {
             let provider = provider.as_deref().unwrap_or("none");
             tracing::info!(user = %username, provider, reason = %reason, client_ip = %ip, "login refused");
             metrics::counter!(crate::telemetry::FAILED_LOGINS, "provider" => provider.to_string()).increment(1);
-            state.limiter.failed(ip, username).await?;
-            Err(ApiError::Unauthorized(BAD_CREDENTIALS.into()))
+            state.limiter.failed(ip, &limit_key).await?;
+            Err(ApiError::Unauthorized(if jwt.is_some() { BAD_TOKEN } else { BAD_CREDENTIALS }.into()))
         }
         ChainOutcome::Unavailable(e) => Err(ApiError::Unavailable(e.to_string())),
     }

@@ -79,7 +79,7 @@ impl ApiError {
                 "unsupported_grant_type",
                 "UNSUPPORTED",
                 format!(
-                    "unsupported grant_type {g:?}: use password, refresh_token or urn:ietf:params:oauth:grant-type:device_code"
+                    "unsupported grant_type {g:?}: use password, refresh_token, urn:ietf:params:oauth:grant-type:device_code or urn:ietf:params:oauth:grant-type:token-exchange"
                 ),
             ),
             ApiError::DeviceFlow { code, message } => (code, "DENIED", message.clone()),

@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::identity::Identity;
+use crate::identity::{AuthMethod, Identity};
 use crate::scope::{split_scopes, Scope};
 
 /// Longest Authorization header accepted. A Basic header with a refresh token is well under 2 KiB.
@@ -39,6 +39,11 @@ pub(crate) struct Params {
     pub password: Option<SecretString>,
     pub refresh_token: Option<SecretString>,
     pub device_code: Option<SecretString>,
+    /// Token exchange (RFC 8693).
+    pub subject_token: Option<SecretString>,
+    pub subject_token_type: Option<String>,
+    pub requested_token_type: Option<String>,
+    pub audience: Option<String>,
 }
 
 fn set_once(slot: &mut Option<String>, name: &str, value: String) -> Result<(), ApiError> {
@@ -92,6 +97,10 @@ impl Params {
                 "password" => set_secret_once(&mut p.password, "password", v)?,
                 "refresh_token" => set_secret_once(&mut p.refresh_token, "refresh_token", v)?,
                 "device_code" => set_secret_once(&mut p.device_code, "device_code", v)?,
+                "subject_token" => set_secret_once(&mut p.subject_token, "subject_token", v)?,
+                "subject_token_type" => set_once(&mut p.subject_token_type, "subject_token_type", v)?,
+                "requested_token_type" => set_once(&mut p.requested_token_type, "requested_token_type", v)?,
+                "audience" => set_once(&mut p.audience, "audience", v)?,
                 // Unknown parameters are ignored, as OAuth2 requires.
                 _ => {}
             }
@@ -190,7 +199,12 @@ pub(crate) fn parse_scopes(state: &AppState, raw: &[String]) -> Result<Vec<Scope
     list.into_iter().map(|s| Scope::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))).collect()
 }
 
-pub(crate) fn check_account(account: Option<&str>, identity: &Identity) -> Result<(), ApiError> {
+/// `account` must name the authenticated user. A workload login's username is whatever the client had to
+/// send with its JWT (clients repeat it as `account`), so it names nobody and is not compared.
+pub(crate) fn check_account(account: Option<&str>, identity: &Identity, method: AuthMethod) -> Result<(), ApiError> {
+    if method == AuthMethod::Workload {
+        return Ok(());
+    }
     match account {
         Some(a) if !a.is_empty() && a != identity.username => Err(ApiError::BadRequest(format!(
             "account {:?} does not match the authenticated user",

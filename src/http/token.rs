@@ -50,9 +50,10 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
                 Authenticated { identity: Arc::new(Identity::anonymous()), method: AuthMethod::Anonymous }
             }
         };
-        check_account(params.account.as_deref(), &auth.identity)?;
+        check_account(params.account.as_deref(), &auth.identity, auth.method)?;
         let offline = truthy(params.offline_token.as_deref());
-        answer(&state, auth, &mut audit, &service, &scopes, Ask { offline, scope_in_body: false }).await
+        answer(&state, auth, &mut audit, &service, &scopes, Ask { offline, scope_in_body: false, exchange: false })
+            .await
     }
     .await;
     audit.finish(result)
@@ -73,11 +74,17 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
                 }
             }
             let body = read_body(&head.headers, body, state.settings.max_body_bytes).await?;
-            let params = Params::parse(&body, state.settings.max_scopes)?;
+            let mut params = Params::parse(&body, state.settings.max_scopes)?;
             audit.client_id = params.client_id.clone();
             audit.subject = params.username.clone();
-            if params.client_id.as_deref().unwrap_or("").is_empty() {
+            let exchange = params.grant_type.as_deref() == Some(TOKEN_EXCHANGE);
+            // A token exchange names its client by the subject token; the other grants name it themselves.
+            if params.client_id.as_deref().unwrap_or("").is_empty() && !exchange {
                 return Err(ApiError::BadRequest("client_id is required on POST /token".into()));
+            }
+            if exchange && params.service.is_none() {
+                // RFC 8693 names the target service `audience`.
+                params.service = params.audience.clone();
             }
             audit.service = params.service.as_deref().unwrap_or("").chars().take(100).collect();
             let service = check_service(&state, params.service.as_deref())?;
@@ -109,17 +116,72 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
                         let identity = super::device::redeem(&state, code, &service).await?;
                         Authenticated { identity: Arc::new(identity), method: AuthMethod::Device }
                     }
+                    Some(TOKEN_EXCHANGE) => exchange_login(&state, &params, &service, audit.client_ip).await?,
                     Some(other) => return Err(ApiError::UnsupportedGrant(other.chars().take(64).collect())),
                     None => return Err(ApiError::BadRequest("grant_type is required on POST /token".into())),
                 };
-            check_account(params.account.as_deref(), &auth.identity)?;
+            check_account(params.account.as_deref(), &auth.identity, auth.method)?;
             // A device login exists to produce a refresh token (`tollgate login` stores it as the identity token).
             let offline = (params.access_type.as_deref() == Some("offline") && auth.method == AuthMethod::Password)
                 || auth.method == AuthMethod::Device;
-            answer(&state, auth, &mut audit, &service, &scopes, Ask { offline, scope_in_body: true }).await
+            let ask = Ask { offline, scope_in_body: true, exchange };
+            answer(&state, auth, &mut audit, &service, &scopes, ask).await
         }
         .await;
     audit.finish(result)
+}
+
+/// The grant type of RFC 8693 token exchange.
+pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
+
+/// Subject token types a workload JWT may be announced as.
+const JWT_TOKEN_TYPES: [&str; 3] = [
+    "urn:ietf:params:oauth:token-type:jwt",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:access_token",
+];
+
+/// Token exchange (RFC 8693): a workload's JWT (`subject_token`) for a registry access token.
+async fn exchange_login(
+    state: &AppState,
+    params: &Params,
+    service: &str,
+    ip: std::net::IpAddr,
+) -> Result<Authenticated, ApiError> {
+    let token = params
+        .subject_token
+        .as_ref()
+        .ok_or_else(|| ApiError::BadRequest("subject_token is required for token exchange".into()))?;
+    match params.subject_token_type.as_deref() {
+        Some(t) if JWT_TOKEN_TYPES.contains(&t) => {}
+        Some(t) => {
+            return Err(ApiError::BadRequest(format!(
+                "subject_token_type {:?} is not supported: use urn:ietf:params:oauth:token-type:jwt",
+                t.chars().take(100).collect::<String>()
+            )))
+        }
+        None => return Err(ApiError::BadRequest("subject_token_type is required for token exchange".into())),
+    }
+    match params.requested_token_type.as_deref() {
+        None | Some("urn:ietf:params:oauth:token-type:access_token") => {}
+        Some(t) => {
+            return Err(ApiError::BadRequest(format!(
+            "requested_token_type {:?} is not supported: tollgate issues urn:ietf:params:oauth:token-type:access_token",
+            t.chars().take(100).collect::<String>()
+        )))
+        }
+    }
+    if crate::identity::workload::jwt_issuer(token.expose_secret()).is_none() {
+        return Err(ApiError::BadRequest("subject_token is not a JWT with an iss claim".into()));
+    }
+    let auth = password_login(state, "", token, service, ip).await.map_err(|e| match e {
+        ApiError::Unauthorized(m) => ApiError::InvalidGrant(m),
+        other => other,
+    })?;
+    if auth.method != AuthMethod::Workload {
+        return Err(ApiError::InvalidGrant("subject_token is not a workload identity token".into()));
+    }
+    Ok(auth)
 }
 
 /// Grant what the policy allows of `scopes` and write the token response.

@@ -45,6 +45,7 @@ impl Account {
             groups: self.entry.groups.clone(),
             claims,
             account: Some(self.instance()),
+            expires_at: None,
         }
     }
 

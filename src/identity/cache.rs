@@ -144,13 +144,14 @@ impl CachedProvider {
         Entry { identity, generation, stored: Instant::now() }
     }
 
+    /// Within the TTL, and not past the identity's own end (a workload token's `exp`).
     fn fresh(&self, e: &Entry) -> bool {
-        e.stored.elapsed() < self.policy.ttl
+        e.stored.elapsed() < self.policy.ttl && !e.identity.expired()
     }
 
     /// The entry's identity if it may stand in for an unavailable provider.
     fn stale(&self, e: Option<Entry>, err: &Unavailable) -> Option<Arc<Identity>> {
-        let e = e?;
+        let e = e.filter(|e| !e.identity.expired())?;
         let age = e.stored.elapsed();
         if self.policy.serve_stale_for.is_zero() || age >= self.policy.ttl + self.policy.serve_stale_for {
             return None;
@@ -179,7 +180,10 @@ impl CachedProvider {
         match &outcome {
             Outcome::Authenticated(identity) => {
                 let entry = self.entry(Arc::clone(identity), generation);
-                self.current.insert(identity.username.clone(), entry.clone()).await;
+                // An identity with an end of its own (a workload token) never has a refresh token to re-check.
+                if identity.expires_at.is_none() {
+                    self.current.insert(identity.username.clone(), entry.clone()).await;
+                }
                 self.cache.insert(key.clone(), entry).await;
             }
             Outcome::Rejected(_) | Outcome::NotMine => {
@@ -285,6 +289,10 @@ impl Provider for CachedProvider {
 
     fn generation(&self) -> u64 {
         self.inner.generation()
+    }
+
+    fn workload_issuer(&self) -> Option<&str> {
+        self.inner.workload_issuer()
     }
 }
 

@@ -38,8 +38,20 @@ impl Chain {
         &self.providers
     }
 
+    /// Whether `provider` verifies workload tokens.
+    pub fn is_workload(&self, provider: &str) -> bool {
+        self.providers.iter().any(|p| p.name() == provider && p.workload_issuer().is_some())
+    }
+
+    /// Ask the providers about a username and password. A password that is a JWT goes only to the workload
+    /// provider that trusts its issuer (and is refused when none does); any other password goes only to the
+    /// password providers. Neither ever reaches the other kind.
     pub async fn authenticate(&self, username: &str, password: &SecretString) -> ChainOutcome {
-        for p in &self.providers {
+        use secrecy::ExposeSecret as _;
+        if let Some(peek) = super::workload::jwt_issuer(password.expose_secret()) {
+            return self.authenticate_workload(&peek.iss, username, password).await;
+        }
+        for p in self.providers.iter().filter(|p| p.workload_issuer().is_none()) {
             match p.authenticate(username, password).await {
                 Ok(Outcome::Authenticated(id)) => return ChainOutcome::Authenticated(id),
                 Ok(Outcome::Rejected(reason)) => {
@@ -50,6 +62,31 @@ impl Chain {
             }
         }
         ChainOutcome::Rejected { provider: None, reason: "unknown user".into() }
+    }
+
+    async fn authenticate_workload(&self, iss: &str, username: &str, token: &SecretString) -> ChainOutcome {
+        let Some(p) = self.providers.iter().find(|p| p.workload_issuer() == Some(iss)) else {
+            crate::telemetry::workload_login("untrusted", "rejected");
+            let iss: String = iss.chars().take(200).collect();
+            return ChainOutcome::Rejected {
+                provider: None,
+                reason: format!("a JWT from the issuer {iss:?}, which no workload provider trusts"),
+            };
+        };
+        let issuer = p.workload_issuer().unwrap_or_default();
+        let (outcome, label) = match p.authenticate(username, token).await {
+            Ok(Outcome::Authenticated(id)) => (ChainOutcome::Authenticated(id), "authenticated"),
+            Ok(Outcome::Rejected(reason)) => {
+                (ChainOutcome::Rejected { provider: Some(p.name().to_string()), reason }, "rejected")
+            }
+            Ok(Outcome::NotMine) => (
+                ChainOutcome::Rejected { provider: Some(p.name().to_string()), reason: "not accepted".into() },
+                "rejected",
+            ),
+            Err(e) => (ChainOutcome::Unavailable(e), "unavailable"),
+        };
+        crate::telemetry::workload_login(issuer, label);
+        outcome
     }
 
     /// A refresh token is being issued for `provider`'s login session `sid` (see [`Provider::keep_session`]).

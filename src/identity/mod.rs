@@ -26,6 +26,9 @@ pub enum AuthMethod {
     RefreshToken,
     /// An SSO device login (RFC 8628) approved at the identity provider.
     Device,
+    /// A workload's signed identity token (a CI job's or a pod's JWT), as a Basic password or exchanged
+    /// (RFC 8693).
+    Workload,
 }
 
 impl AuthMethod {
@@ -35,6 +38,7 @@ impl AuthMethod {
             AuthMethod::Password => "password",
             AuthMethod::RefreshToken => "refresh_token",
             AuthMethod::Device => "device",
+            AuthMethod::Workload => "workload",
         }
     }
 
@@ -44,6 +48,7 @@ impl AuthMethod {
             "password" => Some(AuthMethod::Password),
             "refresh_token" => Some(AuthMethod::RefreshToken),
             "device" => Some(AuthMethod::Device),
+            "workload" => Some(AuthMethod::Workload),
             _ => None,
         }
     }
@@ -68,6 +73,10 @@ pub struct Identity {
     /// the IdP's `sub`. None where a provider has no such id (LDAP): those tokens are not bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// The moment (unix seconds) after which nobody vouches for this identity any more: a workload token's
+    /// `exp`. Such an identity gets no refresh token, and no cache entry serves it past this moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 impl Identity {
@@ -77,6 +86,61 @@ impl Identity {
 
     pub fn is_anonymous(&self) -> bool {
         self.username.is_empty()
+    }
+
+    /// Whether the identity is past its `expires_at`.
+    pub fn expired(&self) -> bool {
+        self.expires_at.is_some_and(|at| crate::support::time::unix_now() >= at)
+    }
+}
+
+/// A JSON object to look claims up in: identities keep theirs in a `BTreeMap`, tokens decode to a `Map`.
+pub trait Claims {
+    fn claim(&self, key: &str) -> Option<&serde_json::Value>;
+}
+
+impl Claims for BTreeMap<String, serde_json::Value> {
+    fn claim(&self, key: &str) -> Option<&serde_json::Value> {
+        self.get(key)
+    }
+}
+
+impl Claims for serde_json::Map<String, serde_json::Value> {
+    fn claim(&self, key: &str) -> Option<&serde_json::Value> {
+        self.get(key)
+    }
+}
+
+/// The claim at `path`: the whole path as one key first (claim names are often URLs with dots), then
+/// every way of reading it as a dotted path into nested objects, where each step may itself contain dots
+/// (`kubernetes.io.namespace` finds `{"kubernetes.io": {"namespace": ..}}`).
+pub fn claim_at<'c, C: Claims + ?Sized>(claims: &'c C, path: &str) -> Option<&'c serde_json::Value> {
+    if let Some(v) = claims.claim(path) {
+        return Some(v);
+    }
+    path.match_indices('.').find_map(|(i, _)| {
+        let inner = claims.claim(&path[..i])?.as_object()?;
+        claim_at(inner, &path[i + 1..])
+    })
+}
+
+/// The strings at a claim path: a string is one value, a list gives its strings, anything else none.
+pub fn claim_strings<C: Claims + ?Sized>(claims: &C, path: &str) -> Vec<String> {
+    match claim_at(claims, path) {
+        Some(serde_json::Value::String(s)) => vec![s.clone()],
+        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A scalar claim as text, so `42`, `true` and `"payments"` compare as written in YAML.
+pub fn claim_text(v: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    match v {
+        serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+        serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        serde_json::Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        _ => None,
     }
 }
 
@@ -213,6 +277,12 @@ pub trait Provider: Send + Sync {
     fn generation(&self) -> u64 {
         0
     }
+
+    /// The issuer whose workload tokens (JWTs) this provider verifies. The chain sends such a provider only
+    /// JWTs with this `iss`, and sends JWTs nowhere else. Default: none (a password provider).
+    fn workload_issuer(&self) -> Option<&str> {
+        None
+    }
 }
 
 pub mod accounts;
@@ -222,3 +292,4 @@ pub mod hashing;
 pub mod ldap;
 pub mod limiter;
 pub mod oidc;
+pub mod workload;

@@ -323,7 +323,7 @@ fn compile_match(e: &mut Errs<'_>, m: RawMatch, names: &mut CaptureNames) -> (Co
             Some(a) => cond.auth_method.push(a),
             None => e.at(
                 format!("match.auth_method[{i}]"),
-                format!("unknown auth method {s:?} (expected password, refresh_token or anonymous)"),
+                format!("unknown auth method {s:?} (expected password, refresh_token, device, workload or anonymous)"),
             ),
         }
     }
@@ -339,8 +339,8 @@ fn compile_match(e: &mut Errs<'_>, m: RawMatch, names: &mut CaptureNames) -> (Co
     }
     for (key, value) in m.claims.unwrap_or_default() {
         let field = format!("match.claims.{key}");
-        if key.is_empty() {
-            e.at("match.claims", "empty claim name");
+        if key.is_empty() || key.split('.').any(str::is_empty) {
+            e.at(&field, "not a claim path: names joined by dots");
             continue;
         }
         let items = match value {
@@ -351,17 +351,23 @@ fn compile_match(e: &mut Errs<'_>, m: RawMatch, names: &mut CaptureNames) -> (Co
             e.at(&field, "empty list matches nothing: remove the claim to mean no condition");
         }
         let mut values = Vec::new();
-        for item in items {
-            match item {
-                Value::String(s) => values.push(s),
-                Value::Number(n) => values.push(n.to_string()),
-                Value::Bool(b) => values.push(b.to_string()),
+        for (i, item) in items.into_iter().enumerate() {
+            let src = match item {
+                Value::String(s) => s,
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
                 other => {
-                    e.at(&field, format!("expected a string, number or boolean (or a list of them), got {other:?}"))
+                    e.at(&field, format!("expected a string, number or boolean (or a list of them), got {other:?}"));
+                    continue;
                 }
+            };
+            match Pattern::parse_claim(&src, CaptureMode::Bind(names)) {
+                Ok(p) => values.push(p),
+                Err(msg) => e.at(format!("{field}[{i}]"), msg),
             }
         }
-        cond.claims.push(super::eval::ClaimCond { key, values });
+        let binds = classify_captures(&values, &mut guaranteed, &mut partial);
+        cond.claims.push(super::eval::ClaimCond { key, values, binds });
     }
     cond.anonymous = m.anonymous;
     if m.anonymous == Some(true) {
@@ -443,15 +449,22 @@ fn bind_patterns(
             Err(msg) => e.at(format!("{field}[{i}]"), msg),
         }
     }
-    let all: Vec<usize> = out.iter().flat_map(|p| p.captures()).collect();
-    for c in all {
-        if out.iter().all(|p| p.captures().any(|x| x == c)) {
+    classify_captures(&out, guaranteed, partial);
+    out
+}
+
+/// Sort the captures of "any of" patterns: bound by every alternative (guaranteed) or by only some
+/// (partial). Returns whether there are any.
+fn classify_captures(alternatives: &[Pattern], guaranteed: &mut Vec<usize>, partial: &mut Vec<usize>) -> bool {
+    let all: Vec<usize> = alternatives.iter().flat_map(|p| p.captures()).collect();
+    for &c in &all {
+        if alternatives.iter().all(|p| p.captures().any(|x| x == c)) {
             guaranteed.push(c);
         } else {
             partial.push(c);
         }
     }
-    out
+    !all.is_empty()
 }
 
 fn compile_regex(e: &mut Errs<'_>, field: &str, src: &str, names: &mut CaptureNames) -> Option<Rx> {
@@ -502,12 +515,16 @@ fn compile_test(file: &str, value: Value, e: &mut Errs<'_>) -> Option<TestCase> 
         groups: raw_id.groups,
         claims: raw_id.claims,
         account: None,
+        expires_at: None,
     };
     let auth_method = match raw.auth_method.as_deref() {
         None if identity.is_anonymous() => AuthMethod::Anonymous,
         None => AuthMethod::Password,
         Some(s) => AuthMethod::parse(s).unwrap_or_else(|| {
-            e.at("auth_method", format!("unknown auth method {s:?} (expected password, refresh_token or anonymous)"));
+            e.at(
+                "auth_method",
+                format!("unknown auth method {s:?} (expected password, refresh_token, device, workload or anonymous)"),
+            );
             AuthMethod::Password
         }),
     };

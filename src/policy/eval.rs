@@ -3,7 +3,6 @@
 //! This is the hot path: no I/O, no allocation for rules without regexes. A rule that does not apply
 //! says why with a [`Miss`], a small value that `explain` turns into words only when someone asks.
 
-use std::borrow::Cow;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -12,7 +11,7 @@ use ipnet::IpNet;
 use regex::Regex;
 
 use super::pattern::{is_capture_value, Bindings, CaptureNames, Pattern, MAX_CAPTURES, USERNAME};
-use crate::identity::{AuthMethod, Identity, RequestContext};
+use crate::identity::{claim_at, claim_text, AuthMethod, Identity, RequestContext};
 use crate::scope::{Action, ResourceType, Scope};
 
 pub(crate) const PULL: u8 = 1;
@@ -96,48 +95,44 @@ impl Rx {
     }
 }
 
-/// `claims:` entry: the claim at `key` (or the dotted path in it) must equal, or contain, one of `values`.
+/// `claims:` entry: the claim at `key` (a dotted path into nested objects), or one of its items when it is
+/// a list, must match one of `values`: exact text, or a claim glob (`*` never crosses `/` or `:`), with
+/// `{captures}` bound from string claims.
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimCond {
     pub key: String,
-    pub values: Vec<String>,
+    pub values: Vec<Pattern>,
+    /// Some value binds a capture: the condition is checked in the capture chain, not up front.
+    pub binds: bool,
 }
 
 impl ClaimCond {
-    /// Look the claim up: first as a literal key (OIDC claim names are often URLs containing dots), then
-    /// as a dotted path into nested objects.
     pub(crate) fn lookup<'c>(&self, claims: &'c BTreeMap<String, serde_json::Value>) -> Option<&'c serde_json::Value> {
-        if let Some(v) = claims.get(&self.key) {
-            return Some(v);
-        }
-        let mut parts = self.key.split('.');
-        let mut cur = claims.get(parts.next()?)?;
-        for part in parts {
-            cur = cur.as_object()?.get(part)?;
-        }
-        Some(cur)
+        claim_at(claims, &self.key)
     }
 
-    fn holds(&self, claims: &BTreeMap<String, serde_json::Value>) -> bool {
+    /// The claim's scalar items: the value itself, or the items of a list.
+    fn items<'c>(&self, claims: &'c BTreeMap<String, serde_json::Value>) -> &'c [serde_json::Value] {
         match self.lookup(claims) {
-            Some(serde_json::Value::Array(items)) => items.iter().any(|v| self.scalar_matches(v)),
-            Some(v) => self.scalar_matches(v),
-            None => false,
+            Some(serde_json::Value::Array(items)) => items,
+            Some(v) => std::slice::from_ref(v),
+            None => &[],
         }
     }
 
-    fn scalar_matches(&self, v: &serde_json::Value) -> bool {
-        claim_text(v).is_some_and(|t| self.values.iter().any(|w| *w == t))
+    /// For conditions without captures.
+    fn holds(&self, claims: &BTreeMap<String, serde_json::Value>) -> bool {
+        self.items(claims).iter().any(|v| claim_text(v).is_some_and(|t| self.values.iter().any(|p| p.matches(&t))))
     }
-}
 
-/// A scalar claim as text, so `42`, `true` and `"payments"` can be written plainly in YAML.
-pub(crate) fn claim_text(v: &serde_json::Value) -> Option<Cow<'_, str>> {
-    match v {
-        serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
-        serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
-        serde_json::Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        _ => None,
+    /// Bind captures from the claim's string items and call `k` for every way it matches.
+    fn bind<'a>(&self, id: &'a Identity, b: &mut Bindings<'a>, k: &mut dyn FnMut(&mut Bindings<'a>) -> bool) -> bool {
+        self.items(&id.claims).iter().any(|v| match v {
+            serde_json::Value::String(text) => self.values.iter().any(|p| p.bind(text, b, k)),
+            // Numbers and booleans match literal values only: there is no borrowed text to capture.
+            other => claim_text(other)
+                .is_some_and(|t| self.values.iter().any(|p| p.captures().next().is_none() && p.matches(&t) && k(b))),
+        })
     }
 }
 
@@ -205,8 +200,9 @@ pub(crate) enum Miss {
     Resource,
 }
 
-/// Stages of the capture chain, in order; the deepest stage entered is the one that failed.
-const STAGES: [Miss; 5] = [Miss::Account, Miss::AccountRegex, Miss::Group, Miss::GroupRegex, Miss::Resource];
+/// Stages of the capture chain before the claims that bind captures, in order; the deepest stage entered
+/// is the one that failed. Then come the binding claims, one stage each, then the resources.
+const STAGES: [Miss; 4] = [Miss::Account, Miss::AccountRegex, Miss::Group, Miss::GroupRegex];
 
 impl Rule {
     /// The requested concrete actions this rule covers, if it applies to the request at all.
@@ -253,7 +249,7 @@ impl Rule {
                 return Err(Miss::ClientNetwork);
             }
         }
-        if let Some(i) = c.claims.iter().position(|claim| !claim.holds(&id.claims)) {
+        if let Some(i) = c.claims.iter().position(|claim| !claim.binds && !claim.holds(&id.claims)) {
             return Err(Miss::Claim(i));
         }
         if !id.is_anonymous() {
@@ -284,10 +280,21 @@ impl Rule {
         }
         let reached = Cell::new(0);
         if self.stage(0, id, &mut b, &reached, resource) {
-            Ok(())
-        } else {
-            Err(STAGES[reached.get()])
+            return Ok(());
         }
+        let r = reached.get();
+        Err(match STAGES.get(r) {
+            Some(miss) => *miss,
+            None => match self.binding_claims().nth(r - STAGES.len()) {
+                Some((i, _)) => Miss::Claim(i),
+                None => Miss::Resource,
+            },
+        })
+    }
+
+    /// The claim conditions that bind captures, with their index in `cond.claims`.
+    fn binding_claims(&self) -> impl Iterator<Item = (usize, &ClaimCond)> {
+        self.cond.claims.iter().enumerate().filter(|(_, c)| c.binds)
     }
 
     fn stage<'a>(
@@ -299,8 +306,14 @@ impl Rule {
         resource: &mut dyn FnMut(&Bindings<'a>) -> bool,
     ) -> bool {
         reached.set(reached.get().max(n));
-        if n >= 4 {
-            return resource(b);
+        if n >= STAGES.len() {
+            return match self.binding_claims().nth(n - STAGES.len()) {
+                Some((_, claim)) => {
+                    let mut next = |b: &mut Bindings<'a>| self.stage(n + 1, id, b, reached, resource);
+                    claim.bind(id, b, &mut next)
+                }
+                None => resource(b),
+            };
         }
         let c = &self.cond;
         let mut next = |b: &mut Bindings<'a>| self.stage(n + 1, id, b, reached, resource);

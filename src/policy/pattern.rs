@@ -98,6 +98,9 @@ enum Token {
     Lit(String),
     Star,
     DoubleStar,
+    /// `*` in a claim pattern: never crosses `/` or `:`, the separators of claim values such as GitHub's
+    /// `repo:acme/app:ref:refs/heads/main`, so a pattern for one repository never matches another's.
+    ClaimStar,
     Capture(usize),
 }
 
@@ -116,7 +119,16 @@ impl fmt::Display for Pattern {
 
 impl Pattern {
     /// Compile `src`. The error is a sentence naming what is wrong, without the field (the caller adds it).
-    pub(crate) fn parse(src: &str, mut mode: CaptureMode<'_>) -> Result<Pattern, String> {
+    pub(crate) fn parse(src: &str, mode: CaptureMode<'_>) -> Result<Pattern, String> {
+        Self::parse_as(src, mode, false)
+    }
+
+    /// Compile a claim value pattern: `*` never crosses `/` or `:`, and `**` is refused.
+    pub(crate) fn parse_claim(src: &str, mode: CaptureMode<'_>) -> Result<Pattern, String> {
+        Self::parse_as(src, mode, true)
+    }
+
+    fn parse_as(src: &str, mut mode: CaptureMode<'_>, claim: bool) -> Result<Pattern, String> {
         if src.is_empty() {
             return Err("empty pattern".to_string());
         }
@@ -137,8 +149,17 @@ impl Pattern {
                             "*".repeat(stars)
                         ));
                     }
+                    if claim && stars == 2 {
+                        return Err(format!(
+                            "{src:?}: `**` is not allowed in a claim value; `*` matches within one part between `/` and `:`"
+                        ));
+                    }
                     flush(&mut lit, &mut tokens);
-                    tokens.push(if stars == 1 { Token::Star } else { Token::DoubleStar });
+                    tokens.push(match (stars, claim) {
+                        (1, true) => Token::ClaimStar,
+                        (1, false) => Token::Star,
+                        _ => Token::DoubleStar,
+                    });
                 }
                 '{' => {
                     let mut name = String::new();
@@ -170,7 +191,7 @@ impl Pattern {
                             Some(i) if available.contains(&name) => i,
                             _ if partial.contains(&name) => {
                                 return Err(format!(
-                                    "capture {{{name}}} is bound by only some of the `account`/`group` patterns, so the rule could apply with no value for it; give every pattern the capture or split the rule"
+                                    "capture {{{name}}} is bound by only some of the `account`/`group`/`claims` alternatives, so the rule could apply with no value for it; give every pattern the capture or split the rule"
                                 ))
                             }
                             _ => {
@@ -252,9 +273,14 @@ fn step<'a>(
     let rest = &input[pos..];
     match first {
         Token::Lit(lit) => rest.starts_with(lit.as_str()) && step(rest_tokens, input, pos + lit.len(), b, bind, k),
-        Token::Star | Token::DoubleStar => {
+        Token::Star | Token::DoubleStar | Token::ClaimStar => {
             for (off, ch) in rest.char_indices() {
-                if ch == '/' && *first == Token::Star {
+                let stop = match first {
+                    Token::Star => ch == '/',
+                    Token::ClaimStar => ch == '/' || ch == ':',
+                    _ => false,
+                };
+                if stop {
                     break;
                 }
                 let end = pos + off + ch.len_utf8();
@@ -387,6 +413,35 @@ mod tests {
         // `team-{team}` on the group `team-..` binds nothing; on `team-a..b` neither.
         assert_eq!(all_bindings("team-{team}", "team-.."), Vec::<String>::new());
         assert_eq!(all_bindings("team-{team}", "team-a..b"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn claim_stars_stop_at_slashes_and_colons() {
+        let claim = |src: &str| Pattern::parse_claim(src, CaptureMode::Forbidden).unwrap();
+        let table: &[(&str, &str, bool)] = &[
+            ("repo:acme/*:ref:refs/heads/main", "repo:acme/app:ref:refs/heads/main", true),
+            ("repo:acme/*:ref:refs/heads/main", "repo:acme/app:pull_request", false),
+            ("repo:acme/*:*", "repo:acme/app:pull_request", true),
+            ("repo:acme/*:*", "repo:acme/app:ref:refs/heads/main", false),
+            ("repo:acme/app:*", "repo:acme/app:environment:prod", false),
+            ("repo:acme/app*", "repo:acme/app-fork", true),
+            ("repo:acme/app*", "repo:acme/app/x", false),
+            ("refs/tags/v*", "refs/tags/v1.2.3", true),
+            ("refs/tags/v*", "refs/tags/v1/evil", false),
+        ];
+        for (pattern, input, want) in table {
+            assert_eq!(claim(pattern).matches(input), *want, "{pattern:?} on {input:?}");
+        }
+        let err = Pattern::parse_claim("repo:acme/**", CaptureMode::Forbidden).unwrap_err();
+        assert!(err.contains("`**` is not allowed in a claim value"), "{err}");
+        // Captures in claims bind the safe set only, so `acme/{repo}` never binds across a `/` or `:`.
+        let mut names = CaptureNames::new();
+        let p = Pattern::parse_claim("repo:acme/{repo}:ref:refs/heads/main", CaptureMode::Bind(&mut names)).unwrap();
+        let mut b: Bindings<'_> = [None; MAX_CAPTURES];
+        assert!(p.bind("repo:acme/app:ref:refs/heads/main", &mut b, &mut |_| true));
+        assert_eq!(b[1], Some("app"));
+        let mut b: Bindings<'_> = [None; MAX_CAPTURES];
+        assert!(!p.bind("repo:acme/a/b:ref:refs/heads/main", &mut b, &mut |_| true));
     }
 
     #[test]

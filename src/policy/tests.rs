@@ -33,6 +33,7 @@ fn ctx(username: &str, groups: &[&str]) -> RequestContext {
             groups: groups.iter().map(|g| g.to_string()).collect(),
             claims: BTreeMap::new(),
             account: None,
+            expires_at: None,
         }),
         auth_method: if username.is_empty() { AuthMethod::Anonymous } else { AuthMethod::Password },
         client_ip: IpAddr::from([10, 1, 2, 3]),
@@ -638,4 +639,87 @@ fn policy_is_send_sync_and_cheap_to_clone() {
     assert_send_sync::<Policy>();
     let p = compile(EXAMPLE_POLICY);
     assert!(format!("{p:?}").contains("team-namespaces"));
+}
+
+/// A GitHub Actions token's claims for a job of `repository` with `sub` and `ref`.
+fn workload(repository: &str, sub: &str, git_ref: &str) -> RequestContext {
+    let mut c = ctx("gha", &[]);
+    c.auth_method = AuthMethod::Workload;
+    let id = Arc::make_mut(&mut c.identity);
+    id.username = format!("gha:{repository}");
+    id.provider = "github-actions".into();
+    for (k, v) in [
+        ("repository", serde_json::json!(repository)),
+        ("sub", serde_json::json!(sub)),
+        ("ref", serde_json::json!(git_ref)),
+        ("repository_owner_id", serde_json::json!("1234")),
+        ("kubernetes.io", serde_json::json!({"namespace": "shop", "serviceaccount": {"name": "api"}})),
+        ("run_number", serde_json::json!(42)),
+    ] {
+        id.claims.insert(k.into(), v);
+    }
+    c
+}
+
+#[test]
+fn claims_bind_captures_literally_and_their_stars_stay_within_a_part() {
+    let policy = compile(
+        r#"
+rules:
+  - name: main-pushes
+    match: { provider: github-actions, claims: { repository: "acme/{repo}", ref: refs/heads/main } }
+    resources: ["ci/acme/{repo}/**"]
+    actions: [pull, push]
+  - name: any-job-of-acme-pulls
+    match: { claims: { sub: "repo:acme/{repo}:*" } }
+    resources: ["ci/acme/{repo}/**"]
+    actions: [pull]
+  - name: pods
+    match: { claims: { kubernetes.io.namespace: "{ns}", kubernetes.io.serviceaccount.name: [api, worker] } }
+    resources: ["k8s/{ns}/**"]
+    actions: [pull]
+  - name: numbers-match-literally
+    match: { claims: { run_number: 42 } }
+    resources: [runs/*]
+    actions: [pull]
+"#,
+    );
+    let main = workload("acme/app", "repo:acme/app:ref:refs/heads/main", "refs/heads/main");
+    assert_eq!(granted(&policy, &main, "repository:ci/acme/app/img:push,pull"), ["push", "pull"]);
+    assert!(granted(&policy, &main, "repository:ci/acme/other/img:push,pull").is_empty(), "another repository");
+    let pr = workload("acme/app", "repo:acme/app:pull_request", "refs/pull/7/merge");
+    assert_eq!(granted(&policy, &pr, "repository:ci/acme/app/img:push,pull"), ["pull"]);
+    // `*` stops at `:`, so an environment job (`repo:acme/app:environment:prod`) is not "any job".
+    let env = workload("acme/app", "repo:acme/app:environment:prod", "refs/heads/dev");
+    assert!(granted(&policy, &env, "repository:ci/acme/app/img:pull").is_empty());
+    // A repository named to look like a path never binds `{repo}`.
+    let nested = workload("acme/app/x", "repo:acme/app/x:ref:refs/heads/main", "refs/heads/main");
+    assert!(granted(&policy, &nested, "repository:ci/acme/app/x/img:pull").is_empty());
+    let fork = workload("evil/app", "repo:evil/app:ref:refs/heads/main", "refs/heads/main");
+    assert!(granted(&policy, &fork, "repository:ci/acme/app/img:pull").is_empty());
+    assert_eq!(granted(&policy, &main, "repository:k8s/shop/api:pull"), ["pull"], "dotted claim names");
+    assert!(granted(&policy, &main, "repository:k8s/other/api:pull").is_empty());
+    assert_eq!(granted(&policy, &main, "repository:runs/x:pull"), ["pull"]);
+
+    let text = policy.explain(&pr, &scope("repository:ci/acme/app/img:push")).to_string();
+    assert!(text.contains("main-pushes") && text.contains("ref is \"refs/pull/7/merge\""), "{text}");
+}
+
+#[test]
+fn claim_patterns_are_checked_at_load() {
+    let errs = errors_of(
+        r#"
+rules:
+  - { name: a, match: { claims: { sub: "repo:acme/**" } }, resources: [x], actions: [pull] }
+  - { name: b, match: { claims: { sub: ["repo:{owner}/x", "repo:y/z"] } }, resources: ["{owner}/*"], actions: [pull] }
+  - { name: c, match: { claims: { "a..b": x } }, resources: [x], actions: [pull] }
+"#,
+    )
+    .join("\n");
+    assert!(errs.contains("rule 1 \"a\"") && errs.contains("`**` is not allowed in a claim value"), "{errs}");
+    assert!(
+        errs.contains("capture {owner} is bound by only some of the `account`/`group`/`claims` alternatives"),
+        "{errs}"
+    );
+    assert!(errs.contains("`match.claims.a..b`: not a claim path"), "{errs}");
 }

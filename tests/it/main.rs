@@ -25,3 +25,4 @@ mod pull_bench;
 mod replicas;
 mod rig;
 mod rig_selftest;
+mod workload;

@@ -362,7 +362,14 @@ impl LdapProvider {
     fn identity(&self, user: &UserEntry, groups: Vec<String>) -> Identity {
         let mut claims = BTreeMap::new();
         claims.insert("dn".to_string(), serde_json::Value::String(user.dn.clone()));
-        Identity { username: user.username.clone(), provider: self.name.clone(), groups, claims, account: None }
+        Identity {
+            username: user.username.clone(),
+            provider: self.name.clone(),
+            groups,
+            claims,
+            account: None,
+            expires_at: None,
+        }
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %self.name, user = %username))]

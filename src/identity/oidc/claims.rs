@@ -2,7 +2,7 @@
 //! stripping and adding), and the claims kept for rules.
 
 use crate::config::oidc::OidcConfig;
-use crate::identity::Identity;
+use crate::identity::{claim_strings, Identity};
 
 /// The identity these claims describe.
 pub(super) fn identity(
@@ -41,22 +41,7 @@ pub(super) fn identity(
         .collect();
     // The IdP's subject names the account itself: a user deleted and created again gets another.
     let account = claims.get("sub").and_then(|s| s.as_str()).map(String::from);
-    Ok(Identity { username, provider: cfg.name.clone(), groups, claims: kept, account })
-}
-
-/// The strings at a dotted claim path: a string is one value, a list gives its strings, anything else none.
-pub fn claim_strings(claims: &serde_json::Map<String, serde_json::Value>, path: &str) -> Vec<String> {
-    let mut parts = path.split('.');
-    let Some(first) = parts.next() else { return Vec::new() };
-    let mut node = claims.get(first);
-    for p in parts {
-        node = node.and_then(|n| n.get(p));
-    }
-    match node {
-        Some(serde_json::Value::String(s)) => vec![s.clone()],
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        _ => Vec::new(),
-    }
+    Ok(Identity { username, provider: cfg.name.clone(), groups, claims: kept, account, expires_at: None })
 }
 
 /// Strip a prefix (when present), add the provider prefix, drop empties and duplicates.

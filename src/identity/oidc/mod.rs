@@ -30,5 +30,5 @@ mod idp;
 mod provider;
 mod session;
 
-pub use claims::{claim_strings, map_groups};
+pub use claims::map_groups;
 pub use provider::OidcProvider;

@@ -211,6 +211,7 @@ impl Sessions {
             groups: s.groups.clone(),
             claims,
             account: s.account.clone(),
+            expires_at: None,
         }
     }
 }

@@ -9,18 +9,32 @@
 //! cookie jar through the provider's own pages: the user-code form (with its xsrf token), then the login
 //! and consent interactions.
 //!
+//! A second, confidential client ([`WORKLOAD_CLIENT_ID`]) has only the client-credentials grant and gets
+//! RFC 9068 JWT access tokens for any absolute-URL `resource` ([`OidcProvider::workload_token`]): what a
+//! CI platform's workload token looks like to a relying party. Header `{"alg":"RS256","typ":"at+jwt",
+//! "kid":…}` (the provider's key, published at the discovery document's `jwks_uri`); claims `iss` (the
+//! issuer), `aud` (the resource, verbatim, as a string), `sub` and `client_id` (both the client id),
+//! `jti`, `iat`, `exp` (`iat` + 600) and a nested `"ci": {"pipeline": "rig"}`.
+//!
 //! The process is spawned through [`command`] (it dies with the test) on a port chosen at run time and
 //! is killed on drop; [`OidcProvider::stop`] kills it early ("IdP down").
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 use super::browser::Browser;
+use super::http::http_request;
 use super::service::wait_for_log_line;
 use super::{command, require, tempdir};
 
 pub const CLIENT_ID: &str = "tollgate";
 pub const CLIENT_SECRET: &str = "tollgate-rig-client-secret";
+/// The CI-workload client: client-credentials grant only, JWT access tokens ([`OidcProvider::workload_token`]).
+pub const WORKLOAD_CLIENT_ID: &str = "ci-workload";
+pub const WORKLOAD_CLIENT_SECRET: &str = "ci-workload-rig-secret";
 
 /// Options for one provider.
 #[derive(Default, Clone)]
@@ -68,6 +82,8 @@ impl OidcProvider {
                 .env("USERS_FILE", &users_file)
                 .env("CLIENT_ID", CLIENT_ID)
                 .env("CLIENT_SECRET", CLIENT_SECRET)
+                .env("WORKLOAD_CLIENT_ID", WORKLOAD_CLIENT_ID)
+                .env("WORKLOAD_CLIENT_SECRET", WORKLOAD_CLIENT_SECRET)
                 .env("DEVICE_TTL", opts.device_ttl.unwrap_or(600).to_string())
                 .env("NO_REFRESH", if opts.no_refresh { "1" } else { "0" })
                 .env("ISSUER_PORT", opts.issuer_port.unwrap_or(port).to_string())
@@ -115,6 +131,50 @@ impl OidcProvider {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// A JWT access token for `audience` from the client-credentials grant of the `ci-workload` client.
+    ///
+    /// `audience` must be an absolute URL (or URN) without a fragment: oidc-provider refuses anything else
+    /// with `invalid_target`. It becomes the token's `aud` exactly as given (no trailing slash added).
+    /// The request goes to the provider itself (`self.addr()`), not through a proxy named by the issuer;
+    /// the token's `iss` is the issuer all the same.
+    pub fn workload_token(&self, audience: &str) -> String {
+        let basic = STANDARD.encode(format!("{WORKLOAD_CLIENT_ID}:{WORKLOAD_CLIENT_SECRET}"));
+        let authorization = format!("Basic {basic}");
+        let body = form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "client_credentials")
+            .append_pair("resource", audience)
+            .finish();
+        // oidc-provider's default token route (server.js configures no `routes`): `token_endpoint` in the
+        // discovery document is `{issuer}/token`.
+        let r = http_request(
+            &self.addr(),
+            "POST",
+            "/token",
+            &[("Content-Type", "application/x-www-form-urlencoded"), ("Authorization", authorization.as_str())],
+            body.as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("client-credentials request to oidc-provider at {}: {e}", self.addr()));
+        assert_eq!(
+            r.status, 200,
+            "client-credentials grant for audience {audience:?} failed: {}: {}",
+            r.status, r.body
+        );
+        let json: serde_json::Value = serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("client-credentials response is not JSON ({e}): {}: {}", r.status, r.body));
+        let token = json["access_token"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no access_token in the client-credentials response: {}: {}", r.status, r.body));
+        // Without a resource server oidc-provider issues an opaque token; a JWT has three dot-separated parts.
+        assert_eq!(
+            token.split('.').count(),
+            3,
+            "the client-credentials access token is not a JWT: {}: {}",
+            r.status,
+            r.body
+        );
+        token.to_string()
     }
 
     /// As a user in a browser: enter `user_code`, log in, and approve (or deny) the device.

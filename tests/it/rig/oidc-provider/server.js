@@ -9,8 +9,17 @@
 //
 // Environment: PORT (required), USERS_FILE (required; JSON {username: {password, groups, roles,
 // client_roles, gitlab_groups}}, re-read on every lookup so a test can change groups or delete a user),
-// CLIENT_ID, CLIENT_SECRET, DEVICE_TTL (seconds, default 600), NO_REFRESH=1 (issue no refresh tokens).
+// CLIENT_ID, CLIENT_SECRET, DEVICE_TTL (seconds, default 600), NO_REFRESH=1 (issue no refresh tokens),
+// WORKLOAD_CLIENT_ID, WORKLOAD_CLIENT_SECRET (the CI-workload client, below).
 // Prints "listening on PORT" when ready.
+//
+// A second, confidential client (`ci-workload` by default) has only the client-credentials grant and gets
+// JWT access tokens, the way a CI platform's workload token looks to a relying party:
+// `POST /token` with `grant_type=client_credentials&resource=<absolute URL>` returns an RFC 9068 JWT
+// (header `typ: at+jwt`, RS256 with the provider's key, whose `kid` is in the JWKS at `jwks_uri`) with
+// `aud` = the resource (a string), `iss` = the issuer, `sub` = `client_id` = the client id, `jti`, `iat`,
+// `exp` = `iat` + 600, and a nested `ci: {pipeline: "rig"}` claim. Any absolute URL without a fragment
+// is accepted as the resource; other clients still get `invalid_target` for any resource.
 
 import fs from 'node:fs';
 import Provider, { errors } from 'oidc-provider';
@@ -20,6 +29,8 @@ const port = Number(process.env.PORT);
 const issuer = `http://127.0.0.1:${process.env.ISSUER_PORT || port}`;
 const clientId = process.env.CLIENT_ID || 'tollgate';
 const noRefresh = process.env.NO_REFRESH === '1';
+const workloadClientId = process.env.WORKLOAD_CLIENT_ID || 'ci-workload';
+const workloadTokenTtl = 600;
 
 function users() {
   return JSON.parse(fs.readFileSync(process.env.USERS_FILE, 'utf8'));
@@ -52,6 +63,14 @@ const configuration = {
     response_types: [],
     redirect_uris: [],
     token_endpoint_auth_method: 'client_secret_basic',
+  }, {
+    client_id: workloadClientId,
+    client_secret: process.env.WORKLOAD_CLIENT_SECRET || 'ci-workload-rig-secret',
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    // client_secret_post works too: oidc-provider accepts either for a client registered with one of them.
+    token_endpoint_auth_method: 'client_secret_basic',
   }],
   findAccount,
   scopes: ['openid', 'profile', 'email', 'offline_access'],
@@ -66,10 +85,33 @@ const configuration = {
     devInteractions: { enabled: false },
     deviceFlow: { enabled: true },
     userinfo: { enabled: true },
+    clientCredentials: { enabled: true },
+    // On by default in oidc-provider 9; without getResourceServerInfo every `resource` is refused.
+    resourceIndicators: {
+      enabled: true,
+      async getResourceServerInfo(ctx, resourceIndicator, client) {
+        // Only the workload client: the tollgate client keeps refusing resources (opaque tokens only).
+        if (client.clientId !== workloadClientId) throw new errors.InvalidTarget();
+        return {
+          scope: '',
+          accessTokenFormat: 'jwt',
+          accessTokenTTL: workloadTokenTtl,
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
+  },
+  // A nested claim in the workload's JWTs, as CI platforms add pipeline details.
+  async extraTokenClaims(ctx, token) {
+    if (token.kind === 'ClientCredentials' && token.clientId === workloadClientId) {
+      return { ci: { pipeline: 'rig' } };
+    }
+    return undefined;
   },
   issueRefreshToken: async (ctx, client) => !noRefresh && client.grantTypeAllowed('refresh_token'),
   ttl: {
     AccessToken: 300,
+    ClientCredentials: workloadTokenTtl,
     IdToken: 300,
     RefreshToken: 86400,
     DeviceCode: Number(process.env.DEVICE_TTL || 600),
