@@ -9,6 +9,7 @@
 #   4. /token throughput of the accept loop with deadlines against plain axum::serve (section "serve")
 #   4b. one GET /token inside tollgate (router to response, no sockets) in signatures  (section "handler")
 #   5. warm against cold /token latency with LDAP, LDAP operations per request     (tests/it/ldap.rs)
+#   10. a CI job's JWT against a robot secret, warm and cold (RS256 and ES256)          (section "workload")
 #   6. a 20-layer skopeo pull through registry 2.8 + tollgate against registry 2.8 with htpasswd,
 #      alternating runs                                                             (tests/it/pull_bench.rs)
 #

@@ -51,7 +51,7 @@ pub(crate) async fn password_login(
         None => username.to_string(),
     };
     state.limiter.check(ip, &limit_key).await?;
-    match state.chain.authenticate(username, password).await {
+    match state.chain.authenticate(username, password, jwt.as_ref()).await {
         ChainOutcome::Authenticated(identity) => {
             state.limiter.succeeded(ip, &limit_key).await;
             let method =

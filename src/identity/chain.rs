@@ -46,9 +46,15 @@ impl Chain {
     /// Ask the providers about a username and password. A password that is a JWT goes only to the workload
     /// provider that trusts its issuer (and is refused when none does); any other password goes only to the
     /// password providers. Neither ever reaches the other kind.
-    pub async fn authenticate(&self, username: &str, password: &SecretString) -> ChainOutcome {
-        use secrecy::ExposeSecret as _;
-        if let Some(peek) = super::workload::jwt_issuer(password.expose_secret()) {
+    /// `peek` is what [`super::workload::jwt_issuer`] said about the password (the caller has looked
+    /// already, to key its limits).
+    pub async fn authenticate(
+        &self,
+        username: &str,
+        password: &SecretString,
+        peek: Option<&super::workload::Peek>,
+    ) -> ChainOutcome {
+        if let Some(peek) = peek {
             return self.authenticate_workload(&peek.iss, username, password).await;
         }
         for p in self.providers.iter().filter(|p| p.workload_issuer().is_none()) {

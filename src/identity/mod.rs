@@ -94,6 +94,25 @@ impl Identity {
     }
 }
 
+/// The HTTP client a provider talks to its IdP or issuer with: `timeout` on every request, redirects never
+/// followed, and the CAs of `ca_file` (PEM) trusted besides the system roots.
+pub fn http_client(
+    provider: &str,
+    timeout: Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| format!("providers {provider}: {}: {e}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("providers {provider}: {}: not a PEM bundle: {e}", ca.display()))?
+        {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| format!("providers {provider}: HTTP client: {e}"))
+}
+
 /// A JSON object to look claims up in: identities keep theirs in a `BTreeMap`, tokens decode to a `Map`.
 pub trait Claims {
     fn claim(&self, key: &str) -> Option<&serde_json::Value>;

@@ -107,16 +107,7 @@ impl Idp {
             None => None,
         };
         // IdP redirects are never followed: a token endpoint that redirects would leak the password form.
-        let mut builder = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("providers {name}: {}: {e}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("providers {name}: {}: not a PEM bundle: {e}", ca.display()))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder.build().map_err(|e| format!("providers {name}: HTTP client: {e}"))?;
+        let http = crate::identity::http_client(&name, timeout, cfg.ca_file.as_deref())?;
         let algs = match &cfg.id_token_algs {
             Some(list) => list.iter().filter_map(|a| id_token_alg(a)).collect(),
             None => vec![

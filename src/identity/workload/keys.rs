@@ -112,16 +112,7 @@ impl KeyStore {
     pub fn new(cfg: &Workload) -> Result<KeyStore, String> {
         let name = cfg.name.clone();
         // Redirects are not followed: the keys come from the URL configured or discovered, nowhere else.
-        let mut builder = reqwest::Client::builder().timeout(cfg.timeout).redirect(reqwest::redirect::Policy::none());
-        if let Some(ca) = &cfg.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| format!("providers {name}: {}: {e}", ca.display()))?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| format!("providers {name}: {}: not a PEM bundle: {e}", ca.display()))?
-            {
-                builder = builder.add_root_certificate(cert);
-            }
-        }
-        let http = builder.build().map_err(|e| format!("providers {name}: HTTP client: {e}"))?;
+        let http = crate::identity::http_client(&name, cfg.timeout, cfg.ca_file.as_deref())?;
         let store = KeyStore {
             name,
             issuer: cfg.issuer.clone(),

@@ -46,16 +46,32 @@ pub struct Peek {
 pub fn jwt_issuer(password: &str) -> Option<Peek> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
+    use std::borrow::Cow;
+    // Typed views that skip every other member without building a map: this runs on every password
+    // login, cached ones included.
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        alg: Option<Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Body<'a> {
+        #[serde(borrow)]
+        iss: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        sub: Option<Cow<'a, str>>,
+    }
     let mut parts = password.split('.');
     let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
     if parts.next().is_some() || header.is_empty() || payload.is_empty() || signature.is_empty() {
         return None;
     }
-    let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
-    header.get("alg")?.as_str()?;
-    let payload: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    let text = |k: &str| payload.get(k).and_then(|v| v.as_str()).map(|s| s.chars().take(200).collect::<String>());
-    Some(Peek { iss: text("iss")?, sub: text("sub").unwrap_or_default() })
+    let header = URL_SAFE_NO_PAD.decode(header).ok()?;
+    serde_json::from_slice::<Head<'_>>(&header).ok()?.alg?;
+    let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    let body: Body<'_> = serde_json::from_slice(&payload).ok()?;
+    let cut = |s: Cow<'_, str>| s.chars().take(200).collect::<String>();
+    Some(Peek { iss: cut(body.iss?), sub: body.sub.map(cut).unwrap_or_default() })
 }
 
 pub struct WorkloadProvider {
