@@ -94,26 +94,77 @@ enum Command {
     },
 }
 
+/// Where the accounts file is.
+#[derive(clap::Args)]
+struct AccountsFileArg {
+    /// The accounts file. Default: the file of the first static provider in the config.
+    #[arg(long)]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+impl AccountsFileArg {
+    fn path(&self) -> Result<PathBuf, String> {
+        cli::robot::accounts_path(self.config.config.as_deref(), self.file.as_deref())
+    }
+}
+
 #[derive(Subcommand)]
 enum RobotCommand {
     /// Create a robot account, print its secret once, and store only its hash.
     Add {
         /// The robot's username.
         name: String,
-        /// Accounts file to add it to. Default: the file of the first static provider in the config.
-        #[arg(long)]
-        file: Option<PathBuf>,
         #[command(flatten)]
-        config: ConfigArg,
-        /// Comma-separated groups.
+        file: AccountsFileArg,
+        /// Comma-separated groups. Required, unless --no-groups.
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
+        /// Create the robot without groups (it then gets only what rules give it by name).
+        #[arg(long)]
+        no_groups: bool,
         /// Expire after this long (e.g. 90d). Default: never.
         #[arg(long)]
         expires_in: Option<String>,
         /// Who owns it and what it is for.
         #[arg(long)]
         description: Option<String>,
+    },
+    /// List the robots: name, state (active, disabled, expired), groups, expiry, description.
+    List {
+        #[command(flatten)]
+        file: AccountsFileArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse a robot's secret and its refresh tokens until it is enabled again.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        file: AccountsFileArg,
+    },
+    /// Accept a disabled robot again.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        file: AccountsFileArg,
+    },
+    /// Give a robot a new secret (printed once); the old one stops at once, or after --grace.
+    Rotate {
+        name: String,
+        #[command(flatten)]
+        file: AccountsFileArg,
+        /// Keep accepting the old secret this long (e.g. 1h), so pipelines can switch. Default: not at all.
+        #[arg(long)]
+        grace: Option<String>,
+    },
+    /// Delete a robot's entry from the accounts file.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        file: AccountsFileArg,
     },
 }
 
@@ -190,9 +241,7 @@ fn main() -> ExitCode {
         Command::RegistryConfig { config, realm, out_dir } => {
             cli::registry_config(config.config.as_deref(), realm.as_deref(), out_dir.as_deref())
         }
-        Command::Robot(RobotCommand::Add { name, file, config, groups, expires_in, description }) => {
-            cli::robot_add(config.config.as_deref(), file.as_deref(), &name, groups, expires_in.as_deref(), description)
-        }
+        Command::Robot(cmd) => robot(cmd),
         Command::Token(TokenCommand::Revoke { config, token, user, all }) => {
             let token = match token.as_deref() {
                 Some("-") => read_stdin().map(Some),
@@ -252,6 +301,20 @@ fn main() -> ExitCode {
             eprintln!("tollgate: {message}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn robot(cmd: RobotCommand) -> Result<(), String> {
+    use cli::robot;
+    match cmd {
+        RobotCommand::Add { name, file, groups, no_groups, expires_in, description } => {
+            robot::add(&file.path()?, robot::NewRobot { name, groups, no_groups, expires_in, description })
+        }
+        RobotCommand::List { file, json } => robot::list(&file.path()?, json),
+        RobotCommand::Disable { name, file } => robot::set_disabled(&file.path()?, &name, true),
+        RobotCommand::Enable { name, file } => robot::set_disabled(&file.path()?, &name, false),
+        RobotCommand::Rotate { name, file, grace } => robot::rotate(&file.path()?, &name, grace.as_deref()),
+        RobotCommand::Remove { name, file } => robot::remove(&file.path()?, &name),
     }
 }
 

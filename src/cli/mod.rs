@@ -7,6 +7,7 @@ pub mod init;
 pub mod kubelet;
 pub mod login;
 pub mod logs;
+pub mod robot;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -14,17 +15,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::app::AppState;
-use crate::config::accounts::AccountEntry;
 use crate::config::state::StoreKind;
 use crate::config::{ProviderConfig, Settings};
-use crate::identity::accounts::{add_account, hash_password as hash, parse_accounts, validate_username};
+use crate::identity::accounts::{hash_password as hash, parse_accounts};
 use crate::identity::{AuthMethod, Identity, RequestContext};
 use crate::policy::Policy;
 use crate::policy_store::PolicyStore;
 use crate::scope::Scope;
 use crate::store::revocation::{FileStore, Revocation};
-use crate::support::random::random_id;
-use crate::support::time::{rfc3339, unix_now};
+use crate::support::time::rfc3339;
 use crate::token::keys::load_keys;
 use crate::token::refresh::RefreshTokens;
 
@@ -102,63 +101,6 @@ fn write_registry_files(
         );
     }
     Ok(block)
-}
-
-pub fn robot_add(
-    config: Option<&Path>,
-    file: Option<&Path>,
-    name: &str,
-    groups: Vec<String>,
-    expires_in: Option<&str>,
-    description: Option<String>,
-) -> Result<(), String> {
-    validate_username(name).map_err(|e| format!("robot name {name:?}: {e}"))?;
-    // Rules substitute the username ({username}) as literal text; a name that could not be substituted
-    // safely would match none of them (a `/` would otherwise reach into another namespace).
-    if !crate::policy::is_capture_value(name) {
-        return Err(format!(
-            "robot name {name:?}: use only letters, digits, '.', '_' and '-' (and no \"..\"), so rules can use it as {{username}}"
-        ));
-    }
-    let path: PathBuf = match file {
-        Some(f) => f.to_path_buf(),
-        None => {
-            let settings = load(config)?;
-            settings
-                .providers
-                .iter()
-                .find_map(|p| match p {
-                    ProviderConfig::Static(s) => s.file.clone(),
-                    _ => None,
-                })
-                .ok_or("no static provider with an accounts file in the config; pass --file")?
-        }
-    };
-    let expires_at = match expires_in {
-        Some(d) => {
-            let d = crate::support::time::parse_duration(d).map_err(|e| format!("--expires-in: {e}"))?;
-            Some(rfc3339(unix_now() + d.as_secs()))
-        }
-        None => None,
-    };
-    let secret = format!("tg_{}", random_id(32));
-    let entry = AccountEntry {
-        username: name.to_string(),
-        password_hash: hash(&secret)?,
-        groups: groups.into_iter().filter(|g| !g.is_empty()).collect(),
-        robot: true,
-        disabled: false,
-        expires_at: expires_at.clone(),
-        description,
-    };
-    add_account(&path, entry)?;
-    eprintln!(
-        "robot {name:?} added to {}{}. Its secret is printed below, once; only its hash is stored.",
-        path.display(),
-        expires_at.map(|e| format!(", expires {e}")).unwrap_or_default()
-    );
-    println!("{secret}");
-    Ok(())
 }
 
 pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&str>, all: bool) -> Result<(), String> {

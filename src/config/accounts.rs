@@ -26,6 +26,13 @@ pub struct AccountEntry {
     /// Free text for people (who owns this robot, what for).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// The hash of a secret being replaced (`tollgate robot rotate --grace`), accepted until
+    /// `previous_valid_until`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_password_hash: Option<String>,
+    /// RFC 3339 time until which `previous_password_hash` is accepted. Required with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_valid_until: Option<String>,
 }
 
 /// The accounts file.

@@ -7,7 +7,7 @@
 //! response time reveals neither which usernames exist nor which hash an account has.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -33,6 +33,8 @@ struct Account {
     entry: AccountEntry,
     kind: HashKind,
     expires_at: Option<u64>,
+    /// Until when (unix seconds) the previous secret's hash is accepted, after a rotation with grace.
+    previous_until: Option<u64>,
 }
 
 impl Account {
@@ -87,10 +89,26 @@ pub fn parse_accounts(origin: &str, text: &str) -> Result<AccountsFile, Vec<Stri
         if let Err(e) = hash_kind(&a.password_hash) {
             errors.push(format!("{at}.password_hash: {e}"));
         }
-        if let Some(t) = &a.expires_at {
-            if humantime::parse_rfc3339_weak(t).is_err() {
-                errors.push(format!("{at}.expires_at: {t:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z"));
+        for (field, t) in [("expires_at", &a.expires_at), ("previous_valid_until", &a.previous_valid_until)] {
+            if let Some(t) = t {
+                if humantime::parse_rfc3339_weak(t).is_err() {
+                    errors.push(format!("{at}.{field}: {t:?} is not an RFC 3339 time such as 2027-01-31T00:00:00Z"));
+                }
             }
+        }
+        match (&a.previous_password_hash, &a.previous_valid_until) {
+            (Some(h), Some(_)) => {
+                if let Err(e) = hash_kind(h) {
+                    errors.push(format!("{at}.previous_password_hash: {e}"));
+                }
+            }
+            (Some(_), None) => errors.push(format!(
+                "{at}.previous_valid_until: required with previous_password_hash (until when the old secret is accepted)"
+            )),
+            (None, Some(_)) => {
+                errors.push(format!("{at}.previous_password_hash: required with previous_valid_until"))
+            }
+            (None, None) => {}
         }
         for g in &a.groups {
             if g.is_empty() || g.chars().any(char::is_control) {
@@ -223,13 +241,14 @@ fn build_state(file: AccountsFile, stamp: Option<FileStamp>) -> State {
         .into_iter()
         .filter_map(|entry| {
             let kind = hash_kind(&entry.password_hash).ok()?;
-            let expires_at = entry
-                .expires_at
-                .as_deref()
-                .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_secs());
-            Some(Account { entry, kind, expires_at })
+            let unix = |t: &Option<String>| {
+                t.as_deref()
+                    .and_then(|t| humantime::parse_rfc3339_weak(t).ok())
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs())
+            };
+            let (expires_at, previous_until) = (unix(&entry.expires_at), unix(&entry.previous_valid_until));
+            Some(Account { entry, kind, expires_at, previous_until })
         })
         .collect();
     let dummy = dummy_like(&accounts);
@@ -328,19 +347,32 @@ impl StaticProvider {
         };
         let dearest = hashing::cost(&hash) >= state.max_cost;
         let pw = password.expose_secret().to_owned();
-        let (ok, took) = hashing::verify(hash, pw)
-            .await
-            .map_err(|e| Unavailable { provider: self.name.clone(), message: e.to_string() })?;
+        let unavailable = |e: hashing::Saturated| Unavailable { provider: self.name.clone(), message: e.to_string() };
+        let (ok, took) = hashing::verify(hash, pw.clone()).await.map_err(unavailable)?;
         if dearest {
             self.floor.observe(took);
         }
         self.floor.pad(took).await;
+        // During a rotation's grace the secret being replaced still works, until the grace ends: the
+        // identity carries that end, so no cache entry outlives it.
+        let mut old_until = None;
+        if let (false, Some(a)) = (ok, &account) {
+            if let (Some(old), Some(until)) = (&a.entry.previous_password_hash, a.previous_until) {
+                if unix_now() < until && hashing::verify(old.clone(), pw).await.map_err(unavailable)?.0 {
+                    old_until = Some(until);
+                }
+            }
+        }
         Ok(match account {
             None => Outcome::NotMine,
-            Some(_) if !ok => Outcome::Rejected("wrong password".into()),
+            Some(_) if !ok && old_until.is_none() => Outcome::Rejected("wrong password".into()),
             Some(a) => match a.refusal() {
                 Some(why) => Outcome::Rejected(why),
-                None => Outcome::Authenticated(Arc::new(a.identity(&self.name))),
+                None => {
+                    let mut identity = a.identity(&self.name);
+                    identity.expires_at = old_until;
+                    Outcome::Authenticated(Arc::new(identity))
+                }
             },
         })
     }
@@ -398,22 +430,6 @@ impl Provider for StaticProvider {
     }
 }
 
-/// Append an account to an accounts file (creating it if needed), refusing a duplicate username.
-pub fn add_account(path: &Path, entry: AccountEntry) -> Result<(), String> {
-    let mut file = match std::fs::read_to_string(path) {
-        Ok(text) => parse_accounts(&path.display().to_string(), &text).map_err(|e| e.join("\n"))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => AccountsFile::default(),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    if file.accounts.iter().any(|a| a.username == entry.username) {
-        return Err(format!("{}: an account named {:?} already exists", path.display(), entry.username));
-    }
-    file.accounts.push(entry);
-    let text = serde_norway::to_string(&file).map_err(|e| e.to_string())?;
-    parse_accounts("new accounts file", &text).map_err(|e| e.join("\n"))?;
-    crate::support::fs::write_private(path, text.as_bytes()).map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +443,8 @@ mod tests {
             disabled: false,
             expires_at: None,
             description: None,
+            previous_password_hash: None,
+            previous_valid_until: None,
         }
     }
 
@@ -485,7 +503,8 @@ mod tests {
     async fn file_changes_take_effect_and_a_broken_file_keeps_the_last_good_one() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("accounts.yaml");
-        add_account(&path, entry("robot", "s3cret")).unwrap();
+        let first = AccountsFile { accounts: vec![entry("robot", "s3cret")] };
+        std::fs::write(&path, serde_norway::to_string(&first).unwrap()).unwrap();
         let p = StaticProvider::new("local", Source::File(path.clone())).unwrap();
         let g1 = p.generation();
         assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Authenticated(_)));
@@ -503,15 +522,5 @@ mod tests {
             matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Rejected(_)),
             "old version kept"
         );
-        assert!(add_account(&path, entry("x", "y")).is_err(), "refuses to rewrite an invalid file");
-    }
-
-    #[test]
-    fn add_account_refuses_duplicates() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("a.yaml");
-        add_account(&path, entry("ci", "x")).unwrap();
-        let err = add_account(&path, entry("ci", "y")).unwrap_err();
-        assert!(err.contains("already exists"), "{err}");
     }
 }

@@ -88,7 +88,7 @@ async fn robot_add_prints_a_secret_once_that_then_logs_in() {
     assert_eq!(r.status, 200);
     let (_, c) = jwt_parts(r.json()["token"].as_str().unwrap());
     assert_eq!(c["access"][0]["actions"], serde_json::json!(["push"]));
-    let o = tollgate(&["robot", "add", "ci-web", "--file", env.accounts.to_str().unwrap()], None);
+    let o = tollgate(&["robot", "add", "ci-web", "--groups", "robots", "--file", env.accounts.to_str().unwrap()], None);
     assert!(!o.status.success() && text(&o).1.contains("already exists"));
 }
 
@@ -523,4 +523,111 @@ fn init_writes_a_starter_that_checks_takes_a_robot_and_serves_and_never_overwrit
         serde_json::json!(["push"]),
         "the robot pushes its own images"
     );
+}
+
+/// A second after an edit, the running server must answer `want` for `user`: one request, made once the
+/// second is up, so a slow request on a busy machine cannot blur the bound.
+fn within_a_second(tg: &crate::ops::Tollgate, edited: std::time::Instant, user: (&str, &str), want: u16) {
+    std::thread::sleep(std::time::Duration::from_secs(1).saturating_sub(edited.elapsed()));
+    let status = tg.token(Some(user), "scope=repository:web/site:pull", &[]).status;
+    assert_eq!(status, want, "{} a second after the edit", user.0);
+}
+
+#[test]
+fn robot_lifecycle_edits_a_commented_file_in_place_and_the_running_server_follows_within_a_second() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let env = TestEnv::new();
+    let generated = std::fs::read_to_string(&env.accounts).unwrap();
+    let original = format!(
+        "# accounts of the test team: people first, robots after\n{}\n  # the robots the pipelines use come below\n# end of the accounts file\n",
+        generated.trim_end().replace("  - username: bob", "  # bob is the release manager\n  - username: bob")
+    );
+    std::fs::write(&env.accounts, &original).unwrap();
+    std::fs::set_permissions(&env.accounts, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let tg = crate::ops::Tollgate::start(&env, &[]);
+    let cfg = env.config.to_str().unwrap();
+    let read = || std::fs::read_to_string(&env.accounts).unwrap();
+    let edited = std::cell::Cell::new(std::time::Instant::now());
+    let run = |args: &[&str]| {
+        edited.set(std::time::Instant::now());
+        let mut all = args.to_vec();
+        all.extend(["--config", cfg]);
+        let o = tollgate(&all, None);
+        let (out, err) = text(&o);
+        (o.status.success(), out, err)
+    };
+
+    // add: groups are required; the entry is appended after the last one, every other byte kept.
+    let (ok, _, err) = run(&["robot", "add", "ci-web"]);
+    assert!(!ok && err.contains("--groups is required"), "{err}");
+    assert_eq!(read(), original, "a refused add writes nothing");
+    let (ok, out, err) = run(&["robot", "add", "ci-web", "--groups", "robots,ci-web", "--description", "web pipeline"]);
+    assert!(ok, "{err}");
+    let secret = out.trim().to_string();
+    let added = read();
+    let tail = "  # the robots the pipelines use come below\n# end of the accounts file\n";
+    let (head, _) = original.split_at(original.len() - tail.len());
+    assert!(added.starts_with(head) && added.ends_with(tail), "only lines were added:\n{added}");
+    let entry = &added[head.len()..added.len() - tail.len()];
+    assert!(entry.starts_with("  - username: \"ci-web\"\n") && !entry.contains(&secret), "{entry}");
+    assert_eq!(std::fs::metadata(&env.accounts).unwrap().permissions().mode() & 0o777, 0o644, "the mode is kept");
+    within_a_second(&tg, edited.get(), ("ci-web", &secret), 200);
+
+    // list: a table and JSON.
+    let (ok, out, _) = run(&["robot", "list"]);
+    assert!(
+        ok && out.lines().any(|l| l.starts_with("ci-web") && l.contains("active") && l.contains("robots,ci-web")),
+        "{out}"
+    );
+    let (_, out, _) = run(&["robot", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<&str> = list.as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    assert_eq!(names, [ROBOT.0, "ci-web"], "robots only, in file order");
+
+    // disable: one line added inside the entry; the server refuses within a second; enable undoes it.
+    assert!(run(&["robot", "disable", "ci-web"]).0);
+    let disabled = read();
+    assert_eq!(disabled, added.replace(entry, &format!("{entry}    disabled: true\n")));
+    within_a_second(&tg, edited.get(), ("ci-web", &secret), 401);
+    assert!(run(&["robot", "enable", "ci-web"]).0);
+    assert_eq!(read(), added, "enable gives the file back byte for byte");
+    within_a_second(&tg, edited.get(), ("ci-web", &secret), 200);
+
+    // rotate: a new secret; the old one stops at once without --grace, and works on with it.
+    let (ok, out, err) = run(&["robot", "rotate", "ci-web"]);
+    assert!(ok && err.contains("stops working now"), "{err}");
+    let second = out.trim().to_string();
+    within_a_second(&tg, edited.get(), ("ci-web", &secret), 401);
+    within_a_second(&tg, edited.get(), ("ci-web", &second), 200);
+    let (ok, out, err) = run(&["robot", "rotate", "ci-web", "--grace", "1h"]);
+    assert!(ok && err.contains("keeps working for 1h"), "{err}");
+    let third = out.trim().to_string();
+    within_a_second(&tg, edited.get(), ("ci-web", &third), 200);
+    within_a_second(&tg, edited.get(), ("ci-web", &second), 200);
+    let (_, out, _) = run(&["robot", "list", "--json"]);
+    assert!(
+        out.contains("previous_secret_valid_until") && !out.contains("\"previous_secret_valid_until\": null\n  }\n]"),
+        "{out}"
+    );
+    let rotated = read();
+    assert!(rotated.starts_with(head) && rotated.ends_with(tail), "only the entry changed:\n{rotated}");
+
+    // People are not robots; remove gives back the file as it was before the add, byte for byte.
+    let (ok, _, err) = run(&["robot", "disable", ALICE.0]);
+    assert!(!ok && err.contains("is not a robot"), "{err}");
+    assert!(run(&["robot", "remove", "ci-web"]).0);
+    assert_eq!(read(), original);
+    within_a_second(&tg, edited.get(), ("ci-web", &third), 401);
+    within_a_second(&tg, edited.get(), ROBOT, 200);
+
+    // A file that cannot be edited line by line is refused, never rewritten.
+    let flow = format!("accounts: [{{username: x, password_hash: \"{}\"}}]\n", hash_of("x-secret"));
+    std::fs::write(&env.accounts, &flow).unwrap();
+    let (ok, _, err) = run(&["robot", "add", "ci-x", "--no-groups"]);
+    assert!(!ok && err.contains("cannot edit it in place"), "{err}");
+    assert_eq!(read(), flow);
+}
+
+fn hash_of(secret: &str) -> String {
+    tollgate::identity::accounts::hash_password(secret).unwrap()
 }
