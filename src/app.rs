@@ -16,7 +16,7 @@ use crate::store::revocation::RevocationStore;
 use crate::store::sessions::SessionStore;
 use crate::support::fs::read_or_create_secret;
 use crate::support::random::random_id;
-use crate::token::keys::load_keys;
+use crate::token::keys::load_keys_with;
 use crate::token::refresh::RefreshTokens;
 use crate::token::TokenIssuer;
 
@@ -42,13 +42,31 @@ impl AppState {
     /// Load keys (generating one on first start), secrets, providers and the policy. Every problem found is
     /// returned, each naming the file or key at fault.
     pub fn build(settings: Settings) -> Result<AppState, Vec<String>> {
+        AppState::assemble(settings, true).map(|(state, _)| state)
+    }
+
+    /// What `check-config` builds: everything [`AppState::build`] loads and checks, but nothing written. A
+    /// signing key or refresh secret that `serve` would create is made in memory, and a note says so.
+    pub fn check(settings: Settings) -> Result<(AppState, Vec<String>), Vec<String>> {
+        AppState::assemble(settings, false)
+    }
+
+    fn assemble(settings: Settings, create: bool) -> Result<(AppState, Vec<String>), Vec<String>> {
         let mut errors = Vec::new();
-        let keys = load_keys(&settings).map_err(|e| vec![e]);
+        let mut notes = Vec::new();
+        let keys = load_keys_with(&settings, create).map_err(|e| vec![e]).map(|(keys, note)| {
+            notes.extend(note);
+            keys
+        });
         let refresh = if settings.refresh_enabled {
-            match read_or_create_secret(&settings.refresh_secret_file, || random_id(32))
-                .map_err(|e| e.to_string())
-                .and_then(|s| RefreshTokens::new(&s, &settings.issuer, settings.refresh_lifetime))
-            {
+            let file = &settings.refresh_secret_file;
+            let secret = if create || file.exists() {
+                read_or_create_secret(file, || random_id(32)).map_err(|e| e.to_string())
+            } else {
+                notes.push(format!("no refresh-token secret yet: `serve` creates {} on first start", file.display()));
+                Ok(random_id(32).into_bytes())
+            };
+            match secret.and_then(|s| RefreshTokens::new(&s, &settings.issuer, settings.refresh_lifetime)) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     errors.push(format!("refresh_tokens.secret_file: {e}"));
@@ -116,7 +134,7 @@ impl AppState {
         }
         let (Some(keys), Ok(policy)) = (keys, policy) else { return Err(vec!["internal: state incomplete".into()]) };
         let revocations = stores.revocations;
-        Ok(AppState {
+        let state = AppState {
             issuer: TokenIssuer { keys, issuer: settings.issuer.clone(), lifetime: settings.token_lifetime },
             refresh,
             chain: Chain::new(providers),
@@ -129,6 +147,7 @@ impl AppState {
                 crate::identity::limiter::LoginLimiter::new(&settings.ops.rate_limit).with_shared(stores.limits),
             ),
             settings,
-        })
+        };
+        Ok((state, notes))
     }
 }

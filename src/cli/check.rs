@@ -22,14 +22,18 @@ pub fn check_config(config: Option<&Path>) -> Result<(), String> {
             errors.push(e);
         }
     }
-    // Building the state loads keys, accounts and the policy (and runs its tests), so every file is checked.
-    let state = match AppState::build(settings) {
-        Ok(state) => Some(state),
+    // Building the state loads keys, accounts and the policy (and runs its tests), so every file is checked;
+    // nothing is written (a key or secret `serve` would create is made in memory and noted).
+    let (state, notes) = match AppState::check(settings) {
+        Ok((state, notes)) => (Some(state), notes),
         Err(e) => {
             errors.extend(e);
-            None
+            (None, Vec::new())
         }
     };
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
     let Some(state) = state.filter(|_| errors.is_empty()) else { return Err(join(errors)) };
     for w in warnings(&state) {
         eprintln!("warning: {w}");

@@ -295,6 +295,15 @@ pub fn parse_cert_chain(text: &str) -> Result<Vec<Vec<u8>>, String> {
 /// Generate an EC P-256 key and a self-signed certificate, written as `<base>.key` (PKCS#8, mode 0600) and
 /// `<base>.crt`. Used on first start when no key is configured.
 pub fn generate_key_files(key_path: &Path, cert_path: &Path, common_name: &str) -> Result<(), KeyError> {
+    let (key_pem, cert_pem) = generate_key_pem(common_name)?;
+    create_parent(key_path)?;
+    write_private(key_path, key_pem.as_bytes())?;
+    create_parent(cert_path)?;
+    Ok(write_replacing(cert_path, cert_pem.as_bytes())?)
+}
+
+/// A new P-256 key and its self-signed certificate (valid 2020-2099), as PEM.
+fn generate_key_pem(common_name: &str) -> Result<(String, String), KeyError> {
     let key_pair =
         rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| KeyError::Generate(e.to_string()))?;
     let mut params =
@@ -304,24 +313,38 @@ pub fn generate_key_files(key_path: &Path, cert_path: &Path, common_name: &str) 
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(2099, 12, 31);
     let cert = params.self_signed(&key_pair).map_err(|e| KeyError::Generate(e.to_string()))?;
-    create_parent(key_path)?;
-    write_private(key_path, key_pair.serialize_pem().as_bytes())?;
-    create_parent(cert_path)?;
-    Ok(write_replacing(cert_path, cert.pem().as_bytes())?)
+    Ok((key_pair.serialize_pem(), cert.pem()))
 }
 
 /// Load the configured keys, or the generated default key (creating it on first start).
 pub fn load_keys(settings: &Settings) -> Result<KeySet, String> {
+    load_keys_with(settings, true).map(|(keys, _)| keys)
+}
+
+/// [`load_keys`], or with `create` false (`check-config`) nothing written: a default key that does not
+/// exist yet is made in memory only, and the note says that `serve` would create it.
+pub fn load_keys_with(settings: &Settings, create: bool) -> Result<(KeySet, Option<String>), String> {
     let mut loaded = Vec::new();
     let mut active = 0;
+    let mut note = None;
     if settings.keys.is_empty() {
         let (key, cert) = settings.default_key_paths();
-        if !key.exists() {
+        let k = if key.exists() {
+            SigningKey::load(&key, Some(&cert), settings.kid_format).map_err(|e| e.to_string())?
+        } else if create {
             generate_key_files(&key, &cert, "tollgate token signer").map_err(|e| e.to_string())?;
             tracing::warn!(key = %key.display(), cert = %cert.display(),
                 "generated a new signing key; run `tollgate registry-config` to print the registry settings that trust it");
-        }
-        let k = SigningKey::load(&key, Some(&cert), settings.kid_format).map_err(|e| e.to_string())?;
+            SigningKey::load(&key, Some(&cert), settings.kid_format).map_err(|e| e.to_string())?
+        } else {
+            note = Some(format!(
+                "no signing key yet: `serve` creates {} and {} on first start (checked with a key made in memory)",
+                key.display(),
+                cert.display()
+            ));
+            let (key_pem, cert_pem) = generate_key_pem("tollgate token signer").map_err(|e| e.to_string())?;
+            SigningKey::from_pem(&key_pem, parse_cert_chain(&cert_pem)?, settings.kid_format)?
+        };
         loaded.push(k.with_header(settings.header_mode).map_err(|e| format!("{}: {e}", key.display()))?);
     } else {
         for (i, ks) in settings.keys.iter().enumerate() {
@@ -333,7 +356,7 @@ pub fn load_keys(settings: &Settings) -> Result<KeySet, String> {
             }
         }
     }
-    KeySet::new(loaded, active)
+    Ok((KeySet::new(loaded, active)?, note))
 }
 
 /// All loaded keys; the active one signs, all are published.

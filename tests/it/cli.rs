@@ -482,8 +482,30 @@ fn init_writes_a_starter_that_checks_takes_a_robot_and_serves_and_never_overwrit
     assert_eq!(std::fs::read(&cfg).unwrap(), before, "init never overwrites");
 
     let cfg = cfg.to_str().unwrap();
+    let listing = || {
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        let mut todo = vec![dir.path().to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    todo.push(p.clone());
+                    files.push((p.display().to_string(), Vec::new()));
+                } else {
+                    files.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        files.sort();
+        files
+    };
+    let fresh = listing();
     let o = tollgate(&["check-config", "--config", cfg], None);
-    assert!(o.status.success(), "the starter passes check-config: {:?}", text(&o));
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "the starter passes check-config: {out}{err}");
+    assert_eq!(listing(), fresh, "check-config writes nothing on a fresh directory");
+    assert!(err.contains("note: no signing key yet: `serve` creates"), "{err}");
+    assert!(err.contains("note: no refresh-token secret yet"), "{err}");
     let o = tollgate(&["robot", "add", "ci-web", "--groups", "robots,ci-web", "--config", cfg], None);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}{err}");

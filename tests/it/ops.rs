@@ -786,6 +786,25 @@ fn compose_files_validate_and_the_tollgate_config_they_mount_passes_check_config
     };
     run(&["registry-config", "--realm", "https://auth.example.com/token"], false);
     assert!(shared.join("signing.key").exists() && shared.join("registry/rootcertbundle.pem").exists());
+    // The job's own shell step that creates the shared refresh secret, run as written on the shared path.
+    let compose = std::fs::read_to_string(root.join("compose/docker-compose.replicas.yml")).unwrap();
+    let step = compose
+        .lines()
+        .find(|l| l.contains("refresh-secret ]"))
+        .expect("the init job creates the refresh secret")
+        .trim()
+        .trim_start_matches("&& ")
+        .replace("/var/lib/tollgate-shared", shared.to_str().unwrap());
+    let run_step = || {
+        let o = std::process::Command::new("sh").args(["-c", &step]).output().unwrap();
+        assert!(o.status.success(), "{step}: {}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(shared.join("refresh-secret")).unwrap()
+    };
+    let secret = run_step();
+    assert_eq!(secret.len(), 64, "32 random bytes in hex: {secret:?}");
+    assert_eq!(run_step(), secret, "a second run keeps the secret the replicas already read");
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(std::fs::metadata(shared.join("refresh-secret")).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(run(&["check-config"], true).contains(": ok"));
-    assert!(shared.join("refresh-secret").exists(), "check-config created the shared refresh secret");
+    assert_eq!(std::fs::read_to_string(shared.join("refresh-secret")).unwrap(), secret, "check-config writes nothing");
 }
