@@ -12,6 +12,7 @@
 
 mod api;
 mod cli;
+mod docs;
 mod e2e;
 mod faults;
 mod harness;

@@ -1,0 +1,226 @@
+//! Every `tollgate` command shown in README.md and docs/*.md runs as written.
+//!
+//! The `sh` blocks of each file are read in order, lines continued with `\` joined. Every command whose
+//! programs are only `tollgate` (and `printf`/`echo` feeding it) is run with `sh -c`, exactly as written,
+//! in a fresh directory made the way the README says a user starts: `tollgate init`, the repository's
+//! `policies/`, and a server that ran once (so it has its data and a robot's refresh token to revoke).
+//! Commands that also need other programs or a real deployment (kubectl, curl to example.com, sudo) are
+//! listed as skipped, with the reason, so the list stays visible. A file's commands share one directory,
+//! so a `robot add` early in a file is what a `robot rotate` later in it works on.
+
+use std::io::BufRead as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use crate::ops::tollgate_bin;
+
+/// Programs a runnable command may use besides `tollgate`.
+const HELPERS: [&str; 2] = ["printf", "echo"];
+
+/// The `sh` blocks' commands of a Markdown file, continuation lines joined, comments kept.
+fn commands(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut in_sh = false;
+    let mut pending = String::new();
+    for line in markdown.lines() {
+        let t = line.trim_start();
+        if t.starts_with("```") {
+            in_sh = !in_sh && matches!(t.trim_start_matches('`').trim(), "sh" | "bash" | "shell");
+            pending.clear();
+            continue;
+        }
+        if !in_sh {
+            continue;
+        }
+        match line.strip_suffix('\\') {
+            Some(head) => {
+                pending.push_str(head);
+                pending.push(' ');
+            }
+            None => {
+                pending.push_str(line);
+                if !pending.trim().is_empty() && !pending.trim_start().starts_with('#') {
+                    out.push(std::mem::take(&mut pending));
+                }
+                pending.clear();
+            }
+        }
+    }
+    out
+}
+
+/// The programs a command line runs: the first word of each pipeline stage (after `sudo`, `VAR=x`).
+fn programs(command: &str) -> Vec<String> {
+    let code = strip_comment(command);
+    code.split(['|', ';'])
+        .filter_map(|stage| stage.split_whitespace().find(|w| !w.contains('=')).map(str::to_string))
+        .collect()
+}
+
+/// The command without a trailing ` # comment` (a `#` inside quotes stays).
+fn strip_comment(command: &str) -> String {
+    let mut quote = None;
+    let mut prev = ' ';
+    for (i, c) in command.char_indices() {
+        match (quote, c) {
+            (None, '\'' | '"') => quote = Some(c),
+            (Some(q), c) if c == q => quote = None,
+            (None, '#') if prev.is_whitespace() => return command[..i].trim_end().to_string(),
+            _ => {}
+        }
+        prev = c;
+    }
+    command.trim_end().to_string()
+}
+
+/// Why a command that calls tollgate is not run here, or None to run it.
+fn skip_reason(command: &str) -> Option<String> {
+    let progs = programs(command);
+    if !progs.iter().any(|p| p == "tollgate") {
+        return Some("does not run tollgate".into());
+    }
+    if let Some(other) = progs.iter().find(|p| *p != "tollgate" && !HELPERS.contains(&p.as_str())) {
+        return Some(format!("needs {other}"));
+    }
+    if strip_comment(command).contains('$') {
+        return Some("uses shell variables set by an earlier step outside tollgate".into());
+    }
+    None
+}
+
+/// A directory set up as a user following the README has it, with a robot's refresh token.
+fn demo_dir() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let o = Command::new(tollgate_bin()).args(args).current_dir(d).env_remove("TOLLGATE_CONFIG").output().unwrap();
+        assert!(o.status.success(), "tollgate {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    run(&["init", "."]);
+    copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &d.join("policies"));
+    let secret = run(&["robot", "add", "docs-bot", "--groups", "robots", "--config", "tollgate.yaml"]);
+    // The server runs once: its data directory, and a refresh token as `docker login` gets one.
+    let mut child = Command::new(tollgate_bin())
+        .args(["serve", "--config", "tollgate.yaml"])
+        .current_dir(d)
+        .env_remove("TOLLGATE_CONFIG")
+        .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("tollgate exited before listening").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "tollgate listening" {
+            break v["addr"].as_str().unwrap().to_string();
+        }
+    };
+    // The starter's service, as `docker login` asks for it.
+    let auth = crate::harness::basic("docs-bot", &secret);
+    let r = crate::rig::http_get(
+        &addr,
+        "/token?service=registry.example.com&offline_token=true&client_id=docker",
+        &[("Authorization", &auth)],
+    )
+    .unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let body: serde_json::Value = serde_json::from_str(&r.body).unwrap_or_else(|_| panic!("{}", r.body));
+    let refresh = body["refresh_token"].as_str().unwrap_or_else(|| panic!("{body}")).to_string();
+    (dir, refresh)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn every_tollgate_command_in_readme_and_docs_runs_as_written() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files = vec![root.join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let bin_dir = Path::new(tollgate_bin()).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let (mut ran, mut skipped, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+    for file in &files {
+        let name = file.strip_prefix(&root).unwrap().display().to_string();
+        let cmds: Vec<String> = commands(&std::fs::read_to_string(file).unwrap())
+            .into_iter()
+            .filter(|c| programs(c).iter().any(|p| p == "tollgate") || c.contains("tollgate "))
+            .collect();
+        if cmds.is_empty() {
+            continue;
+        }
+        let (dir, refresh) = demo_dir();
+        for cmd in cmds {
+            if let Some(why) = skip_reason(&cmd) {
+                skipped.push(format!("{name}: {} ({why})", cmd.trim()));
+                continue;
+            }
+            let mut child = Command::new("sh")
+                .args(["-c", &cmd])
+                .current_dir(dir.path())
+                .env("PATH", &path)
+                .env_remove("TOLLGATE_CONFIG")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            {
+                use std::io::Write as _;
+                let mut stdin = child.stdin.take().unwrap();
+                // `--token -` reads the token to revoke from standard input.
+                let _ = writeln!(stdin, "{refresh}");
+            }
+            let o = child.wait_with_output().unwrap();
+            if o.status.success() {
+                ran.push(format!("{name}: {}", cmd.trim()));
+            } else {
+                failed.push(format!(
+                    "{name}: {}\n  exit {}: {}{}",
+                    cmd.trim(),
+                    o.status,
+                    String::from_utf8_lossy(&o.stdout),
+                    String::from_utf8_lossy(&o.stderr)
+                ));
+            }
+        }
+    }
+    println!("ran {} commands from the docs:\n  {}", ran.len(), ran.join("\n  "));
+    println!("skipped {}:\n  {}", skipped.len(), skipped.join("\n  "));
+    assert!(failed.is_empty(), "commands in the docs that fail as written:\n{}", failed.join("\n"));
+    assert!(ran.len() >= 15, "only {} commands ran: is the extraction broken?\n{}", ran.len(), ran.join("\n"));
+    for must in ["tollgate robot rotate", "tollgate token revoke", "tollgate policy test", "tollgate hash-password"] {
+        assert!(ran.iter().any(|r| r.contains(must)), "no {must:?} among the commands run");
+    }
+}
+
+#[test]
+fn the_extraction_joins_continuations_and_tells_programs_apart() {
+    let md = "text\n```sh\ntollgate a \\\n  --b c   # note\n# comment\nprintf '%s' 'x # y' | tollgate hash-password\nsudo install tollgate /usr/bin/tollgate\n```\n```yaml\ntollgate: no\n```\n";
+    let cmds = commands(md);
+    assert_eq!(cmds.len(), 3, "{cmds:?}");
+    assert_eq!(strip_comment(&cmds[0]).split_whitespace().collect::<Vec<_>>(), ["tollgate", "a", "--b", "c"]);
+    assert_eq!(programs(&cmds[1]), ["printf", "tollgate"]);
+    assert_eq!(skip_reason(&cmds[1]), None);
+    assert_eq!(skip_reason(&cmds[2]), Some("does not run tollgate".into()));
+}
