@@ -30,7 +30,13 @@ enum Command {
     /// Run the token server.
     Serve(ConfigArg),
     /// Validate the config, keys, accounts and policy, reporting every problem; exit 1 on any.
-    CheckConfig(ConfigArg),
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// text (default), or json: {"ok", "errors", "warnings", "notes", "summary"}.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
     /// Print the registry's `auth: token:` block and write the root cert bundle and JWKS it reads.
     RegistryConfig {
         #[command(flatten)]
@@ -237,7 +243,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(c) => cli::serve(c.config.as_deref()),
-        Command::CheckConfig(c) => cli::check::check_config(c.config.as_deref()),
+        Command::CheckConfig { config, format } => {
+            let format = if format == "json" { cli::check::Format::Json } else { cli::check::Format::Text };
+            cli::check::check_config(config.config.as_deref(), format)
+        }
         Command::RegistryConfig { config, realm, out_dir } => {
             cli::registry_config(config.config.as_deref(), realm.as_deref(), out_dir.as_deref())
         }

@@ -129,20 +129,31 @@ fn replaced_whole(before: &Stamps, now: &Stamps) -> bool {
 /// Compile the rules and run their own tests: a policy whose tests fail is as unusable as one that does
 /// not compile (it grants what its author said it must not).
 fn compile(paths: &[PathBuf], builtin: bool) -> Result<Policy, Vec<String>> {
-    let result = if builtin {
-        Policy::compile(&[PolicySource {
-            path: "builtin:default.yaml".into(),
-            text: crate::policy::EXAMPLE_POLICY.into(),
-        }])
+    let (policy, errors) = if builtin {
+        let source = PolicySource { path: "builtin:default.yaml".into(), text: crate::policy::EXAMPLE_POLICY.into() };
+        match Policy::compile(&[source]) {
+            Ok(p) => (Some(p), Vec::new()),
+            Err(e) => (None, e),
+        }
     } else {
-        Policy::load(paths)
+        Policy::load_partial(paths)
     };
-    let policy = result.map_err(|errors| errors.iter().map(|e| e.to_string()).collect::<Vec<_>>())?;
-    let report = policy.run_tests();
-    if report.failed() > 0 {
-        return Err(vec![format!("the policy's own tests fail:\n{report}")]);
+    let mut out: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    // The tests run even when some files have errors: those of the files that compile, with their rules.
+    if let Some(p) = &policy {
+        let report = p.run_tests();
+        if report.failed() > 0 {
+            out.push(if errors.is_empty() {
+                format!("the policy's own tests fail:\n{report}")
+            } else {
+                format!("the tests of the files without errors fail (run with only their rules):\n{report}")
+            });
+        }
     }
-    Ok(policy)
+    match policy {
+        Some(p) if out.is_empty() => Ok(p),
+        _ => Err(out),
+    }
 }
 
 fn stamps(paths: &[PathBuf]) -> Stamps {

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{join, load};
+use super::join;
 use crate::app::AppState;
 use crate::config::{ProviderConfig, Settings};
 use crate::support::time::unix_now;
@@ -12,43 +12,83 @@ use crate::support::time::unix_now;
 /// A signing certificate this close to its end gets a warning.
 const EXPIRY_WARNING_SECS: u64 = 14 * 86400;
 
-pub fn check_config(config: Option<&Path>) -> Result<(), String> {
-    let settings = load(config)?;
-    let mut errors = Vec::new();
-    // serve loads the TLS pair only when it binds: a missing or mismatched file would pass here and stop
-    // serve at start.
-    if let Some(tls) = &settings.ops.tls {
-        if let Err(e) = crate::server::tls::Tls::load(tls) {
-            errors.push(e);
+/// How `check-config` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Text,
+    Json,
+}
+
+/// Check everything and report every problem at once: the config (each key with its line or variable),
+/// then, as far as the config could be read, the keys, accounts, policy and its tests. Writes nothing.
+/// Exit status: success when clean (warnings allowed), failure when there are problems.
+pub fn check_config(config: Option<&Path>, format: Format) -> Result<(), String> {
+    let (settings, findings) = Settings::load_all(config);
+    let mut errors = findings.errors;
+    let mut warnings = findings.warnings;
+    let mut notes = Vec::new();
+    let mut summary = None;
+    if let Some(settings) = settings {
+        // serve loads the TLS pair only when it binds: a missing or mismatched file would pass here and stop
+        // serve at start.
+        if let Some(tls) = &settings.ops.tls {
+            if let Err(e) = crate::server::tls::Tls::load(tls) {
+                errors.push(e);
+            }
+        }
+        // Building the state loads keys, accounts and the policy (and runs its tests), so every file is
+        // checked; nothing is written (a key or secret `serve` would create is made in memory and noted).
+        match AppState::check(settings) {
+            Ok((state, n)) => {
+                notes = n;
+                warnings.extend(self::warnings(&state));
+                let policy = state.policy.get();
+                summary = Some(format!(
+                    "{}: ok ({} key(s), active kid {}; {} provider(s); {} rule(s), {} policy test(s) passed)",
+                    state.settings.origin,
+                    state.issuer.keys.keys().len(),
+                    state.issuer.keys.active().kid,
+                    state.chain.providers().len(),
+                    policy.rule_count(),
+                    policy.run_tests().passed()
+                ));
+            }
+            Err(e) => errors.extend(e),
         }
     }
-    // Building the state loads keys, accounts and the policy (and runs its tests), so every file is checked;
-    // nothing is written (a key or secret `serve` would create is made in memory and noted).
-    let (state, notes) = match AppState::check(settings) {
-        Ok((state, notes)) => (Some(state), notes),
-        Err(e) => {
-            errors.extend(e);
-            (None, Vec::new())
+    let ok = errors.is_empty();
+    match format {
+        Format::Json => {
+            let report = serde_json::json!({
+                "ok": ok,
+                "errors": errors,
+                "warnings": warnings,
+                "notes": notes,
+                "summary": if ok { summary.clone() } else { None },
+            });
+            println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("{} problem(s)", errors.len()))
+            }
         }
-    };
-    for n in &notes {
-        eprintln!("note: {n}");
+        Format::Text => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            for n in &notes {
+                eprintln!("note: {n}");
+            }
+            match (ok, summary) {
+                (true, Some(line)) => {
+                    println!("{line}");
+                    Ok(())
+                }
+                _ => Err(join(errors)),
+            }
+        }
     }
-    let Some(state) = state.filter(|_| errors.is_empty()) else { return Err(join(errors)) };
-    for w in warnings(&state) {
-        eprintln!("warning: {w}");
-    }
-    let policy = state.policy.get();
-    println!(
-        "{}: ok ({} key(s), active kid {}; {} provider(s); {} rule(s), {} policy test(s) passed)",
-        state.settings.origin,
-        state.issuer.keys.keys().len(),
-        state.issuer.keys.active().kid,
-        state.chain.providers().len(),
-        policy.rule_count(),
-        policy.run_tests().passed()
-    );
-    Ok(())
 }
 
 /// What works but should not be left so.

@@ -39,6 +39,9 @@ pub(crate) fn load(config: Option<&Path>) -> Result<Settings, String> {
 pub fn serve(config: Option<&Path>) -> Result<(), String> {
     let settings = load(config)?;
     logs::init_tracing(&settings);
+    for w in &settings.warnings {
+        tracing::warn!("{w}");
+    }
     if config.is_none() {
         tracing::warn!(
             "running the embedded demo config (demo accounts, example policy); pass --config for production"

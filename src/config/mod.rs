@@ -15,6 +15,7 @@ use serde::Deserialize;
 pub mod accounts;
 pub mod check;
 pub mod ldap;
+pub mod load;
 pub mod oidc;
 pub mod ops;
 pub mod state;
@@ -28,9 +29,6 @@ use self::token::{HeaderMode, KidFormat};
 /// The configuration used when `serve` is started without `--config`: demo accounts, the example policy,
 /// and a key generated on first start. Good for a first look, never for production.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");
-
-/// Environment variables that are not config overrides.
-const NON_CONFIG_ENV: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_LOG"];
 
 #[derive(Debug, Deserialize)]
 struct RawConfig {
@@ -209,6 +207,9 @@ pub struct KeySettings {
 pub struct Settings {
     /// Where the config came from (a path, or "embedded default").
     pub origin: String,
+    /// What loading noticed and let pass (environment variables ignored): logged by `serve`, printed by
+    /// `check-config`.
+    pub warnings: Vec<String>,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub max_body_bytes: usize,
@@ -255,6 +256,25 @@ impl Settings {
         self.data_dir.join("sessions.json")
     }
 
+    /// [`Settings::load`] for `check-config`: every problem, and the settings whenever they could be read.
+    pub fn load_all(path: Option<&Path>) -> (Option<Settings>, load::Findings) {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        match path {
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(text) => {
+                    let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
+                    Settings::from_yaml_all(&text, &p.display().to_string(), &base, &env)
+                }
+                Err(e) => {
+                    let findings =
+                        load::Findings { errors: vec![format!("{}: {e}", p.display())], ..Default::default() };
+                    (None, findings)
+                }
+            },
+            None => Settings::from_yaml_all(EMBEDDED_DEFAULT, "embedded default", Path::new("."), &env),
+        }
+    }
+
     /// Load from a file (or the embedded default when `path` is None) with the process environment.
     pub fn load(path: Option<&Path>) -> Result<Settings, Vec<String>> {
         let env: Vec<(String, String)> = std::env::vars().collect();
@@ -270,41 +290,66 @@ impl Settings {
 
     /// Parse, apply environment overrides and validate. `base` resolves relative paths.
     pub fn from_yaml(text: &str, origin: &str, base: &Path, env: &[(String, String)]) -> Result<Settings, Vec<String>> {
-        let mut value: serde_norway::Value =
-            serde_norway::from_str(text).map_err(|e| vec![format!("{origin}: {e}")])?;
+        match Settings::from_yaml_all(text, origin, base, env) {
+            (Some(settings), findings) if findings.errors.is_empty() => Ok(settings),
+            (_, findings) => Err(findings.errors),
+        }
+    }
+
+    /// Every problem of the config at once (see [`load`]), with the settings whenever the tree could be
+    /// read at all, so that `check-config` can go on to the files they name.
+    pub fn from_yaml_all(
+        text: &str,
+        origin: &str,
+        base: &Path,
+        env: &[(String, String)],
+    ) -> (Option<Settings>, load::Findings) {
+        let mut findings = load::Findings::default();
+        let mut value: serde_norway::Value = match serde_norway::from_str(text) {
+            Ok(v) => v,
+            Err(e) => {
+                findings.errors.push(format!("{origin}: {e}"));
+                return (None, findings);
+            }
+        };
         if value.is_null() {
             value = serde_norway::Value::Mapping(Default::default());
         }
-        let mut errors = Vec::new();
-        for (k, v) in env {
-            let Some(rest) = k.strip_prefix("TOLLGATE_") else { continue };
-            if NON_CONFIG_ENV.contains(&k.as_str()) {
-                continue;
-            }
-            let path: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
-            if let Err(e) = apply_override(&mut value, &path, v) {
-                errors.push(format!("environment variable {k}: {e}"));
-            }
-        }
+        load::apply_env(&mut value, env, &mut findings, apply_override);
+        let value = load::isolate(
+            value,
+            origin,
+            text,
+            &mut findings,
+            |v| serde_norway::from_value::<RawConfig>(v).map_err(|e| e.to_string()),
+            |v| serde_norway::from_value::<ProviderConfig>(v).map(|_| ()).map_err(|e| e.to_string()),
+        );
         let mut unknown = Vec::new();
         let raw: RawConfig = match serde_ignored::deserialize(value, |p| unknown.push(p.to_string())) {
             Ok(r) => r,
             Err(e) => {
-                errors.push(format!("{origin}: {e}"));
-                return Err(errors);
+                findings.errors.push(format!("{origin}: {e}"));
+                return (None, findings);
             }
         };
         for u in unknown {
-            errors.push(format!(
-                "{origin}: {u}: unknown key (check the spelling against the config reference in README.md)"
-            ));
+            load::unknown_key(&u, origin, text, &mut findings);
         }
-        let settings = validate(raw, origin, base, &mut errors);
-        if errors.is_empty() {
-            Ok(settings)
-        } else {
-            Err(errors)
+        let mut errors = Vec::new();
+        let mut settings = validate(raw, origin, base, &mut errors, &findings.provider_index);
+        // Each problem of a key says where the key is: its line in the file, or its variable.
+        for e in errors {
+            let key = e.split(':').next().unwrap_or("");
+            let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "._[]".contains(c));
+            if is_key {
+                let path = key.replace('[', ".").replace(']', "");
+                findings.errors.push(format!("{}: {e}", load::place(&path, origin, text, &findings)));
+            } else {
+                findings.errors.push(e);
+            }
         }
+        settings.warnings = findings.warnings.clone();
+        (Some(settings), findings)
     }
 }
 
@@ -348,7 +393,13 @@ fn apply_override(root: &mut serde_norway::Value, path: &[String], raw: &str) ->
     Ok(())
 }
 
-fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<String>) -> Settings {
+fn validate(
+    mut raw: RawConfig,
+    origin: &str,
+    base: &Path,
+    errors: &mut Vec<String>,
+    provider_index: &[usize],
+) -> Settings {
     let server_ops = ops::RawServerOps {
         tls: raw.server.tls.take(),
         metrics_listen: raw.server.metrics_listen.take(),
@@ -429,6 +480,8 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
     let mut providers = raw.providers;
     let mut names = std::collections::HashSet::new();
     for (i, p) in providers.iter_mut().enumerate() {
+        // The entry's index in the file (entries that could not be read at all are left out).
+        let i = provider_index.get(i).copied().unwrap_or(i);
         if p.name().is_empty() {
             errors.push(format!("providers[{i}].name: required"));
         }
@@ -498,6 +551,7 @@ fn validate(mut raw: RawConfig, origin: &str, base: &Path, errors: &mut Vec<Stri
     };
     Settings {
         origin: origin.to_string(),
+        warnings: Vec::new(),
         listen,
         data_dir,
         max_body_bytes,
@@ -588,5 +642,51 @@ mod tests {
         let text = "token: {issuer: i, services: [s]}\npolicy: {builtin_example: true}\nproviders:\n  - {type: kerberos, name: a}\n";
         let errors = Settings::from_yaml(text, "t", Path::new("."), &[]).unwrap_err();
         assert!(errors[0].contains("unknown variant `kerberos`"), "{errors:?}");
+    }
+
+    #[test]
+    fn every_known_key_is_documented_and_its_typo_gets_it_suggested() {
+        let reference = include_str!("../../docs/configuration.md");
+        for (section, keys) in load::KNOWN_KEYS {
+            for key in *keys {
+                assert!(
+                    reference.contains(&format!("{key}:")),
+                    "docs/configuration.md does not document {section}.{key}"
+                );
+                let text = format!("# a typo\n{section}:\n  {key}x: 1\n");
+                let env: Vec<(String, String)> = [("TOLLGATE_TOKEN__ISSUER", "t"), ("TOLLGATE_TOKEN__SERVICES", "[s]")]
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect();
+                let (_, findings) = Settings::from_yaml_all(&text, "t.yaml", Path::new("."), &env);
+                let want = format!("t.yaml:3: {section}.{key}x: unknown key (did you mean `{section}.{key}`?)");
+                assert!(findings.errors.contains(&want), "{want:?} not in {:?}", findings.errors);
+            }
+        }
+    }
+
+    #[test]
+    fn tollgate_variables_outside_the_sections_are_ignored_with_one_warning() {
+        let text = "token:\n  issuer: t\n  services: [s]\npolicy:\n  builtin_example: true\n";
+        let env: Vec<(String, String)> = [
+            ("TOLLGATE_PORT", "tcp://10.96.0.12:5001"),
+            ("TOLLGATE_SERVICE_HOST", "10.96.0.12"),
+            ("TOLLGATE_PORT_5001_TCP_ADDR", "10.96.0.12"),
+            ("TOLLGATE_TOKEN__ISSUR", "x"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let (settings, findings) = Settings::from_yaml_all(text, "t.yaml", Path::new("."), &env);
+        assert_eq!(
+            findings.errors,
+            ["environment variable TOLLGATE_TOKEN__ISSUR: token.issur: unknown key (did you mean `token.issuer`?)"]
+        );
+        let warnings = settings.unwrap().warnings;
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].contains("TOLLGATE_PORT, TOLLGATE_PORT_5001_TCP_ADDR, TOLLGATE_SERVICE_HOST"),
+            "{warnings:?}"
+        );
     }
 }

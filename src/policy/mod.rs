@@ -116,6 +116,33 @@ impl Policy {
         }
     }
 
+    /// [`Policy::load`] for a checker that wants every problem at once: with the errors, the policy of the
+    /// files that have none (compiled together), so their tests can still be run. None when no file is
+    /// free of errors, or when those files do not compile together.
+    pub fn load_partial(paths: &[PathBuf]) -> (Option<Policy>, Vec<PolicyError>) {
+        let mut sources = Vec::new();
+        let mut errors = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                if let Ok(files) = policy_files(path) {
+                    for file in files {
+                        read_source(&file, &mut sources, &mut errors);
+                    }
+                }
+            } else {
+                read_source(path, &mut sources, &mut errors);
+            }
+        }
+        let errors = match Policy::load(paths) {
+            Ok(policy) => return (Some(policy), Vec::new()),
+            Err(errors) => errors,
+        };
+        let bad: std::collections::HashSet<&str> = errors.iter().map(|e| e.file.as_str()).collect();
+        let good: Vec<PolicySource> = sources.into_iter().filter(|s| !bad.contains(s.path.as_str())).collect();
+        let partial = if good.is_empty() { None } else { Policy::compile(&good).ok() };
+        (partial, errors)
+    }
+
     /// Decide one scope. Pure and allocation-light: only the result vectors are allocated.
     pub fn authorize(&self, ctx: &RequestContext, scope: &Scope) -> Decision {
         let requested = mask_of(&scope.actions);

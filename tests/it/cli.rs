@@ -653,3 +653,61 @@ fn robot_lifecycle_edits_a_commented_file_in_place_and_the_running_server_follow
 fn hash_of(secret: &str) -> String {
     tollgate::identity::accounts::hash_password(secret).unwrap()
 }
+
+#[test]
+fn check_config_reports_mistakes_of_every_stage_in_one_run_with_their_place_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("bad.yaml"),
+        "server:\n  listen: nowhere\n  lisen: 127.0.0.1:1\ntoken:\n  issuer: tollgate\n  services: [registry.test]\n  lifetim: 5m\nproviders:\n  - type: static\n    name: local\n    file: missing-accounts.yaml\n  - type: ldpa\n    name: corp\n  - type: oidc\n    name: kc\n    issuer: https://sso.example.com\n    clent_id: tollgate\npolicy:\n  paths: [broken.yaml, tested.yaml]\nidentity_cach:\n  ttl: 5m\n",
+    )
+    .unwrap();
+    std::fs::write(d.join("broken.yaml"), "rules:\n  - name: r\n    resources: [\"{team}/**\"]\n    actions: [pull]\n")
+        .unwrap();
+    std::fs::write(
+        d.join("tested.yaml"),
+        "rules:\n  - name: ok\n    resources: [\"public/**\"]\n    actions: [pull]\ntests:\n  - name: wrong expectation\n    scope: \"repository:public/x:pull\"\n    expect: [push]\n",
+    )
+    .unwrap();
+    let before: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let run = |format: &str| {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["check-config", "--config", "bad.yaml", "--format", format])
+            .current_dir(d)
+            .env_remove("TOLLGATE_CONFIG")
+            .env("TOLLGATE_SERVER__MAX_SCOPEZ", "3")
+            .env("TOLLGATE_PORT", "tcp://10.96.0.12:5001")
+            .env("TOLLGATE_SERVICE_HOST", "10.96.0.12")
+            .output()
+            .unwrap()
+    };
+    let o = run("text");
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    for want in [
+        "bad.yaml:12: providers[1]: unknown variant `ldpa`, expected one of `static`, `ldap`, `oidc`, `workload` (did you mean `ldap`?)",
+        "bad.yaml:17: providers[2]: unknown field `clent_id`",
+        "(did you mean `client_id`?)",
+        "bad.yaml:3: server.lisen: unknown key (did you mean `server.listen`?)",
+        "environment variable TOLLGATE_SERVER__MAX_SCOPEZ: server.max_scopez: unknown key (did you mean `server.max_scopes`?)",
+        "bad.yaml:7: token.lifetim: unknown key (did you mean `token.lifetime`?)",
+        "bad.yaml:20: identity_cach: unknown key (did you mean `identity_cache`?)",
+        "bad.yaml:2: server.listen: \"nowhere\" is not an address",
+        "missing-accounts.yaml: No such file",
+        "broken.yaml: rule 1 \"r\": field `resources[0]`: unknown capture {team}",
+        "FAIL tested.yaml: test \"wrong expectation\"",
+        "warning: ignored 2 environment variable(s) that start with TOLLGATE_ but name no config section",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in\n{err}");
+    }
+    assert!(err.contains("TOLLGATE_PORT, TOLLGATE_SERVICE_HOST"), "{err}");
+    let o = run("json");
+    assert!(!o.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert!(report["errors"].as_array().unwrap().len() >= 10, "{report:#}");
+    assert_eq!(report["warnings"].as_array().unwrap().len(), 1, "{report:#}");
+    let after: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(before.len(), after.len(), "check-config wrote nothing: {after:?}");
+}
