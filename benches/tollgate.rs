@@ -330,11 +330,12 @@ fn threads_cpu(name: &str) -> f64 {
 
 /// CPU seconds used by the calling thread.
 fn this_thread_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let t = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    (t(11) + t(12)) as f64 / 100.0
+    // CLOCK_THREAD_CPUTIME_ID: nanoseconds, where /proc's counters tick every 10 ms.
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec it is given and nothing else.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime");
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
 }
 
 fn pct(sorted: &[Duration], p: f64) -> Duration {
@@ -678,6 +679,47 @@ fn workload_against_robot(rounds: usize) {
             ratio(rc, esc)
         );
     }
+    // The same warm comparison without sockets: server CPU per request on this thread, JWT and robot
+    // alternating in small batches so both see the same machine.
+    let app = tollgate::http::router(warm_env.state());
+    let in_process = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let robot_basic = base64::engine::general_purpose::STANDARD.encode("bob:bob-bench-password");
+    let jwt_basic = base64::engine::general_purpose::STANDARD.encode(format!("ci:{rs256}"));
+    let cpu_per_request = |basic: &str, n: usize| {
+        let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+        let cpu = this_thread_cpu();
+        for _ in 0..n {
+            use tower::ServiceExt as _;
+            let mut req = axum::http::Request::get(format!("/token?service=registry.test&scope={SCOPE}"))
+                .header("host", "bench")
+                .header("authorization", format!("Basic {basic}"))
+                .body(axum::body::Body::empty())
+                .expect("request");
+            req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+            let resp = in_process.block_on(app.clone().oneshot(req)).expect("infallible");
+            assert_eq!(resp.status(), 200);
+            std::hint::black_box(in_process.block_on(axum::body::to_bytes(resp.into_body(), 1 << 20)).expect("body"));
+        }
+        (this_thread_cpu() - cpu) / n as f64
+    };
+    cpu_per_request(&robot_basic, 200);
+    cpu_per_request(&jwt_basic, 200);
+    let mut cpu_ratios = Vec::new();
+    println!("{:<6} {:>16} {:>16} {:>9}", "round", "robot µs CPU", "jwt µs CPU", "jwt/robot");
+    for round in 1..=rounds {
+        let (mut robot, mut jwt) = (0.0, 0.0);
+        for _ in 0..20 {
+            robot += cpu_per_request(&robot_basic, 200);
+            jwt += cpu_per_request(&jwt_basic, 200);
+        }
+        println!("{round:<6} {:>16.1} {:>16.1} {:>9.2}", robot * 1e6 / 20.0, jwt * 1e6 / 20.0, jwt / robot);
+        cpu_ratios.push(jwt / robot);
+    }
+    println!(
+        "HEADLINE workload in process: warm JWT/warm robot server CPU median {:.2} ({})",
+        median(cpu_ratios.clone()),
+        spread_ratio(&cpu_ratios)
+    );
     println!(
         "HEADLINE workload: warm JWT/warm robot p50 median {:.2} ({}); cold argon2 robot/cold RS256 JWT {:.1}x ({}), /cold ES256 JWT {:.1}x ({})",
         median(warm_ratios.clone()),

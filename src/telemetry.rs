@@ -187,15 +187,30 @@ pub const OIDC_SERIES: &[(&str, &[&str])] = &[
 pub const WORKLOAD_SERIES: &[(&str, &[&str])] =
     &[("authenticate", &["authenticated", "rejected", "unavailable"]), ("jwks_fetch", &["ok", "unavailable"])];
 
-/// Count one workload login (see [`WORKLOAD_LOGINS`]).
-pub fn workload_login(issuer: &str, outcome: &'static str) {
-    metrics::counter!(WORKLOAD_LOGINS, "issuer" => issuer.to_string(), "outcome" => outcome).increment(1);
-}
+/// The outcomes of [`WORKLOAD_LOGINS`].
+pub const WORKLOAD_OUTCOMES: [&str; 3] = ["authenticated", "rejected", "unavailable"];
 
-/// Export a workload issuer's login series at zero.
-pub fn register_workload_issuer(issuer: &str) {
-    for outcome in ["authenticated", "rejected", "unavailable"] {
-        metrics::counter!(WORKLOAD_LOGINS, "issuer" => issuer.to_string(), "outcome" => outcome).increment(0);
+/// The [`WORKLOAD_LOGINS`] counters of one issuer, looked up once (a lookup by name and labels per login
+/// cost more than the cached login it counts), in [`WORKLOAD_OUTCOMES`] order.
+#[derive(Clone)]
+pub struct WorkloadLogins([metrics::Counter; 3]);
+
+impl WorkloadLogins {
+    /// The counters of `issuer` (a configured issuer URL, or `untrusted`), exported at zero.
+    pub fn new(issuer: &str) -> WorkloadLogins {
+        let counter = |outcome: &'static str| {
+            let c = metrics::counter!(WORKLOAD_LOGINS, "issuer" => issuer.to_string(), "outcome" => outcome);
+            c.increment(0);
+            c
+        };
+        WorkloadLogins(WORKLOAD_OUTCOMES.map(counter))
+    }
+
+    /// Count one login with `outcome`, one of [`WORKLOAD_OUTCOMES`].
+    pub fn count(&self, outcome: &str) {
+        if let Some(i) = WORKLOAD_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.0[i].increment(1);
+        }
     }
 }
 
@@ -217,7 +232,7 @@ fn register_known_series() {
     metrics::counter!(RATE_LIMIT_FALLBACKS).increment(0);
     metrics::counter!(PASSWORD_CHECKS_SHED).increment(0);
     metrics::counter!(FAILED_LOGINS, "provider" => "none").increment(0);
-    register_workload_issuer("untrusted");
+    WorkloadLogins::new("untrusted");
     for result in ["ok", "error"] {
         metrics::counter!(POLICY_RELOADS, "result" => result).increment(0);
         metrics::counter!(CONFIG_RELOADS, "result" => result).increment(0);

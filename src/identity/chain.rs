@@ -10,6 +10,7 @@ use std::sync::Arc;
 use secrecy::SecretString;
 
 use super::{Identity, Outcome, Provider, Recheck, Unavailable};
+use crate::telemetry::WorkloadLogins;
 
 /// The chain's verdict.
 #[derive(Debug, Clone)]
@@ -27,11 +28,15 @@ pub enum ChainOutcome {
 #[derive(Clone, Default)]
 pub struct Chain {
     providers: Vec<Arc<dyn Provider>>,
+    /// Login counters of each workload provider (same index as `providers`), and of untrusted issuers.
+    workload_logins: Vec<Option<WorkloadLogins>>,
+    untrusted: Option<WorkloadLogins>,
 }
 
 impl Chain {
     pub fn new(providers: Vec<Arc<dyn Provider>>) -> Self {
-        Chain { providers }
+        let workload_logins = providers.iter().map(|p| p.workload_issuer().map(WorkloadLogins::new)).collect();
+        Chain { providers, workload_logins, untrusted: Some(WorkloadLogins::new("untrusted")) }
     }
 
     pub fn providers(&self) -> &[Arc<dyn Provider>] {
@@ -71,15 +76,17 @@ impl Chain {
     }
 
     async fn authenticate_workload(&self, iss: &str, username: &str, token: &SecretString) -> ChainOutcome {
-        let Some(p) = self.providers.iter().find(|p| p.workload_issuer() == Some(iss)) else {
-            crate::telemetry::workload_login("untrusted", "rejected");
+        let Some(i) = self.providers.iter().position(|p| p.workload_issuer() == Some(iss)) else {
+            if let Some(c) = &self.untrusted {
+                c.count("rejected");
+            }
             let iss: String = iss.chars().take(200).collect();
             return ChainOutcome::Rejected {
                 provider: None,
                 reason: format!("a JWT from the issuer {iss:?}, which no workload provider trusts"),
             };
         };
-        let issuer = p.workload_issuer().unwrap_or_default();
+        let p = &self.providers[i];
         let (outcome, label) = match p.authenticate(username, token).await {
             Ok(Outcome::Authenticated(id)) => (ChainOutcome::Authenticated(id), "authenticated"),
             Ok(Outcome::Rejected(reason)) => {
@@ -91,7 +98,9 @@ impl Chain {
             ),
             Err(e) => (ChainOutcome::Unavailable(e), "unavailable"),
         };
-        crate::telemetry::workload_login(issuer, label);
+        if let Some(Some(c)) = self.workload_logins.get(i) {
+            c.count(label);
+        }
         outcome
     }
 

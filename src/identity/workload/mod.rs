@@ -101,7 +101,6 @@ impl WorkloadProvider {
             })
             .collect();
         crate::telemetry::register_provider(&cfg.name, crate::telemetry::WORKLOAD_SERIES);
-        crate::telemetry::register_workload_issuer(&cfg.issuer);
         Ok(WorkloadProvider { cfg: cfg.clone(), keys, validations })
     }
 
