@@ -76,6 +76,9 @@ enum Command {
         /// Also write this containers auth.json (podman, skopeo).
         #[arg(long)]
         authfile: Option<PathBuf>,
+        /// Do not open the verification page in a browser (it is opened when there is a display).
+        #[arg(long)]
+        no_browser: bool,
     },
     /// Kubelet image credential provider: reads the kubelet's CredentialProviderRequest on stdin and answers
     /// with the pod's service-account token as the registry password (Kubernetes 1.33+, tokenAttributes).
@@ -294,13 +297,14 @@ fn main() -> ExitCode {
                 .map_err(|e| format!("writing the manual page: {e}"))
         }
         Command::HashPassword => cli::read_new_password().and_then(|pw| cli::hash_password(&pw)),
-        Command::Login { registry, plain_http, provider, docker_config, authfile } => {
+        Command::Login { registry, plain_http, provider, docker_config, authfile, no_browser } => {
             tollgate::cli::login::login(tollgate::cli::login::LoginOptions {
                 registry,
                 plain_http,
                 provider,
                 docker_config,
                 authfile,
+                no_browser,
             })
         }
     };

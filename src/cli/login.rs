@@ -23,6 +23,8 @@ pub struct LoginOptions {
     pub docker_config: Option<PathBuf>,
     /// Also write this containers auth.json (podman, skopeo, buildah).
     pub authfile: Option<PathBuf>,
+    /// Never open a browser, even with a display.
+    pub no_browser: bool,
 }
 
 /// The parameters of a `WWW-Authenticate: Bearer …` challenge.
@@ -113,7 +115,13 @@ async fn run(opts: LoginOptions) -> Result<(), String> {
     };
     let http =
         reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| format!("HTTP client: {e}"))?;
-    let challenge = http.get(format!("{base}/v2/")).send().await.map_err(|e| format!("{base}/v2/: {e}"))?;
+    let challenge = match http.get(format!("{base}/v2/")).send().await {
+        Ok(r) => r,
+        Err(e) => {
+            let guessed_https = !opts.registry.contains("://") && !opts.plain_http;
+            return Err(explain(&http, &e, &base, &host, guessed_https).await);
+        }
+    };
     let header = challenge
         .headers()
         .get(reqwest::header::WWW_AUTHENTICATE)
@@ -137,15 +145,22 @@ async fn run(opts: LoginOptions) -> Result<(), String> {
     let device_code = field("device_code")?;
     let user_code = field("user_code")?;
     let uri = field("verification_uri")?;
-    eprintln!("To log in to {host}, open {uri} and enter the code: {user_code}");
-    if let Some(c) = start["verification_uri_complete"].as_str() {
-        eprintln!("(or open {c})");
-    }
+    let expires_in = Duration::from_secs(start["expires_in"].as_u64().unwrap_or(600));
+    let complete = start["verification_uri_complete"].as_str();
+    eprintln!(
+        "To log in to {host}, open {uri} and enter the code below (it expires in {} min).",
+        expires_in.as_secs().div_ceil(60)
+    );
     eprintln!("user code: {user_code}");
+    if !opts.no_browser && open_browser(complete.unwrap_or(&uri)) {
+        eprintln!("Opened the page in your browser (--no-browser to stop that).");
+    }
     let mut interval = Duration::from_secs(start["interval"].as_u64().unwrap_or(5).max(1));
-    let deadline = Instant::now() + Duration::from_secs(start["expires_in"].as_u64().unwrap_or(600));
+    let deadline = Instant::now() + expires_in;
+    let mut progress = Progress::new(deadline);
     loop {
         tokio::time::sleep(interval).await;
+        progress.show();
         let form = [
             ("grant_type", crate::http::device::GRANT_TYPE),
             ("device_code", device_code.as_str()),
@@ -156,6 +171,7 @@ async fn run(opts: LoginOptions) -> Result<(), String> {
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.map_err(|e| format!("{realm}: {e}"))?;
         if status.is_success() {
+            progress.done();
             let refresh = body["refresh_token"].as_str().ok_or("tollgate answered without a refresh token")?;
             let access = body["access_token"].as_str().unwrap_or("");
             let user = jwt_subject(access).ok_or("cannot read the username from the access token")?;
@@ -178,17 +194,102 @@ async fn run(opts: LoginOptions) -> Result<(), String> {
         match body["error"].as_str().unwrap_or("") {
             "authorization_pending" => {}
             "slow_down" => interval += Duration::from_secs(5),
-            "access_denied" => return Err(format!("login denied: {message}")),
-            "expired_token" => return Err(format!("login expired: {message}")),
+            "access_denied" => {
+                progress.done();
+                return Err(format!("login denied: {message}"));
+            }
+            "expired_token" => {
+                progress.done();
+                return Err(format!("login expired: {message}"));
+            }
             _ if status.is_server_error() => {
                 eprintln!("tollgate answered {status} ({message}); retrying");
             }
-            other => return Err(format!("login failed ({other}): {message}")),
+            other => {
+                progress.done();
+                return Err(format!("login failed ({other}): {message}"));
+            }
         }
         if Instant::now() > deadline {
             return Err("the login was not approved in time; run tollgate login again".into());
         }
     }
+}
+
+/// The time left to approve the login: rewritten in place on a terminal, a line a minute otherwise.
+struct Progress {
+    deadline: Instant,
+    terminal: bool,
+    last_line: Option<Instant>,
+}
+
+impl Progress {
+    fn new(deadline: Instant) -> Progress {
+        use std::io::IsTerminal as _;
+        Progress { deadline, terminal: std::io::stderr().is_terminal(), last_line: None }
+    }
+
+    fn show(&mut self) {
+        let left = self.deadline.saturating_duration_since(Instant::now()).as_secs();
+        let text = format!("waiting for approval at the identity provider; {}:{:02} left", left / 60, left % 60);
+        if self.terminal {
+            eprint!("\r{text} ");
+        } else if self.last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            eprintln!("{text}");
+            self.last_line = Some(Instant::now());
+        }
+    }
+
+    fn done(&self) {
+        if self.terminal {
+            eprintln!();
+        }
+    }
+}
+
+/// Open `url` in the user's browser when there is a display to show it on. Whether a browser was started.
+fn open_browser(url: &str) -> bool {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else if std::env::var_os("DISPLAY").is_some() || std::env::var_os("WAYLAND_DISPLAY").is_some() {
+        "xdg-open"
+    } else {
+        return false;
+    };
+    std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .is_ok()
+}
+
+/// Why the registry could not be reached, with the whole cause and what to try: the name does not resolve,
+/// nothing listens, no answer, or TLS failed; when HTTPS was only guessed and plain HTTP answers, say
+/// `--plain-http`.
+async fn explain(http: &reqwest::Client, e: &reqwest::Error, base: &str, host: &str, guessed_https: bool) -> String {
+    let chain = crate::support::error_chain(e);
+    let lower = chain.to_ascii_lowercase();
+    let hint = if lower.contains("dns error") || lower.contains("failed to lookup address") {
+        format!("the name in {host:?} does not resolve (DNS): check its spelling")
+    } else if lower.contains("connection refused") {
+        format!("nothing accepts connections at {host}: check the host and port")
+    } else if e.is_timeout() {
+        format!("{host} did not answer within 30 s")
+    } else {
+        let plain = format!("http://{host}/v2/");
+        let answers_http = guessed_https
+            && http.get(&plain).timeout(Duration::from_secs(5)).send().await.is_ok_and(|r| r.status().as_u16() < 500);
+        if answers_http {
+            format!("{host} answers plain HTTP, not HTTPS: add --plain-http (for test setups; a production registry needs TLS)")
+        } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
+            format!("the TLS connection to {host} failed: is its certificate trusted by this machine?")
+        } else {
+            "see the cause above".to_string()
+        }
+    };
+    format!("cannot reach {base}/v2/: {chain}\nhint: {hint}")
 }
 
 #[cfg(test)]

@@ -711,3 +711,26 @@ fn check_config_reports_mistakes_of_every_stage_in_one_run_with_their_place_and_
     let after: Vec<_> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(before.len(), after.len(), "check-config wrote nothing: {after:?}");
 }
+
+#[test]
+fn login_failures_name_their_cause_and_suggest_the_fix() {
+    let reg = crate::rig::Registry::start(crate::rig::RegistryOptions::default());
+    let login = |target: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(["login", target, "--no-browser", "--docker-config"])
+            .arg(std::env::temp_dir().join(crate::rig::unique("login-docker")))
+            .env_remove("TOLLGATE_CONFIG")
+            .output()
+            .unwrap();
+        assert!(!o.status.success(), "{target}");
+        text(&o).1
+    };
+    // The real registry 2.8, over plain HTTP, reached without --plain-http.
+    let err = login(reg.addr());
+    assert!(err.contains("InvalidContentType") && err.contains("add --plain-http"), "{err}");
+    let err = login("no-such-registry.invalid");
+    assert!(err.contains("dns error") && err.contains("does not resolve (DNS)"), "{err}");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err = login(&format!("127.0.0.1:{port}"));
+    assert!(err.contains("Connection refused") && err.contains("nothing accepts connections"), "{err}");
+}

@@ -343,17 +343,7 @@ impl Idp {
     }
 }
 
-/// The whole cause chain of an error, for the log (reqwest hides the useful part in sources).
-pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
+pub(super) use crate::support::error_chain;
 
 #[cfg(test)]
 mod tests {

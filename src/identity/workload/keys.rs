@@ -18,6 +18,7 @@ use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use crate::config::workload::{KeySource, Workload};
+use crate::support::error_chain;
 
 /// Largest discovery or JWKS document read.
 const MAX_DOCUMENT: usize = 1 << 20;
@@ -279,17 +280,6 @@ impl KeyStore {
         }
         serde_json::from_slice(&body).map_err(|e| FetchError::down(format!("{url}: not JSON: {e}")))
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        cur = s.source();
-    }
-    out
 }
 
 fn read_file(path: &std::path::Path) -> Result<Vec<Arc<Key>>, String> {
