@@ -469,7 +469,6 @@ fn version_names_the_commit_and_completions_and_the_manual_page_cover_every_comm
 
 #[test]
 fn init_writes_a_starter_that_checks_takes_a_robot_and_serves_and_never_overwrites() {
-    use std::io::BufRead as _;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let o = tollgate(&["init", d], None);
@@ -511,22 +510,7 @@ fn init_writes_a_starter_that_checks_takes_a_robot_and_serves_and_never_overwrit
     assert!(o.status.success(), "{out}{err}");
     let secret = out.split_whitespace().find(|w| w.starts_with("tg_")).expect("the secret is printed").to_string();
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["serve", "--config", cfg])
-        .env_remove("TOLLGATE_CONFIG")
-        .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("tollgate exited before listening").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "tollgate listening" {
-            break v["addr"].as_str().unwrap().to_string();
-        }
-    };
+    let (mut child, addr) = crate::ops::serve_in(dir.path(), cfg);
     let auth = basic("ci-web", &secret);
     let r = crate::rig::http::http_request(
         &addr,

@@ -8,7 +8,6 @@
 //! listed as skipped, with the reason, so the list stays visible. A file's commands share one directory,
 //! so a `robot add` early in a file is what a `robot rotate` later in it works on.
 
-use std::io::BufRead as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -101,23 +100,7 @@ fn demo_dir() -> (tempfile::TempDir, String) {
     copy_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"), &d.join("policies"));
     let secret = run(&["robot", "add", "docs-bot", "--groups", "robots", "--config", "tollgate.yaml"]);
     // The server runs once: its data directory, and a refresh token as `docker login` gets one.
-    let mut child = Command::new(tollgate_bin())
-        .args(["serve", "--config", "tollgate.yaml"])
-        .current_dir(d)
-        .env_remove("TOLLGATE_CONFIG")
-        .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = lines.next().expect("tollgate exited before listening").unwrap();
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "tollgate listening" {
-            break v["addr"].as_str().unwrap().to_string();
-        }
-    };
+    let (mut child, addr) = crate::ops::serve_in(d, "tollgate.yaml");
     // The starter's service, as `docker login` asks for it.
     let auth = crate::harness::basic("docs-bot", &secret);
     let r = crate::rig::http_get(

@@ -27,6 +27,32 @@ pub(crate) fn tollgate_bin() -> &'static str {
     env!("CARGO_BIN_EXE_tollgate")
 }
 
+/// `tollgate serve --config CONFIG` run in `dir` as a user runs it (JSON logs on stderr), listening on a
+/// port chosen at run time: the child and the address it logged.
+pub(crate) fn serve_in(dir: &Path, config: &str) -> (Child, String) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(tollgate_bin())
+        .args(["serve", "--config", config])
+        .current_dir(dir)
+        .env_remove("TOLLGATE_CONFIG")
+        .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tollgate serve starts");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines.next().expect("tollgate exited before listening").expect("a log line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "tollgate listening" {
+            break v["addr"].as_str().expect("addr").to_string();
+        }
+    };
+    // Keep reading: a closed pipe would make the server's next log line its last.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
+
 impl Tollgate {
     pub(crate) fn start(env: &TestEnv, vars: &[(&str, &str)]) -> Tollgate {
         Tollgate::start_with(env, vars, |_| {})
