@@ -87,6 +87,12 @@ enum Command {
         #[arg(long, default_value = "kubelet")]
         username: String,
     },
+    /// The docker credential helper (get, store, erase or list on stdin/stdout). Usually run through a link
+    /// named docker-credential-tollgate, named in docker's config: "credHelpers": {"HOST": "tollgate"}.
+    CredentialHelper {
+        /// get, store, erase or list.
+        action: String,
+    },
     /// Print a shell completion script: `tollgate completions bash > /etc/bash_completion.d/tollgate`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -243,6 +249,19 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    // Run through a link named docker-credential-tollgate: the credential helper protocol, nothing else.
+    let argv0 = std::env::args_os().next().map(PathBuf::from);
+    if argv0.as_deref().and_then(|p| p.file_name()).is_some_and(|n| n == "docker-credential-tollgate") {
+        let action = std::env::args().nth(1).unwrap_or_default();
+        return match cli::credhelper::run(&action) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(message) => {
+                // Clients read the answer from stdout, the error included.
+                println!("{message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(c) => cli::serve(c.config.as_deref()),
@@ -290,6 +309,7 @@ fn main() -> ExitCode {
         }
         Command::Init { dir } => cli::init::init(&dir),
         Command::KubeletCredentialProvider { username } => cli::kubelet::run(&username),
+        Command::CredentialHelper { action } => cli::credhelper::run(&action),
         Command::Man => {
             let command = <Cli as clap::CommandFactory>::command();
             clap_mangen::Man::new(command)

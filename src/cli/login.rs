@@ -103,23 +103,36 @@ pub fn login(opts: LoginOptions) -> Result<(), String> {
     rt.block_on(run(opts))
 }
 
-async fn run(opts: LoginOptions) -> Result<(), String> {
-    let (base, host) = match opts.registry.split_once("://") {
+/// A registry whose token server is tollgate, as its `/v2/` challenge names it.
+pub struct Registry {
+    /// `scheme://host[:port]`.
+    pub base: String,
+    /// `host[:port]`, the key of docker's `auths` and of credential helpers.
+    pub host: String,
+    pub realm: String,
+    pub service: String,
+}
+
+pub fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| format!("HTTP client: {e}"))
+}
+
+/// Ask `registry` (`host[:port]` or a URL) for its token realm.
+pub async fn discover(http: &reqwest::Client, registry: &str, plain_http: bool) -> Result<Registry, String> {
+    let (base, host) = match registry.split_once("://") {
         Some((scheme, rest)) => {
             (format!("{scheme}://{}", rest.trim_end_matches('/')), rest.trim_end_matches('/').to_string())
         }
         None => {
-            let scheme = if opts.plain_http { "http" } else { "https" };
-            (format!("{scheme}://{}", opts.registry), opts.registry.clone())
+            let scheme = if plain_http { "http" } else { "https" };
+            (format!("{scheme}://{registry}"), registry.to_string())
         }
     };
-    let http =
-        reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| format!("HTTP client: {e}"))?;
     let challenge = match http.get(format!("{base}/v2/")).send().await {
         Ok(r) => r,
         Err(e) => {
-            let guessed_https = !opts.registry.contains("://") && !opts.plain_http;
-            return Err(explain(&http, &e, &base, &host, guessed_https).await);
+            let guessed_https = !registry.contains("://") && !plain_http;
+            return Err(explain(http, &e, &base, &host, guessed_https).await);
         }
     };
     let header = challenge
@@ -130,11 +143,25 @@ async fn run(opts: LoginOptions) -> Result<(), String> {
     let (realm, service) =
         parse_challenge(header).ok_or_else(|| format!("{base}/v2/: not a Bearer challenge: {header:?}"))?;
     let service = service.ok_or_else(|| format!("{base}/v2/: the challenge names no service"))?;
+    Ok(Registry { base, host, realm, service })
+}
+
+/// Run the device login for `reg`, telling the user what to do on `out`: the user's name and the
+/// tollgate refresh token it ends with.
+pub async fn device_login(
+    http: &reqwest::Client,
+    reg: &Registry,
+    provider: Option<&str>,
+    no_browser: bool,
+    out: &mut dyn std::io::Write,
+    terminal: bool,
+) -> Result<(String, String), String> {
+    let Registry { host, realm, service, .. } = reg;
     let mut form = vec![("service", service.clone()), ("client_id", "tollgate-login".to_string())];
-    if let Some(p) = &opts.provider {
-        form.push(("provider", p.clone()));
+    if let Some(p) = provider {
+        form.push(("provider", p.to_string()));
     }
-    let device_url = device_endpoint(&realm)?;
+    let device_url = device_endpoint(realm)?;
     let resp = http.post(&device_url).form(&form).send().await.map_err(|e| format!("{device_url}: {e}"))?;
     let status = resp.status();
     let start: serde_json::Value = resp.json().await.map_err(|e| format!("{device_url}: {e}"))?;
@@ -147,73 +174,145 @@ async fn run(opts: LoginOptions) -> Result<(), String> {
     let uri = field("verification_uri")?;
     let expires_in = Duration::from_secs(start["expires_in"].as_u64().unwrap_or(600));
     let complete = start["verification_uri_complete"].as_str();
-    eprintln!(
-        "To log in to {host}, open {uri} and enter the code below (it expires in {} min).",
-        expires_in.as_secs().div_ceil(60)
+    let say = |out: &mut dyn std::io::Write, line: String| {
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    };
+    say(
+        out,
+        format!(
+            "To log in to {host}, open {uri} and enter the code below (it expires in {} min).",
+            expires_in.as_secs().div_ceil(60)
+        ),
     );
-    eprintln!("user code: {user_code}");
-    if !opts.no_browser && open_browser(complete.unwrap_or(&uri)) {
-        eprintln!("Opened the page in your browser (--no-browser to stop that).");
+    say(out, format!("user code: {user_code}"));
+    if !no_browser && open_browser(complete.unwrap_or(&uri)) {
+        say(out, "Opened the page in your browser (--no-browser to stop that).".into());
     }
     let mut interval = Duration::from_secs(start["interval"].as_u64().unwrap_or(5).max(1));
     let deadline = Instant::now() + expires_in;
-    let mut progress = Progress::new(deadline);
+    let mut progress = Progress { deadline, terminal, last_line: None };
     loop {
         tokio::time::sleep(interval).await;
-        progress.show();
+        progress.show(out);
         let form = [
             ("grant_type", crate::http::device::GRANT_TYPE),
             ("device_code", device_code.as_str()),
             ("client_id", "tollgate-login"),
             ("service", service.as_str()),
         ];
-        let resp = http.post(&realm).form(&form).send().await.map_err(|e| format!("{realm}: {e}"))?;
+        let resp = http.post(realm).form(&form).send().await.map_err(|e| format!("{realm}: {e}"))?;
         let status = resp.status();
         let body: serde_json::Value = resp.json().await.map_err(|e| format!("{realm}: {e}"))?;
         if status.is_success() {
-            progress.done();
+            progress.done(out);
             let refresh = body["refresh_token"].as_str().ok_or("tollgate answered without a refresh token")?;
             let access = body["access_token"].as_str().unwrap_or("");
             let user = jwt_subject(access).ok_or("cannot read the username from the access token")?;
-            let config_dir = match (&opts.docker_config, std::env::var_os("DOCKER_CONFIG")) {
-                (Some(d), _) => d.clone(),
-                (None, Some(d)) => PathBuf::from(d),
-                (None, None) => PathBuf::from(std::env::var_os("HOME").ok_or("HOME is not set; pass --docker-config")?)
-                    .join(".docker"),
-            };
-            let config = config_dir.join("config.json");
-            write_auth_entry(&config, &host, &user, refresh)?;
-            eprintln!("Logged in to {host} as {user}; identity token written to {}", config.display());
-            if let Some(a) = &opts.authfile {
-                write_auth_entry(a, &host, &user, refresh)?;
-                eprintln!("Also written to {}", a.display());
-            }
-            return Ok(());
+            return Ok((user, refresh.to_string()));
         }
         let message = body["error_description"].as_str().unwrap_or("").to_string();
+        let fail = |progress: &Progress, out: &mut dyn std::io::Write, m: String| {
+            progress.done(out);
+            Err(m)
+        };
         match body["error"].as_str().unwrap_or("") {
             "authorization_pending" => {}
             "slow_down" => interval += Duration::from_secs(5),
-            "access_denied" => {
-                progress.done();
-                return Err(format!("login denied: {message}"));
-            }
-            "expired_token" => {
-                progress.done();
-                return Err(format!("login expired: {message}"));
-            }
-            _ if status.is_server_error() => {
-                eprintln!("tollgate answered {status} ({message}); retrying");
-            }
-            other => {
-                progress.done();
-                return Err(format!("login failed ({other}): {message}"));
-            }
+            "access_denied" => return fail(&progress, out, format!("login denied: {message}")),
+            "expired_token" => return fail(&progress, out, format!("login expired: {message}")),
+            _ if status.is_server_error() => say(out, format!("tollgate answered {status} ({message}); retrying")),
+            other => return fail(&progress, out, format!("login failed ({other}): {message}")),
         }
         if Instant::now() > deadline {
-            return Err("the login was not approved in time; run tollgate login again".into());
+            return fail(&progress, out, "the login was not approved in time; run tollgate login again".into());
         }
     }
+}
+
+/// The credential helper docker's config names for `host` (`credHelpers`, else `credsStore`), if any.
+pub fn helper_for(config: &serde_json::Value, host: &str) -> Option<String> {
+    let named = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    config
+        .get("credHelpers")
+        .and_then(|h| h.get(host))
+        .and_then(named)
+        .or_else(|| config.get("credsStore").and_then(named))
+}
+
+/// Hand an identity token to `docker-credential-NAME store`, as docker itself would.
+pub fn store_with_helper(name: &str, host: &str, token: &str) -> Result<(), String> {
+    use std::io::Write as _;
+    let program = format!("docker-credential-{name}");
+    let mut child = std::process::Command::new(&program)
+        .arg("store")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| {
+            format!("{program} (named by docker's config.json): {e}; install it or remove it from the config")
+        })?;
+    let doc = serde_json::json!({"ServerURL": host, "Username": "<token>", "Secret": token});
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(doc.to_string().as_bytes())
+        .map_err(|e| format!("{program}: {e}"))?;
+    let out = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} store failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+async fn run(opts: LoginOptions) -> Result<(), String> {
+    let http = http_client()?;
+    let reg = discover(&http, &opts.registry, opts.plain_http).await?;
+    let terminal = {
+        use std::io::IsTerminal as _;
+        std::io::stderr().is_terminal()
+    };
+    let (user, refresh) =
+        device_login(&http, &reg, opts.provider.as_deref(), opts.no_browser, &mut std::io::stderr(), terminal).await?;
+    let host = &reg.host;
+    let config_dir = match (&opts.docker_config, std::env::var_os("DOCKER_CONFIG")) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) => PathBuf::from(d),
+        (None, None) => {
+            PathBuf::from(std::env::var_os("HOME").ok_or("HOME is not set; pass --docker-config")?).join(".docker")
+        }
+    };
+    let config = config_dir.join("config.json");
+    let current: serde_json::Value = std::fs::read(&config)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| serde_json::json!({}));
+    // With a credential helper configured (Docker Desktop sets credsStore), docker never reads `auths`:
+    // the token goes to the helper, as `docker login` would send it.
+    match helper_for(&current, host) {
+        Some(name) => {
+            store_with_helper(&name, host, &refresh)?;
+            eprintln!(
+                "Logged in to {host} as {user}; identity token stored by docker-credential-{name} (named in {})",
+                config.display()
+            );
+        }
+        None => {
+            write_auth_entry(&config, host, &user, &refresh)?;
+            eprintln!("Logged in to {host} as {user}; identity token written to {}", config.display());
+        }
+    }
+    if let Some(a) = &opts.authfile {
+        write_auth_entry(a, host, &user, &refresh)?;
+        eprintln!("Also written to {}", a.display());
+    }
+    Ok(())
 }
 
 /// The time left to approve the login: rewritten in place on a terminal, a line a minute otherwise.
@@ -224,25 +323,21 @@ struct Progress {
 }
 
 impl Progress {
-    fn new(deadline: Instant) -> Progress {
-        use std::io::IsTerminal as _;
-        Progress { deadline, terminal: std::io::stderr().is_terminal(), last_line: None }
-    }
-
-    fn show(&mut self) {
+    fn show(&mut self, out: &mut dyn std::io::Write) {
         let left = self.deadline.saturating_duration_since(Instant::now()).as_secs();
         let text = format!("waiting for approval at the identity provider; {}:{:02} left", left / 60, left % 60);
         if self.terminal {
-            eprint!("\r{text} ");
+            let _ = write!(out, "\r{text} ");
         } else if self.last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
-            eprintln!("{text}");
+            let _ = writeln!(out, "{text}");
             self.last_line = Some(Instant::now());
         }
+        let _ = out.flush();
     }
 
-    fn done(&self) {
+    fn done(&self, out: &mut dyn std::io::Write) {
         if self.terminal {
-            eprintln!();
+            let _ = writeln!(out);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! `login.rs` is the client side: `tollgate login` runs a device login against a registry's tollgate.
 
 pub mod check;
+pub mod credhelper;
 pub mod init;
 pub mod kubelet;
 pub mod login;

@@ -500,3 +500,165 @@ fn glewlwyd_password_grant_device_login_and_group_changes_through_the_registry()
     .unwrap();
     assert_eq!(down.status, 503, "{}", down.body);
 }
+
+/// A command line for `script -c`, each word single-quoted.
+fn shell_line(words: &[&str]) -> String {
+    words.iter().map(|w| format!("'{}'", w.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
+}
+
+/// Run `line` on a pseudo-terminal (util-linux `script`) so that a credential helper it starts can talk to
+/// the user on /dev/tty; when a user code shows up, `answer` approves it. What the terminal showed, and
+/// whether the line succeeded.
+fn on_a_terminal(line: &str, env: &[(&str, &str)], answer: &dyn Fn(&str)) -> (bool, String) {
+    use std::io::Read as _;
+    let mut cmd = command(crate::rig::require("script", "bsdutils"));
+    cmd.args(["-qec", line, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = String::new();
+    let mut answered = false;
+    let start = Instant::now();
+    loop {
+        while let Ok(chunk) = rx.try_recv() {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        if !answered {
+            if let Some(code) = seen.lines().find_map(|l| l.trim().strip_prefix("user code: ")) {
+                answer(code.trim());
+                answered = true;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            std::thread::sleep(Duration::from_millis(200));
+            while let Ok(chunk) = rx.try_recv() {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            return (status.success(), seen + &err);
+        }
+        assert!(start.elapsed() < Duration::from_secs(90), "{line} did not finish:\n{seen}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn docker_credential_tollgate_serves_the_token_docker_stored_and_logs_in_again_once_it_is_revoked() {
+    let w = World::new(OidcProviderOptions::default(), &[], "5m");
+    let World { reg, tmp, idp, _env: env, .. } = &w;
+    let host = reg.addr().to_string();
+    // The helper: a link named docker-credential-tollgate on PATH, its store in a private config home.
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tollgate"), bin.join("docker-credential-tollgate")).unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let xdg = tmp.path().join("xdg");
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let store = xdg.join("tollgate/credentials.json");
+    let helper_env =
+        [("PATH", path.as_str()), ("XDG_CONFIG_HOME", xdg.to_str().unwrap()), ("HOME", home.to_str().unwrap())];
+    let helper = |action: &str, input: &str| {
+        let mut cmd = command(bin.join("docker-credential-tollgate"));
+        cmd.arg(action).envs(helper_env);
+        crate::rig::run(cmd, Some(input.as_bytes()), &[], Duration::from_secs(60))
+    };
+    skopeo_push(reg, tmp.path(), "payments/api:1");
+
+    // docker login, with credHelpers naming the helper: the real docker CLI hands carol's identity token to it.
+    let docker_config = tmp.path().join("docker");
+    std::fs::create_dir_all(&docker_config).unwrap();
+    std::fs::write(docker_config.join("config.json"), json!({"credHelpers": {host.as_str(): "tollgate"}}).to_string())
+        .unwrap();
+    let mut cmd = command(crate::rig::require("docker", "docker.io"));
+    cmd.args(["login", "-u", CAROL.0, "--password-stdin", &host])
+        .envs(helper_env)
+        .env("DOCKER_CONFIG", &docker_config)
+        .env("DOCKER_HOST", format!("unix://{}", tmp.path().join("no-daemon.sock").display()));
+    crate::rig::run(cmd, Some(format!("{}\n", CAROL.1).as_bytes()), &[CAROL.1], Duration::from_secs(60)).assert_ok();
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+    let first = stored[host.as_str()]["secret"].as_str().unwrap().to_string();
+    assert!(first.starts_with("tgr_") && stored[host.as_str()]["username"] == "<token>", "{stored}");
+    let config = std::fs::read_to_string(docker_config.join("config.json")).unwrap();
+    assert!(!config.contains("tgr_"), "docker wrote nothing but through the helper: {config}");
+
+    // get: the stored token, still accepted, without any login; list and the protocol's refusals.
+    let got = helper("get", &host);
+    got.assert_ok();
+    assert_eq!(got.json()["Secret"], first.as_str());
+    assert_eq!(got.json()["Username"], "<token>");
+    assert_eq!(helper("list", "").json()[host.as_str()], "<token>");
+    let unknown = helper("get", "no-such-registry.invalid");
+    assert!(!unknown.ok && unknown.stdout.contains("credentials not found in native keychain"), "{unknown}");
+
+    // skopeo, told by its auth file to ask the helper, pulls without a password.
+    let authfile = tmp.path().join("auth.json");
+    std::fs::write(&authfile, json!({"credHelpers": {host.as_str(): "tollgate"}}).to_string()).unwrap();
+    let inspect = |extra: &[(&str, &str)]| {
+        let skopeo = crate::rig::require("skopeo", "skopeo");
+        let image = format!("docker://{host}/payments/api:1");
+        let words = [
+            skopeo.to_str().unwrap(),
+            "inspect",
+            "--tls-verify=false",
+            "--authfile",
+            authfile.to_str().unwrap(),
+            &image,
+        ];
+        let mut env: Vec<(&str, &str)> = helper_env.to_vec();
+        env.extend_from_slice(extra);
+        on_a_terminal(&shell_line(&words), &env, &|code| {
+            idp.answer_device(code, CAROL, true).expect("carol approves at the IdP");
+        })
+    };
+    let (ok, screen) = inspect(&[]);
+    assert!(ok && !screen.contains("user code:"), "a valid token is used without asking:\n{screen}");
+
+    // The token is revoked: the next pull logs in once on the terminal, then goes on with the new token.
+    let mut cmd = command(env!("CARGO_BIN_EXE_tollgate"));
+    cmd.args(["token", "revoke", "--all", "--config"]).arg(&env.config).env_remove("TOLLGATE_CONFIG");
+    crate::rig::run(cmd, None, &[], Duration::from_secs(30)).assert_ok();
+    let (ok, screen) = inspect(&[]);
+    assert!(ok && screen.contains("user code:"), "a revoked token leads to one device login:\n{screen}");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+    let second = stored[host.as_str()]["secret"].as_str().unwrap().to_string();
+    assert_ne!(second, first, "the new token is stored");
+    let (ok, screen) = inspect(&[]);
+    assert!(ok && !screen.contains("user code:"), "and used from then on:\n{screen}");
+
+    // tollgate login itself honours credHelpers: the token goes to the helper, not into config.json.
+    helper("erase", &host).assert_ok();
+    let line = shell_line(&[
+        env!("CARGO_BIN_EXE_tollgate"),
+        "login",
+        &host,
+        "--plain-http",
+        "--no-browser",
+        "--docker-config",
+        docker_config.to_str().unwrap(),
+    ]);
+    let (ok, screen) = on_a_terminal(&line, &helper_env, &|code| {
+        idp.answer_device(code, CAROL, true).expect("carol approves at the IdP");
+    });
+    assert!(ok && screen.contains("stored by docker-credential-tollgate"), "{screen}");
+    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+    assert!(stored[host.as_str()]["secret"].as_str().unwrap().starts_with("tgr_"), "{stored}");
+    assert!(!std::fs::read_to_string(docker_config.join("config.json")).unwrap().contains("tgr_"));
+}
+
+/// Push an image to `reg` at `repo_tag` as carol, with her IdP password.
+fn skopeo_push(reg: &Registry, dir: &Path, repo_tag: &str) {
+    Skopeo::new().copy(&image(dir, repo_tag), &reg.docker_ref(repo_tag), Some(CAROL)).assert_ok();
+}
