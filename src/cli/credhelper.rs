@@ -139,7 +139,10 @@ async fn get(url: &str) -> Result<Stored, String> {
     }
     let reg = match super::login::discover(&http, &host, false).await {
         Ok(r) => r,
-        Err(_) if is_loopback(&host) => super::login::discover(&http, &host, true).await.map_err(|_| NOT_FOUND)?,
+        Err(_) if is_loopback(&host) => match super::login::discover(&http, &host, true).await {
+            Ok(r) => r,
+            Err(_) => return stored.ok_or_else(|| NOT_FOUND.to_string()),
+        },
         // Not a registry tollgate serves, or not reachable: nothing to give (docker then goes anonymous).
         Err(_) => return stored.ok_or_else(|| NOT_FOUND.to_string()),
     };

@@ -555,7 +555,7 @@ fn on_a_terminal(line: &str, env: &[(&str, &str)], answer: &dyn Fn(&str)) -> (bo
 }
 
 #[test]
-fn docker_credential_tollgate_serves_the_token_docker_stored_and_logs_in_again_once_it_is_revoked() {
+fn docker_credential_tollgate_logs_in_on_the_terminal_once_serves_the_token_and_logs_in_again_after_a_revocation() {
     let w = World::new(OidcProviderOptions::default(), &[], "5m");
     let World { reg, tmp, idp, _env: env, .. } = &w;
     let host = reg.addr().to_string();
@@ -576,6 +576,37 @@ fn docker_credential_tollgate_serves_the_token_docker_stored_and_logs_in_again_o
         crate::rig::run(cmd, Some(input.as_bytes()), &[], Duration::from_secs(60))
     };
     skopeo_push(reg, tmp.path(), "payments/api:1");
+    let stored_token = || {
+        let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
+        assert_eq!(stored[host.as_str()]["username"], "<token>", "{stored}");
+        stored[host.as_str()]["secret"].as_str().unwrap().to_string()
+    };
+
+    // skopeo, told by its auth file to ask the helper: with no token yet, the helper runs the device login
+    // on the terminal (approved at the IdP), then the pull goes on; the next pull asks nobody.
+    let authfile = tmp.path().join("auth.json");
+    std::fs::write(&authfile, json!({"credHelpers": {host.as_str(): "tollgate"}}).to_string()).unwrap();
+    let inspect = || {
+        let skopeo = crate::rig::require("skopeo", "skopeo");
+        let image = format!("docker://{host}/payments/api:1");
+        let words = [
+            skopeo.to_str().unwrap(),
+            "inspect",
+            "--tls-verify=false",
+            "--authfile",
+            authfile.to_str().unwrap(),
+            &image,
+        ];
+        on_a_terminal(&shell_line(&words), &helper_env, &|code| {
+            idp.answer_device(code, CAROL, true).expect("carol approves at the IdP");
+        })
+    };
+    let (ok, screen) = inspect();
+    assert!(ok && screen.contains("user code:"), "no token yet: one device login, then the pull:\n{screen}");
+    let from_device = stored_token();
+    assert!(from_device.starts_with("tgr_"));
+    let (ok, screen) = inspect();
+    assert!(ok && !screen.contains("user code:"), "a valid token is used without asking:\n{screen}");
 
     // docker login, with credHelpers naming the helper: the real docker CLI hands carol's identity token to it.
     let docker_config = tmp.path().join("docker");
@@ -588,9 +619,8 @@ fn docker_credential_tollgate_serves_the_token_docker_stored_and_logs_in_again_o
         .env("DOCKER_CONFIG", &docker_config)
         .env("DOCKER_HOST", format!("unix://{}", tmp.path().join("no-daemon.sock").display()));
     crate::rig::run(cmd, Some(format!("{}\n", CAROL.1).as_bytes()), &[CAROL.1], Duration::from_secs(60)).assert_ok();
-    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
-    let first = stored[host.as_str()]["secret"].as_str().unwrap().to_string();
-    assert!(first.starts_with("tgr_") && stored[host.as_str()]["username"] == "<token>", "{stored}");
+    let first = stored_token();
+    assert!(first.starts_with("tgr_") && first != from_device, "docker login stored its own token");
     let config = std::fs::read_to_string(docker_config.join("config.json")).unwrap();
     assert!(!config.contains("tgr_"), "docker wrote nothing but through the helper: {config}");
 
@@ -603,39 +633,15 @@ fn docker_credential_tollgate_serves_the_token_docker_stored_and_logs_in_again_o
     let unknown = helper("get", "no-such-registry.invalid");
     assert!(!unknown.ok && unknown.stdout.contains("credentials not found in native keychain"), "{unknown}");
 
-    // skopeo, told by its auth file to ask the helper, pulls without a password.
-    let authfile = tmp.path().join("auth.json");
-    std::fs::write(&authfile, json!({"credHelpers": {host.as_str(): "tollgate"}}).to_string()).unwrap();
-    let inspect = |extra: &[(&str, &str)]| {
-        let skopeo = crate::rig::require("skopeo", "skopeo");
-        let image = format!("docker://{host}/payments/api:1");
-        let words = [
-            skopeo.to_str().unwrap(),
-            "inspect",
-            "--tls-verify=false",
-            "--authfile",
-            authfile.to_str().unwrap(),
-            &image,
-        ];
-        let mut env: Vec<(&str, &str)> = helper_env.to_vec();
-        env.extend_from_slice(extra);
-        on_a_terminal(&shell_line(&words), &env, &|code| {
-            idp.answer_device(code, CAROL, true).expect("carol approves at the IdP");
-        })
-    };
-    let (ok, screen) = inspect(&[]);
-    assert!(ok && !screen.contains("user code:"), "a valid token is used without asking:\n{screen}");
-
     // The token is revoked: the next pull logs in once on the terminal, then goes on with the new token.
     let mut cmd = command(env!("CARGO_BIN_EXE_tollgate"));
     cmd.args(["token", "revoke", "--all", "--config"]).arg(&env.config).env_remove("TOLLGATE_CONFIG");
     crate::rig::run(cmd, None, &[], Duration::from_secs(30)).assert_ok();
-    let (ok, screen) = inspect(&[]);
+    let (ok, screen) = inspect();
     assert!(ok && screen.contains("user code:"), "a revoked token leads to one device login:\n{screen}");
-    let stored: serde_json::Value = serde_json::from_slice(&std::fs::read(&store).unwrap()).unwrap();
-    let second = stored[host.as_str()]["secret"].as_str().unwrap().to_string();
+    let second = stored_token();
     assert_ne!(second, first, "the new token is stored");
-    let (ok, screen) = inspect(&[]);
+    let (ok, screen) = inspect();
     assert!(ok && !screen.contains("user code:"), "and used from then on:\n{screen}");
 
     // tollgate login itself honours credHelpers: the token goes to the helper, not into config.json.
