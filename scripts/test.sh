@@ -33,11 +33,12 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   docker-compose   validates the compose/ deployment files (`docker-compose -f F config -q`, no engine)
 #   curl             an HTTPS client for the TLS listener tests
 #   bsdutils         `script`: a pseudo-terminal for the hash-password prompt test
+#   prometheus       `promtool`: checks and unit-tests the alert rules in compose/prometheus/
 #   slapd, ldap-utils  a private OpenLDAP per LDAP test (slapadd, ldapadd, ldapwhoami, ldapsearch)
 #   glewlwyd         a real OpenID provider (password and device grants); dbconfig-no-thanks keeps its
 #                    package from setting up a database server, sqlite3 loads the test databases
 packages=(docker-registry redis-server skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev
-          slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3 docker-compose curl bsdutils)
+          slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3 docker-compose curl bsdutils prometheus)
 
 missing=()
 for p in "${packages[@]}"; do

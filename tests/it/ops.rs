@@ -834,3 +834,51 @@ fn compose_files_validate_and_the_tollgate_config_they_mount_passes_check_config
     assert!(run(&["check-config"], true).contains(": ok"));
     assert_eq!(std::fs::read_to_string(shared.join("refresh-secret")).unwrap(), secret, "check-config writes nothing");
 }
+
+/// The compose Prometheus's alert rules: promtool checks the config that loads them and runs their unit
+/// tests, and every metric they name is one a running tollgate exports.
+#[test]
+fn the_alert_rules_load_pass_their_promtool_tests_and_watch_metrics_tollgate_exports() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let promtool = crate::rig::require("promtool", "prometheus");
+    let prom_dir = root.join("compose/prometheus");
+    // The config as the container sees it, with the mounted rules file at its place in the repository.
+    let compose = std::fs::read_to_string(root.join("compose/docker-compose.full.yml")).unwrap();
+    assert!(compose.contains("./prometheus/alerts.yml:/etc/prometheus/alerts.yml"), "the rules are mounted");
+    let config = std::fs::read_to_string(prom_dir.join("prometheus.yml")).unwrap();
+    assert!(config.contains("/etc/prometheus/alerts.yml"), "prometheus.yml loads the rules");
+    let dir = tempfile::tempdir().unwrap();
+    let local = dir.path().join("prometheus.yml");
+    std::fs::write(&local, config.replace("/etc/prometheus/alerts.yml", prom_dir.join("alerts.yml").to_str().unwrap()))
+        .unwrap();
+    for args in [vec!["check", "config", local.to_str().unwrap()], vec!["test", "rules", "alerts.test.yml"]] {
+        let o = std::process::Command::new(&promtool).args(&args).current_dir(&prom_dir).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success() && text.contains("SUCCESS"), "promtool {args:?}:\n{text}");
+    }
+    let rules = std::fs::read_to_string(prom_dir.join("alerts.yml")).unwrap();
+    let mut names: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("tollgate_"))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 7, "{names:?}");
+    let env = TestEnv::new();
+    let tg = Tollgate::start(&env, &[("TOLLGATE_SERVER__PROBE_INTERVAL", "1s")]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let metrics = tg.metrics();
+        let exported = |n: &str| {
+            metrics
+                .lines()
+                .any(|l| l.strip_prefix(n).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
+        };
+        let missing: Vec<&&str> = names.iter().filter(|n| !exported(n)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alert rules name series tollgate does not export: {missing:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
