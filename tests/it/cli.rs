@@ -266,54 +266,19 @@ fn verifies(hash: &str, password: &str) -> bool {
     argon2::Argon2::default().verify_password(password.as_bytes(), &PasswordHash::new(hash).unwrap()).is_ok()
 }
 
-/// Run `tollgate hash-password` on a pseudo-terminal (util-linux `script`), typing each answer only once its
-/// prompt has appeared.
+/// Run `tollgate hash-password` on a pseudo-terminal, typing each answer only once its prompt has appeared.
 fn hash_password_on_a_terminal(answers: &[&str]) -> (bool, String) {
-    use std::io::{Read as _, Write as _};
     let cmd = format!("{} hash-password", env!("CARGO_BIN_EXE_tollgate"));
-    let mut child = Command::new(crate::rig::require("script", "bsdutils"))
-        .args(["-qec", &cmd, "/dev/null"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 512];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                return;
-            }
-        }
-    });
-    let mut seen = Vec::new();
+    let mut pty = crate::rig::pty::Pty::spawn(&cmd, &[]);
     for (i, answer) in answers.iter().enumerate() {
         let prompt = if i == 0 { "Password: " } else { "Again: " };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !String::from_utf8_lossy(&seen).contains(prompt) {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(chunk) => seen.extend(chunk),
-                Err(_) => panic!("no prompt {prompt:?}; saw {:?}", String::from_utf8_lossy(&seen)),
-            }
-        }
+        pty.wait_for(prompt, std::time::Duration::from_secs(10));
         // As a person would, a moment after the prompt: the prompt is printed just before echo is turned off,
         // and typing into that microsecond gap would be echoed by any password prompt.
         std::thread::sleep(std::time::Duration::from_secs(1));
-        stdin.write_all(format!("{answer}\r").as_bytes()).unwrap();
-        stdin.flush().unwrap();
+        pty.type_line(answer);
     }
-    let status = child.wait().unwrap();
-    drop(stdin);
-    while let Ok(chunk) = rx.recv_timeout(std::time::Duration::from_secs(2)) {
-        seen.extend(chunk);
-    }
-    let mut err = String::new();
-    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-    (status.success(), String::from_utf8_lossy(&seen).into_owned() + &err)
+    pty.finish(std::time::Duration::from_secs(30))
 }
 
 #[test]

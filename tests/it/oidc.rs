@@ -506,52 +506,20 @@ fn shell_line(words: &[&str]) -> String {
     words.iter().map(|w| format!("'{}'", w.replace('\'', "'\\''"))).collect::<Vec<_>>().join(" ")
 }
 
-/// Run `line` on a pseudo-terminal (util-linux `script`) so that a credential helper it starts can talk to
-/// the user on /dev/tty; when a user code shows up, `answer` approves it. What the terminal showed, and
-/// whether the line succeeded.
+/// Run `line` on a pseudo-terminal, so that a credential helper it starts can talk to the user on
+/// /dev/tty; when a user code shows up, `answer` approves it. Whether it succeeded, and the screen.
 fn on_a_terminal(line: &str, env: &[(&str, &str)], answer: &dyn Fn(&str)) -> (bool, String) {
-    use std::io::Read as _;
-    let mut cmd = command(crate::rig::require("script", "bsdutils"));
-    cmd.args(["-qec", line, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                return;
-            }
-        }
-    });
-    let mut seen = String::new();
-    let mut answered = false;
+    let mut pty = crate::rig::pty::Pty::spawn(line, env);
     let start = Instant::now();
-    loop {
-        while let Ok(chunk) = rx.try_recv() {
-            seen.push_str(&String::from_utf8_lossy(&chunk));
+    while !pty.done() {
+        if let Some(code) = pty.line_with("user code: ") {
+            answer(&code);
+            break;
         }
-        if !answered {
-            if let Some(code) = seen.lines().find_map(|l| l.trim().strip_prefix("user code: ")) {
-                answer(code.trim());
-                answered = true;
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            std::thread::sleep(Duration::from_millis(200));
-            while let Ok(chunk) = rx.try_recv() {
-                seen.push_str(&String::from_utf8_lossy(&chunk));
-            }
-            let mut err = String::new();
-            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
-            return (status.success(), seen + &err);
-        }
-        assert!(start.elapsed() < Duration::from_secs(90), "{line} did not finish:\n{seen}");
+        assert!(start.elapsed() < Duration::from_secs(90), "{line} did not finish");
         std::thread::sleep(Duration::from_millis(50));
     }
+    pty.finish(Duration::from_secs(90))
 }
 
 #[test]

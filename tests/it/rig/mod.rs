@@ -70,6 +70,7 @@ pub mod issuer;
 pub mod oci;
 pub mod oidc_provider;
 pub mod podman;
+pub mod pty;
 pub mod realm;
 pub mod redis;
 pub mod registry;
