@@ -810,8 +810,38 @@ fn compose_files_validate_and_the_tollgate_config_they_mount_passes_check_config
         );
         String::from_utf8_lossy(&o.stdout).to_string()
     };
-    run(&["registry-config", "--realm", "https://auth.example.com/token"], false);
-    assert!(shared.join("signing.key").exists() && shared.join("registry/rootcertbundle.pem").exists());
+    // The job writes the registry's bundle into a volume of its own, the only one the registry mounts.
+    let bundle_dir = dir.path().join("registry-bundle");
+    run(
+        &["registry-config", "--realm", "https://auth.example.com/token", "--out-dir", bundle_dir.to_str().unwrap()],
+        false,
+    );
+    assert!(shared.join("signing.key").exists() && bundle_dir.join("rootcertbundle.pem").exists());
+    let replicas = std::fs::read_to_string(root.join("compose/docker-compose.replicas.yml")).unwrap();
+    assert!(
+        replicas.contains("--out-dir /var/lib/tollgate-registry")
+            && replicas.contains("registry-bundle:/var/lib/tollgate-registry:ro")
+    );
+    for f in ["docker-compose.yml", "docker-compose.full.yml", "docker-compose.replicas.yml"] {
+        let text = std::fs::read_to_string(root.join("compose").join(f)).unwrap();
+        // The registry service never mounts tollgate's data (signing key, refresh secret, sessions).
+        let registry: String = text
+            .split("\n  registry:")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{f}: no registry service"))
+            .lines()
+            .skip(1)
+            .take_while(|l| l.is_empty() || l.starts_with("    "))
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert!(registry.contains("registry-bundle:"), "{f}: the registry mounts its bundle:\n{registry}");
+        assert!(
+            !registry.contains("tollgate-data") && !registry.contains("tollgate-shared"),
+            "{f}: the registry mounts tollgate's data:\n{registry}"
+        );
+        assert!(!text.contains("healthcheck.path=/readyz"), "{f}: load balancers check /healthz");
+        assert!(!text.contains("compose_edge"), "{f}: no dependence on the folder's name");
+    }
     // The job's own shell step that creates the shared refresh secret, run as written on the shared path.
     let compose = std::fs::read_to_string(root.join("compose/docker-compose.replicas.yml")).unwrap();
     let step = compose
