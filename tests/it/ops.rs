@@ -28,10 +28,11 @@ pub(crate) fn tollgate_bin() -> &'static str {
 }
 
 /// `tollgate serve --config CONFIG` run in `dir` as a user runs it (JSON logs on stderr), listening on a
-/// port chosen at run time: the child and the address it logged.
+/// port chosen at run time: the child and the address it logged. Started through the rig's `command`, so a
+/// test that fails before it kills the server does not leave it running.
 pub(crate) fn serve_in(dir: &Path, config: &str) -> (Child, String) {
     use std::io::BufRead as _;
-    let mut child = std::process::Command::new(tollgate_bin())
+    let mut child = crate::rig::command(tollgate_bin())
         .args(["serve", "--config", config])
         .current_dir(dir)
         .env_remove("TOLLGATE_CONFIG")
