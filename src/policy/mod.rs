@@ -86,26 +86,7 @@ impl Policy {
     /// Read and compile rules files. A directory stands for every `*.yaml` and `*.yml` file directly in
     /// it, in sorted order. Unreadable files are reported together with the compile errors of the rest.
     pub fn load(paths: &[PathBuf]) -> Result<Policy, Vec<PolicyError>> {
-        let mut sources = Vec::new();
-        let mut errors = Vec::new();
-        for path in paths {
-            let shown = path.display().to_string();
-            if path.is_dir() {
-                match policy_files(path) {
-                    Ok(files) if files.is_empty() => {
-                        errors.push(PolicyError::file(&shown, "directory holds no *.yaml or *.yml files"))
-                    }
-                    Ok(files) => {
-                        for file in files {
-                            read_source(&file, &mut sources, &mut errors);
-                        }
-                    }
-                    Err(e) => errors.push(PolicyError::file(&shown, format!("cannot list directory: {e}"))),
-                }
-            } else {
-                read_source(path, &mut sources, &mut errors);
-            }
-        }
+        let (sources, mut errors) = read_sources(paths);
         match Policy::compile(&sources) {
             Ok(policy) if errors.is_empty() => Ok(policy),
             Ok(_) => Err(errors),
@@ -118,25 +99,14 @@ impl Policy {
 
     /// [`Policy::load`] for a checker that wants every problem at once: with the errors, the policy of the
     /// files that have none (compiled together), so their tests can still be run. None when no file is
-    /// free of errors, or when those files do not compile together.
+    /// free of errors, or when those files do not compile together. The files are read once.
     pub fn load_partial(paths: &[PathBuf]) -> (Option<Policy>, Vec<PolicyError>) {
-        let mut sources = Vec::new();
-        let mut errors = Vec::new();
-        for path in paths {
-            if path.is_dir() {
-                if let Ok(files) = policy_files(path) {
-                    for file in files {
-                        read_source(&file, &mut sources, &mut errors);
-                    }
-                }
-            } else {
-                read_source(path, &mut sources, &mut errors);
-            }
+        let (sources, mut errors) = read_sources(paths);
+        match Policy::compile(&sources) {
+            Ok(policy) if errors.is_empty() => return (Some(policy), errors),
+            Ok(_) => {}
+            Err(more) => errors.extend(more),
         }
-        let errors = match Policy::load(paths) {
-            Ok(policy) => return (Some(policy), Vec::new()),
-            Err(errors) => errors,
-        };
         let bad: std::collections::HashSet<&str> = errors.iter().map(|e| e.file.as_str()).collect();
         let good: Vec<PolicySource> = sources.into_iter().filter(|s| !bad.contains(s.path.as_str())).collect();
         let partial = if good.is_empty() { None } else { Policy::compile(&good).ok() };
@@ -221,6 +191,32 @@ impl Policy {
     pub fn test_count(&self) -> usize {
         self.inner.tests.len()
     }
+}
+
+/// The rules files `paths` stand for (a directory: its `*.yaml` and `*.yml` files, sorted), read; with the
+/// files and directories that could not be read or listed.
+fn read_sources(paths: &[PathBuf]) -> (Vec<PolicySource>, Vec<PolicyError>) {
+    let mut sources = Vec::new();
+    let mut errors = Vec::new();
+    for path in paths {
+        let shown = path.display().to_string();
+        if path.is_dir() {
+            match policy_files(path) {
+                Ok(files) if files.is_empty() => {
+                    errors.push(PolicyError::file(&shown, "directory holds no *.yaml or *.yml files"))
+                }
+                Ok(files) => {
+                    for file in files {
+                        read_source(&file, &mut sources, &mut errors);
+                    }
+                }
+                Err(e) => errors.push(PolicyError::file(&shown, format!("cannot list directory: {e}"))),
+            }
+        } else {
+            read_source(path, &mut sources, &mut errors);
+        }
+    }
+    (sources, errors)
 }
 
 /// The rules files directly inside `dir`, sorted. Hidden files are skipped: editors leave `.#x.yaml`
