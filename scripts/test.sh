@@ -37,8 +37,14 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   slapd, ldap-utils  a private OpenLDAP per LDAP test (slapadd, ldapadd, ldapwhoami, ldapsearch)
 #   glewlwyd         a real OpenID provider (password and device grants); dbconfig-no-thanks keeps its
 #                    package from setting up a database server, sqlite3 loads the test databases
+#   samba            a private Samba 4 Active Directory domain controller per AD test (`samba`, `samba-tool`)
+#   samba-ad-provision  the provisioning data `samba-tool domain provision` reads
+#   samba-dsdb-modules  the directory database modules of the AD DC
+#   samba-vfs-modules   only recommended by samba, yet provisioning fails without it (acl_xattr.so)
+#   winbind, python3-samba  samba-tool's Python side and the DC's identity mapping
 packages=(docker-registry redis-server skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev
           slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3 docker-compose curl bsdutils prometheus)
+packages+=(samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind python3-samba)
 
 missing=()
 for p in "${packages[@]}"; do

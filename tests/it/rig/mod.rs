@@ -74,6 +74,7 @@ pub mod pty;
 pub mod realm;
 pub mod redis;
 pub mod registry;
+pub mod samba;
 pub mod service;
 pub mod skopeo;
 pub mod slapd;
@@ -89,6 +90,7 @@ pub use oidc_provider::{OidcProvider, OidcProviderOptions};
 pub use podman::Podman;
 pub use realm::{FakeRealm, FakeRealmOptions, RealmRequest};
 pub use registry::{Registry, RegistryOptions, TokenAuth};
+pub use samba::SambaDc;
 pub use skopeo::{auth_json_basic, auth_json_identity_token, Skopeo};
 pub use slapd::{Silent, Slapd, SlapdOptions};
 
