@@ -36,11 +36,19 @@ pub struct LdapConfig {
     /// Bind directly as this DN instead of searching first; `{username}` is replaced with RFC 4514
     /// escaping, e.g. `uid={username},ou=people,dc=example,dc=org`. Default: none (search, then bind).
     pub user_dn_template: Option<String>,
-    /// The attribute holding the login name. It must equal the typed username (ignoring ASCII case) and
-    /// becomes the identity's username. Default: `uid` (Active Directory: `sAMAccountName`).
+    /// The attribute whose value becomes the identity's username: the token's subject, what rules match
+    /// with `username:`, what a refresh token is bound to. Default: `uid` (Active Directory: `sAMAccountName`).
     pub username_attribute: Option<String>,
+    /// The attributes a user may type as the login name: the typed name must equal a value of one of them
+    /// (ignoring ASCII case), and `user_filter` must find the entry by each. Whichever was typed, the
+    /// username is `username_attribute`'s value. Must include `username_attribute` (refresh tokens look the
+    /// user up by it). Default: `[username_attribute]`. Active Directory with both logon names:
+    /// `[sAMAccountName, userPrincipalName]`.
+    pub login_attributes: Option<Vec<String>>,
     /// Users matching this filter are refused, and so are their refresh tokens. Default: none. Active
-    /// Directory: `(userAccountControl:1.2.840.113556.1.4.803:=2)`.
+    /// Directory: `(userAccountControl:1.2.840.113556.1.4.803:=2)`. Independently of it, the account-state
+    /// attributes of Active Directory and OpenLDAP's ppolicy are always read and honoured (expired, locked
+    /// out, password expired, must change password; see `identity::ldap::state`).
     pub disabled_filter: Option<String>,
     /// Where group memberships come from. Default: the `memberOf` attribute.
     #[serde(default)]
@@ -62,14 +70,18 @@ pub struct GroupsConfig {
     pub from: GroupSource,
     /// The attribute read with `from: member_of`. Default: `memberOf`.
     pub member_of_attribute: Option<String>,
-    /// Where groups are searched. REQUIRED with `from: search` or `nested: recursive`.
+    /// Where groups are searched. REQUIRED with `from: search` or `nested: recursive`. With `member_of`,
+    /// only groups at or below it count, so a same-named group elsewhere (another OU, `CN=Builtin`) grants
+    /// nothing; without it every group counts and `check-config` warns.
     pub base_dn: Option<String>,
     /// The group search filter; `{dn}` is the user's DN and `{username}` the login name, both escaped.
     /// Default: `(|(member={dn})(uniqueMember={dn})(memberUid={username}))` (groupOfNames,
     /// groupOfUniqueNames, posixGroup); with `nested: in_chain` `(member:1.2.840.113556.1.4.1941:={dn})`.
     pub filter: Option<String>,
     /// The attribute naming a group found by search (with `member_of`, the value of the group DN's first
-    /// RDN is used: `cn=devs,ou=groups,…` is `devs`). Default: `cn`.
+    /// RDN is used: `cn=devs,ou=groups,…` is `devs`). Default: `cn`. Active Directory: `sAMAccountName`,
+    /// unique in the domain where a CN is unique only within its OU. Two groups of one user that end up
+    /// with the same name both count for nothing (and a warning is logged).
     pub name_attribute: Option<String>,
     /// Lower-case group names. Default: false.
     #[serde(default)]
@@ -165,6 +177,55 @@ pub fn looks_like_filter(f: &str) -> bool {
     depth == 0
 }
 
+/// An LDAP attribute description as a config may name one: letters, digits and `-` (or a numeric OID).
+fn is_attribute_name(a: &str) -> bool {
+    !a.is_empty() && a.len() <= 100 && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+}
+
+/// The attributes `filter` compares with `{username}` (`(sAMAccountName={username})` gives
+/// `sAMAccountName`), lower-cased.
+pub fn username_attributes_in(filter: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for (i, _) in filter.match_indices("={username}") {
+        let before = &filter[..i];
+        let name = before.rsplit(['(', '&', '|', '!']).next().unwrap_or("");
+        // `attr:=` (extensible match) and `attr~=`/`attr>=`: the name stops at the first of these.
+        let name = name.split([':', '~', '>', '<']).next().unwrap_or("").trim();
+        if !name.is_empty() {
+            found.push(name.to_ascii_lowercase());
+        }
+    }
+    found
+}
+
+/// What works but should not be left so, for `check-config`: the entry at `at` (e.g. `providers[1]`).
+pub fn warnings(cfg: &LdapConfig, at: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let g = &cfg.groups;
+    if g.from == GroupSource::MemberOf && g.base_dn.as_deref().is_none_or(str::is_empty) {
+        out.push(format!(
+            "{at}.groups.base_dn: not set, so with groups.from: member_of every group the user is in counts, \
+             named by its CN alone: a same-named group in another OU (or BUILTIN\\Guests) grants what the \
+             rules give that name. Set groups.base_dn to the OU of the groups your rules name"
+        ));
+    }
+    if cfg.user_dn_template.is_none() {
+        let filter = cfg.user_filter.as_deref().unwrap_or(DEFAULT_USER_FILTER);
+        let username_attribute = cfg.username_attribute.clone().unwrap_or_else(|| "uid".into());
+        let login = cfg.login_attributes.clone().unwrap_or_else(|| vec![username_attribute]);
+        for a in username_attributes_in(filter) {
+            if !login.iter().any(|l| l.eq_ignore_ascii_case(&a)) {
+                out.push(format!(
+                    "{at}.user_filter: finds users by {a}, but a name typed in that form is refused because \
+                     {a} is not in login_attributes ({}): add it there",
+                    login.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// Check an `ldap` provider entry, resolving its paths against `base`. Every problem is pushed to
 /// `errors` as `AT.key: what to fix`, `at` being e.g. `providers[1]`.
 pub fn validate_config(cfg: &mut LdapConfig, at: &str, base: &Path, errors: &mut Vec<String>) {
@@ -190,6 +251,24 @@ pub fn validate_config(cfg: &mut LdapConfig, at: &str, base: &Path, errors: &mut
     if let Some(t) = &cfg.user_dn_template {
         if !placeholders(t).contains(&"username") {
             err("user_dn_template", format!("{t:?} must contain {{username}}"));
+        }
+    }
+    if let Some(list) = &cfg.login_attributes {
+        let username_attribute = cfg.username_attribute.as_deref().unwrap_or("uid");
+        if list.is_empty() {
+            err("login_attributes", "must name at least one attribute (or be left out)".into());
+        } else if !list.iter().any(|a| a.eq_ignore_ascii_case(username_attribute)) {
+            err(
+                "login_attributes",
+                format!(
+                    "must include username_attribute {username_attribute:?} (refresh tokens look the user up by it)"
+                ),
+            );
+        }
+        for a in list {
+            if !is_attribute_name(a) {
+                err("login_attributes", format!("{a:?} is not an attribute name"));
+            }
         }
     }
     let mut check_filter = |key: &str, f: &str, allowed: &[&str], required: Option<&str>| {
@@ -300,6 +379,50 @@ mod tests {
         assert!(all.contains("providers[1].bind_password_file: required when bind_dn is set"), "{all}");
         let errors = errors_of("{name: x, url: 'ldap://x', user_base_dn: b, groups: {from: search}}");
         assert!(errors.iter().any(|e| e.contains("providers[1].groups.base_dn: required")), "{errors:?}");
+    }
+
+    #[test]
+    fn login_attributes_must_include_the_username_attribute() {
+        let errors = errors_of(
+            "{name: x, url: 'ldaps://x', user_base_dn: b, username_attribute: sAMAccountName, \
+             login_attributes: [userPrincipalName, 'bad attr']}",
+        );
+        let all = errors.join("\n");
+        assert!(
+            all.contains("providers[1].login_attributes: must include username_attribute \"sAMAccountName\""),
+            "{all}"
+        );
+        assert!(all.contains("providers[1].login_attributes: \"bad attr\" is not an attribute name"), "{all}");
+        assert!(
+            errors_of("{name: x, url: 'ldaps://x', user_base_dn: b, login_attributes: []}")[0].contains("at least one")
+        );
+        let ok = "{name: x, url: 'ldaps://x', user_base_dn: b, username_attribute: sAMAccountName, \
+                  login_attributes: [samaccountname, userPrincipalName]}";
+        assert_eq!(errors_of(ok), Vec::<String>::new());
+    }
+
+    #[test]
+    fn check_config_warns_about_ambiguous_groups_and_filters_that_find_unlisted_forms() {
+        let w = |yaml: &str| warnings(&parse(yaml), "providers[0]").join("\n");
+        // member_of without a base: every group counts, by CN.
+        let all = w("{name: ad, url: 'ldaps://x', user_base_dn: b}");
+        assert!(all.contains("providers[0].groups.base_dn: not set, so with groups.from: member_of"), "{all}");
+        assert_eq!(w("{name: ad, url: 'ldaps://x', user_base_dn: b, groups: {base_dn: 'OU=Groups,DC=x'}}"), "");
+        assert_eq!(w("{name: ad, url: 'ldaps://x', user_base_dn: b, groups: {from: search, base_dn: 'DC=x'}}"), "");
+        // A filter accepting both logon names, with only one of them listed: the other form is refused.
+        let both = "(&(objectClass=user)(|(sAMAccountName={username})(userPrincipalName={username})))";
+        let all = w(&format!(
+            "{{name: ad, url: 'ldaps://x', user_base_dn: b, username_attribute: sAMAccountName, user_filter: '{both}', \
+             groups: {{base_dn: g}}}}"
+        ));
+        assert!(all.contains("providers[0].user_filter: finds users by userprincipalname"), "{all}");
+        let listed = format!(
+            "{{name: ad, url: 'ldaps://x', user_base_dn: b, username_attribute: sAMAccountName, user_filter: '{both}', \
+             login_attributes: [sAMAccountName, userPrincipalName], groups: {{base_dn: g}}}}"
+        );
+        assert_eq!(w(&listed), "");
+        assert_eq!(username_attributes_in(both), ["samaccountname", "userprincipalname"]);
+        assert_eq!(username_attributes_in("(uid:caseExactMatch:={username})"), ["uid"]);
     }
 
     #[test]

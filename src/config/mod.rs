@@ -348,6 +348,11 @@ impl Settings {
                 findings.errors.push(e);
             }
         }
+        for (i, p) in settings.providers.iter().enumerate() {
+            if let ProviderConfig::Ldap(l) = p {
+                findings.warnings.extend(ldap::warnings(l, &format!("providers[{i}]")));
+            }
+        }
         settings.warnings = findings.warnings.clone();
         (Some(settings), findings)
     }

@@ -6,13 +6,13 @@
 //! secret: no password, token or refresh token is ever stored in it (only the access token's `jti`).
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::{IntoResponse, Response};
 
-use super::authn::Authenticated;
 use super::error::ApiError;
-use crate::identity::{AuthMethod, RequestContext};
+use crate::identity::{AuthMethod, Identity, RequestContext};
 use crate::telemetry;
 
 /// A list as JSON text: the JSON log lines write it as a real array (`cli::logs`), the text ones as it is.
@@ -52,6 +52,9 @@ pub struct Audit {
     pub refresh_token_issued: bool,
     /// A workload login's token: its `iss`, `sub` and `jti` (the token itself is never logged).
     pub workload: Option<[String; 3]>,
+    /// Why the provider refused a login or a refresh token (`account locked out (AD data 775)`), for the
+    /// operator: the client's answer says only `reason`.
+    pub provider_reason: String,
 }
 
 impl Audit {
@@ -73,26 +76,23 @@ impl Audit {
             jti: None,
             refresh_token_issued: false,
             workload: None,
+            provider_reason: String::new(),
         }
     }
 
-    /// The policy's view of an authenticated request, recording who it is on the way.
-    pub(crate) fn context(&mut self, auth: Authenticated, service: &str) -> RequestContext {
-        self.subject = Some(auth.identity.username.clone());
-        self.provider = auth.identity.provider.clone();
-        self.auth_method = auth.method.as_str();
-        if auth.method == AuthMethod::Workload {
-            let claim = |k: &str| {
-                auth.identity.claims.get(k).and_then(|v| v.as_str()).unwrap_or("").chars().take(200).collect()
-            };
+    /// The policy's view of an authenticated request (who, and how they proved it), recording who it is on
+    /// the way. Takes the parts rather than `authn::Authenticated`: authentication writes to the audit, so the
+    /// audit does not import it back.
+    pub(crate) fn context(&mut self, identity: Arc<Identity>, method: AuthMethod, service: &str) -> RequestContext {
+        self.subject = Some(identity.username.clone());
+        self.provider = identity.provider.clone();
+        self.auth_method = method.as_str();
+        if method == AuthMethod::Workload {
+            let claim =
+                |k: &str| identity.claims.get(k).and_then(|v| v.as_str()).unwrap_or("").chars().take(200).collect();
             self.workload = Some([claim("iss"), claim("sub"), claim("jti")]);
         }
-        RequestContext {
-            identity: auth.identity,
-            auth_method: auth.method,
-            client_ip: self.client_ip,
-            service: service.to_string(),
-        }
+        RequestContext { identity, auth_method: method, client_ip: self.client_ip, service: service.to_string() }
     }
 
     fn outcome(&self, result: &Result<Response, ApiError>) -> &'static str {
@@ -141,6 +141,7 @@ impl Audit {
             workload_subject = self.workload.as_ref().map_or("", |w| w[1].as_str()),
             workload_jti = self.workload.as_ref().map_or("", |w| w[2].as_str()),
             reason = %reason,
+            provider_reason = %self.provider_reason,
             "decision"
         );
         telemetry::token_request(outcome, self.client_id.as_deref(), self.endpoint, self.started.elapsed());

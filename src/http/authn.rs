@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
+use super::audit::Audit;
 use super::error::ApiError;
 use super::params::check_username;
 use crate::app::AppState;
@@ -25,18 +26,20 @@ const BAD_CREDENTIALS: &str = "invalid username or password";
 const BAD_TOKEN: &str = "the identity token is not accepted (see the server log for why)";
 
 /// Check a username and password (or a refresh token given as the password). Failed logins are rate limited
-/// per client IP and per account (see `ratelimit`).
+/// per client IP and per account (see `ratelimit`). A provider's reason for a refusal goes to the log and to
+/// `audit.provider_reason`, never to the client.
 pub(crate) async fn password_login(
     state: &AppState,
     username: &str,
     password: &SecretString,
     service: &str,
-    ip: IpAddr,
+    audit: &mut Audit,
 ) -> Result<Authenticated, ApiError> {
+    let ip: IpAddr = audit.client_ip;
     check_username(username)?;
     if password.expose_secret().starts_with(REFRESH_PREFIX) {
         // A refresh token as a Basic password (CI systems, containerd's GET fallback with an empty username).
-        let identity = refresh_login(state, password.expose_secret(), Some(username), service).await?;
+        let identity = refresh_login(state, password.expose_secret(), Some(username), service, audit).await?;
         return Ok(Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken });
     }
     // A workload's JWT: the username is whatever the client needed to send (docker insists on one), so the
@@ -61,6 +64,7 @@ pub(crate) async fn password_login(
         ChainOutcome::Rejected { provider, reason } => {
             let provider = provider.as_deref().unwrap_or("none");
             tracing::info!(user = %username, provider, reason = %reason, client_ip = %ip, "login refused");
+            audit.provider_reason = reason;
             metrics::counter!(crate::telemetry::FAILED_LOGINS, "provider" => provider.to_string()).increment(1);
             state.limiter.failed(ip, &limit_key).await?;
             Err(ApiError::Unauthorized(if jwt.is_some() { BAD_TOKEN } else { BAD_CREDENTIALS }.into()))
@@ -75,6 +79,7 @@ pub(crate) async fn refresh_login(
     token: &str,
     username: Option<&str>,
     service: &str,
+    audit: &mut Audit,
 ) -> Result<Identity, ApiError> {
     let Some(refresh) = &state.refresh else {
         return Err(ApiError::InvalidGrant(
@@ -104,6 +109,7 @@ pub(crate) async fn refresh_login(
         Ok(Recheck::Current(identity)) => Ok(identity),
         Ok(Recheck::Gone(reason)) => {
             tracing::info!(user = %claims.sub, provider = %claims.prv, reason = %reason, "refresh token refused");
+            audit.provider_reason = reason;
             Err(refused(RefreshError::AccountGone))
         }
         Err(e) => Err(ApiError::Unavailable(e.to_string())),

@@ -199,14 +199,22 @@ pub(crate) fn parse_scopes(state: &AppState, raw: &[String]) -> Result<Vec<Scope
     list.into_iter().map(|s| Scope::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))).collect()
 }
 
-/// `account` must name the authenticated user. A workload login's username is whatever the client had to
-/// send with its JWT (clients repeat it as `account`), so it names nobody and is not compared.
-pub(crate) fn check_account(account: Option<&str>, identity: &Identity, method: AuthMethod) -> Result<(), ApiError> {
+/// `account` must name the authenticated user: its username, or the login name a password login typed
+/// (a directory may accept another form of the name, `alice@corp.example` for `alice`, and docker repeats
+/// what was typed). A workload login's username is whatever the client had to send with its JWT (clients
+/// repeat it as `account`), so it names nobody and is not compared.
+pub(crate) fn check_account(
+    account: Option<&str>,
+    typed: Option<&str>,
+    identity: &Identity,
+    method: AuthMethod,
+) -> Result<(), ApiError> {
     if method == AuthMethod::Workload {
         return Ok(());
     }
+    let typed = typed.filter(|_| method == AuthMethod::Password);
     match account {
-        Some(a) if !a.is_empty() && a != identity.username => Err(ApiError::BadRequest(format!(
+        Some(a) if !a.is_empty() && a != identity.username && typed != Some(a) => Err(ApiError::BadRequest(format!(
             "account {:?} does not match the authenticated user",
             a.chars().take(100).collect::<String>()
         ))),

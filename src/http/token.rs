@@ -35,10 +35,12 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
         let service = check_service(&state, params.service.as_deref())?;
         let scopes = parse_scopes(&state, &params.scopes)?;
         audit.requested = scopes.iter().map(Scope::text).collect();
-        let auth = match parse_basic(&req.headers)? {
+        let basic = parse_basic(&req.headers)?;
+        let typed = basic.as_ref().map(|b| b.username.clone());
+        let auth = match basic {
             Some(b) => {
                 audit.subject = Some(b.username.clone());
-                password_login(&state, &b.username, &b.password, &service, audit.client_ip).await?
+                password_login(&state, &b.username, &b.password, &service, &mut audit).await?
             }
             None => {
                 if params.account.as_deref().is_some_and(|a| !a.is_empty()) {
@@ -50,7 +52,7 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
                 Authenticated { identity: Arc::new(Identity::anonymous()), method: AuthMethod::Anonymous }
             }
         };
-        check_account(params.account.as_deref(), &auth.identity, auth.method)?;
+        check_account(params.account.as_deref(), typed.as_deref(), &auth.identity, auth.method)?;
         let offline = truthy(params.offline_token.as_deref());
         answer(&state, auth, &mut audit, &service, &scopes, Ask { offline, scope_in_body: false, exchange: false })
             .await
@@ -63,71 +65,73 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
 pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let (head, body) = req.into_parts();
     let mut audit = Audit::new("token", "POST", client_ip::of_request(&head, &state.settings.ops.trusted_proxies));
-    let result =
-        async {
-            if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
-                let ct = ct.to_str().unwrap_or("");
-                if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-                    return Err(ApiError::BadRequest(
-                        "POST /token expects an application/x-www-form-urlencoded body".into(),
-                    ));
-                }
+    let result = async {
+        if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+                return Err(ApiError::BadRequest(
+                    "POST /token expects an application/x-www-form-urlencoded body".into(),
+                ));
             }
-            let body = read_body(&head.headers, body, state.settings.max_body_bytes).await?;
-            let mut params = Params::parse(&body, state.settings.max_scopes)?;
-            audit.client_id = params.client_id.clone();
-            audit.subject = params.username.clone();
-            let exchange = params.grant_type.as_deref() == Some(TOKEN_EXCHANGE);
-            // A token exchange names its client by the subject token; the other grants name it themselves.
-            if params.client_id.as_deref().unwrap_or("").is_empty() && !exchange {
-                return Err(ApiError::BadRequest("client_id is required on POST /token".into()));
-            }
-            if exchange && params.service.is_none() {
-                // RFC 8693 names the target service `audience`.
-                params.service = params.audience.clone();
-            }
-            audit.service = params.service.as_deref().unwrap_or("").chars().take(100).collect();
-            let service = check_service(&state, params.service.as_deref())?;
-            let scopes = parse_scopes(&state, &params.scopes)?;
-            audit.requested = scopes.iter().map(Scope::text).collect();
-            let auth =
-                match params.grant_type.as_deref() {
-                    Some("password") => {
-                        let username = params.username.as_deref().ok_or_else(|| {
-                            ApiError::BadRequest("username is required for grant_type=password".into())
-                        })?;
-                        let password = params.password.as_ref().ok_or_else(|| {
-                            ApiError::BadRequest("password is required for grant_type=password".into())
-                        })?;
-                        password_login(&state, username, password, &service, audit.client_ip).await?
-                    }
-                    Some("refresh_token") => {
-                        let token = params.refresh_token.as_ref().ok_or_else(|| {
-                            ApiError::BadRequest("refresh_token is required for grant_type=refresh_token".into())
-                        })?;
-                        let identity =
-                            refresh_login(&state, token.expose_secret(), params.username.as_deref(), &service).await?;
-                        Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken }
-                    }
-                    Some(super::device::GRANT_TYPE) => {
-                        let code = params.device_code.as_ref().ok_or_else(|| {
-                            ApiError::BadRequest("device_code is required for the device_code grant".into())
-                        })?;
-                        let identity = super::device::redeem(&state, code, &service).await?;
-                        Authenticated { identity: Arc::new(identity), method: AuthMethod::Device }
-                    }
-                    Some(TOKEN_EXCHANGE) => exchange_login(&state, &params, &service, audit.client_ip).await?,
-                    Some(other) => return Err(ApiError::UnsupportedGrant(other.chars().take(64).collect())),
-                    None => return Err(ApiError::BadRequest("grant_type is required on POST /token".into())),
-                };
-            check_account(params.account.as_deref(), &auth.identity, auth.method)?;
-            // A device login exists to produce a refresh token (`tollgate login` stores it as the identity token).
-            let offline = (params.access_type.as_deref() == Some("offline") && auth.method == AuthMethod::Password)
-                || auth.method == AuthMethod::Device;
-            let ask = Ask { offline, scope_in_body: true, exchange };
-            answer(&state, auth, &mut audit, &service, &scopes, ask).await
         }
-        .await;
+        let body = read_body(&head.headers, body, state.settings.max_body_bytes).await?;
+        let mut params = Params::parse(&body, state.settings.max_scopes)?;
+        audit.client_id = params.client_id.clone();
+        audit.subject = params.username.clone();
+        let exchange = params.grant_type.as_deref() == Some(TOKEN_EXCHANGE);
+        // A token exchange names its client by the subject token; the other grants name it themselves.
+        if params.client_id.as_deref().unwrap_or("").is_empty() && !exchange {
+            return Err(ApiError::BadRequest("client_id is required on POST /token".into()));
+        }
+        if exchange && params.service.is_none() {
+            // RFC 8693 names the target service `audience`.
+            params.service = params.audience.clone();
+        }
+        audit.service = params.service.as_deref().unwrap_or("").chars().take(100).collect();
+        let service = check_service(&state, params.service.as_deref())?;
+        let scopes = parse_scopes(&state, &params.scopes)?;
+        audit.requested = scopes.iter().map(Scope::text).collect();
+        let auth = match params.grant_type.as_deref() {
+            Some("password") => {
+                let username = params
+                    .username
+                    .as_deref()
+                    .ok_or_else(|| ApiError::BadRequest("username is required for grant_type=password".into()))?;
+                let password = params
+                    .password
+                    .as_ref()
+                    .ok_or_else(|| ApiError::BadRequest("password is required for grant_type=password".into()))?;
+                password_login(&state, username, password, &service, &mut audit).await?
+            }
+            Some("refresh_token") => {
+                let token = params.refresh_token.as_ref().ok_or_else(|| {
+                    ApiError::BadRequest("refresh_token is required for grant_type=refresh_token".into())
+                })?;
+                let identity =
+                    refresh_login(&state, token.expose_secret(), params.username.as_deref(), &service, &mut audit)
+                        .await?;
+                Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken }
+            }
+            Some(super::device::GRANT_TYPE) => {
+                let code = params
+                    .device_code
+                    .as_ref()
+                    .ok_or_else(|| ApiError::BadRequest("device_code is required for the device_code grant".into()))?;
+                let identity = super::device::redeem(&state, code, &service).await?;
+                Authenticated { identity: Arc::new(identity), method: AuthMethod::Device }
+            }
+            Some(TOKEN_EXCHANGE) => exchange_login(&state, &params, &service, &mut audit).await?,
+            Some(other) => return Err(ApiError::UnsupportedGrant(other.chars().take(64).collect())),
+            None => return Err(ApiError::BadRequest("grant_type is required on POST /token".into())),
+        };
+        check_account(params.account.as_deref(), params.username.as_deref(), &auth.identity, auth.method)?;
+        // A device login exists to produce a refresh token (`tollgate login` stores it as the identity token).
+        let offline = (params.access_type.as_deref() == Some("offline") && auth.method == AuthMethod::Password)
+            || auth.method == AuthMethod::Device;
+        let ask = Ask { offline, scope_in_body: true, exchange };
+        answer(&state, auth, &mut audit, &service, &scopes, ask).await
+    }
+    .await;
     audit.finish(result)
 }
 
@@ -146,7 +150,7 @@ async fn exchange_login(
     state: &AppState,
     params: &Params,
     service: &str,
-    ip: std::net::IpAddr,
+    audit: &mut Audit,
 ) -> Result<Authenticated, ApiError> {
     let token = params
         .subject_token
@@ -174,7 +178,7 @@ async fn exchange_login(
     if crate::identity::workload::jwt_issuer(token.expose_secret()).is_none() {
         return Err(ApiError::BadRequest("subject_token is not a JWT with an iss claim".into()));
     }
-    let auth = password_login(state, "", token, service, ip).await.map_err(|e| match e {
+    let auth = password_login(state, "", token, service, audit).await.map_err(|e| match e {
         ApiError::Unauthorized(m) => ApiError::InvalidGrant(m),
         other => other,
     })?;
@@ -194,7 +198,7 @@ async fn answer(
     ask: Ask,
 ) -> Result<Response, ApiError> {
     let sid = take_session(&mut auth.identity);
-    let ctx = audit.context(auth, service);
+    let ctx = audit.context(auth.identity, auth.method, service);
     let g = grant(state, &ctx, sid, scopes, ask).await?;
     audit.fully_granted = g.fully_granted;
     audit.granted = g.granted;

@@ -49,8 +49,8 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             ));
         };
         audit.subject = Some(basic.username.clone());
-        let auth = password_login(&state, &basic.username, &basic.password, &service, audit.client_ip).await?;
-        let ctx = audit.context(auth, &service);
+        let auth = password_login(&state, &basic.username, &basic.password, &service, &mut audit).await?;
+        let ctx = audit.context(auth.identity, auth.method, &service);
         let policy = state.policy.get();
         let explanations: Vec<_> = scopes.iter().map(|s| policy.explain(&ctx, s)).collect();
         audit.fully_granted = explanations.iter().zip(&scopes).all(|(e, s)| e.granted.len() >= s.actions.len());

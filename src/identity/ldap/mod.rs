@@ -8,14 +8,19 @@
 //! normalises (a leading space) or that a careless filter template widens can never become someone else.
 //!
 //! A refresh token comes back through [`LdapProvider::recheck`], which re-reads the user and the groups
-//! with the service account: a deleted user, or one matching `disabled_filter` (Active Directory's
-//! `userAccountControl` disabled bit), is gone.
+//! with the service account: a deleted user, one matching `disabled_filter`, or one whose account-state
+//! attributes say expired, locked out or must change password ([`state`]) is gone. The same attributes are
+//! checked after every successful bind, and a refused bind is explained by Active Directory's sub-code.
+//!
+//! Group names must mean one group each: with `member_of`, only groups under `groups.base_dn` count, and a
+//! name that two of a user's groups would share counts for neither.
 //!
 //! The identity cache in front of this provider ([`crate::identity::cache`]) is what makes repeated token
 //! requests free; this module makes the cold path cheap: pooled service connections, one search, one bind
 //! and the group look-up.
 
 pub mod pool;
+pub mod state;
 pub mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -26,7 +31,7 @@ use ldap3::{LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use self::pool::{Connector, Op, OpCounters, Pool};
-use self::text::{fill, first_rdn_value, Escape};
+use self::text::{fill, first_rdn_value, is_under, Escape};
 use super::{Identity, Outcome, Provider, Recheck, Unavailable};
 use crate::config::ldap::{
     GroupSource, LdapConfig, Nested, DEFAULT_GROUP_FILTER, DEFAULT_USER_FILTER, IN_CHAIN_GROUP_FILTER,
@@ -39,6 +44,8 @@ pub struct LdapProvider {
     cfg: LdapConfig,
     user_filter: String,
     username_attribute: String,
+    /// The attributes a typed login name may match (always including `username_attribute`).
+    login_attributes: Vec<String>,
     member_of_attribute: String,
     group_name_attribute: String,
     group_filter: String,
@@ -56,6 +63,17 @@ struct UserEntry {
     username: String,
     /// Group DNs from the member-of attribute (empty unless that strategy is used).
     member_of: Vec<String>,
+    /// Why the account's state attributes say it may not be used, if they do ([`state::refusal`]).
+    refusal: Option<String>,
+}
+
+/// Which name a user entry must carry.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    /// A typed login name: any of `login_attributes`.
+    Login,
+    /// A username vouched for earlier (a refresh token's subject): `username_attribute` only.
+    Username,
 }
 
 /// Why an operation did not produce an answer.
@@ -130,10 +148,16 @@ impl LdapProvider {
             metrics::counter!("tollgate_ldap_operations_total", "provider" => cfg.name.clone(), "op" => op)
                 .increment(0);
         }
+        let username_attribute = cfg.username_attribute.clone().unwrap_or_else(|| "uid".to_string());
+        let mut login_attributes = cfg.login_attributes.clone().unwrap_or_default();
+        if !login_attributes.iter().any(|a| a.eq_ignore_ascii_case(&username_attribute)) {
+            login_attributes.insert(0, username_attribute.clone());
+        }
         Ok(LdapProvider {
             name: cfg.name.clone(),
             user_filter: cfg.user_filter.clone().unwrap_or_else(|| DEFAULT_USER_FILTER.into()),
-            username_attribute: cfg.username_attribute.clone().unwrap_or_else(|| "uid".into()),
+            username_attribute,
+            login_attributes,
             member_of_attribute: g.member_of_attribute.clone().unwrap_or_else(|| "memberOf".into()),
             group_name_attribute: g.name_attribute.clone().unwrap_or_else(|| "cn".into()),
             group_filter,
@@ -158,12 +182,13 @@ impl LdapProvider {
         self.service.connector().op_timeout
     }
 
-    /// Attributes read from a user entry.
+    /// Attributes read from a user entry: its names, its groups (with `member_of`) and its state.
     fn user_attrs(&self) -> Vec<&str> {
-        let mut attrs = vec![self.username_attribute.as_str()];
+        let mut attrs: Vec<&str> = self.login_attributes.iter().map(String::as_str).collect();
         if self.cfg.groups.from == GroupSource::MemberOf {
             attrs.push(self.member_of_attribute.as_str());
         }
+        attrs.extend(state::ATTRIBUTES);
         attrs
     }
 
@@ -218,7 +243,7 @@ impl LdapProvider {
     }
 
     /// Find the user with the service account. None: no such (enabled) user.
-    async fn find_user(&self, username: &str) -> Result<Option<UserEntry>, Failure> {
+    async fn find_user(&self, username: &str, lookup: Lookup) -> Result<Option<UserEntry>, Failure> {
         let (base, scope, filter) = match &self.cfg.user_dn_template {
             Some(t) => (fill(t, &[("username", username)], Escape::Dn), Scope::Base, "(objectClass=*)".to_string()),
             None => (
@@ -231,24 +256,50 @@ impl LdapProvider {
         let entries = self.service_search(&base, scope, &filter, &self.user_attrs(), 2).await?;
         match entries.len() {
             0 => Ok(None),
-            1 => Ok(entries.into_iter().next().and_then(|e| self.user_entry(e, username))),
+            1 => Ok(entries.into_iter().next().and_then(|e| self.user_entry(e, username, lookup))),
             n => Err(Failure::Rejected(format!("{n} or more directory entries match the username; check user_filter"))),
         }
     }
 
-    /// Turn a directory entry into a user, if its login attribute is the typed username.
-    fn user_entry(&self, entry: SearchEntry, typed: &str) -> Option<UserEntry> {
+    /// Turn a directory entry into a user, if one of its login names (for [`Lookup::Login`], any of
+    /// `login_attributes`; otherwise `username_attribute`) is the typed name. The username is always
+    /// `username_attribute`'s value, whichever name was typed.
+    fn user_entry(&self, entry: SearchEntry, typed: &str, lookup: Lookup) -> Option<UserEntry> {
         let names = attr(&entry, &self.username_attribute);
-        let Some(username) = names.iter().find(|n| n.eq_ignore_ascii_case(typed)) else {
-            if names.is_empty() {
-                tracing::warn!(provider = %self.name, attribute = %self.username_attribute,
-                    "user entry has no such attribute; check username_attribute");
-            }
+        let Some(first) = names.first() else {
+            tracing::warn!(provider = %self.name, attribute = %self.username_attribute,
+                "user entry has no such attribute; check username_attribute");
             return None;
         };
+        let username = match names.iter().find(|n| n.eq_ignore_ascii_case(typed)) {
+            Some(n) => n.clone(),
+            None if lookup == Lookup::Login
+                && self
+                    .login_attributes
+                    .iter()
+                    .any(|a| attr(&entry, a).iter().any(|v| v.eq_ignore_ascii_case(typed))) =>
+            {
+                first.clone()
+            }
+            None => {
+                // The filter found this entry for the typed name, yet none of the login names is that name: a
+                // form of the name that login_attributes does not list (check-config warns), or a name the
+                // directory normalised (` alice`), which must never become someone else.
+                tracing::info!(provider = %self.name, dn = %entry.dn, attributes = %self.login_attributes.join(","),
+                    "the user filter found an entry whose login names differ from the typed name; refused \
+                     (add the attribute holding that form to login_attributes if it is one)");
+                return None;
+            }
+        };
+        let state: std::collections::HashMap<String, Vec<String>> = state::ATTRIBUTES
+            .iter()
+            .map(|a| (a.to_string(), attr(&entry, a).to_vec()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
         Some(UserEntry {
-            username: username.clone(),
+            username,
             member_of: attr(&entry, &self.member_of_attribute).to_vec(),
+            refusal: state::refusal(&state, crate::support::time::unix_now() as i64),
             dn: entry.dn,
         })
     }
@@ -272,13 +323,19 @@ impl LdapProvider {
             match result.rc {
                 0 => {}
                 // invalidCredentials (also: no such DN), inappropriateAuthentication, and a DN built from a
-                // username that the server cannot parse (invalidDNSyntax).
+                // username that the server cannot parse (invalidDNSyntax). Active Directory says why in a
+                // sub-code (expired, locked out, ...), which goes to the log and the audit line only.
                 49 | 48 | 34 => {
                     self.binds.put(conn);
-                    return Err(Failure::Rejected("wrong password".into()));
+                    let reason = state::bind_refusal(&result.text).unwrap_or_else(|| "wrong password".into());
+                    return Err(Failure::Rejected(reason));
                 }
                 // unwillingToPerform: locked, disabled or password expired on several servers.
-                53 => return Err(Failure::Rejected(format!("the directory refused the bind: {}", result.text))),
+                53 => {
+                    let reason = state::bind_refusal(&result.text)
+                        .unwrap_or_else(|| format!("the directory refused the bind: {}", result.text.trim()));
+                    return Err(Failure::Rejected(reason));
+                }
                 _ => return Err(Failure::Unavailable(describe(&LdapError::from(result)))),
             }
             if self.cfg.user_dn_template.is_none() {
@@ -296,7 +353,7 @@ impl LdapProvider {
                 return Err(Failure::Unavailable(describe(&LdapError::from(res.1))));
             }
             let entry = res.0.into_iter().next().map(SearchEntry::construct);
-            return match entry.and_then(|e| self.user_entry(e, typed)) {
+            return match entry.and_then(|e| self.user_entry(e, typed, Lookup::Login)) {
                 Some(u) => Ok(Some(u)),
                 None => Err(Failure::Rejected("the account is disabled or its name does not match".into())),
             };
@@ -310,7 +367,13 @@ impl LdapProvider {
         let mut found: BTreeMap<String, String> = BTreeMap::new();
         match g.from {
             GroupSource::MemberOf => {
+                let base = g.base_dn.as_deref().filter(|b| !b.trim().is_empty());
                 for dn in &user.member_of {
+                    // Outside the base: another OU's group of the same CN, BUILTIN's, anything the rules do
+                    // not mean.
+                    if base.is_some_and(|b| !is_under(dn, b)) {
+                        continue;
+                    }
                     if let Some(name) = first_rdn_value(dn) {
                         found.insert(dn.to_ascii_lowercase(), name);
                     }
@@ -337,12 +400,25 @@ impl LdapProvider {
                 found.extend(next);
             }
         }
-        let names: BTreeSet<String> = found
-            .into_values()
-            .map(|n| if g.lowercase { n.to_lowercase() } else { n })
-            .map(|n| format!("{}{n}", g.prefix))
-            .collect();
-        Ok(names.into_iter().collect())
+        // Short name -> the groups that have it. A name two groups share would let either grant what the
+        // rules give that name: it counts for neither.
+        let mut by_name: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (dn, name) in found {
+            let name = if g.lowercase { name.to_lowercase() } else { name };
+            by_name.entry(format!("{}{name}", g.prefix)).or_default().insert(dn);
+        }
+        let mut names = Vec::with_capacity(by_name.len());
+        for (name, dns) in by_name {
+            if dns.len() > 1 {
+                tracing::warn!(provider = %self.name, user = %user.username, group = %name,
+                    dns = %dns.iter().cloned().collect::<Vec<_>>().join(" | "),
+                    "two or more of the user's groups have this name; it counts for none of them (name groups \
+                     by a unique attribute such as sAMAccountName, or narrow groups.base_dn)");
+                continue;
+            }
+            names.push(name);
+        }
+        Ok(names)
     }
 
     /// Search groups; returns lower-cased DN → short name.
@@ -391,20 +467,28 @@ impl LdapProvider {
                 }
             }
             None => {
-                let Some(user) = self.find_user(username).await? else { return Ok(Outcome::NotMine) };
+                let Some(user) = self.find_user(username, Lookup::Login).await? else { return Ok(Outcome::NotMine) };
                 self.bind_as(&user.dn, password, username).await?;
                 user
             }
         };
+        // The bind succeeded, yet the entry may say otherwise (a directory that does not refuse the bind
+        // of a locked or expired account by itself): the same rule as for refresh tokens.
+        if let Some(reason) = &user.refusal {
+            return Ok(Outcome::Rejected(reason.clone()));
+        }
         let groups = self.groups(&user).await?;
         Ok(Outcome::Authenticated(Arc::new(self.identity(&user, groups))))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %self.name, user = %username))]
     async fn reread(&self, username: &str) -> Result<Recheck, Failure> {
-        let Some(user) = self.find_user(username).await? else {
+        let Some(user) = self.find_user(username, Lookup::Username).await? else {
             return Ok(Recheck::Gone("no longer in the directory, or disabled".into()));
         };
+        if let Some(reason) = user.refusal {
+            return Ok(Recheck::Gone(reason));
+        }
         let groups = self.groups(&user).await?;
         Ok(Recheck::Current(self.identity(&user, groups)))
     }
@@ -492,8 +576,12 @@ mod tests {
             "{name: ad, url: 'ldaps://dc', user_base_dn: 'DC=corp', groups: {from: search, base_dn: 'DC=corp', nested: in_chain}}",
         );
         let p = LdapProvider::new(&cfg).unwrap();
-        let user =
-            UserEntry { dn: "CN=Smith\\, J (*),OU=Staff,DC=corp".into(), username: "js".into(), member_of: vec![] };
+        let user = UserEntry {
+            dn: "CN=Smith\\, J (*),OU=Staff,DC=corp".into(),
+            username: "js".into(),
+            member_of: vec![],
+            refusal: None,
+        };
         let filter = fill(&p.group_filter, &[("dn", &user.dn), ("username", &user.username)], Escape::Filter);
         assert_eq!(filter, r"(member:1.2.840.113556.1.4.1941:=CN=Smith\5c, J \28\2a\29,OU=Staff,DC=corp)");
     }

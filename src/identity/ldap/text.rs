@@ -79,6 +79,81 @@ pub fn first_rdn_value(dn: &str) -> Option<String> {
     (!value.is_empty()).then(|| value.to_string())
 }
 
+/// A DN as a list of normalised RDNs, leaf first, for comparing DNs the way a directory does: attribute
+/// types and values compared without case, escapes (`\,` and `\2c`) decoded, spaces around `,` `=` `+`
+/// ignored, the values of a multi-valued RDN in a fixed order. None for text that is not a DN.
+pub fn normalized_rdns(dn: &str) -> Option<Vec<String>> {
+    if dn.trim().is_empty() {
+        return Some(Vec::new());
+    }
+    let bytes = dn.as_bytes();
+    let mut rdns = Vec::new();
+    let mut avas: Vec<String> = Vec::new();
+    // The current attribute type, and the value's bytes, each with whether it was escaped (escaped spaces
+    // are part of the value; unescaped ones at either end are not).
+    let mut typ: Option<String> = None;
+    let mut current: Vec<(u8, bool)> = Vec::new();
+    let finish = |typ: &mut Option<String>, current: &mut Vec<(u8, bool)>, avas: &mut Vec<String>| -> Option<()> {
+        let t = typ.take()?;
+        while current.first().is_some_and(|(b, esc)| *b == b' ' && !esc) {
+            current.remove(0);
+        }
+        while current.last().is_some_and(|(b, esc)| *b == b' ' && !esc) {
+            current.pop();
+        }
+        let value = String::from_utf8(current.drain(..).map(|(b, _)| b).collect()).ok()?;
+        let t = t.trim().to_ascii_lowercase();
+        if t.is_empty() {
+            return None;
+        }
+        avas.push(format!("{t}={}", value.to_lowercase()));
+        Some(())
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match (typ.is_some(), b) {
+            (_, b'\\') => {
+                let next = *bytes.get(i + 1)?;
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
+                let (byte, width) = match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(v) => (v, 3),
+                    None => (next, 2),
+                };
+                // An escape in an attribute type: not a DN.
+                typ.as_ref()?;
+                current.push((byte, true));
+                i += width;
+                continue;
+            }
+            (false, b'=') => typ = Some(String::from_utf8(current.drain(..).map(|(b, _)| b).collect()).ok()?),
+            (false, b',' | b';' | b'+') => return None,
+            (true, b'+') => finish(&mut typ, &mut current, &mut avas)?,
+            (true, b',' | b';') => {
+                finish(&mut typ, &mut current, &mut avas)?;
+                avas.sort();
+                rdns.push(avas.join("+"));
+                avas.clear();
+            }
+            _ => current.push((b, false)),
+        }
+        i += 1;
+    }
+    finish(&mut typ, &mut current, &mut avas)?;
+    avas.sort();
+    rdns.push(avas.join("+"));
+    Some(rdns)
+}
+
+/// Whether `dn` is `base` or below it, compared as [`normalized_rdns`] does. False when either does not
+/// parse: a group the base cannot be proven to contain does not count.
+pub fn is_under(dn: &str, base: &str) -> bool {
+    match (normalized_rdns(dn), normalized_rdns(base)) {
+        (Some(d), Some(b)) => d.len() >= b.len() && d[d.len() - b.len()..] == b[..],
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +193,32 @@ mod tests {
         assert_eq!(first_rdn_value(r"cn=a\,b+ou=c,dc=x").as_deref(), Some("a,b"));
         assert_eq!(first_rdn_value("no-equals-sign"), None);
         assert_eq!(first_rdn_value("cn=,dc=x"), None);
+    }
+
+    #[test]
+    fn dns_compare_without_case_spacing_or_escape_form() {
+        let base = "OU=Groups,DC=ad,DC=example,DC=org";
+        assert!(is_under("CN=admins,OU=Groups,DC=ad,DC=example,DC=org", base));
+        assert!(is_under("cn=admins, ou=groups , dc=AD,dc=Example,dc=ORG", base));
+        assert!(is_under("CN=x,OU=Team,OU=Groups,DC=ad,DC=example,DC=org", base));
+        assert!(is_under(base, base));
+        assert!(is_under(r"CN=a\2cb,OU=Groups,DC=ad,DC=example,DC=org", base));
+        // Same CN, another OU; a look-alike OU whose name only ends like the base's; the base's parent.
+        assert!(!is_under("CN=admins,OU=Contractors,DC=ad,DC=example,DC=org", base));
+        assert!(!is_under("CN=admins,OU=Other Groups,DC=ad,DC=example,DC=org", base));
+        assert!(!is_under(r"CN=admins\,OU=Groups,DC=ad,DC=example,DC=org", "OU=Groups,DC=example,DC=org"));
+        assert!(!is_under("DC=ad,DC=example,DC=org", base));
+        assert!(!is_under(r"CN=x\,OU=Groups,OU=Contractors,DC=ad,DC=example,DC=org", base));
+        // An escaped comma is part of a value, never a separator.
+        assert_eq!(
+            normalized_rdns(r"CN=Smith\, J (*) \\ x,OU=Staff,DC=corp").unwrap(),
+            [r"cn=smith, j (*) \ x", "ou=staff", "dc=corp"]
+        );
+        assert_eq!(normalized_rdns(r"cn=b+ou=a ,dc=x").unwrap(), ["cn=b+ou=a", "dc=x"]);
+        assert_eq!(normalized_rdns(r"cn=trailing\ ,dc=x").unwrap(), ["cn=trailing ", "dc=x"]);
+        for bad in ["no-equals", "cn=a,,dc=x", "=a", r"c\n=a", "cn=a\\"] {
+            assert_eq!(normalized_rdns(bad), None, "{bad:?}");
+            assert!(!is_under(bad, "dc=x"), "{bad:?}");
+        }
     }
 }
