@@ -2,7 +2,8 @@
 //! logins and both group strategies, StartTLS and LDAPS with a private CA, hostile usernames, the empty
 //! password on a server that accepts it, the identity cache (group removal after the TTL, serving stale
 //! while the directory is down), restarts, a server that never answers, two directories in one chain,
-//! and the number of LDAP operations per token request as counted by slapd itself.
+//! the number of LDAP operations per token request as counted by slapd itself, and a ppolicy lock
+//! (`pwdAccountLockedTime`) stopping a refresh token. Active Directory itself: `ad.rs`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -231,7 +232,7 @@ async fn a_wrong_password_is_refused_and_remembered_without_locking_out_the_righ
 
 #[tokio::test]
 async fn an_empty_password_is_refused_even_where_the_server_accepts_it() {
-    let slapd = Slapd::start(SlapdOptions { allow_bind_anon_dn: true });
+    let slapd = Slapd::start(SlapdOptions { allow_bind_anon_dn: true, ..SlapdOptions::default() });
     // The hostile server: alice's DN with an empty password binds (as anonymous).
     let (conn, mut ldap) = ldap3::LdapConnAsync::new(&slapd.ldap_url()).await.expect("connect");
     ldap3::drive!(conn);
@@ -352,6 +353,29 @@ async fn refresh_tokens_of_deleted_or_disabled_users_are_refused_once_the_cache_
     tokio::time::sleep(Duration::from_millis(3100).saturating_sub(cached_by.elapsed())).await;
     assert_eq!(refresh(&state, &alice, PUSH_PAYMENTS).await.0, 401, "deleted user");
     assert_eq!(refresh(&state, &bob, PUSH_PAYMENTS).await.0, 401, "disabled user");
+}
+
+/// OpenLDAP's ppolicy lock (`pwdAccountLockedTime`) stops a refresh token once the cache expires, as AD's
+/// lockout does: a re-check carries no password, so it must read the lock from the entry.
+#[tokio::test]
+async fn a_ppolicy_locked_account_loses_its_refresh_token_after_the_cache_ttl() {
+    let slapd = Slapd::start(SlapdOptions { ppolicy: true, ..SlapdOptions::default() });
+    let state = env(&slapd, Mode::StartTlsMemberOf, "  ttl: 2s\n  negative_ttl: 0s\n").state();
+    let alice = user("alice");
+    let token = refresh_token(&state, (&alice.0, &alice.1)).await;
+    let cached_by = Instant::now();
+    let bob = refresh_token(&state, (&user("bob").0, &user("bob").1)).await;
+    assert_eq!(refresh(&state, &token, PUSH_PAYMENTS).await.0, 200);
+    slapd.lock_with_ppolicy("alice");
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(cached_by.elapsed())).await;
+    assert_eq!(refresh(&state, &token, PUSH_PAYMENTS).await.0, 401, "locked: the refresh token stops");
+    assert_eq!(granted(&state, (&alice.0, &alice.1), PUSH_PAYMENTS).await.0, 401, "and the password");
+    let p = LdapProvider::new(&config(&slapd, Mode::StartTlsMemberOf, "")).expect("provider");
+    match p.recheck("alice").await {
+        Ok(Recheck::Gone(reason)) => assert_eq!(reason, "account locked (pwdAccountLockedTime)"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(refresh(&state, &bob, "repository:web/site:push").await, (200, vec!["push".to_string()]));
 }
 
 /// providers/active-directory.yaml against slapd with AD's attributes: `sAMAccountName` as the login name and

@@ -19,6 +19,9 @@
 //! - the monitor database, readable by the admin, for the server's own operation counters
 //!   ([`Slapd::op_counts`]).
 //!
+//! With [`SlapdOptions::ppolicy`] the ppolicy overlay is loaded (no default policy), so a test can lock an
+//! account the OpenLDAP way ([`Slapd::lock_with_ppolicy`]).
+//!
 //! [`Slapd::stop`] and [`Slapd::start_again`] restart the server on the same ports with the same data.
 //! Like [`super::Registry`] it is not `Send`: slapd dies with the thread that spawned it (PDEATHSIG).
 
@@ -46,6 +49,9 @@ pub struct SlapdOptions {
     /// `olcAllows: bind_anon_dn`: a DN with an empty password binds as anonymous instead of failing,
     /// as some production servers do.
     pub allow_bind_anon_dn: bool,
+    /// Load the ppolicy overlay (no default policy), so an administrator can lock an account with
+    /// `pwdAccountLockedTime` ([`Slapd::lock_with_ppolicy`]).
+    pub ppolicy: bool,
 }
 
 /// A running slapd, killed on drop.
@@ -109,6 +115,15 @@ pub const UAC_DISABLED: u32 = 514;
 fn config_ldif(dir: &Path, opts: &SlapdOptions) -> String {
     let d = dir.display();
     let allows = if opts.allow_bind_anon_dn { "olcAllows: bind_anon_dn\n" } else { "" };
+    let (ppolicy_module, ppolicy_overlay) = if opts.ppolicy {
+        (
+            "olcModuleLoad: ppolicy\n",
+            "\ndn: olcOverlay={2}ppolicy,olcDatabase={2}mdb,cn=config\nobjectClass: olcOverlayConfig\n\
+             objectClass: olcPPolicyConfig\nolcOverlay: {2}ppolicy\n",
+        )
+    } else {
+        ("", "")
+    };
     format!(
         "dn: cn=config
 objectClass: olcGlobal
@@ -125,7 +140,7 @@ olcModulePath: /usr/lib/ldap
 olcModuleLoad: back_mdb
 olcModuleLoad: memberof
 olcModuleLoad: refint
-
+{ppolicy_module}
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
 cn: schema
@@ -186,7 +201,7 @@ objectClass: olcRefintConfig
 olcOverlay: {{1}}refint
 olcRefintAttribute: member
 olcRefintAttribute: uniqueMember
-"
+{ppolicy_overlay}"
     )
 }
 
@@ -418,6 +433,19 @@ impl Slapd {
             ldif_attr("dn", &group_dn(group)),
             ldif_attr("member", &user_dn(uid))
         ));
+    }
+
+    /// Lock `uid` the way an OpenLDAP administrator does with the ppolicy overlay: `pwdAccountLockedTime`
+    /// `000001010000Z` (locked until an administrator removes it). The attribute is operational, so the
+    /// modification needs the relax control. Needs [`SlapdOptions::ppolicy`].
+    pub fn lock_with_ppolicy(&self, uid: &str) {
+        let mut cmd = command("ldapmodify");
+        cmd.args(["-x", "-e", "relax", "-H", &self.ldap_url(), "-D", ADMIN_DN, "-w", ADMIN_PW]);
+        let ldif = format!(
+            "{}changetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n",
+            ldif_attr("dn", &user_dn(uid))
+        );
+        run(cmd, Some(ldif.as_bytes()), &[ADMIN_PW], Duration::from_secs(30)).assert_ok();
     }
 
     pub fn delete_user(&self, uid: &str) {
