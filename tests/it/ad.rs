@@ -10,7 +10,9 @@
 //! - group naming: the same CN in another OU and `BUILTIN\Guests` never confused with the groups the rules
 //!   name, with `member_of` and with the in-chain search, nested groups both ways;
 //! - the DC stopped: 503 for users not cached, cached users served within the TTL, recovery without a
-//!   tollgate restart.
+//!   tollgate restart;
+//! - `check-config` warning about `member_of` without a base and a filter that finds a logon name form
+//!   the login attributes do not list (no DC needed).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -333,4 +335,48 @@ async fn ad_dc_stopped_gives_503_to_uncached_users_serves_cached_ones_within_the
     assert_eq!(granted(&state, ("carol", &pw("carol")), scope).await.1.len(), 2);
     assert_eq!(granted(&state, ("alice", &alice_pw), scope).await.1.len(), 2);
     probe.probe().await.expect("the readiness probe sees the DC back");
+}
+
+/// `tollgate check-config` (the real command) on an Active Directory entry that would confuse groups or
+/// refuse a logon name without a word: it says so, and still passes (they are warnings). The shipped example
+/// draws no warning.
+#[test]
+fn check_config_warns_about_member_of_without_a_base_and_logon_names_the_filter_finds_but_refuses() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/providers/active-directory.yaml")).unwrap();
+    let file: serde_norway::Value = serde_norway::from_str(&text).unwrap();
+    let example = file["providers"][0].as_mapping().unwrap().clone();
+    let secrets = tempfile::tempdir().unwrap();
+    let password = secrets.path().join("ad-bind-password");
+    std::fs::write(&password, "not-a-real-password\n").unwrap();
+    std::fs::set_permissions(&password, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let check = |entry: &serde_norway::Mapping| {
+        let mut entry = entry.clone();
+        entry.remove("ca_file"); // the system trust store: nothing is contacted
+        entry.insert("bind_password_file".into(), password.display().to_string().into());
+        let providers = serde_norway::to_string(&vec![serde_norway::Value::Mapping(entry)]).unwrap();
+        let providers = providers.lines().map(|l| format!("  {l}\n")).collect::<String>();
+        let env = TestEnv::with(Opts { providers_yaml: Some(format!("providers:\n{providers}")), ..Opts::default() });
+        let out = std::process::Command::new(crate::ops::tollgate_bin())
+            .args(["check-config", "--config"])
+            .arg(&env.config)
+            .env_remove("TOLLGATE_CONFIG")
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "warnings do not fail the check:\n{err}");
+        err.lines().filter(|l| l.starts_with("warning:")).map(str::to_string).collect::<Vec<_>>()
+    };
+    assert_eq!(check(&example), Vec::<String>::new(), "the shipped example");
+    let mut risky = example.clone();
+    risky.remove("login_attributes");
+    risky.insert("groups".into(), serde_norway::from_str("{from: member_of, lowercase: true}").unwrap());
+    let warnings = check(&risky).join("\n");
+    assert!(warnings.contains("providers[0].groups.base_dn: not set, so with groups.from: member_of"), "{warnings}");
+    assert!(
+        warnings.contains(
+            "providers[0].user_filter: finds users by userprincipalname, but a name typed in that form is refused"
+        ),
+        "{warnings}"
+    );
 }

@@ -1,6 +1,6 @@
 //! Property tests of everything that parses client or operator input: the scope parser, the Basic header
-//! and the form and query parsers (through the public router, as a client reaches them), the policy loader
-//! and refresh tokens. The properties: nothing panics or answers 500, nothing but the right credentials gets
+//! and the form and query parsers (through the public router, as a client reaches them), the policy loader,
+//! refresh tokens and the group DNs a directory returns. The properties: nothing panics or answers 500, nothing but the right credentials gets
 //! a token, what parses re-parses to the same thing, and a tampered refresh token is always refused.
 //!
 //! A short run is part of the suite (64 cases per property, or `PROPTEST_CASES`); a longer one is
@@ -71,6 +71,20 @@ proptest! {
             let again = Scope::parse(&scope.to_string()).expect("the displayed form of a scope parses");
             prop_assert_eq!((again.rtype, &again.name, &again.actions), (scope.rtype, &scope.name, &scope.actions));
         }
+    }
+
+    /// Group DNs come from the directory: any text is a DN or not, never a panic; a group DN built by
+    /// escaping any CN is under its OU (in any letter case) and never under a sibling OU.
+    #[test]
+    fn group_dns_parse_without_panic_and_escaped_cns_stay_in_their_ou(junk in texty(80), cn in texty(24)) {
+        use tollgate::identity::ldap::text::{is_under, normalized_rdns};
+        let _ = normalized_rdns(&junk);
+        let _ = is_under(&junk, "OU=Groups,DC=corp");
+        prop_assume!(!cn.trim().is_empty());
+        let dn = format!("CN={},OU=Groups,DC=corp", ldap3::dn_escape(&cn));
+        prop_assert!(is_under(&dn, "ou=groups,dc=CORP"), "{}", dn);
+        prop_assert!(!is_under(&dn, "OU=Contractors,DC=corp"), "{}", dn);
+        prop_assert!(!is_under("OU=Groups,DC=corp", &dn), "{}", dn);
     }
 
     #[test]
