@@ -31,7 +31,7 @@ use ldap3::{LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use self::pool::{Connector, Op, OpCounters, Pool};
-use self::text::{fill, first_rdn_value, is_under, Escape};
+use self::text::{fill, first_rdn_value, is_under, normalized_rdns, Escape};
 use super::{Identity, Outcome, Provider, Recheck, Unavailable};
 use crate::config::ldap::{
     GroupSource, LdapConfig, Nested, DEFAULT_GROUP_FILTER, DEFAULT_USER_FILTER, IN_CHAIN_GROUP_FILTER,
@@ -400,12 +400,14 @@ impl LdapProvider {
                 found.extend(next);
             }
         }
-        // Short name -> the groups that have it. A name two groups share would let either grant what the
-        // rules give that name: it counts for neither.
+        // Short name -> the groups that have it (DNs compared as the directory compares them, so one group
+        // spelt two ways is one group). A name two groups share would let either grant what the rules give
+        // that name: it counts for neither.
         let mut by_name: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (dn, name) in found {
             let name = if g.lowercase { name.to_lowercase() } else { name };
-            by_name.entry(format!("{}{name}", g.prefix)).or_default().insert(dn);
+            let same = normalized_rdns(&dn).map(|rdns| rdns.join(",")).unwrap_or(dn);
+            by_name.entry(format!("{}{name}", g.prefix)).or_default().insert(same);
         }
         let mut names = Vec::with_capacity(by_name.len());
         for (name, dns) in by_name {
@@ -584,6 +586,33 @@ mod tests {
         };
         let filter = fill(&p.group_filter, &[("dn", &user.dn), ("username", &user.username)], Escape::Filter);
         assert_eq!(filter, r"(member:1.2.840.113556.1.4.1941:=CN=Smith\5c, J \28\2a\29,OU=Staff,DC=corp)");
+    }
+
+    /// memberOf needs no search, so the naming rules run without a server: only groups under the base
+    /// count, one group spelt two ways is one group, and a name two groups share counts for neither.
+    #[tokio::test]
+    async fn member_of_groups_count_under_the_base_only_and_shared_names_count_for_neither() {
+        let user = |dns: &[&str]| UserEntry {
+            dn: "CN=u,OU=Staff,DC=corp".into(),
+            username: "u".into(),
+            member_of: dns.iter().map(|d| d.to_string()).collect(),
+            refusal: None,
+        };
+        let p = LdapProvider::new(&parse(
+            "{name: ad, url: 'ldaps://dc', user_base_dn: 'DC=corp', groups: {base_dn: 'ou=groups, dc=CORP', lowercase: true}}",
+        ))
+        .unwrap();
+        let contractor = user(&["CN=admins,OU=Contractors,DC=corp", "CN=Guests,CN=Builtin,DC=corp"]);
+        assert_eq!(p.groups(&contractor).await.ok().unwrap(), Vec::<String>::new());
+        let staff =
+            user(&["CN=Admins,OU=Groups,DC=corp", "cn=admins, ou=groups,dc=corp", "CN=Devs,OU=Team,OU=Groups,DC=corp"]);
+        assert_eq!(p.groups(&staff).await.ok().unwrap(), ["admins", "devs"]);
+        let both =
+            user(&["CN=admins,OU=Groups,DC=corp", "CN=admins,OU=Old,OU=Groups,DC=corp", "CN=devs,OU=Groups,DC=corp"]);
+        assert_eq!(p.groups(&both).await.ok().unwrap(), ["devs"], "admins is two groups here");
+        // Without a base every group counts (check-config warns), still never a shared name.
+        let p = LdapProvider::new(&parse("{name: ad, url: 'ldaps://dc', user_base_dn: 'DC=corp'}")).unwrap();
+        assert_eq!(p.groups(&contractor).await.ok().unwrap(), ["Guests", "admins"]);
     }
 
     #[tokio::test]
