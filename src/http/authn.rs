@@ -88,6 +88,10 @@ pub(crate) async fn refresh_login(
     };
     let refused = |e: RefreshError| ApiError::InvalidGrant(e.to_string());
     let claims = refresh.verify(token, service).map_err(refused)?;
+    // A verified token names its user: the audit line of a refusal says whose token it was.
+    if audit.subject.as_deref().is_none_or(str::is_empty) {
+        audit.subject = Some(claims.sub.clone());
+    }
     if let Some(u) = username {
         if !u.is_empty() && u != claims.sub {
             return Err(refused(RefreshError::WrongUser));

@@ -216,6 +216,12 @@ fn ad_account_states_are_refused_at_password_login_with_ad_reasons_and_on_refres
             Some(reason) => {
                 assert_eq!(r.status, 401, "{user}: the refresh token still works: {}", r.body);
                 assert_eq!(logged_reason(&t, "refresh token refused", user), *reason, "{user}");
+                let audit = t
+                    .audit_lines()
+                    .into_iter()
+                    .find(|l| l["subject"] == *user && l["method"] == "POST" && l["outcome"] == "unauthorized")
+                    .unwrap_or_else(|| panic!("no audit line for {user}'s refresh token:\n{}", t.logs()));
+                assert_eq!(audit["provider_reason"], *reason, "{user}: {audit}");
             }
             // Logon hours and workstations restrict logons, which a refresh is not: the token still works.
             None => assert_eq!(r.status, 200, "{user}: {}", r.body),
