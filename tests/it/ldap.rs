@@ -366,9 +366,10 @@ async fn a_ppolicy_locked_account_loses_its_refresh_token_after_the_cache_ttl() 
     let cached_by = Instant::now();
     let bob = refresh_token(&state, (&user("bob").0, &user("bob").1)).await;
     assert_eq!(refresh(&state, &token, PUSH_PAYMENTS).await.0, 200);
-    slapd.lock_with_ppolicy("alice");
+    slapd.lock_with_ppolicy("alice", "000001010000Z");
     tokio::time::sleep(Duration::from_millis(2100).saturating_sub(cached_by.elapsed())).await;
     assert_eq!(refresh(&state, &token, PUSH_PAYMENTS).await.0, 401, "locked: the refresh token stops");
+    // slapd refuses the bind itself (ppolicy does not say why without its control).
     assert_eq!(granted(&state, (&alice.0, &alice.1), PUSH_PAYMENTS).await.0, 401, "and the password");
     let p = LdapProvider::new(&config(&slapd, Mode::StartTlsMemberOf, "")).expect("provider");
     match p.recheck("alice").await {
@@ -376,6 +377,17 @@ async fn a_ppolicy_locked_account_loses_its_refresh_token_after_the_cache_ttl() 
         other => panic!("{other:?}"),
     }
     assert_eq!(refresh(&state, &bob, "repository:web/site:push").await, (200, vec!["push".to_string()]));
+    // A lock whose duration ran out: slapd accepts the password (and clears the attribute), so tollgate
+    // does too, at once; until that login a re-check, which has no bind to ask, still sees the lock.
+    let an_hour_ago = tollgate::support::time::rfc3339(tollgate::support::time::unix_now() - 3600);
+    let stamp: String = an_hour_ago.chars().filter(|c| c.is_ascii_digit()).take(14).collect::<String>() + "Z";
+    let bob_cached_by = Instant::now();
+    slapd.lock_with_ppolicy("bob", &stamp);
+    tokio::time::sleep(Duration::from_millis(2100).saturating_sub(bob_cached_by.elapsed())).await;
+    assert_eq!(refresh(&state, &bob, "repository:web/site:push").await.0, 401, "the attribute is still there");
+    let bob_pw = user("bob");
+    assert_eq!(granted(&state, (&bob_pw.0, &bob_pw.1), "repository:web/site:push").await.1, ["push"]);
+    assert!(matches!(p.recheck("bob").await, Ok(Recheck::Current(_))), "the login cleared the lapsed lock");
 }
 
 /// providers/active-directory.yaml against slapd with AD's attributes: `sAMAccountName` as the login name and

@@ -63,8 +63,15 @@ struct UserEntry {
     username: String,
     /// Group DNs from the member-of attribute (empty unless that strategy is used).
     member_of: Vec<String>,
-    /// Why the account's state attributes say it may not be used, if they do ([`state::refusal`]).
-    refusal: Option<String>,
+    /// The account-state attributes the entry has ([`state::ATTRIBUTES`]), judged by [`UserEntry::refusal`].
+    state: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl UserEntry {
+    /// Why the account's state says it may not be used now, if it does ([`state::refusal`]).
+    fn refusal(&self, moment: state::Moment) -> Option<String> {
+        state::refusal(&self.state, crate::support::time::unix_now() as i64, moment)
+    }
 }
 
 /// Which name a user entry must carry.
@@ -296,12 +303,7 @@ impl LdapProvider {
             .map(|a| (a.to_string(), attr(&entry, a).to_vec()))
             .filter(|(_, v)| !v.is_empty())
             .collect();
-        Some(UserEntry {
-            username,
-            member_of: attr(&entry, &self.member_of_attribute).to_vec(),
-            refusal: state::refusal(&state, crate::support::time::unix_now() as i64),
-            dn: entry.dn,
-        })
+        Some(UserEntry { username, member_of: attr(&entry, &self.member_of_attribute).to_vec(), state, dn: entry.dn })
     }
 
     /// Bind as `dn` with the password on a connection used only for that. Ok(Some(entry)) in the direct-
@@ -476,8 +478,8 @@ impl LdapProvider {
         };
         // The bind succeeded, yet the entry may say otherwise (a directory that does not refuse the bind
         // of a locked or expired account by itself): the same rule as for refresh tokens.
-        if let Some(reason) = &user.refusal {
-            return Ok(Outcome::Rejected(reason.clone()));
+        if let Some(reason) = user.refusal(state::Moment::AfterBind) {
+            return Ok(Outcome::Rejected(reason));
         }
         let groups = self.groups(&user).await?;
         Ok(Outcome::Authenticated(Arc::new(self.identity(&user, groups))))
@@ -488,7 +490,7 @@ impl LdapProvider {
         let Some(user) = self.find_user(username, Lookup::Username).await? else {
             return Ok(Recheck::Gone("no longer in the directory, or disabled".into()));
         };
-        if let Some(reason) = user.refusal {
+        if let Some(reason) = user.refusal(state::Moment::Recheck) {
             return Ok(Recheck::Gone(reason));
         }
         let groups = self.groups(&user).await?;
@@ -582,7 +584,7 @@ mod tests {
             dn: "CN=Smith\\, J (*),OU=Staff,DC=corp".into(),
             username: "js".into(),
             member_of: vec![],
-            refusal: None,
+            state: Default::default(),
         };
         let filter = fill(&p.group_filter, &[("dn", &user.dn), ("username", &user.username)], Escape::Filter);
         assert_eq!(filter, r"(member:1.2.840.113556.1.4.1941:=CN=Smith\5c, J \28\2a\29,OU=Staff,DC=corp)");
@@ -596,7 +598,7 @@ mod tests {
             dn: "CN=u,OU=Staff,DC=corp".into(),
             username: "u".into(),
             member_of: dns.iter().map(|d| d.to_string()).collect(),
-            refusal: None,
+            state: Default::default(),
         };
         let p = LdapProvider::new(&parse(
             "{name: ad, url: 'ldaps://dc', user_base_dn: 'DC=corp', groups: {base_dn: 'ou=groups, dc=CORP', lowercase: true}}",

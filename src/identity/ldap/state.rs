@@ -63,10 +63,21 @@ fn ad_subcode(message: &str) -> Option<String> {
     (!code.is_empty()).then_some(code)
 }
 
+/// When the state is judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Moment {
+    /// A refresh token's re-check: no bind, the entry is all there is.
+    Recheck,
+    /// Right after the directory accepted the user's password. `pwdAccountLockedTime` is then left to the
+    /// directory: ppolicy refuses the bind of a locked account itself, and knows when a lock has run its
+    /// `pwdLockoutDuration` (the attribute, read before the bind, stays until that successful bind clears it).
+    AfterBind,
+}
+
 /// Why the account whose state attributes are `attrs` (name → values, names in any case) may not be used
 /// at `now` (unix seconds), or None when nothing says so. A value that does not parse refuses: the
 /// directory's word on an account is never guessed in the account's favour.
-pub fn refusal(attrs: &HashMap<String, Vec<String>>, now: i64) -> Option<String> {
+pub fn refusal(attrs: &HashMap<String, Vec<String>>, now: i64, moment: Moment) -> Option<String> {
     let get = |name: &str| {
         attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.first()).map(|v| v.trim())
     };
@@ -104,7 +115,7 @@ pub fn refusal(attrs: &HashMap<String, Vec<String>>, now: i64) -> Option<String>
     if (uac | computed) & UF_LOCKOUT != 0 {
         return Some("account locked out (msDS-User-Account-Control-Computed)".into());
     }
-    if get("pwdAccountLockedTime").is_some() {
+    if moment == Moment::Recheck && get("pwdAccountLockedTime").is_some() {
         return Some("account locked (pwdAccountLockedTime)".into());
     }
     if get("pwdLastSet") == Some("0") && uac & UF_DONT_EXPIRE_PASSWD == 0 {
@@ -163,22 +174,30 @@ mod tests {
             attrs(&[("userAccountControl", "66048"), ("pwdLastSet", "0")]),
         ];
         for a in usable {
-            assert_eq!(refusal(&a, now), None, "{a:?}");
+            assert_eq!(refusal(&a, now, Moment::Recheck), None, "{a:?}");
         }
+        // A lock the directory lifted when it accepted the password (its duration ran out) refuses nothing
+        // after that bind; a re-check, which has no bind, still refuses until the attribute is gone.
+        let lapsed = attrs(&[("pwdAccountLockedTime", "20261205120000Z")]);
+        assert_eq!(refusal(&lapsed, now, Moment::AfterBind), None);
         for (a, want) in [
             (attrs(&[("userAccountControl", "514")]), "account disabled"),
             (attrs(&[("accountExpires", &filetime(now - 1))]), "account expired"),
             (attrs(&[("ACCOUNTEXPIRES", &filetime(now))]), "account expired"),
             (attrs(&[("msDS-User-Account-Control-Computed", "16")]), "account locked out"),
             (attrs(&[("pwdAccountLockedTime", "000001010000Z")]), "account locked (pwdAccountLockedTime)"),
+            (attrs(&[("pwdAccountLockedTime", "20261205120000Z")]), "account locked (pwdAccountLockedTime)"),
             (attrs(&[("userAccountControl", "512"), ("pwdLastSet", "0")]), "must change password"),
             (attrs(&[("msDS-User-Account-Control-Computed", "8388608")]), "password expired"),
             (attrs(&[("userAccountControl", "-2147483646")]), "account disabled"),
             (attrs(&[("accountExpires", "soon")]), "unreadable accountExpires"),
             (attrs(&[("userAccountControl", "x")]), "unreadable userAccountControl"),
         ] {
-            let got = refusal(&a, now).unwrap_or_default();
+            let got = refusal(&a, now, Moment::Recheck).unwrap_or_default();
             assert!(got.starts_with(want), "{a:?}: {got:?}");
+            if !want.contains("pwdAccountLockedTime") {
+                assert_eq!(refusal(&a, now, Moment::AfterBind), Some(got), "after a bind too");
+            }
         }
     }
 }

@@ -19,8 +19,9 @@
 //! - the monitor database, readable by the admin, for the server's own operation counters
 //!   ([`Slapd::op_counts`]).
 //!
-//! With [`SlapdOptions::ppolicy`] the ppolicy overlay is loaded (no default policy), so a test can lock an
-//! account the OpenLDAP way ([`Slapd::lock_with_ppolicy`]).
+//! With [`SlapdOptions::ppolicy`] the ppolicy overlay is loaded with a default policy that enforces locks
+//! (`pwdLockout: TRUE`, a lock lapsing after `pwdLockoutDuration: 60` s, `cn=default,ou=policies`), so a test
+//! can lock an account the OpenLDAP way ([`Slapd::lock_with_ppolicy`]) and slapd refuses its binds.
 //!
 //! [`Slapd::stop`] and [`Slapd::start_again`] restart the server on the same ports with the same data.
 //! Like [`super::Registry`] it is not `Send`: slapd dies with the thread that spawned it (PDEATHSIG).
@@ -49,8 +50,8 @@ pub struct SlapdOptions {
     /// `olcAllows: bind_anon_dn`: a DN with an empty password binds as anonymous instead of failing,
     /// as some production servers do.
     pub allow_bind_anon_dn: bool,
-    /// Load the ppolicy overlay (no default policy), so an administrator can lock an account with
-    /// `pwdAccountLockedTime` ([`Slapd::lock_with_ppolicy`]).
+    /// Load the ppolicy overlay with a default policy that enforces locks, so an administrator can lock an
+    /// account with `pwdAccountLockedTime` ([`Slapd::lock_with_ppolicy`]).
     pub ppolicy: bool,
 }
 
@@ -119,7 +120,8 @@ fn config_ldif(dir: &Path, opts: &SlapdOptions) -> String {
         (
             "olcModuleLoad: ppolicy\n",
             "\ndn: olcOverlay={2}ppolicy,olcDatabase={2}mdb,cn=config\nobjectClass: olcOverlayConfig\n\
-             objectClass: olcPPolicyConfig\nolcOverlay: {2}ppolicy\n",
+             objectClass: olcPPolicyConfig\nolcOverlay: {2}ppolicy\n\
+             olcPPolicyDefault: cn=default,ou=policies,dc=example,dc=org\n",
         )
     } else {
         ("", "")
@@ -316,6 +318,13 @@ impl Slapd {
             }
         }
         slapd.ldapadd(&content_ldif());
+        if opts.ppolicy {
+            slapd.ldapadd(&format!(
+                "dn: ou=policies,{BASE}\nobjectClass: organizationalUnit\nou: policies\n\n\
+                 dn: cn=default,ou=policies,{BASE}\nobjectClass: device\nobjectClass: pwdPolicy\ncn: default\n\
+                 pwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 100\npwdLockoutDuration: 60\n"
+            ));
+        }
         slapd
     }
 
@@ -435,14 +444,14 @@ impl Slapd {
         ));
     }
 
-    /// Lock `uid` the way an OpenLDAP administrator does with the ppolicy overlay: `pwdAccountLockedTime`
-    /// `000001010000Z` (locked until an administrator removes it). The attribute is operational, so the
-    /// modification needs the relax control. Needs [`SlapdOptions::ppolicy`].
-    pub fn lock_with_ppolicy(&self, uid: &str) {
+    /// Lock `uid` the way the ppolicy overlay does: `pwdAccountLockedTime` `at` (a generalized time; a lock
+    /// lapses 60 s after it, except `000001010000Z`, which stays until an administrator removes it). The
+    /// attribute is operational, so the modification needs the relax control. Needs [`SlapdOptions::ppolicy`].
+    pub fn lock_with_ppolicy(&self, uid: &str, at: &str) {
         let mut cmd = command("ldapmodify");
         cmd.args(["-x", "-e", "relax", "-H", &self.ldap_url(), "-D", ADMIN_DN, "-w", ADMIN_PW]);
         let ldif = format!(
-            "{}changetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: 000001010000Z\n",
+            "{}changetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: {at}\n",
             ldif_attr("dn", &user_dn(uid))
         );
         run(cmd, Some(ldif.as_bytes()), &[ADMIN_PW], Duration::from_secs(30)).assert_ok();
