@@ -313,6 +313,20 @@ async fn ad_groups_are_unambiguous_with_member_of_and_with_the_in_chain_search()
     // A refresh token's subject is looked up by sAMAccountName only.
     assert!(matches!(example.recheck("alice").await, Ok(Recheck::Current(id)) if id.username == "alice"));
     assert!(matches!(example.recheck("alice@ad.example.org").await, Ok(Recheck::Gone(_))));
+    // The documented UPN-only variant: the UPN is the login name and the subject.
+    let upn_only = provider(&dc, |m| {
+        m.insert("user_filter".into(), "(userPrincipalName={username})".into());
+        m.insert("username_attribute".into(), "userPrincipalName".into());
+        m.remove("login_attributes");
+    });
+    assert_eq!(
+        groups_of(&upn_only, "alice@ad.example.org").await,
+        ("alice@ad.example.org".into(), names(&["team-payments"]))
+    );
+    assert!(matches!(upn_only.authenticate("alice", &SecretString::from(pw("alice"))).await, Ok(Outcome::NotMine)));
+    assert!(
+        matches!(upn_only.recheck("alice@ad.example.org").await, Ok(Recheck::Current(id)) if id.username == "alice@ad.example.org")
+    );
 }
 
 #[tokio::test]
