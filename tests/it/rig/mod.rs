@@ -1,8 +1,9 @@
 //! The integration-test rig: real registries and real registry clients, driven from Rust tests.
 //!
 //! Everything here runs the actual Debian binaries (`docker-registry` 2.8, `skopeo`, `podman`,
-//! `containerd`/`ctr`, the `docker` CLI) on loopback, each in its own temporary directories, so that
-//! tests run in parallel and never touch the host's configuration or credentials.
+//! `containerd`/`ctr`, the `docker` CLI, and the directories: OpenLDAP `slapd`, a Samba AD DC) on
+//! loopback, each in its own temporary directories, so that tests run in parallel and never touch the
+//! host's configuration or credentials.
 //!
 //! A typical tollgate test:
 //! ```ignore
@@ -58,6 +59,9 @@
 //!   really downloads, and a sandbox PID 1 that does not reap orphans ([`ctr`]).
 //! - Installing docker.io / docker-registry starts their services (port 5000, a dockerd that fails
 //!   without cgroups): `scripts/test.sh` installs under a `policy-rc.d` that forbids it.
+//! - A Samba AD DC listens on fixed ports (389, 636, 3268, 3269), so each gets a loopback address of its
+//!   own; it refuses simple binds without TLS, its own certificate has no subjectAltName, and its pid file
+//!   and sockets default to host-wide paths ([`samba`]).
 
 #![allow(dead_code, unused_imports)] // A library for tests: not every helper is used by every module.
 
