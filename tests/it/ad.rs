@@ -310,6 +310,13 @@ async fn ad_groups_are_unambiguous_with_member_of_and_with_the_in_chain_search()
         }
         assert!(matches!(example.recheck(typed).await, Ok(Recheck::Gone(_))), "recheck of {typed:?}");
     }
+    // An empty password never reaches the DC (a DN with an empty password is an anonymous bind there).
+    let before = example.counters().snapshot();
+    for typed in ["alice", "alice@ad.example.org"] {
+        let outcome = example.authenticate(typed, &SecretString::from(String::new())).await;
+        assert!(matches!(outcome, Ok(Outcome::Rejected(ref r)) if r == "empty password"), "{typed}: {outcome:?}");
+    }
+    assert_eq!(example.counters().snapshot(), before, "no LDAP operation for an empty password");
     // A refresh token's subject is looked up by sAMAccountName only.
     assert!(matches!(example.recheck("alice").await, Ok(Recheck::Current(id)) if id.username == "alice"));
     assert!(matches!(example.recheck("alice@ad.example.org").await, Ok(Recheck::Gone(_))));
