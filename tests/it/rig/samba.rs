@@ -84,6 +84,9 @@ fn free_address() -> Ipv4Addr {
         if listeners.iter().all(Result::is_ok) {
             return ip;
         }
+        if listeners.iter().any(|l| l.as_ref().is_err_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)) {
+            panic!("the Samba AD DC rig binds ports 389 and 636, which needs root (as scripts/test.sh runs)");
+        }
     }
     panic!("no free 127.x.y.z address with ports 389, 636, 3268 and 3269 free");
 }
