@@ -65,73 +65,72 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
 pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
     let (head, body) = req.into_parts();
     let mut audit = Audit::new("token", "POST", client_ip::of_request(&head, &state.settings.ops.trusted_proxies));
-    let result = async {
-        if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
-            let ct = ct.to_str().unwrap_or("");
-            if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-                return Err(ApiError::BadRequest(
-                    "POST /token expects an application/x-www-form-urlencoded body".into(),
-                ));
+    let result =
+        async {
+            if let Some(ct) = head.headers.get(header::CONTENT_TYPE) {
+                let ct = ct.to_str().unwrap_or("");
+                if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+                    return Err(ApiError::BadRequest(
+                        "POST /token expects an application/x-www-form-urlencoded body".into(),
+                    ));
+                }
             }
+            let body = read_body(&head.headers, body, state.settings.max_body_bytes).await?;
+            let mut params = Params::parse(&body, state.settings.max_scopes)?;
+            audit.client_id = params.client_id.clone();
+            audit.subject = params.username.clone();
+            let exchange = params.grant_type.as_deref() == Some(TOKEN_EXCHANGE);
+            // A token exchange names its client by the subject token; the other grants name it themselves.
+            if params.client_id.as_deref().unwrap_or("").is_empty() && !exchange {
+                return Err(ApiError::BadRequest("client_id is required on POST /token".into()));
+            }
+            if exchange && params.service.is_none() {
+                // RFC 8693 names the target service `audience`.
+                params.service = params.audience.clone();
+            }
+            audit.service = params.service.as_deref().unwrap_or("").chars().take(100).collect();
+            let service = check_service(&state, params.service.as_deref())?;
+            let scopes = parse_scopes(&state, &params.scopes)?;
+            audit.requested = scopes.iter().map(Scope::text).collect();
+            let auth =
+                match params.grant_type.as_deref() {
+                    Some("password") => {
+                        let username = params.username.as_deref().ok_or_else(|| {
+                            ApiError::BadRequest("username is required for grant_type=password".into())
+                        })?;
+                        let password = params.password.as_ref().ok_or_else(|| {
+                            ApiError::BadRequest("password is required for grant_type=password".into())
+                        })?;
+                        password_login(&state, username, password, &service, &mut audit).await?
+                    }
+                    Some("refresh_token") => {
+                        let token = params.refresh_token.as_ref().ok_or_else(|| {
+                            ApiError::BadRequest("refresh_token is required for grant_type=refresh_token".into())
+                        })?;
+                        let (token, user) = (token.expose_secret(), params.username.as_deref());
+                        let identity = refresh_login(&state, token, user, &service, &mut audit).await?;
+                        Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken }
+                    }
+                    Some(super::device::GRANT_TYPE) => {
+                        let code = params.device_code.as_ref().ok_or_else(|| {
+                            ApiError::BadRequest("device_code is required for the device_code grant".into())
+                        })?;
+                        let identity = super::device::redeem(&state, code, &service).await?;
+                        Authenticated { identity: Arc::new(identity), method: AuthMethod::Device }
+                    }
+                    Some(TOKEN_EXCHANGE) => exchange_login(&state, &params, &service, &mut audit).await?,
+                    Some(other) => return Err(ApiError::UnsupportedGrant(other.chars().take(64).collect())),
+                    None => return Err(ApiError::BadRequest("grant_type is required on POST /token".into())),
+                };
+            let typed = params.username.as_deref();
+            check_account(params.account.as_deref(), typed, &auth.identity, auth.method)?;
+            // A device login exists to produce a refresh token (`tollgate login` stores it as the identity token).
+            let offline = (params.access_type.as_deref() == Some("offline") && auth.method == AuthMethod::Password)
+                || auth.method == AuthMethod::Device;
+            let ask = Ask { offline, scope_in_body: true, exchange };
+            answer(&state, auth, &mut audit, &service, &scopes, ask).await
         }
-        let body = read_body(&head.headers, body, state.settings.max_body_bytes).await?;
-        let mut params = Params::parse(&body, state.settings.max_scopes)?;
-        audit.client_id = params.client_id.clone();
-        audit.subject = params.username.clone();
-        let exchange = params.grant_type.as_deref() == Some(TOKEN_EXCHANGE);
-        // A token exchange names its client by the subject token; the other grants name it themselves.
-        if params.client_id.as_deref().unwrap_or("").is_empty() && !exchange {
-            return Err(ApiError::BadRequest("client_id is required on POST /token".into()));
-        }
-        if exchange && params.service.is_none() {
-            // RFC 8693 names the target service `audience`.
-            params.service = params.audience.clone();
-        }
-        audit.service = params.service.as_deref().unwrap_or("").chars().take(100).collect();
-        let service = check_service(&state, params.service.as_deref())?;
-        let scopes = parse_scopes(&state, &params.scopes)?;
-        audit.requested = scopes.iter().map(Scope::text).collect();
-        let auth = match params.grant_type.as_deref() {
-            Some("password") => {
-                let username = params
-                    .username
-                    .as_deref()
-                    .ok_or_else(|| ApiError::BadRequest("username is required for grant_type=password".into()))?;
-                let password = params
-                    .password
-                    .as_ref()
-                    .ok_or_else(|| ApiError::BadRequest("password is required for grant_type=password".into()))?;
-                password_login(&state, username, password, &service, &mut audit).await?
-            }
-            Some("refresh_token") => {
-                let token = params.refresh_token.as_ref().ok_or_else(|| {
-                    ApiError::BadRequest("refresh_token is required for grant_type=refresh_token".into())
-                })?;
-                let identity =
-                    refresh_login(&state, token.expose_secret(), params.username.as_deref(), &service, &mut audit)
-                        .await?;
-                Authenticated { identity: Arc::new(identity), method: AuthMethod::RefreshToken }
-            }
-            Some(super::device::GRANT_TYPE) => {
-                let code = params
-                    .device_code
-                    .as_ref()
-                    .ok_or_else(|| ApiError::BadRequest("device_code is required for the device_code grant".into()))?;
-                let identity = super::device::redeem(&state, code, &service).await?;
-                Authenticated { identity: Arc::new(identity), method: AuthMethod::Device }
-            }
-            Some(TOKEN_EXCHANGE) => exchange_login(&state, &params, &service, &mut audit).await?,
-            Some(other) => return Err(ApiError::UnsupportedGrant(other.chars().take(64).collect())),
-            None => return Err(ApiError::BadRequest("grant_type is required on POST /token".into())),
-        };
-        check_account(params.account.as_deref(), params.username.as_deref(), &auth.identity, auth.method)?;
-        // A device login exists to produce a refresh token (`tollgate login` stores it as the identity token).
-        let offline = (params.access_type.as_deref() == Some("offline") && auth.method == AuthMethod::Password)
-            || auth.method == AuthMethod::Device;
-        let ask = Ask { offline, scope_in_body: true, exchange };
-        answer(&state, auth, &mut audit, &service, &scopes, ask).await
-    }
-    .await;
+        .await;
     audit.finish(result)
 }
 
