@@ -17,6 +17,7 @@ mod e2e;
 mod faults;
 mod harness;
 mod hostile;
+mod kube;
 mod layout;
 mod ldap;
 mod oidc;
