@@ -34,12 +34,13 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   curl             an HTTPS client for the TLS listener tests
 #   bsdutils         `script`: a pseudo-terminal for the hash-password prompt test
 #   prometheus       `promtool`: checks and unit-tests the alert rules in compose/prometheus/
+#   haproxy          the load balancer in front of two replicas started from compose/ (Traefik's stand-in)
 #   slapd, ldap-utils  a private OpenLDAP per LDAP test (slapadd, ldapadd, ldapwhoami, ldapsearch)
 #   glewlwyd         a real OpenID provider (password and device grants); dbconfig-no-thanks keeps its
 #                    package from setting up a database server, sqlite3 loads the test databases
 #   python3-venv     the virtualenv that holds kubernetes-validate (PyPI; see below)
 packages=(docker-registry redis-server skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev
-          slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3 docker-compose curl bsdutils prometheus python3-venv)
+          slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3 docker-compose curl bsdutils prometheus python3-venv haproxy)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -108,7 +109,7 @@ fi
 
 # kubernetes-validate checks deploy/kubernetes/ against the Kubernetes schemas offline (tests/it/kube.rs).
 # It lives in a virtualenv under target/ (gitignored), installed only when that exact version is missing;
-# the tests find it through TOLLGATE_KUBERNETES_VALIDATE.
+# the tests find it through KUBERNETES_VALIDATE_BIN (not TOLLGATE_*: tollgate warns about those it ignores).
 kube_venv=target/test-tools/venv
 kube_validate=kubernetes-validate==1.37.0
 if [[ $("$kube_venv/bin/kubernetes-validate" --version 2>/dev/null || true) != "${kube_validate#*==}" ]]; then
@@ -116,7 +117,7 @@ if [[ $("$kube_venv/bin/kubernetes-validate" --version 2>/dev/null || true) != "
     python3 -m venv "$kube_venv" || die "python3 -m venv failed: install python3-venv"
     "$kube_venv/bin/pip" install --quiet --disable-pip-version-check "$kube_validate"
 fi
-export TOLLGATE_KUBERNETES_VALIDATE="$PWD/$kube_venv/bin/kubernetes-validate"
+export KUBERNETES_VALIDATE_BIN="$PWD/$kube_venv/bin/kubernetes-validate"
 
 # ---------------------------------------------------------------------------------------------------
 # 2. Rust toolchain. Debian's own cargo is too old for this crate (rust-version in Cargo.toml), so a

@@ -108,15 +108,15 @@ fn tollgate_config(objects: &[Value]) -> Value {
     serde_norway::from_str(str_of(&cm["data"]["tollgate.yaml"], "tollgate-config data tollgate.yaml")).unwrap()
 }
 
-/// `kubernetes-validate`: `$TOLLGATE_KUBERNETES_VALIDATE`, else where scripts/test.sh installs it, else PATH.
+/// `kubernetes-validate`: `$KUBERNETES_VALIDATE_BIN`, else where scripts/test.sh installs it, else PATH.
 fn validator() -> PathBuf {
     let install = "python3 -m venv target/test-tools/venv && \
                    target/test-tools/venv/bin/pip install kubernetes-validate==1.37.0";
-    if let Some(p) = std::env::var_os("TOLLGATE_KUBERNETES_VALIDATE") {
+    if let Some(p) = std::env::var_os("KUBERNETES_VALIDATE_BIN") {
         let p = PathBuf::from(p);
         assert!(
             p.is_file(),
-            "\n\n*** TOLLGATE_KUBERNETES_VALIDATE={} does not exist.\n*** Install it: {install}\n\n",
+            "\n\n*** KUBERNETES_VALIDATE_BIN={} does not exist.\n*** Install it: {install}\n\n",
             p.display()
         );
         return p;
