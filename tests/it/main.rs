@@ -12,6 +12,7 @@
 
 mod api;
 mod cli;
+mod compose;
 mod docs;
 mod e2e;
 mod faults;
