@@ -484,44 +484,17 @@ impl Provider for StaticProvider {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn the_demo_hashes_are_read_from_the_embedded_config_and_found_in_an_accounts_file() {
-        let demo = demo_password_hashes();
-        assert_eq!(demo.len(), 4, "alice, bob, admin and the robot: {demo:?}");
-        assert!(demo.iter().all(|h| h.starts_with("$argon2id$")), "{demo:?}");
-        let entry = |name: &str, hash: &str| AccountEntry {
-            username: name.into(),
-            password_hash: hash.into(),
-            groups: vec![],
-            robot: false,
-            disabled: false,
-            expires_at: None,
-            description: None,
-            previous_password_hash: None,
-            previous_valid_until: None,
-        };
-        let mut rotated = entry("ci", "$2b$12$abcdefghijklmnopqrstuu0123456789012345678901234567890");
-        rotated.previous_password_hash = Some(demo[3].clone());
-        let file = AccountsFile {
-            accounts: vec![entry("own", "$argon2id$v=19$m=19456,t=2,p=1$x$y"), entry("alice", &demo[0]), rotated],
-        };
-        let problems = demo_hash_problems("f.yaml", &file);
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(
-            problems[0]
-                .starts_with("f.yaml: accounts[1] (\"alice\").password_hash: the hash of a published demo password"),
-            "{problems:?}"
-        );
-        assert!(problems[1].starts_with("f.yaml: accounts[2] (\"ci\").previous_password_hash:"), "{problems:?}");
-    }
     use super::*;
 
     fn entry(username: &str, password: &str) -> AccountEntry {
+        AccountEntry { groups: vec!["devs".into()], ..entry_with_hash(username, &hash_password(password).unwrap()) }
+    }
+
+    fn entry_with_hash(username: &str, hash: &str) -> AccountEntry {
         AccountEntry {
             username: username.into(),
-            password_hash: hash_password(password).unwrap(),
-            groups: vec!["devs".into()],
+            password_hash: hash.into(),
+            groups: vec![],
             robot: false,
             disabled: false,
             expires_at: None,
@@ -608,5 +581,26 @@ mod tests {
             matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Rejected(_)),
             "old version kept"
         );
+    }
+
+    #[test]
+    fn the_demo_hashes_are_read_from_the_embedded_config_and_found_in_an_accounts_file() {
+        let demo = demo_password_hashes();
+        assert_eq!(demo.len(), 4, "alice, bob, admin and the robot: {demo:?}");
+        assert!(demo.iter().all(|h| h.starts_with("$argon2id$")), "{demo:?}");
+        let entry = entry_with_hash;
+        let mut rotated = entry("ci", "$2b$12$abcdefghijklmnopqrstuu0123456789012345678901234567890");
+        rotated.previous_password_hash = Some(demo[3].clone());
+        let file = AccountsFile {
+            accounts: vec![entry("own", "$argon2id$v=19$m=19456,t=2,p=1$x$y"), entry("alice", &demo[0]), rotated],
+        };
+        let problems = demo_hash_problems("f.yaml", &file);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0]
+                .starts_with("f.yaml: accounts[1] (\"alice\").password_hash: the hash of a published demo password"),
+            "{problems:?}"
+        );
+        assert!(problems[1].starts_with("f.yaml: accounts[2] (\"ci\").previous_password_hash:"), "{problems:?}");
     }
 }
