@@ -625,6 +625,34 @@ fn no_deployment_file_carries_a_demo_account_and_each_trusts_only_its_proxy() {
             assert!(!l.contains("/readyz"), "{file}: load balancers and health checks use /healthz: {l}");
         }
     }
+    // A named volume the tollgate image writes into takes the ownership of the image's directory on first
+    // use: each must exist in the image, owned by the unprivileged user tollgate runs as.
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let owned: Vec<&str> = dockerfile
+        .split("chown 65534:65534")
+        .skip(1)
+        .flat_map(|rest| rest.lines().next().unwrap_or("").split_whitespace())
+        .collect();
+    for file in ["docker-compose.yml", "docker-compose.full.yml", "docker-compose.replicas.yml"] {
+        let compose = yaml(&root().join("compose").join(file));
+        for (name, service) in compose["services"].as_object().unwrap() {
+            if service["image"] != "tollgate:latest" {
+                continue;
+            }
+            for v in service["volumes"].as_array().unwrap().iter().filter_map(Value::as_str) {
+                let parts: Vec<&str> = v.split(':').collect();
+                let named = !parts[0].starts_with('.') && !parts[0].starts_with('/');
+                if named && parts.get(2) != Some(&"ro") {
+                    assert!(
+                        owned.contains(&parts[1]),
+                        "{file}: {name} writes {} but the image does not own it",
+                        parts[1]
+                    );
+                }
+            }
+        }
+    }
+
     // tollgate reaches Keycloak by its public name through Traefik, trusting the CA secrets.sh makes.
     let full = yaml(&root().join("compose/docker-compose.full.yml"));
     let aliases = full["services"]["traefik"]["networks"]["edge"]["aliases"].clone();
