@@ -34,16 +34,18 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   curl             an HTTPS client for the TLS listener tests
 #   bsdutils         `script`: a pseudo-terminal for the hash-password prompt test
 #   prometheus       `promtool`: checks and unit-tests the alert rules in compose/prometheus/
+#   haproxy          the load balancer in front of two replicas started from compose/ (Traefik's stand-in)
 #   slapd, ldap-utils  a private OpenLDAP per LDAP test (slapadd, ldapadd, ldapwhoami, ldapsearch)
 #   glewlwyd         a real OpenID provider (password and device grants); dbconfig-no-thanks keeps its
 #                    package from setting up a database server, sqlite3 loads the test databases
+#   python3-venv     the virtualenv that holds kubernetes-validate (PyPI; see below)
 #   samba            a private Samba 4 Active Directory domain controller per AD test (`samba`, `samba-tool`)
 #   samba-ad-provision  the provisioning data `samba-tool domain provision` reads
 #   samba-dsdb-modules  the directory database modules of the AD DC
 #   samba-vfs-modules   only recommended by samba, yet provisioning fails without it (acl_xattr.so)
 #   winbind, python3-samba  samba-tool's Python side and the DC's identity mapping
 packages=(docker-registry redis-server skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev
-          slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3 docker-compose curl bsdutils prometheus)
+          slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3 docker-compose curl bsdutils prometheus python3-venv haproxy)
 packages+=(samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind python3-samba)
 
 missing=()
@@ -110,6 +112,18 @@ if [[ ! -f $oidc_app/node_modules/.package-lock.json || $oidc_app/package-lock.j
     log "npm ci in $oidc_app"
     (cd "$oidc_app" && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+# kubernetes-validate checks deploy/kubernetes/ against the Kubernetes schemas offline (tests/it/kube.rs).
+# It lives in a virtualenv under target/ (gitignored), installed only when that exact version is missing;
+# the tests find it through KUBERNETES_VALIDATE_BIN (not TOLLGATE_*: tollgate warns about those it ignores).
+kube_venv=target/test-tools/venv
+kube_validate=kubernetes-validate==1.37.0
+if [[ $("$kube_venv/bin/kubernetes-validate" --version 2>/dev/null || true) != "${kube_validate#*==}" ]]; then
+    log "pip install $kube_validate into $kube_venv"
+    python3 -m venv "$kube_venv" || die "python3 -m venv failed: install python3-venv"
+    "$kube_venv/bin/pip" install --quiet --disable-pip-version-check "$kube_validate"
+fi
+export KUBERNETES_VALIDATE_BIN="$PWD/$kube_venv/bin/kubernetes-validate"
 
 # ---------------------------------------------------------------------------------------------------
 # 2. Rust toolchain. Debian's own cargo is too old for this crate (rust-version in Cargo.toml), so a

@@ -99,7 +99,8 @@ impl AppState {
                         (None, Some(a)) => Source::Inline(a.clone()),
                         (None, None) => Source::Inline(Vec::new()),
                     };
-                    StaticProvider::new(&s.name, source).map(|p| Arc::new(p) as Arc<dyn Provider>)
+                    StaticProvider::new(&s.name, source, settings.is_embedded_demo())
+                        .map(|p| Arc::new(p) as Arc<dyn Provider>)
                 }
                 ProviderConfig::Ldap(l) => LdapProvider::new(l).map(|p| Arc::new(p) as Arc<dyn Provider>),
                 ProviderConfig::Oidc(o) => OidcProvider::new(o.clone(), sessions.clone(), settings.cache_ttl)

@@ -29,6 +29,8 @@ use self::token::{HeaderMode, KidFormat};
 /// The configuration used when `serve` is started without `--config`: demo accounts, the example policy,
 /// and a key generated on first start. Good for a first look, never for production.
 pub const EMBEDDED_DEFAULT: &str = include_str!("default.yaml");
+/// The `origin` of settings loaded from [`EMBEDDED_DEFAULT`].
+const EMBEDDED_ORIGIN: &str = "embedded default";
 
 #[derive(Debug, Deserialize)]
 struct RawConfig {
@@ -256,6 +258,12 @@ impl Settings {
         self.data_dir.join("sessions.json")
     }
 
+    /// Whether these are the embedded demo settings (`serve` without `--config`): the only ones whose
+    /// accounts may carry the published demo passwords.
+    pub fn is_embedded_demo(&self) -> bool {
+        self.origin == EMBEDDED_ORIGIN
+    }
+
     /// [`Settings::load`] for `check-config`: every problem, and the settings whenever they could be read.
     pub fn load_all(path: Option<&Path>) -> (Option<Settings>, load::Findings) {
         let env: Vec<(String, String)> = std::env::vars().collect();
@@ -271,7 +279,7 @@ impl Settings {
                     (None, findings)
                 }
             },
-            None => Settings::from_yaml_all(EMBEDDED_DEFAULT, "embedded default", Path::new("."), &env),
+            None => Settings::from_yaml_all(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN, Path::new("."), &env),
         }
     }
 
@@ -284,7 +292,7 @@ impl Settings {
                 let base = p.parent().map(Path::to_path_buf).unwrap_or_default();
                 Settings::from_yaml(&text, &p.display().to_string(), &base, &env)
             }
-            None => Settings::from_yaml(EMBEDDED_DEFAULT, "embedded default", Path::new("."), &env),
+            None => Settings::from_yaml(EMBEDDED_DEFAULT, EMBEDDED_ORIGIN, Path::new("."), &env),
         }
     }
 
@@ -678,6 +686,7 @@ mod tests {
             ("TOLLGATE_SERVICE_HOST", "10.96.0.12"),
             ("TOLLGATE_PORT_5001_TCP_ADDR", "10.96.0.12"),
             ("TOLLGATE_TOKEN__ISSUR", "x"),
+            ("TOLLGATE_TOKEN__LIFETME", "5m"),
         ]
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -685,7 +694,10 @@ mod tests {
         let (settings, findings) = Settings::from_yaml_all(text, "t.yaml", Path::new("."), &env);
         assert_eq!(
             findings.errors,
-            ["environment variable TOLLGATE_TOKEN__ISSUR: token.issur: unknown key (did you mean `token.issuer`?)"]
+            [
+                "environment variable TOLLGATE_TOKEN__ISSUR: token.issur: unknown key (did you mean `token.issuer`?)",
+                "environment variable TOLLGATE_TOKEN__LIFETME: token.lifetme: unknown key (did you mean `token.lifetime`?)"
+            ]
         );
         let warnings = settings.unwrap().warnings;
         assert_eq!(warnings.len(), 1, "{warnings:?}");

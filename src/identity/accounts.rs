@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
@@ -123,6 +123,54 @@ pub fn parse_accounts(origin: &str, text: &str) -> Result<AccountsFile, Vec<Stri
     }
 }
 
+/// The password hashes of the embedded demo config's accounts. Their passwords are published (README,
+/// `tollgate serve` without `--config`), so an account carrying one is open to anyone: only the embedded
+/// demo itself may use them.
+pub fn demo_password_hashes() -> &'static [String] {
+    static HASHES: OnceLock<Vec<String>> = OnceLock::new();
+    HASHES.get_or_init(|| {
+        // Read from the embedded text itself, so the list cannot drift from what the demo ships.
+        crate::config::EMBEDDED_DEFAULT
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("password_hash:"))
+            .map(|h| h.trim().trim_matches('"').to_string())
+            .filter(|h| h.starts_with('$'))
+            .collect()
+    })
+}
+
+/// Problems for every account of `file` whose hash (current or previous) is a demo hash.
+pub fn demo_hash_problems(origin: &str, file: &AccountsFile) -> Vec<String> {
+    let demo = demo_password_hashes();
+    let mut problems = Vec::new();
+    for (i, a) in file.accounts.iter().enumerate() {
+        for (field, hash) in
+            [("password_hash", Some(&a.password_hash)), ("previous_password_hash", a.previous_password_hash.as_ref())]
+        {
+            if hash.is_some_and(|h| demo.contains(h)) {
+                problems.push(format!(
+                    "{origin}: accounts[{i}] ({:?}).{field}: the hash of a published demo password; only the \
+                     embedded demo config may use it. Set a secret of your own (`tollgate hash-password`, or \
+                     `tollgate robot rotate` for a robot)",
+                    a.username
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// [`parse_accounts`], and unless `allow_demo`, no account with a published demo hash.
+fn parse_checked(origin: &str, text: &str, allow_demo: bool) -> Result<AccountsFile, Vec<String>> {
+    let file = parse_accounts(origin, text)?;
+    let demo = if allow_demo { Vec::new() } else { demo_hash_problems(origin, &file) };
+    if demo.is_empty() {
+        Ok(file)
+    } else {
+        Err(demo)
+    }
+}
+
 pub fn validate_username(u: &str) -> Result<(), &'static str> {
     if u.is_empty() {
         return Err("must not be empty");
@@ -227,6 +275,8 @@ pub struct StaticProvider {
     created: Instant,
     /// The least time a password check lasts (see `hashing::Floor`).
     floor: hashing::Floor,
+    /// Whether the published demo hashes may be used: only by the embedded demo config.
+    allow_demo: bool,
 }
 
 /// How often, at most, requests look at the accounts file for a change. Every request used to, so a
@@ -258,18 +308,19 @@ fn build_state(file: AccountsFile, stamp: Option<FileStamp>) -> State {
 }
 
 impl StaticProvider {
-    /// Load the accounts; errors name the file, account and field.
-    pub fn new(name: &str, source: Source) -> Result<StaticProvider, Vec<String>> {
+    /// Load the accounts; errors name the file, account and field. Unless `allow_demo` (the embedded demo
+    /// config), an account with a published demo hash is an error.
+    pub fn new(name: &str, source: Source, allow_demo: bool) -> Result<StaticProvider, Vec<String>> {
         let (file, stamp) = match &source {
             Source::File(path) => {
                 let stamp = FileStamp::of(path);
                 let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: {e}", path.display())])?;
-                (parse_accounts(&path.display().to_string(), &text)?, stamp)
+                (parse_checked(&path.display().to_string(), &text, allow_demo)?, stamp)
             }
             Source::Inline(entries) => {
                 let text = serde_norway::to_string(&AccountsFile { accounts: entries.clone() })
                     .map_err(|e| vec![e.to_string()])?;
-                (parse_accounts(&format!("providers.{name}.accounts"), &text)?, None)
+                (parse_checked(&format!("providers.{name}.accounts"), &text, allow_demo)?, None)
             }
         };
         crate::telemetry::register_provider(name, crate::telemetry::STATIC_SERIES);
@@ -281,6 +332,7 @@ impl StaticProvider {
             checked_at: AtomicU64::new(0),
             created: Instant::now(),
             floor: hashing::Floor::default(),
+            allow_demo,
         })
     }
 
@@ -304,7 +356,7 @@ impl StaticProvider {
         }
         let loaded = std::fs::read_to_string(path)
             .map_err(|e| vec![format!("{}: {e}", path.display())])
-            .and_then(|text| parse_accounts(&path.display().to_string(), &text));
+            .and_then(|text| parse_checked(&path.display().to_string(), &text, self.allow_demo));
         let mut guard = match self.state.write() {
             Ok(g) => g,
             Err(p) => p.into_inner(),
@@ -435,10 +487,14 @@ mod tests {
     use super::*;
 
     fn entry(username: &str, password: &str) -> AccountEntry {
+        AccountEntry { groups: vec!["devs".into()], ..entry_with_hash(username, &hash_password(password).unwrap()) }
+    }
+
+    fn entry_with_hash(username: &str, hash: &str) -> AccountEntry {
         AccountEntry {
             username: username.into(),
-            password_hash: hash_password(password).unwrap(),
-            groups: vec!["devs".into()],
+            password_hash: hash.into(),
+            groups: vec![],
             robot: false,
             disabled: false,
             expires_at: None,
@@ -459,9 +515,12 @@ mod tests {
         let mut expired = entry("old", "pw");
         expired.expires_at = Some("2001-01-01T00:00:00Z".into());
         let bcrypt_user = AccountEntry { password_hash: bcrypt::hash("bpw", 4).unwrap(), ..entry("b", "") };
-        let p =
-            StaticProvider::new("local", Source::Inline(vec![entry("alice", "pw"), disabled, expired, bcrypt_user]))
-                .unwrap();
+        let p = StaticProvider::new(
+            "local",
+            Source::Inline(vec![entry("alice", "pw"), disabled, expired, bcrypt_user]),
+            false,
+        )
+        .unwrap();
         match p.authenticate("alice", &secret("pw")).await.unwrap() {
             Outcome::Authenticated(id) => {
                 assert_eq!(id.username, "alice");
@@ -505,7 +564,7 @@ mod tests {
         let path = dir.path().join("accounts.yaml");
         let first = AccountsFile { accounts: vec![entry("robot", "s3cret")] };
         std::fs::write(&path, serde_norway::to_string(&first).unwrap()).unwrap();
-        let p = StaticProvider::new("local", Source::File(path.clone())).unwrap();
+        let p = StaticProvider::new("local", Source::File(path.clone()), false).unwrap();
         let g1 = p.generation();
         assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Authenticated(_)));
 
@@ -522,5 +581,26 @@ mod tests {
             matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Rejected(_)),
             "old version kept"
         );
+    }
+
+    #[test]
+    fn the_demo_hashes_are_read_from_the_embedded_config_and_found_in_an_accounts_file() {
+        let demo = demo_password_hashes();
+        assert_eq!(demo.len(), 4, "alice, bob, admin and the robot: {demo:?}");
+        assert!(demo.iter().all(|h| h.starts_with("$argon2id$")), "{demo:?}");
+        let entry = entry_with_hash;
+        let mut rotated = entry("ci", "$2b$12$abcdefghijklmnopqrstuu0123456789012345678901234567890");
+        rotated.previous_password_hash = Some(demo[3].clone());
+        let file = AccountsFile {
+            accounts: vec![entry("own", "$argon2id$v=19$m=19456,t=2,p=1$x$y"), entry("alice", &demo[0]), rotated],
+        };
+        let problems = demo_hash_problems("f.yaml", &file);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0]
+                .starts_with("f.yaml: accounts[1] (\"alice\").password_hash: the hash of a published demo password"),
+            "{problems:?}"
+        );
+        assert!(problems[1].starts_with("f.yaml: accounts[2] (\"ci\").previous_password_hash:"), "{problems:?}");
     }
 }

@@ -17,7 +17,7 @@ use crate::ops::tollgate_bin;
 const HELPERS: [&str; 2] = ["printf", "echo"];
 
 /// The `sh` blocks' commands of a Markdown file, continuation lines joined, comments kept.
-fn commands(markdown: &str) -> Vec<String> {
+pub(crate) fn commands(markdown: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut in_sh = false;
     let mut pending = String::new();
@@ -49,7 +49,7 @@ fn commands(markdown: &str) -> Vec<String> {
 }
 
 /// The programs a command line runs: the first word of each pipeline stage (after `sudo`, `VAR=x`).
-fn programs(command: &str) -> Vec<String> {
+pub(crate) fn programs(command: &str) -> Vec<String> {
     let code = strip_comment(command);
     code.split(['|', ';'])
         .filter_map(|stage| stage.split_whitespace().find(|w| !w.contains('=')).map(str::to_string))
@@ -116,7 +116,7 @@ fn demo_dir() -> (tempfile::TempDir, String) {
     (dir, refresh)
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
         let p = e.unwrap().path();

@@ -13,11 +13,13 @@
 mod ad;
 mod api;
 mod cli;
+mod compose;
 mod docs;
 mod e2e;
 mod faults;
 mod harness;
 mod hostile;
+mod kube;
 mod layout;
 mod ldap;
 mod oidc;

@@ -66,15 +66,25 @@ impl Tollgate {
         tweak: impl FnOnce(&mut std::process::Command),
     ) -> Tollgate {
         let log = env.path().join(format!("tollgate-{}.log", crate::rig::unique("run")));
-        let file = std::fs::File::create(&log).expect("log file");
         let mut cmd = crate::rig::command(tollgate_bin());
         cmd.args(["serve", "--config"]).arg(&env.config);
         cmd.env_remove("TOLLGATE_CONFIG").env("TOLLGATE_LOG", "info").env("TOLLGATE_LOG__FORMAT", "json");
         for (k, v) in vars {
             cmd.env(k, v);
         }
-        cmd.stdout(Stdio::from(file.try_clone().expect("dup"))).stderr(Stdio::from(file)).stdin(Stdio::null());
         tweak(&mut cmd);
+        Tollgate::launch(cmd, log)
+    }
+
+    /// Spawn `cmd` (which ends up running `tollgate serve`, e.g. through `sh -c`) with its output in a new
+    /// log file in `dir`, and wait until it listens.
+    pub(crate) fn launch_in(cmd: std::process::Command, dir: &Path) -> Tollgate {
+        Tollgate::launch(cmd, dir.join(format!("tollgate-{}.log", crate::rig::unique("run"))))
+    }
+
+    fn launch(mut cmd: std::process::Command, log: PathBuf) -> Tollgate {
+        let file = std::fs::File::create(&log).expect("log file");
+        cmd.stdout(Stdio::from(file.try_clone().expect("dup"))).stderr(Stdio::from(file)).stdin(Stdio::null());
         let child = cmd.spawn().expect("tollgate serve starts");
         let mut t = Tollgate { child, log, addr: String::new(), metrics_addr: None };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -725,147 +735,6 @@ impl Tollgate {
     }
 }
 
-#[test]
-fn compose_files_validate_and_the_tollgate_config_they_mount_passes_check_config() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let compose = crate::rig::require("docker-compose", "docker-compose");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("compose"))
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("docker-compose") && n.ends_with(".yml"))
-        })
-        .collect();
-    files.sort();
-    assert!(files.len() >= 2, "compose files: {files:?}");
-    for f in &files {
-        let o = std::process::Command::new(&compose).arg("-f").arg(f).args(["config", "-q"]).output().unwrap();
-        assert!(o.status.success(), "{}: {}", f.display(), String::from_utf8_lossy(&o.stderr));
-    }
-    // The configs the compose files mount, with the container paths mapped onto the repository's files
-    // (and throwaway secret files) through the documented environment overrides.
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("secret.txt");
-    std::fs::write(&secret, "compose-test-secret").unwrap();
-    let configs: [(&str, &[(&str, &Path)]); 2] = [
-        ("compose/tollgate/tollgate.yaml", &[]),
-        (
-            "compose/tollgate/tollgate.full.yaml",
-            &[
-                ("TOLLGATE_PROVIDERS__1__BIND_PASSWORD_FILE", &secret),
-                ("TOLLGATE_PROVIDERS__2__CLIENT_SECRET_FILE", &secret),
-            ],
-        ),
-    ];
-    for (config, extra_env) in configs {
-        let mut cmd = std::process::Command::new(tollgate_bin());
-        cmd.args(["check-config", "--config"])
-            .arg(root.join(config))
-            .env_remove("TOLLGATE_CONFIG")
-            .env("TOLLGATE_SERVER__DATA_DIR", dir.path())
-            .env("TOLLGATE_PROVIDERS__0__FILE", root.join("providers/robots.yaml"))
-            .env("TOLLGATE_POLICY__PATHS", format!("[{}]", root.join("policies/default.yaml").display()))
-            .env("TOLLGATE_REFRESH_TOKENS__SECRET_FILE", dir.path().join("refresh-secret"));
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let o = cmd.output().unwrap();
-        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        assert!(o.status.success(), "{config}: {out}{err}");
-        assert!(out.contains(": ok"), "{config}: {out}");
-    }
-    let full = std::fs::read_to_string(root.join("compose/docker-compose.full.yml")).unwrap();
-    assert!(
-        full.contains("./tollgate/tollgate.full.yaml:/etc/tollgate/tollgate.yaml"),
-        "the full deployment mounts the SSO config"
-    );
-
-    // The replicated deployment: its tollgate-init job's two commands, run here with the shared volume and
-    // the Redis URL secret mapped onto a temporary directory, then the config every replica reads.
-    let config = root.join("compose/tollgate/tollgate.replicas.yaml");
-    let shared = dir.path().join("shared");
-    let url_file = dir.path().join("redis_url");
-    std::fs::write(&url_file, "redis://:not-used-by-check-config@redis:6379/0\n").unwrap();
-    let run = |args: &[&str], keys_from_config: bool| {
-        let mut cmd = std::process::Command::new(tollgate_bin());
-        cmd.args(args).arg("--config").arg(&config).env_remove("TOLLGATE_CONFIG");
-        cmd.env("TOLLGATE_SERVER__DATA_DIR", dir.path().join("replica"))
-            .env("TOLLGATE_PROVIDERS__0__FILE", root.join("providers/robots.yaml"))
-            .env("TOLLGATE_POLICY__PATHS", format!("[{}]", root.join("policies/default.yaml").display()))
-            .env("TOLLGATE_REFRESH_TOKENS__SECRET_FILE", shared.join("refresh-secret"))
-            .env("TOLLGATE_STATE__REDIS_URL_FILE", &url_file);
-        if keys_from_config {
-            cmd.env("TOLLGATE_TOKEN__KEYS__0__KEY_FILE", shared.join("signing.key"))
-                .env("TOLLGATE_TOKEN__KEYS__0__CERT_FILE", shared.join("signing.crt"));
-        } else {
-            cmd.env("TOLLGATE_TOKEN__KEYS", "[]").env("TOLLGATE_SERVER__DATA_DIR", &shared);
-        }
-        let o = cmd.output().unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).to_string()
-    };
-    // The job writes the registry's bundle into a volume of its own, the only one the registry mounts.
-    let bundle_dir = dir.path().join("registry-bundle");
-    run(
-        &["registry-config", "--realm", "https://auth.example.com/token", "--out-dir", bundle_dir.to_str().unwrap()],
-        false,
-    );
-    assert!(shared.join("signing.key").exists() && bundle_dir.join("rootcertbundle.pem").exists());
-    let replicas = std::fs::read_to_string(root.join("compose/docker-compose.replicas.yml")).unwrap();
-    assert!(
-        replicas.contains("--out-dir /var/lib/tollgate-registry")
-            && replicas.contains("registry-bundle:/var/lib/tollgate-registry:ro")
-    );
-    for f in ["docker-compose.yml", "docker-compose.full.yml", "docker-compose.replicas.yml"] {
-        let text = std::fs::read_to_string(root.join("compose").join(f)).unwrap();
-        // The registry service never mounts tollgate's data (signing key, refresh secret, sessions).
-        let registry: String = text
-            .split("\n  registry:")
-            .nth(1)
-            .unwrap_or_else(|| panic!("{f}: no registry service"))
-            .lines()
-            .skip(1)
-            .take_while(|l| l.is_empty() || l.starts_with("    "))
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(registry.contains("registry-bundle:"), "{f}: the registry mounts its bundle:\n{registry}");
-        assert!(
-            !registry.contains("tollgate-data") && !registry.contains("tollgate-shared"),
-            "{f}: the registry mounts tollgate's data:\n{registry}"
-        );
-        assert!(!text.contains("healthcheck.path=/readyz"), "{f}: load balancers check /healthz");
-        assert!(!text.contains("compose_edge"), "{f}: no dependence on the folder's name");
-    }
-    // The job's own shell step that creates the shared refresh secret, run as written on the shared path.
-    let compose = std::fs::read_to_string(root.join("compose/docker-compose.replicas.yml")).unwrap();
-    let step = compose
-        .lines()
-        .find(|l| l.contains("refresh-secret ]"))
-        .expect("the init job creates the refresh secret")
-        .trim()
-        .trim_start_matches("&& ")
-        .replace("/var/lib/tollgate-shared", shared.to_str().unwrap());
-    let run_step = || {
-        let o = std::process::Command::new("sh").args(["-c", &step]).output().unwrap();
-        assert!(o.status.success(), "{step}: {}", String::from_utf8_lossy(&o.stderr));
-        std::fs::read_to_string(shared.join("refresh-secret")).unwrap()
-    };
-    let secret = run_step();
-    assert_eq!(secret.len(), 64, "32 random bytes in hex: {secret:?}");
-    assert_eq!(run_step(), secret, "a second run keeps the secret the replicas already read");
-    use std::os::unix::fs::PermissionsExt as _;
-    assert_eq!(std::fs::metadata(shared.join("refresh-secret")).unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(run(&["check-config"], true).contains(": ok"));
-    assert_eq!(std::fs::read_to_string(shared.join("refresh-secret")).unwrap(), secret, "check-config writes nothing");
-}
-
 /// The compose Prometheus's alert rules: promtool checks the config that loads them and runs their unit
 /// tests, and every metric they name is one a running tollgate exports.
 #[test]
@@ -887,16 +756,34 @@ fn the_alert_rules_load_pass_their_promtool_tests_and_watch_metrics_tollgate_exp
         let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
         assert!(o.status.success() && text.contains("SUCCESS"), "promtool {args:?}:\n{text}");
     }
+    // The series the rules and the Grafana dashboard query.
     let rules = std::fs::read_to_string(prom_dir.join("alerts.yml")).unwrap();
-    let mut names: Vec<&str> = rules
-        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-        .filter(|w| w.starts_with("tollgate_"))
-        .collect();
+    let dashboard = std::fs::read_to_string(root.join("compose/grafana/dashboards/tollgate.json")).unwrap();
+    let series = |text: &str| -> Vec<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("tollgate_"))
+            .map(str::to_string)
+            .collect()
+    };
+    let (from_rules, from_dashboard) = (series(&rules), series(&dashboard));
+    assert!(from_rules.len() >= 7 && from_dashboard.len() >= 10, "{from_rules:?} {from_dashboard:?}");
+    let mut names: Vec<String> = from_rules.into_iter().chain(from_dashboard).collect();
     names.sort();
     names.dedup();
-    assert!(names.len() >= 7, "{names:?}");
-    let env = TestEnv::new();
+    // The full deployment's shape: a directory and the accounts file; a login through each.
+    use crate::rig::slapd::{Slapd, SlapdOptions, PEOPLE, SERVICE_DN};
+    let slapd = Slapd::start(SlapdOptions::default());
+    let providers = format!(
+        "providers:\n  - type: static\n    name: local\n    file: accounts.yaml\n  - type: ldap\n    name: corp\n    url: {}\n    bind_dn: '{SERVICE_DN}'\n    bind_password_file: {}\n    user_dn_template: 'uid={{username}},{PEOPLE}'\n    groups: {{ from: member_of, lowercase: true }}\n",
+        slapd.ldap_url(),
+        slapd.service_password_file().display()
+    );
+    let env = TestEnv::with(Opts { providers_yaml: Some(providers), ..Opts::default() });
     let tg = Tollgate::start(&env, &[("TOLLGATE_SERVER__PROBE_INTERVAL", "1s")]);
+    for (user, password) in [(ALICE.0.to_string(), ALICE.1.to_string()), ("carol".into(), Slapd::password("carol"))] {
+        let login = tg.token(Some((&user, &password)), "scope=repository:team-payments/app:pull", &[]);
+        assert_eq!(login.status, 200, "{user}: {}", login.body);
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let metrics = tg.metrics();
@@ -905,11 +792,14 @@ fn the_alert_rules_load_pass_their_promtool_tests_and_watch_metrics_tollgate_exp
                 .lines()
                 .any(|l| l.strip_prefix(n).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' ')))
         };
-        let missing: Vec<&&str> = names.iter().filter(|n| !exported(n)).collect();
+        let missing: Vec<&String> = names.iter().filter(|n| !exported(n)).collect();
         if missing.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "the alert rules name series tollgate does not export: {missing:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the alert rules or the dashboard name series tollgate does not export: {missing:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }

@@ -69,6 +69,7 @@ pub mod browser;
 pub mod ctr;
 pub mod docker;
 pub mod glewlwyd;
+pub mod haproxy;
 pub mod http;
 pub mod issuer;
 pub mod oci;
@@ -379,7 +380,7 @@ const TEMP_PREFIX: &str = "tollgate-rig-";
 /// A private temp dir for one client instance, removed on drop. Named after the owning process so
 /// that dirs left behind by a killed test run (no destructors run on SIGKILL) can be recognised and
 /// removed by the next run.
-fn tempdir(what: &str) -> tempfile::TempDir {
+pub fn tempdir(what: &str) -> tempfile::TempDir {
     static CLEAN_ONCE: std::sync::Once = std::sync::Once::new();
     CLEAN_ONCE.call_once(remove_stale_temp_dirs);
     tempfile::Builder::new()

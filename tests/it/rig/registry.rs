@@ -41,6 +41,12 @@ pub struct RegistryOptions {
     /// The registry's own Basic authentication from an htpasswd file (bcrypt lines): the usual
     /// alternative to a token server, for the benchmarks. Ignored when `auth` is set.
     pub htpasswd: Option<PathBuf>,
+    /// Run THIS config file (a deployment's own) instead of writing one; `auth` and `htpasswd` are then
+    /// ignored. The rig only moves the listener and the storage onto its own through `REGISTRY_HTTP_ADDR`
+    /// and `REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY`, as a deployment sets its realm with `env`.
+    pub config_file: Option<PathBuf>,
+    /// More `REGISTRY_*` variables, e.g. `REGISTRY_AUTH_TOKEN_REALM`.
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `docker-registry serve`, killed on drop.
@@ -68,16 +74,22 @@ impl Registry {
         let bin = require(REGISTRY_BIN, "docker-registry");
         let mut dir = tempdir("registry");
         let log_path = dir.path().join("registry.log");
-        let config_path = dir.path().join("config.yml");
+        let config_path = opts.config_file.clone().unwrap_or_else(|| dir.path().join("config.yml"));
         // The port is chosen by the kernel (bind to port 0), released, then handed to the registry.
         // Another process can grab it in between, so a start that fails with "address already in use"
         // is retried on a fresh port.
         for attempt in 1..=10 {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
-            std::fs::write(&config_path, config_yaml(dir.path(), &addr, &opts)).expect("write registry config");
-            let log = std::fs::File::create(&log_path).expect("create registry log");
             let mut cmd = command(&bin);
+            if opts.config_file.is_some() {
+                cmd.env("REGISTRY_HTTP_ADDR", &addr)
+                    .env("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", dir.path().join("data"));
+            } else {
+                std::fs::write(&config_path, config_yaml(dir.path(), &addr, &opts)).expect("write registry config");
+            }
+            cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
+            let log = std::fs::File::create(&log_path).expect("create registry log");
             cmd.arg("serve")
                 .arg(&config_path)
                 .stdin(Stdio::null())
@@ -197,7 +209,7 @@ impl Registry {
             .collect()
     }
 
-    /// The generated config file, for messages.
+    /// The config file it runs, for messages.
     pub fn config_path(&self) -> &Path {
         &self.config_path
     }

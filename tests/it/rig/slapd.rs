@@ -60,6 +60,8 @@ pub struct Slapd {
     child: Option<Child>,
     pub ldap_port: u16,
     pub ldaps_port: u16,
+    /// The database's root DN and password (the rig's own, or those of [`Slapd::start_bare`]).
+    admin: (String, String),
     dir: tempfile::TempDir,
     _not_send: PhantomData<std::sync::MutexGuard<'static, ()>>,
 }
@@ -113,20 +115,24 @@ olcObjectClasses: ( 1.3.6.1.4.1.4203.666.11.901.3 NAME 'adLikeUser' AUXILIARY MA
 pub const UAC_NORMAL: u32 = 512;
 pub const UAC_DISABLED: u32 = 514;
 
-fn config_ldif(dir: &Path, opts: &SlapdOptions) -> String {
+/// The database a [`Slapd`] serves.
+struct Database<'a> {
+    suffix: &'a str,
+    admin_dn: &'a str,
+    admin_pw: &'a str,
+    /// The memberof and refint overlays (the rig's directory); a bare database has none.
+    overlays: bool,
+}
+
+const RIG_DATABASE: Database<'static> =
+    Database { suffix: BASE, admin_dn: ADMIN_DN, admin_pw: ADMIN_PW, overlays: true };
+
+fn config_ldif(dir: &Path, opts: &SlapdOptions, db: &Database) -> String {
     let d = dir.display();
     let allows = if opts.allow_bind_anon_dn { "olcAllows: bind_anon_dn\n" } else { "" };
-    let (ppolicy_module, ppolicy_overlay) = if opts.ppolicy {
-        (
-            "olcModuleLoad: ppolicy\n",
-            "\ndn: olcOverlay={2}ppolicy,olcDatabase={2}mdb,cn=config\nobjectClass: olcOverlayConfig\n\
-             objectClass: olcPPolicyConfig\nolcOverlay: {2}ppolicy\n\
-             olcPPolicyDefault: cn=default,ou=policies,dc=example,dc=org\n",
-        )
-    } else {
-        ("", "")
-    };
-    format!(
+    let Database { suffix, admin_dn, admin_pw, .. } = db;
+    let ppolicy_module = if opts.ppolicy { "olcModuleLoad: ppolicy\n" } else { "" };
+    let mut config = format!(
         "dn: cn=config
 objectClass: olcGlobal
 cn: config
@@ -169,15 +175,15 @@ olcAccess: {{0}}to * by * none
 dn: olcDatabase={{1}}monitor,cn=config
 objectClass: olcDatabaseConfig
 olcDatabase: {{1}}monitor
-olcAccess: {{0}}to * by dn.exact=\"{ADMIN_DN}\" read by * none
+olcAccess: {{0}}to * by dn.exact=\"{admin_dn}\" read by * none
 
 dn: olcDatabase={{2}}mdb,cn=config
 objectClass: olcDatabaseConfig
 objectClass: olcMdbConfig
 olcDatabase: {{2}}mdb
-olcSuffix: {BASE}
-olcRootDN: {ADMIN_DN}
-olcRootPW: {ADMIN_PW}
+olcSuffix: {suffix}
+olcRootDN: {admin_dn}
+olcRootPW: {admin_pw}
 olcDbDirectory: {d}/db
 olcDbNoSync: TRUE
 olcDbIndex: objectClass eq
@@ -187,25 +193,38 @@ olcDbIndex: uniqueMember eq
 olcDbIndex: memberUid eq
 olcAccess: {{0}}to attrs=userPassword by self write by anonymous auth by * none
 olcAccess: {{1}}to * by users read by * none
+"
+    );
+    if db.overlays {
+        config.push_str(OVERLAYS);
+    }
+    if opts.ppolicy {
+        let index = if db.overlays { 2 } else { 0 };
+        config.push_str(&format!(
+            "\ndn: olcOverlay={{{index}}}ppolicy,olcDatabase={{2}}mdb,cn=config\nobjectClass: olcOverlayConfig\n\
+             objectClass: olcPPolicyConfig\nolcOverlay: {{{index}}}ppolicy\nolcPPolicyDefault: cn=default,ou=policies,{suffix}\n"
+        ));
+    }
+    config
+}
 
-dn: olcOverlay={{0}}memberof,olcDatabase={{2}}mdb,cn=config
+const OVERLAYS: &str = "
+dn: olcOverlay={0}memberof,olcDatabase={2}mdb,cn=config
 objectClass: olcOverlayConfig
 objectClass: olcMemberOf
-olcOverlay: {{0}}memberof
+olcOverlay: {0}memberof
 olcMemberOfRefInt: TRUE
 olcMemberOfGroupOC: groupOfNames
 olcMemberOfMemberAD: member
 olcMemberOfMemberOfAD: memberOf
 
-dn: olcOverlay={{1}}refint,olcDatabase={{2}}mdb,cn=config
+dn: olcOverlay={1}refint,olcDatabase={2}mdb,cn=config
 objectClass: olcOverlayConfig
 objectClass: olcRefintConfig
-olcOverlay: {{1}}refint
+olcOverlay: {1}refint
 olcRefintAttribute: member
 olcRefintAttribute: uniqueMember
-{ppolicy_overlay}"
-    )
-}
+";
 
 /// The DN of a user, escaped as RFC 4514 wants (`dev,ops` → `uid=dev\,ops,…`).
 pub fn user_dn(uid: &str) -> String {
@@ -295,6 +314,27 @@ impl Slapd {
     /// Starts slapd with the standard directory, waiting until it answers. Panics with slapd's output if
     /// it does not start.
     pub fn start(opts: SlapdOptions) -> Slapd {
+        let slapd = Slapd::start_database(&opts, &RIG_DATABASE);
+        slapd.ldapadd(&content_ldif());
+        if opts.ppolicy {
+            slapd.ldapadd(&format!(
+                "dn: ou=policies,{BASE}\nobjectClass: organizationalUnit\nou: policies\n\n\
+                 dn: cn=default,ou=policies,{BASE}\nobjectClass: device\nobjectClass: pwdPolicy\ncn: default\n\
+                 pwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 100\npwdLockoutDuration: 60\n"
+            ));
+        }
+        slapd
+    }
+
+    /// Starts slapd with an EMPTY database for `suffix` (no entry, not even the root) whose root DN is
+    /// `admin_dn`, and no overlays: what an OpenLDAP container image sets up before it adds the LDIF
+    /// files it is given ([`Slapd::ldapadd_file`]).
+    pub fn start_bare(suffix: &str, admin_dn: &str, admin_pw: &str) -> Slapd {
+        let db = Database { suffix, admin_dn, admin_pw, overlays: false };
+        Slapd::start_database(&SlapdOptions::default(), &db)
+    }
+
+    fn start_database(opts: &SlapdOptions, db: &Database) -> Slapd {
         require("/usr/sbin/slapd", "slapd");
         require("ldapadd", "ldap-utils");
         let dir = tempdir("slapd");
@@ -302,11 +342,12 @@ impl Slapd {
         std::fs::create_dir_all(dir.path().join("slapd.d")).expect("mkdir slapd.d");
         std::fs::create_dir_all(dir.path().join("db")).expect("mkdir db");
         let ldif = dir.path().join("config.ldif");
-        std::fs::write(&ldif, config_ldif(dir.path(), &opts)).expect("write config.ldif");
+        std::fs::write(&ldif, config_ldif(dir.path(), opts, db)).expect("write config.ldif");
         let mut slapadd = command("/usr/sbin/slapadd");
         slapadd.arg("-n0").arg("-F").arg(dir.path().join("slapd.d")).arg("-l").arg(&ldif);
         run(slapadd, None, &[], Duration::from_secs(30)).assert_ok();
-        let mut slapd = Slapd { child: None, ldap_port: 0, ldaps_port: 0, dir, _not_send: PhantomData };
+        let admin = (db.admin_dn.to_string(), db.admin_pw.to_string());
+        let mut slapd = Slapd { child: None, ldap_port: 0, ldaps_port: 0, admin, dir, _not_send: PhantomData };
         // Ports are probed free, then handed to slapd; a port taken in between is retried.
         for attempt in 1..=10 {
             slapd.ldap_port = free_port();
@@ -316,14 +357,6 @@ impl Slapd {
                 Err(e) if attempt < 10 => eprintln!("slapd did not start on fresh ports, retrying: {e}"),
                 Err(e) => panic!("slapd did not start: {e}"),
             }
-        }
-        slapd.ldapadd(&content_ldif());
-        if opts.ppolicy {
-            slapd.ldapadd(&format!(
-                "dn: ou=policies,{BASE}\nobjectClass: organizationalUnit\nou: policies\n\n\
-                 dn: cn=default,ou=policies,{BASE}\nobjectClass: device\nobjectClass: pwdPolicy\ncn: default\n\
-                 pwdAttribute: userPassword\npwdLockout: TRUE\npwdMaxFailure: 100\npwdLockoutDuration: 60\n"
-            ));
         }
         slapd
     }
@@ -375,8 +408,8 @@ impl Slapd {
                 return Err(format!("slapd exited with {status}:\n{}", self.log()));
             }
             let mut who = command("ldapwhoami");
-            who.args(["-x", "-H", &self.ldap_url(), "-D", ADMIN_DN, "-w", ADMIN_PW]);
-            if run(who, None, &[ADMIN_PW], Duration::from_secs(5)).ok {
+            who.args(["-x", "-H", &self.ldap_url(), "-D", &self.admin.0, "-w", &self.admin.1]);
+            if run(who, None, &[&self.admin.1], Duration::from_secs(5)).ok {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -415,8 +448,15 @@ impl Slapd {
 
     fn admin_tool(&self, tool: &str, ldif: &str) {
         let mut cmd = command(tool);
-        cmd.args(["-x", "-H", &self.ldap_url(), "-D", ADMIN_DN, "-w", ADMIN_PW]);
-        run(cmd, Some(ldif.as_bytes()), &[ADMIN_PW], Duration::from_secs(30)).assert_ok();
+        cmd.args(["-x", "-H", &self.ldap_url(), "-D", &self.admin.0, "-w", &self.admin.1]);
+        run(cmd, Some(ldif.as_bytes()), &[&self.admin.1], Duration::from_secs(30)).assert_ok();
+    }
+
+    /// `ldapadd -f FILE` bound as the root DN, as an OpenLDAP image loads its seed files.
+    pub fn ldapadd_file(&self, file: &Path) {
+        let mut cmd = command("ldapadd");
+        cmd.args(["-x", "-H", &self.ldap_url(), "-D", &self.admin.0, "-w", &self.admin.1, "-f"]).arg(file);
+        run(cmd, None, &[&self.admin.1], Duration::from_secs(30)).assert_ok();
     }
 
     /// Add entries, online (so the overlays see them).
@@ -449,12 +489,13 @@ impl Slapd {
     /// attribute is operational, so the modification needs the relax control. Needs [`SlapdOptions::ppolicy`].
     pub fn lock_with_ppolicy(&self, uid: &str, at: &str) {
         let mut cmd = command("ldapmodify");
-        cmd.args(["-x", "-e", "relax", "-H", &self.ldap_url(), "-D", ADMIN_DN, "-w", ADMIN_PW]);
+        let (dn, pw) = &self.admin;
+        cmd.args(["-x", "-e", "relax", "-H", &self.ldap_url(), "-D", dn, "-w", pw]);
         let ldif = format!(
             "{}changetype: modify\nreplace: pwdAccountLockedTime\npwdAccountLockedTime: {at}\n",
             ldif_attr("dn", &user_dn(uid))
         );
-        run(cmd, Some(ldif.as_bytes()), &[ADMIN_PW], Duration::from_secs(30)).assert_ok();
+        run(cmd, Some(ldif.as_bytes()), &[pw], Duration::from_secs(30)).assert_ok();
     }
 
     pub fn delete_user(&self, uid: &str) {
