@@ -8,7 +8,8 @@
 //! - a refresh token is re-checked WITHOUT the user's password, so no bind can refuse it: the account's state
 //!   has to be read from its entry. [`refusal`] reads the attributes in [`ATTRIBUTES`] (Active Directory's
 //!   and OpenLDAP ppolicy's; a directory that has none of them simply returns none) and says why the account
-//!   may not be used, if it may not. Password logins apply the same check after a successful bind.
+//!   may not be used, if it may not. Password logins apply the same check after a successful bind, except
+//!   for ppolicy's lock, which the directory's own bind has judged by then ([`Moment::AfterBind`]).
 
 use std::collections::HashMap;
 
