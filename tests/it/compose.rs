@@ -464,7 +464,7 @@ fn two_replicas_behind_a_balancer_checking_healthz_keep_pushes_and_robots_going(
     let dir = crate::rig::tempdir("compose-replicas");
     let secrets = make_secrets(dir.path());
     let d = Deployment::new("docker-compose.replicas.yml", &secrets, dir.path());
-    let (mut redis, _) = start_compose_redis(&d, dir.path());
+    let (mut redis, redis_port) = start_compose_redis(&d, dir.path());
 
     // The init job: the registry's bundle, then check-config of what every replica reads.
     let mut init = command("sh");
@@ -520,6 +520,13 @@ fn two_replicas_behind_a_balancer_checking_healthz_keep_pushes_and_robots_going(
         );
     }
     skopeo.copy(&image("one"), &reg.docker_ref("payments/api:1"), Some((robot.0, &robot.1))).assert_ok();
+    // The replicas keep their state in that Redis: the robot's good logins are recorded there.
+    let password = text(&secrets.join("redis_password.txt"));
+    let mut scan = command("redis-cli");
+    scan.args(["-p", &redis_port.to_string(), "--scan", "--pattern", "tollgate:rl:good:*"])
+        .env("REDISCLI_AUTH", &password);
+    let keys = run(scan, None, &[&password], Duration::from_secs(10));
+    assert!(keys.ok && keys.stdout.lines().count() >= 1, "no shared state in the compose Redis: {keys}");
     let served = |t: &Tollgate| t.audit_lines().iter().filter(|l| l["subject"] == "ci-payments").count();
     assert!(served(&a) > 0 && served(&b) > 0, "both replicas served: a {} b {}", served(&a), served(&b));
 
