@@ -46,13 +46,6 @@ fn token_for(tollgate: &Running, user: Option<(&str, &str)>, scope: &str) -> Str
     serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["token"].as_str().unwrap().to_string()
 }
 
-/// The registry's reasons for rejecting a token itself. "authorization token required" (the first,
-/// token-less request of every client) and "insufficient scope" (a valid token without the action: a
-/// denial by policy) are the protocol working, not a rejected token.
-fn token_rejections(reg: &Registry) -> Vec<String> {
-    reg.auth_errors().into_iter().filter(|e| e != "authorization token required" && e != "insufficient scope").collect()
-}
-
 /// A policy denial: the credentials were good, the token lacked the action, and the client says "denied".
 fn assert_denied(out: &Output, what: &str) {
     assert!(!out.ok, "{what} should have been denied:\n{out}");
@@ -109,7 +102,7 @@ fn skopeo_push_pull_inspect_tags_delete_and_denials_through_registry_2_8() {
     skopeo.copy(&image(tmp.path(), "public"), &reg.docker_ref("public/hello:1"), Some(ADMIN)).assert_ok();
     skopeo.inspect(&reg.docker_ref("public/hello:1"), None).assert_ok();
 
-    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(reg.token_rejections(), Vec::<String>::new(), "the registry rejected a tollgate token");
     assert!(reg.auth_errors().iter().any(|e| e == "insufficient scope"), "denials are the registry's, by scope");
 }
 
@@ -146,7 +139,7 @@ fn podman_login_push_pull_and_denied_push() {
     assert_denied(&podman.push(&reg.reference("web/app:2"), &reg.reference("web/app:2")), "podman pushing web/");
     let bad = Podman::new();
     assert_refused(&bad.login(reg.addr(), ALICE.0, "wrong"), "podman login with a wrong password");
-    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(reg.token_rejections(), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[test]
@@ -186,7 +179,7 @@ fn docker_login_identity_token_is_used_by_skopeo_and_podman_through_the_refresh_
         })
         .unwrap();
     assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), None), "a revoked identity token");
-    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(reg.token_rejections(), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[test]
@@ -209,7 +202,7 @@ fn containerd_pulls_with_password_grant_and_refresh_token() {
         serde_json::from_str::<serde_json::Value>(&r.body).unwrap()["refresh_token"].as_str().unwrap().to_string()
     };
     Ctr::new().pull_with_refresh(&reg.reference("payments/api:1"), &refresh).assert_ok();
-    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(reg.token_rejections(), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[test]
@@ -233,7 +226,7 @@ fn kid_only_libtrust_and_rs256_x5c_tokens_are_verified_by_registry_2_8() {
     let (header, _) = jwt_parts(&token_for(&w.tg, Some(ALICE), "repository:payments/api:pull"));
     assert!(header.get("x5c").is_none(), "{header}");
     w.seed("payments/api:1", ALICE);
-    assert_eq!(token_rejections(&w.reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(w.reg.token_rejections(), Vec::<String>::new(), "the registry rejected a tollgate token");
 
     // RS256 with x5c.
     let keys = tempfile::tempdir().unwrap();
@@ -243,7 +236,7 @@ fn kid_only_libtrust_and_rs256_x5c_tokens_are_verified_by_registry_2_8() {
     let (header, _) = jwt_parts(&token_for(&w.tg, Some(ALICE), "repository:payments/api:pull"));
     assert_eq!(header["alg"], "RS256");
     w.seed("payments/api:1", ALICE);
-    assert_eq!(token_rejections(&w.reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(w.reg.token_rejections(), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[test]
@@ -259,7 +252,7 @@ fn tokens_from_an_untrusted_key_are_refused_by_the_registry() {
         &Skopeo::new().copy(&image(tmp.path(), "x"), &reg.docker_ref("payments/api:1"), Some(ALICE)),
         "an untrusted key",
     );
-    let rejections = token_rejections(&reg);
+    let rejections = reg.token_rejections();
     assert!(!rejections.is_empty(), "the registry should log why it refused");
 }
 

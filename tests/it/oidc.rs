@@ -79,10 +79,6 @@ fn image(dir: &Path, marker: &str) -> String {
     format!("oci:{}:latest", oci_image(dir, marker).display())
 }
 
-fn token_rejections(reg: &Registry) -> Vec<String> {
-    reg.auth_errors().into_iter().filter(|e| e != "authorization token required" && e != "insufficient scope").collect()
-}
-
 fn assert_refused(out: &Output, what: &str) {
     assert!(!out.ok, "{what} should have been refused:\n{out}");
     let text = out.combined().to_lowercase();
@@ -167,7 +163,7 @@ fn password_grant_at_a_keycloak_shaped_idp_then_push_and_pull_through_the_regist
     .unwrap();
     assert_eq!(r.status, 401, "{}", r.body);
     assert!(r.header("www-authenticate").unwrap_or("").starts_with("Basic"), "{:?}", r.headers);
-    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(reg.token_rejections(), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -300,7 +296,7 @@ fn device_login_then_skopeo_podman_and_containerd_use_the_written_identity_token
     )
     .unwrap();
     assert_eq!(r.status, 200, "{}", r.body);
-    assert_eq!(token_rejections(reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(reg.token_rejections(), Vec::<String>::new(), "the registry rejected a tollgate token");
 }
 
 #[test]
@@ -488,7 +484,7 @@ fn glewlwyd_password_grant_device_login_and_group_changes_through_the_registry()
     std::thread::sleep(Duration::from_secs(3));
     let denied = erin.copy(&image(tmp.path(), "glw-3"), &reg.docker_ref("payments/api:3"), None);
     assert!(!denied.ok && denied.combined().contains("denied"), "the old group still grants push:\n{denied}");
-    assert_eq!(token_rejections(&reg), Vec::<String>::new(), "the registry rejected a tollgate token");
+    assert_eq!(reg.token_rejections(), Vec::<String>::new(), "the registry rejected a tollgate token");
 
     // Glewlwyd down: 503, not 401.
     idp.stop();

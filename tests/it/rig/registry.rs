@@ -209,6 +209,16 @@ impl Registry {
             .collect()
     }
 
+    /// The registry's reasons for rejecting a token itself. "authorization token required" (the first,
+    /// token-less request of every client) and "insufficient scope" (a valid token without the action: a
+    /// denial by policy) are the protocol working, not a rejected token.
+    pub fn token_rejections(&self) -> Vec<String> {
+        self.auth_errors()
+            .into_iter()
+            .filter(|e| e != "authorization token required" && e != "insufficient scope")
+            .collect()
+    }
+
     /// The config file it runs, for messages.
     pub fn config_path(&self) -> &Path {
         &self.config_path
