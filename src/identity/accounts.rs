@@ -16,7 +16,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::Argon2;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::{hashing, Identity, Outcome, Provider, Recheck, Unavailable};
+use super::{hashing, measured, Identity, Outcome, Provider, Recheck, Unavailable};
 use crate::config::accounts::{AccountEntry, AccountsFile};
 use crate::support::fs::FileStamp;
 use crate::support::time::unix_now;
@@ -441,10 +441,7 @@ impl Provider for StaticProvider {
         password: &'a SecretString,
     ) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
         Box::pin(async move {
-            let started = std::time::Instant::now();
-            let result = self.check_password(username, password).await;
-            crate::telemetry::record_provider_call(&self.name, "authenticate", started, Outcome::label(&result));
-            result
+            measured(&self.name, "authenticate", self.check_password(username, password), Outcome::label).await
         })
     }
 

@@ -186,15 +186,32 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The `outcome` label of the provider metrics for an answer (`unavailable` is the error's).
-    pub fn label(result: &Result<Outcome, Unavailable>) -> &'static str {
-        match result {
-            Ok(Outcome::Authenticated(_)) => "authenticated",
-            Ok(Outcome::Rejected(_)) => "rejected",
-            Ok(Outcome::NotMine) => "not_mine",
-            Err(_) => "unavailable",
+    /// The `outcome` label of the provider metrics for this answer (`unavailable` is an error's).
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Authenticated(_) => "authenticated",
+            Outcome::Rejected(_) => "rejected",
+            Outcome::NotMine => "not_mine",
         }
     }
+}
+
+/// Run one provider operation and record its duration and outcome (`outcome` labels an answer; an error is
+/// `unavailable`) in the provider metrics.
+pub(crate) async fn measured<T>(
+    provider: &str,
+    operation: &'static str,
+    f: impl std::future::Future<Output = Result<T, Unavailable>>,
+    outcome: impl Fn(&T) -> &'static str,
+) -> Result<T, Unavailable> {
+    let start = std::time::Instant::now();
+    let result = f.await;
+    let label = match &result {
+        Ok(v) => outcome(v),
+        Err(_) => "unavailable",
+    };
+    crate::telemetry::record_provider_call(provider, operation, start, label);
+    result
 }
 
 /// The provider could not answer (network, timeout, server error). The chain stops with a 503 unless a

@@ -20,6 +20,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::harness::{basic, enc};
+use crate::ldap::actions_of;
 use crate::ops::{tollgate_bin, wait_until, Tollgate};
 use crate::rig::haproxy::Haproxy;
 use crate::rig::http::http_request;
@@ -239,33 +241,41 @@ impl Deployment {
 }
 
 fn token(addr: &str, user: &str, password: &str, scope: &str) -> (u16, Value) {
-    use base64::Engine as _;
-    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    let path = format!("/token?service=registry.example.com&scope={}", scope.replace(':', "%3A").replace(',', "%2C"));
-    let r = http_request(addr, "GET", &path, &[("Authorization", &format!("Basic {basic}"))], b"")
+    let path = format!("/token?service=registry.example.com&scope={}", enc(scope));
+    let r = http_request(addr, "GET", &path, &[("Authorization", &basic(user, password))], b"")
         .unwrap_or_else(|e| panic!("GET /token via {addr}: {e}"));
     (r.status, serde_json::from_str(&r.body).unwrap_or(Value::Null))
 }
 
+/// The actions a /token answer grants, sorted.
 fn granted(reply: &Value) -> Vec<String> {
-    use base64::Engine as _;
-    let jwt = reply["token"].as_str().unwrap_or_else(|| panic!("no token: {reply}"));
-    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(jwt.split('.').nth(1).unwrap()).unwrap();
-    let claims: Value = serde_json::from_slice(&claims).unwrap();
-    let mut actions: Vec<String> = claims["access"][0]["actions"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| a.as_str().unwrap().to_string())
-        .collect();
+    let mut actions = actions_of(reply["token"].as_str().unwrap_or_else(|| panic!("no token: {reply}")));
     actions.sort();
     actions
 }
 
 #[test]
 fn the_secrets_command_makes_every_secret_the_compose_files_name_and_leaves_no_placeholder() {
+    // As docs/operations.md writes it, `cd compose && bash secrets.sh`, in a copy of compose/ (the secrets
+    // land in its secrets/, next to the files that mount them).
     let dir = crate::rig::tempdir("secrets");
-    let out = make_secrets(dir.path());
+    let compose_dir = dir.path().join("compose");
+    crate::docs::copy_dir(&root().join("compose"), &compose_dir);
+    for e in std::fs::read_dir(compose_dir.join("secrets")).unwrap() {
+        let p = e.unwrap().path();
+        if !matches!(p.file_name().and_then(|n| n.to_str()), Some("README.md" | ".gitignore")) {
+            std::fs::remove_file(&p).unwrap(); // a developer's own secrets, never committed
+        }
+    }
+    let as_documented = || {
+        let mut cmd = command("bash");
+        cmd.arg("secrets.sh").current_dir(&compose_dir).env("PATH", path_with_tollgate());
+        let o = run(cmd, None, &[], Duration::from_secs(60));
+        o.assert_ok();
+        o
+    };
+    assert!(as_documented().stdout.contains("created in"));
+    let out = compose_dir.join("secrets");
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o700, "the directory is private");
     // Every file a compose file takes from ./secrets/ (as a secret or a mount) exists.
@@ -283,15 +293,13 @@ fn the_secrets_command_makes_every_secret_the_compose_files_name_and_leaves_no_p
     for entry in std::fs::read_dir(&out).unwrap() {
         let p = entry.unwrap().path();
         let t = std::fs::read_to_string(&p).unwrap();
-        assert!(
-            !t.contains('@')
-                || !t.split('@').skip(1).any(|w| w
-                    .split('@')
-                    .next()
-                    .is_some_and(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase() || c == '_'))),
-            "{}: a placeholder is left:\n{t}",
-            p.display()
-        );
+        // `@NAME@`: a piece between two `@` that is only capitals and `_`.
+        let parts: Vec<&str> = t.split('@').collect();
+        let placeholder = parts.len() > 2
+            && parts[1..parts.len() - 1]
+                .iter()
+                .any(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_uppercase() || c == '_'));
+        assert!(!placeholder, "{}: a placeholder is left:\n{t}", p.display());
         for bad in ["change-me", "replace-with", "demo-password", "tg_demo"] {
             assert!(!t.contains(bad), "{}: {bad}", p.display());
         }
@@ -328,10 +336,7 @@ fn the_secrets_command_makes_every_secret_the_compose_files_name_and_leaves_no_p
             .iter()
             .map(|f| (f.to_string(), text(&out.join(f))))
             .collect();
-    let mut cmd = command("bash");
-    cmd.arg(root().join("compose/secrets.sh")).arg(&out).env("PATH", path_with_tollgate());
-    let o = run(cmd, None, &[], Duration::from_secs(60));
-    o.assert_ok();
+    let o = as_documented();
     assert!(o.stdout.contains("every secret already exists"), "{o}");
     for (f, t) in before {
         assert_eq!(text(&out.join(&f)), t, "{f} was replaced");

@@ -770,17 +770,16 @@ fn the_alert_rules_load_pass_their_promtool_tests_and_watch_metrics_tollgate_exp
     let mut names: Vec<String> = from_rules.into_iter().chain(from_dashboard).collect();
     names.sort();
     names.dedup();
-    // The full deployment's shape: a directory and the accounts file; a login through each.
-    use crate::rig::slapd::{Slapd, SlapdOptions, PEOPLE, SERVICE_DN};
+    // The full deployment's shape: the accounts file and a directory; a login through each.
+    use crate::rig::slapd::{Slapd, SlapdOptions};
     let slapd = Slapd::start(SlapdOptions::default());
     let providers = format!(
-        "providers:\n  - type: static\n    name: local\n    file: accounts.yaml\n  - type: ldap\n    name: corp\n    url: {}\n    bind_dn: '{SERVICE_DN}'\n    bind_password_file: {}\n    user_dn_template: 'uid={{username}},{PEOPLE}'\n    groups: {{ from: member_of, lowercase: true }}\n",
-        slapd.ldap_url(),
-        slapd.service_password_file().display()
+        "providers:\n  - type: static\n    name: local\n    file: accounts.yaml\n{}",
+        crate::ldap::provider_entry("corp", &slapd, crate::ldap::Mode::DirectBind, "")
     );
     let env = TestEnv::with(Opts { providers_yaml: Some(providers), ..Opts::default() });
     let tg = Tollgate::start(&env, &[("TOLLGATE_SERVER__PROBE_INTERVAL", "1s")]);
-    for (user, password) in [(ALICE.0.to_string(), ALICE.1.to_string()), ("carol".into(), Slapd::password("carol"))] {
+    for (user, password) in [(ALICE.0.to_string(), ALICE.1.to_string()), ("a+b".into(), Slapd::password("a+b"))] {
         let login = tg.token(Some((&user, &password)), "scope=repository:team-payments/app:pull", &[]);
         assert_eq!(login.status, 200, "{user}: {}", login.body);
     }

@@ -535,11 +535,7 @@ impl Provider for LdapProvider {
         Box::pin(async move {
             let started = Instant::now();
             let result = self.login(username, password).await;
-            self.finish("authenticate", started, result, Outcome::Rejected, |o| match o {
-                Outcome::Authenticated(_) => "authenticated",
-                Outcome::NotMine => "not_mine",
-                Outcome::Rejected(_) => "rejected",
-            })
+            self.finish("authenticate", started, result, Outcome::Rejected, Outcome::label)
         })
     }
 

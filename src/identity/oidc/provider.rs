@@ -2,14 +2,14 @@
 //! flow and the readiness probe, each counted and timed.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::idp::{error_chain, Idp, IdpError};
 use super::session::Sessions;
 use crate::config::oidc::OidcConfig;
-use crate::identity::{DeviceLogin, DevicePoll, DeviceStart, Outcome, Provider, Recheck, Unavailable};
+use crate::identity::{measured, DeviceLogin, DevicePoll, DeviceStart, Outcome, Provider, Recheck, Unavailable};
 use crate::store::sessions::SessionStore;
 use crate::support::BoxFuture;
 
@@ -77,23 +77,6 @@ impl OidcProvider {
     pub fn device_enabled(&self) -> bool {
         self.cfg.device_grant.unwrap_or(true)
     }
-}
-
-/// Count and time one IdP operation.
-async fn measured<T>(
-    provider: &str,
-    operation: &'static str,
-    f: impl std::future::Future<Output = Result<T, Unavailable>>,
-    outcome: impl Fn(&T) -> &'static str,
-) -> Result<T, Unavailable> {
-    let start = Instant::now();
-    let result = f.await;
-    let label = match &result {
-        Ok(v) => outcome(v),
-        Err(_) => "unavailable",
-    };
-    crate::telemetry::record_provider_call(provider, operation, start, label);
-    result
 }
 
 impl Provider for OidcProvider {

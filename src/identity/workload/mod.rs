@@ -27,7 +27,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::{claim_at, claim_strings, claim_text, Identity, Outcome, Provider, Recheck, Unavailable};
+use super::{claim_at, claim_strings, claim_text, measured, Identity, Outcome, Provider, Recheck, Unavailable};
 use crate::config::workload::{Piece, Workload};
 use crate::support::BoxFuture;
 pub use keys::{parse_jwks, KeyStore};
@@ -229,15 +229,14 @@ impl Provider for WorkloadProvider {
         password: &'a SecretString,
     ) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
         Box::pin(async move {
-            let started = std::time::Instant::now();
-            let result = match self.verify(password.expose_secret()).await {
-                Ok(identity) => Ok(Outcome::Authenticated(Arc::new(identity))),
-                Err(Ok(reason)) => Ok(Outcome::Rejected(reason)),
-                Err(Err(e)) => Err(e),
+            let verified = async {
+                match self.verify(password.expose_secret()).await {
+                    Ok(identity) => Ok(Outcome::Authenticated(Arc::new(identity))),
+                    Err(Ok(reason)) => Ok(Outcome::Rejected(reason)),
+                    Err(Err(e)) => Err(e),
+                }
             };
-            let outcome = Outcome::label(&result);
-            crate::telemetry::record_provider_call(&self.cfg.name, "authenticate", started, outcome);
-            result
+            measured(&self.cfg.name, "authenticate", verified, Outcome::label).await
         })
     }
 
