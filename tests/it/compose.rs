@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{basic, enc};
+use crate::harness::{basic, enc, path_overrides};
 use crate::ldap::actions_of;
 use crate::ops::{tollgate_bin, wait_until, Tollgate};
 use crate::rig::haproxy::Haproxy;
@@ -164,33 +164,12 @@ impl Deployment {
             .flatten()
             .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
             .collect();
-        fn walk(d: &Deployment, service: &str, v: &Value, at: &mut Vec<String>, env: &mut Vec<(String, String)>) {
-            match v {
-                Value::Object(m) => {
-                    for (k, v) in m {
-                        at.push(k.to_uppercase());
-                        walk(d, service, v, at, env);
-                        at.pop();
-                    }
-                }
-                Value::Array(items) => {
-                    for (i, v) in items.iter().enumerate() {
-                        at.push(i.to_string());
-                        walk(d, service, v, at, env);
-                        at.pop();
-                    }
-                }
-                Value::String(s) if s.starts_with('/') => {
-                    let host = d.map(service, s).unwrap_or_else(|| {
-                        // data_dir and the like: a directory of the container's own, empty at start.
-                        d.volumes.join(format!("{service}-own")).join(s.trim_start_matches('/'))
-                    });
-                    env.push((format!("TOLLGATE_{}", at.join("__")), host.display().to_string()));
-                }
-                _ => {}
-            }
-        }
-        walk(self, service, &yaml(&config), &mut Vec::new(), &mut env);
+        let host = |p: &str| {
+            // data_dir and the like, not mounted: a directory of the container's own, empty at start.
+            self.map(service, p)
+                .unwrap_or_else(|| self.volumes.join(format!("{service}-own")).join(p.trim_start_matches('/')))
+        };
+        env.extend(path_overrides(&yaml(&config), &host));
         (config, env)
     }
 

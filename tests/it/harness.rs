@@ -271,3 +271,39 @@ pub fn verify_with_jwks(token: &str, jwks: &serde_json::Value) -> serde_json::Va
     v.set_issuer(&[ISSUER]);
     jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).expect("token verifies").claims
 }
+
+/// `TOLLGATE_*` overrides that point every absolute path in a tollgate config (a JSON view of its YAML) at
+/// `host(path)`: how a test runs a deployment's own config (compose, Kubernetes) with the container's paths
+/// moved onto this machine. List items are addressed by index (`TOLLGATE_POLICY__PATHS__0`).
+pub fn path_overrides(config: &serde_json::Value, host: &dyn Fn(&str) -> PathBuf) -> Vec<(String, String)> {
+    fn walk(
+        v: &serde_json::Value,
+        at: &mut Vec<String>,
+        host: &dyn Fn(&str) -> PathBuf,
+        out: &mut Vec<(String, String)>,
+    ) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    at.push(k.to_uppercase());
+                    walk(v, at, host, out);
+                    at.pop();
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    at.push(i.to_string());
+                    walk(v, at, host, out);
+                    at.pop();
+                }
+            }
+            serde_json::Value::String(s) if s.starts_with('/') => {
+                out.push((format!("TOLLGATE_{}", at.join("__")), host(s).display().to_string()));
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(config, &mut Vec::new(), host, &mut out);
+    out
+}

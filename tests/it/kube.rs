@@ -17,6 +17,7 @@ use std::process::Command;
 use serde_norway::Value;
 
 use crate::docs::{commands, programs};
+use crate::harness::path_overrides;
 use crate::ops::tollgate_bin;
 
 /// The Kubernetes versions the manifests are checked against: an older one still supported by the big
@@ -308,30 +309,9 @@ fn the_config_in_the_configmap_passes_check_config_with_the_secrets_made_as_docu
     let config_path = command[command.iter().position(|c| *c == "--config").expect("--config") + 1];
     let config: Value = serde_norway::from_str(&std::fs::read_to_string(in_pod(config_path)).unwrap()).unwrap();
     assert_eq!(config, tollgate_config(&objects), "the container reads the ConfigMap's config");
-    let path_of = |v: &Value, what: &str| in_pod(str_of(v, what)).display().to_string();
-    let mut env: Vec<(String, String)> = vec![
-        ("TOLLGATE_SERVER__DATA_DIR".into(), path_of(&config["server"]["data_dir"], "server.data_dir")),
-        ("TOLLGATE_PROVIDERS__0__FILE".into(), path_of(&config["providers"][0]["file"], "providers[0].file")),
-        (
-            "TOLLGATE_REFRESH_TOKENS__SECRET_FILE".into(),
-            path_of(&config["refresh_tokens"]["secret_file"], "refresh_tokens.secret_file"),
-        ),
-        ("TOLLGATE_STATE__REDIS_URL_FILE".into(), path_of(&config["state"]["redis_url_file"], "state.redis_url_file")),
-    ];
-    let policies: Vec<String> =
-        seq(&config["policy"]["paths"], "policy.paths").iter().map(|p| path_of(p, "policy.paths")).collect();
-    env.push(("TOLLGATE_POLICY__PATHS".into(), format!("[{}]", policies.join(","))));
-    for (i, key) in seq(&config["token"]["keys"], "token.keys").iter().enumerate() {
-        env.push((format!("TOLLGATE_TOKEN__KEYS__{i}__KEY_FILE"), path_of(&key["key_file"], "key_file")));
-        env.push((format!("TOLLGATE_TOKEN__KEYS__{i}__CERT_FILE"), path_of(&key["cert_file"], "cert_file")));
-    }
-    assert_eq!(config["providers"].as_sequence().unwrap().len(), 1, "map the paths of every provider here");
-    // Every absolute path in the config is one of those mapped above.
-    let mut paths = Vec::new();
-    absolute_paths(&config, &mut paths);
-    for p in &paths {
-        assert!(env.iter().any(|(_, v)| v.contains(&in_pod(p).display().to_string())), "{p} is not mapped");
-    }
+    // Every absolute path in the config, mapped under the root.
+    let env = path_overrides(&serde_json::to_value(&config).unwrap(), &in_pod);
+    assert!(env.len() >= 6, "data_dir, accounts, refresh secret, Redis URL, policy, key and cert: {env:?}");
     let check = |args: &[&str]| {
         let mut cmd = Command::new(tollgate_bin());
         cmd.args(args).arg("--config").arg(in_pod(config_path)).env_remove("TOLLGATE_CONFIG");
@@ -376,15 +356,6 @@ fn the_config_in_the_configmap_passes_check_config_with_the_secrets_made_as_docu
         documented.iter().any(|d| d.kind == "ConfigMap" && d.files.contains_key("rootcertbundle.pem")),
         "docs/kubernetes.md makes the registry's ConfigMap from rootcertbundle.pem"
     );
-}
-
-fn absolute_paths(v: &Value, out: &mut Vec<String>) {
-    match v {
-        Value::String(s) if s.starts_with('/') => out.push(s.clone()),
-        Value::Sequence(items) => items.iter().for_each(|i| absolute_paths(i, out)),
-        Value::Mapping(m) => m.values().for_each(|i| absolute_paths(i, out)),
-        _ => {}
-    }
 }
 
 #[test]
