@@ -35,7 +35,7 @@ use tokio::net::TcpStream;
 use tollgate::app::AppState;
 use tollgate::config::Settings;
 use tollgate::identity::cache::CachedProvider;
-use tollgate::identity::{Identity, Outcome, Provider, Recheck, Unavailable};
+use tollgate::identity::{Failure, Identity, Outcome, Provider};
 use tollgate::support::BoxFuture;
 
 /// Counts heap allocations made on the thread that asks (section 5 reports allocations per request). It
@@ -99,7 +99,7 @@ impl Env {
     fn with_providers(cache_ttl: &str, extra: &str) -> Env {
         let dir = tempfile::tempdir().expect("tempdir");
         let bcrypt = bcrypt::hash("alice-bench-password", 10).expect("bcrypt");
-        let argon = tollgate::identity::accounts::hash_password("bob-bench-password").expect("argon2");
+        let argon = tollgate::identity::hashing::hash_password("bob-bench-password").expect("argon2");
         let accounts = format!(
             "accounts:\n  - username: alice\n    password_hash: \"{bcrypt}\"\n    groups: [team-payments, developers]\n\
              \x20 - username: bob\n    password_hash: \"{argon}\"\n    groups: [team-payments, developers]\n"
@@ -738,7 +738,7 @@ impl Provider for AcceptAll {
     fn name(&self) -> &str {
         "bench"
     }
-    fn authenticate<'a>(&'a self, u: &'a str, _: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
+    fn authenticate<'a>(&'a self, u: &'a str, _: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Failure>> {
         Box::pin(async move {
             Ok(Outcome::Authenticated(Arc::new(Identity {
                 username: u.to_string(),
@@ -750,8 +750,8 @@ impl Provider for AcceptAll {
             })))
         })
     }
-    fn recheck<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
-        Box::pin(async { Ok(Recheck::Gone("n/a".into())) })
+    fn recheck<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Identity, Failure>> {
+        Box::pin(async { Err(Failure::refused("n/a")) })
     }
 }
 

@@ -8,6 +8,7 @@ use crate::identity::accounts::{Source, StaticProvider};
 use crate::identity::cache::{CachePolicy, CacheStats, CachedProvider};
 use crate::identity::chain::Chain;
 use crate::identity::ldap::LdapProvider;
+use crate::identity::measured::Measured;
 use crate::identity::oidc::OidcProvider;
 use crate::identity::workload::WorkloadProvider;
 use crate::identity::Provider;
@@ -33,7 +34,7 @@ pub struct AppState {
     pub sessions: Arc<dyn SessionStore>,
     pub policy: PolicyStore,
     /// Providers' last probe results, for /readyz (kept across reloads).
-    pub health: Arc<crate::health::Health>,
+    pub health: Arc<crate::identity::health::Health>,
     /// Failed-login limits (kept across reloads while `rate_limit` is unchanged).
     pub limiter: Arc<crate::identity::limiter::LoginLimiter>,
 }
@@ -115,7 +116,9 @@ impl AppState {
             };
             match built {
                 Ok(provider) => {
-                    let cached = CachedProvider::with_policy(provider, cache_policy);
+                    // Measured below the cache: only the calls that reach the provider are counted.
+                    let measured: Arc<dyn Provider> = Arc::new(Measured::new(provider));
+                    let cached = CachedProvider::with_policy(measured, cache_policy);
                     cache_stats.push(cached.stats.clone());
                     providers.push(Arc::new(cached));
                 }

@@ -1,11 +1,15 @@
-//! The grant step: requested scopes x identity -> policy -> a signed access token (and a refresh token when
-//! one was asked for and the identity may have one). Pure of HTTP: the handlers parse and authenticate,
-//! this decides and signs, and the handlers write the answer and the audit line from what it returns.
+//! The grant step: a login x requested scopes -> policy -> a signed access token (and a refresh token when
+//! one was asked for and the identity may have one). Pure of HTTP: the handlers parse and authenticate
+//! (`crate::authn`), this builds the policy's view of the request, decides and signs, and the handlers write
+//! the answer and the audit line from what it returns.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::app::AppState;
+use crate::authn::Login;
 use crate::identity::{Identity, RequestContext, SESSION_CLAIM};
+use crate::policy::Explanation;
 use crate::scope::Scope;
 use crate::token::keys::SignError;
 use crate::token::refresh::Links;
@@ -55,7 +59,7 @@ pub enum GrantError {
 /// Take the login session id out of an identity: it travels in the identity only to reach the refresh
 /// token, and the policy never sees it. Only identities that carry one are copied (the cache's copy keeps
 /// it for the next request).
-pub fn take_session(identity: &mut Arc<Identity>) -> Option<String> {
+fn take_session(identity: &mut Arc<Identity>) -> Option<String> {
     if identity.claims.contains_key(SESSION_CLAIM) {
         Arc::make_mut(identity).claims.remove(SESSION_CLAIM).and_then(|v| v.as_str().map(String::from))
     } else {
@@ -63,21 +67,30 @@ pub fn take_session(identity: &mut Arc<Identity>) -> Option<String> {
     }
 }
 
-/// Authorize every scope for `ctx`, sign the access token, and issue a refresh token when asked for.
+/// The policy's view of a request: who (without the login session id, returned apart), how they proved
+/// it, from where, for which registry.
+pub fn context(login: Login, client_ip: IpAddr, service: &str) -> (RequestContext, Option<String>) {
+    let Login { mut identity, method, .. } = login;
+    let sid = take_session(&mut identity);
+    (RequestContext { identity, auth_method: method, client_ip, service: service.to_string() }, sid)
+}
+
+/// Authorize every scope for `login`, sign the access token, and issue a refresh token when asked for.
 pub async fn grant(
     state: &AppState,
-    ctx: &RequestContext,
-    sid: Option<String>,
+    login: Login,
+    client_ip: IpAddr,
+    service: &str,
     scopes: &[Scope],
     ask: Ask,
 ) -> Result<Grant, GrantError> {
-    let service = ctx.service.as_str();
+    let (ctx, sid) = context(login, client_ip, service);
     let policy = state.policy.get();
     let mut access = Vec::with_capacity(scopes.len());
     let mut rules: Vec<String> = Vec::new();
     let mut fully_granted = true;
     for scope in scopes {
-        let decision = policy.authorize(ctx, scope);
+        let decision = policy.authorize(&ctx, scope);
         fully_granted &= decision.granted.len() >= scope.actions.len();
         for r in decision.allowed_by.iter().chain(decision.denied_by.iter()) {
             if !rules.contains(r) {
@@ -120,6 +133,43 @@ pub async fn grant(
     )
     .map_err(|e| GrantError::Internal(e.to_string()))?;
     Ok(Grant { body, granted, rules, fully_granted, refresh_token_issued: refresh_token.is_some(), jti: issued.jti })
+}
+
+/// What the policy says of each scope for one request, explained (`/whoami`), and what that grants.
+pub struct Explained {
+    pub explanations: Vec<Explanation>,
+    /// The granted scopes, in the scope syntax.
+    pub granted: Vec<String>,
+    /// Rules that granted or denied any requested action.
+    pub rules: Vec<String>,
+    /// True when every requested action is granted.
+    pub fully_granted: bool,
+}
+
+/// Explain the policy's decision on every scope for `ctx`: the same decisions as [`grant`], with the
+/// reasons, and nothing signed.
+pub fn explain(state: &AppState, ctx: &RequestContext, scopes: &[Scope]) -> Explained {
+    let policy = state.policy.get();
+    let explanations: Vec<Explanation> = scopes.iter().map(|s| policy.explain(ctx, s)).collect();
+    let fully_granted = explanations.iter().zip(scopes).all(|(e, s)| e.granted.len() >= s.actions.len());
+    let granted = explanations
+        .iter()
+        .zip(scopes)
+        .filter(|(e, _)| !e.granted.is_empty())
+        .map(|(e, s)| {
+            let actions: Vec<&str> = e.granted.iter().map(|a| a.as_str()).collect();
+            format!("{}:{}:{}", s.rtype.as_str(), s.name, actions.join(","))
+        })
+        .collect();
+    let mut rules: Vec<String> = Vec::new();
+    for a in explanations.iter().flat_map(|e| &e.actions) {
+        for r in a.allowed_by.iter().chain(&a.denied_by) {
+            if !rules.contains(r) {
+                rules.push(r.clone());
+            }
+        }
+    }
+    Explained { explanations, granted, rules, fully_granted }
 }
 
 /// The token response body: `token` for docker's protocol and `access_token` for OAuth2 clients (the same

@@ -6,10 +6,10 @@
 // In the order a request travels, which is also the direction of imports: a module imports only modules
 // listed below it (`tests/it/layout.rs` checks this, and that no import circle exists).
 pub mod app;
+pub mod authn;
 pub mod cli;
 pub mod config;
 pub mod grant;
-pub mod health;
 pub mod http;
 pub mod identity;
 pub mod policy;

@@ -154,8 +154,8 @@ pub fn token_request(outcome: &'static str, client_id: Option<&str>, endpoint: &
     }
 }
 
-/// Record one provider call: the one place every provider's request counter and latency histogram are
-/// written, so the names and labels cannot drift between providers.
+/// Record one provider call: the one writer of the provider request counter and latency histogram. Only
+/// `identity::measured` calls it, so the labels cannot drift between providers.
 pub fn record_provider_call(
     provider: &str,
     operation: &'static str,
@@ -168,27 +168,8 @@ pub fn record_provider_call(
         .increment(1);
 }
 
-/// The `outcome` labels the providers record, by operation: their series are exported at zero from the
-/// start (see [`register_provider`]).
-pub const STATIC_SERIES: &[(&str, &[&str])] =
-    &[("authenticate", &["authenticated", "rejected", "not_mine", "unavailable"])];
-pub const LDAP_SERIES: &[(&str, &[&str])] = &[
-    ("authenticate", &["authenticated", "rejected", "not_mine", "unavailable"]),
-    ("recheck", &["current", "gone", "unavailable"]),
-];
-pub const OIDC_SERIES: &[(&str, &[&str])] = &[
-    ("password", &["ok", "rejected", "not_mine", "unavailable"]),
-    ("refresh", &["ok", "rejected", "unavailable"]),
-    ("probe", &["ok", "unavailable"]),
-    ("device_start", &["ok", "unavailable"]),
-    ("device_poll", &["ok", "pending", "rejected", "unavailable"]),
-];
-
-pub const WORKLOAD_SERIES: &[(&str, &[&str])] =
-    &[("authenticate", &["authenticated", "rejected", "unavailable"]), ("jwks_fetch", &["ok", "unavailable"])];
-
 /// The outcomes of [`WORKLOAD_LOGINS`].
-pub const WORKLOAD_OUTCOMES: [&str; 3] = ["authenticated", "rejected", "unavailable"];
+pub const WORKLOAD_OUTCOMES: [&str; 3] = ["ok", "refused", "unavailable"];
 
 /// The [`WORKLOAD_LOGINS`] counters of one issuer, looked up once (a lookup by name and labels per login
 /// cost more than the cached login it counts), in [`WORKLOAD_OUTCOMES`] order.
@@ -249,13 +230,13 @@ fn register_known_series() {
 }
 
 /// Export a provider's series at zero: its failed logins, and for each operation the latency histogram
-/// and the request counter of every outcome it records.
-pub fn register_provider(provider: &str, series: &[(&'static str, &[&'static str])]) {
+/// and the request counter of every outcome (`identity::measured` names both lists).
+pub fn register_provider(provider: &str, operations: &[&'static str], outcomes: &[&'static str]) {
     metrics::counter!(FAILED_LOGINS, "provider" => provider.to_string()).increment(0);
-    for (operation, outcomes) in series {
+    for operation in operations {
         let labels = [("provider", provider.to_string()), ("operation", operation.to_string())];
         let _ = metrics::histogram!(PROVIDER_DURATION, &labels);
-        for outcome in *outcomes {
+        for outcome in outcomes {
             metrics::counter!(PROVIDER_REQUESTS, "provider" => provider.to_string(), "operation" => *operation, "outcome" => *outcome)
                 .increment(0);
         }

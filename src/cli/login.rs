@@ -196,7 +196,7 @@ pub async fn device_login(
         tokio::time::sleep(interval).await;
         progress.show(out);
         let form = [
-            ("grant_type", crate::http::device::GRANT_TYPE),
+            ("grant_type", crate::authn::DEVICE_CODE_GRANT),
             ("device_code", device_code.as_str()),
             ("client_id", "tollgate-login"),
             ("service", service.as_str()),

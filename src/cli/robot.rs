@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 use super::load;
 use crate::config::accounts::{AccountEntry, AccountsFile};
 use crate::config::ProviderConfig;
-use crate::identity::accounts::{hash_password, parse_accounts, validate_username};
+use crate::identity::accounts::{parse_accounts, validate_username};
+use crate::identity::hashing::hash_password;
 use crate::support::random::random_id;
 use crate::support::time::{parse_duration, rfc3339, unix_now};
 

@@ -6,13 +6,14 @@
 //! secret: no password, token or refresh token is ever stored in it (only the access token's `jti`).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
-use crate::identity::{AuthMethod, Identity, RequestContext};
+use crate::authn::{Credentials, Login, LoginError};
+use crate::grant::{Explained, Grant};
+use crate::identity::AuthMethod;
 use crate::telemetry;
 
 /// A list as JSON text: the JSON log lines write it as a real array (`cli::logs`), the text ones as it is.
@@ -25,8 +26,7 @@ fn json_list(items: &[String]) -> String {
 fn client_id(id: Option<&str>) -> std::borrow::Cow<'_, str> {
     match id {
         None | Some("") => "none".into(),
-        Some(id) if id.chars().count() > 100 => id.chars().take(100).collect::<String>().into(),
-        Some(id) => id.into(),
+        Some(id) => crate::support::clip(id, 100),
     }
 }
 
@@ -80,19 +80,58 @@ impl Audit {
         }
     }
 
-    /// The policy's view of an authenticated request (who, and how they proved it), recording who it is on
-    /// the way. Takes the parts rather than `authn::Authenticated`: authentication writes to the audit, so the
-    /// audit does not import it back.
-    pub(crate) fn context(&mut self, identity: Arc<Identity>, method: AuthMethod, service: &str) -> RequestContext {
-        self.subject = Some(identity.username.clone());
-        self.provider = identity.provider.clone();
-        self.auth_method = method.as_str();
-        if method == AuthMethod::Workload {
-            let claim =
-                |k: &str| identity.claims.get(k).and_then(|v| v.as_str()).unwrap_or("").chars().take(200).collect();
-            self.workload = Some([claim("iss"), claim("sub"), claim("jti")]);
+    /// The username the credentials claim, recorded before they are checked: a refusal's line says whom
+    /// the attempt was for.
+    pub(crate) fn claimed(&mut self, credentials: &Credentials) {
+        if let Some(user) = credentials.claimed_user() {
+            self.subject = Some(user.to_string());
         }
-        RequestContext { identity, auth_method: method, client_ip: self.client_ip, service: service.to_string() }
+    }
+
+    /// Record the outcome of authentication: who it is and how they proved it, or why they were refused
+    /// (the provider's reason, and whose credentials they were when only authentication could tell).
+    pub(crate) fn login(&mut self, result: Result<Login, LoginError>) -> Result<Login, ApiError> {
+        match &result {
+            Ok(login) => {
+                let identity = &login.identity;
+                self.subject = Some(identity.username.clone());
+                self.provider = identity.provider.clone();
+                self.auth_method = login.method.as_str();
+                if login.method == AuthMethod::Workload {
+                    let claim = |k: &str| {
+                        crate::support::clip(identity.claims.get(k).and_then(|v| v.as_str()).unwrap_or(""), 200)
+                            .into_owned()
+                    };
+                    self.workload = Some([claim("iss"), claim("sub"), claim("jti")]);
+                }
+            }
+            Err(e) => {
+                if let Some(r) = e.refusal() {
+                    if self.subject.as_deref().is_none_or(str::is_empty) {
+                        self.subject = r.subject.clone();
+                    }
+                    self.provider_reason = r.reason.clone();
+                }
+            }
+        }
+        result.map_err(ApiError::from)
+    }
+
+    /// Record what was granted; returns the response body.
+    pub(crate) fn granted(&mut self, g: Grant) -> Vec<u8> {
+        self.fully_granted = g.fully_granted;
+        self.granted = g.granted;
+        self.rules = g.rules;
+        self.refresh_token_issued = g.refresh_token_issued;
+        self.jti = Some(g.jti);
+        g.body
+    }
+
+    /// Record what an explanation grants (`/whoami`).
+    pub(crate) fn explained(&mut self, e: &Explained) {
+        self.fully_granted = e.fully_granted;
+        self.granted = e.granted.clone();
+        self.rules = e.rules.clone();
     }
 
     fn outcome(&self, result: &Result<Response, ApiError>) -> &'static str {

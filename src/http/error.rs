@@ -8,6 +8,8 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::authn::LoginError;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
     /// 400: the request is malformed. The message names the parameter or header.
@@ -36,12 +38,28 @@ pub enum ApiError {
     Internal(String),
 }
 
-/// The realm sent with `WWW-Authenticate: Basic`.
-pub const REALM: &str = "tollgate";
+/// The realm, written once: [`REALM`] and the challenge header are both made from it.
+macro_rules! realm {
+    () => {
+        "tollgate"
+    };
+}
 
-impl From<crate::identity::limiter::Limited> for ApiError {
-    fn from(l: crate::identity::limiter::Limited) -> ApiError {
-        ApiError::TooManyRequests { retry_after: l.retry_after }
+/// The realm sent with `WWW-Authenticate: Basic`.
+pub const REALM: &str = realm!();
+/// The challenge of a 401.
+const CHALLENGE: &str = concat!("Basic realm=\"", realm!(), "\", charset=\"UTF-8\"");
+
+impl From<LoginError> for ApiError {
+    fn from(e: LoginError) -> ApiError {
+        match e {
+            LoginError::Malformed(m) => ApiError::BadRequest(m),
+            LoginError::Refused(r) => ApiError::Unauthorized(r.message),
+            LoginError::InvalidGrant(r) => ApiError::InvalidGrant(r.message),
+            LoginError::Device { code, message } => ApiError::DeviceFlow { code, message },
+            LoginError::Limited { retry_after } => ApiError::TooManyRequests { retry_after },
+            LoginError::Unavailable(m) => ApiError::Unavailable(m),
+        }
     }
 }
 
@@ -125,10 +143,7 @@ impl IntoResponse for ApiError {
         });
         let mut resp = (self.status(), axum::Json(body)).into_response();
         if matches!(self, ApiError::Unauthorized(_) | ApiError::InvalidGrant(_)) {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(concat!("Basic realm=\"", "tollgate", "\", charset=\"UTF-8\"")),
-            );
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
         }
         if matches!(self, ApiError::Unavailable(_)) {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
@@ -169,6 +184,8 @@ mod tests {
             assert!(!msg.contains("secret detail") && !msg.contains("ldap down"), "5xx detail leaked: {msg}");
         }
         assert_eq!(REALM, "tollgate");
+        let resp = ApiError::Unauthorized("x".into()).into_response();
+        assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"tollgate\", charset=\"UTF-8\"");
         let resp = ApiError::TooManyRequests { retry_after: 7 }.into_response();
         assert_eq!(resp.headers().get(header::RETRY_AFTER).unwrap(), "7", "429 says when to come back");
     }

@@ -1,12 +1,11 @@
 //! The HTTP surface: routes and the handlers behind them.
 //!
-//! A request travels `token.rs` (or `whoami.rs`, `device.rs`) -> `params.rs` (parse) -> `authn.rs`
+//! A request travels `token.rs` (or `whoami.rs`, `device.rs`) -> `params.rs` (parse) -> `crate::authn`
 //! (authenticate) -> `crate::grant` (decide and sign) -> `audit.rs` (the audit line) -> `error.rs` (the one
 //! place that picks status codes). `ops.rs` holds the health, metrics and JWKS endpoints. The accept loop
 //! that serves these routes is `crate::server`.
 
 pub mod audit;
-pub mod authn;
 pub mod client_ip;
 pub mod device;
 pub mod error;

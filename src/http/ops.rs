@@ -12,7 +12,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
-use crate::health::probe_one;
+use crate::identity::health::probe_one;
 use crate::telemetry::{self, KEY_NOT_AFTER, POLICY_RULES};
 
 /// `GET /healthz`: the process is alive.

@@ -1,6 +1,7 @@
 //! The parameters of the token protocol, read from the raw query or form body (docker repeats `scope=`,
 //! which typed extractors reject), Basic credentials, and the checks every handler makes on them: the
-//! service is one of ours, the scopes parse, `account` names the authenticated user.
+//! service is one of ours, the scopes parse. The one place where what a client sent becomes
+//! [`Credentials`]: a Basic header, or the grant type of a `POST /token` with its fields.
 
 use axum::body::Bytes;
 use axum::http::{header, HeaderMap};
@@ -9,10 +10,12 @@ use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
+use super::audit::Audit;
 use super::error::ApiError;
 use crate::app::AppState;
-use crate::identity::{AuthMethod, Identity};
+use crate::authn::{Credentials, DEVICE_CODE_GRANT, TOKEN_EXCHANGE_GRANT};
 use crate::scope::{split_scopes, Scope};
+use crate::support::clip;
 
 /// Longest Authorization header accepted. A Basic header with a refresh token is well under 2 KiB.
 const MAX_AUTH_HEADER: usize = 8192;
@@ -148,7 +151,7 @@ pub(crate) fn parse_basic(headers: &HeaderMap) -> Result<Option<Basic>, ApiError
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(ApiError::BadRequest(format!(
             "Authorization scheme {:?} is not supported by the token endpoint; use Basic",
-            scheme.chars().take(20).collect::<String>()
+            clip(scheme, 20)
         )));
     }
     let decoded = BASE64_LENIENT
@@ -162,20 +165,6 @@ pub(crate) fn parse_basic(headers: &HeaderMap) -> Result<Option<Basic>, ApiError
     Ok(Some(Basic { username: username.to_string(), password: SecretString::from(password.to_string()) }))
 }
 
-/// Longest username accepted (bytes), before any provider, cache or limiter sees it: nothing a client sends
-/// may grow a cache by more than this per entry. Accounts files refuse longer names too.
-pub(crate) const MAX_USERNAME_LEN: usize = 256;
-
-pub(crate) fn check_username(u: &str) -> Result<(), ApiError> {
-    if u.len() > MAX_USERNAME_LEN {
-        return Err(ApiError::BadRequest(format!("username is longer than {MAX_USERNAME_LEN} bytes")));
-    }
-    if u.chars().any(char::is_control) {
-        return Err(ApiError::BadRequest("username contains control characters".into()));
-    }
-    Ok(())
-}
-
 pub(crate) fn truthy(v: Option<&str>) -> bool {
     matches!(v, Some("true" | "1" | "yes"))
 }
@@ -187,7 +176,7 @@ pub(crate) fn check_service(state: &AppState, service: Option<&str>) -> Result<S
     } else {
         Err(ApiError::BadRequest(format!(
             "unknown service {:?}; this server issues tokens for: {}",
-            service.chars().take(100).collect::<String>(),
+            clip(service, 100),
             state.settings.services.join(", ")
         )))
     }
@@ -199,26 +188,94 @@ pub(crate) fn parse_scopes(state: &AppState, raw: &[String]) -> Result<Vec<Scope
     list.into_iter().map(|s| Scope::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))).collect()
 }
 
-/// `account` must name the authenticated user: its username, or the login name a password login typed
-/// (a directory may accept another form of the name, `alice@corp.example` for `alice`, and docker repeats
-/// what was typed). A workload login's username is whatever the client had to send with its JWT (clients
-/// repeat it as `account`), so it names nobody and is not compared.
-pub(crate) fn check_account(
-    account: Option<&str>,
-    typed: Option<&str>,
-    identity: &Identity,
-    method: AuthMethod,
-) -> Result<(), ApiError> {
-    if method == AuthMethod::Workload {
-        return Ok(());
+/// Subject token types a workload JWT may be announced as (RFC 8693).
+const JWT_TOKEN_TYPES: [&str; 3] = [
+    "urn:ietf:params:oauth:token-type:jwt",
+    "urn:ietf:params:oauth:token-type:id_token",
+    "urn:ietf:params:oauth:token-type:access_token",
+];
+
+/// The credentials of `GET /token` and `/whoami`: the Basic header, or none.
+pub(crate) fn basic_credentials(headers: &HeaderMap) -> Result<Credentials, ApiError> {
+    Ok(match parse_basic(headers)? {
+        Some(Basic { username, password }) => Credentials::Basic { username, secret: password },
+        None => Credentials::Anonymous,
+    })
+}
+
+impl Params {
+    /// The credentials of a `POST /token`, by its grant type, each with the fields it requires.
+    pub(crate) fn credentials(&self) -> Result<Credentials, ApiError> {
+        let required = |field: Option<&SecretString>, name: &str, grant: &str| {
+            field.cloned().ok_or_else(|| ApiError::BadRequest(format!("{name} is required for {grant}")))
+        };
+        match self.grant_type.as_deref() {
+            Some("password") => Ok(Credentials::PasswordGrant {
+                username: self
+                    .username
+                    .clone()
+                    .ok_or_else(|| ApiError::BadRequest("username is required for grant_type=password".into()))?,
+                secret: required(self.password.as_ref(), "password", "grant_type=password")?,
+            }),
+            Some("refresh_token") => Ok(Credentials::RefreshToken {
+                token: required(self.refresh_token.as_ref(), "refresh_token", "grant_type=refresh_token")?,
+                username: self.username.clone(),
+            }),
+            Some(DEVICE_CODE_GRANT) => Ok(Credentials::DeviceCode {
+                code: required(self.device_code.as_ref(), "device_code", "the device_code grant")?,
+            }),
+            Some(TOKEN_EXCHANGE_GRANT) => self.exchange(),
+            Some(other) => Err(ApiError::UnsupportedGrant(clip(other, 64).into_owned())),
+            None => Err(ApiError::BadRequest("grant_type is required on POST /token".into())),
+        }
     }
-    let typed = typed.filter(|_| method == AuthMethod::Password);
-    match account {
-        Some(a) if !a.is_empty() && a != identity.username && typed != Some(a) => Err(ApiError::BadRequest(format!(
-            "account {:?} does not match the authenticated user",
-            a.chars().take(100).collect::<String>()
-        ))),
-        _ => Ok(()),
+
+    /// Token exchange (RFC 8693): a workload's JWT (`subject_token`) for a registry access token.
+    fn exchange(&self) -> Result<Credentials, ApiError> {
+        let subject_token = self
+            .subject_token
+            .clone()
+            .ok_or_else(|| ApiError::BadRequest("subject_token is required for token exchange".into()))?;
+        match self.subject_token_type.as_deref() {
+            Some(t) if JWT_TOKEN_TYPES.contains(&t) => {}
+            Some(t) => {
+                return Err(ApiError::BadRequest(format!(
+                    "subject_token_type {:?} is not supported: use urn:ietf:params:oauth:token-type:jwt",
+                    clip(t, 100)
+                )))
+            }
+            None => return Err(ApiError::BadRequest("subject_token_type is required for token exchange".into())),
+        }
+        match self.requested_token_type.as_deref() {
+            None | Some("urn:ietf:params:oauth:token-type:access_token") => Ok(Credentials::TokenExchange { subject_token }),
+            Some(t) => Err(ApiError::BadRequest(format!(
+                "requested_token_type {:?} is not supported: tollgate issues urn:ietf:params:oauth:token-type:access_token",
+                clip(t, 100)
+            ))),
+        }
+    }
+}
+
+/// What every token request names besides its credentials: the registry, and the scopes, checked.
+pub(crate) struct Target {
+    pub service: String,
+    pub scopes: Vec<Scope>,
+}
+
+impl Target {
+    /// Check `service` (as asked) and `scopes`, recording both in the audit line on the way (the service
+    /// as asked, so a refusal of an unknown one says which).
+    pub(crate) fn parse(
+        state: &AppState,
+        service: Option<&str>,
+        scopes: &[String],
+        audit: &mut Audit,
+    ) -> Result<Target, ApiError> {
+        audit.service = clip(service.unwrap_or(""), 100).into_owned();
+        let service = check_service(state, service)?;
+        let scopes = parse_scopes(state, scopes)?;
+        audit.requested = scopes.iter().map(Scope::text).collect();
+        Ok(Target { service, scopes })
     }
 }
 

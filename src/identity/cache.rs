@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use moka::future::Cache;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::{Identity, Outcome, Provider, Recheck, Unavailable};
+use super::{Failure, Identity, Outcome, Provider};
 use crate::support::BoxFuture;
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -45,12 +45,15 @@ struct Entry {
     stored: Instant,
 }
 
-/// A remembered refusal: `Rejected` or `NotMine`.
+/// A remembered refusal: `NotMine`, or a `Failure::Refused`.
 #[derive(Clone)]
 struct Refusal {
-    outcome: Outcome,
+    answer: Answer,
     generation: u64,
 }
+
+/// What one upstream check answered.
+type Answer = Result<Outcome, Failure>;
 
 /// Hit and miss counters, for metrics and tests.
 #[derive(Debug, Default)]
@@ -88,8 +91,8 @@ pub struct CachedProvider {
     /// Re-check results by username.
     current: Cache<String, Entry>,
     /// Upstream checks in progress, for single-flight. An entry lives only while its check runs: the leader
-    /// removes it as soon as the outcome is in the caches above.
-    inflight: Cache<Key, Outcome>,
+    /// removes it as soon as the answer is in the caches above.
+    inflight: Cache<Key, Answer>,
     hmac: ring::hmac::Key,
     pub stats: Arc<CacheStats>,
     /// The Prometheus counters, looked up once: a lookup by name and label on every request cost more than
@@ -150,14 +153,14 @@ impl CachedProvider {
     }
 
     /// The entry's identity if it may stand in for an unavailable provider.
-    fn stale(&self, e: Option<Entry>, err: &Unavailable) -> Option<Arc<Identity>> {
+    fn stale(&self, e: Option<Entry>, error: &str) -> Option<Arc<Identity>> {
         let e = e.filter(|e| !e.identity.expired())?;
         let age = e.stored.elapsed();
         if self.policy.serve_stale_for.is_zero() || age >= self.policy.ttl + self.policy.serve_stale_for {
             return None;
         }
         self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(provider = %err.provider, user = %e.identity.username, age_s = age.as_secs(), error = %err.message,
+        tracing::warn!(provider = %self.inner.name(), user = %e.identity.username, age_s = age.as_secs(), error,
             "provider unavailable; serving the cached identity");
         Some(e.identity)
     }
@@ -165,7 +168,7 @@ impl CachedProvider {
 
 impl CachedProvider {
     /// Asks the provider and stores its answer: what one single-flight leader does on a miss.
-    async fn check(&self, key: &Key, username: &str, password: &SecretString) -> Result<Outcome, Unavailable> {
+    async fn check(&self, key: &Key, username: &str, password: &SecretString) -> Answer {
         let generation = self.inner.generation();
         // A caller that missed just before the previous flight filled the cache and ended would otherwise
         // start a second check: look again now that this caller leads.
@@ -173,12 +176,12 @@ impl CachedProvider {
             return Ok(Outcome::Authenticated(Arc::clone(&e.identity)));
         }
         if let Some(r) = self.negative.get(key).await.filter(|r| r.generation == generation) {
-            return Ok(r.outcome);
+            return r.answer;
         }
         self.stats.upstream_checks.fetch_add(1, Ordering::Relaxed);
-        let outcome = self.inner.authenticate(username, password).await?;
-        match &outcome {
-            Outcome::Authenticated(identity) => {
+        let answer = self.inner.authenticate(username, password).await;
+        match &answer {
+            Ok(Outcome::Authenticated(identity)) => {
                 let entry = self.entry(Arc::clone(identity), generation);
                 // An identity with an end of its own (a workload token) never has a refresh token to re-check.
                 if identity.expires_at.is_none() {
@@ -186,14 +189,16 @@ impl CachedProvider {
                 }
                 self.cache.insert(key.clone(), entry).await;
             }
-            Outcome::Rejected(_) | Outcome::NotMine => {
+            Ok(Outcome::NotMine) | Err(Failure::Refused(_)) => {
                 self.cache.invalidate(key).await;
                 if !self.policy.negative_ttl.is_zero() {
-                    self.negative.insert(key.clone(), Refusal { outcome: outcome.clone(), generation }).await;
+                    self.negative.insert(key.clone(), Refusal { answer: answer.clone(), generation }).await;
                 }
             }
+            // Nothing is remembered of an unavailable provider.
+            Err(Failure::Unavailable(_)) => {}
         }
-        Ok(outcome)
+        answer
     }
 }
 
@@ -206,7 +211,7 @@ impl Provider for CachedProvider {
         &'a self,
         username: &'a str,
         password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
+    ) -> BoxFuture<'a, Result<Outcome, Failure>> {
         Box::pin(async move {
             let key = self.key(username, password);
             let generation = self.inner.generation();
@@ -223,27 +228,27 @@ impl Provider for CachedProvider {
             if let Some(r) = self.negative.get(&key).await {
                 if r.generation == generation {
                     self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
-                    return Ok(r.outcome);
+                    return r.answer;
                 }
             }
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             self.misses_metric.increment(1);
             // Concurrent callers with the same key wait for the one check in flight and share its outcome
-            // (or its `Unavailable`, so a burst during an outage waits for one timeout, not one each).
-            let flight = self.inflight.entry_by_ref(&key).or_try_insert_with(self.check(&key, username, password));
-            match flight.await {
-                Ok(entry) => {
-                    if entry.is_fresh() {
-                        // This caller ran the check: the result is in the caches now, end the flight.
-                        self.inflight.invalidate(&key).await;
-                    }
-                    Ok(entry.into_value())
+            // (an unavailable one too, so a burst during an outage waits for one timeout, not one each).
+            let flight = self.inflight.entry_by_ref(&key).or_insert_with(self.check(&key, username, password)).await;
+            if flight.is_fresh() {
+                // This caller ran the check: the answer is in the caches now, end the flight.
+                self.inflight.invalidate(&key).await;
+            }
+            match flight.into_value() {
+                Err(Failure::Unavailable(e)) => {
+                    self.stale(cached, &e).map(Outcome::Authenticated).ok_or(Failure::Unavailable(e))
                 }
-                Err(e) => self.stale(cached, &e).map(Outcome::Authenticated).ok_or_else(|| Unavailable::clone(&e)),
+                answer => answer,
             }
         })
     }
-    fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+    fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Identity, Failure>> {
         self.recheck_session(username, None)
     }
 
@@ -253,29 +258,31 @@ impl Provider for CachedProvider {
         &'a self,
         username: &'a str,
         sid: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+    ) -> BoxFuture<'a, Result<Identity, Failure>> {
         Box::pin(async move {
             let generation = self.inner.generation();
             let cached = self.current.get(username).await.filter(|e| e.generation == generation);
             if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
                 self.stats.recheck_hits.fetch_add(1, Ordering::Relaxed);
-                return Ok(Recheck::Current(Identity::clone(&e.identity)));
+                return Ok(Identity::clone(&e.identity));
             }
             match self.inner.recheck_session(username, sid).await {
-                Ok(Recheck::Current(identity)) => {
+                Ok(identity) => {
                     self.current.insert(username.to_string(), self.entry(Arc::new(identity.clone()), generation)).await;
-                    Ok(Recheck::Current(identity))
+                    Ok(identity)
                 }
-                Ok(gone) => {
+                Err(refused @ Failure::Refused(_)) => {
                     self.current.invalidate(username).await;
-                    Ok(gone)
+                    Err(refused)
                 }
-                Err(e) => self.stale(cached, &e).map(|id| Recheck::Current(Arc::unwrap_or_clone(id))).ok_or(e),
+                Err(Failure::Unavailable(e)) => {
+                    self.stale(cached, &e).map(Arc::unwrap_or_clone).ok_or(Failure::Unavailable(e))
+                }
             }
         })
     }
 
-    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Unavailable>> {
+    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
         self.inner.keep_session(sid)
     }
 
@@ -283,7 +290,7 @@ impl Provider for CachedProvider {
         self.inner.device_login()
     }
 
-    fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+    fn probe(&self) -> BoxFuture<'_, Result<(), Failure>> {
         self.inner.probe()
     }
 
@@ -311,18 +318,18 @@ mod tests {
         fn name(&self) -> &str {
             "counting"
         }
-        fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
+        fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Failure>> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
-                Ok(if p.expose_secret() == "right" {
-                    Outcome::Authenticated(Arc::new(Identity { username: u.into(), ..Default::default() }))
+                if p.expose_secret() == "right" {
+                    Ok(Outcome::Authenticated(Arc::new(Identity { username: u.into(), ..Default::default() })))
                 } else {
-                    Outcome::Rejected("wrong".into())
-                })
+                    Err(Failure::refused("wrong"))
+                }
             })
         }
-        fn recheck<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
-            Box::pin(async { Ok(Recheck::Gone("n/a".into())) })
+        fn recheck<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Identity, Failure>> {
+            Box::pin(async { Err(Failure::refused("n/a")) })
         }
         fn generation(&self) -> u64 {
             self.generation.load(Ordering::SeqCst)
@@ -338,8 +345,8 @@ mod tests {
         assert!(matches!(cached.authenticate("alice", &right).await.unwrap(), Outcome::Authenticated(_)));
         assert!(matches!(cached.authenticate("alice", &right).await.unwrap(), Outcome::Authenticated(_)));
         assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
-        assert!(matches!(cached.authenticate("alice", &wrong).await.unwrap(), Outcome::Rejected(_)));
-        assert!(matches!(cached.authenticate("alice", &wrong).await.unwrap(), Outcome::Rejected(_)));
+        assert!(matches!(cached.authenticate("alice", &wrong).await, Err(Failure::Refused(_))));
+        assert!(matches!(cached.authenticate("alice", &wrong).await, Err(Failure::Refused(_))));
         assert_eq!(inner.calls.load(Ordering::SeqCst), 3, "failures are not cached as successes");
         assert_eq!(cached.stats.hits.load(Ordering::SeqCst), 1);
 
@@ -371,28 +378,28 @@ mod tests {
         fn name(&self) -> &str {
             "flaky"
         }
-        fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
+        fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Failure>> {
             Box::pin(async move {
                 self.calls.fetch_add(1, Ordering::SeqCst);
                 if self.down.load(Ordering::SeqCst) {
-                    return Err(Unavailable { provider: "flaky".into(), message: "down".into() });
+                    return Err(Failure::unavailable("down"));
                 }
-                Ok(match (u, p.expose_secret()) {
+                match (u, p.expose_secret()) {
                     ("alice", "right") => {
-                        Outcome::Authenticated(Arc::new(Identity { username: u.into(), ..Default::default() }))
+                        Ok(Outcome::Authenticated(Arc::new(Identity { username: u.into(), ..Default::default() })))
                     }
-                    ("alice", _) => Outcome::Rejected("wrong".into()),
-                    _ => Outcome::NotMine,
-                })
+                    ("alice", _) => Err(Failure::refused("wrong")),
+                    _ => Ok(Outcome::NotMine),
+                }
             })
         }
-        fn recheck<'a>(&'a self, u: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+        fn recheck<'a>(&'a self, u: &'a str) -> BoxFuture<'a, Result<Identity, Failure>> {
             Box::pin(async move {
                 self.rechecks.fetch_add(1, Ordering::SeqCst);
                 if self.down.load(Ordering::SeqCst) {
-                    return Err(Unavailable { provider: "flaky".into(), message: "down".into() });
+                    return Err(Failure::unavailable("down"));
                 }
-                Ok(Recheck::Current(Identity { username: u.into(), ..Default::default() }))
+                Ok(Identity { username: u.into(), ..Default::default() })
             })
         }
     }
@@ -413,7 +420,7 @@ mod tests {
         let wrong = SecretString::from("wrong".to_string());
         let right = SecretString::from("right".to_string());
         for _ in 0..5 {
-            assert!(matches!(cached.authenticate("alice", &wrong).await.unwrap(), Outcome::Rejected(_)));
+            assert!(matches!(cached.authenticate("alice", &wrong).await, Err(Failure::Refused(_))));
         }
         assert_eq!(inner.calls.load(Ordering::SeqCst), 1, "repeated wrong passwords are answered from memory");
         assert_eq!(cached.stats.negative_hits.load(Ordering::SeqCst), 4);
@@ -432,7 +439,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         inner.down.store(true, Ordering::SeqCst);
         assert!(matches!(cached.authenticate("alice", &right).await.unwrap(), Outcome::Authenticated(_)));
-        assert!(matches!(cached.recheck("alice").await.unwrap(), Recheck::Current(_)));
+        assert!(matches!(cached.recheck("alice").await, Ok(id) if id.username == "alice"));
         assert_eq!(cached.stats.stale_served.load(Ordering::SeqCst), 2);
         let wrong = SecretString::from("wrong".to_string());
         assert!(
@@ -457,7 +464,7 @@ mod tests {
         let cached = CachedProvider::with_policy(inner.clone(), policy(300, 0, 0));
         cached.authenticate("alice", &SecretString::from("right".to_string())).await.unwrap();
         for _ in 0..3 {
-            assert!(matches!(cached.recheck("alice").await.unwrap(), Recheck::Current(_)));
+            assert!(matches!(cached.recheck("alice").await, Ok(id) if id.username == "alice"));
         }
         assert_eq!(inner.rechecks.load(Ordering::SeqCst), 0, "the login vouches for the refresh token");
         tokio::time::sleep(Duration::from_millis(350)).await;
@@ -473,13 +480,13 @@ mod tests {
         fn name(&self) -> &str {
             "slow"
         }
-        fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
+        fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Failure>> {
             Box::pin(async move {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 self.0.authenticate(u, p).await
             })
         }
-        fn recheck<'a>(&'a self, u: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+        fn recheck<'a>(&'a self, u: &'a str) -> BoxFuture<'a, Result<Identity, Failure>> {
             self.0.recheck(u)
         }
     }
@@ -500,8 +507,8 @@ mod tests {
         }
         for t in tasks {
             let (password, outcome) = t.await.unwrap();
-            match (password, outcome.unwrap()) {
-                ("right", Outcome::Authenticated(_)) | ("wrong", Outcome::Rejected(_)) => {}
+            match (password, outcome) {
+                ("right", Ok(Outcome::Authenticated(_))) | ("wrong", Err(Failure::Refused(_))) => {}
                 (p, o) => panic!("password {p} got {o:?}"),
             }
         }

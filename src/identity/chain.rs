@@ -1,113 +1,134 @@
 //! The ordered provider chain.
 //!
-//! Providers are asked in order. The first that knows the user decides: authenticated, or rejected (the chain
-//! stops: a wrong directory password must not be retried against the next provider). A provider that cannot be
-//! reached stops the chain too, with "unavailable", because silently skipping it could let a same-named
-//! account in a later provider answer for the user.
+//! Password providers are asked in order. The first that knows the user decides: an identity, or a
+//! refusal (the chain stops: a wrong directory password must not be retried against the next provider). A
+//! provider that cannot be reached stops the chain too, as unavailable, because silently skipping it could
+//! let a same-named account in a later provider answer for the user.
+//!
+//! Workload tokens (JWTs) never go down that list: each goes to the one workload provider whose issuer it
+//! names, found by issuer, and a JWT from an issuer nobody trusts is refused without asking anyone.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use secrecy::SecretString;
 
-use super::{Identity, Outcome, Provider, Recheck, Unavailable};
+use super::workload::Peek;
+use super::{Failure, Identity, Outcome, Provider};
 use crate::telemetry::WorkloadLogins;
 
-/// The chain's verdict.
-#[derive(Debug, Clone)]
-pub enum ChainOutcome {
-    Authenticated(Arc<Identity>),
-    /// 401. `provider` is the one that refused, or None when no provider knows the user. For the log only.
-    Rejected {
-        provider: Option<String>,
-        reason: String,
-    },
-    /// 503.
-    Unavailable(Unavailable),
+/// Why the chain gave no identity: the decisive provider's [`Failure`], and which provider that was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainError {
+    /// The provider that refused or could not answer; None when no provider knows the user, or no workload
+    /// provider trusts the token's issuer.
+    pub provider: Option<String>,
+    pub failure: Failure,
+}
+
+impl ChainError {
+    fn of(provider: &dyn Provider, failure: Failure) -> ChainError {
+        ChainError { provider: Some(provider.name().to_string()), failure }
+    }
+
+    fn nobody(reason: String) -> ChainError {
+        ChainError { provider: None, failure: Failure::Refused(reason) }
+    }
+
+    /// The provider's name for the log and the metrics: `none` when no provider decided.
+    pub fn provider_label(&self) -> &str {
+        self.provider.as_deref().unwrap_or("none")
+    }
+}
+
+impl std::fmt::Display for ChainError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "provider {}: {}", self.provider_label(), self.failure)
+    }
+}
+
+/// A workload provider and its login counters.
+#[derive(Clone)]
+struct Workload {
+    provider: Arc<dyn Provider>,
+    logins: WorkloadLogins,
 }
 
 #[derive(Clone, Default)]
 pub struct Chain {
     providers: Vec<Arc<dyn Provider>>,
-    /// Login counters of each workload provider (same index as `providers`), and of untrusted issuers.
-    workload_logins: Vec<Option<WorkloadLogins>>,
+    /// The workload providers by the issuer they trust.
+    workloads: HashMap<String, Workload>,
+    /// Login counters of tokens from issuers nobody trusts.
     untrusted: Option<WorkloadLogins>,
 }
 
 impl Chain {
     pub fn new(providers: Vec<Arc<dyn Provider>>) -> Self {
-        let workload_logins = providers.iter().map(|p| p.workload_issuer().map(WorkloadLogins::new)).collect();
-        Chain { providers, workload_logins, untrusted: Some(WorkloadLogins::new("untrusted")) }
+        let workloads = providers
+            .iter()
+            .filter_map(|p| {
+                let issuer = p.workload_issuer()?;
+                Some((issuer.to_string(), Workload { provider: Arc::clone(p), logins: WorkloadLogins::new(issuer) }))
+            })
+            .collect();
+        Chain { providers, workloads, untrusted: Some(WorkloadLogins::new("untrusted")) }
     }
 
     pub fn providers(&self) -> &[Arc<dyn Provider>] {
         &self.providers
     }
 
-    /// Whether `provider` verifies workload tokens.
-    pub fn is_workload(&self, provider: &str) -> bool {
-        self.providers.iter().any(|p| p.name() == provider && p.workload_issuer().is_some())
+    /// The provider named `name`.
+    pub fn provider(&self, name: &str) -> Option<&Arc<dyn Provider>> {
+        self.providers.iter().find(|p| p.name() == name)
     }
 
-    /// Ask the providers about a username and password. A password that is a JWT goes only to the workload
-    /// provider that trusts its issuer (and is refused when none does); any other password goes only to the
-    /// password providers. Neither ever reaches the other kind.
-    /// `peek` is what [`super::workload::jwt_issuer`] said about the password (the caller has looked
-    /// already, to key its limits).
-    pub async fn authenticate(
-        &self,
-        username: &str,
-        password: &SecretString,
-        peek: Option<&super::workload::Peek>,
-    ) -> ChainOutcome {
-        if let Some(peek) = peek {
-            return self.authenticate_workload(&peek.iss, username, password).await;
-        }
+    /// Ask the password providers, in order, about a username and password.
+    pub async fn authenticate(&self, username: &str, password: &SecretString) -> Result<Arc<Identity>, ChainError> {
         for p in self.providers.iter().filter(|p| p.workload_issuer().is_none()) {
             match p.authenticate(username, password).await {
-                Ok(Outcome::Authenticated(id)) => return ChainOutcome::Authenticated(id),
-                Ok(Outcome::Rejected(reason)) => {
-                    return ChainOutcome::Rejected { provider: Some(p.name().to_string()), reason }
-                }
+                Ok(Outcome::Authenticated(id)) => return Ok(id),
                 Ok(Outcome::NotMine) => continue,
-                Err(e) => return ChainOutcome::Unavailable(e),
+                Err(failure) => return Err(ChainError::of(p.as_ref(), failure)),
             }
         }
-        ChainOutcome::Rejected { provider: None, reason: "unknown user".into() }
+        Err(ChainError::nobody("unknown user".into()))
     }
 
-    async fn authenticate_workload(&self, iss: &str, username: &str, token: &SecretString) -> ChainOutcome {
-        let Some(i) = self.providers.iter().position(|p| p.workload_issuer() == Some(iss)) else {
+    /// Verify a workload token with the provider that trusts the issuer it names (`peek`, read once by the
+    /// caller); refused when none does.
+    pub async fn authenticate_workload(
+        &self,
+        peek: &Peek,
+        username: &str,
+        token: &SecretString,
+    ) -> Result<Arc<Identity>, ChainError> {
+        let Some(w) = self.workloads.get(&peek.iss) else {
             if let Some(c) = &self.untrusted {
-                c.count("rejected");
+                c.count("refused");
             }
-            let iss: String = iss.chars().take(200).collect();
-            return ChainOutcome::Rejected {
-                provider: None,
-                reason: format!("a JWT from the issuer {iss:?}, which no workload provider trusts"),
-            };
+            return Err(ChainError::nobody(format!(
+                "a JWT from the issuer {:?}, which no workload provider trusts",
+                peek.iss
+            )));
         };
-        let p = &self.providers[i];
-        let (outcome, label) = match p.authenticate(username, token).await {
-            Ok(Outcome::Authenticated(id)) => (ChainOutcome::Authenticated(id), "authenticated"),
-            Ok(Outcome::Rejected(reason)) => {
-                (ChainOutcome::Rejected { provider: Some(p.name().to_string()), reason }, "rejected")
-            }
-            Ok(Outcome::NotMine) => (
-                ChainOutcome::Rejected { provider: Some(p.name().to_string()), reason: "not accepted".into() },
-                "rejected",
-            ),
-            Err(e) => (ChainOutcome::Unavailable(e), "unavailable"),
+        let result = match w.provider.authenticate(username, token).await {
+            Ok(Outcome::Authenticated(id)) => Ok(id),
+            Ok(Outcome::NotMine) => Err(Failure::refused("not accepted")),
+            Err(failure) => Err(failure),
         };
-        if let Some(Some(c)) = self.workload_logins.get(i) {
-            c.count(label);
-        }
-        outcome
+        w.logins.count(match &result {
+            Ok(_) => "ok",
+            Err(f) => f.label(),
+        });
+        result.map_err(|failure| ChainError::of(w.provider.as_ref(), failure))
     }
 
     /// A refresh token is being issued for `provider`'s login session `sid` (see [`Provider::keep_session`]).
-    pub async fn keep_session(&self, provider: &str, sid: &str) -> Result<(), Unavailable> {
-        match self.providers.iter().find(|p| p.name() == provider) {
-            Some(p) => p.keep_session(sid).await,
+    pub async fn keep_session(&self, provider: &str, sid: &str) -> Result<(), ChainError> {
+        match self.provider(provider) {
+            Some(p) => p.keep_session(sid).await.map_err(|f| ChainError::of(p.as_ref(), f)),
             None => Ok(()),
         }
     }
@@ -120,10 +141,10 @@ impl Chain {
         provider: &str,
         username: &str,
         sid: Option<&str>,
-    ) -> Result<Recheck, Unavailable> {
-        match self.providers.iter().find(|p| p.name() == provider) {
-            Some(p) => p.recheck_session(username, sid).await,
-            None => Ok(Recheck::Gone(format!("provider {provider:?} is no longer configured"))),
+    ) -> Result<Identity, ChainError> {
+        match self.provider(provider) {
+            Some(p) => p.recheck_session(username, sid).await.map_err(|f| ChainError::of(p.as_ref(), f)),
+            None => Err(ChainError::nobody(format!("provider {provider:?} is no longer configured"))),
         }
     }
 }

@@ -9,12 +9,15 @@
 //! - argon2 working memory is one buffer per running check, kept and reused: a burst allocates it once;
 //! - every check of a provider lasts at least its timing floor (see [`Floor`]), so neither an unknown user
 //!   nor an account with a cheaper hash answers faster than the most expensive account.
+//!
+//! Also the hashes themselves: which algorithm a stored hash uses ([`hash_kind`]), a new argon2id hash
+//! ([`hash_password`]), and the dummy hash of unknown users ([`dummy_like`]).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use argon2::password_hash::PasswordHash;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq as _;
 use tokio::sync::Semaphore;
@@ -161,10 +164,71 @@ impl Floor {
     }
 }
 
+/// The two hash algorithms accounts may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashKind {
+    Bcrypt,
+    Argon2,
+}
+
+/// The algorithm of a stored hash, after checking that it parses; a plain password is refused.
+pub fn hash_kind(h: &str) -> Result<HashKind, String> {
+    if h.starts_with("$2a$") || h.starts_with("$2b$") || h.starts_with("$2y$") || h.starts_with("$2x$") {
+        h.parse::<bcrypt::HashParts>().map_err(|e| format!("invalid bcrypt hash: {e}"))?;
+        Ok(HashKind::Bcrypt)
+    } else if h.starts_with("$argon2") {
+        PasswordHash::new(h).map_err(|e| format!("invalid argon2 hash: {e}"))?;
+        Ok(HashKind::Argon2)
+    } else {
+        Err("must be a bcrypt ($2b$…) or argon2 ($argon2id$…) hash, never a plain password; \
+             make one with `tollgate hash-password`"
+            .into())
+    }
+}
+
+fn salt() -> Result<SaltString, argon2::password_hash::Error> {
+    let mut b = [0u8; 16];
+    crate::support::random::fill(&mut b);
+    SaltString::encode_b64(&b)
+}
+
+/// Hash a new password or robot secret with argon2id and its default parameters.
+pub fn hash_password(password: &str) -> Result<String, String> {
+    let salt = salt().map_err(|e| e.to_string())?;
+    Argon2::default().hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+}
+
+/// A hash of a random secret with the algorithm and cost of `like` (argon2id defaults when None or when
+/// `like` cannot be read), so checking an unknown user costs what checking that hash does.
+pub fn dummy_like(like: Option<&str>) -> String {
+    let secret = crate::support::random::random_id(16);
+    match like.map(|h| (h, hash_kind(h))) {
+        Some((h, Ok(HashKind::Bcrypt))) => {
+            let cost = h.parse::<bcrypt::HashParts>().map(|p| p.get_cost()).unwrap_or(12);
+            if let Ok(h) = bcrypt::hash(&secret, cost) {
+                return h;
+            }
+        }
+        Some((h, Ok(HashKind::Argon2))) => {
+            if let Ok(parsed) = PasswordHash::new(h) {
+                if let (Ok(params), Ok(alg), Ok(salt)) =
+                    (Params::try_from(&parsed), Algorithm::try_from(parsed.algorithm), salt())
+                {
+                    if let Ok(h) = Argon2::new(alg, Version::V0x13, params).hash_password(secret.as_bytes(), &salt) {
+                        return h.to_string();
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    hash_password(&secret).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use argon2::password_hash::{PasswordHasher as _, SaltString};
+    use argon2::password_hash::SaltString;
 
     fn argon2_hash(pw: &str, params: Params) -> String {
         let salt = SaltString::encode_b64(b"0123456789abcdef").unwrap();

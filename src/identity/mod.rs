@@ -1,8 +1,9 @@
 //! Who is asking: the identity a provider vouches for, and the provider contract.
 //!
-//! A provider answers one question for a username and secret, and its answer is one of the outcomes of
-//! [`Outcome`]. "The directory is down" is not an outcome but an error ([`Unavailable`]), because the caller
-//! treats it differently: it stops the chain with a 503 (or serves a cached identity) instead of a 401.
+//! A provider answers one question for a username and secret: who it is ([`Outcome::Authenticated`]), not
+//! one of mine ([`Outcome::NotMine`], ask the next provider), or no identity, for one of the two reasons of
+//! [`Failure`]: refused (401) or unavailable (503, or a cached identity). Every provider, for every operation,
+//! speaks these terms and nothing else.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -113,56 +114,6 @@ pub fn http_client(
     builder.build().map_err(|e| format!("providers {provider}: HTTP client: {e}"))
 }
 
-/// A JSON object to look claims up in: identities keep theirs in a `BTreeMap`, tokens decode to a `Map`.
-pub trait Claims {
-    fn claim(&self, key: &str) -> Option<&serde_json::Value>;
-}
-
-impl Claims for BTreeMap<String, serde_json::Value> {
-    fn claim(&self, key: &str) -> Option<&serde_json::Value> {
-        self.get(key)
-    }
-}
-
-impl Claims for serde_json::Map<String, serde_json::Value> {
-    fn claim(&self, key: &str) -> Option<&serde_json::Value> {
-        self.get(key)
-    }
-}
-
-/// The claim at `path`: the whole path as one key first (claim names are often URLs with dots), then
-/// every way of reading it as a dotted path into nested objects, where each step may itself contain dots
-/// (`kubernetes.io.namespace` finds `{"kubernetes.io": {"namespace": ..}}`).
-pub fn claim_at<'c, C: Claims + ?Sized>(claims: &'c C, path: &str) -> Option<&'c serde_json::Value> {
-    if let Some(v) = claims.claim(path) {
-        return Some(v);
-    }
-    path.match_indices('.').find_map(|(i, _)| {
-        let inner = claims.claim(&path[..i])?.as_object()?;
-        claim_at(inner, &path[i + 1..])
-    })
-}
-
-/// The strings at a claim path: a string is one value, a list gives its strings, anything else none.
-pub fn claim_strings<C: Claims + ?Sized>(claims: &C, path: &str) -> Vec<String> {
-    match claim_at(claims, path) {
-        Some(serde_json::Value::String(s)) => vec![s.clone()],
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
-        _ => Vec::new(),
-    }
-}
-
-/// A scalar claim as text, so `42`, `true` and `"payments"` compare as written in YAML.
-pub fn claim_text(v: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
-    use std::borrow::Cow;
-    match v {
-        serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
-        serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
-        serde_json::Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
-        _ => None,
-    }
-}
-
 /// Everything the policy may look at besides the requested scope.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -173,77 +124,72 @@ pub struct RequestContext {
     pub service: String,
 }
 
-/// What one provider says about a username and secret.
+/// What one provider says about a username and secret, when it has an answer that is not a refusal.
 #[derive(Debug, Clone)]
 pub enum Outcome {
     /// The credentials are good: here is who it is. Shared: a cache hit hands out the cached copy.
     Authenticated(Arc<Identity>),
     /// This provider does not know the user; the chain asks the next provider.
     NotMine,
-    /// This provider knows the user and refuses: wrong password, disabled, expired. The chain stops with 401.
-    /// The reason is for the log only; the client never sees it.
-    Rejected(String),
 }
 
-impl Outcome {
-    /// The `outcome` label of the provider metrics for this answer (`unavailable` is an error's).
+/// Why a provider gave no identity: the one failure type every provider speaks, for every operation
+/// (a login, a refresh token's re-check, a device login, a readiness probe). The two variants are the
+/// core promise of the token endpoint, 401 versus 503, so a provider never has to spell them itself.
+/// Neither message ever contains a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Failure {
+    /// The provider knows the user (or the token's issuer) and refuses: a wrong password, an account
+    /// disabled, expired or gone, a token that does not verify. The chain stops with 401, and the caches
+    /// remember it briefly. The reason goes to the log and the audit line, never to the client.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The provider could not answer: network, timeout, a server error, keys that cannot be fetched. The
+    /// chain stops with 503 unless the cache may serve a stale identity; nothing is remembered.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl Failure {
+    pub fn refused(reason: impl Into<String>) -> Failure {
+        Failure::Refused(reason.into())
+    }
+
+    pub fn unavailable(message: impl std::fmt::Display) -> Failure {
+        Failure::Unavailable(message.to_string())
+    }
+
+    /// The `outcome` label of the provider metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Outcome::Authenticated(_) => "authenticated",
-            Outcome::Rejected(_) => "rejected",
-            Outcome::NotMine => "not_mine",
+            Failure::Refused(_) => "refused",
+            Failure::Unavailable(_) => "unavailable",
         }
     }
-}
 
-/// Run one provider operation and record its duration and outcome (`outcome` labels an answer; an error is
-/// `unavailable`) in the provider metrics.
-pub(crate) async fn measured<T>(
-    provider: &str,
-    operation: &'static str,
-    f: impl std::future::Future<Output = Result<T, Unavailable>>,
-    outcome: impl Fn(&T) -> &'static str,
-) -> Result<T, Unavailable> {
-    let start = std::time::Instant::now();
-    let result = f.await;
-    let label = match &result {
-        Ok(v) => outcome(v),
-        Err(_) => "unavailable",
-    };
-    crate::telemetry::record_provider_call(provider, operation, start, label);
-    result
-}
-
-/// The provider could not answer (network, timeout, server error). The chain stops with a 503 unless a
-/// cached identity may be served. The message is for the log and must not contain a secret.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("provider {provider} unavailable: {message}")]
-pub struct Unavailable {
-    pub provider: String,
-    pub message: String,
-}
-
-/// What a provider says when a refresh token comes back for a user it vouched for earlier.
-#[derive(Debug, Clone)]
-pub enum Recheck {
-    /// The account still exists and is enabled; here is its current identity (groups may have changed).
-    Current(Identity),
-    /// The account is gone, disabled or expired: the refresh token must be refused.
-    Gone(String),
+    /// The message alone, without the kind.
+    pub fn message(&self) -> &str {
+        match self {
+            Failure::Refused(m) | Failure::Unavailable(m) => m,
+        }
+    }
 }
 
 /// The identity claim that carries a login session's id from the login to the refresh token issued for
 /// it (OIDC sessions). The grant step removes it before the policy sees the identity.
 pub const SESSION_CLAIM: &str = "tollgate_sid";
 
-/// One poll of a device flow at the IdP.
+/// Longest username accepted (bytes), by the token endpoint before any provider, cache or limiter sees it
+/// (nothing a client sends may grow a cache by more than this per entry), and by accounts files.
+pub const MAX_USERNAME_LEN: usize = 256;
+
+/// One poll of a device flow at the IdP. A refusal other than these (an unknown device code at the IdP)
+/// is a [`Failure::Refused`] with the IdP's error code.
 pub enum DevicePoll {
     Pending,
     SlowDown,
     Denied,
     Expired,
-    /// Any other refusal (e.g. an unknown device code at the IdP), with the IdP's error code.
-    Failed(String),
     Done(Identity),
 }
 
@@ -260,11 +206,12 @@ pub struct DeviceStart {
 
 /// A provider that can run the device flow at its IdP.
 pub trait DeviceLogin: Send + Sync {
-    fn start_device(&self) -> BoxFuture<'_, Result<DeviceStart, Unavailable>>;
-    fn poll_device<'a>(&'a self, device_code: &'a SecretString) -> BoxFuture<'a, Result<DevicePoll, Unavailable>>;
+    fn start_device(&self) -> BoxFuture<'_, Result<DeviceStart, Failure>>;
+    fn poll_device<'a>(&'a self, device_code: &'a SecretString) -> BoxFuture<'a, Result<DevicePoll, Failure>>;
 }
 
-/// An identity provider. Implementations must be cheap to call concurrently.
+/// An identity provider. Implementations must be cheap to call concurrently. Every call is timed and
+/// counted in one place, [`measured::Measured`], which the server puts around each provider.
 pub trait Provider: Send + Sync {
     /// The configured name, unique in the chain. It is recorded in identities and refresh tokens.
     fn name(&self) -> &str;
@@ -274,10 +221,11 @@ pub trait Provider: Send + Sync {
         &'a self,
         username: &'a str,
         password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<Outcome, Unavailable>>;
+    ) -> BoxFuture<'a, Result<Outcome, Failure>>;
 
-    /// Re-read the account behind a refresh token: does it still exist, is it enabled, what are its groups now.
-    fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>>;
+    /// Re-read the account behind a refresh token: does it still exist, is it enabled, what are its groups
+    /// now. An account that is gone, disabled or expired is [`Failure::Refused`].
+    fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Identity, Failure>>;
 
     /// Re-read the account behind a refresh token that is linked to a login session (`sid`, see
     /// `RefreshClaims::sid`). Providers without sessions ignore it. Default: [`Provider::recheck`].
@@ -285,14 +233,14 @@ pub trait Provider: Send + Sync {
         &'a self,
         username: &'a str,
         sid: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+    ) -> BoxFuture<'a, Result<Identity, Failure>> {
         let _ = sid;
         self.recheck(username)
     }
 
     /// A refresh token is being issued for the login session `sid`: keep the session as long as such a
     /// token may need it. Default: nothing to keep.
-    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Unavailable>> {
+    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
         let _ = sid;
         Box::pin(async { Ok(()) })
     }
@@ -304,7 +252,7 @@ pub trait Provider: Send + Sync {
 
     /// Check that whatever the provider talks to can be reached, for `/readyz`. Must be cheap and bounded
     /// in time. Default: nothing remote, always reachable.
-    fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+    fn probe(&self) -> BoxFuture<'_, Result<(), Failure>> {
         Box::pin(async { Ok(()) })
     }
 
@@ -324,8 +272,13 @@ pub trait Provider: Send + Sync {
 pub mod accounts;
 pub mod cache;
 pub mod chain;
+pub mod claims;
 pub mod hashing;
+pub mod health;
 pub mod ldap;
 pub mod limiter;
+pub mod measured;
 pub mod oidc;
 pub mod workload;
+
+pub use claims::{claim_at, claim_strings, claim_text, Claims};

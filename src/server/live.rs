@@ -109,7 +109,7 @@ impl Live {
             new.limiter = old.limiter.clone();
         }
         let new = Arc::new(new);
-        crate::health::probe_all(&new.chain, &new.health).await;
+        crate::identity::health::probe_all(&new.chain, &new.health).await;
         match self.current.write() {
             Ok(mut c) => *c = current(new.clone()),
             Err(p) => *p.into_inner() = current(new.clone()),
@@ -211,7 +211,7 @@ pub(super) fn spawn_prober(live: Arc<Live>) {
             let state = live.state();
             tokio::time::sleep(state.settings.ops.probe_interval).await;
             let state = live.state();
-            crate::health::probe_all(&state.chain, &state.health).await;
+            crate::identity::health::probe_all(&state.chain, &state.health).await;
             // Forget failed-login state of addresses and accounts whose budget has refilled (bounds memory).
             state.limiter.housekeeping();
         }

@@ -65,7 +65,7 @@ pub async fn run(config: Option<PathBuf>, state: Arc<AppState>) -> Result<(), St
     let metrics_listener = settings.ops.metrics_listen.map(|a| bind(a, "server.metrics_listen")).transpose()?;
     let live = Live::new(config.clone(), state.clone(), tls.clone());
     metrics::gauge!(telemetry::CONFIG_LAST_RELOAD).set(unix_now() as f64);
-    crate::health::probe_all(&state.chain, &state.health).await;
+    crate::identity::health::probe_all(&state.chain, &state.health).await;
 
     // One signal stops both listeners.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -600,7 +600,7 @@ fn robot_lifecycle_edits_a_commented_file_in_place_and_the_running_server_follow
 }
 
 fn hash_of(secret: &str) -> String {
-    tollgate::identity::accounts::hash_password(secret).unwrap()
+    tollgate::identity::hashing::hash_password(secret).unwrap()
 }
 
 #[test]

@@ -12,7 +12,7 @@ use tower::ServiceExt as _;
 
 use tollgate::app::AppState;
 use tollgate::config::Settings;
-use tollgate::identity::accounts::hash_password;
+use tollgate::identity::hashing::hash_password;
 
 /// Demo people and robot, with the groups the example policy expects.
 pub const ALICE: (&str, &str) = ("alice", "alice-test-password");

@@ -389,7 +389,7 @@ fn a_username_with_a_slash_gets_nothing_in_another_users_namespace_and_robot_add
     let env = TestEnv::new();
     // Accepted in an accounts file (and an IdP may hand out such a username): it must not become a path.
     let mut accounts = std::fs::read_to_string(&env.accounts).unwrap();
-    let hash = tollgate::identity::accounts::hash_password("evil-password").unwrap();
+    let hash = tollgate::identity::hashing::hash_password("evil-password").unwrap();
     accounts += &format!("  - username: bob/evil\n    password_hash: \"{hash}\"\n    groups: [developers]\n");
     std::fs::write(&env.accounts, accounts).unwrap();
     let tg = Tollgate::start(&env, &[]);
@@ -441,7 +441,7 @@ fn every_counter_and_histogram_is_exported_at_zero_on_a_fresh_server() {
             "tollgate_policy_reloads_total{result=\"error\"}",
             "tollgate_config_reloads_total{result=\"error\"}",
             "tollgate_identity_cache_misses_total{provider=\"local\"}",
-            "tollgate_provider_requests_total{provider=\"local\",operation=\"authenticate\",outcome=\"rejected\"}",
+            "tollgate_provider_requests_total{provider=\"local\",operation=\"authenticate\",outcome=\"refused\"}",
             "tollgate_provider_duration_seconds_count{provider=\"local\",operation=\"authenticate\"}",
             "tollgate_connections_refused_total{listener=\"main\",reason=\"per_client\"}",
             "tollgate_connections_timed_out_total{listener=\"main\",phase=\"first_byte\"}",
@@ -604,7 +604,7 @@ fn revocation_by_time_spares_tokens_issued_after_it_and_a_recreated_account_does
     let env = TestEnv::new();
     let original = std::fs::read_to_string(&env.accounts).unwrap();
     let account = |secret: &str| {
-        let hash = tollgate::identity::accounts::hash_password(secret).unwrap();
+        let hash = tollgate::identity::hashing::hash_password(secret).unwrap();
         format!(
             "{original}  - username: temp-bot\n    password_hash: \"{hash}\"\n    groups: [robots]\n    robot: true\n"
         )

@@ -233,8 +233,8 @@ fn metrics_count_a_known_sequence_of_requests_on_the_separate_metrics_listener()
         (r#"tollgate_identity_cache_misses_total{provider="local"}"#, 3.0),
         (r#"tollgate_request_duration_seconds_count{endpoint="token"}"#, 6.0),
         (r#"tollgate_provider_up{provider="local"}"#, 1.0),
-        (r#"tollgate_provider_requests_total{provider="local",operation="authenticate",outcome="authenticated"}"#, 2.0),
-        (r#"tollgate_provider_requests_total{provider="local",operation="authenticate",outcome="rejected"}"#, 1.0),
+        (r#"tollgate_provider_requests_total{provider="local",operation="authenticate",outcome="ok"}"#, 2.0),
+        (r#"tollgate_provider_requests_total{provider="local",operation="authenticate",outcome="refused"}"#, 1.0),
         (r#"tollgate_provider_duration_seconds_count{provider="local",operation="authenticate"}"#, 3.0),
     ];
     for (series, value) in want {

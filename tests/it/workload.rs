@@ -175,7 +175,7 @@ fn github_and_gitlab_job_tokens_push_and_pull_with_skopeo_docker_and_ctr() {
     assert_eq!(line["workload_subject"], "project_path:platform/web:ref_type:branch:ref:main");
     assert!(line["workload_jti"].as_str().unwrap().starts_with("gl-"), "{line}");
     let metrics = w.tg.metrics();
-    let series = format!("tollgate_workload_logins_total{{issuer=\"{}\",outcome=\"authenticated\"}}", gha.issuer());
+    let series = format!("tollgate_workload_logins_total{{issuer=\"{}\",outcome=\"ok\"}}", gha.issuer());
     assert!(metrics.lines().any(|l| l.starts_with(&series) && !l.ends_with(" 0")), "{series} in\n{metrics}");
     // No JWT ever reaches a log line.
     let logs = w.tg.logs();

@@ -25,14 +25,14 @@ pub mod text;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ldap3::{LdapConnSettings, LdapError, Scope, SearchEntry, SearchOptions};
 use secrecy::{ExposeSecret as _, SecretString};
 
 use self::pool::{Connector, Op, OpCounters, Pool};
 use self::text::{fill, first_rdn_value, is_under, normalized_rdns, Escape};
-use super::{Identity, Outcome, Provider, Recheck, Unavailable};
+use super::{Failure, Identity, Outcome, Provider};
 use crate::config::ldap::{
     GroupSource, LdapConfig, Nested, DEFAULT_GROUP_FILTER, DEFAULT_USER_FILTER, IN_CHAIN_GROUP_FILTER,
 };
@@ -81,14 +81,6 @@ enum Lookup {
     Login,
     /// A username vouched for earlier (a refresh token's subject): `username_attribute` only.
     Username,
-}
-
-/// Why an operation did not produce an answer.
-enum Failure {
-    /// The directory could not be asked (or answered with a server-side error): 503.
-    Unavailable(String),
-    /// The directory refused the user (wrong password, and the like): 401.
-    Rejected(String),
 }
 
 impl From<LdapError> for Failure {
@@ -150,7 +142,6 @@ impl LdapProvider {
         let group_filter = g.filter.clone().unwrap_or_else(|| {
             if g.nested == Nested::InChain { IN_CHAIN_GROUP_FILTER } else { DEFAULT_GROUP_FILTER }.to_string()
         });
-        crate::telemetry::register_provider(&cfg.name, crate::telemetry::LDAP_SERIES);
         for op in ["search", "bind"] {
             metrics::counter!("tollgate_ldap_operations_total", "provider" => cfg.name.clone(), "op" => op)
                 .increment(0);
@@ -179,10 +170,6 @@ impl LdapProvider {
     /// LDAP operations sent so far, for tests and the benchmark.
     pub fn counters(&self) -> Arc<OpCounters> {
         self.counters.clone()
-    }
-
-    fn unavailable(&self, message: String) -> Unavailable {
-        Unavailable { provider: self.name.clone(), message }
     }
 
     fn op_timeout(&self) -> Duration {
@@ -264,7 +251,7 @@ impl LdapProvider {
         match entries.len() {
             0 => Ok(None),
             1 => Ok(entries.into_iter().next().and_then(|e| self.user_entry(e, username, lookup))),
-            n => Err(Failure::Rejected(format!("{n} or more directory entries match the username; check user_filter"))),
+            n => Err(Failure::Refused(format!("{n} or more directory entries match the username; check user_filter"))),
         }
     }
 
@@ -330,13 +317,13 @@ impl LdapProvider {
                 49 | 48 | 34 => {
                     self.binds.put(conn);
                     let reason = state::bind_refusal(&result.text).unwrap_or_else(|| "wrong password".into());
-                    return Err(Failure::Rejected(reason));
+                    return Err(Failure::Refused(reason));
                 }
                 // unwillingToPerform: locked, disabled or password expired on several servers.
                 53 => {
                     let reason = state::bind_refusal(&result.text)
                         .unwrap_or_else(|| format!("the directory refused the bind: {}", result.text.trim()));
-                    return Err(Failure::Rejected(reason));
+                    return Err(Failure::Refused(reason));
                 }
                 _ => return Err(Failure::Unavailable(describe(&LdapError::from(result)))),
             }
@@ -357,7 +344,7 @@ impl LdapProvider {
             let entry = res.0.into_iter().next().map(SearchEntry::construct);
             return match entry.and_then(|e| self.user_entry(e, typed, Lookup::Login)) {
                 Some(u) => Ok(Some(u)),
-                None => Err(Failure::Rejected("the account is disabled or its name does not match".into())),
+                None => Err(Failure::Refused("the account is disabled or its name does not match".into())),
             };
         }
     }
@@ -457,7 +444,7 @@ impl LdapProvider {
         if password.expose_secret().is_empty() {
             // Before any bind: with `olcAllows: bind_anon_dn` (and on AD) a DN with an empty password
             // "succeeds" as an anonymous bind.
-            return Ok(Outcome::Rejected("empty password".into()));
+            return Err(Failure::refused("empty password"));
         }
         if username.is_empty() {
             return Ok(Outcome::NotMine);
@@ -467,7 +454,7 @@ impl LdapProvider {
                 let dn = fill(t, &[("username", username)], Escape::Dn);
                 match self.bind_as(&dn, password, username).await? {
                     Some(u) => u,
-                    None => return Ok(Outcome::Rejected("entry not readable after bind".into())),
+                    None => return Err(Failure::refused("entry not readable after bind")),
                 }
             }
             None => {
@@ -479,46 +466,22 @@ impl LdapProvider {
         // The bind succeeded, yet the entry may say otherwise (a directory that does not refuse the bind
         // of a locked or expired account by itself): the same rule as for refresh tokens.
         if let Some(reason) = user.refusal(state::Moment::AfterBind) {
-            return Ok(Outcome::Rejected(reason));
+            return Err(Failure::Refused(reason));
         }
         let groups = self.groups(&user).await?;
         Ok(Outcome::Authenticated(Arc::new(self.identity(&user, groups))))
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(provider = %self.name, user = %username))]
-    async fn reread(&self, username: &str) -> Result<Recheck, Failure> {
+    async fn reread(&self, username: &str) -> Result<Identity, Failure> {
         let Some(user) = self.find_user(username, Lookup::Username).await? else {
-            return Ok(Recheck::Gone("no longer in the directory, or disabled".into()));
+            return Err(Failure::refused("no longer in the directory, or disabled"));
         };
         if let Some(reason) = user.refusal(state::Moment::Recheck) {
-            return Ok(Recheck::Gone(reason));
+            return Err(Failure::Refused(reason));
         }
         let groups = self.groups(&user).await?;
-        Ok(Recheck::Current(self.identity(&user, groups)))
-    }
-
-    /// Record the request in the metrics and turn a failure into the provider contract's terms.
-    fn finish<T>(
-        &self,
-        operation: &'static str,
-        started: Instant,
-        result: Result<T, Failure>,
-        rejected: impl FnOnce(String) -> T,
-        outcome_of: impl FnOnce(&T) -> &'static str,
-    ) -> Result<T, Unavailable> {
-        let result = match result {
-            Ok(v) => Ok(v),
-            Err(Failure::Rejected(reason)) => Ok(rejected(reason)),
-            Err(Failure::Unavailable(m)) => Err(m),
-        };
-        let outcome = match &result {
-            Ok(v) => outcome_of(v),
-            Err(_) => "unavailable",
-        };
-        tracing::debug!(provider = %self.name, operation, outcome, elapsed_ms = started.elapsed().as_millis() as u64,
-            "directory answered");
-        crate::telemetry::record_provider_call(&self.name, operation, started, outcome);
-        result.map_err(|m| self.unavailable(m))
+        Ok(self.identity(&user, groups))
     }
 }
 
@@ -531,32 +494,22 @@ impl Provider for LdapProvider {
         &'a self,
         username: &'a str,
         password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let result = self.login(username, password).await;
-            self.finish("authenticate", started, result, Outcome::Rejected, Outcome::label)
-        })
+    ) -> BoxFuture<'a, Result<Outcome, Failure>> {
+        Box::pin(self.login(username, password))
     }
 
-    fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let result = self.reread(username).await;
-            self.finish("recheck", started, result, Recheck::Gone, |r| match r {
-                Recheck::Current(_) => "current",
-                Recheck::Gone(_) => "gone",
-            })
-        })
+    fn recheck<'a>(&'a self, username: &'a str) -> BoxFuture<'a, Result<Identity, Failure>> {
+        Box::pin(self.reread(username))
     }
 
     /// A read of the root DSE with the service account: proves the directory answers and the service
     /// account can bind, bounded by the connect and operation timeouts.
-    fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+    fn probe(&self) -> BoxFuture<'_, Result<(), Failure>> {
         Box::pin(async move {
             match self.service_search("", Scope::Base, "(objectClass=*)", &["1.1"], 1).await {
                 Ok(_) => Ok(()),
-                Err(Failure::Unavailable(m) | Failure::Rejected(m)) => Err(self.unavailable(m)),
+                // Whatever the directory says, a probe that cannot read the root DSE makes the provider unready.
+                Err(Failure::Unavailable(m) | Failure::Refused(m)) => Err(Failure::Unavailable(m)),
             }
         })
     }
@@ -618,8 +571,8 @@ mod tests {
         // Port 9 (discard) on loopback: nothing listens, so any connection attempt would be an error.
         let cfg = parse("{name: x, url: 'ldap://127.0.0.1:9', user_base_dn: 'dc=x'}");
         let p = LdapProvider::new(&cfg).unwrap();
-        let outcome = p.authenticate("alice", &SecretString::from(String::new())).await.unwrap();
-        assert!(matches!(outcome, Outcome::Rejected(r) if r == "empty password"));
+        let outcome = p.authenticate("alice", &SecretString::from(String::new())).await;
+        assert!(matches!(outcome, Err(Failure::Refused(r)) if r == "empty password"));
         assert_eq!(p.counters().snapshot(), (0, 0, 0, 0));
     }
 
@@ -628,7 +581,7 @@ mod tests {
         let cfg = parse("{name: x, url: 'ldap://127.0.0.1:9', user_base_dn: 'dc=x', connect_timeout: 2s}");
         let p = LdapProvider::new(&cfg).unwrap();
         let err = p.authenticate("alice", &SecretString::from("pw".to_string())).await.unwrap_err();
-        assert_eq!(err.provider, "x");
+        assert!(matches!(err, Failure::Unavailable(_)), "{err:?}");
         assert!(p.probe().await.is_err());
     }
 }

@@ -89,7 +89,7 @@ pub fn refusal(attrs: &HashMap<String, Vec<String>>, now: i64, moment: Moment) -
             Some(v) => v
                 .parse::<i64>()
                 .map(|n| n as u32 as u64)
-                .map_err(|_| format!("unreadable {name} {:?}", v.chars().take(40).collect::<String>())),
+                .map_err(|_| format!("unreadable {name} {:?}", crate::support::clip(v, 40))),
         }
     };
     let uac = match flags("userAccountControl") {
@@ -110,7 +110,7 @@ pub fn refusal(attrs: &HashMap<String, Vec<String>>, now: i64, moment: Moment) -
                 return Some("account expired (accountExpires)".into())
             }
             Ok(_) => {}
-            Err(_) => return Some(format!("unreadable accountExpires {:?}", v.chars().take(40).collect::<String>())),
+            Err(_) => return Some(format!("unreadable accountExpires {:?}", crate::support::clip(v, 40))),
         }
     }
     if (uac | computed) & UF_LOCKOUT != 0 {

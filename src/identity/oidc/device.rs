@@ -3,25 +3,26 @@
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::idp::{error_chain, DeviceResponse, Idp, IdpError};
+use super::idp::{error_chain, DeviceResponse, Idp};
 use super::session::Sessions;
 use crate::config::oidc::OidcConfig;
-use crate::identity::{DevicePoll, DeviceStart, Unavailable};
+use crate::identity::{DevicePoll, DeviceStart, Failure};
 
 /// Start a device login at the IdP's device authorization endpoint.
-pub(super) async fn start(idp: &Idp, scope: &str) -> Result<DeviceStart, Unavailable> {
+pub(super) async fn start(idp: &Idp, scope: &str) -> Result<DeviceStart, Failure> {
     let d = idp.discovered().await?;
-    let url = d.device_url.clone().ok_or_else(|| idp.unavailable("the IdP has no device authorization endpoint"))?;
+    let url =
+        d.device_url.clone().ok_or_else(|| Failure::unavailable("the IdP has no device authorization endpoint"))?;
     let req = idp.http.post(url).header(reqwest::header::ACCEPT, "application/json");
     let mut body = vec![("scope", scope)];
     let req = idp.authenticated(req, &mut body);
-    let resp = req.form(&body).send().await.map_err(|e| idp.unavailable(error_chain(&e)))?;
+    let resp = req.form(&body).send().await.map_err(|e| Failure::unavailable(error_chain(&e)))?;
     let status = resp.status();
     if !status.is_success() {
-        return Err(idp.unavailable(format!("device authorization endpoint answered {status}")));
+        return Err(Failure::unavailable(format!("device authorization endpoint answered {status}")));
     }
     let r: DeviceResponse =
-        resp.json().await.map_err(|e| idp.unavailable(format!("device authorization response: {e}")))?;
+        resp.json().await.map_err(|e| Failure::unavailable(format!("device authorization response: {e}")))?;
     Ok(DeviceStart {
         device_code: SecretString::from(r.device_code().secret().clone()),
         user_code: r.user_code().secret().clone(),
@@ -38,25 +39,22 @@ pub(super) async fn poll(
     sessions: &Sessions,
     cfg: &OidcConfig,
     device_code: &SecretString,
-) -> Result<DevicePoll, Unavailable> {
+) -> Result<DevicePoll, Failure> {
     let d = idp.discovered().await?;
     let form =
         [("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", device_code.expose_secret())];
     let tokens = match idp.token_request(&d, &form).await {
         Ok(t) => t,
-        Err(IdpError::Refused(code)) => {
-            return Ok(match code.as_str() {
-                "authorization_pending" => DevicePoll::Pending,
-                "slow_down" => DevicePoll::SlowDown,
-                "access_denied" => DevicePoll::Denied,
-                "expired_token" => DevicePoll::Expired,
-                _ => DevicePoll::Failed(code),
-            })
+        Err(Failure::Refused(code)) => {
+            return match code.as_str() {
+                "authorization_pending" => Ok(DevicePoll::Pending),
+                "slow_down" => Ok(DevicePoll::SlowDown),
+                "access_denied" => Ok(DevicePoll::Denied),
+                "expired_token" => Ok(DevicePoll::Expired),
+                _ => Err(Failure::Refused(format!("the IdP refused the device code ({code})"))),
+            }
         }
-        Err(IdpError::Unavailable(m)) => return Err(idp.unavailable(m)),
+        Err(e) => return Err(e),
     };
-    Ok(match sessions.login(idp, cfg, &d, &tokens).await? {
-        Ok(identity) => DevicePoll::Done(identity),
-        Err(reason) => DevicePoll::Failed(reason),
-    })
+    Ok(DevicePoll::Done(sessions.login(idp, cfg, &d, &tokens).await?))
 }

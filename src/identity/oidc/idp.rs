@@ -21,7 +21,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::config::oidc::{id_token_alg, ClaimsSource, OidcConfig};
-use crate::identity::Unavailable;
+use crate::identity::Failure;
 
 /// Claims besides the standard ones (groups, realm_access, groups_direct, …), kept as raw JSON so any claim
 /// path can be read.
@@ -71,14 +71,6 @@ pub(super) struct Discovered {
     pub(super) device_url: Option<url::Url>,
     pub(super) jwks_url: JsonWebKeySetUrl,
     pub(super) jwks: JsonWebKeySet<CoreJsonWebKey>,
-}
-
-/// Why an IdP call did not produce tokens.
-pub(super) enum IdpError {
-    /// The IdP answered 4xx: its OAuth2 `error` code (empty when the body had none, as Glewlwyd's).
-    Refused(String),
-    /// Network, timeout, 5xx, or an answer that makes no sense: 503.
-    Unavailable(String),
 }
 
 /// One IdP as tollgate's client sees it: its HTTP client, credentials and what discovery found.
@@ -131,10 +123,6 @@ impl Idp {
         })
     }
 
-    pub(super) fn unavailable(&self, message: impl Into<String>) -> Unavailable {
-        Unavailable { provider: self.name.clone(), message: message.into() }
-    }
-
     /// Client credentials on a request to the IdP: Basic for a confidential client, else `client_id` in
     /// the form.
     pub(super) fn authenticated<'a>(
@@ -155,22 +143,22 @@ impl Idp {
         }
     }
 
-    fn issuer_url(&self) -> Result<IssuerUrl, Unavailable> {
-        IssuerUrl::new(self.issuer.clone()).map_err(|e| self.unavailable(format!("issuer URL: {e}")))
+    fn issuer_url(&self) -> Result<IssuerUrl, Failure> {
+        IssuerUrl::new(self.issuer.clone()).map_err(|e| Failure::unavailable(format!("issuer URL: {e}")))
     }
 
     /// Discovery and the JWKS, fetched once and kept.
-    pub(super) async fn discovered(&self) -> Result<Arc<Discovered>, Unavailable> {
+    pub(super) async fn discovered(&self) -> Result<Arc<Discovered>, Failure> {
         if let Some(d) = self.discovered.read().ok().and_then(|d| d.clone()) {
             return Ok(d);
         }
         let meta = Metadata::discover_async(self.issuer_url()?, &self.http)
             .await
-            .map_err(|e| self.unavailable(format!("discovery at {}: {}", self.issuer, error_chain(&e))))?;
+            .map_err(|e| Failure::unavailable(format!("discovery at {}: {}", self.issuer, error_chain(&e))))?;
         let token_url = meta
             .token_endpoint()
             .map(|u| u.url().clone())
-            .ok_or_else(|| self.unavailable("the discovery document lists no token_endpoint"))?;
+            .ok_or_else(|| Failure::unavailable("the discovery document lists no token_endpoint"))?;
         let device_url = match &self.device_authorization_endpoint {
             Some(u) => url::Url::parse(u).ok(),
             None => meta.additional_metadata().device_authorization_endpoint.as_ref().map(|u| u.url().clone()),
@@ -190,7 +178,7 @@ impl Idp {
 
     /// Fetch the JWKS again (the IdP rotated its keys), at most once every 10 s so that tokens with made-up
     /// key ids cannot make us hammer the IdP.
-    pub(super) async fn refetch_jwks(&self, d: &Discovered) -> Result<Option<Arc<Discovered>>, Unavailable> {
+    pub(super) async fn refetch_jwks(&self, d: &Discovered) -> Result<Option<Arc<Discovered>>, Failure> {
         {
             let Ok(mut last) = self.last_jwks_fetch.lock() else { return Ok(None) };
             if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
@@ -200,7 +188,7 @@ impl Idp {
         }
         let jwks = JsonWebKeySet::fetch_async(&d.jwks_url, &self.http)
             .await
-            .map_err(|e| self.unavailable(format!("JWKS at {}: {}", d.jwks_url.url(), error_chain(&e))))?;
+            .map_err(|e| Failure::unavailable(format!("JWKS at {}: {}", d.jwks_url.url(), error_chain(&e))))?;
         tracing::info!(provider = %self.name, keys = jwks.keys().len(), "IdP signing keys refetched (unknown kid)");
         let fresh = Arc::new(Discovered {
             token_url: d.token_url.clone(),
@@ -218,7 +206,7 @@ impl Idp {
     pub(super) fn verifier<'a>(
         &self,
         jwks: &JsonWebKeySet<CoreJsonWebKey>,
-    ) -> Result<IdTokenVerifier<'a, CoreJsonWebKey>, Unavailable> {
+    ) -> Result<IdTokenVerifier<'a, CoreJsonWebKey>, Failure> {
         let client_id = ClientId::new(self.client_id.clone());
         let issuer = self.issuer_url()?;
         let v = match &self.secret {
@@ -233,15 +221,15 @@ impl Idp {
         Ok(v.set_allowed_algs(self.algs.clone()))
     }
 
-    /// Verify the ID token of a token response and return its claims as JSON. `Ok(Err(reason))` is a token
-    /// that must be refused (wrong audience, issuer, expired, bad signature, disallowed algorithm).
+    /// Verify the ID token of a token response and return its claims as JSON. A token that must be refused
+    /// (wrong audience, issuer, expired, bad signature, disallowed algorithm) is [`Failure::Refused`].
     pub(super) async fn verify_id_token(
         &self,
         d: &Arc<Discovered>,
         tokens: &TokenResponse,
-    ) -> Result<Result<serde_json::Map<String, serde_json::Value>, String>, Unavailable> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
         let Some(id_token) = tokens.extra_fields().id_token() else {
-            return Ok(Err("the IdP sent no ID token".into()));
+            return Err(Failure::refused("the IdP sent no ID token"));
         };
         // The password and device grants carry no nonce (there is no authorization request to bind one to).
         let no_nonce = |_: Option<&Nonce>| Ok(());
@@ -250,31 +238,33 @@ impl Idp {
             Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
                 match self.refetch_jwks(d).await? {
                     Some(fresh) => id_token.claims(&self.verifier(&fresh.jwks)?, no_nonce).cloned(),
-                    None => return Ok(Err("ID token signed with an unknown key".into())),
+                    None => return Err(Failure::refused("ID token signed with an unknown key")),
                 }
             }
             other => other,
         };
         match claims {
             Ok(c) => match serde_json::to_value(&c) {
-                Ok(serde_json::Value::Object(map)) => Ok(Ok(map)),
-                _ => Err(self.unavailable("ID token claims are not a JSON object")),
+                Ok(serde_json::Value::Object(map)) => Ok(map),
+                _ => Err(Failure::unavailable("ID token claims are not a JSON object")),
             },
-            Err(e) => Ok(Err(format!("ID token refused: {}", error_chain(&e)))),
+            Err(e) => Err(Failure::Refused(format!("ID token refused: {}", error_chain(&e)))),
         }
     }
 
-    /// POST a grant to the token endpoint with tollgate's client credentials.
-    pub(super) async fn token_request(&self, d: &Discovered, form: &[(&str, &str)]) -> Result<TokenResponse, IdpError> {
+    /// POST a grant to the token endpoint with tollgate's client credentials. A 4xx answer is
+    /// [`Failure::Refused`] with the IdP's OAuth2 `error` code as the reason (empty when the body has none,
+    /// as Glewlwyd's), for the caller to read or to put in words.
+    pub(super) async fn token_request(&self, d: &Discovered, form: &[(&str, &str)]) -> Result<TokenResponse, Failure> {
         let req = self.http.post(d.token_url.clone()).header(reqwest::header::ACCEPT, "application/json");
         let mut body: Vec<(&str, &str)> = form.to_vec();
         let req = self.authenticated(req, &mut body);
-        let resp = req.form(&body).send().await.map_err(|e| IdpError::Unavailable(error_chain(&e)))?;
+        let resp = req.form(&body).send().await.map_err(|e| Failure::Unavailable(error_chain(&e)))?;
         let status = resp.status();
-        let bytes = resp.bytes().await.map_err(|e| IdpError::Unavailable(error_chain(&e)))?;
+        let bytes = resp.bytes().await.map_err(|e| Failure::Unavailable(error_chain(&e)))?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| {
-                IdpError::Unavailable(format!("token endpoint answered {status} with an unreadable body: {e}"))
+                Failure::Unavailable(format!("token endpoint answered {status} with an unreadable body: {e}"))
             });
         }
         if status.is_client_error() {
@@ -282,18 +272,17 @@ impl Idp {
                 .ok()
                 .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
                 .unwrap_or_default();
-            return Err(IdpError::Refused(code));
+            return Err(Failure::Refused(code));
         }
-        Err(IdpError::Unavailable(format!("token endpoint answered {status}")))
+        Err(Failure::Unavailable(format!("token endpoint answered {status}")))
     }
 
     pub(super) async fn userinfo(
         &self,
         d: &Discovered,
         access_token: &str,
-    ) -> Result<serde_json::Map<String, serde_json::Value>, IdpError> {
-        let url =
-            d.userinfo_url.clone().ok_or_else(|| IdpError::Unavailable("the IdP has no userinfo endpoint".into()))?;
+    ) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
+        let url = d.userinfo_url.clone().ok_or_else(|| Failure::unavailable("the IdP has no userinfo endpoint"))?;
         let resp = self
             .http
             .get(url)
@@ -301,15 +290,15 @@ impl Idp {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| IdpError::Unavailable(error_chain(&e)))?;
+            .map_err(|e| Failure::Unavailable(error_chain(&e)))?;
         let status = resp.status();
         if status.is_client_error() {
-            return Err(IdpError::Refused(format!("userinfo answered {status}")));
+            return Err(Failure::Refused(format!("userinfo answered {status}")));
         }
         if !status.is_success() {
-            return Err(IdpError::Unavailable(format!("userinfo answered {status}")));
+            return Err(Failure::Unavailable(format!("userinfo answered {status}")));
         }
-        resp.json().await.map_err(|e| IdpError::Unavailable(format!("userinfo is not a JSON object: {e}")))
+        resp.json().await.map_err(|e| Failure::Unavailable(format!("userinfo is not a JSON object: {e}")))
     }
 
     /// Username, groups and claims from a token response: the verified ID token, plus userinfo when
@@ -318,28 +307,20 @@ impl Idp {
         &self,
         d: &Arc<Discovered>,
         tokens: &TokenResponse,
-    ) -> Result<Result<serde_json::Map<String, serde_json::Value>, String>, Unavailable> {
+    ) -> Result<serde_json::Map<String, serde_json::Value>, Failure> {
         let mut claims = serde_json::Map::new();
         if tokens.extra_fields().id_token().is_some() {
-            match self.verify_id_token(d, tokens).await? {
-                Ok(c) => claims = c,
-                Err(reason) => return Ok(Err(reason)),
-            }
+            claims = self.verify_id_token(d, tokens).await?;
         }
         let use_userinfo = self.claims_source == ClaimsSource::Userinfo || claims.is_empty();
         if use_userinfo {
-            match self.userinfo(d, tokens.access_token().secret()).await {
-                Ok(info) => {
-                    if claims.get("sub").is_some_and(|s| Some(s) != info.get("sub")) {
-                        return Ok(Err("userinfo is about a different subject than the ID token".into()));
-                    }
-                    claims.extend(info);
-                }
-                Err(IdpError::Refused(r)) => return Ok(Err(r)),
-                Err(IdpError::Unavailable(m)) => return Err(self.unavailable(m)),
+            let info = self.userinfo(d, tokens.access_token().secret()).await?;
+            if claims.get("sub").is_some_and(|s| Some(s) != info.get("sub")) {
+                return Err(Failure::refused("userinfo is about a different subject than the ID token"));
             }
+            claims.extend(info);
         }
-        Ok(Ok(claims))
+        Ok(claims)
     }
 }
 
@@ -399,7 +380,7 @@ mod tests {
         let now = unix_now();
         let good = json!({"iss": ISSUER, "aud": "tollgate", "sub": "u1", "exp": now + 300, "iat": now,
                           "preferred_username": "carol", "realm_access": {"roles": ["team-payments"]}});
-        let claims = p.verify_id_token(&d, &response(&sign(&kp, "k1", &good))).await.unwrap().unwrap();
+        let claims = p.verify_id_token(&d, &response(&sign(&kp, "k1", &good))).await.unwrap();
         assert_eq!(claims["realm_access"]["roles"][0], "team-payments", "custom claims survive verification");
 
         let mut cases = Vec::new();
@@ -420,7 +401,10 @@ mod tests {
             jsonwebtoken::encode(&hs, &good, &jsonwebtoken::EncodingKey::from_secret(b"guessable").unwrap()).unwrap();
         cases.push(("an algorithm not allowed", hs256, "algorithm"));
         for (what, token, want) in cases {
-            let reason = p.verify_id_token(&d, &response(&token)).await.unwrap().unwrap_err();
+            let reason = match p.verify_id_token(&d, &response(&token)).await {
+                Err(Failure::Refused(reason)) => reason,
+                other => panic!("{what}: {other:?}"),
+            };
             assert!(reason.to_lowercase().contains(want), "{what}: {reason}");
         }
     }
@@ -434,10 +418,10 @@ mod tests {
         // The JWKS URL is unreachable here, so the refetch shows up as "unavailable" (503), not a refusal:
         // a rotated key at a flaky IdP must not log users out.
         let err = p.verify_id_token(&d, &response(&sign(&kp, "rotated", &c))).await.expect_err("refetch attempted");
-        assert!(err.message.contains("JWKS"), "{}", err.message);
+        assert!(matches!(&err, Failure::Unavailable(m) if m.contains("JWKS")), "{err}");
         // A second unknown kid within 10 s does not hammer the IdP: refused without a fetch.
-        let reason = p.verify_id_token(&d, &response(&sign(&kp, "other", &c))).await.unwrap().unwrap_err();
-        assert!(reason.contains("unknown key"), "{reason}");
+        let err = p.verify_id_token(&d, &response(&sign(&kp, "other", &c))).await.unwrap_err();
+        assert!(matches!(&err, Failure::Refused(r) if r.contains("unknown key")), "{err}");
     }
 
     /// A compact JWS with any header, signed by `kp` (or unsigned when `kp` is None: `alg: none`).
@@ -465,7 +449,7 @@ mod tests {
         let now = unix_now();
         let claims = json!({"iss": ISSUER, "aud": "tollgate", "sub": "u1", "exp": now + 300, "iat": now,
                             "preferred_username": "mallory"});
-        assert!(p.verify_id_token(&d, &response(&sign(&kp, "k1", &claims))).await.unwrap().is_ok());
+        assert!(p.verify_id_token(&d, &response(&sign(&kp, "k1", &claims))).await.is_ok());
         // A listener where the attacker's key set would be fetched from: it must never be asked.
         let trap = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         trap.set_nonblocking(true).unwrap();
@@ -497,10 +481,10 @@ mod tests {
         }
         for (what, token) in cases {
             match p.verify_id_token(&d, &response(&token)).await {
-                Ok(Err(reason)) => println!("refused {what}: {reason}"),
+                Err(Failure::Refused(reason)) => println!("refused {what}: {reason}"),
                 // An unknown kid may try the IdP's own JWKS URL (unreachable here): still no identity.
-                Err(e) => println!("refused {what} (IdP key set unreachable): {}", e.message),
-                Ok(Ok(c)) => panic!("{what} was accepted: {c:?}"),
+                Err(Failure::Unavailable(m)) => println!("refused {what} (IdP key set unreachable): {m}"),
+                Ok(c) => panic!("{what} was accepted: {c:?}"),
             }
         }
         assert!(trap.accept().is_err(), "the jku / x5u URL was fetched");

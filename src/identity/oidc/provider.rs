@@ -1,15 +1,15 @@
 //! The OIDC provider behind the provider contract: the password grant, session re-checks, the device
-//! flow and the readiness probe, each counted and timed.
+//! flow and the readiness probe.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::idp::{error_chain, Idp, IdpError};
+use super::idp::{error_chain, Idp};
 use super::session::Sessions;
 use crate::config::oidc::OidcConfig;
-use crate::identity::{measured, DeviceLogin, DevicePoll, DeviceStart, Outcome, Provider, Recheck, Unavailable};
+use crate::identity::{DeviceLogin, DevicePoll, DeviceStart, Failure, Identity, Outcome, Provider};
 use crate::store::sessions::SessionStore;
 use crate::support::BoxFuture;
 
@@ -40,7 +40,6 @@ impl OidcProvider {
             ),
             None => None,
         };
-        crate::telemetry::register_provider(&cfg.name, crate::telemetry::OIDC_SERIES);
         Ok(OidcProvider { cfg, idp, sessions, username_re })
     }
 
@@ -51,7 +50,7 @@ impl OidcProvider {
         }
     }
 
-    async fn password_login(&self, username: &str, password: &SecretString) -> Result<Outcome, Unavailable> {
+    async fn password_login(&self, username: &str, password: &SecretString) -> Result<Outcome, Failure> {
         let d = self.idp.discovered().await?;
         let scope = self.scope();
         let form = [
@@ -60,17 +59,11 @@ impl OidcProvider {
             ("password", password.expose_secret()),
             ("scope", scope.as_str()),
         ];
-        let tokens = match self.idp.token_request(&d, &form).await {
-            Ok(t) => t,
-            Err(IdpError::Refused(code)) => {
-                return Ok(Outcome::Rejected(format!("the IdP refused the password grant ({code})")))
-            }
-            Err(IdpError::Unavailable(m)) => return Err(self.idp.unavailable(m)),
-        };
-        Ok(match self.sessions.login(&self.idp, &self.cfg, &d, &tokens).await? {
-            Ok(identity) => Outcome::Authenticated(Arc::new(identity)),
-            Err(reason) => Outcome::Rejected(reason),
-        })
+        let tokens = self.idp.token_request(&d, &form).await.map_err(|e| match e {
+            Failure::Refused(code) => Failure::Refused(format!("the IdP refused the password grant ({code})")),
+            other => other,
+        })?;
+        Ok(Outcome::Authenticated(Arc::new(self.sessions.login(&self.idp, &self.cfg, &d, &tokens).await?)))
     }
 
     /// Whether this provider offers device login (configured, and the IdP has a device endpoint).
@@ -88,59 +81,48 @@ impl Provider for OidcProvider {
         &'a self,
         username: &'a str,
         password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
+    ) -> BoxFuture<'a, Result<Outcome, Failure>> {
         Box::pin(async move {
             if !self.cfg.password_grant.unwrap_or(true)
                 || self.username_re.as_ref().is_some_and(|r| !r.is_match(username))
             {
                 return Ok(Outcome::NotMine);
             }
-            measured(&self.cfg.name, "password", self.password_login(username, password), |o| match o {
-                Outcome::Authenticated(_) => "ok",
-                Outcome::Rejected(_) => "rejected",
-                Outcome::NotMine => "not_mine",
-            })
-            .await
+            self.password_login(username, password).await
         })
     }
 
-    fn recheck<'a>(&'a self, _username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+    fn recheck<'a>(&'a self, _username: &'a str) -> BoxFuture<'a, Result<Identity, Failure>> {
         // An OIDC account cannot be re-read without a session (there is no directory to search).
-        Box::pin(async { Ok(Recheck::Gone("no login session is linked to this token; log in again".into())) })
+        Box::pin(async { Err(Failure::refused("no login session is linked to this token; log in again")) })
     }
 
     fn recheck_session<'a>(
         &'a self,
         username: &'a str,
         sid: Option<&'a str>,
-    ) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
+    ) -> BoxFuture<'a, Result<Identity, Failure>> {
         Box::pin(async move {
-            let Some(sid) = sid else { return self.recheck(username).await };
-            measured(&self.cfg.name, "refresh", self.sessions.recheck(&self.idp, &self.cfg, username, sid), |r| match r
-            {
-                Recheck::Current(_) => "ok",
-                Recheck::Gone(_) => "rejected",
-            })
-            .await
+            match sid {
+                Some(sid) => self.sessions.recheck(&self.idp, &self.cfg, username, sid).await,
+                None => self.recheck(username).await,
+            }
         })
     }
 
-    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Unavailable>> {
+    fn keep_session<'a>(&'a self, sid: &'a str) -> BoxFuture<'a, Result<(), Failure>> {
         Box::pin(self.sessions.keep(sid))
     }
 
-    fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
+    fn probe(&self) -> BoxFuture<'_, Result<(), Failure>> {
         Box::pin(async move {
             let url = format!("{}/.well-known/openid-configuration", self.cfg.issuer.trim_end_matches('/'));
-            let f = async {
-                let resp = self.idp.http.get(&url).send().await.map_err(|e| self.idp.unavailable(error_chain(&e)))?;
-                if resp.status().is_success() {
-                    Ok(())
-                } else {
-                    Err(self.idp.unavailable(format!("discovery answered {}", resp.status())))
-                }
-            };
-            measured(&self.cfg.name, "probe", f, |_| "ok").await
+            let resp = self.idp.http.get(&url).send().await.map_err(|e| Failure::unavailable(error_chain(&e)))?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(Failure::Unavailable(format!("discovery answered {}", resp.status())))
+            }
         })
     }
 
@@ -154,22 +136,11 @@ impl Provider for OidcProvider {
 }
 
 impl DeviceLogin for OidcProvider {
-    fn start_device(&self) -> BoxFuture<'_, Result<DeviceStart, Unavailable>> {
-        Box::pin(async move {
-            let scope = self.scope();
-            measured(&self.cfg.name, "device_start", super::device::start(&self.idp, &scope), |_| "ok").await
-        })
+    fn start_device(&self) -> BoxFuture<'_, Result<DeviceStart, Failure>> {
+        Box::pin(async move { super::device::start(&self.idp, &self.scope()).await })
     }
 
-    fn poll_device<'a>(&'a self, device_code: &'a SecretString) -> BoxFuture<'a, Result<DevicePoll, Unavailable>> {
-        Box::pin(async move {
-            let f = super::device::poll(&self.idp, &self.sessions, &self.cfg, device_code);
-            measured(&self.cfg.name, "device_poll", f, |p| match p {
-                DevicePoll::Done(_) => "ok",
-                DevicePoll::Pending | DevicePoll::SlowDown => "pending",
-                _ => "rejected",
-            })
-            .await
-        })
+    fn poll_device<'a>(&'a self, device_code: &'a SecretString) -> BoxFuture<'a, Result<DevicePoll, Failure>> {
+        Box::pin(super::device::poll(&self.idp, &self.sessions, &self.cfg, device_code))
     }
 }

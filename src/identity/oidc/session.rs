@@ -10,9 +10,9 @@ use openidconnect::OAuth2TokenResponse as _;
 use serde::{Deserialize, Serialize};
 
 use super::claims::identity;
-use super::idp::{Discovered, Idp, IdpError, TokenResponse};
+use super::idp::{Discovered, Idp, TokenResponse};
 use crate::config::oidc::OidcConfig;
-use crate::identity::{Identity, Recheck, Unavailable, SESSION_CLAIM};
+use crate::identity::{Failure, Identity, SESSION_CLAIM};
 use crate::store::sessions::SessionStore;
 use crate::support::random::random_id;
 use crate::support::time::unix_now;
@@ -41,10 +41,6 @@ pub(super) const ORPHAN_GRACE_SECS: u64 = 60;
 
 pub(super) fn session_key(sid: &str) -> String {
     format!("oidc-session:{sid}")
-}
-
-fn unavailable(provider: &str, message: impl Into<String>) -> Unavailable {
-    Unavailable { provider: provider.to_string(), message: message.into() }
 }
 
 /// The sessions of one provider.
@@ -76,7 +72,7 @@ impl Sessions {
     }
 
     /// Store a new session for a login and return the identity carrying its id.
-    pub(super) async fn open(&self, mut identity: Identity, tokens: &TokenResponse) -> Result<Identity, Unavailable> {
+    pub(super) async fn open(&self, mut identity: Identity, tokens: &TokenResponse) -> Result<Identity, Failure> {
         let now = unix_now();
         let idp_refresh_token = tokens.refresh_token().map(|t| t.secret().clone());
         let session = Session {
@@ -97,30 +93,22 @@ impl Sessions {
         Ok(identity)
     }
 
-    async fn save(&self, sid: &str, s: &Session, expires_at: u64) -> Result<(), Unavailable> {
-        let value = serde_json::to_value(s).map_err(|e| unavailable(&self.provider, format!("session: {e}")))?;
-        self.store
-            .put(&session_key(sid), value, expires_at)
-            .await
-            .map_err(|e| unavailable(&self.provider, e.to_string()))
+    async fn save(&self, sid: &str, s: &Session, expires_at: u64) -> Result<(), Failure> {
+        let value = serde_json::to_value(s).map_err(|e| Failure::unavailable(format!("session: {e}")))?;
+        self.store.put(&session_key(sid), value, expires_at).await.map_err(|e| Failure::unavailable(e.to_string()))
     }
 
-    /// Tokens from a grant → an identity with a session, or the reason to refuse.
+    /// Tokens from a grant → an identity with a session.
     pub(super) async fn login(
         &self,
         idp: &Idp,
         cfg: &OidcConfig,
         d: &Arc<Discovered>,
         tokens: &TokenResponse,
-    ) -> Result<Result<Identity, String>, Unavailable> {
-        let claims = match idp.read_claims(d, tokens).await? {
-            Ok(c) => c,
-            Err(reason) => return Ok(Err(reason)),
-        };
-        match identity(cfg, &claims) {
-            Ok(identity) => Ok(Ok(self.open(identity, tokens).await?)),
-            Err(reason) => Ok(Err(reason)),
-        }
+    ) -> Result<Identity, Failure> {
+        let claims = idp.read_claims(d, tokens).await?;
+        let identity = identity(cfg, &claims).map_err(Failure::Refused)?;
+        self.open(identity, tokens).await
     }
 
     /// The account behind a refresh token linked to session `sid`: the snapshot while it is fresh, else
@@ -131,45 +119,41 @@ impl Sessions {
         cfg: &OidcConfig,
         username: &str,
         sid: &str,
-    ) -> Result<Recheck, Unavailable> {
+    ) -> Result<Identity, Failure> {
         let key = session_key(sid);
-        let stored = self.store.get(&key).await.map_err(|e| unavailable(&self.provider, e.to_string()))?;
+        let stored = self.store.get(&key).await.map_err(|e| Failure::unavailable(e.to_string()))?;
         let Some(mut session) = stored.and_then(|v| serde_json::from_value::<Session>(v).ok()) else {
-            return Ok(Recheck::Gone("the login session has ended; log in again".into()));
+            return Err(Failure::refused("the login session has ended; log in again"));
         };
         if session.username != username || session.provider != self.provider {
-            return Ok(Recheck::Gone("the session belongs to another user".into()));
+            return Err(Failure::refused("the session belongs to another user"));
         }
         let now = unix_now();
         if now < session.checked_at + self.recheck_after.as_secs() {
-            return Ok(Recheck::Current(self.identity_of(&session, sid)));
+            return Ok(self.identity_of(&session, sid));
         }
         let Some(rt) = session.idp_refresh_token.clone() else {
             // No IdP refresh token: the snapshot from the login is all there is, up to max_group_age.
             if now >= session.created_at + self.max_group_age.as_secs() {
-                return Ok(Recheck::Gone("the group snapshot is older than max_group_age; log in again".into()));
+                return Err(Failure::refused("the group snapshot is older than max_group_age; log in again"));
             }
-            return Ok(Recheck::Current(self.identity_of(&session, sid)));
+            return Ok(self.identity_of(&session, sid));
         };
         let d = idp.discovered().await?;
         let tokens =
             match idp.token_request(&d, &[("grant_type", "refresh_token"), ("refresh_token", rt.as_str())]).await {
                 Ok(t) => t,
-                Err(IdpError::Refused(code)) => {
+                Err(Failure::Refused(code)) => {
                     let _ = self.store.remove(&key).await;
-                    return Ok(Recheck::Gone(format!("the IdP refused the session's refresh token ({code})")));
+                    return Err(Failure::Refused(format!("the IdP refused the session's refresh token ({code})")));
                 }
-                Err(IdpError::Unavailable(m)) => return Err(idp.unavailable(m)),
+                Err(e) => return Err(e),
             };
-        let claims = match idp.read_claims(&d, &tokens).await? {
-            Ok(c) => c,
-            Err(reason) => return Ok(Recheck::Gone(reason)),
-        };
-        let fresh = match identity(cfg, &claims) {
-            Ok(i) if i.username == username => i,
-            Ok(_) => return Ok(Recheck::Gone("the IdP now names this session's user differently".into())),
-            Err(reason) => return Ok(Recheck::Gone(reason)),
-        };
+        let claims = idp.read_claims(&d, &tokens).await?;
+        let fresh = identity(cfg, &claims).map_err(Failure::Refused)?;
+        if fresh.username != username {
+            return Err(Failure::refused("the IdP now names this session's user differently"));
+        }
         session.groups = fresh.groups;
         session.claims = fresh.claims;
         session.checked_at = now;
@@ -178,7 +162,7 @@ impl Sessions {
             session.idp_refresh_token = Some(new_rt.secret().clone());
         }
         self.save(sid, &session, self.linked_expiry(&session)).await?;
-        Ok(Recheck::Current(self.identity_of(&session, sid)))
+        Ok(self.identity_of(&session, sid))
     }
 
     /// How long a session is kept once a refresh token refers to it.
@@ -190,8 +174,8 @@ impl Sessions {
     }
 
     /// A refresh token now links session `sid`: keep it as long as such a token may need it.
-    pub(super) async fn keep(&self, sid: &str) -> Result<(), Unavailable> {
-        let stored = self.store.get(&session_key(sid)).await.map_err(|e| unavailable(&self.provider, e.to_string()))?;
+    pub(super) async fn keep(&self, sid: &str) -> Result<(), Failure> {
+        let stored = self.store.get(&session_key(sid)).await.map_err(|e| Failure::unavailable(e.to_string()))?;
         match stored.and_then(|v| serde_json::from_value::<Session>(v).ok()) {
             Some(s) => self.save(sid, &s, self.linked_expiry(&s)).await,
             // Its refresh token will be refused on first use, with a message to log in again.
@@ -246,10 +230,7 @@ mod tests {
         assert!(expiry(&sid) >= now + 89 * 86400, "linked to a refresh token, it is kept for session_lifetime");
         let text = std::fs::read_to_string(dir.path().join("s.json")).unwrap();
         assert!(text.contains("idp-rt"), "the IdP refresh token is stored (owner-only file)");
-        match p.recheck(&idp, &cfg, "carol", &sid).await.unwrap() {
-            Recheck::Current(i) => assert_eq!(i.username, "carol"),
-            Recheck::Gone(r) => panic!("{r}"),
-        }
-        assert!(matches!(p.recheck(&idp, &cfg, "mallory", &sid).await.unwrap(), Recheck::Gone(_)));
+        assert_eq!(p.recheck(&idp, &cfg, "carol", &sid).await.unwrap().username, "carol");
+        assert!(matches!(p.recheck(&idp, &cfg, "mallory", &sid).await, Err(Failure::Refused(_))));
     }
 }

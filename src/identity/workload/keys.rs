@@ -18,6 +18,7 @@ use jsonwebtoken::jwk::{Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
 use crate::config::workload::{KeySource, Workload};
+use crate::identity::Failure;
 use crate::support::error_chain;
 
 /// Largest discovery or JWKS document read.
@@ -76,23 +77,16 @@ impl FetchError {
         FetchError { message, definitive: true }
     }
 
-    fn key_error(self, issuer: &str) -> KeyError {
+    /// The failure of a token whose key this fetch was to bring: refused when the issuer's answer was
+    /// definitive, unavailable when it could not be asked.
+    fn failure(self, issuer: &str) -> Failure {
         let message = format!("keys of {issuer} could not be fetched: {}", self.message);
         if self.definitive {
-            KeyError::Unknown(message)
+            Failure::Refused(message)
         } else {
-            KeyError::Unavailable(message)
+            Failure::Unavailable(message)
         }
     }
-}
-
-/// Why no key could be found for a token.
-#[derive(Debug)]
-pub enum KeyError {
-    /// The keys are known and none fits: the token is refused.
-    Unknown(String),
-    /// The keys could not be fetched and none cached fits: 503.
-    Unavailable(String),
 }
 
 pub struct KeyStore {
@@ -157,8 +151,9 @@ impl KeyStore {
     }
 
     /// The keys that may have signed a token with `kid` (all keys of the algorithm's family when the token
-    /// names none) and `alg`.
-    pub async fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<Arc<Key>>, KeyError> {
+    /// names none) and `alg`. None fits: refused when the keys are known, unavailable when they could not be
+    /// fetched and none cached fits.
+    pub async fn find(&self, kid: Option<&str>, alg: Algorithm) -> Result<Vec<Arc<Key>>, Failure> {
         let found = Self::candidates(&self.snapshot(), kid, alg);
         if !found.is_empty() {
             return Ok(found);
@@ -170,22 +165,22 @@ impl KeyStore {
             return Ok(found);
         }
         let what = match kid {
-            Some(kid) => format!("no key with kid {:?} for {alg:?}", kid.chars().take(64).collect::<String>()),
+            Some(kid) => format!("no key with kid {:?} for {alg:?}", crate::support::clip(kid, 64)),
             None => format!("the token names no kid and no key fits {alg:?}"),
         };
         if attempt.at.is_some_and(|t| t.elapsed() < self.refresh_interval) {
             return Err(match &attempt.error {
-                Some(e) => e.clone().key_error(&self.issuer),
-                None => KeyError::Unknown(format!(
+                Some(e) => e.clone().failure(&self.issuer),
+                None => Failure::Refused(format!(
                     "{what} (keys refetched at most every {}s)",
                     self.refresh_interval.as_secs()
                 )),
             });
         }
-        self.fetch_into(&mut attempt).await.map_err(|e| e.key_error(&self.issuer))?;
+        self.fetch_into(&mut attempt).await.map_err(|e| e.failure(&self.issuer))?;
         let found = Self::candidates(&self.snapshot(), kid, alg);
         if found.is_empty() {
-            return Err(KeyError::Unknown(what));
+            return Err(Failure::Refused(what));
         }
         Ok(found)
     }
@@ -203,14 +198,14 @@ impl KeyStore {
     }
 
     /// Whether keys are known, fetching them once if none are and none were tried lately; for `/readyz`.
-    pub async fn ready(&self) -> Result<(), String> {
+    pub async fn ready(&self) -> Result<(), Failure> {
         if !self.snapshot().keys.is_empty() {
             return Ok(());
         }
         match self.find(None, Algorithm::RS256).await {
-            Ok(_) | Err(KeyError::Unknown(_)) if !self.snapshot().keys.is_empty() => Ok(()),
-            Err(KeyError::Unavailable(e)) => Err(e),
-            _ => Err(format!("the issuer {} publishes no usable key", self.issuer)),
+            Ok(_) | Err(Failure::Refused(_)) if !self.snapshot().keys.is_empty() => Ok(()),
+            Err(e @ Failure::Unavailable(_)) => Err(e),
+            _ => Err(Failure::Unavailable(format!("the issuer {} publishes no usable key", self.issuer))),
         }
     }
 
@@ -219,8 +214,7 @@ impl KeyStore {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let result = self.fetch().await;
-        let outcome = if result.is_ok() { "ok" } else { "unavailable" };
-        crate::telemetry::record_provider_call(&self.name, "jwks_fetch", started, outcome);
+        crate::identity::measured::record_key_fetch(&self.name, started, result.is_ok());
         match result {
             Ok(keys) => {
                 tracing::info!(provider = %self.name, keys = keys.len(), "workload issuer keys fetched");
@@ -249,7 +243,7 @@ impl KeyStore {
                     other => {
                         return Err(FetchError::refused(format!(
                             "{at} names the issuer {:?}, not {:?}",
-                            other.unwrap_or("(none)").chars().take(200).collect::<String>(),
+                            crate::support::clip(other.unwrap_or("(none)"), 200),
                             self.issuer
                         )))
                     }

@@ -27,7 +27,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::{claim_at, claim_strings, claim_text, measured, Identity, Outcome, Provider, Recheck, Unavailable};
+use super::{claim_at, claim_strings, claim_text, Failure, Identity, Outcome, Provider, MAX_USERNAME_LEN};
 use crate::config::workload::{Piece, Workload};
 use crate::support::BoxFuture;
 pub use keys::{parse_jwks, KeyStore};
@@ -70,7 +70,7 @@ pub fn jwt_issuer(password: &str) -> Option<Peek> {
     serde_json::from_slice::<Head<'_>>(&header).ok()?.alg?;
     let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
     let body: Body<'_> = serde_json::from_slice(&payload).ok()?;
-    let cut = |s: Cow<'_, str>| s.chars().take(200).collect::<String>();
+    let cut = |s: Cow<'_, str>| crate::support::clip(&s, 200).into_owned();
     Some(Peek { iss: cut(body.iss?), sub: body.sub.map(cut).unwrap_or_default() })
 }
 
@@ -100,7 +100,6 @@ impl WorkloadProvider {
                 (alg, v)
             })
             .collect();
-        crate::telemetry::register_provider(&cfg.name, crate::telemetry::WORKLOAD_SERIES);
         Ok(WorkloadProvider { cfg: cfg.clone(), keys, validations })
     }
 
@@ -109,9 +108,9 @@ impl WorkloadProvider {
         self.keys.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Verify `token` and build its identity; `Err(Ok(reason))` refuses it, `Err(Err(_))` is unavailable.
-    async fn verify(&self, token: &str) -> Result<Identity, Result<String, Unavailable>> {
-        let refuse = |r: String| Err(Ok(r));
+    /// Verify `token` and build its identity.
+    async fn verify(&self, token: &str) -> Result<Identity, Failure> {
+        let refuse = |r: String| Err(Failure::Refused(r));
         let header = match jsonwebtoken::decode_header(token) {
             Ok(h) => h,
             Err(e) => return refuse(format!("not a signed JWT: {e}")),
@@ -122,13 +121,7 @@ impl WorkloadProvider {
         let Some((_, validation)) = self.validations.iter().find(|(alg, _)| *alg == header.alg) else {
             return refuse(format!("algorithm {:?} is not allowed for this issuer", header.alg));
         };
-        let candidates = match self.keys.find(header.kid.as_deref(), header.alg).await {
-            Ok(k) => k,
-            Err(keys::KeyError::Unknown(r)) => return refuse(r),
-            Err(keys::KeyError::Unavailable(message)) => {
-                return Err(Err(Unavailable { provider: self.cfg.name.clone(), message }))
-            }
-        };
+        let candidates = self.keys.find(header.kid.as_deref(), header.alg).await?;
         if self.keys.stale() {
             let keys = Arc::clone(&self.keys);
             tokio::spawn(async move { keys.refresh().await });
@@ -147,7 +140,7 @@ impl WorkloadProvider {
         let Some(claims) = claims else {
             return refuse("the signature does not verify with the issuer's keys".into());
         };
-        self.identity(claims).map_err(Ok)
+        self.identity(claims).map_err(Failure::Refused)
     }
 
     /// The identity of verified claims, after the checks the JWT crate does not make.
@@ -187,8 +180,8 @@ impl WorkloadProvider {
                 },
             }
         }
-        if username.len() > 256 {
-            return Err("the username the template makes is longer than 256 bytes".into());
+        if username.len() > MAX_USERNAME_LEN {
+            return Err(format!("the username the template makes is longer than {MAX_USERNAME_LEN} bytes"));
         }
         let mut groups = cfg.fixed_groups.clone();
         if let Some(path) = &cfg.groups_claim {
@@ -227,27 +220,16 @@ impl Provider for WorkloadProvider {
         &'a self,
         _username: &'a str,
         password: &'a SecretString,
-    ) -> BoxFuture<'a, Result<Outcome, Unavailable>> {
-        Box::pin(async move {
-            let verified = async {
-                match self.verify(password.expose_secret()).await {
-                    Ok(identity) => Ok(Outcome::Authenticated(Arc::new(identity))),
-                    Err(Ok(reason)) => Ok(Outcome::Rejected(reason)),
-                    Err(Err(e)) => Err(e),
-                }
-            };
-            measured(&self.cfg.name, "authenticate", verified, Outcome::label).await
-        })
+    ) -> BoxFuture<'a, Result<Outcome, Failure>> {
+        Box::pin(async move { Ok(Outcome::Authenticated(Arc::new(self.verify(password.expose_secret()).await?))) })
     }
 
-    fn recheck<'a>(&'a self, _username: &'a str) -> BoxFuture<'a, Result<Recheck, Unavailable>> {
-        Box::pin(async { Ok(Recheck::Gone("workload identities have no refresh tokens".into())) })
+    fn recheck<'a>(&'a self, _username: &'a str) -> BoxFuture<'a, Result<Identity, Failure>> {
+        Box::pin(async { Err(Failure::refused("workload identities have no refresh tokens")) })
     }
 
-    fn probe(&self) -> BoxFuture<'_, Result<(), Unavailable>> {
-        Box::pin(async move {
-            self.keys.ready().await.map_err(|message| Unavailable { provider: self.cfg.name.clone(), message })
-        })
+    fn probe(&self) -> BoxFuture<'_, Result<(), Failure>> {
+        Box::pin(self.keys.ready())
     }
 
     fn workload_issuer(&self) -> Option<&str> {

@@ -50,7 +50,7 @@ pub async fn probe_one(provider: &dyn Provider) -> ProbeResult {
     let outcome = tokio::time::timeout(PROBE_TIMEOUT, provider.probe()).await;
     let error = match outcome {
         Ok(Ok(())) => None,
-        Ok(Err(e)) => Some(e.message),
+        Ok(Err(e)) => Some(e.message().to_string()),
         Err(_) => Some(format!("no answer within {}s", PROBE_TIMEOUT.as_secs())),
     };
     ProbeResult { reachable: error.is_none(), error, checked_at: rfc3339(unix_now()) }

@@ -1,0 +1,138 @@
+//! What authentication takes and gives: the credentials a client presented, the login they prove, and
+//! why none came out of them.
+
+use std::sync::Arc;
+
+use secrecy::SecretString;
+
+use crate::identity::{AuthMethod, Identity, MAX_USERNAME_LEN};
+
+/// What a client presented to prove who it is, as parsed from the request.
+pub enum Credentials {
+    /// No credentials at all: the anonymous identity, whose grants the policy decides.
+    Anonymous,
+    /// `Authorization: Basic` on `GET /token` or `/whoami`. The secret may be a password, a robot secret, a
+    /// refresh token (CI systems, containerd's GET fallback), or a workload's JWT.
+    Basic { username: String, secret: SecretString },
+    /// `grant_type=password` (containerd, `tollgate login`): the same secrets as Basic.
+    PasswordGrant { username: String, secret: SecretString },
+    /// `grant_type=refresh_token`; the username, when given, must be the token's.
+    RefreshToken { token: SecretString, username: Option<String> },
+    /// The device-code grant: one poll of a device login started at `POST /device/code`.
+    DeviceCode { code: SecretString },
+    /// Token exchange: a workload's JWT (`subject_token`) for a registry token.
+    TokenExchange { subject_token: SecretString },
+}
+
+impl Credentials {
+    /// The username the credentials claim, before anything is verified (for the audit line of a refusal).
+    pub fn claimed_user(&self) -> Option<&str> {
+        match self {
+            Credentials::Basic { username, .. } | Credentials::PasswordGrant { username, .. } => Some(username),
+            Credentials::RefreshToken { username, .. } => username.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Who the request is from and how they proved it.
+#[derive(Debug, Clone)]
+pub struct Login {
+    pub identity: Arc<Identity>,
+    pub method: AuthMethod,
+    /// The login name a password login typed: a directory may accept another form of the name than the
+    /// identity's (`alice@corp.example` for `alice`), and clients repeat what was typed as `account`.
+    pub typed: Option<String>,
+}
+
+impl Login {
+    pub(super) fn new(identity: Arc<Identity>, method: AuthMethod) -> Login {
+        Login { identity, method, typed: None }
+    }
+
+    /// `account`, when a client sends it, must name the authenticated user: its username, or the name a
+    /// password login typed. A workload login's username is whatever the client had to send with its JWT
+    /// (clients repeat it as `account`), so it names nobody and is not compared. Anonymous requests may
+    /// not name an account at all.
+    pub fn check_account(&self, account: Option<&str>) -> Result<(), LoginError> {
+        let Some(a) = account.filter(|a| !a.is_empty()) else { return Ok(()) };
+        let shown = || crate::support::clip(a, 100);
+        match self.method {
+            AuthMethod::Workload => Ok(()),
+            AuthMethod::Anonymous => {
+                Err(LoginError::Refused(Refusal::new(format!("credentials are required for account {:?}", shown()))))
+            }
+            _ if a == self.identity.username || self.typed.as_deref() == Some(a) => Ok(()),
+            _ => Err(LoginError::Malformed(format!("account {:?} does not match the authenticated user", shown()))),
+        }
+    }
+}
+
+/// A refusal: what the client is told, and what only the log and the audit line learn.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// What the client is told. Never says which part of the credentials was wrong.
+    pub message: String,
+    /// Whose credentials they were, when that is known only now (a verified refresh token's subject).
+    pub subject: Option<String>,
+    /// Why the provider refused (`account locked out (AD data 775)`), for the log and the audit line.
+    pub reason: String,
+}
+
+impl Refusal {
+    pub(super) fn new(message: impl Into<String>) -> Refusal {
+        Refusal { message: message.into(), subject: None, reason: String::new() }
+    }
+
+    pub(super) fn because(mut self, reason: impl Into<String>) -> Refusal {
+        self.reason = reason.into();
+        self
+    }
+}
+
+/// Why no identity came out of the credentials, by what the client is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginError {
+    /// 400: the credentials are malformed (a username too long, a subject token that is no JWT, an
+    /// `account` naming someone else). The message names the problem.
+    Malformed(String),
+    /// 401 with a Basic challenge: wrong or unknown credentials.
+    Refused(Refusal),
+    /// 401 `invalid_grant`: a refresh token or an exchanged token that is refused.
+    InvalidGrant(Refusal),
+    /// 400 with an RFC 8628 code: `authorization_pending` and `slow_down` tell the client to keep polling;
+    /// `access_denied`, `expired_token` and `invalid_grant` end the device login.
+    Device { code: &'static str, message: String },
+    /// 429: too many failed logins from this address or for this account; nothing was checked.
+    Limited { retry_after: u64 },
+    /// 503: a provider or the shared state cannot be reached. The detail is for the log.
+    Unavailable(String),
+}
+
+impl LoginError {
+    /// The refusal, for the audit line, when this is one.
+    pub fn refusal(&self) -> Option<&Refusal> {
+        match self {
+            LoginError::Refused(r) | LoginError::InvalidGrant(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
+impl From<crate::identity::limiter::Limited> for LoginError {
+    fn from(l: crate::identity::limiter::Limited) -> LoginError {
+        LoginError::Limited { retry_after: l.retry_after }
+    }
+}
+
+/// A username as a client may send it: bounded (nothing a client sends may grow a cache entry beyond it)
+/// and free of control characters.
+pub(super) fn check_username(u: &str) -> Result<(), LoginError> {
+    if u.len() > MAX_USERNAME_LEN {
+        return Err(LoginError::Malformed(format!("username is longer than {MAX_USERNAME_LEN} bytes")));
+    }
+    if u.chars().any(char::is_control) {
+        return Err(LoginError::Malformed("username contains control characters".into()));
+    }
+    Ok(())
+}

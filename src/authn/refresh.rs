@@ -1,0 +1,54 @@
+//! A refresh token: verified (MAC, expiry, service), checked against revocations and the account it was
+//! issued for, and its account re-checked with the provider that issued it.
+
+use secrecy::{ExposeSecret as _, SecretString};
+
+use super::login::{LoginError, Refusal};
+use crate::app::AppState;
+use crate::identity::{Failure, Identity};
+use crate::token::refresh::RefreshError;
+
+/// The identity a refresh token stands for now. `username`, when the client sent one, must be the token's.
+pub(super) async fn login(
+    state: &AppState,
+    token: &SecretString,
+    username: Option<&str>,
+    service: &str,
+) -> Result<Identity, LoginError> {
+    let Some(refresh) = &state.refresh else {
+        return Err(LoginError::InvalidGrant(Refusal::new(
+            "refresh tokens are disabled on this server; log in with a password",
+        )));
+    };
+    let refused = |e: RefreshError| Refusal::new(e.to_string());
+    let claims = refresh.verify(token.expose_secret(), service).map_err(|e| LoginError::InvalidGrant(refused(e)))?;
+    // From here on the token names its user: the audit line of a refusal says whose token it was.
+    let refused = |e: RefreshError| {
+        let mut r = refused(e);
+        r.subject = Some(claims.sub.clone());
+        r
+    };
+    if username.is_some_and(|u| !u.is_empty() && u != claims.sub) {
+        return Err(LoginError::InvalidGrant(refused(RefreshError::WrongUser)));
+    }
+    match state.revocations.is_revoked(&claims).await {
+        Ok(false) => {}
+        Ok(true) => return Err(LoginError::InvalidGrant(refused(RefreshError::Revoked))),
+        Err(e) => return Err(LoginError::Unavailable(e.to_string())),
+    }
+    match state.chain.recheck_session(&claims.prv, &claims.sub, claims.sid.as_deref()).await {
+        // The same name may be another account now (deleted and created again): its tokens are not ours.
+        Ok(identity) if claims.aid.as_deref().is_some_and(|aid| identity.account.as_deref() != Some(aid)) => {
+            tracing::info!(user = %claims.sub, provider = %claims.prv, "refresh token refused: the account was replaced");
+            Err(LoginError::InvalidGrant(refused(RefreshError::AccountGone)))
+        }
+        Ok(identity) => Ok(identity),
+        Err(e) => match e.failure {
+            Failure::Refused(reason) => {
+                tracing::info!(user = %claims.sub, provider = %claims.prv, reason = %reason, "refresh token refused");
+                Err(LoginError::InvalidGrant(refused(RefreshError::AccountGone).because(reason)))
+            }
+            Failure::Unavailable(_) => Err(LoginError::Unavailable(e.to_string())),
+        },
+    }
+}
