@@ -2,17 +2,17 @@
 //! stripping and adding), and the claims kept for rules.
 
 use crate::config::oidc::OidcConfig;
-use crate::identity::{claim_strings, Identity};
+use crate::identity::{claim_strings, Failure, Identity};
 
 /// The identity these claims describe.
 pub(super) fn identity(
     cfg: &OidcConfig,
     claims: &serde_json::Map<String, serde_json::Value>,
-) -> Result<Identity, String> {
+) -> Result<Identity, Failure> {
     let username_claim = cfg.username_claim.as_deref().unwrap_or("preferred_username");
     let username = match claims.get(username_claim) {
         Some(serde_json::Value::String(s)) if !s.is_empty() => s.clone(),
-        _ => return Err(format!("the IdP's claims have no {username_claim:?} (username_claim)")),
+        _ => return Err(Failure::Refused(format!("the IdP's claims have no {username_claim:?} (username_claim)"))),
     };
     let path = cfg.groups_claim.as_deref().unwrap_or("groups");
     let groups =

@@ -107,7 +107,7 @@ impl Sessions {
         tokens: &TokenResponse,
     ) -> Result<Identity, Failure> {
         let claims = idp.read_claims(d, tokens).await?;
-        let identity = identity(cfg, &claims).map_err(Failure::Refused)?;
+        let identity = identity(cfg, &claims)?;
         self.open(identity, tokens).await
     }
 
@@ -150,7 +150,7 @@ impl Sessions {
                 Err(e) => return Err(e),
             };
         let claims = idp.read_claims(&d, &tokens).await?;
-        let fresh = identity(cfg, &claims).map_err(Failure::Refused)?;
+        let fresh = identity(cfg, &claims)?;
         if fresh.username != username {
             return Err(Failure::refused("the IdP now names this session's user differently"));
         }

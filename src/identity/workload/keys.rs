@@ -231,7 +231,7 @@ impl KeyStore {
 
     async fn fetch(&self) -> Result<Vec<Arc<Key>>, FetchError> {
         let url = match &self.source {
-            KeySource::File(path) => return read_file(path).map_err(FetchError::refused),
+            KeySource::File(path) => return read_file(path).map_err(|e| FetchError::refused(e.0)),
             KeySource::Url(u) => u.clone(),
             KeySource::Discovery => {
                 let at = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
@@ -276,20 +276,29 @@ impl KeyStore {
     }
 }
 
-fn read_file(path: &std::path::Path) -> Result<Vec<Arc<Key>>, String> {
-    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+/// A key document that gives no usable key: unreadable, not JSON, not a JWKS, or without one signature key.
+/// The issuer's answer is definitive: its tokens are refused until the document changes.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct NoKeys(String);
+
+fn read_file(path: &std::path::Path) -> Result<Vec<Arc<Key>>, NoKeys> {
+    let at = |e: String| NoKeys(format!("{}: {e}", path.display()));
+    let text = std::fs::read(path).map_err(|e| at(e.to_string()))?;
     if text.len() > MAX_DOCUMENT {
-        return Err(format!("{}: larger than {MAX_DOCUMENT} bytes", path.display()));
+        return Err(at(format!("larger than {MAX_DOCUMENT} bytes")));
     }
-    let doc: serde_json::Value =
-        serde_json::from_slice(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
-    parse_jwks(&doc).map_err(|e| format!("{}: {e}", path.display()))
+    let doc: serde_json::Value = serde_json::from_slice(&text).map_err(|e| at(format!("not JSON: {e}")))?;
+    parse_jwks(&doc).map_err(|e| at(e.0))
 }
 
 /// The signature keys of a JWKS document. Keys that are not for signatures, are symmetric (`oct`) or
 /// cannot be read are skipped; a document without one usable key is an error.
-pub fn parse_jwks(doc: &serde_json::Value) -> Result<Vec<Arc<Key>>, String> {
-    let list = doc.get("keys").and_then(|k| k.as_array()).ok_or("not a JWKS document (no \"keys\" list)")?;
+pub fn parse_jwks(doc: &serde_json::Value) -> Result<Vec<Arc<Key>>, NoKeys> {
+    let list = doc
+        .get("keys")
+        .and_then(|k| k.as_array())
+        .ok_or_else(|| NoKeys("not a JWKS document (no \"keys\" list)".into()))?;
     let mut keys = Vec::new();
     for value in list.iter().take(MAX_KEYS) {
         if value.get("kty").and_then(|k| k.as_str()) == Some("oct") {
@@ -310,7 +319,7 @@ pub fn parse_jwks(doc: &serde_json::Value) -> Result<Vec<Arc<Key>>, String> {
         keys.push(Arc::new(Key { kid: jwk.common.key_id.clone(), alg, key }));
     }
     if keys.is_empty() {
-        return Err("no usable signature key".into());
+        return Err(NoKeys("no usable signature key".into()));
     }
     Ok(keys)
 }

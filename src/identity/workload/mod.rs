@@ -140,34 +140,34 @@ impl WorkloadProvider {
         let Some(claims) = claims else {
             return refuse("the signature does not verify with the issuer's keys".into());
         };
-        self.identity(claims).map_err(Failure::Refused)
+        self.identity(claims)
     }
 
     /// The identity of verified claims, after the checks the JWT crate does not make.
-    fn identity(&self, claims: serde_json::Map<String, serde_json::Value>) -> Result<Identity, String> {
+    fn identity(&self, claims: serde_json::Map<String, serde_json::Value>) -> Result<Identity, Failure> {
         let cfg = &self.cfg;
         let now = crate::support::time::unix_now();
         let leeway = cfg.leeway.as_secs();
         let number = |k: &str| claims.get(k).and_then(serde_json::Value::as_u64);
-        let exp = number("exp").ok_or("exp is not a whole number of seconds")?;
-        let iat = number("iat").ok_or("no iat: the token's lifetime cannot be bounded")?;
+        let exp = number("exp").ok_or_else(|| Failure::refused("exp is not a whole number of seconds"))?;
+        let iat = number("iat").ok_or_else(|| Failure::refused("no iat: the token's lifetime cannot be bounded"))?;
         if iat > now + leeway {
-            return Err(format!("iat is {}s in the future", iat - now));
+            return Err(Failure::Refused(format!("iat is {}s in the future", iat - now)));
         }
         if exp.saturating_sub(iat) > cfg.max_lifetime.as_secs() {
-            return Err(format!(
+            return Err(Failure::Refused(format!(
                 "the token lives {}s (exp - iat), more than max_lifetime {}s",
                 exp.saturating_sub(iat),
                 cfg.max_lifetime.as_secs()
-            ));
+            )));
         }
         for (path, values) in &cfg.required {
             let have = claim_at(&claims, path).and_then(claim_text);
             if !have.as_deref().is_some_and(|h| values.iter().any(|v| v == h)) {
-                return Err(match have {
+                return Err(Failure::Refused(match have {
                     Some(h) => format!("required claim {path} is {h:?}, not one of {values:?}"),
                     None => format!("required claim {path} is missing"),
-                });
+                }));
             }
         }
         let mut username = String::new();
@@ -176,12 +176,18 @@ impl WorkloadProvider {
                 Piece::Text(t) => username.push_str(t),
                 Piece::Claim(path) => match claim_at(&claims, path).and_then(claim_text) {
                     Some(v) if !v.is_empty() => username.push_str(&v),
-                    _ => return Err(format!("the username template needs claim {path}, which the token lacks")),
+                    _ => {
+                        return Err(Failure::Refused(format!(
+                            "the username template needs claim {path}, which the token lacks"
+                        )))
+                    }
                 },
             }
         }
         if username.len() > MAX_USERNAME_LEN {
-            return Err(format!("the username the template makes is longer than {MAX_USERNAME_LEN} bytes"));
+            return Err(Failure::Refused(format!(
+                "the username the template makes is longer than {MAX_USERNAME_LEN} bytes"
+            )));
         }
         let mut groups = cfg.fixed_groups.clone();
         if let Some(path) = &cfg.groups_claim {
