@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::resolve;
+use super::problem::Problem;
 use crate::support::time::parse_duration;
 
 /// An `ldap` entry of `providers:`. See `providers/openldap.yaml` and `providers/active-directory.yaml`.
@@ -226,10 +227,10 @@ pub fn warnings(cfg: &LdapConfig, at: &str) -> Vec<String> {
     out
 }
 
-/// Check an `ldap` provider entry, resolving its paths against `base`. Every problem is pushed to
-/// `errors` as `AT.key: what to fix`, `at` being e.g. `providers[1]`.
-pub fn validate_config(cfg: &mut LdapConfig, at: &str, base: &Path, errors: &mut Vec<String>) {
-    let mut err = |key: &str, msg: String| errors.push(format!("{at}.{key}: {msg}"));
+/// Check an `ldap` provider entry, resolving its paths against `base`. Every problem is pushed as a
+/// problem of `AT.key`, `at` being e.g. `providers[1]`.
+pub fn validate_config(cfg: &mut LdapConfig, at: &str, base: &Path, errors: &mut Vec<Problem>) {
+    let mut err = |key: &str, msg: String| errors.push(Problem::new(format!("{at}.{key}"), msg));
     match cfg.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
         Some(s) if s == "ldap" => {}
         Some(s) if s == "ldaps" => {
@@ -334,7 +335,7 @@ mod tests {
         let mut cfg = parse(yaml);
         let mut errors = Vec::new();
         validate_config(&mut cfg, "providers[1]", Path::new("/etc/tollgate"), &mut errors);
-        errors
+        errors.iter().map(ToString::to_string).collect()
     }
 
     #[test]
@@ -345,7 +346,7 @@ mod tests {
         );
         let mut errors = Vec::new();
         validate_config(&mut cfg, "providers[0]", Path::new("/etc/tollgate"), &mut errors);
-        assert_eq!(errors, Vec::<String>::new());
+        assert_eq!(errors, Vec::<Problem>::new());
         assert_eq!(cfg.bind_password_file.as_deref(), Some(Path::new("/etc/tollgate/secrets/ldap")));
         assert_eq!(cfg.ca_file.as_deref(), Some(Path::new("/etc/ssl/ca.pem")));
     }
@@ -456,7 +457,7 @@ mod tests {
                 let crate::config::ProviderConfig::Ldap(mut cfg) = p else { panic!("{file}: not an ldap provider") };
                 let mut errors = Vec::new();
                 validate_config(&mut cfg, file, std::path::Path::new("/etc/tollgate"), &mut errors);
-                assert_eq!(errors, Vec::<String>::new(), "{file}");
+                assert_eq!(errors, Vec::<Problem>::new(), "{file}");
             }
         }
     }

@@ -8,6 +8,7 @@ use openidconnect::url;
 use serde::Deserialize;
 
 use super::check::{duration_or, resolve};
+use super::problem::Problem;
 
 /// Where the username and groups are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -81,8 +82,8 @@ pub struct OidcTimes {
 }
 
 impl OidcConfig {
-    /// The durations, defaults applied; each unreadable one is pushed to `errors` as `AT<key>: ...`.
-    pub fn times(&self, at: &str, errors: &mut Vec<String>) -> OidcTimes {
+    /// The durations, defaults applied; each unreadable one is pushed as a problem of `AT<key>`.
+    pub fn times(&self, at: &str, errors: &mut Vec<Problem>) -> OidcTimes {
         let mut read = |value: &Option<String>, key: &str, default: Duration| {
             duration_or(value.as_deref(), &format!("{at}{key}"), default, errors)
         };
@@ -101,41 +102,41 @@ pub fn id_token_alg(s: &str) -> Option<CoreJwsSigningAlgorithm> {
 
 /// Check an `oidc` provider entry (`providers[i]`), resolving relative paths against `base`. Every problem
 /// is pushed, each naming its key.
-pub fn validate(cfg: &mut OidcConfig, i: usize, base: &Path, errors: &mut Vec<String>) {
+pub fn validate(cfg: &mut OidcConfig, i: usize, base: &Path, errors: &mut Vec<Problem>) {
     let key = |k: &str| format!("providers[{i}].{k}");
     if cfg.name.trim().is_empty() {
-        errors.push(format!("{}: required", key("name")));
+        errors.push(Problem::new(key("name"), "required"));
     }
     match url::Url::parse(&cfg.issuer) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-        _ => errors.push(format!(
-            "{}: {:?} is not an http(s) URL; write the IdP's issuer URL",
+        _ => errors.push(Problem::new(
             key("issuer"),
-            cfg.issuer
+            format!("{:?} is not an http(s) URL; write the IdP's issuer URL", cfg.issuer),
         )),
     }
     if cfg.client_id.trim().is_empty() {
-        errors.push(format!("{}: required; tollgate's client id at the IdP", key("client_id")));
+        errors.push(Problem::new(key("client_id"), "required; tollgate's client id at the IdP"));
     }
     cfg.client_secret_file = cfg.client_secret_file.as_deref().map(|f| resolve(base, f));
     cfg.ca_file = cfg.ca_file.as_deref().map(|f| resolve(base, f));
     if let Some(r) = &cfg.username_regex {
         if let Err(e) = regex::Regex::new(&format!("^(?:{r})$")) {
-            errors.push(format!("{}: {r:?} is not a valid regex: {e}", key("username_regex")));
+            errors.push(Problem::new(key("username_regex"), format!("{r:?} is not a valid regex: {e}")));
         }
     }
     if let Some(u) = &cfg.device_authorization_endpoint {
         if url::Url::parse(u).is_err() {
-            errors.push(format!("{}: {u:?} is not a URL", key("device_authorization_endpoint")));
+            errors.push(Problem::new(key("device_authorization_endpoint"), format!("{u:?} is not a URL")));
         }
     }
     for a in cfg.id_token_algs.iter().flatten() {
         if id_token_alg(a).is_none() || a == "none" {
-            errors.push(format!("{}: {a:?} is not a JWS algorithm (e.g. RS256, ES256)", key("id_token_algs")));
+            errors
+                .push(Problem::new(key("id_token_algs"), format!("{a:?} is not a JWS algorithm (e.g. RS256, ES256)")));
         }
     }
     if cfg.groups_claim.as_deref().is_some_and(|g| g.split('.').any(str::is_empty)) {
-        errors.push(format!("{}: empty segment in the dotted path", key("groups_claim")));
+        errors.push(Problem::new(key("groups_claim"), "empty segment in the dotted path"));
     }
     cfg.times(&format!("providers[{i}]."), errors);
 }
@@ -169,7 +170,7 @@ mod tests {
         .unwrap();
         let mut errors = Vec::new();
         validate(&mut cfg, 2, Path::new("/etc/tollgate"), &mut errors);
-        let all = errors.join("\n");
+        let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
         for want in [
             "providers[2].issuer: \"not a url\"",
             "providers[2].client_id: required",

@@ -28,7 +28,7 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
     let (req, _body) = req.into_parts();
     let mut audit = Audit::new("token", "GET", client_ip::of_request(&req, &state.settings.ops.trusted_proxies));
     let result = async {
-        let params = Params::parse(req.uri.query().unwrap_or("").as_bytes(), state.settings.max_scopes)?;
+        let params = Params::parse(req.uri.query().unwrap_or("").as_bytes(), state.settings.server.max_scopes)?;
         audit.client_id = params.client_id.clone();
         // Recorded as asked, so a refusal of an unknown service says which one.
         audit.service = params.service.as_deref().unwrap_or("").chars().take(100).collect();
@@ -75,8 +75,8 @@ pub async fn post_token(State(state): State<Arc<AppState>>, req: Request<Body>) 
                     ));
                 }
             }
-            let body = read_body(&head.headers, body, state.settings.max_body_bytes).await?;
-            let mut params = Params::parse(&body, state.settings.max_scopes)?;
+            let body = read_body(&head.headers, body, state.settings.server.max_body_bytes).await?;
+            let mut params = Params::parse(&body, state.settings.server.max_scopes)?;
             audit.client_id = params.client_id.clone();
             audit.subject = params.username.clone();
             let exchange = params.grant_type.as_deref() == Some(TOKEN_EXCHANGE);

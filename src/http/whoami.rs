@@ -40,7 +40,7 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         audit.service = service.as_deref().unwrap_or("").chars().take(100).collect();
         let service = match service {
             Some(s) => check_service(&state, Some(&s))?,
-            None => state.settings.services.first().cloned().unwrap_or_default(),
+            None => state.settings.token.services.first().cloned().unwrap_or_default(),
         };
         audit.service = service.clone();
         let Some(basic) = parse_basic(&head.headers)? else {

@@ -63,7 +63,7 @@ impl Sessions {
         cfg: &OidcConfig,
         store: Arc<dyn SessionStore>,
         recheck_after: Duration,
-        errors: &mut Vec<String>,
+        errors: &mut Vec<crate::config::Problem>,
     ) -> Sessions {
         let times = cfg.times("", errors);
         Sessions {
