@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::config::{ProviderConfig, Settings};
-use crate::identity::accounts::{Source, StaticProvider};
+use crate::config::{ProviderSettings, Settings};
+use crate::identity::accounts::StaticProvider;
 use crate::identity::cache::{CachePolicy, CacheStats, CachedProvider};
 use crate::identity::chain::Chain;
 use crate::identity::ldap::LdapProvider;
@@ -93,25 +93,16 @@ impl AppState {
         };
         for p in &settings.providers {
             let built: Result<Arc<dyn Provider>, Vec<String>> = match p {
-                ProviderConfig::Static(s) => {
-                    let source = match (&s.file, &s.accounts) {
-                        (Some(f), _) => Source::File(f.clone()),
-                        (None, Some(a)) => Source::Inline(a.clone()),
-                        (None, None) => Source::Inline(Vec::new()),
-                    };
-                    StaticProvider::new(&s.name, source, settings.is_embedded_demo())
-                        .map(|p| Arc::new(p) as Arc<dyn Provider>)
+                ProviderSettings::Static(s) => {
+                    StaticProvider::new(s, settings.is_embedded_demo()).map(|p| Arc::new(p) as Arc<dyn Provider>)
                 }
-                ProviderConfig::Ldap(l) => LdapProvider::new(l).map(|p| Arc::new(p) as Arc<dyn Provider>),
-                ProviderConfig::Oidc(o) => OidcProvider::new(o.clone(), sessions.clone(), settings.cache.ttl)
+                ProviderSettings::Ldap(l) => LdapProvider::new(l).map(|p| Arc::new(p) as Arc<dyn Provider>),
+                ProviderSettings::Oidc(o) => OidcProvider::new(o.clone(), sessions.clone(), settings.cache.ttl)
                     .map(|p| Arc::new(p) as Arc<dyn Provider>)
                     .map_err(|e| vec![e]),
-                // `checked` is None only when validation reported the entry's problems already.
-                ProviderConfig::Workload(w) => match w.checked.as_ref().map(WorkloadProvider::new) {
-                    Some(Ok(p)) => Ok(Arc::new(p) as Arc<dyn Provider>),
-                    Some(Err(e)) => Err(vec![e]),
-                    None => Err(vec![format!("providers {}: the entry is invalid", w.name)]),
-                },
+                ProviderSettings::Workload(w) => {
+                    WorkloadProvider::new(w).map(|p| Arc::new(p) as Arc<dyn Provider>).map_err(|e| vec![e])
+                }
             };
             match built {
                 Ok(provider) => {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::join;
 use crate::app::AppState;
-use crate::config::{ProviderConfig, Settings};
+use crate::config::{ProviderSettings, Settings};
 use crate::support::time::unix_now;
 
 /// A signing certificate this close to its end gets a warning.
@@ -150,17 +150,17 @@ fn secret_files(settings: &Settings) -> Vec<(String, PathBuf)> {
     }
     for (i, p) in settings.providers.iter().enumerate() {
         match p {
-            ProviderConfig::Ldap(l) => {
+            ProviderSettings::Ldap(l) => {
                 if let Some(f) = &l.bind_password_file {
                     out.push((format!("providers[{i}].bind_password_file"), f.clone()));
                 }
             }
-            ProviderConfig::Oidc(o) => {
+            ProviderSettings::Oidc(o) => {
                 if let Some(f) = &o.client_secret_file {
                     out.push((format!("providers[{i}].client_secret_file"), f.clone()));
                 }
             }
-            ProviderConfig::Static(_) | ProviderConfig::Workload(_) => {}
+            ProviderSettings::Static(_) | ProviderSettings::Workload(_) => {}
         }
     }
     out

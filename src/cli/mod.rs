@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::app::AppState;
+use crate::config::providers::AccountsSource;
 use crate::config::state::StoreKind;
-use crate::config::{ProviderConfig, Settings};
+use crate::config::{ProviderSettings, Settings};
 use crate::identity::accounts::{hash_password as hash, parse_accounts};
 use crate::identity::{AuthMethod, Identity, RequestContext};
 use crate::policy::Policy;
@@ -169,19 +170,17 @@ fn unknown_user_note(settings: &Settings, user: &str) -> Option<String> {
     let mut others = false;
     for p in &settings.providers {
         match p {
-            ProviderConfig::Static(s) => {
-                if let Some(inline) = &s.accounts {
-                    names.extend(inline.iter().map(|a| a.username.clone()));
-                }
-                if let Some(file) = &s.file {
+            ProviderSettings::Static(s) => match &s.source {
+                AccountsSource::Inline(inline) => names.extend(inline.iter().map(|a| a.username.clone())),
+                AccountsSource::File(file) => {
                     let text = std::fs::read_to_string(file).unwrap_or_default();
                     let parsed = parse_accounts(&file.display().to_string(), &text).unwrap_or_default();
                     names.extend(parsed.accounts.into_iter().map(|a| a.username));
                 }
-            }
-            ProviderConfig::Ldap(_) | ProviderConfig::Oidc(_) => others = true,
+            },
+            ProviderSettings::Ldap(_) | ProviderSettings::Oidc(_) => others = true,
             // Workload identities have no account to revoke: their tokens expire with the job.
-            ProviderConfig::Workload(_) => {}
+            ProviderSettings::Workload(_) => {}
         }
     }
     if names.iter().any(|n| n.eq_ignore_ascii_case(user)) {

@@ -31,7 +31,7 @@ use self::cache::CacheSettings;
 pub use self::log::{LogFormat, LogSettings};
 use self::policy::PolicySettings;
 pub use self::problem::{Location, Problem};
-pub use self::providers::{ProviderConfig, StaticProviderConfig};
+pub use self::providers::{ProviderConfig, ProviderSettings, StaticProviderConfig};
 use self::refresh::RefreshSettings;
 use self::server::ServerSettings;
 pub use self::token::{KeySettings, TokenSettings};
@@ -78,7 +78,8 @@ pub struct Settings {
     pub token: TokenSettings,
     /// `refresh_tokens:`.
     pub refresh: RefreshSettings,
-    pub providers: Vec<ProviderConfig>,
+    /// The identity providers, in order, each checked.
+    pub providers: Vec<ProviderSettings>,
     /// `identity_cache:`.
     pub cache: CacheSettings,
     pub policy: PolicySettings,

@@ -83,7 +83,7 @@ pub struct OidcTimes {
 
 impl OidcConfig {
     /// The durations, defaults applied; each unreadable one is pushed as a problem of `AT<key>`.
-    pub fn times(&self, at: &str, errors: &mut Vec<Problem>) -> OidcTimes {
+    fn times(&self, at: &str, errors: &mut Vec<Problem>) -> OidcTimes {
         let mut read = |value: &Option<String>, key: &str, default: Duration| {
             duration_or(value.as_deref(), &format!("{at}{key}"), default, errors)
         };
@@ -95,15 +95,40 @@ impl OidcConfig {
     }
 }
 
+/// An `oidc` entry checked, with its paths resolved and its durations read: what
+/// `identity::oidc::OidcProvider::new` takes. The optional keys keep their `None`; their defaults are
+/// the provider's (see [`OidcConfig`]).
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_file: Option<PathBuf>,
+    pub scopes: Option<Vec<String>>,
+    pub username_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub claims_source: Option<ClaimsSource>,
+    pub strip_group_prefix: Option<String>,
+    pub group_prefix: Option<String>,
+    pub username_regex: Option<String>,
+    pub password_grant: Option<bool>,
+    pub device_grant: Option<bool>,
+    pub device_authorization_endpoint: Option<String>,
+    pub id_token_algs: Option<Vec<String>>,
+    pub ca_file: Option<PathBuf>,
+    pub times: OidcTimes,
+}
+
 /// A JWS algorithm name (`RS256`, `ES256`, ...) as the OIDC crate knows it.
 pub fn id_token_alg(s: &str) -> Option<CoreJwsSigningAlgorithm> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
 }
 
-/// Check an `oidc` provider entry (`providers[i]`), resolving relative paths against `base`. Every problem
-/// is pushed, each naming its key.
-pub fn validate(cfg: &mut OidcConfig, i: usize, base: &Path, errors: &mut Vec<Problem>) {
-    let key = |k: &str| format!("providers[{i}].{k}");
+/// Check an `oidc` provider entry (`at` is e.g. `providers[1]`), resolving relative paths against `base`.
+/// Every problem is pushed, each naming its key; the settings are returned when there was none.
+pub fn validate(mut cfg: OidcConfig, at: &str, base: &Path, errors: &mut Vec<Problem>) -> Option<OidcSettings> {
+    let before = errors.len();
+    let key = |k: &str| format!("{at}.{k}");
     if cfg.name.trim().is_empty() {
         errors.push(Problem::new(key("name"), "required"));
     }
@@ -138,7 +163,35 @@ pub fn validate(cfg: &mut OidcConfig, i: usize, base: &Path, errors: &mut Vec<Pr
     if cfg.groups_claim.as_deref().is_some_and(|g| g.split('.').any(str::is_empty)) {
         errors.push(Problem::new(key("groups_claim"), "empty segment in the dotted path"));
     }
-    cfg.times(&format!("providers[{i}]."), errors);
+    let times = cfg.times(&format!("{at}."), errors);
+    (errors.len() == before).then_some(OidcSettings {
+        name: cfg.name,
+        issuer: cfg.issuer,
+        client_id: cfg.client_id,
+        client_secret_file: cfg.client_secret_file,
+        scopes: cfg.scopes,
+        username_claim: cfg.username_claim,
+        groups_claim: cfg.groups_claim,
+        claims_source: cfg.claims_source,
+        strip_group_prefix: cfg.strip_group_prefix,
+        group_prefix: cfg.group_prefix,
+        username_regex: cfg.username_regex,
+        password_grant: cfg.password_grant,
+        device_grant: cfg.device_grant,
+        device_authorization_endpoint: cfg.device_authorization_endpoint,
+        id_token_algs: cfg.id_token_algs,
+        ca_file: cfg.ca_file,
+        times,
+    })
+}
+
+/// An `oidc` entry written as YAML, checked (paths relative to the working directory): for tests.
+#[cfg(test)]
+pub(crate) fn settings_from_yaml(yaml: &str) -> Result<OidcSettings, String> {
+    let cfg: OidcConfig = serde_norway::from_str(yaml).map_err(|e| e.to_string())?;
+    let mut problems = Vec::new();
+    validate(cfg, "providers[0]", Path::new(""), &mut problems)
+        .ok_or_else(|| problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
 }
 
 #[cfg(test)]
@@ -154,9 +207,9 @@ mod tests {
             let entries: Vec<crate::config::ProviderConfig> =
                 serde_norway::from_str(text).unwrap_or_else(|e| panic!("providers/{file}: {e}"));
             for (i, entry) in entries.into_iter().enumerate() {
-                let crate::config::ProviderConfig::Oidc(mut cfg) = entry else { panic!("providers/{file}: not oidc") };
+                let crate::config::ProviderConfig::Oidc(cfg) = entry else { panic!("providers/{file}: not oidc") };
                 let mut errors = Vec::new();
-                validate(&mut cfg, i, Path::new("/etc/tollgate"), &mut errors);
+                validate(cfg, &format!("providers[{i}]"), Path::new("/etc/tollgate"), &mut errors);
                 assert!(errors.is_empty(), "providers/{file}: {errors:?}");
             }
         }
@@ -164,12 +217,12 @@ mod tests {
 
     #[test]
     fn config_problems_name_their_key() {
-        let mut cfg: OidcConfig = serde_norway::from_str(
+        let cfg: OidcConfig = serde_norway::from_str(
             "name: kc\nissuer: not a url\nclient_id: ''\nusername_regex: '('\nid_token_algs: [RS256, XX1]\ngroups_claim: a..b\nmax_group_age: forever\n",
         )
         .unwrap();
         let mut errors = Vec::new();
-        validate(&mut cfg, 2, Path::new("/etc/tollgate"), &mut errors);
+        validate(cfg, "providers[2]", Path::new("/etc/tollgate"), &mut errors);
         let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
         for want in [
             "providers[2].issuer: \"not a url\"",

@@ -56,9 +56,6 @@ pub struct WorkloadConfig {
     /// Where groups come from.
     #[serde(default)]
     pub groups: WorkloadGroups,
-    /// The entry checked, set by [`validate`].
-    #[serde(skip)]
-    pub checked: Option<Workload>,
 }
 
 /// The `groups:` of a workload entry.
@@ -88,7 +85,8 @@ pub enum Piece {
     Claim(String),
 }
 
-/// A workload entry checked and with its defaults applied.
+/// A workload entry checked and with its defaults applied: what `identity::workload::WorkloadProvider::new`
+/// takes.
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub name: String,
@@ -168,15 +166,11 @@ fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Check a `workload` entry (`providers[i]`), resolving relative paths against `base`. Every problem is
-/// pushed, each naming its key; the checked entry is returned when there was none.
-pub fn validate(cfg: &mut WorkloadConfig, i: usize, base: &Path, errors: &mut Vec<Problem>) {
-    cfg.checked = checked(cfg, i, base, errors);
-}
-
-fn checked(cfg: &mut WorkloadConfig, i: usize, base: &Path, errors: &mut Vec<Problem>) -> Option<Workload> {
+/// Check a `workload` entry (`at` is e.g. `providers[1]`), resolving relative paths against `base`. Every
+/// problem is pushed, each naming its key; the checked entry is returned when there was none.
+pub fn validate(mut cfg: WorkloadConfig, at: &str, base: &Path, errors: &mut Vec<Problem>) -> Option<Workload> {
     let before = errors.len();
-    let key = |k: &str| format!("providers[{i}].{k}");
+    let key = |k: &str| format!("{at}.{k}");
     match url::Url::parse(&cfg.issuer) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
         _ => errors.push(Problem::new(
@@ -314,10 +308,10 @@ mod tests {
     use super::*;
 
     fn check(yaml: &str) -> (Option<Workload>, String) {
-        let mut cfg: WorkloadConfig = serde_norway::from_str(yaml).unwrap();
+        let cfg: WorkloadConfig = serde_norway::from_str(yaml).unwrap();
         let mut errors = Vec::new();
-        validate(&mut cfg, 3, Path::new("/etc/tollgate"), &mut errors);
-        (cfg.checked, errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+        let checked = validate(cfg, "providers[3]", Path::new("/etc/tollgate"), &mut errors);
+        (checked, errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
     }
 
     #[test]
@@ -385,12 +379,12 @@ mod tests {
                 serde_norway::from_str(text).unwrap_or_else(|e| panic!("providers/{file}: {e}"));
             assert!(!entries.is_empty(), "providers/{file}: no entry");
             for (i, entry) in entries.into_iter().enumerate() {
-                let crate::config::ProviderConfig::Workload(mut cfg) = entry else {
+                let crate::config::ProviderConfig::Workload(cfg) = entry else {
                     panic!("providers/{file}: not a workload entry")
                 };
                 let mut errors = Vec::new();
-                validate(&mut cfg, i, Path::new("/etc/tollgate"), &mut errors);
-                assert!(errors.is_empty() && cfg.checked.is_some(), "providers/{file}: {errors:?}");
+                let checked = validate(cfg, &format!("providers[{i}]"), Path::new("/etc/tollgate"), &mut errors);
+                assert!(errors.is_empty() && checked.is_some(), "providers/{file}: {errors:?}");
             }
         }
     }

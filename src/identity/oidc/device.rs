@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use super::idp::{error_chain, DeviceResponse, Idp, IdpError};
 use super::session::Sessions;
-use crate::config::oidc::OidcConfig;
+use crate::config::oidc::OidcSettings;
 use crate::identity::{DevicePoll, DeviceStart, Unavailable};
 
 /// Start a device login at the IdP's device authorization endpoint.
@@ -36,7 +36,7 @@ pub(super) async fn start(idp: &Idp, scope: &str) -> Result<DeviceStart, Unavail
 pub(super) async fn poll(
     idp: &Idp,
     sessions: &Sessions,
-    cfg: &OidcConfig,
+    cfg: &OidcSettings,
     device_code: &SecretString,
 ) -> Result<DevicePoll, Unavailable> {
     let d = idp.discovered().await?;
