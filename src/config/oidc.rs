@@ -187,11 +187,11 @@ pub fn validate(mut cfg: OidcConfig, at: &str, base: &Path, errors: &mut Vec<Pro
 
 /// An `oidc` entry written as YAML, checked (paths relative to the working directory): for tests.
 #[cfg(test)]
-pub(crate) fn settings_from_yaml(yaml: &str) -> Result<OidcSettings, String> {
-    let cfg: OidcConfig = serde_norway::from_str(yaml).map_err(|e| e.to_string())?;
+pub(crate) fn settings_from_yaml(yaml: &str) -> Result<OidcSettings, Vec<Problem>> {
+    let cfg: OidcConfig =
+        serde_norway::from_str(yaml).map_err(|e| vec![Problem::new("providers[0]", e.to_string())])?;
     let mut problems = Vec::new();
-    validate(cfg, "providers[0]", Path::new(""), &mut problems)
-        .ok_or_else(|| problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
+    validate(cfg, "providers[0]", Path::new(""), &mut problems).ok_or(problems)
 }
 
 #[cfg(test)]
