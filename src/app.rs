@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use crate::config::{ProviderConfig, Settings};
-use crate::identity::accounts::{Source, StaticProvider};
+use crate::config::{ProviderSettings, Settings};
+use crate::identity::accounts::StaticProvider;
 use crate::identity::cache::{CachePolicy, CacheStats, CachedProvider};
 use crate::identity::chain::Chain;
 use crate::identity::ldap::LdapProvider;
@@ -59,15 +59,15 @@ impl AppState {
             notes.extend(note);
             keys
         });
-        let refresh = if settings.refresh_enabled {
-            let file = &settings.refresh_secret_file;
+        let refresh = if settings.refresh.enabled {
+            let file = &settings.refresh.secret_file;
             let secret = if create || file.exists() {
                 read_or_create_secret(file, || random_id(32)).map_err(|e| e.to_string())
             } else {
                 notes.push(format!("no refresh-token secret yet: `serve` creates {} on first start", file.display()));
                 Ok(random_id(32).into_bytes())
             };
-            match secret.and_then(|s| RefreshTokens::new(&s, &settings.issuer, settings.refresh_lifetime)) {
+            match secret.and_then(|s| RefreshTokens::new(&s, &settings.token.issuer, settings.refresh.lifetime)) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     errors.push(format!("refresh_tokens.secret_file: {e}"));
@@ -87,32 +87,23 @@ impl AppState {
         let mut providers: Vec<Arc<dyn Provider>> = Vec::new();
         let mut cache_stats = Vec::new();
         let cache_policy = CachePolicy {
-            ttl: settings.cache_ttl,
-            capacity: settings.cache_capacity,
-            negative_ttl: settings.cache_negative_ttl,
-            serve_stale_for: settings.cache_serve_stale_for,
+            ttl: settings.cache.ttl,
+            capacity: settings.cache.capacity,
+            negative_ttl: settings.cache.negative_ttl,
+            serve_stale_for: settings.cache.serve_stale_for,
         };
         for p in &settings.providers {
             let built: Result<Arc<dyn Provider>, Vec<String>> = match p {
-                ProviderConfig::Static(s) => {
-                    let source = match (&s.file, &s.accounts) {
-                        (Some(f), _) => Source::File(f.clone()),
-                        (None, Some(a)) => Source::Inline(a.clone()),
-                        (None, None) => Source::Inline(Vec::new()),
-                    };
-                    StaticProvider::new(&s.name, source, settings.is_embedded_demo())
-                        .map(|p| Arc::new(p) as Arc<dyn Provider>)
+                ProviderSettings::Static(s) => {
+                    StaticProvider::new(s, settings.is_embedded_demo()).map(|p| Arc::new(p) as Arc<dyn Provider>)
                 }
-                ProviderConfig::Ldap(l) => LdapProvider::new(l).map(|p| Arc::new(p) as Arc<dyn Provider>),
-                ProviderConfig::Oidc(o) => OidcProvider::new(o.clone(), sessions.clone(), settings.cache_ttl)
+                ProviderSettings::Ldap(l) => LdapProvider::new(l).map(|p| Arc::new(p) as Arc<dyn Provider>),
+                ProviderSettings::Oidc(o) => OidcProvider::new(o.clone(), sessions.clone(), settings.cache.ttl)
                     .map(|p| Arc::new(p) as Arc<dyn Provider>)
                     .map_err(|e| vec![e]),
-                // `checked` is None only when validation reported the entry's problems already.
-                ProviderConfig::Workload(w) => match w.checked.as_ref().map(WorkloadProvider::new) {
-                    Some(Ok(p)) => Ok(Arc::new(p) as Arc<dyn Provider>),
-                    Some(Err(e)) => Err(vec![e]),
-                    None => Err(vec![format!("providers {}: the entry is invalid", w.name)]),
-                },
+                ProviderSettings::Workload(w) => {
+                    WorkloadProvider::new(w).map(|p| Arc::new(p) as Arc<dyn Provider>).map_err(|e| vec![e])
+                }
             };
             match built {
                 Ok(provider) => {
@@ -139,7 +130,7 @@ impl AppState {
         let (Some(keys), Ok(policy)) = (keys, policy) else { return Err(vec!["internal: state incomplete".into()]) };
         let revocations = stores.revocations;
         let state = AppState {
-            issuer: TokenIssuer { keys, issuer: settings.issuer.clone(), lifetime: settings.token_lifetime },
+            issuer: TokenIssuer { keys, issuer: settings.token.issuer.clone(), lifetime: settings.token.lifetime },
             refresh,
             chain: Chain::new(providers),
             cache_stats,

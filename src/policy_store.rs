@@ -38,15 +38,15 @@ struct Watch {
 
 impl PolicyStore {
     pub fn new(settings: &Settings) -> Result<PolicyStore, Vec<String>> {
-        let builtin = settings.policy_builtin_example;
-        let paths = settings.policy_paths.clone();
+        let builtin = settings.policy.builtin_example;
+        let paths = settings.policy.paths.clone();
         let stamps = stamps(&paths);
         let policy = compile(&paths, builtin)?;
         Ok(PolicyStore {
             paths,
             builtin,
-            interval: settings.policy_reload_interval,
-            settle: settings.policy_settle,
+            interval: settings.policy.reload_interval,
+            settle: settings.policy.settle,
             current: RwLock::new(Arc::new(policy)),
             check: Mutex::new(Watch { last_look: Instant::now(), applied: stamps, pending: None }),
         })

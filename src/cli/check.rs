@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::join;
 use crate::app::AppState;
-use crate::config::{ProviderConfig, Settings};
+use crate::config::{ProviderSettings, Settings};
 use crate::support::time::unix_now;
 
 /// A signing certificate this close to its end gets a warning.
@@ -24,7 +24,7 @@ pub enum Format {
 /// Exit status: success when clean (warnings allowed), failure when there are problems.
 pub fn check_config(config: Option<&Path>, format: Format) -> Result<(), String> {
     let (settings, findings) = Settings::load_all(config);
-    let mut errors = findings.errors;
+    let mut errors: Vec<String> = findings.errors.iter().map(ToString::to_string).collect();
     let mut warnings = findings.warnings;
     let mut notes = Vec::new();
     let mut summary = None;
@@ -133,14 +133,14 @@ pub fn warnings(state: &AppState) -> Vec<String> {
 /// Every file of the config that holds a secret, named by its key.
 fn secret_files(settings: &Settings) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
-    if settings.keys.is_empty() {
+    if settings.token.keys.is_empty() {
         out.push(("the generated signing key".to_string(), settings.default_key_paths().0));
     }
-    for (i, k) in settings.keys.iter().enumerate() {
+    for (i, k) in settings.token.keys.iter().enumerate() {
         out.push((format!("token.keys[{i}].key_file"), k.key_file.clone()));
     }
-    if settings.refresh_enabled {
-        out.push(("refresh_tokens.secret_file".into(), settings.refresh_secret_file.clone()));
+    if settings.refresh.enabled {
+        out.push(("refresh_tokens.secret_file".into(), settings.refresh.secret_file.clone()));
     }
     if let Some(tls) = &settings.ops.tls {
         out.push(("server.tls.key_file".into(), tls.key_file.clone()));
@@ -150,17 +150,17 @@ fn secret_files(settings: &Settings) -> Vec<(String, PathBuf)> {
     }
     for (i, p) in settings.providers.iter().enumerate() {
         match p {
-            ProviderConfig::Ldap(l) => {
+            ProviderSettings::Ldap(l) => {
                 if let Some(f) = &l.bind_password_file {
                     out.push((format!("providers[{i}].bind_password_file"), f.clone()));
                 }
             }
-            ProviderConfig::Oidc(o) => {
+            ProviderSettings::Oidc(o) => {
                 if let Some(f) = &o.client_secret_file {
                     out.push((format!("providers[{i}].client_secret_file"), f.clone()));
                 }
             }
-            ProviderConfig::Static(_) | ProviderConfig::Workload(_) => {}
+            ProviderSettings::Static(_) | ProviderSettings::Workload(_) => {}
         }
     }
     out

@@ -25,13 +25,13 @@ const AUDIT_LISTS: [&str; 3] = ["requested", "granted", "rules"];
 /// Set up logging: JSON for machines or text for people, filtered by TOLLGATE_LOG or log.level.
 pub fn init_tracing(settings: &Settings) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log_level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
     use std::io::IsTerminal as _;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
-    let _ = match settings.log_format {
+    let _ = match settings.log.format {
         LogFormat::Json => builder.event_format(JsonLines).try_init(),
         LogFormat::Text => builder.try_init(),
     };

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::app::AppState;
+use crate::config::providers::AccountsSource;
 use crate::config::state::StoreKind;
-use crate::config::{ProviderConfig, Settings};
+use crate::config::{ProviderSettings, Settings};
 use crate::identity::accounts::parse_accounts;
 use crate::identity::hashing::hash_password as hash;
 use crate::identity::{AuthMethod, Identity, RequestContext};
@@ -50,11 +51,11 @@ pub fn serve(config: Option<&Path>) -> Result<(), String> {
         );
     }
     let (default_key, _) = settings.default_key_paths();
-    let first_start = settings.keys.is_empty() && !default_key.exists();
+    let first_start = settings.token.keys.is_empty() && !default_key.exists();
     crate::telemetry::install();
     let state = Arc::new(AppState::build(settings).map_err(join)?);
     if first_start {
-        let out = state.settings.data_dir.join("registry");
+        let out = state.settings.server.data_dir.join("registry");
         println!("{}", write_registry_files(&state.settings, &state.issuer.keys, None, &out)?);
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -67,7 +68,7 @@ pub fn serve(config: Option<&Path>) -> Result<(), String> {
 pub fn registry_config(config: Option<&Path>, realm: Option<&str>, out_dir: Option<&Path>) -> Result<(), String> {
     let settings = load(config)?;
     let keys = load_keys(&settings)?;
-    let out = out_dir.map(Path::to_path_buf).unwrap_or_else(|| settings.data_dir.join("registry"));
+    let out = out_dir.map(Path::to_path_buf).unwrap_or_else(|| settings.server.data_dir.join("registry"));
     println!("{}", write_registry_files(&settings, &keys, realm, &out)?);
     Ok(())
 }
@@ -86,14 +87,14 @@ fn write_registry_files(
     std::fs::write(&bundle, keys.cert_bundle()).map_err(|e| format!("{}: {e}", bundle.display()))?;
     let jwks_text = serde_json::to_string_pretty(&keys.jwks()).map_err(|e| e.to_string())?;
     std::fs::write(&jwks, jwks_text).map_err(|e| format!("{}: {e}", jwks.display()))?;
-    let realm = realm.map(str::to_string).unwrap_or_else(|| format!("http://{}/token", settings.listen));
+    let realm = realm.map(str::to_string).unwrap_or_else(|| format!("http://{}/token", settings.server.listen));
     let mut block = format!(
         "# Registry config (config.yml) for tollgate. Keys: {}; active kid {}.\n\
          auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
         keys.keys().len(),
         keys.active().kid,
-        settings.services.first().map(String::as_str).unwrap_or(""),
-        settings.issuer,
+        settings.token.services.first().map(String::as_str).unwrap_or(""),
+        settings.token.issuer,
         bundle.display(),
     );
     block.push_str(&format!(
@@ -112,20 +113,20 @@ pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&st
     let settings = load(config)?;
     // Without a config the embedded demo's ./tollgate-data is meant; writing there when no server ever ran
     // here would say "revoked" while every server goes on accepting the token.
-    if config.is_none() && !settings.refresh_secret_file.exists() {
+    if config.is_none() && !settings.refresh.secret_file.exists() {
         return Err(format!(
             "no --config given, and no tollgate server keeps its data here ({} does not exist): pass the \
              --config of the server whose tokens you revoke",
-            settings.refresh_secret_file.display()
+            settings.refresh.secret_file.display()
         ));
     }
     let now_ms = crate::support::time::unix_now_ms();
     let (revocation, what) = match (token, user, all) {
         (Some(t), None, false) => {
-            let secret = std::fs::read(&settings.refresh_secret_file)
-                .map_err(|e| format!("{}: {e}", settings.refresh_secret_file.display()))?;
+            let secret = std::fs::read(&settings.refresh.secret_file)
+                .map_err(|e| format!("{}: {e}", settings.refresh.secret_file.display()))?;
             let secret = String::from_utf8_lossy(&secret).trim().as_bytes().to_vec();
-            let tokens = RefreshTokens::new(&secret, &settings.issuer, settings.refresh_lifetime)?;
+            let tokens = RefreshTokens::new(&secret, &settings.token.issuer, settings.refresh.lifetime)?;
             let claims = tokens.inspect(t.trim()).map_err(|e| e.to_string())?;
             let what = format!("refresh token {} of {:?}", claims.jti, claims.sub);
             (Revocation::Token { jti: claims.jti, exp: claims.exp }, what)
@@ -170,19 +171,17 @@ fn unknown_user_note(settings: &Settings, user: &str) -> Option<String> {
     let mut others = false;
     for p in &settings.providers {
         match p {
-            ProviderConfig::Static(s) => {
-                if let Some(inline) = &s.accounts {
-                    names.extend(inline.iter().map(|a| a.username.clone()));
-                }
-                if let Some(file) = &s.file {
+            ProviderSettings::Static(s) => match &s.source {
+                AccountsSource::Inline(inline) => names.extend(inline.iter().map(|a| a.username.clone())),
+                AccountsSource::File(file) => {
                     let text = std::fs::read_to_string(file).unwrap_or_default();
                     let parsed = parse_accounts(&file.display().to_string(), &text).unwrap_or_default();
                     names.extend(parsed.accounts.into_iter().map(|a| a.username));
                 }
-            }
-            ProviderConfig::Ldap(_) | ProviderConfig::Oidc(_) => others = true,
+            },
+            ProviderSettings::Ldap(_) | ProviderSettings::Oidc(_) => others = true,
             // Workload identities have no account to revoke: their tokens expire with the job.
-            ProviderConfig::Workload(_) => {}
+            ProviderSettings::Workload(_) => {}
         }
     }
     if names.iter().any(|n| n.eq_ignore_ascii_case(user)) {
@@ -248,7 +247,7 @@ pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainIn
     };
     let service = input
         .service
-        .or_else(|| settings.and_then(|s| s.services.first().cloned()))
+        .or_else(|| settings.and_then(|s| s.token.services.first().cloned()))
         .unwrap_or_else(|| "registry.test".into());
     let ctx = RequestContext {
         identity: Arc::new(Identity {

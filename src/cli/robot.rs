@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 
 use super::load;
 use crate::config::accounts::{AccountEntry, AccountsFile};
-use crate::config::ProviderConfig;
+use crate::config::providers::AccountsSource;
+use crate::config::ProviderSettings;
 use crate::identity::accounts::{parse_accounts, validate_username};
 use crate::identity::hashing::hash_password;
 use crate::support::random::random_id;
@@ -29,7 +30,10 @@ pub fn accounts_path(config: Option<&Path>, file: Option<&Path>) -> Result<PathB
         .providers
         .iter()
         .find_map(|p| match p {
-            ProviderConfig::Static(s) => s.file.clone(),
+            ProviderSettings::Static(s) => match &s.source {
+                AccountsSource::File(f) => Some(f.clone()),
+                AccountsSource::Inline(_) => None,
+            },
             _ => None,
         })
         .ok_or_else(|| "no static provider with an accounts file in the config; pass --file".to_string())

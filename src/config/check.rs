@@ -3,16 +3,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::problem::Problem;
 use crate::support::time::parse_duration;
 
-/// `value` read as a duration, `default` when absent; an unreadable one is pushed to `errors` as
-/// `KEY: "value" is not a duration; ...` and the default is used so that checking can go on.
-pub fn duration_or(value: Option<&str>, key: &str, default: Duration, errors: &mut Vec<String>) -> Duration {
+/// `value` read as a duration, `default` when absent; an unreadable one is a problem of `key`
+/// (`"value" is not a duration; ...`) and the default is used so that checking can go on.
+pub fn duration_or(value: Option<&str>, key: &str, default: Duration, problems: &mut Vec<Problem>) -> Duration {
     match value.map(parse_duration) {
         None => default,
         Some(Ok(d)) => d,
         Some(Err(e)) => {
-            errors.push(format!("{key}: {e}"));
+            problems.push(Problem::new(key, e.to_string()));
             default
         }
     }

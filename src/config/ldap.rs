@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::resolve;
+use super::problem::Problem;
 use crate::support::time::parse_duration;
 
 /// An `ldap` entry of `providers:`. See `providers/openldap.yaml` and `providers/active-directory.yaml`.
@@ -119,16 +120,42 @@ pub const DEFAULT_GROUP_FILTER: &str = "(|(member={dn})(uniqueMember={dn})(membe
 pub const IN_CHAIN_GROUP_FILTER: &str = "(member:1.2.840.113556.1.4.1941:={dn})";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
-impl LdapConfig {
-    /// Timeout for opening a connection, default applied (validation refused an unreadable one).
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout.as_deref().and_then(|s| parse_duration(s).ok()).unwrap_or(DEFAULT_TIMEOUT)
-    }
+/// An `ldap` entry checked, with its paths resolved and its defaults applied: what
+/// `identity::ldap::LdapProvider::new` takes.
+#[derive(Debug, Clone)]
+pub struct LdapSettings {
+    pub name: String,
+    pub url: String,
+    pub starttls: bool,
+    pub ca_file: Option<PathBuf>,
+    pub bind_dn: Option<String>,
+    pub bind_password_file: Option<PathBuf>,
+    pub user_base_dn: Option<String>,
+    pub user_filter: String,
+    pub user_dn_template: Option<String>,
+    pub username_attribute: String,
+    /// Always includes `username_attribute`.
+    pub login_attributes: Vec<String>,
+    pub disabled_filter: Option<String>,
+    pub groups: LdapGroups,
+    pub connect_timeout: Duration,
+    /// Timeout for each operation.
+    pub timeout: Duration,
+    pub pool_size: usize,
+}
 
-    /// Timeout for each operation, default applied.
-    pub fn op_timeout(&self) -> Duration {
-        self.timeout.as_deref().and_then(|s| parse_duration(s).ok()).unwrap_or(DEFAULT_TIMEOUT)
-    }
+/// The `groups:` of an `ldap` entry, defaults applied.
+#[derive(Debug, Clone)]
+pub struct LdapGroups {
+    pub from: GroupSource,
+    pub member_of_attribute: String,
+    pub base_dn: Option<String>,
+    pub filter: String,
+    pub name_attribute: String,
+    pub lowercase: bool,
+    pub prefix: String,
+    pub nested: Nested,
+    pub max_depth: usize,
 }
 
 /// The placeholders a template uses, for validation.
@@ -226,10 +253,11 @@ pub fn warnings(cfg: &LdapConfig, at: &str) -> Vec<String> {
     out
 }
 
-/// Check an `ldap` provider entry, resolving its paths against `base`. Every problem is pushed to
-/// `errors` as `AT.key: what to fix`, `at` being e.g. `providers[1]`.
-pub fn validate_config(cfg: &mut LdapConfig, at: &str, base: &Path, errors: &mut Vec<String>) {
-    let mut err = |key: &str, msg: String| errors.push(format!("{at}.{key}: {msg}"));
+/// Check an `ldap` provider entry, resolving its paths against `base`. Every problem is pushed as a
+/// problem of `AT.key`, `at` being e.g. `providers[1]`; the settings are returned when there was none.
+pub fn validate(cfg: LdapConfig, at: &str, base: &Path, errors: &mut Vec<Problem>) -> Option<LdapSettings> {
+    let before = errors.len();
+    let mut err = |key: &str, msg: String| errors.push(Problem::new(format!("{at}.{key}"), msg));
     match cfg.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()) {
         Some(s) if s == "ldap" => {}
         Some(s) if s == "ldaps" => {
@@ -306,20 +334,64 @@ pub fn validate_config(cfg: &mut LdapConfig, at: &str, base: &Path, errors: &mut
     if g.max_depth.is_some_and(|d| d == 0 || d > 20) {
         err("groups.max_depth", "must be between 1 and 20".into());
     }
-    for (key, value) in [("connect_timeout", &cfg.connect_timeout), ("timeout", &cfg.timeout)] {
+    let mut timeouts = [DEFAULT_TIMEOUT; 2];
+    for (t, (key, value)) in
+        [("connect_timeout", &cfg.connect_timeout), ("timeout", &cfg.timeout)].into_iter().enumerate()
+    {
         match value.as_deref().map(parse_duration) {
             Some(Err(e)) => err(key, e.to_string()),
             Some(Ok(d)) if d.is_zero() || d > Duration::from_secs(300) => {
                 err(key, "must be between 1ms and 300s".into())
             }
-            _ => {}
+            Some(Ok(d)) => timeouts[t] = d,
+            None => {}
         }
     }
     if cfg.pool_size.is_some_and(|n| n == 0 || n > 256) {
         err("pool_size", "must be between 1 and 256".into());
     }
-    cfg.ca_file = cfg.ca_file.as_deref().map(|p| resolve(base, p));
-    cfg.bind_password_file = cfg.bind_password_file.as_deref().map(|p| resolve(base, p));
+    if errors.len() > before {
+        return None;
+    }
+    let username_attribute = cfg.username_attribute.unwrap_or_else(|| "uid".to_string());
+    let mut login_attributes = cfg.login_attributes.unwrap_or_default();
+    if !login_attributes.iter().any(|a| a.eq_ignore_ascii_case(&username_attribute)) {
+        login_attributes.insert(0, username_attribute.clone());
+    }
+    let g = cfg.groups;
+    let filter = g.filter.unwrap_or_else(|| {
+        if g.nested == Nested::InChain { IN_CHAIN_GROUP_FILTER } else { DEFAULT_GROUP_FILTER }.to_string()
+    });
+    let groups = LdapGroups {
+        from: g.from,
+        member_of_attribute: g.member_of_attribute.unwrap_or_else(|| "memberOf".into()),
+        base_dn: g.base_dn,
+        filter,
+        name_attribute: g.name_attribute.unwrap_or_else(|| "cn".into()),
+        lowercase: g.lowercase,
+        prefix: g.prefix,
+        nested: g.nested,
+        max_depth: g.max_depth.unwrap_or(5),
+    };
+    let [connect_timeout, timeout] = timeouts;
+    Some(LdapSettings {
+        name: cfg.name,
+        url: cfg.url,
+        starttls: cfg.starttls,
+        ca_file: cfg.ca_file.as_deref().map(|p| resolve(base, p)),
+        bind_dn: cfg.bind_dn,
+        bind_password_file: cfg.bind_password_file.as_deref().map(|p| resolve(base, p)),
+        user_base_dn: cfg.user_base_dn,
+        user_filter: cfg.user_filter.unwrap_or_else(|| DEFAULT_USER_FILTER.into()),
+        user_dn_template: cfg.user_dn_template,
+        username_attribute,
+        login_attributes,
+        disabled_filter: cfg.disabled_filter,
+        groups,
+        connect_timeout,
+        timeout,
+        pool_size: cfg.pool_size.unwrap_or(4),
+    })
 }
 
 #[cfg(test)]
@@ -331,21 +403,22 @@ mod tests {
     }
 
     fn errors_of(yaml: &str) -> Vec<String> {
-        let mut cfg = parse(yaml);
+        let cfg = parse(yaml);
         let mut errors = Vec::new();
-        validate_config(&mut cfg, "providers[1]", Path::new("/etc/tollgate"), &mut errors);
-        errors
+        validate(cfg, "providers[1]", Path::new("/etc/tollgate"), &mut errors);
+        errors.iter().map(ToString::to_string).collect()
     }
 
     #[test]
     fn a_minimal_search_config_is_valid_and_paths_resolve() {
-        let mut cfg = parse(
+        let cfg = parse(
             "{name: corp, url: 'ldaps://ldap.example.org', user_base_dn: 'ou=people,dc=example,dc=org', \
              bind_dn: 'cn=svc,dc=example,dc=org', bind_password_file: secrets/ldap, ca_file: /etc/ssl/ca.pem}",
         );
         let mut errors = Vec::new();
-        validate_config(&mut cfg, "providers[0]", Path::new("/etc/tollgate"), &mut errors);
-        assert_eq!(errors, Vec::<String>::new());
+        let cfg = validate(cfg, "providers[0]", Path::new("/etc/tollgate"), &mut errors);
+        assert_eq!(errors, Vec::<Problem>::new());
+        let cfg = cfg.unwrap();
         assert_eq!(cfg.bind_password_file.as_deref(), Some(Path::new("/etc/tollgate/secrets/ldap")));
         assert_eq!(cfg.ca_file.as_deref(), Some(Path::new("/etc/ssl/ca.pem")));
     }
@@ -453,10 +526,10 @@ mod tests {
             }
             let parsed: File = serde_norway::from_str(text).unwrap_or_else(|e| panic!("{file}: {e}"));
             for p in parsed.providers {
-                let crate::config::ProviderConfig::Ldap(mut cfg) = p else { panic!("{file}: not an ldap provider") };
+                let crate::config::ProviderConfig::Ldap(cfg) = p else { panic!("{file}: not an ldap provider") };
                 let mut errors = Vec::new();
-                validate_config(&mut cfg, file, std::path::Path::new("/etc/tollgate"), &mut errors);
-                assert_eq!(errors, Vec::<String>::new(), "{file}");
+                validate(cfg, file, std::path::Path::new("/etc/tollgate"), &mut errors);
+                assert_eq!(errors, Vec::<Problem>::new(), "{file}");
             }
         }
     }

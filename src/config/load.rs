@@ -12,6 +12,8 @@
 
 use serde_norway::{Mapping, Value};
 
+use super::problem::{Location, Problem};
+
 /// The top-level sections of a config file.
 pub const SECTIONS: [&str; 9] =
     ["server", "token", "refresh_tokens", "providers", "identity_cache", "policy", "log", "rate_limit", "state"];
@@ -46,7 +48,7 @@ const NON_CONFIG_ENV: &[&str] = &["TOLLGATE_CONFIG", "TOLLGATE_LOG"];
 /// What reading found besides the tree: problems, warnings, and which variable set which key.
 #[derive(Default)]
 pub struct Findings {
-    pub errors: Vec<String>,
+    pub errors: Vec<Problem>,
     pub warnings: Vec<String>,
     /// (dotted key path, variable) of every override applied.
     pub from_env: Vec<(String, String)>,
@@ -153,7 +155,7 @@ pub fn apply_env(
         }
         match apply(root, &path, v) {
             Ok(()) => findings.from_env.push((path.join("."), k.clone())),
-            Err(e) => findings.errors.push(format!("environment variable {k}: {e}")),
+            Err(e) => findings.errors.push(Problem::new("", e).at(Location::Env(k.clone()))),
         }
     }
     if !ignored.is_empty() {
@@ -167,15 +169,23 @@ pub fn apply_env(
     }
 }
 
-/// Where a key came from: its variable, or the file and line.
-pub fn place(path: &str, origin: &str, text: &str, findings: &Findings) -> String {
+/// Where a key came from: its variable, or the file and line. `path` is dotted, list indices as numbers.
+pub fn place(path: &str, origin: &str, text: &str, findings: &Findings) -> Location {
     if let Some((_, var)) = findings.from_env.iter().find(|(p, _)| p == path || path.starts_with(&format!("{p}."))) {
-        return format!("environment variable {var}");
+        return Location::Env(var.clone());
     }
-    match line_of(text, path) {
-        Some(line) => format!("{origin}:{line}"),
-        None => origin.to_string(),
+    Location::File { origin: origin.to_string(), line: line_of(text, path) }
+}
+
+/// Where the key of `problem` came from, found from its key (`providers[1].name` is looked up as
+/// `providers.1.name`). A problem without a key is left as it is.
+pub fn place_problem(problem: Problem, origin: &str, text: &str, findings: &Findings) -> Problem {
+    if problem.key.is_empty() {
+        return problem;
     }
+    let path = problem.key.replace('[', ".").replace(']', "");
+    let location = place(&path, origin, text, findings);
+    problem.at(location)
 }
 
 /// The tree with every section (and provider entry) that `read` accepts on its own; the others are
@@ -189,7 +199,9 @@ pub fn isolate<T>(
     read_provider: impl Fn(Value) -> Result<(), String>,
 ) -> Value {
     let Value::Mapping(map) = root else {
-        findings.errors.push(format!("{origin}: the config must be a mapping of sections ({})", SECTIONS.join(", ")));
+        findings
+            .errors
+            .push(Problem::file(origin, format!("the config must be a mapping of sections ({})", SECTIONS.join(", "))));
         return Value::Mapping(Mapping::new());
     };
     let mut kept = Mapping::new();
@@ -201,7 +213,7 @@ pub fn isolate<T>(
                 Value::Null => Vec::new(),
                 _ => {
                     let at = place("providers", origin, text, findings);
-                    findings.errors.push(format!("{at}: providers: must be a list of provider entries"));
+                    findings.errors.push(Problem::new("providers", "must be a list of provider entries").at(at));
                     continue;
                 }
             };
@@ -222,7 +234,8 @@ pub fn isolate<T>(
                             _ => format!("providers.{i}"),
                         };
                         let at = place(&path, origin, text, findings);
-                        findings.errors.push(format!("{at}: providers[{i}]: {e}{}", suggestion_for(&e)));
+                        let message = format!("{e}{}", suggestion_for(&e));
+                        findings.errors.push(Problem::new(format!("providers[{i}]"), message).at(at));
                     }
                 }
             }
@@ -237,7 +250,7 @@ pub fn isolate<T>(
             }
             Err(e) => {
                 let at = place(&key, origin, text, findings);
-                findings.errors.push(format!("{at}: {e}{}", suggestion_for(&e)));
+                findings.errors.push(Problem::new("", format!("{e}{}", suggestion_for(&e))).at(at));
             }
         }
     }
@@ -260,7 +273,7 @@ pub fn unknown_key(path: &str, origin: &str, text: &str, findings: &mut Findings
         None => " (see docs/configuration.md for every key)".to_string(),
     };
     let at = place(path, origin, text, findings);
-    findings.errors.push(format!("{at}: {path}: unknown key{hint}"));
+    findings.errors.push(Problem::new(path, format!("unknown key{hint}")).at(at));
 }
 
 #[cfg(test)]

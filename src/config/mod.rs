@@ -6,25 +6,35 @@
 //! operator fixing a config one error per restart loses an afternoon. Secrets are never written inline: every
 //! secret is a `*_file` path, so they can come from Docker or Kubernetes secrets.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
 pub mod accounts;
+pub mod cache;
 pub mod check;
 pub mod ldap;
 pub mod load;
+pub mod log;
 pub mod oidc;
 pub mod ops;
+pub mod policy;
+pub mod problem;
+pub mod providers;
+pub mod refresh;
+pub mod server;
 pub mod state;
 pub mod token;
 pub mod workload;
 
-use self::accounts::AccountEntry;
-use self::check::{duration_or, resolve};
-use self::token::{HeaderMode, KidFormat};
+use self::cache::CacheSettings;
+pub use self::log::{LogFormat, LogSettings};
+use self::policy::PolicySettings;
+pub use self::problem::{Location, Problem};
+pub use self::providers::{ProviderConfig, ProviderSettings, StaticProviderConfig};
+use self::refresh::RefreshSettings;
+use self::server::ServerSettings;
+pub use self::token::{KeySettings, TokenSettings};
 
 /// The configuration used when `serve` is started without `--config`: demo accounts, the example policy,
 /// and a key generated on first start. Good for a first look, never for production.
@@ -35,173 +45,23 @@ const EMBEDDED_ORIGIN: &str = "embedded default";
 #[derive(Debug, Deserialize)]
 struct RawConfig {
     #[serde(default)]
-    server: RawServer,
+    server: server::RawServer,
     #[serde(default)]
-    token: RawToken,
+    token: token::RawToken,
     #[serde(default)]
-    refresh_tokens: RawRefresh,
+    refresh_tokens: refresh::RawRefresh,
     #[serde(default)]
     providers: Vec<ProviderConfig>,
     #[serde(default)]
-    identity_cache: RawCache,
+    identity_cache: cache::RawCache,
     #[serde(default)]
-    policy: RawPolicy,
+    policy: policy::RawPolicy,
     #[serde(default)]
-    log: RawLog,
+    log: log::RawLog,
     #[serde(default)]
     rate_limit: ops::RawRateLimit,
     #[serde(default)]
     state: state::RawState,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawServer {
-    /// Address to listen on. Default: 127.0.0.1:5001.
-    listen: Option<String>,
-    /// Where generated keys, the refresh secret and the revocation list live. Default: ./tollgate-data
-    /// (relative paths are relative to the config file).
-    data_dir: Option<PathBuf>,
-    /// Largest accepted POST body. Default: 65536.
-    max_body_bytes: Option<usize>,
-    /// Most scopes accepted in one request. Default: 64.
-    max_scopes: Option<usize>,
-    /// HTTPS on `listen` (`cert_file`, `key_file`). Default: plain HTTP. See [`ops::RawTls`].
-    tls: Option<ops::RawTls>,
-    /// Serve `/metrics` only on this address. Default: on `listen`.
-    metrics_listen: Option<String>,
-    /// Addresses or networks whose X-Forwarded-For is believed. Default: none.
-    trusted_proxies: Option<Vec<String>>,
-    /// How often providers are probed for /readyz. Default: 15s.
-    probe_interval: Option<String>,
-    /// Connection deadlines and caps. See [`ops::RawConnections`].
-    connections: Option<ops::RawConnections>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawToken {
-    /// REQUIRED. The `iss` claim; the registry's `auth.token.issuer` must equal it.
-    issuer: Option<String>,
-    /// REQUIRED. The registry service names tokens may be issued for (the `aud` claim); the registry's
-    /// `auth.token.service`. Requests for any other service get a 400.
-    services: Option<Vec<String>>,
-    /// Access token lifetime. Default: 5m. At least 60s (clients need time to use it).
-    lifetime: Option<String>,
-    /// libtrust (registry 2.x) or rfc7638 (registry v3). Default: libtrust.
-    kid_format: Option<KidFormat>,
-    /// x5c (certificate chain + kid; default) or kid (kid only).
-    header: Option<HeaderMode>,
-    /// Signing keys. Default: one EC key generated in data_dir on first start.
-    #[serde(default)]
-    keys: Vec<RawKey>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawKey {
-    /// REQUIRED. PKCS#8 PEM (EC P-256 or RSA) or PKCS#1 PEM (RSA).
-    key_file: PathBuf,
-    /// The key's certificate chain (PEM, leaf first). Required for header mode x5c.
-    cert_file: Option<PathBuf>,
-    /// Exactly one key signs; the others are only published. Default: the first key.
-    #[serde(default)]
-    active: bool,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawRefresh {
-    /// Issue refresh tokens when clients ask (docker login, access_type=offline). Default: true.
-    enabled: Option<bool>,
-    /// Refresh token lifetime. Default: 90d.
-    lifetime: Option<String>,
-    /// File holding the HMAC secret (at least 32 bytes). Default: data_dir/refresh-secret, generated.
-    secret_file: Option<PathBuf>,
-}
-
-/// One identity provider.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-#[allow(clippy::large_enum_variant)] // read once at start-up; a Box would only add noise to every match
-pub enum ProviderConfig {
-    Static(StaticProviderConfig),
-    Ldap(ldap::LdapConfig),
-    /// An OpenID Connect provider (Keycloak, GitLab, …); see `identity::oidc`.
-    Oidc(oidc::OidcConfig),
-    /// A trusted issuer of workload identity tokens (CI jobs, pods); see `identity::workload`.
-    Workload(workload::WorkloadConfig),
-}
-
-impl ProviderConfig {
-    pub fn name(&self) -> &str {
-        match self {
-            ProviderConfig::Static(s) => &s.name,
-            ProviderConfig::Ldap(l) => &l.name,
-            ProviderConfig::Oidc(o) => &o.name,
-            ProviderConfig::Workload(w) => &w.name,
-        }
-    }
-}
-
-/// The static accounts provider.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StaticProviderConfig {
-    /// REQUIRED. Unique name; recorded in tokens and usable in rules (`provider:`).
-    pub name: String,
-    /// The accounts file (see providers/robots.yaml). Exactly one of `file` and `accounts`.
-    pub file: Option<PathBuf>,
-    /// Accounts written inline.
-    pub accounts: Option<Vec<AccountEntry>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawCache {
-    /// How long a successful login is remembered. Default: 5m. 0s disables the cache.
-    ttl: Option<String>,
-    /// Most cached identities. Default: 10000.
-    capacity: Option<u64>,
-    /// How long a refused password (or unknown user) is remembered, so repeating it costs the directory
-    /// nothing. Keyed on the password too: it never locks out the right password. Default: 10s. 0s: off.
-    negative_ttl: Option<String>,
-    /// When a provider is unavailable, keep serving identities up to this long past `ttl`. Default: 0s (off).
-    serve_stale_for: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawPolicy {
-    /// Rules files or directories of them (*.yaml, *.yml). REQUIRED unless builtin_example is true.
-    #[serde(default)]
-    paths: Vec<PathBuf>,
-    /// Use the built-in example policy (demo only). Default: false.
-    #[serde(default)]
-    builtin_example: bool,
-    /// How often the rules files are checked for changes. Default: 2s.
-    reload_interval: Option<String>,
-    /// How long a changed rules file must stay unchanged before it is applied, so a file caught half-way
-    /// through being written is never in force. Default: 2s.
-    settle: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawLog {
-    /// json or text. Default: text.
-    format: Option<String>,
-    /// A tracing filter such as info or tollgate=debug. Default: info.
-    level: Option<String>,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Json,
-    Text,
-}
-
-/// A key to load.
-#[derive(Debug, Clone)]
-pub struct KeySettings {
-    pub key_file: PathBuf,
-    pub cert_file: Option<PathBuf>,
-    pub active: bool,
 }
 
 /// The validated configuration.
@@ -212,31 +72,18 @@ pub struct Settings {
     /// What loading noticed and let pass (environment variables ignored): logged by `serve`, printed by
     /// `check-config`.
     pub warnings: Vec<String>,
-    pub listen: SocketAddr,
-    pub data_dir: PathBuf,
-    pub max_body_bytes: usize,
-    pub max_scopes: usize,
-    pub issuer: String,
-    pub services: Vec<String>,
-    pub token_lifetime: Duration,
-    pub kid_format: KidFormat,
-    pub header_mode: HeaderMode,
-    /// Empty: generate/use data_dir/signing.key.
-    pub keys: Vec<KeySettings>,
-    pub refresh_enabled: bool,
-    pub refresh_lifetime: Duration,
-    pub refresh_secret_file: PathBuf,
-    pub providers: Vec<ProviderConfig>,
-    pub cache_ttl: Duration,
-    pub cache_capacity: u64,
-    pub cache_negative_ttl: Duration,
-    pub cache_serve_stale_for: Duration,
-    pub policy_paths: Vec<PathBuf>,
-    pub policy_builtin_example: bool,
-    pub policy_reload_interval: Duration,
-    pub policy_settle: Duration,
-    pub log_format: LogFormat,
-    pub log_level: String,
+    /// `server:` (its operations keys are in `ops`).
+    pub server: ServerSettings,
+    /// `token:`: what tokens say and the keys that sign them.
+    pub token: TokenSettings,
+    /// `refresh_tokens:`.
+    pub refresh: RefreshSettings,
+    /// The identity providers, in order, each checked.
+    pub providers: Vec<ProviderSettings>,
+    /// `identity_cache:`.
+    pub cache: CacheSettings,
+    pub policy: PolicySettings,
+    pub log: LogSettings,
     /// TLS, metrics, proxies, probes, rate limits.
     pub ops: ops::OpsSettings,
     /// Where shared state lives (local files or Redis).
@@ -246,16 +93,16 @@ pub struct Settings {
 impl Settings {
     /// The generated key pair used when no keys are configured.
     pub fn default_key_paths(&self) -> (PathBuf, PathBuf) {
-        (self.data_dir.join("signing.key"), self.data_dir.join("signing.crt"))
+        (self.server.data_dir.join("signing.key"), self.server.data_dir.join("signing.crt"))
     }
 
     pub fn revocation_file(&self) -> PathBuf {
-        self.data_dir.join("revocations.json")
+        self.server.data_dir.join("revocations.json")
     }
 
     /// Device-flow and OIDC login sessions (the embedded session store).
     pub fn sessions_file(&self) -> PathBuf {
-        self.data_dir.join("sessions.json")
+        self.server.data_dir.join("sessions.json")
     }
 
     /// Whether these are the embedded demo settings (`serve` without `--config`): the only ones whose
@@ -274,8 +121,8 @@ impl Settings {
                     Settings::from_yaml_all(&text, &p.display().to_string(), &base, &env)
                 }
                 Err(e) => {
-                    let findings =
-                        load::Findings { errors: vec![format!("{}: {e}", p.display())], ..Default::default() };
+                    let problem = Problem::file(&p.display().to_string(), e.to_string());
+                    let findings = load::Findings { errors: vec![problem], ..Default::default() };
                     (None, findings)
                 }
             },
@@ -300,7 +147,7 @@ impl Settings {
     pub fn from_yaml(text: &str, origin: &str, base: &Path, env: &[(String, String)]) -> Result<Settings, Vec<String>> {
         match Settings::from_yaml_all(text, origin, base, env) {
             (Some(settings), findings) if findings.errors.is_empty() => Ok(settings),
-            (_, findings) => Err(findings.errors),
+            (_, findings) => Err(findings.errors.iter().map(ToString::to_string).collect()),
         }
     }
 
@@ -316,7 +163,7 @@ impl Settings {
         let mut value: serde_norway::Value = match serde_norway::from_str(text) {
             Ok(v) => v,
             Err(e) => {
-                findings.errors.push(format!("{origin}: {e}"));
+                findings.errors.push(Problem::file(origin, e.to_string()));
                 return (None, findings);
             }
         };
@@ -336,7 +183,7 @@ impl Settings {
         let raw: RawConfig = match serde_ignored::deserialize(value, |p| unknown.push(p.to_string())) {
             Ok(r) => r,
             Err(e) => {
-                findings.errors.push(format!("{origin}: {e}"));
+                findings.errors.push(Problem::file(origin, e.to_string()));
                 return (None, findings);
             }
         };
@@ -344,23 +191,14 @@ impl Settings {
             load::unknown_key(&u, origin, text, &mut findings);
         }
         let mut errors = Vec::new();
-        let mut settings = validate(raw, origin, base, &mut errors, &findings.provider_index);
+        let mut warnings = Vec::new();
+        let mut settings = validate(raw, origin, base, &mut errors, &mut warnings, &findings.provider_index);
         // Each problem of a key says where the key is: its line in the file, or its variable.
-        for e in errors {
-            let key = e.split(':').next().unwrap_or("");
-            let is_key = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || "._[]".contains(c));
-            if is_key {
-                let path = key.replace('[', ".").replace(']', "");
-                findings.errors.push(format!("{}: {e}", load::place(&path, origin, text, &findings)));
-            } else {
-                findings.errors.push(e);
-            }
+        for problem in errors {
+            let placed = load::place_problem(problem, origin, text, &findings);
+            findings.errors.push(placed);
         }
-        for (i, p) in settings.providers.iter().enumerate() {
-            if let ProviderConfig::Ldap(l) = p {
-                findings.warnings.extend(ldap::warnings(l, &format!("providers[{i}]")));
-            }
-        }
+        findings.warnings.extend(warnings);
         settings.warnings = findings.warnings.clone();
         (Some(settings), findings)
     }
@@ -406,189 +244,35 @@ fn apply_override(root: &mut serde_norway::Value, path: &[String], raw: &str) ->
     Ok(())
 }
 
+/// Validate every section on its own; every problem is pushed, each naming its key.
 fn validate(
     mut raw: RawConfig,
     origin: &str,
     base: &Path,
-    errors: &mut Vec<String>,
+    problems: &mut Vec<Problem>,
+    warnings: &mut Vec<String>,
     provider_index: &[usize],
 ) -> Settings {
-    let server_ops = ops::RawServerOps {
-        tls: raw.server.tls.take(),
-        metrics_listen: raw.server.metrics_listen.take(),
-        trusted_proxies: raw.server.trusted_proxies.take(),
-        probe_interval: raw.server.probe_interval.take(),
-        connections: raw.server.connections.take(),
-    };
-    let ops = ops::validate(server_ops, std::mem::take(&mut raw.rate_limit), base, errors);
-    let state = state::validate(std::mem::take(&mut raw.state), base, errors);
-    let listen_s = raw.server.listen.unwrap_or_else(|| "127.0.0.1:5001".into());
-    let listen = listen_s.parse().unwrap_or_else(|_| {
-        errors.push(format!("server.listen: {listen_s:?} is not an address; write e.g. 0.0.0.0:5001"));
-        SocketAddr::from(([127, 0, 0, 1], 5001))
-    });
-    let data_dir = resolve(base, &raw.server.data_dir.unwrap_or_else(|| PathBuf::from("tollgate-data")));
-    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(65536);
-    if !(1024..=16 << 20).contains(&max_body_bytes) {
-        errors.push("server.max_body_bytes: must be between 1024 and 16777216".into());
-    }
-    let max_scopes = raw.server.max_scopes.unwrap_or(64);
-    if !(1..=10_000).contains(&max_scopes) {
-        errors.push("server.max_scopes: must be between 1 and 10000".into());
-    }
-
-    let issuer = raw.token.issuer.unwrap_or_default();
-    if issuer.trim().is_empty() {
-        errors.push("token.issuer: required; set it to the registry's auth.token.issuer".into());
-    }
-    let services = raw.token.services.unwrap_or_default();
-    if services.is_empty() {
-        errors.push("token.services: required; list the registry's auth.token.service name(s)".into());
-    }
-    for (i, s) in services.iter().enumerate() {
-        if s.is_empty() || s.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
-            errors.push(format!("token.services[{i}]: {s:?} must be non-empty printable ASCII without spaces"));
-        }
-    }
-    let token_lifetime = duration_or(raw.token.lifetime.as_deref(), "token.lifetime", Duration::from_secs(300), errors);
-    if token_lifetime < Duration::from_secs(60) || token_lifetime > Duration::from_secs(24 * 3600) {
-        errors.push("token.lifetime: must be between 60s and 24h (clients need at least a minute)".into());
-    }
-    let header_mode = raw.token.header.unwrap_or_default();
-    let keys: Vec<KeySettings> = raw
-        .token
-        .keys
-        .into_iter()
-        .map(|k| KeySettings {
-            key_file: resolve(base, &k.key_file),
-            cert_file: k.cert_file.map(|c| resolve(base, &c)),
-            active: k.active,
-        })
-        .collect();
-    let active = keys.iter().filter(|k| k.active).count();
-    if active > 1 {
-        errors.push("token.keys: more than one key has active: true; exactly one key signs".into());
-    }
-    if header_mode == HeaderMode::X5c {
-        for (i, k) in keys.iter().enumerate() {
-            if k.cert_file.is_none() {
-                errors.push(format!("token.keys[{i}].cert_file: required with token.header x5c (or set header: kid)"));
-            }
-        }
-    }
-
-    let refresh_enabled = raw.refresh_tokens.enabled.unwrap_or(true);
-    let refresh_lifetime = duration_or(
-        raw.refresh_tokens.lifetime.as_deref(),
-        "refresh_tokens.lifetime",
-        Duration::from_secs(7776000),
-        errors,
-    );
-    if refresh_lifetime < Duration::from_secs(300) {
-        errors.push("refresh_tokens.lifetime: must be at least 5m".into());
-    }
-    let refresh_secret_file =
-        raw.refresh_tokens.secret_file.map(|p| resolve(base, &p)).unwrap_or_else(|| data_dir.join("refresh-secret"));
-
-    let mut providers = raw.providers;
-    let mut names = std::collections::HashSet::new();
-    for (i, p) in providers.iter_mut().enumerate() {
-        // The entry's index in the file (entries that could not be read at all are left out).
-        let i = provider_index.get(i).copied().unwrap_or(i);
-        if p.name().is_empty() {
-            errors.push(format!("providers[{i}].name: required"));
-        }
-        if !names.insert(p.name().to_string()) {
-            errors.push(format!("providers[{i}].name: {:?} is used by an earlier provider", p.name()));
-        }
-        match p {
-            ProviderConfig::Static(s) => {
-                match (&s.file, &s.accounts) {
-                    (Some(_), Some(_)) => errors.push(format!("providers[{i}]: set either file or accounts, not both")),
-                    (None, None) => errors.push(format!("providers[{i}].file: required (or write accounts inline)")),
-                    _ => {}
-                }
-                if let Some(f) = &s.file {
-                    s.file = Some(resolve(base, f));
-                }
-            }
-            ProviderConfig::Ldap(l) => {
-                ldap::validate_config(l, &format!("providers[{i}]"), base, errors);
-            }
-            ProviderConfig::Oidc(o) => {
-                oidc::validate(o, i, base, errors);
-            }
-            ProviderConfig::Workload(w) => {
-                workload::validate(w, i, base, errors);
-            }
-        }
-    }
-    if providers.is_empty() {
-        tracing::warn!("no identity providers configured: only anonymous requests can get tokens");
-    }
-
-    let cache_ttl =
-        duration_or(raw.identity_cache.ttl.as_deref(), "identity_cache.ttl", Duration::from_secs(300), errors);
-    let cache_capacity = raw.identity_cache.capacity.unwrap_or(10_000);
-    let cache_negative_ttl = duration_or(
-        raw.identity_cache.negative_ttl.as_deref(),
-        "identity_cache.negative_ttl",
-        Duration::from_secs(10),
-        errors,
-    );
-    let cache_serve_stale_for = duration_or(
-        raw.identity_cache.serve_stale_for.as_deref(),
-        "identity_cache.serve_stale_for",
-        Duration::from_secs(0),
-        errors,
-    );
-
-    let policy_paths: Vec<PathBuf> = raw.policy.paths.iter().map(|p| resolve(base, p)).collect();
-    if policy_paths.is_empty() && !raw.policy.builtin_example {
-        errors.push("policy.paths: required; list your rules files or directories (see policies/)".into());
-    }
-    if !policy_paths.is_empty() && raw.policy.builtin_example {
-        errors.push("policy: set either paths or builtin_example, not both".into());
-    }
-    let policy_reload_interval =
-        duration_or(raw.policy.reload_interval.as_deref(), "policy.reload_interval", Duration::from_secs(2), errors);
-    let policy_settle = duration_or(raw.policy.settle.as_deref(), "policy.settle", Duration::from_secs(2), errors);
-
-    let log_format = match raw.log.format.as_deref().unwrap_or("text") {
-        "json" => LogFormat::Json,
-        "text" => LogFormat::Text,
-        other => {
-            errors.push(format!("log.format: {other:?} is not json or text"));
-            LogFormat::Text
-        }
-    };
+    let server_ops = raw.server.take_ops();
+    let ops = ops::validate(server_ops, raw.rate_limit, base, problems);
+    let state = state::validate(raw.state, base, problems);
+    let server = server::validate(raw.server, base, problems);
+    let token = token::validate(raw.token, base, problems);
+    let refresh = refresh::validate(raw.refresh_tokens, base, &server.data_dir, problems);
+    let providers = providers::validate(raw.providers, provider_index, base, problems, warnings);
+    let cache = cache::validate(raw.identity_cache, problems);
+    let policy = policy::validate(raw.policy, base, problems);
+    let log = log::validate(raw.log, problems);
     Settings {
         origin: origin.to_string(),
         warnings: Vec::new(),
-        listen,
-        data_dir,
-        max_body_bytes,
-        max_scopes,
-        issuer,
-        services,
-        token_lifetime,
-        kid_format: raw.token.kid_format.unwrap_or_default(),
-        header_mode,
-        keys,
-        refresh_enabled,
-        refresh_lifetime,
-        refresh_secret_file,
+        server,
+        token,
+        refresh,
         providers,
-        cache_ttl,
-        cache_capacity,
-        cache_negative_ttl,
-        cache_serve_stale_for,
-        policy_paths,
-        policy_builtin_example: raw.policy.builtin_example,
-        policy_reload_interval,
-        policy_settle,
-        log_format,
-        log_level: raw.log.level.unwrap_or_else(|| "info".into()),
+        cache,
+        policy,
+        log,
         ops,
         state,
     }
@@ -601,9 +285,9 @@ mod tests {
     #[test]
     fn embedded_default_is_valid() {
         let s = Settings::from_yaml(EMBEDDED_DEFAULT, "embedded", Path::new("/x"), &[]).unwrap();
-        assert!(s.policy_builtin_example);
+        assert!(s.policy.builtin_example);
         assert_eq!(s.providers.len(), 1);
-        assert_eq!(s.data_dir, Path::new("/x/tollgate-data"));
+        assert_eq!(s.server.data_dir, Path::new("/x/tollgate-data"));
     }
 
     #[test]
@@ -639,9 +323,9 @@ mod tests {
         ];
         let text = "token:\n  issuer: from-file\n  services: [x]\npolicy:\n  builtin_example: true\n";
         let s = Settings::from_yaml(text, "t", Path::new("."), &env).unwrap();
-        assert_eq!(s.issuer, "from-env");
-        assert_eq!(s.services, vec!["a.example", "b.example"]);
-        assert_eq!(s.max_scopes, 9);
+        assert_eq!(s.token.issuer, "from-env");
+        assert_eq!(s.token.services, vec!["a.example", "b.example"]);
+        assert_eq!(s.server.max_scopes, 9);
         let bad = vec![("TOLLGATE_TOKEN__ISSUR".to_string(), "x".to_string())];
         let errors = Settings::from_yaml(text, "t", Path::new("."), &bad).unwrap_err();
         assert!(errors.iter().any(|e| e.contains("token.issur: unknown key")), "{errors:?}");
@@ -673,7 +357,8 @@ mod tests {
                     .collect();
                 let (_, findings) = Settings::from_yaml_all(&text, "t.yaml", Path::new("."), &env);
                 let want = format!("t.yaml:3: {section}.{key}x: unknown key (did you mean `{section}.{key}`?)");
-                assert!(findings.errors.contains(&want), "{want:?} not in {:?}", findings.errors);
+                let errors: Vec<String> = findings.errors.iter().map(ToString::to_string).collect();
+                assert!(errors.contains(&want), "{want:?} not in {errors:?}");
             }
         }
     }
@@ -693,7 +378,7 @@ mod tests {
         .collect();
         let (settings, findings) = Settings::from_yaml_all(text, "t.yaml", Path::new("."), &env);
         assert_eq!(
-            findings.errors,
+            findings.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
                 "environment variable TOLLGATE_TOKEN__ISSUR: token.issur: unknown key (did you mean `token.issuer`?)",
                 "environment variable TOLLGATE_TOKEN__LIFETME: token.lifetme: unknown key (did you mean `token.lifetime`?)"

@@ -8,6 +8,7 @@ use openidconnect::url;
 use serde::Deserialize;
 
 use super::check::{duration_or, resolve};
+use super::problem::Problem;
 
 /// Where the username and groups are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -81,8 +82,8 @@ pub struct OidcTimes {
 }
 
 impl OidcConfig {
-    /// The durations, defaults applied; each unreadable one is pushed to `errors` as `AT<key>: ...`.
-    pub fn times(&self, at: &str, errors: &mut Vec<String>) -> OidcTimes {
+    /// The durations, defaults applied; each unreadable one is pushed as a problem of `AT<key>`.
+    fn times(&self, at: &str, errors: &mut Vec<Problem>) -> OidcTimes {
         let mut read = |value: &Option<String>, key: &str, default: Duration| {
             duration_or(value.as_deref(), &format!("{at}{key}"), default, errors)
         };
@@ -94,50 +95,103 @@ impl OidcConfig {
     }
 }
 
+/// An `oidc` entry checked, with its paths resolved and its durations read: what
+/// `identity::oidc::OidcProvider::new` takes. The optional keys keep their `None`; their defaults are
+/// the provider's (see [`OidcConfig`]).
+#[derive(Debug, Clone)]
+pub struct OidcSettings {
+    pub name: String,
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret_file: Option<PathBuf>,
+    pub scopes: Option<Vec<String>>,
+    pub username_claim: Option<String>,
+    pub groups_claim: Option<String>,
+    pub claims_source: Option<ClaimsSource>,
+    pub strip_group_prefix: Option<String>,
+    pub group_prefix: Option<String>,
+    pub username_regex: Option<String>,
+    pub password_grant: Option<bool>,
+    pub device_grant: Option<bool>,
+    pub device_authorization_endpoint: Option<String>,
+    pub id_token_algs: Option<Vec<String>>,
+    pub ca_file: Option<PathBuf>,
+    pub times: OidcTimes,
+}
+
 /// A JWS algorithm name (`RS256`, `ES256`, ...) as the OIDC crate knows it.
 pub fn id_token_alg(s: &str) -> Option<CoreJwsSigningAlgorithm> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
 }
 
-/// Check an `oidc` provider entry (`providers[i]`), resolving relative paths against `base`. Every problem
-/// is pushed, each naming its key.
-pub fn validate(cfg: &mut OidcConfig, i: usize, base: &Path, errors: &mut Vec<String>) {
-    let key = |k: &str| format!("providers[{i}].{k}");
+/// Check an `oidc` provider entry (`at` is e.g. `providers[1]`), resolving relative paths against `base`.
+/// Every problem is pushed, each naming its key; the settings are returned when there was none.
+pub fn validate(mut cfg: OidcConfig, at: &str, base: &Path, errors: &mut Vec<Problem>) -> Option<OidcSettings> {
+    let before = errors.len();
+    let key = |k: &str| format!("{at}.{k}");
     if cfg.name.trim().is_empty() {
-        errors.push(format!("{}: required", key("name")));
+        errors.push(Problem::new(key("name"), "required"));
     }
     match url::Url::parse(&cfg.issuer) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-        _ => errors.push(format!(
-            "{}: {:?} is not an http(s) URL; write the IdP's issuer URL",
+        _ => errors.push(Problem::new(
             key("issuer"),
-            cfg.issuer
+            format!("{:?} is not an http(s) URL; write the IdP's issuer URL", cfg.issuer),
         )),
     }
     if cfg.client_id.trim().is_empty() {
-        errors.push(format!("{}: required; tollgate's client id at the IdP", key("client_id")));
+        errors.push(Problem::new(key("client_id"), "required; tollgate's client id at the IdP"));
     }
     cfg.client_secret_file = cfg.client_secret_file.as_deref().map(|f| resolve(base, f));
     cfg.ca_file = cfg.ca_file.as_deref().map(|f| resolve(base, f));
     if let Some(r) = &cfg.username_regex {
         if let Err(e) = regex::Regex::new(&format!("^(?:{r})$")) {
-            errors.push(format!("{}: {r:?} is not a valid regex: {e}", key("username_regex")));
+            errors.push(Problem::new(key("username_regex"), format!("{r:?} is not a valid regex: {e}")));
         }
     }
     if let Some(u) = &cfg.device_authorization_endpoint {
         if url::Url::parse(u).is_err() {
-            errors.push(format!("{}: {u:?} is not a URL", key("device_authorization_endpoint")));
+            errors.push(Problem::new(key("device_authorization_endpoint"), format!("{u:?} is not a URL")));
         }
     }
     for a in cfg.id_token_algs.iter().flatten() {
         if id_token_alg(a).is_none() || a == "none" {
-            errors.push(format!("{}: {a:?} is not a JWS algorithm (e.g. RS256, ES256)", key("id_token_algs")));
+            errors
+                .push(Problem::new(key("id_token_algs"), format!("{a:?} is not a JWS algorithm (e.g. RS256, ES256)")));
         }
     }
     if cfg.groups_claim.as_deref().is_some_and(|g| g.split('.').any(str::is_empty)) {
-        errors.push(format!("{}: empty segment in the dotted path", key("groups_claim")));
+        errors.push(Problem::new(key("groups_claim"), "empty segment in the dotted path"));
     }
-    cfg.times(&format!("providers[{i}]."), errors);
+    let times = cfg.times(&format!("{at}."), errors);
+    (errors.len() == before).then_some(OidcSettings {
+        name: cfg.name,
+        issuer: cfg.issuer,
+        client_id: cfg.client_id,
+        client_secret_file: cfg.client_secret_file,
+        scopes: cfg.scopes,
+        username_claim: cfg.username_claim,
+        groups_claim: cfg.groups_claim,
+        claims_source: cfg.claims_source,
+        strip_group_prefix: cfg.strip_group_prefix,
+        group_prefix: cfg.group_prefix,
+        username_regex: cfg.username_regex,
+        password_grant: cfg.password_grant,
+        device_grant: cfg.device_grant,
+        device_authorization_endpoint: cfg.device_authorization_endpoint,
+        id_token_algs: cfg.id_token_algs,
+        ca_file: cfg.ca_file,
+        times,
+    })
+}
+
+/// An `oidc` entry written as YAML, checked (paths relative to the working directory): for tests.
+#[cfg(test)]
+pub(crate) fn settings_from_yaml(yaml: &str) -> Result<OidcSettings, Vec<Problem>> {
+    let cfg: OidcConfig =
+        serde_norway::from_str(yaml).map_err(|e| vec![Problem::new("providers[0]", e.to_string())])?;
+    let mut problems = Vec::new();
+    validate(cfg, "providers[0]", Path::new(""), &mut problems).ok_or(problems)
 }
 
 #[cfg(test)]
@@ -153,9 +207,9 @@ mod tests {
             let entries: Vec<crate::config::ProviderConfig> =
                 serde_norway::from_str(text).unwrap_or_else(|e| panic!("providers/{file}: {e}"));
             for (i, entry) in entries.into_iter().enumerate() {
-                let crate::config::ProviderConfig::Oidc(mut cfg) = entry else { panic!("providers/{file}: not oidc") };
+                let crate::config::ProviderConfig::Oidc(cfg) = entry else { panic!("providers/{file}: not oidc") };
                 let mut errors = Vec::new();
-                validate(&mut cfg, i, Path::new("/etc/tollgate"), &mut errors);
+                validate(cfg, &format!("providers[{i}]"), Path::new("/etc/tollgate"), &mut errors);
                 assert!(errors.is_empty(), "providers/{file}: {errors:?}");
             }
         }
@@ -163,13 +217,13 @@ mod tests {
 
     #[test]
     fn config_problems_name_their_key() {
-        let mut cfg: OidcConfig = serde_norway::from_str(
+        let cfg: OidcConfig = serde_norway::from_str(
             "name: kc\nissuer: not a url\nclient_id: ''\nusername_regex: '('\nid_token_algs: [RS256, XX1]\ngroups_claim: a..b\nmax_group_age: forever\n",
         )
         .unwrap();
         let mut errors = Vec::new();
-        validate(&mut cfg, 2, Path::new("/etc/tollgate"), &mut errors);
-        let all = errors.join("\n");
+        validate(cfg, "providers[2]", Path::new("/etc/tollgate"), &mut errors);
+        let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
         for want in [
             "providers[2].issuer: \"not a url\"",
             "providers[2].client_id: required",

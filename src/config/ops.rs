@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::Deserialize;
 
 use super::check::{duration_or, resolve};
+use super::problem::Problem;
 
 /// `server.tls`: serve HTTPS on `server.listen` instead of plain HTTP.
 #[derive(Debug, Clone, Deserialize)]
@@ -161,8 +162,8 @@ impl Default for OpsSettings {
     }
 }
 
-/// Validate the operations keys; problems are appended to `errors`, each naming its key.
-pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &mut Vec<String>) -> OpsSettings {
+/// Validate the operations keys; every problem is pushed, each naming its key.
+pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &mut Vec<Problem>) -> OpsSettings {
     let d = OpsSettings::default();
     let tls = server
         .tls
@@ -170,7 +171,10 @@ pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &
     let metrics_listen = server.metrics_listen.and_then(|s| match s.parse() {
         Ok(a) => Some(a),
         Err(_) => {
-            errors.push(format!("server.metrics_listen: {s:?} is not an address; write e.g. 127.0.0.1:9101"));
+            errors.push(Problem::new(
+                "server.metrics_listen",
+                format!("{s:?} is not an address; write e.g. 127.0.0.1:9101"),
+            ));
             None
         }
     });
@@ -180,15 +184,16 @@ pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &
         let parsed = p.parse::<IpNet>().or_else(|_| p.parse::<std::net::IpAddr>().map(IpNet::from));
         match parsed {
             Ok(net) => trusted_proxies.push(net),
-            Err(_) => errors.push(format!(
-                "server.trusted_proxies[{i}]: {p:?} is not an address or network; write e.g. 10.0.0.0/8 or 172.18.0.2"
+            Err(_) => errors.push(Problem::new(
+                format!("server.trusted_proxies[{i}]"),
+                format!("{p:?} is not an address or network; write e.g. 10.0.0.0/8 or 172.18.0.2"),
             )),
         }
     }
     let probe_interval =
         duration_or(server.probe_interval.as_deref(), "server.probe_interval", d.probe_interval, errors);
     if probe_interval < Duration::from_millis(100) {
-        errors.push("server.probe_interval: must be at least 100ms".into());
+        errors.push(Problem::new("server.probe_interval", "must be at least 100ms"));
     }
     let connections = connections(server.connections.unwrap_or_default(), errors);
     let window = duration_or(rate.window.as_deref(), "rate_limit.window", d.rate_limit.window, errors);
@@ -196,13 +201,13 @@ pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &
     let ip_failures = rate.ip_failures.unwrap_or(d.rate_limit.ip_failures);
     let account_failures = rate.account_failures.unwrap_or(d.rate_limit.account_failures);
     if client_account_failures == 0 || ip_failures == 0 || account_failures == 0 {
-        errors.push(
-            "rate_limit: client_account_failures, ip_failures and account_failures must be at least 1 (set enabled: false to turn limiting off)"
-                .into(),
-        );
+        errors.push(Problem::new(
+            "rate_limit",
+            "client_account_failures, ip_failures and account_failures must be at least 1 (set enabled: false to turn limiting off)",
+        ));
     }
     if window < Duration::from_secs(1) {
-        errors.push("rate_limit.window: must be at least 1s".into());
+        errors.push(Problem::new("rate_limit.window", "must be at least 1s"));
     }
     OpsSettings {
         tls,
@@ -220,13 +225,13 @@ pub fn validate(server: RawServerOps, rate: RawRateLimit, base: &Path, errors: &
     }
 }
 
-fn connections(raw: RawConnections, errors: &mut Vec<String>) -> ConnLimits {
+fn connections(raw: RawConnections, errors: &mut Vec<Problem>) -> ConnLimits {
     let d = ConnLimits::default();
     let mut timeout = |value: Option<String>, key: &str, default: Duration| {
         let key = format!("server.connections.{key}");
         let t = duration_or(value.as_deref(), &key, default, errors);
         if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&t) {
-            errors.push(format!("{key}: must be between 100ms and 1h"));
+            errors.push(Problem::new(key.as_str(), "must be between 100ms and 1h"));
         }
         t
     };
@@ -240,10 +245,13 @@ fn connections(raw: RawConnections, errors: &mut Vec<String>) -> ConnLimits {
         http2_max_streams: raw.http2_max_streams.unwrap_or(d.http2_max_streams),
     };
     if limits.max != 0 && limits.max < limits.max_per_client {
-        errors.push("server.connections.max: must be 0 (from the open-file limit) or at least max_per_client".into());
+        errors.push(Problem::new(
+            "server.connections.max",
+            "must be 0 (from the open-file limit) or at least max_per_client",
+        ));
     }
     if !(1..=1000).contains(&limits.http2_max_streams) {
-        errors.push("server.connections.http2_max_streams: must be between 1 and 1000".into());
+        errors.push(Problem::new("server.connections.http2_max_streams", "must be between 1 and 1000"));
     }
     limits
 }
@@ -275,7 +283,7 @@ mod tests {
         };
         let mut errors = Vec::new();
         let s = validate(server, rate, Path::new("/etc/tollgate"), &mut errors);
-        let all = errors.join("\n");
+        let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
         for want in [
             "server.metrics_listen: \"everywhere\"",
             "server.trusted_proxies[2]: \"proxy.local\"",

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::check::{duration_or, resolve};
+use super::problem::Problem;
 
 /// Which store holds the shared state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -63,35 +64,35 @@ impl Default for StateSettings {
 }
 
 /// A Redis timeout: a duration between 10ms and 60s.
-fn timeout(value: Option<&str>, key: &str, default: Duration, errors: &mut Vec<String>) -> Duration {
+fn timeout(value: Option<&str>, key: &str, default: Duration, errors: &mut Vec<Problem>) -> Duration {
     let d = duration_or(value, key, default, errors);
     if value.is_some() && !(Duration::from_millis(10)..=Duration::from_secs(60)).contains(&d) {
-        errors.push(format!("{key}: {:?} must be between 10ms and 60s", value.unwrap_or_default()));
+        errors.push(Problem::new(key, format!("{:?} must be between 10ms and 60s", value.unwrap_or_default())));
         return default;
     }
     d
 }
 
-/// Validate `state:`; problems are appended to `errors`, each naming its key and the fix.
-pub fn validate(raw: RawState, base: &Path, errors: &mut Vec<String>) -> StateSettings {
+/// Validate `state:`; every problem is pushed, each naming its key and the fix.
+pub fn validate(raw: RawState, base: &Path, errors: &mut Vec<Problem>) -> StateSettings {
     let d = StateSettings::default();
     let store = raw.store.unwrap_or_default();
     let redis_url_file = raw.redis_url_file.as_deref().map(|p| resolve(base, p));
     match (store, &redis_url_file) {
-        (StoreKind::Redis, None) => errors.push(
-            "state.redis_url_file: required with store: redis; point it at a file holding redis://[:PASSWORD@]HOST:PORT/DB"
-                .into(),
-        ),
-        (StoreKind::Local, Some(_)) => {
-            errors.push("state.redis_url_file: only used with store: redis; set store: redis or remove it".into())
-        }
+        (StoreKind::Redis, None) => errors.push(Problem::new(
+            "state.redis_url_file",
+            "required with store: redis; point it at a file holding redis://[:PASSWORD@]HOST:PORT/DB",
+        )),
+        (StoreKind::Local, Some(_)) => errors
+            .push(Problem::new("state.redis_url_file", "only used with store: redis; set store: redis or remove it")),
         _ => {}
     }
     let key_prefix = raw.key_prefix.unwrap_or(d.key_prefix);
     if key_prefix.is_empty() || key_prefix.len() > 64 || key_prefix.chars().any(|c| c.is_whitespace() || c.is_control())
     {
-        errors.push(format!(
-            "state.key_prefix: {key_prefix:?} must be 1 to 64 characters without spaces, e.g. \"tollgate:\""
+        errors.push(Problem::new(
+            "state.key_prefix",
+            format!("{key_prefix:?} must be 1 to 64 characters without spaces, e.g. \"tollgate:\""),
         ));
     }
     StateSettings {
@@ -118,7 +119,7 @@ mod tests {
         };
         let mut errors = Vec::new();
         validate(raw, Path::new("/etc/tollgate"), &mut errors);
-        let all = errors.join("\n");
+        let all = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n");
         for want in [
             "state.redis_url_file: required with store: redis",
             "state.key_prefix: \"two words\"",

@@ -10,6 +10,7 @@ use openidconnect::url;
 use serde::Deserialize;
 
 use super::check::{duration_or, resolve};
+use super::problem::Problem;
 
 /// A claim path in a username template or a required claim: at most this many dots, so that looking one
 /// up (every split of the path is tried) stays cheap.
@@ -55,9 +56,6 @@ pub struct WorkloadConfig {
     /// Where groups come from.
     #[serde(default)]
     pub groups: WorkloadGroups,
-    /// The entry checked, set by [`validate`].
-    #[serde(skip)]
-    pub checked: Option<Workload>,
 }
 
 /// The `groups:` of a workload entry.
@@ -87,7 +85,8 @@ pub enum Piece {
     Claim(String),
 }
 
-/// A workload entry checked and with its defaults applied.
+/// A workload entry checked and with its defaults applied: what `identity::workload::WorkloadProvider::new`
+/// takes.
 #[derive(Debug, Clone)]
 pub struct Workload {
     pub name: String,
@@ -167,29 +166,24 @@ fn check_path(path: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Check a `workload` entry (`providers[i]`), resolving relative paths against `base`. Every problem is
-/// pushed, each naming its key; the checked entry is returned when there was none.
-pub fn validate(cfg: &mut WorkloadConfig, i: usize, base: &Path, errors: &mut Vec<String>) {
-    cfg.checked = checked(cfg, i, base, errors);
-}
-
-fn checked(cfg: &mut WorkloadConfig, i: usize, base: &Path, errors: &mut Vec<String>) -> Option<Workload> {
+/// Check a `workload` entry (`at` is e.g. `providers[1]`), resolving relative paths against `base`. Every
+/// problem is pushed, each naming its key; the checked entry is returned when there was none.
+pub fn validate(mut cfg: WorkloadConfig, at: &str, base: &Path, errors: &mut Vec<Problem>) -> Option<Workload> {
     let before = errors.len();
-    let key = |k: &str| format!("providers[{i}].{k}");
+    let key = |k: &str| format!("{at}.{k}");
     match url::Url::parse(&cfg.issuer) {
         Ok(u) if u.scheme() == "https" || u.scheme() == "http" => {}
-        _ => errors.push(format!(
-            "{}: {:?} is not an http(s) URL; write the exact `iss` of the tokens",
+        _ => errors.push(Problem::new(
             key("issuer"),
-            cfg.issuer
+            format!("{:?} is not an http(s) URL; write the exact `iss` of the tokens", cfg.issuer),
         )),
     }
     let audience = match cfg.audience.as_deref().map(str::trim) {
         Some(a) if !a.is_empty() => a.to_string(),
         _ => {
-            errors.push(format!(
-                "{}: required; the audience tokens must be minted for (e.g. this registry's URL), so that a token meant for another service is refused",
-                key("audience")
+            errors.push(Problem::new(
+                key("audience"),
+                "required; the audience tokens must be minted for (e.g. this registry's URL), so that a token meant for another service is refused",
             ));
             String::new()
         }
@@ -198,12 +192,12 @@ fn checked(cfg: &mut WorkloadConfig, i: usize, base: &Path, errors: &mut Vec<Str
     cfg.ca_file = cfg.ca_file.as_deref().map(|f| resolve(base, f));
     let keys = match (&cfg.jwks_url, &cfg.jwks_file) {
         (Some(_), Some(_)) => {
-            errors.push(format!("{}: set jwks_url or jwks_file, not both", key("jwks_file")));
+            errors.push(Problem::new(key("jwks_file"), "set jwks_url or jwks_file, not both"));
             KeySource::Discovery
         }
         (Some(u), None) => {
             if !url::Url::parse(u).is_ok_and(|u| u.scheme() == "https" || u.scheme() == "http") {
-                errors.push(format!("{}: {u:?} is not an http(s) URL", key("jwks_url")));
+                errors.push(Problem::new(key("jwks_url"), format!("{u:?} is not an http(s) URL")));
             }
             KeySource::Url(u.clone())
         }
@@ -214,14 +208,14 @@ fn checked(cfg: &mut WorkloadConfig, i: usize, base: &Path, errors: &mut Vec<Str
     for (j, a) in cfg.algorithms.iter().flatten().enumerate() {
         match workload_alg(a) {
             Some(alg) => algorithms.push(alg),
-            None => errors.push(format!(
-                "{}[{j}]: {a:?} is not allowed; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA (never none or HS*)",
-                key("algorithms")
+            None => errors.push(Problem::new(
+                format!("{}[{j}]", key("algorithms")),
+                format!("{a:?} is not allowed; use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA (never none or HS*)"),
             )),
         }
     }
     if cfg.algorithms.as_ref().is_some_and(Vec::is_empty) {
-        errors.push(format!("{}: empty list: no token could ever be accepted", key("algorithms")));
+        errors.push(Problem::new(key("algorithms"), "empty list: no token could ever be accepted"));
     }
     if cfg.algorithms.is_none() {
         algorithms = vec![Algorithm::RS256, Algorithm::ES256];
@@ -234,22 +228,22 @@ fn checked(cfg: &mut WorkloadConfig, i: usize, base: &Path, errors: &mut Vec<Str
     let max_age = read(&cfg.jwks_max_age, "jwks_max_age", Duration::from_secs(3600));
     let timeout = read(&cfg.timeout, "timeout", Duration::from_secs(10));
     if max_lifetime.is_zero() {
-        errors.push(format!("{}: must be more than 0s", key("max_lifetime")));
+        errors.push(Problem::new(key("max_lifetime"), "must be more than 0s"));
     }
     if leeway > Duration::from_secs(300) {
-        errors.push(format!("{}: at most 5m; a longer skew keeps expired tokens alive", key("leeway")));
+        errors.push(Problem::new(key("leeway"), "at most 5m; a longer skew keeps expired tokens alive"));
     }
     if refresh_interval < Duration::from_secs(1) {
-        errors.push(format!(
-            "{}: at least 1s; it bounds how often tokens with unknown key ids make tollgate call the issuer",
-            key("jwks_refresh_interval")
+        errors.push(Problem::new(
+            key("jwks_refresh_interval"),
+            "at least 1s; it bounds how often tokens with unknown key ids make tollgate call the issuer",
         ));
     }
     let mut required = Vec::new();
     for (path, value) in &cfg.required_claims {
         let at = format!("{}.{path}", key("required_claims"));
         if let Err(e) = check_path(path) {
-            errors.push(format!("{at}: {e}"));
+            errors.push(Problem::new(at, e));
             continue;
         }
         let items = match value {
@@ -262,29 +256,32 @@ fn checked(cfg: &mut WorkloadConfig, i: usize, base: &Path, errors: &mut Vec<Str
                 serde_norway::Value::String(s) if !s.is_empty() => values.push(s),
                 serde_norway::Value::Number(n) => values.push(n.to_string()),
                 serde_norway::Value::Bool(b) => values.push(b.to_string()),
-                other => errors.push(format!("{at}: expected a non-empty string, number or boolean, got {other:?}")),
+                other => errors.push(Problem::new(
+                    at.as_str(),
+                    format!("expected a non-empty string, number or boolean, got {other:?}"),
+                )),
             }
         }
         if values.is_empty() {
-            errors.push(format!("{at}: no value: a required claim needs the value(s) it must have"));
+            errors.push(Problem::new(at, "no value: a required claim needs the value(s) it must have"));
         }
         required.push((path.clone(), values));
     }
     let username = match parse_template(cfg.username.as_deref().unwrap_or("{sub}")) {
         Ok(t) => t,
         Err(e) => {
-            errors.push(format!("{}: {e}", key("username")));
+            errors.push(Problem::new(key("username"), e));
             Vec::new()
         }
     };
     if let Some(c) = &cfg.groups.claim {
         if let Err(e) = check_path(c) {
-            errors.push(format!("{}: {e}", key("groups.claim")));
+            errors.push(Problem::new(key("groups.claim"), e));
         }
     }
     for (j, g) in cfg.groups.fixed.iter().enumerate() {
         if g.trim().is_empty() {
-            errors.push(format!("{}[{j}]: empty group name", key("groups.fixed")));
+            errors.push(Problem::new(format!("{}[{j}]", key("groups.fixed")), "empty group name"));
         }
     }
     (errors.len() == before).then(|| Workload {
@@ -311,10 +308,10 @@ mod tests {
     use super::*;
 
     fn check(yaml: &str) -> (Option<Workload>, String) {
-        let mut cfg: WorkloadConfig = serde_norway::from_str(yaml).unwrap();
+        let cfg: WorkloadConfig = serde_norway::from_str(yaml).unwrap();
         let mut errors = Vec::new();
-        validate(&mut cfg, 3, Path::new("/etc/tollgate"), &mut errors);
-        (cfg.checked, errors.join("\n"))
+        let checked = validate(cfg, "providers[3]", Path::new("/etc/tollgate"), &mut errors);
+        (checked, errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))
     }
 
     #[test]
@@ -382,12 +379,12 @@ mod tests {
                 serde_norway::from_str(text).unwrap_or_else(|e| panic!("providers/{file}: {e}"));
             assert!(!entries.is_empty(), "providers/{file}: no entry");
             for (i, entry) in entries.into_iter().enumerate() {
-                let crate::config::ProviderConfig::Workload(mut cfg) = entry else {
+                let crate::config::ProviderConfig::Workload(cfg) = entry else {
                     panic!("providers/{file}: not a workload entry")
                 };
                 let mut errors = Vec::new();
-                validate(&mut cfg, i, Path::new("/etc/tollgate"), &mut errors);
-                assert!(errors.is_empty() && cfg.checked.is_some(), "providers/{file}: {errors:?}");
+                let checked = validate(cfg, &format!("providers[{i}]"), Path::new("/etc/tollgate"), &mut errors);
+                assert!(errors.is_empty() && checked.is_some(), "providers/{file}: {errors:?}");
             }
         }
     }

@@ -22,7 +22,7 @@ pub async fn device_code(State(state): State<Arc<AppState>>, req: Request<Body>)
 
 async fn start(state: &AppState, req: Request<Body>) -> Result<Response, ApiError> {
     let (head, body) = req.into_parts();
-    let body = read_body(&head.headers, body, state.settings.max_body_bytes).await?;
+    let body = read_body(&head.headers, body, state.settings.server.max_body_bytes).await?;
     let (mut service, mut provider) = (None, None);
     for (k, v) in form_urlencoded::parse(&body) {
         match k.as_ref() {

@@ -171,19 +171,19 @@ pub(crate) fn truthy(v: Option<&str>) -> bool {
 
 pub(crate) fn check_service(state: &AppState, service: Option<&str>) -> Result<String, ApiError> {
     let service = service.ok_or_else(|| ApiError::BadRequest("service parameter is required".into()))?;
-    if state.settings.services.iter().any(|s| s == service) {
+    if state.settings.token.services.iter().any(|s| s == service) {
         Ok(service.to_string())
     } else {
         Err(ApiError::BadRequest(format!(
             "unknown service {:?}; this server issues tokens for: {}",
             clip(service, 100),
-            state.settings.services.join(", ")
+            state.settings.token.services.join(", ")
         )))
     }
 }
 
 pub(crate) fn parse_scopes(state: &AppState, raw: &[String]) -> Result<Vec<Scope>, ApiError> {
-    let list = split_scopes(raw.iter().map(String::as_str), state.settings.max_scopes)
+    let list = split_scopes(raw.iter().map(String::as_str), state.settings.server.max_scopes)
         .map_err(|e| ApiError::BadRequest(format!("{e} (server.max_scopes)")))?;
     list.into_iter().map(|s| Scope::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))).collect()
 }

@@ -26,7 +26,7 @@ pub async fn get_token(State(state): State<Arc<AppState>>, req: Request<Body>) -
     let (head, _body) = req.into_parts();
     let mut audit = Audit::new("token", "GET", client_ip::of_request(&head, &state.settings.ops.trusted_proxies));
     let result = async {
-        let params = Params::parse(head.uri.query().unwrap_or("").as_bytes(), state.settings.max_scopes)?;
+        let params = Params::parse(head.uri.query().unwrap_or("").as_bytes(), state.settings.server.max_scopes)?;
         audit.client_id = params.client_id.clone();
         let target = Target::parse(&state, params.service.as_deref(), &params.scopes, &mut audit)?;
         let credentials = basic_credentials(&head.headers)?;
@@ -75,8 +75,8 @@ async fn form(state: &AppState, head: &axum::http::request::Parts, body: Body) -
             return Err(ApiError::BadRequest("POST /token expects an application/x-www-form-urlencoded body".into()));
         }
     }
-    let body = read_body(&head.headers, body, state.settings.max_body_bytes).await?;
-    Params::parse(&body, state.settings.max_scopes)
+    let body = read_body(&head.headers, body, state.settings.server.max_body_bytes).await?;
+    Params::parse(&body, state.settings.server.max_scopes)
 }
 
 /// Grant what the policy allows of the target's scopes and write the token response.

@@ -26,9 +26,9 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     let (head, _body) = req.into_parts();
     let mut audit = Audit::new("whoami", "GET", client_ip::of_request(&head, &state.settings.ops.trusted_proxies));
     let result = async {
-        let params = Params::parse(head.uri.query().unwrap_or("").as_bytes(), state.settings.max_scopes)?;
+        let params = Params::parse(head.uri.query().unwrap_or("").as_bytes(), state.settings.server.max_scopes)?;
         // The service is optional here: the first one configured.
-        let service = params.service.as_ref().or(state.settings.services.first());
+        let service = params.service.as_ref().or(state.settings.token.services.first());
         let target = Target::parse(&state, service.map(String::as_str), &params.scopes, &mut audit)?;
         let credentials = basic_credentials(&head.headers)?;
         if matches!(credentials, Credentials::Anonymous) {

@@ -129,7 +129,7 @@ impl Live {
 
 fn warn_restart_needed(old: &Settings, new: &Settings) {
     let mut changed = Vec::new();
-    if old.listen != new.listen {
+    if old.server.listen != new.server.listen {
         changed.push("server.listen");
     }
     if old.ops.metrics_listen != new.ops.metrics_listen {
@@ -185,7 +185,7 @@ pub(super) fn spawn_watcher(live: Arc<Live>, config: Option<PathBuf>) {
         let mut last = stamp(&files);
         loop {
             let state = live.state();
-            let interval = state.settings.policy_reload_interval.max(Duration::from_millis(200));
+            let interval = state.settings.policy.reload_interval.max(Duration::from_millis(200));
             tokio::time::sleep(interval).await;
             let now = stamp(&files);
             if now != last {

@@ -60,7 +60,7 @@ fn bind(addr: std::net::SocketAddr, key: &str) -> Result<tokio::net::TcpListener
 pub async fn run(config: Option<PathBuf>, state: Arc<AppState>) -> Result<(), String> {
     let settings = state.settings.clone();
     let tls = settings.ops.tls.as_ref().map(Tls::load).transpose()?;
-    let listener = bind(settings.listen, "server.listen")?;
+    let listener = bind(settings.server.listen, "server.listen")?;
     let bound = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
     let metrics_listener = settings.ops.metrics_listen.map(|a| bind(a, "server.metrics_listen")).transpose()?;
     let live = Live::new(config.clone(), state.clone(), tls.clone());

@@ -327,15 +327,15 @@ pub fn load_keys_with(settings: &Settings, create: bool) -> Result<(KeySet, Opti
     let mut loaded = Vec::new();
     let mut active = 0;
     let mut note = None;
-    if settings.keys.is_empty() {
+    if settings.token.keys.is_empty() {
         let (key, cert) = settings.default_key_paths();
         let k = if key.exists() {
-            SigningKey::load(&key, Some(&cert), settings.kid_format).map_err(|e| e.to_string())?
+            SigningKey::load(&key, Some(&cert), settings.token.kid_format).map_err(|e| e.to_string())?
         } else if create {
             generate_key_files(&key, &cert, "tollgate token signer").map_err(|e| e.to_string())?;
             tracing::warn!(key = %key.display(), cert = %cert.display(),
                 "generated a new signing key; run `tollgate registry-config` to print the registry settings that trust it");
-            SigningKey::load(&key, Some(&cert), settings.kid_format).map_err(|e| e.to_string())?
+            SigningKey::load(&key, Some(&cert), settings.token.kid_format).map_err(|e| e.to_string())?
         } else {
             note = Some(format!(
                 "no signing key yet: `serve` creates {} and {} on first start (checked with a key made in memory)",
@@ -343,14 +343,14 @@ pub fn load_keys_with(settings: &Settings, create: bool) -> Result<(KeySet, Opti
                 cert.display()
             ));
             let (key_pem, cert_pem) = generate_key_pem("tollgate token signer").map_err(|e| e.to_string())?;
-            SigningKey::from_pem(&key_pem, parse_cert_chain(&cert_pem)?, settings.kid_format)?
+            SigningKey::from_pem(&key_pem, parse_cert_chain(&cert_pem)?, settings.token.kid_format)?
         };
-        loaded.push(k.with_header(settings.header_mode).map_err(|e| format!("{}: {e}", key.display()))?);
+        loaded.push(k.with_header(settings.token.header_mode).map_err(|e| format!("{}: {e}", key.display()))?);
     } else {
-        for (i, ks) in settings.keys.iter().enumerate() {
-            let k = SigningKey::load(&ks.key_file, ks.cert_file.as_deref(), settings.kid_format)
+        for (i, ks) in settings.token.keys.iter().enumerate() {
+            let k = SigningKey::load(&ks.key_file, ks.cert_file.as_deref(), settings.token.kid_format)
                 .map_err(|e| format!("token.keys[{i}]: {e}"))?;
-            loaded.push(k.with_header(settings.header_mode).map_err(|e| format!("token.keys[{i}]: {e}"))?);
+            loaded.push(k.with_header(settings.token.header_mode).map_err(|e| format!("token.keys[{i}]: {e}"))?);
             if ks.active {
                 active = i;
             }

@@ -76,6 +76,9 @@ fn provider(dc: &SambaDc, tweak: impl FnOnce(&mut serde_norway::Mapping)) -> Lda
     entry.remove("type");
     tweak(&mut entry);
     let cfg: LdapConfig = serde_norway::from_value(serde_norway::Value::Mapping(entry)).expect("an ldap config");
+    let mut problems = Vec::new();
+    let cfg = tollgate::config::ldap::validate(cfg, "providers[0]", std::path::Path::new(""), &mut problems)
+        .unwrap_or_else(|| panic!("an invalid ldap entry: {problems:?}"));
     LdapProvider::new(&cfg).expect("provider")
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use secrecy::SecretString;
 use tollgate::app::AppState;
-use tollgate::config::ldap::LdapConfig;
+use tollgate::config::ldap::{LdapConfig, LdapSettings};
 use tollgate::identity::ldap::LdapProvider;
 use tollgate::identity::{Failure, Outcome, Provider};
 
@@ -63,13 +63,20 @@ pub(crate) fn env(slapd: &Slapd, mode: Mode, cache: &str) -> TestEnv {
     env_with(&provider_entry("corp", slapd, mode, ""), cache)
 }
 
-fn config(slapd: &Slapd, mode: Mode, extra: &str) -> LdapConfig {
+fn config(slapd: &Slapd, mode: Mode, extra: &str) -> LdapSettings {
     let text = provider_entry("corp", slapd, mode, extra);
     let mut value: serde_norway::Value = serde_norway::from_str(&text).expect("yaml");
     let item = value.as_sequence_mut().expect("a list").remove(0);
     let mut map = item;
     map.as_mapping_mut().expect("map").remove("type");
-    serde_norway::from_value(map).expect("an ldap config")
+    checked(serde_norway::from_value(map).expect("an ldap config"))
+}
+
+/// An ldap entry validated as the config loader does (paths as written).
+fn checked(raw: LdapConfig) -> LdapSettings {
+    let mut problems = Vec::new();
+    tollgate::config::ldap::validate(raw, "providers[0]", std::path::Path::new(""), &mut problems)
+        .unwrap_or_else(|| panic!("an invalid ldap entry: {problems:?}"))
 }
 
 fn pw(s: &str) -> SecretString {
@@ -161,7 +168,7 @@ fn ldap_groups_grant_push_and_pull_through_the_registry() {
 #[tokio::test]
 async fn both_group_strategies_and_nesting_give_short_names() {
     let slapd = Slapd::start(SlapdOptions::default());
-    let groups = |cfg: LdapConfig, uid: &'static str| async move {
+    let groups = |cfg: LdapSettings, uid: &'static str| async move {
         let p = LdapProvider::new(&cfg).expect("provider");
         match p.authenticate(uid, &pw(&Slapd::password(uid))).await.expect("directory answers") {
             Outcome::Authenticated(id) => {
@@ -487,7 +494,7 @@ async fn a_directory_that_never_answers_times_out() {
     for url in [format!("ldap://{}", silent.addr), format!("ldaps://{}", silent.addr)] {
         let text =
             format!("{{name: slow, url: '{url}', user_base_dn: '{PEOPLE}', connect_timeout: 500ms, timeout: 500ms}}");
-        let cfg: LdapConfig = serde_norway::from_str(&text).expect("config");
+        let cfg = checked(serde_norway::from_str(&text).expect("config"));
         let p = LdapProvider::new(&cfg).expect("provider");
         let started = Instant::now();
         // The outer bound only keeps a broken build from hanging the suite; the provider's own timeout

@@ -13,7 +13,6 @@ mod demo;
 mod file;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
@@ -23,6 +22,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use super::hashing::{self, hash_kind};
 use super::{Failure, Identity, Outcome, Provider};
 use crate::config::accounts::{AccountEntry, AccountsFile};
+use crate::config::providers::StaticSettings;
 use crate::support::fs::FileStamp;
 use crate::support::time::unix_now;
 use crate::support::BoxFuture;
@@ -83,12 +83,7 @@ struct State {
 }
 
 /// Where the accounts come from.
-#[derive(Debug, Clone)]
-pub enum Source {
-    File(PathBuf),
-    /// Accounts written inline in the config (the embedded default).
-    Inline(Vec<AccountEntry>),
-}
+pub use crate::config::providers::AccountsSource as Source;
 
 /// The provider.
 pub struct StaticProvider {
@@ -142,7 +137,8 @@ fn build_state(file: AccountsFile, stamp: Option<FileStamp>) -> State {
 impl StaticProvider {
     /// Load the accounts; errors name the file, account and field. Unless `allow_demo` (the embedded demo
     /// config), an account with a published demo hash is an error.
-    pub fn new(name: &str, source: Source, allow_demo: bool) -> Result<StaticProvider, Vec<String>> {
+    pub fn new(cfg: &StaticSettings, allow_demo: bool) -> Result<StaticProvider, Vec<String>> {
+        let (name, source) = (cfg.name.as_str(), cfg.source.clone());
         let (file, stamp) = match &source {
             Source::File(path) => {
                 let stamp = FileStamp::of(path);
@@ -342,12 +338,8 @@ mod tests {
         let mut expired = entry("old", "pw");
         expired.expires_at = Some("2001-01-01T00:00:00Z".into());
         let bcrypt_user = AccountEntry { password_hash: bcrypt::hash("bpw", 4).unwrap(), ..entry("b", "") };
-        let p = StaticProvider::new(
-            "local",
-            Source::Inline(vec![entry("alice", "pw"), disabled, expired, bcrypt_user]),
-            false,
-        )
-        .unwrap();
+        let source = Source::Inline(vec![entry("alice", "pw"), disabled, expired, bcrypt_user]);
+        let p = StaticProvider::new(&StaticSettings { name: "local".into(), source }, false).unwrap();
         match p.authenticate("alice", &secret("pw")).await.unwrap() {
             Outcome::Authenticated(id) => {
                 assert_eq!(id.username, "alice");
@@ -377,7 +369,9 @@ mod tests {
         let path = dir.path().join("accounts.yaml");
         let first = AccountsFile { accounts: vec![entry("robot", "s3cret")] };
         std::fs::write(&path, serde_norway::to_string(&first).unwrap()).unwrap();
-        let p = StaticProvider::new("local", Source::File(path.clone()), false).unwrap();
+        let p =
+            StaticProvider::new(&StaticSettings { name: "local".into(), source: Source::File(path.clone()) }, false)
+                .unwrap();
         let g1 = p.generation();
         assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Authenticated(_)));
 

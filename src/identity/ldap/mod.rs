@@ -33,15 +33,13 @@ use secrecy::{ExposeSecret as _, SecretString};
 use self::pool::{Connector, Op, OpCounters, Pool};
 use self::text::{fill, first_rdn_value, is_under, normalized_rdns, Escape};
 use super::{Failure, Identity, Outcome, Provider};
-use crate::config::ldap::{
-    GroupSource, LdapConfig, Nested, DEFAULT_GROUP_FILTER, DEFAULT_USER_FILTER, IN_CHAIN_GROUP_FILTER,
-};
+use crate::config::ldap::{GroupSource, LdapSettings, Nested};
 use crate::support::BoxFuture;
 
 /// The provider.
 pub struct LdapProvider {
     name: String,
-    cfg: LdapConfig,
+    cfg: LdapSettings,
     user_filter: String,
     username_attribute: String,
     /// The attributes a typed login name may match (always including `username_attribute`).
@@ -106,7 +104,7 @@ fn attr<'a>(entry: &'a SearchEntry, name: &str) -> &'a [String] {
 impl LdapProvider {
     /// Build from a validated config: reads the service password file and the CA file. No connection is
     /// opened yet, so tollgate starts even when the directory is down.
-    pub fn new(cfg: &LdapConfig) -> Result<LdapProvider, Vec<String>> {
+    pub fn new(cfg: &LdapSettings) -> Result<LdapProvider, Vec<String>> {
         let at = format!("provider {:?}", cfg.name);
         let service = match (&cfg.bind_dn, &cfg.bind_password_file) {
             (Some(dn), Some(file)) => {
@@ -122,8 +120,8 @@ impl LdapProvider {
             _ => None,
         };
         let needs_tls = cfg.starttls || cfg.url.to_ascii_lowercase().starts_with("ldaps://");
-        let connect_timeout = cfg.connect_timeout();
-        let op_timeout = cfg.op_timeout();
+        let connect_timeout = cfg.connect_timeout;
+        let op_timeout = cfg.timeout;
         let mut settings = LdapConnSettings::new().set_conn_timeout(connect_timeout).set_starttls(cfg.starttls);
         if needs_tls {
             settings =
@@ -137,29 +135,27 @@ impl LdapProvider {
             counters: counters.clone(),
             provider: cfg.name.clone(),
         });
-        let size = cfg.pool_size.unwrap_or(4);
+        let size = cfg.pool_size;
         let g = &cfg.groups;
-        let group_filter = g.filter.clone().unwrap_or_else(|| {
-            if g.nested == Nested::InChain { IN_CHAIN_GROUP_FILTER } else { DEFAULT_GROUP_FILTER }.to_string()
-        });
+        let group_filter = g.filter.clone();
         for op in ["search", "bind"] {
             metrics::counter!("tollgate_ldap_operations_total", "provider" => cfg.name.clone(), "op" => op)
                 .increment(0);
         }
-        let username_attribute = cfg.username_attribute.clone().unwrap_or_else(|| "uid".to_string());
-        let mut login_attributes = cfg.login_attributes.clone().unwrap_or_default();
+        let username_attribute = cfg.username_attribute.clone();
+        let mut login_attributes = cfg.login_attributes.clone();
         if !login_attributes.iter().any(|a| a.eq_ignore_ascii_case(&username_attribute)) {
             login_attributes.insert(0, username_attribute.clone());
         }
         Ok(LdapProvider {
             name: cfg.name.clone(),
-            user_filter: cfg.user_filter.clone().unwrap_or_else(|| DEFAULT_USER_FILTER.into()),
+            user_filter: cfg.user_filter.clone(),
             username_attribute,
             login_attributes,
-            member_of_attribute: g.member_of_attribute.clone().unwrap_or_else(|| "memberOf".into()),
-            group_name_attribute: g.name_attribute.clone().unwrap_or_else(|| "cn".into()),
+            member_of_attribute: g.member_of_attribute.clone(),
+            group_name_attribute: g.name_attribute.clone(),
             group_filter,
-            max_depth: g.max_depth.unwrap_or(5),
+            max_depth: g.max_depth,
             service: Pool::new(connector.clone(), service, size),
             binds: Pool::new(connector, None, size),
             counters,
@@ -519,8 +515,10 @@ impl Provider for LdapProvider {
 mod tests {
     use super::*;
 
-    fn parse(yaml: &str) -> LdapConfig {
-        serde_norway::from_str(yaml).unwrap()
+    fn parse(yaml: &str) -> LdapSettings {
+        let mut problems = Vec::new();
+        let raw = serde_norway::from_str(yaml).unwrap();
+        crate::config::ldap::validate(raw, "providers[0]", std::path::Path::new(""), &mut problems).unwrap()
     }
 
     #[test]

@@ -1,12 +1,12 @@
 //! From the IdP's claims to an identity: the username claim, groups from a dotted claim path (with prefix
 //! stripping and adding), and the claims kept for rules.
 
-use crate::config::oidc::OidcConfig;
+use crate::config::oidc::OidcSettings;
 use crate::identity::{claim_strings, Failure, Identity};
 
 /// The identity these claims describe.
 pub(super) fn identity(
-    cfg: &OidcConfig,
+    cfg: &OidcSettings,
     claims: &serde_json::Map<String, serde_json::Value>,
 ) -> Result<Identity, Failure> {
     let username_claim = cfg.username_claim.as_deref().unwrap_or("preferred_username");

@@ -5,7 +5,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use super::idp::{error_chain, DeviceResponse, Idp};
 use super::session::Sessions;
-use crate::config::oidc::OidcConfig;
+use crate::config::oidc::OidcSettings;
 use crate::identity::{DevicePoll, DeviceStart, Failure};
 
 /// Start a device login at the IdP's device authorization endpoint.
@@ -37,7 +37,7 @@ pub(super) async fn start(idp: &Idp, scope: &str) -> Result<DeviceStart, Failure
 pub(super) async fn poll(
     idp: &Idp,
     sessions: &Sessions,
-    cfg: &OidcConfig,
+    cfg: &OidcSettings,
     device_code: &SecretString,
 ) -> Result<DevicePoll, Failure> {
     let d = idp.discovered().await?;

@@ -20,7 +20,7 @@ use openidconnect::{
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::config::oidc::{id_token_alg, ClaimsSource, OidcConfig};
+use crate::config::oidc::{id_token_alg, ClaimsSource, OidcSettings};
 use crate::identity::Failure;
 
 /// Claims besides the standard ones (groups, realm_access, groups_direct, …), kept as raw JSON so any claim
@@ -89,7 +89,7 @@ pub(super) struct Idp {
 
 impl Idp {
     /// The client for `cfg`: reads the client secret and CA files. No network here.
-    pub(super) fn new(cfg: &OidcConfig, timeout: Duration) -> Result<Idp, String> {
+    pub(super) fn new(cfg: &OidcSettings, timeout: Duration) -> Result<Idp, String> {
         let name = cfg.name.clone();
         let secret = match &cfg.client_secret_file {
             Some(f) => {
@@ -355,8 +355,9 @@ mod tests {
     }
 
     fn provider(jwk: serde_json::Value) -> (Idp, Arc<Discovered>) {
-        let cfg: OidcConfig =
-            serde_norway::from_str(&format!("name: kc\nissuer: {ISSUER}\nclient_id: tollgate\n")).unwrap();
+        let cfg =
+            crate::config::oidc::settings_from_yaml(&format!("name: kc\nissuer: {ISSUER}\nclient_id: tollgate\n"))
+                .unwrap();
         let p = Idp::new(&cfg, Duration::from_secs(10)).unwrap();
         let d = Arc::new(Discovered {
             token_url: url::Url::parse("http://127.0.0.1:9/token").unwrap(),

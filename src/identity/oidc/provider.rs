@@ -8,14 +8,14 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use super::idp::{error_chain, Idp};
 use super::session::Sessions;
-use crate::config::oidc::OidcConfig;
+use crate::config::oidc::OidcSettings;
 use crate::identity::{DeviceLogin, DevicePoll, DeviceStart, Failure, Identity, Outcome, Provider};
 use crate::store::sessions::SessionStore;
 use crate::support::BoxFuture;
 
 /// An OpenID Connect provider (`type: oidc`).
 pub struct OidcProvider {
-    cfg: OidcConfig,
+    cfg: OidcSettings,
     idp: Idp,
     sessions: Sessions,
     username_re: Option<regex::Regex>,
@@ -24,15 +24,10 @@ pub struct OidcProvider {
 impl OidcProvider {
     /// Build from a validated config. No network here: discovery happens on first use, so tollgate starts
     /// while an IdP is down (and reports it on /readyz and as 503).
-    pub fn new(cfg: OidcConfig, sessions: Arc<dyn SessionStore>, recheck_after: Duration) -> Result<Self, String> {
+    pub fn new(cfg: OidcSettings, sessions: Arc<dyn SessionStore>, recheck_after: Duration) -> Result<Self, String> {
         let name = cfg.name.clone();
-        let mut errors = Vec::new();
-        let times = cfg.times("", &mut errors);
-        let sessions = Sessions::new(&cfg, sessions, recheck_after, &mut errors);
-        if let Some(e) = errors.pop() {
-            return Err(format!("providers {name}: {e}"));
-        }
-        let idp = Idp::new(&cfg, times.timeout)?;
+        let sessions = Sessions::new(&cfg, sessions, recheck_after);
+        let idp = Idp::new(&cfg, cfg.times.timeout)?;
         let username_re = match &cfg.username_regex {
             Some(r) => Some(
                 regex::Regex::new(&format!("^(?:{r})$"))

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::claims::identity;
 use super::idp::{Discovered, Idp, TokenResponse};
-use crate::config::oidc::OidcConfig;
+use crate::config::oidc::OidcSettings;
 use crate::identity::{Failure, Identity, SESSION_CLAIM};
 use crate::store::sessions::SessionStore;
 use crate::support::random::random_id;
@@ -54,14 +54,9 @@ pub(super) struct Sessions {
 }
 
 impl Sessions {
-    /// Sessions of provider `cfg` in `store`; unreadable durations are pushed to `errors`.
-    pub(super) fn new(
-        cfg: &OidcConfig,
-        store: Arc<dyn SessionStore>,
-        recheck_after: Duration,
-        errors: &mut Vec<String>,
-    ) -> Sessions {
-        let times = cfg.times("", errors);
+    /// Sessions of provider `cfg` in `store`.
+    pub(super) fn new(cfg: &OidcSettings, store: Arc<dyn SessionStore>, recheck_after: Duration) -> Sessions {
+        let times = cfg.times;
         Sessions {
             provider: cfg.name.clone(),
             store,
@@ -102,7 +97,7 @@ impl Sessions {
     pub(super) async fn login(
         &self,
         idp: &Idp,
-        cfg: &OidcConfig,
+        cfg: &OidcSettings,
         d: &Arc<Discovered>,
         tokens: &TokenResponse,
     ) -> Result<Identity, Failure> {
@@ -116,7 +111,7 @@ impl Sessions {
     pub(super) async fn recheck(
         &self,
         idp: &Idp,
-        cfg: &OidcConfig,
+        cfg: &OidcSettings,
         username: &str,
         sid: &str,
     ) -> Result<Identity, Failure> {
@@ -209,10 +204,12 @@ mod tests {
     async fn a_login_session_lives_long_only_once_a_refresh_token_links_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::sessions::FileSessionStore::new(dir.path().join("s.json")));
-        let cfg: OidcConfig =
-            serde_norway::from_str("name: kc\nissuer: http://127.0.0.1:9/realms/test\nclient_id: tollgate\n").unwrap();
+        let cfg = crate::config::oidc::settings_from_yaml(
+            "name: kc\nissuer: http://127.0.0.1:9/realms/test\nclient_id: tollgate\n",
+        )
+        .unwrap();
         let idp = Idp::new(&cfg, Duration::from_secs(1)).unwrap();
-        let p = Sessions::new(&cfg, store, Duration::from_secs(60), &mut Vec::new());
+        let p = Sessions::new(&cfg, store, Duration::from_secs(60));
         let expiry = |sid: &str| {
             let file: serde_json::Value =
                 serde_json::from_slice(&std::fs::read(dir.path().join("s.json")).unwrap()).unwrap();
