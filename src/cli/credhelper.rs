@@ -81,6 +81,16 @@ fn read_stdin() -> Result<String, String> {
     Ok(s)
 }
 
+/// The name of the link to the `tollgate` binary that makes it the credential helper.
+pub const LINK_NAME: &str = "docker-credential-tollgate";
+
+/// The protocol action when the binary runs through a link named [`LINK_NAME`] (its first argument, or
+/// empty), else None.
+pub fn link_action() -> Option<String> {
+    let argv0 = std::path::PathBuf::from(std::env::args_os().next()?);
+    (argv0.file_name()? == LINK_NAME).then(|| std::env::args().nth(1).unwrap_or_default())
+}
+
 /// Run one action of the protocol.
 pub fn run(action: &str) -> Result<(), String> {
     match action {
@@ -170,7 +180,7 @@ async fn accepted(http: &reqwest::Client, reg: &super::login::Registry, token: &
         ("grant_type", "refresh_token"),
         ("refresh_token", token),
         ("service", reg.service.as_str()),
-        ("client_id", "docker-credential-tollgate"),
+        ("client_id", LINK_NAME),
     ];
     let resp = http.post(&reg.realm).form(&form).send().await.ok()?;
     match resp.status().as_u16() {

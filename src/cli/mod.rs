@@ -1,9 +1,13 @@
 //! The subcommands behind `main.rs`. Each returns a message for the user on failure.
 //!
+//! `args.rs` is the command line as clap reads it, `dispatch.rs` the step from it to the commands. The
+//! commands use this file's helpers, so it imports neither them nor the dispatcher (no import circle).
 //! `login.rs` is the client side: `tollgate login` runs a device login against a registry's tollgate.
 
+pub mod args;
 pub mod check;
 pub mod credhelper;
+pub mod dispatch;
 pub mod init;
 pub mod kubelet;
 pub mod login;
@@ -11,6 +15,7 @@ pub mod logs;
 pub mod robot;
 
 use std::collections::BTreeMap;
+use std::io::Read as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -293,4 +298,11 @@ pub fn hash_password(password: &str) -> Result<(), String> {
     }
     println!("{}", hash(password)?);
     Ok(())
+}
+
+/// All of standard input, without its trailing line endings.
+pub(crate) fn read_stdin() -> Result<String, String> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s).map_err(|e| format!("reading standard input: {e}"))?;
+    Ok(s.trim_end_matches(['\n', '\r']).to_string())
 }
