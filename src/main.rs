@@ -9,9 +9,9 @@ use tollgate::cli;
 
 fn main() -> ExitCode {
     // Run through a link named docker-credential-tollgate: the credential helper protocol, nothing else.
-    if let Some(action) = cli::credhelper::link_action() {
+    if let Some(action) = cli::client::credhelper::link_action() {
         // Clients read the answer from stdout, the error included.
-        return exit(cli::credhelper::run(&action), |message| println!("{message}"));
+        return exit(cli::client::credhelper::run(&action), |message| println!("{message}"));
     }
     exit(cli::dispatch::run(cli::args::Cli::parse()), |message| eprintln!("tollgate: {message}"))
 }

@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 
 use super::args::{AccountsFileArg, Cli, Command, PolicyCommand, RobotCommand, TokenCommand};
-use super::{check, credhelper, init, kubelet, login, robot};
+use super::client::{credhelper, kubelet, login};
+use super::{check, init, robot};
 
 /// Run the command `cli` names.
 pub fn run(cli: Cli) -> Result<(), String> {

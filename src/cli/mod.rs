@@ -2,15 +2,14 @@
 //!
 //! `args.rs` is the command line as clap reads it, `dispatch.rs` the step from it to the commands. The
 //! commands use this file's helpers, so it imports neither them nor the dispatcher (no import circle).
-//! `login.rs` is the client side: `tollgate login` runs a device login against a registry's tollgate.
+//! `client/` holds the commands that run on a user's machine rather than the server: `tollgate login`, the
+//! docker credential helper and the kubelet image credential provider.
 
 pub mod args;
 pub mod check;
-pub mod credhelper;
+pub mod client;
 pub mod dispatch;
 pub mod init;
-pub mod kubelet;
-pub mod login;
 pub mod logs;
 pub mod robot;
 
