@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use super::args::{AccountsFileArg, Cli, Command, PolicyCommand, RobotCommand, TokenCommand};
 use super::client::{credhelper, kubelet, login};
+use super::stdin::{self, Part};
 use super::{check, init, robot};
 
 /// Run the command `cli` names.
@@ -21,7 +22,7 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Robot(cmd) => run_robot(cmd),
         Command::Token(TokenCommand::Revoke { config, token, user, all }) => {
             let token = match token.as_deref() {
-                Some("-") => super::read_stdin().map(Some),
+                Some("-") => stdin::read("standard input", Part::Value).map(Some),
                 other => Ok(other.map(str::to_string)),
             };
             token.and_then(|t| super::token_revoke(config.config.as_deref(), t.as_deref(), user.as_deref(), all))

@@ -12,9 +12,9 @@ pub mod dispatch;
 pub mod init;
 pub mod logs;
 pub mod robot;
+pub mod stdin;
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -286,9 +286,7 @@ pub fn read_new_password() -> Result<String, String> {
         }
         return Ok(first);
     }
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).map_err(|e| format!("reading standard input: {e}"))?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    stdin::read("standard input", stdin::Part::FirstLine)
 }
 
 pub fn hash_password(password: &str) -> Result<(), String> {
@@ -297,11 +295,4 @@ pub fn hash_password(password: &str) -> Result<(), String> {
     }
     println!("{}", hash(password)?);
     Ok(())
-}
-
-/// All of standard input, without its trailing line endings.
-pub(crate) fn read_stdin() -> Result<String, String> {
-    let mut s = String::new();
-    std::io::stdin().read_to_string(&mut s).map_err(|e| format!("reading standard input: {e}"))?;
-    Ok(s.trim_end_matches(['\n', '\r']).to_string())
 }

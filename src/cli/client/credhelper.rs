@@ -13,7 +13,6 @@
 //! Tokens are kept in `$XDG_CONFIG_HOME/tollgate/credentials.json` (else `~/.config/...`), owner-only.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -21,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::docker_config::TOKEN_USER;
 use super::login::{self, Registry};
 use super::{read_json, write_json_private};
+use crate::cli::stdin::{self, Part};
 
 /// What docker prints as "not logged in": clients recognise this exact text.
 const NOT_FOUND: &str = "credentials not found in native keychain";
@@ -66,12 +66,6 @@ pub fn host_of(server_url: &str) -> String {
     s.split('/').next().unwrap_or(s).to_string()
 }
 
-fn read_stdin() -> Result<String, String> {
-    let mut s = String::new();
-    std::io::stdin().take(1 << 20).read_to_string(&mut s).map_err(|e| format!("reading standard input: {e}"))?;
-    Ok(s)
-}
-
 /// The name of the link to the `tollgate` binary that makes it the credential helper.
 pub const LINK_NAME: &str = "docker-credential-tollgate";
 
@@ -86,14 +80,14 @@ pub fn link_action() -> Option<String> {
 pub fn run(action: &str) -> Result<(), String> {
     match action {
         "store" => {
-            let req: StoreRequest =
-                serde_json::from_str(&read_stdin()?).map_err(|e| format!("store: not a credentials document: {e}"))?;
+            let req: StoreRequest = serde_json::from_str(&stdin::read("standard input", Part::All)?)
+                .map_err(|e| format!("store: not a credentials document: {e}"))?;
             let mut all = load()?;
             all.insert(host_of(&req.server_url), Stored { username: req.username, secret: req.secret });
             save(&all)
         }
         "erase" => {
-            let host = host_of(&read_stdin()?);
+            let host = host_of(&stdin::read("standard input", Part::All)?);
             let mut all = load()?;
             if all.remove(&host).is_none() {
                 return Err(NOT_FOUND.into());
@@ -106,7 +100,7 @@ pub fn run(action: &str) -> Result<(), String> {
             Ok(())
         }
         "get" => {
-            let url = read_stdin()?.trim().to_string();
+            let url = stdin::read("standard input", Part::All)?.trim().to_string();
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
