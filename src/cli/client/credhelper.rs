@@ -101,11 +101,7 @@ pub fn run(action: &str) -> Result<(), String> {
         }
         "get" => {
             let url = stdin::read("standard input", Part::All)?.trim().to_string();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the runtime: {e}"))?;
-            let stored = rt.block_on(get(&url))?;
+            let stored = crate::cli::block_on(get(&url))??;
             let answer = serde_json::json!({"ServerURL": url, "Username": stored.username, "Secret": stored.secret});
             println!("{answer}");
             Ok(())

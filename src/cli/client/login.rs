@@ -62,11 +62,7 @@ pub fn device_endpoint(realm: &str) -> Result<String, String> {
 }
 
 pub fn login(opts: LoginOptions) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(run(opts))
+    crate::cli::block_on(run(opts))?
 }
 
 /// A registry whose token server is tollgate, as its `/v2/` challenge names it.

@@ -227,8 +227,7 @@ pub fn list(path: &Path, json: bool) -> Result<(), String> {
         })
         .collect();
     if json {
-        println!("{}", serde_json::to_string_pretty(&robots).map_err(|e| e.to_string())?);
-        return Ok(());
+        return super::print_json(&robots);
     }
     let cell = |v: &serde_json::Value| match v {
         serde_json::Value::Null => "-".to_string(),

@@ -45,22 +45,14 @@ impl BlockList {
             .position(|l| l.starts_with(&head))
             .ok_or_else(|| format!("it has no top-level `{head}` line"))?;
         let after = lines[header][head.len()..].trim();
-        if !(after.is_empty() || after.starts_with('#')) {
-            if after.starts_with("[]") {
-                return Ok(BlockList {
-                    lines,
-                    key: key.to_string(),
-                    header,
-                    items: Vec::new(),
-                    item_indent: 2,
-                    final_newline,
-                });
-            }
+        // `key: []` is an empty list: no lines below it are read as items.
+        let empty_inline = after.starts_with("[]");
+        if !(after.is_empty() || after.starts_with('#') || empty_inline) {
             return Err(format!("its `{head}` list is written inline (flow style)"));
         }
         let mut items: Vec<(usize, usize)> = Vec::new();
         let mut item_indent = None;
-        let mut i = header + 1;
+        let mut i = if empty_inline { lines.len() } else { header + 1 };
         while i < lines.len() {
             let line = &lines[i];
             if is_blank_or_comment(line) {
