@@ -72,7 +72,7 @@ pub const LINK_NAME: &str = "docker-credential-tollgate";
 /// The protocol action when the binary runs through a link named [`LINK_NAME`] (its first argument, or
 /// empty), else None.
 pub fn link_action() -> Option<String> {
-    let argv0 = std::path::PathBuf::from(std::env::args_os().next()?);
+    let argv0 = PathBuf::from(std::env::args_os().next()?);
     (argv0.file_name()? == LINK_NAME).then(|| std::env::args().nth(1).unwrap_or_default())
 }
 
