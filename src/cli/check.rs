@@ -66,7 +66,7 @@ pub fn check_config(config: Option<&Path>, format: Format) -> Result<(), String>
                 "notes": notes,
                 "summary": if ok { summary.clone() } else { None },
             });
-            println!("{}", serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?);
+            super::print_json(&report)?;
             if ok {
                 Ok(())
             } else {

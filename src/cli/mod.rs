@@ -1,14 +1,18 @@
 //! The subcommands behind `main.rs`. Each returns a message for the user on failure.
 //!
-//! `login.rs` is the client side: `tollgate login` runs a device login against a registry's tollgate.
+//! `args.rs` is the command line as clap reads it, `dispatch.rs` the step from it to the commands. The
+//! commands use this file's helpers, so it imports neither them nor the dispatcher (no import circle).
+//! `client/` holds the commands that run on a user's machine rather than the server: `tollgate login`, the
+//! docker credential helper and the kubelet image credential provider.
 
+pub mod args;
 pub mod check;
-pub mod credhelper;
+pub mod client;
+pub mod dispatch;
 pub mod init;
-pub mod kubelet;
-pub mod login;
 pub mod logs;
 pub mod robot;
+pub mod stdin;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -39,6 +43,24 @@ pub(crate) fn load(config: Option<&Path>) -> Result<Settings, String> {
     Settings::load(config).map_err(join)
 }
 
+/// Run `future` to its end on a one-thread runtime of its own, for a command that does one async thing
+/// (a login, a revocation written to Redis).
+pub(crate) fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+    Ok(runtime(tokio::runtime::Builder::new_current_thread())?.block_on(future))
+}
+
+/// The runtime `builder` makes, with I/O and timers: one thread for most commands, a thread per core
+/// for `serve`.
+fn runtime(mut builder: tokio::runtime::Builder) -> Result<tokio::runtime::Runtime, String> {
+    builder.enable_all().build().map_err(|e| format!("cannot start the runtime: {e}"))
+}
+
+/// Print `value` as indented JSON: what `--json` and `--format json` print.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
+    println!("{}", serde_json::to_string_pretty(value).map_err(|e| e.to_string())?);
+    Ok(())
+}
+
 pub fn serve(config: Option<&Path>) -> Result<(), String> {
     let settings = load(config)?;
     logs::init_tracing(&settings);
@@ -58,11 +80,8 @@ pub fn serve(config: Option<&Path>) -> Result<(), String> {
         let out = state.settings.server.data_dir.join("registry");
         println!("{}", write_registry_files(&state.settings, &state.issuer.keys, None, &out)?);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(crate::server::run(config.map(Path::to_path_buf), state))
+    runtime(tokio::runtime::Builder::new_multi_thread())?
+        .block_on(crate::server::run(config.map(Path::to_path_buf), state))
 }
 
 pub fn registry_config(config: Option<&Path>, realm: Option<&str>, out_dir: Option<&Path>) -> Result<(), String> {
@@ -152,11 +171,7 @@ pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&st
         // The store every replica reads: Redis when `state.store: redis`.
         StoreKind::Redis => {
             let stores = crate::store::open(&settings)?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-            runtime.block_on(stores.revocations.revoke(revocation))
+            block_on(stores.revocations.revoke(revocation))?
         }
     }
     .map_err(|e| e.to_string())?;
@@ -264,7 +279,7 @@ pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainIn
     };
     let explanation = policy.explain(&ctx, &scope);
     if input.json {
-        println!("{}", serde_json::to_string_pretty(&explanation).map_err(|e| e.to_string())?);
+        print_json(&explanation)?;
     } else {
         print!("{explanation}");
     }
@@ -282,9 +297,7 @@ pub fn read_new_password() -> Result<String, String> {
         }
         return Ok(first);
     }
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).map_err(|e| format!("reading standard input: {e}"))?;
-    Ok(line.trim_end_matches(['\n', '\r']).to_string())
+    stdin::read("standard input", stdin::Part::FirstLine)
 }
 
 pub fn hash_password(password: &str) -> Result<(), String> {

@@ -13,16 +13,17 @@
 //! Tokens are kept in `$XDG_CONFIG_HOME/tollgate/credentials.json` (else `~/.config/...`), owner-only.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::docker_config::TOKEN_USER;
+use super::login::{self, Registry};
+use super::{read_json, write_json_private};
+use crate::cli::stdin::{self, Part};
+
 /// What docker prints as "not logged in": clients recognise this exact text.
 const NOT_FOUND: &str = "credentials not found in native keychain";
-
-/// The username docker's helpers use to say that the secret is an identity token.
-const TOKEN_USER: &str = "<token>";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Stored {
@@ -51,21 +52,11 @@ fn store_path() -> Result<PathBuf, String> {
 }
 
 fn load() -> Result<BTreeMap<String, Stored>, String> {
-    let path = store_path()?;
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(format!("{}: {e}", path.display())),
-    }
+    Ok(read_json(&store_path()?)?.unwrap_or_default())
 }
 
 fn save(all: &BTreeMap<String, Stored>) -> Result<(), String> {
-    let path = store_path()?;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let text = serde_json::to_vec_pretty(all).map_err(|e| e.to_string())?;
-    crate::support::fs::write_private(&path, &text).map_err(|e| e.to_string())
+    write_json_private(&store_path()?, all)
 }
 
 /// The `host[:port]` a server URL names: docker passes `host:port`, `https://host/v1/` and the like.
@@ -75,24 +66,28 @@ pub fn host_of(server_url: &str) -> String {
     s.split('/').next().unwrap_or(s).to_string()
 }
 
-fn read_stdin() -> Result<String, String> {
-    let mut s = String::new();
-    std::io::stdin().take(1 << 20).read_to_string(&mut s).map_err(|e| format!("reading standard input: {e}"))?;
-    Ok(s)
+/// The name of the link to the `tollgate` binary that makes it the credential helper.
+pub const LINK_NAME: &str = "docker-credential-tollgate";
+
+/// The protocol action when the binary runs through a link named [`LINK_NAME`] (its first argument, or
+/// empty), else None.
+pub fn link_action() -> Option<String> {
+    let argv0 = PathBuf::from(std::env::args_os().next()?);
+    (argv0.file_name()? == LINK_NAME).then(|| std::env::args().nth(1).unwrap_or_default())
 }
 
 /// Run one action of the protocol.
 pub fn run(action: &str) -> Result<(), String> {
     match action {
         "store" => {
-            let req: StoreRequest =
-                serde_json::from_str(&read_stdin()?).map_err(|e| format!("store: not a credentials document: {e}"))?;
+            let req: StoreRequest = serde_json::from_str(&stdin::read("standard input", Part::All)?)
+                .map_err(|e| format!("store: not a credentials document: {e}"))?;
             let mut all = load()?;
             all.insert(host_of(&req.server_url), Stored { username: req.username, secret: req.secret });
             save(&all)
         }
         "erase" => {
-            let host = host_of(&read_stdin()?);
+            let host = host_of(&stdin::read("standard input", Part::All)?);
             let mut all = load()?;
             if all.remove(&host).is_none() {
                 return Err(NOT_FOUND.into());
@@ -105,12 +100,8 @@ pub fn run(action: &str) -> Result<(), String> {
             Ok(())
         }
         "get" => {
-            let url = read_stdin()?.trim().to_string();
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| format!("cannot start the runtime: {e}"))?;
-            let stored = rt.block_on(get(&url))?;
+            let url = stdin::read("standard input", Part::All)?.trim().to_string();
+            let stored = crate::cli::block_on(get(&url))??;
             let answer = serde_json::json!({"ServerURL": url, "Username": stored.username, "Secret": stored.secret});
             println!("{answer}");
             Ok(())
@@ -131,15 +122,15 @@ fn is_loopback(host: &str) -> bool {
 
 async fn get(url: &str) -> Result<Stored, String> {
     let host = host_of(url);
-    let http = super::login::http_client()?;
+    let http = login::http_client()?;
     let stored = load()?.remove(&host);
     // A password docker stored is handed back as it is: only identity tokens are ours to renew.
     if let Some(s) = stored.as_ref().filter(|s| s.username != TOKEN_USER) {
         return Ok(s.clone());
     }
-    let reg = match super::login::discover(&http, &host, false).await {
+    let reg = match login::discover(&http, &host, false).await {
         Ok(r) => r,
-        Err(_) if is_loopback(&host) => match super::login::discover(&http, &host, true).await {
+        Err(_) if is_loopback(&host) => match login::discover(&http, &host, true).await {
             Ok(r) => r,
             Err(_) => return stored.ok_or_else(|| NOT_FOUND.to_string()),
         },
@@ -156,7 +147,7 @@ async fn get(url: &str) -> Result<Stored, String> {
     let mut tty = std::fs::OpenOptions::new().write(true).open("/dev/tty").map_err(|_| {
         format!("{NOT_FOUND}: no identity token for {host} that tollgate accepts, and no terminal to log in on; run `tollgate login {host}`")
     })?;
-    let (_, token) = super::login::device_login(&http, &reg, None, false, &mut tty, true).await?;
+    let (_, token) = login::device_login(&http, &reg, None, false, &mut tty, true).await?;
     let fresh = Stored { username: TOKEN_USER.to_string(), secret: token };
     let mut all = load()?;
     all.insert(host.clone(), fresh.clone());
@@ -165,12 +156,12 @@ async fn get(url: &str) -> Result<Stored, String> {
 }
 
 /// Whether tollgate still accepts `token` (a refresh grant without scopes); None when it cannot be asked.
-async fn accepted(http: &reqwest::Client, reg: &super::login::Registry, token: &str) -> Option<bool> {
+async fn accepted(http: &reqwest::Client, reg: &Registry, token: &str) -> Option<bool> {
     let form = [
         ("grant_type", "refresh_token"),
         ("refresh_token", token),
         ("service", reg.service.as_str()),
-        ("client_id", "docker-credential-tollgate"),
+        ("client_id", LINK_NAME),
     ];
     let resp = http.post(&reg.realm).form(&form).send().await.ok()?;
     match resp.status().as_u16() {

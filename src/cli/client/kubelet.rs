@@ -13,9 +13,9 @@
 //! Nothing here talks to the network or verifies the token: the registry's token server does that. The
 //! token's `exp` is read only to tell the kubelet how long it may reuse the answer.
 
-use std::io::Read as _;
-
 use serde::{Deserialize, Serialize};
+
+use crate::cli::stdin::{self, Part};
 
 /// The API versions of the exec plugin protocol this plugin answers (the answer uses the request's).
 const API_VERSIONS: [&str; 3] = [
@@ -23,9 +23,6 @@ const API_VERSIONS: [&str; 3] = [
     "credentialprovider.kubelet.k8s.io/v1beta1",
     "credentialprovider.kubelet.k8s.io/v1alpha1",
 ];
-
-/// Longest request read: an image name and a token are a few KiB.
-const MAX_REQUEST: u64 = 1 << 20;
 
 /// How long before the token's `exp` the kubelet must stop reusing the answer.
 const MARGIN_SECS: u64 = 60;
@@ -57,11 +54,7 @@ struct AuthConfig {
 
 /// Read the kubelet's request from stdin and print the answer on stdout.
 pub fn run(username: &str) -> Result<(), String> {
-    let mut input = String::new();
-    std::io::stdin()
-        .take(MAX_REQUEST)
-        .read_to_string(&mut input)
-        .map_err(|e| format!("reading the CredentialProviderRequest on standard input: {e}"))?;
+    let input = stdin::read("the CredentialProviderRequest on standard input", Part::All)?;
     let answer = respond(&input, username, crate::support::time::unix_now())?;
     println!("{answer}");
     Ok(())
@@ -113,11 +106,7 @@ pub fn registry_host(image: &str) -> &str {
 
 /// The `exp` of a JWT, read without verifying it.
 fn token_exp(token: &str) -> Option<u64> {
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use base64::Engine as _;
-    let payload = token.split('.').nth(1)?;
-    let claims: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    claims.get("exp")?.as_u64()
+    super::unverified_claims(token)?.get("exp")?.as_u64()
 }
 
 #[cfg(test)]

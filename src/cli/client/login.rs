@@ -6,10 +6,10 @@
 //! `identitytoken`, with `auth` = base64(`user:`): docker uses the identity token as is, and
 //! containers/image (podman, skopeo) and containerd-based tools need the `auth` entry to pick it up.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
+use super::docker_config;
 
 /// What `tollgate login` was asked to do.
 pub struct LoginOptions {
@@ -61,46 +61,8 @@ pub fn device_endpoint(realm: &str) -> Result<String, String> {
         .ok_or_else(|| format!("the registry's token realm {realm:?} does not end in /token: is it tollgate?"))
 }
 
-/// Put `auths[host] = {auth: base64("user:"), identitytoken}` into the JSON file at `path`, keeping everything
-/// else in it. The file holds a credential: it is written owner-only.
-pub fn write_auth_entry(path: &Path, host: &str, username: &str, identity_token: &str) -> Result<(), String> {
-    let mut doc: serde_json::Value = match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| format!("{}: not JSON: {e}", path.display()))?,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
-    };
-    let obj = doc.as_object_mut().ok_or_else(|| format!("{}: not a JSON object", path.display()))?;
-    let auths = obj.entry("auths").or_insert_with(|| serde_json::json!({}));
-    let auths = auths.as_object_mut().ok_or_else(|| format!("{}: `auths` is not an object", path.display()))?;
-    auths.insert(
-        host.to_string(),
-        serde_json::json!({
-            "auth": base64::engine::general_purpose::STANDARD.encode(format!("{username}:")),
-            "identitytoken": identity_token,
-        }),
-    );
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    }
-    let text = serde_json::to_vec_pretty(&doc).map_err(|e| e.to_string())?;
-    crate::support::fs::write_private(path, &text).map_err(|e| e.to_string())
-}
-
-/// The `sub` of a JWT, read without verification (only to name the user in the auth entry; the token
-/// itself was just received from tollgate).
-fn jwt_subject(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    v.get("sub")?.as_str().map(str::to_string)
-}
-
 pub fn login(opts: LoginOptions) -> Result<(), String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("cannot start the runtime: {e}"))?;
-    rt.block_on(run(opts))
+    crate::cli::block_on(run(opts))?
 }
 
 /// A registry whose token server is tollgate, as its `/v2/` challenge names it.
@@ -208,7 +170,9 @@ pub async fn device_login(
             progress.done(out);
             let refresh = body["refresh_token"].as_str().ok_or("tollgate answered without a refresh token")?;
             let access = body["access_token"].as_str().unwrap_or("");
-            let user = jwt_subject(access).ok_or("cannot read the username from the access token")?;
+            let user = super::unverified_claims(access)
+                .and_then(|c| c.get("sub")?.as_str().map(str::to_string))
+                .ok_or("cannot read the username from the access token")?;
             return Ok((user, refresh.to_string()));
         }
         let message = body["error_description"].as_str().unwrap_or("").to_string();
@@ -230,47 +194,6 @@ pub async fn device_login(
     }
 }
 
-/// The credential helper docker's config names for `host` (`credHelpers`, else `credsStore`), if any.
-pub fn helper_for(config: &serde_json::Value, host: &str) -> Option<String> {
-    let named = |v: &serde_json::Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
-    config
-        .get("credHelpers")
-        .and_then(|h| h.get(host))
-        .and_then(named)
-        .or_else(|| config.get("credsStore").and_then(named))
-}
-
-/// Hand an identity token to `docker-credential-NAME store`, as docker itself would.
-pub fn store_with_helper(name: &str, host: &str, token: &str) -> Result<(), String> {
-    use std::io::Write as _;
-    let program = format!("docker-credential-{name}");
-    let mut child = std::process::Command::new(&program)
-        .arg("store")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .map_err(|e| {
-            format!("{program} (named by docker's config.json): {e}; install it or remove it from the config")
-        })?;
-    let doc = serde_json::json!({"ServerURL": host, "Username": "<token>", "Secret": token});
-    child
-        .stdin
-        .take()
-        .ok_or("no stdin")?
-        .write_all(doc.to_string().as_bytes())
-        .map_err(|e| format!("{program}: {e}"))?;
-    let out = child.wait_with_output().map_err(|e| format!("{program}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{program} store failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
-}
-
 async fn run(opts: LoginOptions) -> Result<(), String> {
     let http = http_client()?;
     let reg = discover(&http, &opts.registry, opts.plain_http).await?;
@@ -281,35 +204,25 @@ async fn run(opts: LoginOptions) -> Result<(), String> {
     let (user, refresh) =
         device_login(&http, &reg, opts.provider.as_deref(), opts.no_browser, &mut std::io::stderr(), terminal).await?;
     let host = &reg.host;
-    let config_dir = match (&opts.docker_config, std::env::var_os("DOCKER_CONFIG")) {
-        (Some(d), _) => d.clone(),
-        (None, Some(d)) => PathBuf::from(d),
-        (None, None) => {
-            PathBuf::from(std::env::var_os("HOME").ok_or("HOME is not set; pass --docker-config")?).join(".docker")
-        }
-    };
-    let config = config_dir.join("config.json");
-    let current: serde_json::Value = std::fs::read(&config)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_else(|| serde_json::json!({}));
+    let config = docker_config::config_file(opts.docker_config.as_deref())?;
+    let current = docker_config::read_leniently(&config);
     // With a credential helper configured (Docker Desktop sets credsStore), docker never reads `auths`:
     // the token goes to the helper, as `docker login` would send it.
-    match helper_for(&current, host) {
+    match docker_config::helper_for(&current, host) {
         Some(name) => {
-            store_with_helper(&name, host, &refresh)?;
+            docker_config::store_with_helper(&name, host, &refresh)?;
             eprintln!(
                 "Logged in to {host} as {user}; identity token stored by docker-credential-{name} (named in {})",
                 config.display()
             );
         }
         None => {
-            write_auth_entry(&config, host, &user, &refresh)?;
+            docker_config::write_auth_entry(&config, host, &user, &refresh)?;
             eprintln!("Logged in to {host} as {user}; identity token written to {}", config.display());
         }
     }
     if let Some(a) = &opts.authfile {
-        write_auth_entry(a, host, &user, &refresh)?;
+        docker_config::write_auth_entry(a, host, &user, &refresh)?;
         eprintln!("Also written to {}", a.display());
     }
     Ok(())
@@ -402,18 +315,5 @@ mod tests {
         assert!(parse_challenge("Basic realm=\"x\"").is_none());
         assert_eq!(device_endpoint("https://auth.example.com/token").unwrap(), "https://auth.example.com/device/code");
         assert!(device_endpoint("https://auth.example.com/oauth").is_err());
-    }
-
-    #[test]
-    fn the_auth_entry_is_added_next_to_existing_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.json");
-        std::fs::write(&path, r#"{"auths":{"other:1":{"auth":"eDp5"}},"credsStore":""}"#).unwrap();
-        write_auth_entry(&path, "reg:5000", "alice", "tgr_x").unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        assert_eq!(v["auths"]["other:1"]["auth"], "eDp5");
-        assert_eq!(v["auths"]["reg:5000"]["auth"], "YWxpY2U6");
-        assert_eq!(v["auths"]["reg:5000"]["identitytoken"], "tgr_x");
-        assert_eq!(v["credsStore"], "");
     }
 }

@@ -1,0 +1,240 @@
+//! The command line: every command, flag, help text and environment variable of `tollgate`, as clap reads
+//! them. Nothing here runs anything; `dispatch.rs` maps what was parsed onto the commands.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `tollgate --version`: the crate version and the commit it was built from.
+pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("TG_GIT_COMMIT"), ")");
+
+#[derive(Parser)]
+#[command(name = "tollgate", version = VERSION, about = "Token server for container registries")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct ConfigArg {
+    /// Config file (YAML). Default: $TOLLGATE_CONFIG, else the embedded demo config.
+    #[arg(short, long, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the token server.
+    Serve(ConfigArg),
+    /// Validate the config, keys, accounts and policy, reporting every problem; exit 1 on any.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// text (default), or json: {"ok", "errors", "warnings", "notes", "summary"}.
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+    },
+    /// Print the registry's `auth: token:` block and write the root cert bundle and JWKS it reads.
+    RegistryConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The URL clients reach /token at. Default: http://LISTEN/token.
+        #[arg(long)]
+        realm: Option<String>,
+        /// Directory to write rootcertbundle.pem and jwks.json to. Default: DATA_DIR/registry.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+    /// Robot accounts.
+    #[command(subcommand)]
+    Robot(RobotCommand),
+    /// Refresh tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Rules files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Print the argon2id hash of a password for an accounts file: asked twice without echo on a terminal,
+    /// else the first line of standard input.
+    HashPassword,
+    /// Device login (SSO/MFA) to a registry whose token server is tollgate; writes docker's config.json.
+    Login {
+        /// The registry, host[:port] (or a URL).
+        registry: String,
+        /// Reach the registry over plain HTTP (test setups).
+        #[arg(long)]
+        plain_http: bool,
+        /// The tollgate provider to log in with. Default: the first offering device login.
+        #[arg(long)]
+        provider: Option<String>,
+        /// docker's config directory. Default: $DOCKER_CONFIG, else ~/.docker.
+        #[arg(long)]
+        docker_config: Option<PathBuf>,
+        /// Also write this containers auth.json (podman, skopeo).
+        #[arg(long)]
+        authfile: Option<PathBuf>,
+        /// Do not open the verification page in a browser (it is opened when there is a display).
+        #[arg(long)]
+        no_browser: bool,
+    },
+    /// Kubelet image credential provider: reads the kubelet's CredentialProviderRequest on stdin and answers
+    /// with the pod's service-account token as the registry password (Kubernetes 1.33+, tokenAttributes).
+    KubeletCredentialProvider {
+        /// The username sent with the token (tollgate ignores it for workload tokens).
+        #[arg(long, default_value = "kubelet")]
+        username: String,
+    },
+    /// The docker credential helper (get, store, erase or list on stdin/stdout). Usually run through a link
+    /// named docker-credential-tollgate, named in docker's config: "credHelpers": {"HOST": "tollgate"}.
+    CredentialHelper {
+        /// get, store, erase or list.
+        action: String,
+    },
+    /// Print a shell completion script: `tollgate completions bash > /etc/bash_completion.d/tollgate`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `tollgate man > tollgate.1 && man ./tollgate.1`.
+    Man,
+    /// Write a commented starter config, an accounts file and the example policy with its tests into DIR
+    /// (default: here), and print the next steps. Never overwrites.
+    Init {
+        /// Where to write them.
+        #[arg(default_value = ".")]
+        dir: PathBuf,
+    },
+}
+
+/// Where the accounts file is.
+#[derive(Args)]
+pub struct AccountsFileArg {
+    /// The accounts file. Default: the file of the first static provider in the config.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    pub config: ConfigArg,
+}
+
+#[derive(Subcommand)]
+pub enum RobotCommand {
+    /// Create a robot account, print its secret once, and store only its hash.
+    Add {
+        /// The robot's username.
+        name: String,
+        #[command(flatten)]
+        file: AccountsFileArg,
+        /// Comma-separated groups. Required, unless --no-groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Create the robot without groups (it then gets only what rules give it by name).
+        #[arg(long)]
+        no_groups: bool,
+        /// Expire after this long (e.g. 90d). Default: never.
+        #[arg(long)]
+        expires_in: Option<String>,
+        /// Who owns it and what it is for.
+        #[arg(long)]
+        description: Option<String>,
+    },
+    /// List the robots: name, state (active, disabled, expired), groups, expiry, description.
+    List {
+        #[command(flatten)]
+        file: AccountsFileArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse a robot's secret and its refresh tokens until it is enabled again.
+    Disable {
+        name: String,
+        #[command(flatten)]
+        file: AccountsFileArg,
+    },
+    /// Accept a disabled robot again.
+    Enable {
+        name: String,
+        #[command(flatten)]
+        file: AccountsFileArg,
+    },
+    /// Give a robot a new secret (printed once); the old one stops at once, or after --grace.
+    Rotate {
+        name: String,
+        #[command(flatten)]
+        file: AccountsFileArg,
+        /// Keep accepting the old secret this long (e.g. 1h), so pipelines can switch. Default: not at all.
+        #[arg(long)]
+        grace: Option<String>,
+    },
+    /// Delete a robot's entry from the accounts file.
+    Remove {
+        name: String,
+        #[command(flatten)]
+        file: AccountsFileArg,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum TokenCommand {
+    /// Revoke refresh tokens: one token, every token of a user, or all tokens.
+    Revoke {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The refresh token to revoke (read from standard input if "-").
+        #[arg(long, conflicts_with_all = ["user", "all"])]
+        token: Option<String>,
+        /// Revoke every refresh token of this user issued until now.
+        #[arg(long, conflicts_with = "all")]
+        user: Option<String>,
+        /// Revoke every refresh token issued until now.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Compile rules files and run the tests written in them.
+    Test {
+        /// Files or directories. Default: the policy of the config.
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Say which rules grant or deny a scope for an identity, and why the others do not apply.
+    Explain {
+        /// Files or directories. Default: the policy of the config.
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The scope, e.g. repository:team/app:push,pull.
+        #[arg(long)]
+        scope: String,
+        /// Username; omit for the anonymous identity.
+        #[arg(long)]
+        user: Option<String>,
+        /// Comma-separated groups.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+        /// Provider name.
+        #[arg(long, default_value = "")]
+        provider: String,
+        /// password, refresh_token, device, workload or anonymous. Default: password, or anonymous without --user.
+        #[arg(long)]
+        auth_method: Option<String>,
+        /// Client address.
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: std::net::IpAddr,
+        /// Service. Default: the first configured service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Claims as a JSON object.
+        #[arg(long)]
+        claims: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the built-in example policy.
+    Example,
+}
