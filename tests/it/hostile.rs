@@ -378,9 +378,12 @@ fn unknown_users_and_accounts_with_cheaper_hashes_take_as_long_as_the_dearest_ac
     );
     let (lo, hi) =
         ([unknown, argon, bcrypt_].into_iter().min().unwrap(), [unknown, argon, bcrypt_].into_iter().max().unwrap());
+    // Unpadded, an argon2id check is about a quarter of a bcrypt-10 one (hashing.rs): the margin is what the
+    // floor's running average drifts by while the rest of the suite loads both cores (114 against 129 ms
+    // seen in a full run), far from the 4x a missing pad would show.
     assert!(
-        hi.as_secs_f64() <= lo.as_secs_f64() * 1.10,
-        "medians differ by more than 10 %: {unknown:?} {argon:?} {bcrypt_:?}"
+        hi.as_secs_f64() <= lo.as_secs_f64() * 1.25,
+        "medians differ by more than 25 %: {unknown:?} {argon:?} {bcrypt_:?}"
     );
 }
 
