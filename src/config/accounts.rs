@@ -42,3 +42,21 @@ pub struct AccountsFile {
     #[serde(default)]
     pub accounts: Vec<AccountEntry>,
 }
+
+#[cfg(test)]
+impl AccountEntry {
+    /// An account with only a name and a hash, for tests.
+    pub(crate) fn with_hash(username: &str, hash: &str) -> AccountEntry {
+        AccountEntry {
+            username: username.into(),
+            password_hash: hash.into(),
+            groups: vec![],
+            robot: false,
+            disabled: false,
+            expires_at: None,
+            description: None,
+            previous_password_hash: None,
+            previous_valid_until: None,
+        }
+    }
+}

@@ -49,17 +49,7 @@ mod tests {
     use crate::config::accounts::AccountEntry;
 
     fn entry(username: &str, hash: &str) -> AccountEntry {
-        AccountEntry {
-            username: username.into(),
-            password_hash: hash.into(),
-            groups: vec![],
-            robot: false,
-            disabled: false,
-            expires_at: None,
-            description: None,
-            previous_password_hash: None,
-            previous_valid_until: None,
-        }
+        AccountEntry::with_hash(username, hash)
     }
 
     #[test]

@@ -309,21 +309,7 @@ mod tests {
     fn entry(username: &str, password: &str) -> AccountEntry {
         AccountEntry {
             groups: vec!["devs".into()],
-            ..entry_with_hash(username, &hashing::hash_password(password).unwrap())
-        }
-    }
-
-    fn entry_with_hash(username: &str, hash: &str) -> AccountEntry {
-        AccountEntry {
-            username: username.into(),
-            password_hash: hash.into(),
-            groups: vec![],
-            robot: false,
-            disabled: false,
-            expires_at: None,
-            description: None,
-            previous_password_hash: None,
-            previous_valid_until: None,
+            ..AccountEntry::with_hash(username, &hashing::hash_password(password).unwrap())
         }
     }
 
