@@ -56,6 +56,16 @@ pub const PASSWORD_CHECKS_SHED: &str = "tollgate_password_checks_shed_total";
 pub const WORKLOAD_LOGINS: &str = "tollgate_workload_logins_total";
 /// Always 1, with the `version` and `commit` labels.
 pub const BUILD_INFO: &str = "tollgate_build_info";
+/// Counter: log lines dropped because the queue to stderr was full (`cli::logs`).
+pub const LOG_LINES_DROPPED: &str = "tollgate_log_lines_dropped_total";
+
+/// The log writer's count of dropped lines, read at each scrape.
+static DROPPED_LOG_LINES: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
+
+/// Export the log writer's count of dropped lines as [`LOG_LINES_DROPPED`].
+pub fn count_dropped_log_lines(counter: tracing_appender::non_blocking::ErrorCounter) {
+    let _ = DROPPED_LOG_LINES.set(counter);
+}
 
 /// Latency buckets (seconds): cached logins take microseconds, bcrypt cost 12 about 200 ms, a slow
 /// directory seconds.
@@ -212,6 +222,7 @@ fn register_known_series() {
     }
     metrics::counter!(RATE_LIMIT_FALLBACKS).increment(0);
     metrics::counter!(PASSWORD_CHECKS_SHED).increment(0);
+    metrics::counter!(LOG_LINES_DROPPED).increment(0);
     metrics::counter!(FAILED_LOGINS, "provider" => "none").increment(0);
     WorkloadLogins::new("untrusted");
     for result in ["ok", "error"] {
@@ -251,7 +262,12 @@ pub fn installed() -> bool {
 /// The scrape body in the Prometheus text format; `None` when no recorder is installed in this process.
 pub fn render() -> Option<String> {
     match HANDLE.get() {
-        Some(Some(handle)) => Some(handle.render()),
+        Some(Some(handle)) => {
+            if let Some(dropped) = DROPPED_LOG_LINES.get() {
+                metrics::counter!(LOG_LINES_DROPPED).absolute(dropped.dropped_lines() as u64);
+            }
+            Some(handle.render())
+        }
         _ => None,
     }
 }

@@ -6,6 +6,12 @@
 //! target that holds a JSON array is written as that array. Every line has `timestamp` (RFC 3339, UTC,
 //! microseconds), `level`, `target`, `message`, the event's fields, and `spans` (the names of the spans it
 //! happened in, innermost last) when there are any.
+//!
+//! Lines are written off the request path: formatting happens where the event is, the write to stderr on
+//! a thread of its own, through a queue of at most [`QUEUE_LINES`] lines. A request never waits for the
+//! log: when the queue is full (stderr is read slower than lines come, for minutes), the newest lines are
+//! dropped and counted (`tollgate_log_lines_dropped_total`). A graceful shutdown writes every queued line
+//! before the process ends ([`LogGuard`]).
 
 use std::fmt;
 
@@ -22,19 +28,36 @@ pub const AUDIT_TARGET: &str = "tollgate::audit";
 /// Fields of the audit line that hold JSON arrays.
 const AUDIT_LISTS: [&str; 3] = ["requested", "granted", "rules"];
 
-/// Set up logging: JSON for machines or text for people, filtered by TOLLGATE_LOG or log.level.
-pub fn init_tracing(settings: &Settings) {
+/// Most log lines queued for stderr. At the audit line's size (under 1 KiB) that is at most 8 MiB, and at
+/// 20,000 requests a second it is half a second of lines that a slow reader may lag behind.
+pub const QUEUE_LINES: usize = 8192;
+
+/// Keeps the log writer running; dropping it writes out every queued line. Hold it until the server has
+/// shut down.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+
+/// Set up logging: JSON for machines or text for people, filtered by TOLLGATE_LOG or log.level, written to
+/// stderr off the request path.
+pub fn init_tracing(settings: &Settings) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
     use std::io::IsTerminal as _;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .buffered_lines_limit(QUEUE_LINES)
+        .lossy(true)
+        .thread_name("tollgate-log")
+        .finish(std::io::stderr());
+    crate::telemetry::count_dropped_log_lines(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match settings.log.format {
         LogFormat::Json => builder.event_format(JsonLines).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    LogGuard(guard)
 }
 
 /// One JSON object per event.

@@ -63,7 +63,8 @@ pub(crate) fn print_json(value: &impl serde::Serialize) -> Result<(), String> {
 
 pub fn serve(config: Option<&Path>) -> Result<(), String> {
     let settings = load(config)?;
-    logs::init_tracing(&settings);
+    // Held to the end of `serve`: a graceful shutdown writes out every queued log line.
+    let _log = logs::init_tracing(&settings);
     for w in &settings.warnings {
         tracing::warn!("{w}");
     }

@@ -107,8 +107,21 @@ impl Tollgate {
         }
     }
 
+    /// Everything the server has logged so far. Lines reach stderr from a writer thread of their own
+    /// (`cli/logs.rs`), a moment after the answer they record: the file is read until it stops growing for
+    /// 30 ms (at most 3 s), so a check right after a request sees that request's lines.
     pub(crate) fn logs(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let read = || std::fs::read_to_string(&self.log).unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut text = read();
+        loop {
+            std::thread::sleep(Duration::from_millis(30));
+            let again = read();
+            if again.len() == text.len() || Instant::now() > deadline {
+                return again;
+            }
+            text = again;
+        }
     }
 
     pub(crate) fn json_lines(&self) -> Vec<serde_json::Value> {
@@ -684,6 +697,59 @@ fn sigterm_during_a_stream_of_requests_stops_the_server() {
     let answered: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
     assert!(answered > 0, "the stream was served before the signal");
     assert!(status.success(), "{status}");
+    // The log is written off the request path; a graceful shutdown still writes every queued line.
+    let granted = t.audit_lines().iter().filter(|l| l["status"] == 200).count();
+    assert!(granted >= answered, "{answered} answered, {granted} audit lines: lines were lost at shutdown");
+}
+
+/// A log reader that stops reading (a stuck collector, a full pipe) never stops the answers: lines beyond
+/// the writer's queue are dropped and counted, and every request is still answered at once.
+#[test]
+fn a_stuck_log_reader_drops_lines_but_never_holds_a_request() {
+    use std::io::BufRead as _;
+    let env = TestEnv::new();
+    // One audit line a request: the pipe's 64 KiB and the writer's queue (8,192 lines) hold about 8,300.
+    let mut child = crate::rig::command(tollgate_bin())
+        .args(["serve", "--config"])
+        .arg(&env.config)
+        .env_remove("TOLLGATE_CONFIG")
+        .env("TOLLGATE_LOG", "info")
+        .env("TOLLGATE_LOG__FORMAT", "json")
+        .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("tollgate serve starts");
+    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let addr = loop {
+        let line = lines.next().expect("tollgate exited before listening").expect("a log line");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["message"] == "tollgate listening" {
+            break v["addr"].as_str().expect("addr").to_string();
+        }
+    };
+    // From here on nobody reads the pipe: its 64 KiB fill, then the writer's queue.
+    let path = format!("/token?service={SERVICE}&scope=repository:public/x:pull");
+    let mut slowest = Duration::ZERO;
+    let mut dropped = 0.0;
+    for i in 0..20_000 {
+        let started = Instant::now();
+        let r = http_request(&addr, "GET", &path, &[], b"").unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(r.status, 200, "request {i}");
+        slowest = slowest.max(started.elapsed());
+        if i % 500 == 499 {
+            let m = http_request(&addr, "GET", "/metrics", &[], b"").expect("metrics");
+            dropped = sample(&m.body, "tollgate_log_lines_dropped_total");
+            if dropped > 0.0 {
+                break;
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    drop(lines);
+    assert!(dropped > 0.0, "20,000 audit lines never overflowed the queue");
+    assert!(slowest < Duration::from_secs(5), "a request waited {slowest:?} for the log");
 }
 
 /// One run through every way in and out (passwords, robot secrets, refresh tokens as grant and as Basic
