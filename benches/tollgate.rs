@@ -10,7 +10,9 @@
 //! 4. `/token` throughput of tollgate's accept loop with deadlines against plain `axum::serve` (before/after);
 //! 5. the CPU cost of one `GET /token` inside tollgate (router to response, no sockets) in signatures: what
 //!    the server adds to the signature, measured without the kernel's and the load generator's share, and the
-//!    heap allocations one request makes.
+//!    heap allocations one request makes;
+//! 11. (`rules`) policy size: one rule per team at 10 to 50,000 rules, compile time and memory per rule,
+//!     `Policy::authorize` with the rule index against evaluating every rule, and `GET /token` in process.
 //!
 //! The load generator is this process: a plain HTTP/1.1 client over loopback TCP, run both on one thread of
 //! its own (three busy threads on two cores, as wrk would be) and as tasks on the server's two worker threads.
@@ -840,6 +842,190 @@ fn memory_and_startup(rounds: usize) {
     );
 }
 
+/// Rule counts of the `rules` sweep (issue 28 measured /token at these).
+const RULE_COUNTS: [usize; 4] = [10, 1_000, 10_000, 50_000];
+
+/// One rule per team, the shape issue 28 measured: members of group `team-N` pull and push `team-N/**`.
+fn team_rules(rules: usize) -> String {
+    let mut text = String::from("rules:\n");
+    for n in 0..rules {
+        text.push_str(&format!(
+            "  - name: team-{n}\n    match: {{ group: [team-{n}] }}\n    resources: [\"team-{n}/**\"]\n    actions: [pull, push]\n"
+        ));
+    }
+    text
+}
+
+/// Hand freed heap pages back to the kernel, so that RSS shows what is live (glibc only).
+fn trim_heap() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory of the allocator's own arenas.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// `Policy::authorize` (or the full scan) decisions per CPU-second of this thread.
+fn decisions_per_cpu_sec(
+    policy: &tollgate::policy::Policy,
+    ctx: &tollgate::identity::RequestContext,
+    scope: &tollgate::scope::Scope,
+    scan: bool,
+    secs: f64,
+) -> f64 {
+    let until = Instant::now() + Duration::from_secs_f64(secs);
+    let cpu = this_thread_cpu();
+    let mut n = 0u64;
+    while Instant::now() < until {
+        for _ in 0..8 {
+            let d = if scan { policy.authorize_scan(ctx, scope) } else { policy.authorize(ctx, scope) };
+            std::hint::black_box(d);
+        }
+        n += 8;
+    }
+    n as f64 / (this_thread_cpu() - cpu).max(1e-6)
+}
+
+/// Issue 28's workload at 10 to 50,000 rules: compile time and memory per rule, `Policy::authorize` with
+/// the rule index and without it (`authorize_scan`, every rule evaluated, as before the index), and one
+/// `GET /token` in process (router to response, static account with a warm cache), each as a ratio to
+/// its 10-rule figure in this run.
+fn rules_sweep(rounds: usize, secs: f64) {
+    use tollgate::identity::{AuthMethod, RequestContext};
+    use tollgate::policy::{Policy, PolicySource};
+    use tollgate::scope::Scope;
+    println!("\n## 11. Policy size: one rule per team (team-N pulls and pushes team-N/**), a user in 50 teams");
+    let groups: Vec<String> = (0..50).map(|n| format!("team-{n}")).collect();
+    let ctx = RequestContext {
+        identity: Arc::new(Identity {
+            username: "alice".into(),
+            provider: "local".into(),
+            groups: groups.clone(),
+            ..Identity::default()
+        }),
+        auth_method: AuthMethod::Password,
+        client_ip: "127.0.0.1".parse().expect("ip"),
+        service: "registry.test".into(),
+    };
+    let scope_text = "repository:team-7/app:pull";
+    let scope = Scope::parse(scope_text).expect("scope");
+
+    // Compile time and memory, each size on its own: RSS before the text is built, after it is dropped.
+    let me = std::process::id();
+    println!(
+        "{:>7} {:>11} {:>14} {:>16} {:>22}",
+        "rules", "compile ms", "RSS growth KiB", "RSS bytes/rule", "after trim bytes/rule"
+    );
+    let mut policies = Vec::new();
+    for &n in &RULE_COUNTS {
+        trim_heap();
+        let before = rss_kib(me);
+        let text = team_rules(n);
+        let start = Instant::now();
+        let policy = Policy::compile(&[PolicySource { path: "teams.yaml".into(), text }]).expect("team rules compile");
+        let ms = start.elapsed().as_secs_f64() * 1000.0;
+        let grown = rss_kib(me).saturating_sub(before);
+        trim_heap();
+        let live = rss_kib(me).saturating_sub(before);
+        println!(
+            "{n:>7} {ms:>11.1} {grown:>14} {:>16.0} {:>22.0}",
+            grown as f64 * 1024.0 / n as f64,
+            live as f64 * 1024.0 / n as f64
+        );
+        policies.push(policy);
+    }
+
+    // authorize, indexed and scanning, alternating sizes within each round.
+    let phase = (secs / 16.0).max(0.05);
+    let mut indexed: Vec<Vec<f64>> = vec![Vec::new(); RULE_COUNTS.len()];
+    let mut scanned: Vec<Vec<f64>> = vec![Vec::new(); RULE_COUNTS.len()];
+    for _ in 0..rounds {
+        for (i, policy) in policies.iter().enumerate() {
+            indexed[i].push(decisions_per_cpu_sec(policy, &ctx, &scope, false, phase));
+            scanned[i].push(decisions_per_cpu_sec(policy, &ctx, &scope, true, phase));
+        }
+    }
+    let (i10, s10) = (median(indexed[0].clone()), median(scanned[0].clone()));
+    println!(
+        "{:>7} {:>18} {:>8} {:>18} {:>8} {:>14}",
+        "rules", "indexed /cpu-s", "ratio", "scan /cpu-s", "ratio", "indexed/scan"
+    );
+    for (i, &n) in RULE_COUNTS.iter().enumerate() {
+        let (a, b) = (median(indexed[i].clone()), median(scanned[i].clone()));
+        println!("{n:>7} {a:>18.0} {:>7.0}% {b:>18.0} {:>7.0}% {:>13.1}x", a / i10 * 100.0, b / s10 * 100.0, a / b);
+    }
+
+    // GET /token in process, on the same thread: the whole request the issue measured, minus the sockets.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let basic = base64::engine::general_purpose::STANDARD.encode("alice:rules-bench-password");
+    let hash = bcrypt::hash("rules-bench-password", 4).expect("bcrypt");
+    let uri = format!("/token?service=registry.test&scope={scope_text}");
+    let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
+    let mut apps = Vec::new();
+    for &n in &RULE_COUNTS {
+        let env = Env::new("5m");
+        let accounts = format!(
+            "accounts:\n  - username: alice\n    password_hash: \"{hash}\"\n    groups: [{}]\n",
+            groups.join(", ")
+        );
+        std::fs::write(env.dir.path().join("accounts.yaml"), accounts).expect("write accounts");
+        std::fs::write(env.dir.path().join("policy.yaml"), team_rules(n)).expect("write policy");
+        let app = tollgate::http::router(env.state());
+        apps.push((env, app));
+    }
+    let one = |app: &axum::Router| {
+        use tower::ServiceExt as _;
+        let mut req = axum::http::Request::get(uri.as_str())
+            .header("host", "bench")
+            .header("authorization", format!("Basic {basic}"))
+            .body(axum::body::Body::empty())
+            .expect("request");
+        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+        let resp = rt.block_on(app.clone().oneshot(req)).expect("infallible");
+        assert_eq!(resp.status(), 200, "the bench request must be answered");
+        let body = rt.block_on(axum::body::to_bytes(resp.into_body(), 1 << 20)).expect("body");
+        std::hint::black_box(body);
+    };
+    for (_, app) in &apps {
+        for _ in 0..50 {
+            one(app); // fill the identity cache, open the code paths
+        }
+    }
+    let mut tokens: Vec<Vec<f64>> = vec![Vec::new(); RULE_COUNTS.len()];
+    for _ in 0..rounds {
+        for (i, (_, app)) in apps.iter().enumerate() {
+            let until = Instant::now() + Duration::from_secs_f64(phase * 2.0);
+            let cpu = this_thread_cpu();
+            let mut n = 0u64;
+            while Instant::now() < until {
+                for _ in 0..16 {
+                    one(app);
+                }
+                n += 16;
+            }
+            tokens[i].push(n as f64 / (this_thread_cpu() - cpu).max(1e-6));
+        }
+    }
+    let t10 = median(tokens[0].clone());
+    println!("{:>7} {:>18} {:>8} {:>32}", "rules", "GET /token /cpu-s", "ratio", "rounds");
+    for (i, &n) in RULE_COUNTS.iter().enumerate() {
+        let t = median(tokens[i].clone());
+        let each: Vec<String> = tokens[i].iter().map(|r| format!("{r:.0}")).collect();
+        println!("{n:>7} {t:>18.0} {:>7.0}% {:>32}", t / t10 * 100.0, each.join(" "));
+    }
+    let at = |v: &[Vec<f64>], i: usize| median(v[i].clone()) / median(v[0].clone()) * 100.0;
+    println!(
+        "HEADLINE rules: GET /token in process at 10,000 / 50,000 rules = {:.0}% / {:.0}% of 10 rules (targets >= 90% / 80%); \
+         authorize indexed {:.0}% / {:.0}%, full scan {:.1}% / {:.1}%",
+        at(&tokens, 2),
+        at(&tokens, 3),
+        at(&indexed, 2),
+        at(&indexed, 3),
+        at(&scanned, 2),
+        at(&scanned, 3)
+    );
+}
+
 fn main() {
     // `cargo bench` passes --bench; `cargo test --all-targets` (the test suite) runs this binary without it,
     // and a benchmark in the suite would only make it slower: nothing to check here, so return.
@@ -872,5 +1058,8 @@ fn main() {
     }
     if want("workload") {
         workload_against_robot(rounds);
+    }
+    if want("rules") {
+        rules_sweep(rounds, secs);
     }
 }

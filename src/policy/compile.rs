@@ -3,16 +3,18 @@
 //! Each file is parsed to a YAML value first (syntax errors stop that file only), then every rule and
 //! every test is deserialized on its own, so a typo in rule 2 does not hide a bad regex in rule 7.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use regex::RegexBuilder;
+use regex::{Regex, RegexBuilder};
 use serde_norway::Value;
 
 use super::error::{ErrorItem, PolicyError};
 use super::eval::{Conditions, Effect, Rule, Rx, ALL};
+use super::index::Index;
 use super::pattern::{is_capture_name, CaptureMode, CaptureNames, Pattern, USERNAME};
 use super::raw::{RawMatch, RawRule, RawTest, StrList};
 use super::testing::TestCase;
@@ -27,7 +29,34 @@ const TEST_SERVICE: &str = "registry.test";
 #[derive(Debug, Default)]
 pub(crate) struct Compiled {
     pub rules: Vec<Rule>,
+    /// Which rules a request could match, by what its identity presents (index.rs).
+    pub index: Index,
     pub tests: Vec<TestCase>,
+}
+
+/// Patterns and regexes already compiled in this policy, so that the many rules that share one (`prod/**`
+/// in every protection rule, one `group_regex` in a rule per team) hold one copy of it. A compiled regex
+/// is kilobytes, and its match cache grows with use: one per distinct text, not one per rule.
+#[derive(Default)]
+struct Shared {
+    patterns: HashSet<Arc<Pattern>>,
+    regexes: HashMap<String, Arc<Regex>>,
+}
+
+impl Shared {
+    /// The shared copy of `p`: equal patterns (same text, same capture numbers) behave the same.
+    fn pattern(&mut self, p: Pattern) -> Arc<Pattern> {
+        if let Some(shared) = self.patterns.get(&p) {
+            return shared.clone();
+        }
+        let shared = Arc::new(p);
+        self.patterns.insert(shared.clone());
+        shared
+    }
+
+    fn all(&mut self, patterns: Vec<Pattern>) -> Vec<Arc<Pattern>> {
+        patterns.into_iter().map(|p| self.pattern(p)).collect()
+    }
 }
 
 pub(crate) fn compile(sources: &[PolicySource]) -> Result<Compiled, Vec<PolicyError>> {
@@ -35,10 +64,13 @@ pub(crate) fn compile(sources: &[PolicySource]) -> Result<Compiled, Vec<PolicyEr
     let mut errors = Vec::new();
     // Rule name -> (file, position) of its first definition, for duplicate messages naming both files.
     let mut seen: HashMap<String, (String, usize)> = HashMap::new();
+    let mut shared = Shared::default();
     for source in sources {
-        compile_file(source, &mut out, &mut errors, &mut seen);
+        compile_file(source, &mut out, &mut errors, &mut seen, &mut shared);
     }
     if errors.is_empty() {
+        out.rules.shrink_to_fit();
+        out.index = Index::build(&out.rules);
         Ok(out)
     } else {
         Err(errors)
@@ -81,8 +113,10 @@ fn compile_file(
     out: &mut Compiled,
     errors: &mut Vec<PolicyError>,
     seen: &mut HashMap<String, (String, usize)>,
+    shared: &mut Shared,
 ) {
     let file = source.path.as_str();
+    let file_name: Arc<str> = file.into();
     let doc: Value = match serde_norway::from_str(&source.text) {
         Ok(v) => v,
         Err(e) => {
@@ -127,7 +161,7 @@ fn compile_file(
             }
         }
         let mut e = Errs::new(file, ErrorItem::Rule { index, name }, errors);
-        if let Some(rule) = compile_rule(file, value, &mut e) {
+        if let Some(rule) = compile_rule(&file_name, value, &mut e, shared) {
             out.rules.push(rule);
         }
     }
@@ -166,7 +200,7 @@ fn list(file: &str, key: &str, value: Option<Value>, errors: &mut Vec<PolicyErro
     }
 }
 
-fn compile_rule(file: &str, value: Value, e: &mut Errs<'_>) -> Option<Rule> {
+fn compile_rule(file: &Arc<str>, value: Value, e: &mut Errs<'_>, shared: &mut Shared) -> Option<Rule> {
     let raw: RawRule = match serde_norway::from_value(value) {
         Ok(r) => r,
         Err(err) => {
@@ -202,7 +236,7 @@ fn compile_rule(file: &str, value: Value, e: &mut Errs<'_>) -> Option<Rule> {
     let compiled_match = match raw.match_ {
         None | Some(Value::Null) => Some((Conditions::default(), vec!["username".to_string()], Vec::new())),
         Some(v) => match serde_norway::from_value::<RawMatch>(v) {
-            Ok(m) => Some(compile_match(e, m, &mut names)),
+            Ok(m) => Some(compile_match(e, m, &mut names, shared)),
             Err(err) => {
                 e.at("match", err.to_string());
                 None
@@ -240,7 +274,7 @@ fn compile_rule(file: &str, value: Value, e: &mut Errs<'_>) -> Option<Rule> {
                     match Pattern::parse(r, CaptureMode::Use(&names, available, partial)) {
                         Ok(p) => {
                             needs_username |= p.captures().any(|c| c == USERNAME);
-                            resources.push(p);
+                            resources.push(shared.pattern(p));
                         }
                         Err(msg) => e.at(format!("resources[{i}]"), msg),
                     }
@@ -262,7 +296,7 @@ fn compile_rule(file: &str, value: Value, e: &mut Errs<'_>) -> Option<Rule> {
     }
     Some(Rule {
         name,
-        file: file.to_string(),
+        file: file.clone(),
         description: raw.description,
         effect,
         rtype,
@@ -301,18 +335,25 @@ fn compile_actions(e: &mut Errs<'_>, actions: Option<StrList>) -> (u8, bool) {
 
 /// Compile the `match:` section. Returns the conditions, the capture names every way of matching
 /// binds (available to `resources`), and the names only some alternatives bind.
-fn compile_match(e: &mut Errs<'_>, m: RawMatch, names: &mut CaptureNames) -> (Conditions, Vec<String>, Vec<String>) {
+fn compile_match(
+    e: &mut Errs<'_>,
+    m: RawMatch,
+    names: &mut CaptureNames,
+    shared: &mut Shared,
+) -> (Conditions, Vec<String>, Vec<String>) {
     let mut guaranteed = vec![USERNAME];
     let mut partial = Vec::new();
     let mut cond = Conditions {
-        account: bind_patterns(e, "match.account", m.account, names, &mut guaranteed, &mut partial),
-        not_account: plain_patterns(e, "match.not_account", m.not_account),
+        account: shared.all(bind_patterns(e, "match.account", m.account, names, &mut guaranteed, &mut partial)),
+        not_account: plain_patterns(e, "match.not_account", m.not_account, shared),
         ..Conditions::default()
     };
-    cond.account_regex = m.account_regex.and_then(|src| compile_regex(e, "match.account_regex", &src, names));
-    cond.group = bind_patterns(e, "match.group", m.group, names, &mut guaranteed, &mut partial);
-    cond.not_group = plain_patterns(e, "match.not_group", m.not_group);
-    cond.group_regex = m.group_regex.and_then(|src| compile_regex(e, "match.group_regex", &src, names));
+    cond.account_regex =
+        m.account_regex.and_then(|src| compile_regex(e, "match.account_regex", &src, names, shared)).map(Box::new);
+    cond.group = shared.all(bind_patterns(e, "match.group", m.group, names, &mut guaranteed, &mut partial));
+    cond.not_group = plain_patterns(e, "match.not_group", m.not_group, shared);
+    cond.group_regex =
+        m.group_regex.and_then(|src| compile_regex(e, "match.group_regex", &src, names, shared)).map(Box::new);
     for rx in [&cond.account_regex, &cond.group_regex].into_iter().flatten() {
         guaranteed.extend(rx.groups.iter().map(|&(_, c)| c));
     }
@@ -362,7 +403,7 @@ fn compile_match(e: &mut Errs<'_>, m: RawMatch, names: &mut CaptureNames) -> (Co
                 }
             };
             match Pattern::parse_claim(&src, CaptureMode::Bind(names)) {
-                Ok(p) => values.push(p),
+                Ok(p) => values.push(shared.pattern(p)),
                 Err(msg) => e.at(format!("{field}[{i}]"), msg),
             }
         }
@@ -418,12 +459,12 @@ fn check_not_empty(e: &mut Errs<'_>, field: &str, list: &Option<StrList>) {
     }
 }
 
-fn plain_patterns(e: &mut Errs<'_>, field: &str, list: Option<StrList>) -> Vec<Pattern> {
+fn plain_patterns(e: &mut Errs<'_>, field: &str, list: Option<StrList>, shared: &mut Shared) -> Vec<Arc<Pattern>> {
     check_not_empty(e, field, &list);
     let mut out = Vec::new();
     for (i, src) in list.map(|l| l.0).unwrap_or_default().iter().enumerate() {
         match Pattern::parse(src, CaptureMode::Forbidden) {
-            Ok(p) => out.push(p),
+            Ok(p) => out.push(shared.pattern(p)),
             Err(msg) => e.at(format!("{field}[{i}]"), msg),
         }
     }
@@ -455,10 +496,14 @@ fn bind_patterns(
 
 /// Sort the captures of "any of" patterns: bound by every alternative (guaranteed) or by only some
 /// (partial). Returns whether there are any.
-fn classify_captures(alternatives: &[Pattern], guaranteed: &mut Vec<usize>, partial: &mut Vec<usize>) -> bool {
-    let all: Vec<usize> = alternatives.iter().flat_map(|p| p.captures()).collect();
+fn classify_captures<P: Borrow<Pattern>>(
+    alternatives: &[P],
+    guaranteed: &mut Vec<usize>,
+    partial: &mut Vec<usize>,
+) -> bool {
+    let all: Vec<usize> = alternatives.iter().flat_map(|p| p.borrow().captures()).collect();
     for &c in &all {
-        if alternatives.iter().all(|p| p.captures().any(|x| x == c)) {
+        if alternatives.iter().all(|p| p.borrow().captures().any(|x| x == c)) {
             guaranteed.push(c);
         } else {
             partial.push(c);
@@ -467,18 +512,31 @@ fn classify_captures(alternatives: &[Pattern], guaranteed: &mut Vec<usize>, part
     !all.is_empty()
 }
 
-fn compile_regex(e: &mut Errs<'_>, field: &str, src: &str, names: &mut CaptureNames) -> Option<Rx> {
-    // Compile the text as written first, so an error points into what the user wrote rather than
-    // into our anchoring wrapper.
-    if let Err(err) = RegexBuilder::new(src).build() {
-        e.at(field, format!("invalid regex: {err}"));
-        return None;
-    }
-    let regex = match RegexBuilder::new(&format!("^(?:{src})$")).build() {
-        Ok(r) => r,
-        Err(err) => {
-            e.at(field, format!("invalid regex: {err}"));
-            return None;
+fn compile_regex(
+    e: &mut Errs<'_>,
+    field: &str,
+    src: &str,
+    names: &mut CaptureNames,
+    shared: &mut Shared,
+) -> Option<Rx> {
+    let regex = match shared.regexes.get(src) {
+        Some(regex) => regex.clone(),
+        None => {
+            // Compile the text as written first, so an error points into what the user wrote rather than
+            // into our anchoring wrapper.
+            if let Err(err) = RegexBuilder::new(src).build() {
+                e.at(field, format!("invalid regex: {err}"));
+                return None;
+            }
+            let regex = match RegexBuilder::new(&format!("^(?:{src})$")).build() {
+                Ok(r) => Arc::new(r),
+                Err(err) => {
+                    e.at(field, format!("invalid regex: {err}"));
+                    return None;
+                }
+            };
+            shared.regexes.insert(src.to_string(), regex.clone());
+            regex
         }
     };
     let mut groups = Vec::new();

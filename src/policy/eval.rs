@@ -6,6 +6,7 @@
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use regex::Regex;
@@ -57,7 +58,9 @@ impl Effect {
 #[derive(Debug, Clone)]
 pub(crate) struct Rx {
     pub source: String,
-    pub regex: Regex,
+    /// Shared by every rule with the same regex text (compile.rs): one compiled program and one match
+    /// cache, however many rules use it. `groups` stays per rule, since capture numbers are.
+    pub regex: Arc<Regex>,
     /// (regex group index, capture index) for every named group.
     pub groups: Vec<(usize, usize)>,
 }
@@ -101,7 +104,7 @@ impl Rx {
 #[derive(Debug, Clone)]
 pub(crate) struct ClaimCond {
     pub key: String,
-    pub values: Vec<Pattern>,
+    pub values: Vec<Arc<Pattern>>,
     /// Some value binds a capture: the condition is checked in the capture chain, not up front.
     pub binds: bool,
 }
@@ -113,11 +116,7 @@ impl ClaimCond {
 
     /// The claim's scalar items: the value itself, or the items of a list.
     fn items<'c>(&self, claims: &'c BTreeMap<String, serde_json::Value>) -> &'c [serde_json::Value] {
-        match self.lookup(claims) {
-            Some(serde_json::Value::Array(items)) => items,
-            Some(v) => std::slice::from_ref(v),
-            None => &[],
-        }
+        claim_items(claims, &self.key)
     }
 
     /// For conditions without captures.
@@ -136,6 +135,16 @@ impl ClaimCond {
     }
 }
 
+/// The items a claim condition on `key` compares: the claim itself, or the items of a list. The rule
+/// index reads claims through this too, so that it files and finds rules by exactly what they compare.
+pub(crate) fn claim_items<'c>(claims: &'c BTreeMap<String, serde_json::Value>, key: &str) -> &'c [serde_json::Value] {
+    match claim_at(claims, key) {
+        Some(serde_json::Value::Array(items)) => items,
+        Some(v) => std::slice::from_ref(v),
+        None => &[],
+    }
+}
+
 /// An IPv4 client seen through an IPv6 socket arrives as `::ffff:a.b.c.d`; compare it as IPv4 so that
 /// `10.0.0.0/8` means what it says.
 pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
@@ -148,12 +157,12 @@ pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
 /// The conditions of a rule's `match:` section. Empty lists and `None` mean "no condition".
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Conditions {
-    pub account: Vec<Pattern>,
-    pub not_account: Vec<Pattern>,
-    pub account_regex: Option<Rx>,
-    pub group: Vec<Pattern>,
-    pub not_group: Vec<Pattern>,
-    pub group_regex: Option<Rx>,
+    pub account: Vec<Arc<Pattern>>,
+    pub not_account: Vec<Arc<Pattern>>,
+    pub account_regex: Option<Box<Rx>>,
+    pub group: Vec<Arc<Pattern>>,
+    pub not_group: Vec<Arc<Pattern>>,
+    pub group_regex: Option<Box<Rx>>,
     pub provider: Vec<String>,
     pub auth_method: Vec<AuthMethod>,
     pub anonymous: Option<bool>,
@@ -166,12 +175,14 @@ pub(crate) struct Conditions {
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
     pub name: String,
-    pub file: String,
+    /// Shared by the rules of one file.
+    pub file: Arc<str>,
     pub description: Option<String>,
     pub effect: Effect,
     pub rtype: ResourceType,
-    /// Repository patterns; empty for `type: registry`, whose only resource is the catalog.
-    pub resources: Vec<Pattern>,
+    /// Repository patterns; empty for `type: registry`, whose only resource is the catalog. Shared with
+    /// every rule that has the same pattern.
+    pub resources: Vec<Arc<Pattern>>,
     pub actions: u8,
     pub cond: Conditions,
     /// The rule mentions `{username}` somewhere, so it can never apply to the anonymous identity.
@@ -222,6 +233,28 @@ impl Rule {
         };
         self.chain(&ctx.identity, &mut resource)?;
         Ok(covered)
+    }
+
+    /// [`Rule::evaluate`] for `authorize`, which needs only whether and what: the same answer, with a cheap
+    /// test that the rule could match the requested name at all before the identity is looked at. Most
+    /// rules a request's identity leads to are for other repositories (one rule per team, a user in fifty
+    /// teams), and a prefix comparison rules them out faster than the group and capture conditions.
+    /// `explain` keeps using `evaluate`, whose order of checks decides the reason it reports.
+    pub(crate) fn applies(&self, ctx: &RequestContext, scope: &Scope, requested: u8) -> Option<u8> {
+        if self.rtype != scope.rtype || self.actions & requested == 0 {
+            return None;
+        }
+        let name = scope.name.as_str();
+        // Necessary for the resource closure in `evaluate` to hold under any bindings: the catalog, or
+        // some pattern's leading literal text (captures are substituted after it, never before).
+        let possible = match self.rtype {
+            ResourceType::Registry => name == "catalog",
+            ResourceType::Repository => self.resources.iter().any(|p| name.starts_with(p.prefix())),
+        };
+        if !possible {
+            return None;
+        }
+        self.evaluate(ctx, scope, requested).ok()
     }
 
     /// The conditions that bind no captures, cheapest first.

@@ -115,7 +115,7 @@ pub(crate) fn build(
             let miss = *res.as_ref().err()?;
             Some(RuleNotApplied {
                 rule: rule.name.clone(),
-                file: rule.file.clone(),
+                file: rule.file.to_string(),
                 effect: rule.effect.as_str(),
                 description: rule.description.clone(),
                 reason: reason(rule, ctx, scope, requested, miss),
@@ -210,13 +210,13 @@ pub(crate) fn reason(rule: &Rule, ctx: &RequestContext, scope: &Scope, requested
         }
         Miss::Account => format!("account: {:?} does not match {}", id.username, one_or_any(&c.account)),
         Miss::AccountRegex => {
-            regex_reason("account_regex", c.account_regex.as_ref(), std::slice::from_ref(&id.username))
+            regex_reason("account_regex", c.account_regex.as_deref(), std::slice::from_ref(&id.username))
         }
         Miss::Group if id.groups.is_empty() => {
             format!("group: the identity has no groups, rule wants {}", one_or_any(&c.group))
         }
         Miss::Group => format!("group: none of {} matches {}", list(&id.groups), one_or_any(&c.group)),
-        Miss::GroupRegex => regex_reason("group_regex", c.group_regex.as_ref(), &id.groups),
+        Miss::GroupRegex => regex_reason("group_regex", c.group_regex.as_deref(), &id.groups),
         Miss::Resource => resource_reason(rule, ctx, scope),
     }
 }

@@ -6,13 +6,16 @@
 //! is reachable only through a `type: registry` rule, never through a repository glob.
 //!
 //! Compilation ([`Policy::compile`]) validates everything up front and reports every problem at once,
-//! naming the file, the rule and the field; a policy that compiled cannot fail at request time.
+//! naming the file, the rule and the field; a policy that compiled cannot fail at request time. It also
+//! files the rules by what an identity must present for them to apply (`index.rs`), so that a request
+//! evaluates the few rules its identity can match, not the whole file.
 //! [`Policy::load`] is the only function here that touches the file system.
 
 mod compile;
 mod error;
 mod eval;
 mod explain;
+mod index;
 mod pattern;
 mod raw;
 mod testing;
@@ -72,6 +75,30 @@ impl fmt::Debug for Policy {
     }
 }
 
+/// The decision from the rules that apply (in rule order) and the requested actions each covers: union
+/// of the allows minus the denies, and the rules that made a difference, in the order they come.
+fn decide<'r>(scope: &Scope, applying: impl Iterator<Item = (&'r Rule, u8)>) -> Decision {
+    let (mut allow, mut deny) = (0u8, 0u8);
+    let mut matched: Vec<(&Rule, u8)> = Vec::new();
+    for (rule, covered) in applying {
+        match rule.effect {
+            Effect::Allow => allow |= covered,
+            Effect::Deny => deny |= covered,
+        }
+        matched.push((rule, covered));
+    }
+    let granted = granted_actions(&scope.actions, allow & !deny);
+    let granted_mask = mask_of(&granted);
+    let names = |effect: Effect, relevant: u8| -> Vec<String> {
+        matched
+            .iter()
+            .filter(|(r, covered)| r.effect == effect && covered & relevant != 0)
+            .map(|(r, _)| r.name.clone())
+            .collect()
+    };
+    Decision { allowed_by: names(Effect::Allow, granted_mask), denied_by: names(Effect::Deny, allow), granted }
+}
+
 /// The requested actions that `mask` grants, in request order. `*` needs every concrete action.
 fn granted_actions(requested: &[Action], mask: u8) -> Vec<Action> {
     requested.iter().copied().filter(|a| mask & bits(*a) == bits(*a)).collect()
@@ -113,34 +140,37 @@ impl Policy {
         (partial, errors)
     }
 
-    /// Decide one scope. Pure and allocation-light: only the result vectors are allocated.
+    /// Decide one scope. Pure and allocation-light: the candidate list and the result vectors are all it
+    /// allocates. Only the rules the index finds for this identity are evaluated, in file order, so the
+    /// decision and the order of the rule names are those of evaluating every rule ([`Policy::authorize_scan`]).
     pub fn authorize(&self, ctx: &RequestContext, scope: &Scope) -> Decision {
+        let mut ids = Vec::new();
+        self.inner.index.candidates(ctx, &mut ids);
+        let rules = &self.inner.rules;
         let requested = mask_of(&scope.actions);
-        let (mut allow, mut deny) = (0u8, 0u8);
-        let mut matched: Vec<(&Rule, u8)> = Vec::new();
-        for rule in &self.inner.rules {
-            if let Ok(covered) = rule.evaluate(ctx, scope, requested) {
-                match rule.effect {
-                    Effect::Allow => allow |= covered,
-                    Effect::Deny => deny |= covered,
-                }
-                matched.push((rule, covered));
-            }
-        }
-        let granted = granted_actions(&scope.actions, allow & !deny);
-        let granted_mask = mask_of(&granted);
-        let names = |effect: Effect, relevant: u8| -> Vec<String> {
-            matched
-                .iter()
-                .filter(|(r, covered)| r.effect == effect && covered & relevant != 0)
-                .map(|(r, _)| r.name.clone())
-                .collect()
-        };
-        Decision { allowed_by: names(Effect::Allow, granted_mask), denied_by: names(Effect::Deny, allow), granted }
+        let applying = ids
+            .iter()
+            .filter_map(|&i| rules.get(i as usize))
+            .filter_map(|rule| rule.applies(ctx, scope, requested).map(|covered| (rule, covered)));
+        decide(scope, applying)
+    }
+
+    /// [`Policy::authorize`] by evaluating every rule, without the index or any shortcut: the reference the
+    /// property tests compare the indexed engine with, and the before of the benchmark. Not for serving.
+    #[doc(hidden)]
+    pub fn authorize_scan(&self, ctx: &RequestContext, scope: &Scope) -> Decision {
+        let requested = mask_of(&scope.actions);
+        let applying = self
+            .inner
+            .rules
+            .iter()
+            .filter_map(|rule| rule.evaluate(ctx, scope, requested).ok().map(|covered| (rule, covered)));
+        decide(scope, applying)
     }
 
     /// Explain the decision for one scope: per action, the rules that allowed and denied it, and for
-    /// every other rule the first reason it did not apply.
+    /// every other rule the first reason it did not apply. Evaluates every rule (it must name them all),
+    /// the way [`Policy::authorize_scan`] does.
     pub fn explain(&self, ctx: &RequestContext, scope: &Scope) -> Explanation {
         let requested = mask_of(&scope.actions);
         let results: Vec<Result<u8, Miss>> =

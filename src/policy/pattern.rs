@@ -49,15 +49,20 @@ pub(crate) fn is_capture_name(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// The capture names of one rule. Index 0 is always `username`.
+/// The name of capture 0, bound from the username in every rule.
+const USERNAME_NAME: &str = "username";
+
+/// The capture names of one rule. Index 0 is always `username`, which is implied rather than stored: most
+/// rules define no other capture, and with tens of thousands of rules one string each is memory for nothing.
 #[derive(Debug, Clone)]
 pub(crate) struct CaptureNames {
-    names: Vec<String>,
+    /// Captures 1, 2, ... in order of definition.
+    names: Vec<Box<str>>,
 }
 
 impl CaptureNames {
     pub(crate) fn new() -> Self {
-        CaptureNames { names: vec!["username".to_string()] }
+        CaptureNames { names: Vec::new() }
     }
 
     /// The index of `name`, adding it if it is new.
@@ -65,19 +70,25 @@ impl CaptureNames {
         if let Some(i) = self.lookup(name) {
             return Ok(i);
         }
-        if self.names.len() >= MAX_CAPTURES {
+        if self.names.len() + 1 >= MAX_CAPTURES {
             return Err(format!("too many captures: a rule may use at most {} besides username", MAX_CAPTURES - 1));
         }
-        self.names.push(name.to_string());
-        Ok(self.names.len() - 1)
+        self.names.push(name.into());
+        Ok(self.names.len())
     }
 
     pub(crate) fn lookup(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == name)
+        if name == USERNAME_NAME {
+            return Some(USERNAME);
+        }
+        self.names.iter().position(|n| &**n == name).map(|i| i + 1)
     }
 
     pub(crate) fn name(&self, index: usize) -> &str {
-        self.names.get(index).map_or("?", String::as_str)
+        match index {
+            USERNAME => USERNAME_NAME,
+            i => self.names.get(i - 1).map_or("?", |n| &**n),
+        }
     }
 }
 
@@ -93,9 +104,10 @@ pub(crate) enum CaptureMode<'n> {
     Use(&'n CaptureNames, &'n [String], &'n [String]),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+// Hash and Eq: identical patterns are compiled once and shared between rules (compile.rs interns them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Token {
-    Lit(String),
+    Lit(Box<str>),
     Star,
     DoubleStar,
     /// `*` in a claim pattern: never crosses `/` or `:`, the separators of claim values such as GitHub's
@@ -104,11 +116,13 @@ enum Token {
     Capture(usize),
 }
 
-/// A compiled pattern, keeping its source text for messages.
-#[derive(Debug, Clone)]
+/// A compiled pattern, keeping its source text for messages. Two patterns are equal when their source and
+/// their tokens are: the same text with captures numbered differently (`{team}` is capture 1 in one rule
+/// and 2 in another) is two patterns.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Pattern {
-    source: String,
-    tokens: Vec<Token>,
+    source: Box<str>,
+    tokens: Box<[Token]>,
 }
 
 impl fmt::Display for Pattern {
@@ -210,11 +224,30 @@ impl Pattern {
             }
         }
         flush(&mut lit, &mut tokens);
-        Ok(Pattern { source: src.to_string(), tokens })
+        Ok(Pattern { source: src.into(), tokens: tokens.into_boxed_slice() })
     }
 
     pub(crate) fn source(&self) -> &str {
         &self.source
+    }
+
+    /// The one text this pattern matches, when it has no wildcard and no capture: then matching is
+    /// equality, and a rule can be filed under that text in the rule index.
+    pub(crate) fn literal(&self) -> Option<&str> {
+        match &*self.tokens {
+            [Token::Lit(lit)] => Some(lit),
+            _ => None,
+        }
+    }
+
+    /// The literal text every match starts with (empty when the pattern starts with a wildcard or a
+    /// capture). Whatever the captures are bound to, an input without this prefix cannot match, which
+    /// makes a cheap first test for a resource pattern.
+    pub(crate) fn prefix(&self) -> &str {
+        match self.tokens.first() {
+            Some(Token::Lit(lit)) => lit,
+            _ => "",
+        }
     }
 
     /// The capture indices this pattern mentions.
@@ -253,7 +286,7 @@ impl Pattern {
 
 fn flush(lit: &mut String, tokens: &mut Vec<Token>) {
     if !lit.is_empty() {
-        tokens.push(Token::Lit(std::mem::take(lit)));
+        tokens.push(Token::Lit(std::mem::take(lit).into_boxed_str()));
     }
 }
 
@@ -272,7 +305,7 @@ fn step<'a>(
     };
     let rest = &input[pos..];
     match first {
-        Token::Lit(lit) => rest.starts_with(lit.as_str()) && step(rest_tokens, input, pos + lit.len(), b, bind, k),
+        Token::Lit(lit) => rest.starts_with(&**lit) && step(rest_tokens, input, pos + lit.len(), b, bind, k),
         Token::Star | Token::DoubleStar | Token::ClaimStar => {
             for (off, ch) in rest.char_indices() {
                 let stop = match first {

@@ -723,3 +723,97 @@ rules:
     );
     assert!(errs.contains("`match.claims.a..b`: not a claim path"), "{errs}");
 }
+
+/// Every example file and both example directories, as one policy each.
+fn example_policies() -> Vec<Policy> {
+    let mut out = vec![compile(EXAMPLE_POLICY)];
+    for dir in [policies_dir(), policies_dir().join("split")] {
+        out.push(Policy::load(std::slice::from_ref(&dir)).unwrap_or_else(|e| panic!("{}: {e:?}", dir.display())));
+    }
+    out
+}
+
+#[test]
+fn the_indexed_decision_is_the_full_scans_for_every_example_policy() {
+    for policy in example_policies() {
+        for who in demo_accounts() {
+            for s in PROBE_SCOPES {
+                let s = scope(s);
+                assert_eq!(policy.authorize(&who, &s), policy.authorize_scan(&who, &s), "{who:?} {s}");
+            }
+        }
+    }
+}
+
+#[test]
+fn literal_conditions_are_indexed_and_the_rest_checked_on_every_request() {
+    let policy = compile(
+        r#"
+rules:
+  - { name: one-account, match: { account: [alice, bob] }, resources: [a/*], actions: [pull] }
+  - { name: glob-account, match: { account: ["ci-*"], provider: corp }, resources: [b/*], actions: [pull] }
+  - { name: one-group, match: { group: [team-a], account_regex: "x.*" }, resources: [c/*], actions: [pull] }
+  - { name: capture-group, match: { group: ["team-{t}"] }, resources: ["{t}/*"], actions: [pull] }
+  - { name: claim, match: { claims: { dept: [pay, "7"] } }, resources: [d/*], actions: [pull] }
+  - { name: claim-glob, match: { claims: { dept: "pay*" }, service: [reg] }, resources: [e/*], actions: [pull] }
+  - { name: method, match: { auth_method: [workload] }, resources: [f/*], actions: [pull] }
+  - { name: anon, match: { anonymous: true }, resources: [g/*], actions: [pull] }
+  - { name: regex, match: { group_regex: "ops-.*" }, resources: [h/*], actions: [pull] }
+  - { name: network, match: { client_network: [10.0.0.0/8] }, resources: [i/*], actions: [pull] }
+  - { name: everyone, resources: [j/*], actions: [pull] }
+"#,
+    );
+    // capture-group, regex, network and everyone cannot be looked up by a value.
+    assert_eq!(policy.inner.index.unfiled(), 4);
+    let mut people = demo_accounts();
+    people.push(ctx("xavier", &["team-a", "ops-1"]));
+    let mut numeric = ctx("carol", &["team-b"]);
+    Arc::make_mut(&mut numeric.identity).claims.insert("dept".into(), serde_json::json!([7, "x"]));
+    numeric.auth_method = AuthMethod::Workload;
+    numeric.service = "reg".into();
+    people.push(numeric);
+    let mut corp = ctx("ci-web", &[]);
+    Arc::make_mut(&mut corp.identity).provider = "corp".into();
+    Arc::make_mut(&mut corp.identity).claims.insert("dept".into(), serde_json::json!("payroll"));
+    corp.service = "reg".into();
+    people.push(corp);
+    let mut granted_somewhere = 0;
+    for who in &people {
+        for dir in ["a", "b", "c", "team-a", "a", "b", "d", "e", "f", "g", "h", "i", "j"] {
+            let s = scope(&format!("repository:{dir}/x:pull"));
+            let (fast, scan) = (policy.authorize(who, &s), policy.authorize_scan(who, &s));
+            assert_eq!(fast, scan, "{who:?} {s}");
+            granted_somewhere += usize::from(!fast.granted.is_empty());
+        }
+    }
+    assert!(granted_somewhere > 20, "the probes must reach most rules, not only refusals: {granted_somewhere}");
+}
+
+#[test]
+fn patterns_and_regexes_shared_by_rules_are_compiled_once_and_keep_their_own_captures() {
+    let policy = compile(
+        r#"
+rules:
+  - { name: a, effect: deny, match: { not_group: [admins] }, resources: ["prod/**"], actions: [delete] }
+  - { name: b, effect: deny, match: { not_group: [admins] }, resources: ["prod/**"], actions: [push] }
+  - name: c
+    match: { group_regex: "ci-(?P<team>[a-z]+)" }
+    resources: ["{team}/**"]
+    actions: [pull]
+  - name: d
+    match: { group: ["{first}-x"], group_regex: "ci-(?P<team>[a-z]+)" }
+    resources: ["{team}/{first}/**"]
+    actions: [push]
+"#,
+    );
+    let rules = &policy.inner.rules;
+    assert!(Arc::ptr_eq(&rules[0].resources[0], &rules[1].resources[0]), "one `prod/**`");
+    assert!(Arc::ptr_eq(&rules[0].cond.not_group[0], &rules[1].cond.not_group[0]), "one `admins`");
+    let (c, d) = (rules[2].cond.group_regex.as_ref().unwrap(), rules[3].cond.group_regex.as_ref().unwrap());
+    assert!(Arc::ptr_eq(&c.regex, &d.regex), "one compiled regex");
+    // `{team}` is capture 1 in c and 2 in d: the resource patterns differ, and each rule binds its own.
+    assert!(!Arc::ptr_eq(&rules[2].resources[0], &rules[3].resources[0]));
+    let who = ctx("robot", &["ci-web", "a-x"]);
+    assert_eq!(granted(&policy, &who, "repository:web/a/img:push,pull"), ["push", "pull"]);
+    assert_eq!(granted(&policy, &who, "repository:web/b/img:push,pull"), ["pull"]);
+}

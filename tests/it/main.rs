@@ -24,6 +24,7 @@ mod layout;
 mod ldap;
 mod oidc;
 mod ops;
+mod policy_scale;
 mod props;
 mod pull_bench;
 mod replicas;

@@ -1,10 +1,13 @@
 //! Property tests of everything that parses client or operator input: the scope parser, the Basic header
 //! and the form and query parsers (through the public router, as a client reaches them), the policy loader,
 //! refresh tokens and the group DNs a directory returns. The properties: nothing panics or answers 500, nothing but the right credentials gets
-//! a token, what parses re-parses to the same thing, and a tampered refresh token is always refused.
+//! a token, what parses re-parses to the same thing, and a tampered refresh token is always refused. And one
+//! of the policy engine: the rule index changes no decision (random policies and identities, indexed
+//! `authorize` against evaluating every rule).
 //!
-//! A short run is part of the suite (64 cases per property, or `PROPTEST_CASES`); a longer one is
-//! documented in BENCHMARKS.md (`PROPTEST_CASES=20000 cargo test --release --test it props`).
+//! A short run is part of the suite (64 cases per property, or `PROPTEST_CASES`; the index property runs
+//! 32 times as many, its cases being cheap); a longer one is documented in BENCHMARKS.md
+//! (`PROPTEST_CASES=20000 cargo test --release --test it props`).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -14,6 +17,7 @@ use axum::http::Request;
 use base64::Engine as _;
 use proptest::prelude::*;
 use tollgate::app::AppState;
+use tollgate::identity::{AuthMethod, Identity, RequestContext};
 use tollgate::policy::{Policy, PolicySource};
 use tollgate::scope::Scope;
 use tollgate::token::refresh::RefreshTokens;
@@ -209,4 +213,246 @@ proptest! {
             prop_assert!(tokens.verify(&tampered, SERVICE).is_err(), "tampered token accepted: position {}", i);
         }
     }
+}
+
+/// One rule of a random policy, in the rules language: every kind of condition, literal and not, each
+/// present or not, so that rules are filed under every index key and many are not filable at all.
+/// Combinations that do not compile (a resource using a capture the match does not bind) are dropped
+/// by [`random_policy`].
+fn random_rule() -> impl Strategy<Value = String> {
+    use proptest::sample::select;
+    // Each condition present in one rule of five: a rule with five conditions almost never applies, and a
+    // property that only ever compares refusals would prove little.
+    fn of<T: std::fmt::Debug>(s: impl Strategy<Value = T>) -> impl Strategy<Value = Option<T>> {
+        proptest::option::weighted(0.2, s)
+    }
+    let who = (
+        of(select(vec!["[alice]", "[alice, bob]", "[\"ci-*\"]", "[\"svc-{svc}\"]", "[bob, \"{who}-x\"]"])),
+        of(select(vec!["[bob]", "[\"ci-*\"]"])),
+        of(select(vec!["\"svc-(?P<svc>[a-z]+)\"", "\"a.*\"", "\"(?P<who>[a-z]+)-x\""])),
+        of(select(vec![
+            "[team-a]",
+            "[team-a, dev]",
+            "[\"team-{team}\"]",
+            "[\"ci-{team}\"]",
+            "[\"*\"]",
+            "[dev, team-b]",
+        ])),
+        of(select(vec!["[\"ops-*\"]", "[dev]"])),
+        of(select(vec!["\"ops-(?P<n>[0-9]+)\"", "\"ci-(?P<team>[a-z]+)\"", "\"team-.*\""])),
+    );
+    let how = (
+        of(select(vec!["[corp]", "[corp, static]"])),
+        of(select(vec!["[password]", "[workload, refresh_token]", "[anonymous]", "[device]"])),
+        of(any::<bool>()),
+        of(select(vec![
+            "{dept: pay}",
+            "{dept: [pay, 7]}",
+            "{dept: \"pa*\"}",
+            "{dept: \"{team}\"}",
+            "{org.team: a}",
+            "{level: 3, dept: pay}",
+            "{level: true}",
+        ])),
+        of(select(vec!["[10.0.0.0/8]", "[\"::1\", 192.168.1.0/24]"])),
+        of(select(vec!["[reg]", "[registry.test, reg]"])),
+    );
+    let what = (
+        prop::bool::weighted(0.3),
+        prop::bool::weighted(0.1),
+        select(vec![
+            "[team-a/**]",
+            "[\"{team}/**\"]",
+            "[\"users/{username}/**\"]",
+            "[\"*/prod/**\", prod]",
+            "[\"public/*\"]",
+            "[\"**\"]",
+            "[\"**\"]",
+            "[\"*\", \"*/*\"]",
+            "[\"{svc}/api\", \"{svc}\"]",
+            "[\"{n}/*\"]",
+            "[\"{who}/**\"]",
+            "[\"team-*/app\"]",
+        ]),
+        select(vec!["[pull]", "[push]", "[pull, push]", "[delete]", "[\"*\"]", "[\"*\"]", "[pull, delete]"]),
+    );
+    (who, how, what).prop_map(|(who, how, (deny, registry, resources, actions))| {
+        let (account, not_account, account_regex, group, not_group, group_regex) = who;
+        let (provider, auth_method, anonymous, claims, network, service) = how;
+        let mut conds = Vec::new();
+        let mut add = |key: &str, value: Option<String>| {
+            if let Some(v) = value {
+                conds.push(format!("{key}: {v}"));
+            }
+        };
+        add("account", account.map(String::from));
+        add("not_account", not_account.map(String::from));
+        add("account_regex", account_regex.map(String::from));
+        add("group", group.map(String::from));
+        add("not_group", not_group.map(String::from));
+        add("group_regex", group_regex.map(String::from));
+        add("provider", provider.map(String::from));
+        add("auth_method", auth_method.map(String::from));
+        add("anonymous", anonymous.map(|b| b.to_string()));
+        add("claims", claims.map(String::from));
+        add("client_network", network.map(String::from));
+        add("service", service.map(String::from));
+        let effect = if deny { "deny" } else { "allow" };
+        let (rtype, resources, actions) =
+            if registry { ("registry", "[catalog]", "[\"*\"]") } else { ("repository", resources, actions) };
+        let matched = if conds.is_empty() { String::new() } else { format!("\n    match: {{ {} }}", conds.join(", ")) };
+        format!(
+            "    effect: {effect}\n    type: {rtype}{matched}\n    resources: {resources}\n    actions: {actions}\n"
+        )
+    })
+}
+
+/// A policy of the rules that compile on their own, named r0, r1, ... in order.
+fn random_policy(rules: &[String]) -> Option<(Policy, usize)> {
+    let compiles = |body: &str| {
+        let text = format!("rules:\n  - name: r\n{body}");
+        Policy::compile(&[PolicySource { path: "p.yaml".into(), text }]).is_ok()
+    };
+    let kept: Vec<&String> = rules.iter().filter(|r| compiles(r)).collect();
+    let text: String = std::iter::once("rules:\n".to_string())
+        .chain(kept.iter().enumerate().map(|(i, r)| format!("  - name: r{i}\n{r}")))
+        .collect();
+    let policy = Policy::compile(&[PolicySource { path: "p.yaml".into(), text }])
+        .unwrap_or_else(|e| panic!("rules that compile alone compile together: {e:?}"));
+    (!kept.is_empty()).then_some((policy, kept.len()))
+}
+
+/// Who asks: usernames, groups, providers, claims, auth methods, addresses and services that the random
+/// rules' conditions match and miss, hostile names included.
+fn random_request() -> impl Strategy<Value = RequestContext> {
+    use proptest::sample::{select, subsequence};
+    (
+        select(vec!["alice", "bob", "ci-web", "svc-api", "who-x", "bob/evil", "a.b", ""]),
+        subsequence(
+            vec!["team-a", "team-b", "dev", "ci-web", "ops-1", "ops-x", "*", "a/b", "team-..", "team-a"],
+            0..=5,
+        ),
+        select(vec!["corp", "static", ""]),
+        (
+            select(vec![
+                None,
+                Some(serde_json::json!("pay")),
+                Some(serde_json::json!(7)),
+                Some(serde_json::json!(["x", "pay"])),
+                Some(serde_json::json!("pax")),
+                Some(serde_json::json!("a")),
+            ]),
+            select(vec![None, Some(serde_json::json!({"team": "a"})), Some(serde_json::json!({"team": ["b", "a"]}))]),
+            select(vec![None, Some(serde_json::json!(3)), Some(serde_json::json!("3")), Some(serde_json::json!(true))]),
+        ),
+        select(vec![
+            AuthMethod::Password,
+            AuthMethod::RefreshToken,
+            AuthMethod::Device,
+            AuthMethod::Workload,
+            AuthMethod::Anonymous,
+        ]),
+        select(vec!["10.1.2.3", "192.168.1.7", "::1", "::ffff:10.0.0.1", "172.16.0.1"]),
+        select(vec!["registry.test", "reg"]),
+    )
+        .prop_map(|(username, groups, provider, (dept, org, level), auth_method, ip, service)| {
+            let mut claims = std::collections::BTreeMap::new();
+            for (key, value) in [("dept", dept), ("org", org), ("level", level)] {
+                if let Some(v) = value {
+                    claims.insert(key.to_string(), v);
+                }
+            }
+            RequestContext {
+                identity: Arc::new(Identity {
+                    username: username.into(),
+                    provider: provider.into(),
+                    groups: groups.into_iter().map(String::from).collect(),
+                    claims,
+                    account: None,
+                    expires_at: None,
+                }),
+                auth_method,
+                client_ip: ip.parse().unwrap(),
+                service: service.into(),
+            }
+        })
+}
+
+/// What is asked: names the random resources match and miss, any actions, and the catalog.
+fn random_scope() -> impl Strategy<Value = Scope> {
+    use proptest::sample::{select, subsequence};
+    (
+        select(vec![
+            "team-a/app",
+            "team-a",
+            "a/x",
+            "users/alice/x",
+            "users/bob/evil/x",
+            "web/prod/api",
+            "prod",
+            "public/x",
+            "api/api",
+            "api",
+            "1/x",
+            "pay/x",
+            "team-b/app",
+            "web/x",
+        ]),
+        subsequence(vec!["pull", "push", "delete", "*"], 1..=3),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(name, actions, catalog)| {
+            let text = if catalog {
+                "registry:catalog:*".to_string()
+            } else {
+                format!("repository:{name}:{}", actions.join(","))
+            };
+            Scope::parse(&text).unwrap()
+        })
+}
+
+/// The rule index only skips rules that cannot apply: for random policies (literal, glob, regex and capture
+/// matchers, allows and denies, every condition) and random requests, `authorize` grants the same actions
+/// and names the same rules in the same order as evaluating every rule, and `explain` agrees. Runs 32 times
+/// `PROPTEST_CASES` policies (its cases are cheap and its input space wide), and checks that the run
+/// exercised real decisions, not only refusals.
+#[test]
+fn the_rule_index_changes_no_decision() {
+    use std::cell::Cell;
+    let config = ProptestConfig { cases: cases() * 32, failure_persistence: None, ..ProptestConfig::default() };
+    let mut runner = proptest::test_runner::TestRunner::new(config.clone());
+    let (policies, compared, granted, denied) =
+        (Cell::new(0usize), Cell::new(0usize), Cell::new(0usize), Cell::new(0usize));
+    let strategy = (
+        proptest::collection::vec(random_rule(), 1..12),
+        proptest::collection::vec((random_request(), random_scope()), 1..16),
+    );
+    let result = runner.run(&strategy, |(rules, requests)| {
+        let Some((policy, _)) = random_policy(&rules) else { return Ok(()) };
+        policies.set(policies.get() + 1);
+        for (ctx, scope) in &requests {
+            let indexed = policy.authorize(ctx, scope);
+            let scanned = policy.authorize_scan(ctx, scope);
+            prop_assert_eq!(&indexed, &scanned, "{:?} asking {}", ctx, scope);
+            prop_assert_eq!(&policy.explain(ctx, scope).granted, &indexed.granted);
+            compared.set(compared.get() + 1);
+            granted.set(granted.get() + usize::from(!indexed.granted.is_empty()));
+            denied.set(denied.get() + usize::from(!indexed.denied_by.is_empty()));
+        }
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    println!(
+        "rule index property: {} cases, {} policies, {} decisions compared ({} granting, {} with a deny), 0 differences",
+        config.cases,
+        policies.get(),
+        compared.get(),
+        granted.get(),
+        denied.get()
+    );
+    assert!(policies.get() * 2 > config.cases as usize, "most random policies must compile: {}", policies.get());
+    assert!(granted.get() * 8 > compared.get(), "too few grants to prove anything: {granted:?} of {compared:?}");
+    assert!(denied.get() * 100 > compared.get(), "too few denials to prove anything: {denied:?} of {compared:?}");
 }
