@@ -47,7 +47,9 @@ pub fn init_tracing(settings: &Settings) -> LogGuard {
         .buffered_lines_limit(QUEUE_LINES)
         .lossy(true)
         .thread_name("tollgate-log")
-        .finish(std::io::stderr());
+        // The writer thread writes every line it finds queued, then flushes: one write for a burst of lines
+        // instead of one per line, while a lone line still goes out at once.
+        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
     crate::telemetry::count_dropped_log_lines(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
