@@ -12,9 +12,12 @@
 #   10. a CI job's JWT against a robot secret, warm and cold (RS256 and ES256)          (section "workload")
 #   6. a 20-layer skopeo pull through registry 2.8 + tollgate against registry 2.8 with htpasswd,
 #      alternating runs                                                             (tests/it/pull_bench.rs)
+#   12. warm GET /token of the release binary with the audit line on against off, from outside (wrk),
+#      alternating rounds                                                              (scripts/ab.sh)
 #
 # Knobs: BENCH_ROUNDS (3), BENCH_SECS (4), BENCH_CONNS (32 load connections), BENCH_N (LDAP requests per case, 300), BENCH_PULLS (10),
 # BENCH_BCRYPT_COST (htpasswd cost, 5 as `htpasswd -B`). BENCH_SKIP_IT=1 runs only 1-4 (no slapd/registry).
+# BENCH_SKIP_AUDIT=1 skips 12 (it needs wrk, Debian package wrk).
 # Needs what scripts/test.sh installs (slapd, docker-registry, skopeo); run that once first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -24,6 +27,13 @@ free -h | sed 's/^/== /'
 echo "== load average: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews every figure)"
 
 cargo bench --bench tollgate -- "$@"
+
+if [[ ${BENCH_SKIP_AUDIT:-0} != 1 ]]; then
+    cargo build --release --bin tollgate
+    echo "== 12. audit line on (A) against off (B), warm GET /token, wrk -t1 -c16"
+    bash scripts/ab.sh target/release/tollgate "" target/release/tollgate "TOLLGATE_LOG=info,tollgate::audit=off" \
+        "${BENCH_ROUNDS:-3}" "${BENCH_SECS:-8}"
+fi
 
 if [[ ${BENCH_SKIP_IT:-0} != 1 ]]; then
     for tool in slapd docker-registry skopeo; do
