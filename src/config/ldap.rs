@@ -236,6 +236,14 @@ pub fn warnings(cfg: &LdapConfig, at: &str) -> Vec<String> {
              rules give that name. Set groups.base_dn to the OU of the groups your rules name"
         ));
     }
+    if cfg.disabled_filter.as_deref().is_some_and(|f| f.to_ascii_lowercase().contains("pwdaccountlockedtime")) {
+        out.push(format!(
+            "{at}.disabled_filter: names pwdAccountLockedTime, so a user the password policy locked once is \
+             never asked for a password again: slapd clears a lock that has run its pwdLockoutDuration only on \
+             a successful bind, which tollgate would then never make. Leave locks out of disabled_filter: the \
+             directory refuses a locked account's bind itself, and refresh tokens already read the attribute"
+        ));
+    }
     if cfg.user_dn_template.is_none() {
         let filter = cfg.user_filter.as_deref().unwrap_or(DEFAULT_USER_FILTER);
         let username_attribute = cfg.username_attribute.clone().unwrap_or_else(|| "uid".into());
@@ -421,6 +429,27 @@ mod tests {
         let cfg = cfg.unwrap();
         assert_eq!(cfg.bind_password_file.as_deref(), Some(Path::new("/etc/tollgate/secrets/ldap")));
         assert_eq!(cfg.ca_file.as_deref(), Some(Path::new("/etc/ssl/ca.pem")));
+    }
+
+    /// The shipped OpenLDAP example must not lock anyone out for good, and a config that names ppolicy's
+    /// lock attribute in disabled_filter is warned about.
+    #[test]
+    fn a_ppolicy_lock_in_disabled_filter_is_warned_about_and_the_example_has_none() {
+        let example: serde_norway::Value =
+            serde_norway::from_str(include_str!("../../providers/openldap.yaml")).unwrap();
+        let entry: LdapConfig = serde_norway::from_value(
+            serde_norway::from_value::<serde_norway::Mapping>(example["providers"][0].clone())
+                .map(|mut m| {
+                    m.remove("type");
+                    serde_norway::Value::Mapping(m)
+                })
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(warnings(&entry, "providers[0]").iter().all(|w| !w.contains("disabled_filter")));
+        let locking = parse("{name: x, url: 'ldap://x', user_base_dn: 'dc=x', disabled_filter: '(|(pwdAccountLockedTime=*)(employeeType=disabled))'}");
+        let w = warnings(&locking, "providers[0]");
+        assert!(w.iter().any(|w| w.starts_with("providers[0].disabled_filter: names pwdAccountLockedTime")), "{w:?}");
     }
 
     #[test]

@@ -378,6 +378,13 @@ async fn a_ppolicy_locked_account_loses_its_refresh_token_after_the_cache_ttl() 
     // slapd refuses the bind itself (ppolicy does not say why without its control).
     assert_eq!(granted(&state, (&alice.0, &alice.1), PUSH_PAYMENTS).await.0, 401, "and the password");
     let p = LdapProvider::new(&config(&slapd, Mode::StartTlsMemberOf, "")).expect("provider");
+    // The entry, read before the bind, says what slapd's answer does not: the log names the lock.
+    match p.authenticate(&alice.0, &pw(&alice.1)).await {
+        Err(Failure::Refused(reason)) => {
+            assert!(reason.contains("locked by the directory's password policy (pwdAccountLockedTime"), "{reason}")
+        }
+        other => panic!("{other:?}"),
+    }
     match p.recheck("alice").await {
         Err(Failure::Refused(reason)) => assert_eq!(reason, "account locked (pwdAccountLockedTime)"),
         other => panic!("{other:?}"),

@@ -455,7 +455,12 @@ impl LdapProvider {
             }
             None => {
                 let Some(user) = self.find_user(username, Lookup::Login).await? else { return Ok(Outcome::NotMine) };
-                self.bind_as(&user.dn, password, username).await?;
+                match self.bind_as(&user.dn, password, username).await {
+                    Err(Failure::Refused(reason)) => {
+                        return Err(Failure::Refused(state::refused_bind(&user.state, reason)))
+                    }
+                    other => other?,
+                };
                 user
             }
         };

@@ -75,6 +75,22 @@ pub enum Moment {
     AfterBind,
 }
 
+/// The reason for a bind the directory refused, with what the entry (read before the bind) says of a
+/// password-policy lock: OpenLDAP's ppolicy answers a locked account's bind exactly as a wrong password,
+/// so without this the log would blame the password of a user the directory has locked out.
+pub fn refused_bind(attrs: &HashMap<String, Vec<String>>, reason: String) -> String {
+    let locked =
+        attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case("pwdAccountLockedTime")).and_then(|(_, v)| v.first());
+    match locked {
+        Some(since) => format!(
+            "{reason}, or the account is locked by the directory's password policy (pwdAccountLockedTime {}): \
+             ppolicy refuses a locked account's bind with the same answer",
+            crate::support::clip(since.trim(), 40)
+        ),
+        None => reason,
+    }
+}
+
 /// Why the account whose state attributes are `attrs` (name → values, names in any case) may not be used
 /// at `now` (unix seconds), or None when nothing says so. A value that does not parse refuses: the
 /// directory's word on an account is never guessed in the account's favour.
@@ -134,6 +150,15 @@ mod tests {
 
     fn attrs(pairs: &[(&str, &str)]) -> HashMap<String, Vec<String>> {
         pairs.iter().map(|(k, v)| (k.to_string(), vec![v.to_string()])).collect()
+    }
+
+    #[test]
+    fn a_refused_bind_of_a_ppolicy_locked_entry_names_the_lock() {
+        let locked = attrs(&[("pwdAccountLockedTime", "20261206120000Z")]);
+        let reason = refused_bind(&locked, "wrong password".into());
+        assert!(reason.starts_with("wrong password, or the account is locked"), "{reason}");
+        assert!(reason.contains("pwdAccountLockedTime 20261206120000Z"), "{reason}");
+        assert_eq!(refused_bind(&attrs(&[("uid", "bob")]), "wrong password".into()), "wrong password");
     }
 
     /// Every sub-code of the issue, as Active Directory and Samba write them. 525 and 532 cannot be produced
