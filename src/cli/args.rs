@@ -76,6 +76,10 @@ pub enum Command {
         /// Do not open the verification page in a browser (it is opened when there is a display).
         #[arg(long)]
         no_browser: bool,
+        /// Trust this CA certificate (PEM) besides the system's, for a registry whose certificate a private CA
+        /// signed. SSL_CERT_FILE replaces the system's trust store instead.
+        #[arg(long, value_name = "CA.pem")]
+        ca_file: Option<PathBuf>,
     },
     /// Kubelet image credential provider: reads the kubelet's CredentialProviderRequest on stdin and answers
     /// with the pod's service-account token as the registry password (Kubernetes 1.33+, tokenAttributes).

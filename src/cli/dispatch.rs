@@ -64,8 +64,16 @@ pub fn run(cli: Cli) -> Result<(), String> {
                 .map_err(|e| format!("writing the manual page: {e}"))
         }
         Command::HashPassword => super::read_new_password().and_then(|pw| super::hash_password(&pw)),
-        Command::Login { registry, plain_http, provider, docker_config, authfile, no_browser } => {
-            login::login(login::LoginOptions { registry, plain_http, provider, docker_config, authfile, no_browser })
+        Command::Login { registry, plain_http, provider, docker_config, authfile, no_browser, ca_file } => {
+            login::login(login::LoginOptions {
+                registry,
+                plain_http,
+                provider,
+                docker_config,
+                authfile,
+                no_browser,
+                ca_file,
+            })
         }
     }
 }

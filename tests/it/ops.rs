@@ -557,6 +557,50 @@ fn tls_listener_with_a_private_ca_serves_and_reloads_its_certificate() {
     assert!(served_subject(&t.addr, &ca).contains("tollgate-two"));
 }
 
+/// `tollgate login` to a registry whose certificate a private CA signed: the hint names the CA (`--ca-file`,
+/// `SSL_CERT_FILE`) and never plain HTTP; with either, TLS works. tollgate's own TLS listener stands in for
+/// the registry: what is proven is the TLS connection, not the registry's answer after it.
+#[test]
+fn login_behind_a_private_ca_is_told_about_the_ca_never_to_drop_tls() {
+    let env = TestEnv::new();
+    let (ca, _) = make_cert(env.path(), None, "corp-ca");
+    let (crt, key) = make_cert(env.path(), Some(&ca), "registry");
+    let t = Tollgate::start(
+        &env,
+        &[
+            ("TOLLGATE_SERVER__TLS__CERT_FILE", crt.to_str().unwrap()),
+            ("TOLLGATE_SERVER__TLS__KEY_FILE", key.to_str().unwrap()),
+        ],
+    );
+    let login = |extra: &[&str], ssl_cert_file: Option<&Path>| {
+        let mut cmd = std::process::Command::new(tollgate_bin());
+        cmd.args(["login", &t.addr, "--no-browser", "--docker-config"])
+            .arg(env.path().join("docker"))
+            .args(extra)
+            .env_remove("TOLLGATE_CONFIG")
+            .env_remove("SSL_CERT_FILE");
+        if let Some(f) = ssl_cert_file {
+            cmd.env("SSL_CERT_FILE", f);
+        }
+        let o = cmd.output().unwrap();
+        assert!(!o.status.success(), "tollgate is no registry: the login cannot complete");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    let err = login(&[], None);
+    assert!(
+        err.contains("UnknownIssuer") && err.contains("--ca-file CA.pem") && err.contains("SSL_CERT_FILE"),
+        "{err}"
+    );
+    assert!(!err.contains("--plain-http"), "never the advice to drop TLS: {err}");
+    for (how, err) in
+        [("--ca-file", login(&["--ca-file", ca.to_str().unwrap()], None)), ("SSL_CERT_FILE", login(&[], Some(&ca)))]
+    {
+        assert!(!err.contains("UnknownIssuer") && err.contains("without a token challenge"), "{how}: TLS works: {err}");
+    }
+    let err = login(&["--ca-file", "/nonexistent/ca.pem"], None);
+    assert!(err.contains("--ca-file /nonexistent/ca.pem: No such file"), "{err}");
+}
+
 fn granted(t: &Tollgate, user: (&str, &str), scope: &str) -> serde_json::Value {
     let r = t.token(Some(user), &format!("scope={scope}"), &[]);
     assert_eq!(r.status, 200, "{}", r.body);

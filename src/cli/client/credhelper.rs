@@ -122,7 +122,7 @@ fn is_loopback(host: &str) -> bool {
 
 async fn get(url: &str) -> Result<Stored, String> {
     let host = host_of(url);
-    let http = login::http_client()?;
+    let http = login::http_client(None)?;
     let stored = load()?.remove(&host);
     // A password docker stored is handed back as it is: only identity tokens are ours to renew.
     if let Some(s) = stored.as_ref().filter(|s| s.username != TOKEN_USER) {
@@ -134,6 +134,11 @@ async fn get(url: &str) -> Result<Stored, String> {
             Ok(r) => r,
             Err(_) => return stored.ok_or_else(|| NOT_FOUND.to_string()),
         },
+        // A certificate this machine does not trust, and no token to hand back: say so (docker prints it),
+        // rather than "not found", which would send docker on anonymously with no word of why.
+        Err(e) if stored.is_none() && login::untrusted(&e.to_ascii_lowercase()) => {
+            return Err(format!("{e}\nThe credential helper reads SSL_CERT_FILE as its trust store when set."))
+        }
         // Not a registry tollgate serves, or not reachable: nothing to give (docker then goes anonymous).
         Err(_) => return stored.ok_or_else(|| NOT_FOUND.to_string()),
     };

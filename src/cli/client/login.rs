@@ -25,6 +25,9 @@ pub struct LoginOptions {
     pub authfile: Option<PathBuf>,
     /// Never open a browser, even with a display.
     pub no_browser: bool,
+    /// A CA certificate (PEM) to trust besides the system's, for a registry whose certificate a private
+    /// CA signed.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The parameters of a `WWW-Authenticate: Bearer …` challenge.
@@ -75,9 +78,31 @@ pub struct Registry {
     pub service: String,
 }
 
-pub fn http_client() -> Result<reqwest::Client, String> {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().map_err(|e| format!("HTTP client: {e}"))
+/// The client of the registry and of tollgate: the system's trust store (which `SSL_CERT_FILE` replaces,
+/// as for most TLS clients), plus the certificates of `ca_file` when given.
+pub fn http_client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("--ca-file {}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("--ca-file {}: not a PEM certificate bundle: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("--ca-file {}: holds no PEM certificate", path.display()));
+        }
+        for cert in certs {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| format!("HTTP client: {e}"))
 }
+
+/// What to do about a certificate this machine does not trust. Never "turn TLS off": a registry's
+/// certificate signed by a company CA is the normal case, and its CA is what is missing.
+pub const UNTRUSTED_HINT: &str = "this machine does not trust the certificate the registry presented. If a \
+private (company) CA signed it, pass the CA's certificate with --ca-file CA.pem, or set SSL_CERT_FILE to a PEM \
+bundle that holds it (tollgate, the credential helper and most TLS clients read it instead of the system's \
+trust store); or install the CA in the system's trust store (Debian: copy it to /usr/local/share/ca-certificates/ \
+as a .crt and run update-ca-certificates)";
 
 /// Ask `registry` (`host[:port]` or a URL) for its token realm.
 pub async fn discover(http: &reqwest::Client, registry: &str, plain_http: bool) -> Result<Registry, String> {
@@ -195,7 +220,7 @@ pub async fn device_login(
 }
 
 async fn run(opts: LoginOptions) -> Result<(), String> {
-    let http = http_client()?;
+    let http = http_client(opts.ca_file.as_deref())?;
     let reg = discover(&http, &opts.registry, opts.plain_http).await?;
     let terminal = {
         use std::io::IsTerminal as _;
@@ -273,6 +298,14 @@ fn open_browser(url: &str) -> bool {
         .is_ok()
 }
 
+/// Whether an error chain (lower-cased) says the peer's certificate is not trusted: an unknown issuer, a
+/// self-signed certificate, or one for another name.
+pub fn untrusted(chain: &str) -> bool {
+    ["unknownissuer", "invalid peer certificate", "certificate verify failed", "self-signed", "notvalidforname"]
+        .iter()
+        .any(|m| chain.contains(m))
+}
+
 /// Why the registry could not be reached, with the whole cause and what to try: the name does not resolve,
 /// nothing listens, no answer, or TLS failed; when HTTPS was only guessed and plain HTTP answers, say
 /// `--plain-http`.
@@ -285,6 +318,10 @@ async fn explain(http: &reqwest::Client, e: &reqwest::Error, base: &str, host: &
         format!("nothing accepts connections at {host}: check the host and port")
     } else if e.is_timeout() {
         format!("{host} did not answer within 30 s")
+    } else if untrusted(&lower) {
+        // Checked before trying plain HTTP: a TLS port answers a plain request with a 400 too, and the fix
+        // for an untrusted certificate is its CA, not dropping TLS.
+        UNTRUSTED_HINT.to_string()
     } else {
         let plain = format!("http://{host}/v2/");
         let answers_http = guessed_https
@@ -292,7 +329,7 @@ async fn explain(http: &reqwest::Client, e: &reqwest::Error, base: &str, host: &
         if answers_http {
             format!("{host} answers plain HTTP, not HTTPS: add --plain-http (for test setups; a production registry needs TLS)")
         } else if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-            format!("the TLS connection to {host} failed: is its certificate trusted by this machine?")
+            format!("the TLS connection to {host} failed: see the cause above")
         } else {
             "see the cause above".to_string()
         }
