@@ -116,7 +116,13 @@ pub fn warnings(state: &AppState) -> Vec<String> {
     }
     for (what, path) in secret_files(settings) {
         if let Some(mode) = readable_by_others(&path) {
-            out.push(format!("{what} {}: mode {mode:o} lets other users read a secret; chmod 600 it", path.display()));
+            out.push(format!(
+                "{what} {}: mode {mode:o} lets other users read a secret: make it readable by the user \
+                 tollgate runs as only (chown that user, chmod 600), or keep it in a directory others \
+                 cannot enter (chmod 700 on the directory, as compose/secrets.sh does for a container's \
+                 secrets)",
+                path.display()
+            ));
         }
     }
     for net in &settings.ops.trusted_proxies {
@@ -166,12 +172,20 @@ fn secret_files(settings: &Settings) -> Vec<(String, PathBuf)> {
     out
 }
 
-/// The permission bits of `path` when group or others may read it.
+/// The permission bits of `path` when group or others may read it: the file lets them, and so does every
+/// directory on the way (a 0644 file in a 0700 directory, as `compose/secrets.sh` makes for containers
+/// running as another user, is read by nobody else).
 #[cfg(unix)]
 fn readable_by_others(path: &Path) -> Option<u32> {
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-    (mode & 0o044 != 0).then_some(mode)
+    if mode & 0o044 == 0 {
+        return None;
+    }
+    let path = std::fs::canonicalize(path).ok()?;
+    let closed =
+        path.ancestors().skip(1).any(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o011 == 0));
+    (!closed).then_some(mode)
 }
 
 #[cfg(not(unix))]

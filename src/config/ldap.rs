@@ -447,6 +447,13 @@ mod tests {
         )
         .unwrap();
         assert!(warnings(&entry, "providers[0]").iter().all(|w| !w.contains("disabled_filter")));
+        // One directory across the examples: the compose deployment's LDAP has the example's DNs.
+        let compose: serde_norway::Value =
+            serde_norway::from_str(include_str!("../../compose/tollgate/tollgate.full.yaml")).unwrap();
+        let ldap = compose["providers"].as_sequence().unwrap().iter().find(|p| p["type"] == "ldap").unwrap();
+        assert_eq!(ldap["bind_dn"].as_str(), entry.bind_dn.as_deref());
+        assert_eq!(ldap["user_base_dn"].as_str(), entry.user_base_dn.as_deref());
+        assert_eq!(ldap["groups"]["base_dn"].as_str(), entry.groups.base_dn.as_deref());
         let locking = parse("{name: x, url: 'ldap://x', user_base_dn: 'dc=x', disabled_filter: '(|(pwdAccountLockedTime=*)(employeeType=disabled))'}");
         let w = warnings(&locking, "providers[0]");
         assert!(w.iter().any(|w| w.starts_with("providers[0].disabled_filter: names pwdAccountLockedTime")), "{w:?}");

@@ -362,6 +362,8 @@ fn check_config_refuses_a_missing_tls_file_and_warns_of_expired_keys_readable_se
     let cert = params.self_signed(&key).unwrap();
     std::fs::write(env.path().join("old.key"), key.serialize_pem()).unwrap();
     std::fs::set_permissions(env.path().join("old.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    // A directory others may enter: the key's mode is what keeps them out.
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::write(env.path().join("old.crt"), cert.pem()).unwrap();
     let cfg = env.config.to_str().unwrap();
     let run = |vars: &[(&str, &str)]| {
@@ -383,6 +385,12 @@ fn check_config_refuses_a_missing_tls_file_and_warns_of_expired_keys_readable_se
     ] {
         assert!(err.contains(want), "missing warning {want:?} in:\n{err}");
     }
+    assert!(!err.contains("chmod 600 it"), "the advice names the directory way too: {err}");
+    // The same key in a directory only its owner may enter, as compose/secrets.sh makes them: no one else
+    // can read it, and check-config agrees with secrets.sh.
+    std::fs::set_permissions(env.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    let (_, err) = text(&run(&[]));
+    assert!(!err.contains("lets other users read"), "{err}");
 
     let o = run(&[("TOLLGATE_SERVER__TLS__CERT_FILE", "missing.crt"), ("TOLLGATE_SERVER__TLS__KEY_FILE", "old.key")]);
     let (out, err) = text(&o);

@@ -337,6 +337,19 @@ fn every_compose_file_validates_and_the_minimal_deployment_pushes_with_its_robot
         run(cmd, None, &[], Duration::from_secs(60)).assert_ok();
     }
 
+    // The first try is published on loopback only, as its comment promises.
+    let minimal: serde_norway::Value =
+        serde_norway::from_str(&std::fs::read_to_string(root().join("compose/docker-compose.yml")).unwrap()).unwrap();
+    for (name, service) in minimal["services"].as_mapping().unwrap() {
+        for port in service["ports"].as_sequence().into_iter().flatten() {
+            let port = port.as_str().unwrap();
+            assert!(port.starts_with("127.0.0.1:"), "{name:?} publishes {port} beyond loopback");
+        }
+    }
+    // The secrets secrets.sh writes under compose/ never reach an image: the build context is the whole tree.
+    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    assert!(ignore.lines().any(|l| l.trim().trim_end_matches('/') == "compose/secrets"), "{ignore}");
+
     let dir = crate::rig::tempdir("compose-minimal");
     let secrets = make_secrets(dir.path());
     let d = Deployment::new("docker-compose.yml", &secrets, dir.path());
