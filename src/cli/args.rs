@@ -26,13 +26,18 @@ pub struct ConfigArg {
 pub enum Command {
     /// Run the token server.
     Serve(ConfigArg),
-    /// Validate the config, keys, accounts and policy, reporting every problem; exit 1 on any.
+    /// Validate the config, keys, accounts and policy, reporting every problem; exit 1 on any. With
+    /// --probe, then contact every directory, IdP, workload issuer and Redis, one line per check.
     CheckConfig {
         #[command(flatten)]
         config: ConfigArg,
-        /// text (default), or json: {"ok", "errors", "warnings", "notes", "summary"}.
+        /// text (default), or json: {"ok", "errors", "warnings", "notes", "summary", "probe"}.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
+        /// Also contact every provider and the shared store with this config (LDAP connect, bind and base
+        /// DNs; OIDC discovery, JWKS and device endpoint; workload issuers' keys; Redis). Writes nothing.
+        #[arg(long)]
+        probe: bool,
     },
     /// Print the registry's `auth: token:` block and write the root cert bundle and JWKS it reads.
     RegistryConfig {

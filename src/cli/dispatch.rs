@@ -12,9 +12,9 @@ use super::{check, init, robot};
 pub fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve(c) => super::serve(c.config.as_deref()),
-        Command::CheckConfig { config, format } => {
+        Command::CheckConfig { config, format, probe } => {
             let format = if format == "json" { check::Format::Json } else { check::Format::Text };
-            check::check_config(config.config.as_deref(), format)
+            check::check_config(config.config.as_deref(), format, probe)
         }
         Command::RegistryConfig { config, realm, out_dir } => {
             super::registry_config(config.config.as_deref(), realm.as_deref(), out_dir.as_deref())

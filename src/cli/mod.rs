@@ -11,6 +11,7 @@ pub mod client;
 pub mod dispatch;
 pub mod init;
 pub mod logs;
+pub mod probe;
 pub mod robot;
 pub mod stdin;
 
