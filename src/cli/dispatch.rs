@@ -3,10 +3,10 @@
 
 use std::path::PathBuf;
 
-use super::args::{AccountsFileArg, Cli, Command, PolicyCommand, RobotCommand, TokenCommand};
+use super::args::{AccountsFileArg, Cli, Command, PolicyCommand, RobotCommand, TokenCommand, WorkloadCommand};
 use super::client::{credhelper, kubelet, login};
 use super::stdin::{self, Part};
-use super::{check, init, robot};
+use super::{check, init, robot, workload};
 
 /// Run the command `cli` names.
 pub fn run(cli: Cli) -> Result<(), String> {
@@ -45,6 +45,18 @@ pub fn run(cli: Cli) -> Result<(), String> {
             config.config.as_deref(),
             super::ExplainInput { scope, user, groups, provider, auth_method, client_ip, service, claims, json },
         ),
+        Command::Workload(WorkloadCommand::Verify { config, provider, token, scope, service, client_ip, json }) => {
+            let token = match token.as_str() {
+                "-" => stdin::read("standard input", Part::Value),
+                file => workload::read_token_file(file),
+            };
+            token.and_then(|token| {
+                workload::verify(
+                    config.config.as_deref(),
+                    workload::VerifyInput { provider, token, scopes: scope, service, client_ip, json },
+                )
+            })
+        }
         Command::Policy(PolicyCommand::Example) => {
             print!("{}", crate::policy::EXAMPLE_POLICY);
             Ok(())

@@ -14,6 +14,7 @@ pub mod logs;
 pub mod probe;
 pub mod robot;
 pub mod stdin;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

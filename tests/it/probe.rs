@@ -1,10 +1,14 @@
-//! `tollgate check-config --probe`, run as an operator would (the real binary) against a real slapd, a
-//! real Redis and the rig's workload issuer: each check's line in words, and the exit status.
+//! `tollgate check-config --probe` and `tollgate workload verify`, run as an operator would (the real
+//! binary) against a real slapd, a real Redis and the rig's workload issuer: each check's line in words,
+//! and the exit status.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use serde_json::json;
+
 use crate::harness::*;
+use crate::rig::issuer::{github_claims, jwks_of};
 use crate::rig::redis::RedisServer;
 use crate::rig::slapd::{PEOPLE, SERVICE_DN};
 use crate::rig::*;
@@ -167,4 +171,118 @@ fn probe_fetches_a_workload_issuers_keys_and_names_a_down_issuer() {
     let (ok, out, _) = probe(&env.config);
     assert!(!ok, "{out}");
     assert!(out.contains("FAIL workload github") && out.contains("HTTP 503"), "{out}");
+}
+
+const POLICY: &str = r#"
+rules:
+  - name: gha-main-pushes
+    description: A workflow of acme/<repo> running on main pushes ci/acme/<repo>/**.
+    match: { provider: [github], claims: { repository: "acme/{repo}", ref: refs/heads/main } }
+    resources: ["ci/acme/{repo}/**"]
+    actions: [pull, push]
+"#;
+
+/// A config with a `jwks_file` workload provider trusting `key`, and the policy above.
+fn verify_env(key: &SigningKey) -> TestEnv {
+    let env = TestEnv::with(Opts {
+        policy_yaml: Some("policy:\n  paths: [workload-policy.yaml]\n  reload_interval: 0s\n".into()),
+        ..Opts::default()
+    });
+    std::fs::write(env.path().join("workload-policy.yaml"), POLICY).unwrap();
+    std::fs::write(env.path().join("jwks.json"), jwks_of(&[key]).to_string()).unwrap();
+    let text = std::fs::read_to_string(&env.config).unwrap().replace(
+        "providers:\n",
+        &format!(
+            "providers:\n  - type: workload\n    name: github\n    issuer: https://token.actions.githubusercontent.com\n    audience: {AUDIENCE}\n    jwks_file: jwks.json\n    username: \"gha:{{repository}}\"\n    groups: {{ fixed: [ci] }}\n"
+        ),
+    );
+    std::fs::write(&env.config, text).unwrap();
+    env
+}
+
+#[test]
+fn workload_verify_prints_the_identity_and_grants_or_the_reason_of_a_refusal() {
+    let key = SigningKey::rsa("gha-1");
+    let env = verify_env(&key);
+    let cfg = env.config.to_str().unwrap();
+    let iss = "https://token.actions.githubusercontent.com";
+    let good = github_claims(iss, AUDIENCE, "acme/app", "refs/heads/main", "push");
+    let token_file = env.path().join("token.jwt");
+    std::fs::write(&token_file, key.sign(&good) + "\n").unwrap();
+    let (ok, out, err) = tollgate(
+        &[
+            "workload",
+            "verify",
+            "--config",
+            cfg,
+            "--provider",
+            "github",
+            "--token",
+            token_file.to_str().unwrap(),
+            "--scope",
+            "repository:ci/acme/app/img:push,pull",
+            "--scope",
+            "repository:ci/other/img:pull",
+        ],
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    for want in [
+        "verified by provider \"github\"",
+        "username: gha:acme/app",
+        "groups:   ci",
+        "  repository: \"acme/app\"",
+        "scope:    repository:ci/acme/app/img:push,pull",
+        "result:   granted [push, pull]",
+        "allowed by gha-main-pushes",
+        "scope:    repository:ci/other/img:pull",
+        "result:   NOTHING GRANTED",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+
+    // The same from standard input, as JSON.
+    let (ok, out, _) = tollgate(
+        &["workload", "verify", "--config", cfg, "--json", "--scope", "repository:ci/acme/app/img:push"],
+        Some(&key.sign(&good)),
+    );
+    assert!(ok, "{out}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["identity"]["username"], "gha:acme/app");
+    assert_eq!(report["scopes"][0]["granted"], json!(["push"]));
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let with = |f: &dyn Fn(&mut serde_json::Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        c
+    };
+    let impostor = SigningKey::rsa("gha-1"); // the same kid, another key
+    for (what, token, reason) in [
+        (
+            "expired",
+            key.sign(&with(&|c| {
+                c["iat"] = json!(now - 900);
+                c["nbf"] = json!(now - 900);
+                c["exp"] = json!(now - 600);
+            })),
+            "the token has expired (exp)",
+        ),
+        (
+            "wrong audience",
+            key.sign(&with(&|c| c["aud"] = json!("https://elsewhere.example"))),
+            "aud does not contain \"https://registry.test\"",
+        ),
+        ("another key", impostor.sign(&good), "the signature does not verify with the issuer's keys"),
+    ] {
+        let (ok, out, err) = tollgate(
+            &["workload", "verify", "--config", cfg, "--scope", "repository:ci/acme/app/img:pull"],
+            Some(&token),
+        );
+        assert!(!ok, "{what}: {out}");
+        assert!(err.contains(&format!("refused by provider \"github\": {reason}")), "{what}: {err}");
+        assert!(!out.contains("granted"), "{what}: nothing is explained for a refused token: {out}");
+    }
+    let (ok, _, err) = tollgate(&["workload", "verify", "--config", cfg, "--provider", "gitlab"], Some("x"));
+    assert!(!ok && err.contains("no type: workload provider of that name; the config has: github"), "{err}");
 }
