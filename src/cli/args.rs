@@ -26,13 +26,18 @@ pub struct ConfigArg {
 pub enum Command {
     /// Run the token server.
     Serve(ConfigArg),
-    /// Validate the config, keys, accounts and policy, reporting every problem; exit 1 on any.
+    /// Validate the config, keys, accounts and policy, reporting every problem; exit 1 on any. With
+    /// --probe, then contact every directory, IdP, workload issuer and Redis, one line per check.
     CheckConfig {
         #[command(flatten)]
         config: ConfigArg,
-        /// text (default), or json: {"ok", "errors", "warnings", "notes", "summary"}.
+        /// text (default), or json: {"ok", "errors", "warnings", "notes", "summary", "probe"}.
         #[arg(long, default_value = "text", value_parser = ["text", "json"])]
         format: String,
+        /// Also contact every provider and the shared store with this config (LDAP connect, bind and base
+        /// DNs; OIDC discovery, JWKS and device endpoint; workload issuers' keys; Redis). Writes nothing.
+        #[arg(long)]
+        probe: bool,
     },
     /// Print the registry's `auth: token:` block and write the root cert bundle and JWKS it reads.
     RegistryConfig {
@@ -54,6 +59,9 @@ pub enum Command {
     /// Rules files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Workload identities (CI jobs' and pods' JWTs).
+    #[command(subcommand)]
+    Workload(WorkloadCommand),
     /// Print the argon2id hash of a password for an accounts file: asked twice without echo on a terminal,
     /// else the first line of standard input.
     HashPassword,
@@ -241,4 +249,33 @@ pub enum PolicyCommand {
     },
     /// Print the built-in example policy.
     Example,
+}
+
+#[derive(Subcommand)]
+pub enum WorkloadCommand {
+    /// Verify a JWT against a `type: workload` provider of the config exactly as the server does, and print
+    /// the identity, its claims and what each --scope would grant and why; or why the token is refused
+    /// (exit 1).
+    Verify {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The provider entry's name. Default: the config's only workload provider.
+        #[arg(long)]
+        provider: Option<String>,
+        /// A file holding the token, or "-" for standard input.
+        #[arg(long, default_value = "-")]
+        token: String,
+        /// A scope to explain, e.g. repository:ci/acme/app:push,pull (repeatable).
+        #[arg(long)]
+        scope: Vec<String>,
+        /// Service. Default: the first configured service.
+        #[arg(long)]
+        service: Option<String>,
+        /// Client address the rules see.
+        #[arg(long, default_value = "127.0.0.1")]
+        client_ip: std::net::IpAddr,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }

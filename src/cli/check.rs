@@ -21,9 +21,16 @@ pub enum Format {
 
 /// Check everything and report every problem at once: the config (each key with its line or variable),
 /// then, as far as the config could be read, the keys, accounts, policy and its tests. Writes nothing.
+/// With `probe`, then contact every provider and the shared store ([`super::probe`]).
 /// Exit status: success when clean (warnings allowed), failure when there are problems.
-pub fn check_config(config: Option<&Path>, format: Format) -> Result<(), String> {
+pub fn check_config(config: Option<&Path>, format: Format, probe: bool) -> Result<(), String> {
     let (settings, findings) = Settings::load_all(config);
+    // The probe runs with the config as loaded, even when a key or the policy has a problem: a directory
+    // that refuses the service account is worth knowing in the same run.
+    let probed = match (&settings, probe) {
+        (Some(s), true) => Some(super::probe::probe(s)?),
+        _ => None,
+    };
     let mut errors: Vec<String> = findings.errors.iter().map(ToString::to_string).collect();
     let mut warnings = findings.warnings;
     let mut notes = Vec::new();
@@ -56,21 +63,28 @@ pub fn check_config(config: Option<&Path>, format: Format) -> Result<(), String>
             Err(e) => errors.extend(e),
         }
     }
-    let ok = errors.is_empty();
+    let config_ok = errors.is_empty();
+    let (failed, warned) = probed.as_deref().map(super::probe::counts).unwrap_or((0, 0));
+    let probe_verdict =
+        probed.as_ref().map(|lines| format!("probe: {} check(s), {failed} failed, {warned} warning(s)", lines.len()));
+    let ok = config_ok && failed == 0;
     match format {
         Format::Json => {
-            let report = serde_json::json!({
+            let mut report = serde_json::json!({
                 "ok": ok,
                 "errors": errors,
                 "warnings": warnings,
                 "notes": notes,
-                "summary": if ok { summary.clone() } else { None },
+                "summary": if config_ok { summary.clone() } else { None },
             });
+            if let Some(lines) = &probed {
+                report["probe"] = serde_json::to_value(lines).map_err(|e| e.to_string())?;
+            }
             super::print_json(&report)?;
-            if ok {
-                Ok(())
-            } else {
-                Err(format!("{} problem(s)", errors.len()))
+            match (config_ok, failed) {
+                (true, 0) => Ok(()),
+                (true, n) => Err(format!("{n} probe check(s) failed")),
+                (false, n) => Err(format!("{} problem(s), {n} probe check(s) failed", errors.len())),
             }
         }
         Format::Text => {
@@ -80,12 +94,17 @@ pub fn check_config(config: Option<&Path>, format: Format) -> Result<(), String>
             for n in &notes {
                 eprintln!("note: {n}");
             }
-            match (ok, summary) {
-                (true, Some(line)) => {
-                    println!("{line}");
-                    Ok(())
-                }
-                _ => Err(join(errors)),
+            if let (true, Some(line)) = (config_ok, &summary) {
+                println!("{line}");
+            }
+            if let (Some(lines), Some(verdict)) = (&probed, &probe_verdict) {
+                super::probe::print_text(lines);
+                println!("{verdict}");
+            }
+            match (config_ok && summary.is_some(), failed) {
+                (true, 0) => Ok(()),
+                (true, n) => Err(format!("{n} probe check(s) failed: see the FAIL lines above")),
+                (false, _) => Err(join(errors)),
             }
         }
     }

@@ -3,18 +3,18 @@
 
 use std::path::PathBuf;
 
-use super::args::{AccountsFileArg, Cli, Command, PolicyCommand, RobotCommand, TokenCommand};
+use super::args::{AccountsFileArg, Cli, Command, PolicyCommand, RobotCommand, TokenCommand, WorkloadCommand};
 use super::client::{credhelper, kubelet, login};
 use super::stdin::{self, Part};
-use super::{check, init, robot};
+use super::{check, init, robot, workload};
 
 /// Run the command `cli` names.
 pub fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Serve(c) => super::serve(c.config.as_deref()),
-        Command::CheckConfig { config, format } => {
+        Command::CheckConfig { config, format, probe } => {
             let format = if format == "json" { check::Format::Json } else { check::Format::Text };
-            check::check_config(config.config.as_deref(), format)
+            check::check_config(config.config.as_deref(), format, probe)
         }
         Command::RegistryConfig { config, realm, out_dir } => {
             super::registry_config(config.config.as_deref(), realm.as_deref(), out_dir.as_deref())
@@ -45,6 +45,18 @@ pub fn run(cli: Cli) -> Result<(), String> {
             config.config.as_deref(),
             super::ExplainInput { scope, user, groups, provider, auth_method, client_ip, service, claims, json },
         ),
+        Command::Workload(WorkloadCommand::Verify { config, provider, token, scope, service, client_ip, json }) => {
+            let token = match token.as_str() {
+                "-" => stdin::read("standard input", Part::Value),
+                file => workload::read_token_file(file),
+            };
+            token.and_then(|token| {
+                workload::verify(
+                    config.config.as_deref(),
+                    workload::VerifyInput { provider, token, scopes: scope, service, client_ip, json },
+                )
+            })
+        }
         Command::Policy(PolicyCommand::Example) => {
             print!("{}", crate::policy::EXAMPLE_POLICY);
             Ok(())

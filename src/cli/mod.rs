@@ -11,8 +11,10 @@ pub mod client;
 pub mod dispatch;
 pub mod init;
 pub mod logs;
+pub mod probe;
 pub mod robot;
 pub mod stdin;
+pub mod workload;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;

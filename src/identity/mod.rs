@@ -175,6 +175,42 @@ impl Failure {
     }
 }
 
+/// How one check of `tollgate check-config --probe` went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    /// It works, but should not be left so.
+    Warn,
+    Fail,
+}
+
+/// One line of `check-config --probe`: what was checked, and what came of it, in words. A provider's
+/// checks run in order and stop at the first failure a later one depends on (no bind after a failed
+/// connect).
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// What was checked: "connect to ldap://dc:389", "bind as cn=svc,…".
+    pub what: String,
+    pub verdict: Verdict,
+    /// The result or the reason, in words.
+    pub detail: String,
+}
+
+impl Check {
+    pub fn pass(what: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check { what: what.into(), verdict: Verdict::Pass, detail: detail.into() }
+    }
+
+    pub fn warn(what: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check { what: what.into(), verdict: Verdict::Warn, detail: detail.into() }
+    }
+
+    pub fn fail(what: impl Into<String>, detail: impl Into<String>) -> Check {
+        Check { what: what.into(), verdict: Verdict::Fail, detail: detail.into() }
+    }
+}
+
 /// The identity claim that carries a login session's id from the login to the refresh token issued for
 /// it (OIDC sessions). The grant step removes it before the policy sees the identity.
 pub const SESSION_CLAIM: &str = "tollgate_sid";

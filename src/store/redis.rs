@@ -214,6 +214,115 @@ impl Redis {
     }
 }
 
+/// A step of [`Redis::diagnose`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The TCP connection.
+    Connect,
+    /// The password of the URL (AUTH), and selecting the database.
+    Auth,
+    Ping,
+    /// Reading the data-loss epoch key.
+    Epoch,
+}
+
+/// What [`Redis::diagnose`] found.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    /// host:port (never the URL: it may hold the password).
+    pub address: String,
+    /// The server's `maxmemory-policy`, or why it could not be read (managed services may refuse CONFIG).
+    pub maxmemory_policy: Result<String, String>,
+    /// The epoch key's value; None while no refresh token was issued under this Redis yet.
+    pub epoch: Option<String>,
+    /// The epoch key's name.
+    pub epoch_key: String,
+}
+
+impl Redis {
+    /// Connect on a connection of its own, check the password, PING, read `maxmemory-policy` and the epoch
+    /// key, each bounded by `connect_timeout` or `command_timeout`, writing nothing; for `check-config
+    /// --probe`. The error says which step failed and why, in words.
+    pub async fn diagnose(&self) -> Result<Facts, (Step, String)> {
+        let address = match self.client.get_connection_info().addr() {
+            redis::ConnectionAddr::Tcp(h, p) | redis::ConnectionAddr::TcpTls { host: h, port: p, .. } => {
+                format!("{h}:{p}")
+            }
+            other => other.to_string(),
+        };
+        if let redis::ConnectionAddr::Tcp(h, p) | redis::ConnectionAddr::TcpTls { host: h, port: p, .. } =
+            self.client.get_connection_info().addr()
+        {
+            match tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect((h.as_str(), *p))).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    return Err((Step::Connect, format!("nothing listens at {address} (connection refused)")))
+                }
+                Ok(Err(e)) => return Err((Step::Connect, format!("{address}: {e}"))),
+                Err(_) => {
+                    return Err((
+                        Step::Connect,
+                        format!("{address}: no answer within connect_timeout ({:?})", self.connect_timeout),
+                    ))
+                }
+            }
+        }
+        let words = |e: &redis::RedisError| {
+            let text = e.to_string();
+            if e.kind() == redis::ErrorKind::AuthenticationFailed || text.contains("WRONGPASS") {
+                "Redis refused the password in state.redis_url_file (wrong password, or wrong user)".to_string()
+            } else if text.contains("NOAUTH") {
+                "Redis requires a password and the URL in state.redis_url_file has none \
+                 (redis://:PASSWORD@HOST:PORT/DB)"
+                    .to_string()
+            } else {
+                text
+            }
+        };
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout));
+        let mut conn = match tokio::time::timeout(
+            self.connect_timeout + self.command_timeout,
+            self.client.get_multiplexed_async_connection_with_config(&config),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => return Err((Step::Auth, words(&e))),
+            Err(_) => return Err((Step::Auth, "no answer to the connection handshake in time".into())),
+        };
+        let bounded = |what: Step, cmd: redis::Cmd, conn: &mut redis::aio::MultiplexedConnection| {
+            let mut conn = conn.clone();
+            let timeout = self.command_timeout;
+            async move {
+                match tokio::time::timeout(timeout, cmd.query_async::<redis::Value>(&mut conn)).await {
+                    Ok(Ok(v)) => Ok(v),
+                    Ok(Err(e)) => Err((what, words(&e))),
+                    Err(_) => Err((what, format!("no answer within command_timeout ({timeout:?})"))),
+                }
+            }
+        };
+        bounded(Step::Ping, redis::cmd("PING"), &mut conn).await?;
+        let mut get = redis::cmd("CONFIG");
+        get.arg("GET").arg("maxmemory-policy");
+        let maxmemory_policy = match bounded(Step::Ping, get, &mut conn).await {
+            Ok(v) => match <Vec<String>>::from_redis_value(v) {
+                Ok(pair) if pair.len() == 2 => Ok(pair[1].clone()),
+                _ => Err("CONFIG GET maxmemory-policy gave no value".into()),
+            },
+            Err((_, e)) => Err(format!("CONFIG GET maxmemory-policy refused: {e}")),
+        };
+        let epoch_key = self.key(EPOCH);
+        let mut get = redis::cmd("GET");
+        get.arg(&epoch_key);
+        let epoch = bounded(Step::Epoch, get, &mut conn).await?;
+        let epoch =
+            <Option<String>>::from_redis_value(epoch).map_err(|e| (Step::Epoch, format!("{epoch_key}: {e}")))?;
+        Ok(Facts { address, maxmemory_policy, epoch, epoch_key })
+    }
+}
+
 /// [`RevocationStore`] in Redis.
 pub struct RedisRevocations(pub Arc<Redis>);
 

@@ -7,6 +7,10 @@
 //! Commands that also need other programs or a real deployment (kubectl, curl to example.com, sudo) are
 //! listed as skipped, with the reason, so the list stays visible. A file's commands share one directory,
 //! so a `robot add` early in a file is what a `robot rotate` later in it works on.
+//!
+//! A worked example that needs other programs (`openssl`, `python3`) and files written with here-documents
+//! is written in blocks marked `sh script`: those blocks of a file run in order as ONE `sh -eu` script in an
+//! empty directory, with tollgate on the PATH, and must succeed as written.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -197,6 +201,70 @@ fn every_tollgate_command_in_readme_and_docs_runs_as_written() {
     }
 }
 
+/// The `sh script` blocks of a Markdown file, in order.
+pub(crate) fn scripts(markdown: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        let t = line.trim_start();
+        if t.starts_with("```") {
+            match current.take() {
+                Some(block) => out.push(block),
+                None if t.trim_start_matches('`').trim() == "sh script" => current = Some(String::new()),
+                None => {}
+            }
+            continue;
+        }
+        if let Some(block) = current.as_mut() {
+            block.push_str(line);
+            block.push('\n');
+        }
+    }
+    out
+}
+
+#[test]
+fn the_script_blocks_of_the_docs_run_in_order_as_written() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let bin_dir = Path::new(tollgate_bin()).parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let mut ran = Vec::new();
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let file = entry.unwrap().path();
+        if file.extension().is_none_or(|x| x != "md") {
+            continue;
+        }
+        let blocks = scripts(&std::fs::read_to_string(&file).unwrap());
+        if blocks.is_empty() {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let o = Command::new("sh")
+            .args(["-euc", &blocks.join("\n")])
+            .current_dir(dir.path())
+            .env("PATH", &path)
+            .env_remove("TOLLGATE_CONFIG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(o.status.success(), "the sh script blocks of docs/{name} fail as written:\n{out}{err}");
+        if name == "workload-identity.md" {
+            // What the text around the blocks says they print.
+            for want in ["username: gha:acme/app", "result:   granted [push, pull]", "result:   NOTHING GRANTED"] {
+                assert!(out.contains(want), "docs/{name}: {want:?} not printed:\n{out}");
+            }
+            for want in ["the token has expired (exp)", "aud does not contain \"https://registry.example.com\""] {
+                assert!(err.contains(want), "docs/{name}: {want:?} not printed:\n{err}");
+            }
+            assert_eq!(out.matches("exit status 1").count(), 2, "{out}");
+        }
+        ran.push(name);
+    }
+    assert!(ran.iter().any(|n| n == "workload-identity.md"), "no script blocks found: {ran:?}");
+}
+
 #[test]
 fn the_extraction_joins_continuations_and_tells_programs_apart() {
     let md = "text\n```sh\ntollgate a \\\n  --b c   # note\n# comment\nprintf '%s' 'x # y' | tollgate hash-password\nsudo install tollgate /usr/bin/tollgate\n```\n```yaml\ntollgate: no\n```\n";
@@ -206,4 +274,7 @@ fn the_extraction_joins_continuations_and_tells_programs_apart() {
     assert_eq!(programs(&cmds[1]), ["printf", "tollgate"]);
     assert_eq!(skip_reason(&cmds[1]), None);
     assert_eq!(skip_reason(&cmds[2]), Some("does not run tollgate".into()));
+    let md = "```sh script\ncat > a <<'EOF'\nx\nEOF\n```\n```sh\ntollgate man\n```\n```sh script\ntollgate x\n```\n";
+    assert_eq!(scripts(md), ["cat > a <<'EOF'\nx\nEOF\n", "tollgate x\n"]);
+    assert_eq!(commands(md), ["tollgate man"], "script blocks are not run one command at a time");
 }

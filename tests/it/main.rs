@@ -25,6 +25,7 @@ mod ldap;
 mod oidc;
 mod ops;
 mod policy_scale;
+mod probe;
 mod props;
 mod pull_bench;
 mod replicas;

@@ -19,6 +19,7 @@
 //! requests free; this module makes the cold path cheap: pooled service connections, one search, one bind
 //! and the group look-up.
 
+mod check;
 pub mod pool;
 pub mod state;
 pub mod text;

@@ -96,7 +96,8 @@ pub struct Connector {
 }
 
 impl Connector {
-    async fn connect(&self) -> Result<Ldap, LdapError> {
+    /// A new connection (TCP, and TLS when configured), not bound.
+    pub async fn connect(&self) -> Result<Ldap, LdapError> {
         self.counters.connects.fetch_add(1, Ordering::Relaxed);
         let (conn, ldap) = LdapConnAsync::with_settings(self.settings.clone(), &self.url).await?;
         // The driver task owns the socket; when it ends (server gone), the handle reports `is_closed`.
@@ -152,6 +153,11 @@ impl Pool {
 
     pub fn connector(&self) -> &Connector {
         &self.connector
+    }
+
+    /// The service account's DN and password, when the pool binds as one.
+    pub fn service_account(&self) -> Option<&(String, SecretString)> {
+        self.service.as_ref()
     }
 
     /// An idle connection that is still open, or a new one (bound as the service account if configured).

@@ -24,6 +24,7 @@
 //! token endpoint, userinfo), `claims.rs` (claims to an identity), `session.rs` (login sessions and their
 //! re-check), `device.rs` (the device flow). The config entry is `crate::config::oidc`.
 
+mod check;
 mod claims;
 mod device;
 mod idp;

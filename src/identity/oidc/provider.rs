@@ -61,6 +61,11 @@ impl OidcProvider {
         Ok(Outcome::Authenticated(Arc::new(self.sessions.login(&self.idp, &self.cfg, &d, &tokens).await?)))
     }
 
+    /// `check-config --probe`: discovery, the JWKS and the device endpoint, in words.
+    pub async fn check(&self) -> Vec<crate::identity::Check> {
+        super::check::run(&self.cfg, &self.idp, self.device_enabled(), &self.scope()).await
+    }
+
     /// Whether this provider offers device login (configured, and the IdP has a device endpoint).
     pub fn device_enabled(&self) -> bool {
         self.cfg.device_grant.unwrap_or(true)

@@ -209,6 +209,39 @@ impl KeyStore {
         }
     }
 
+    /// Fetch the keys now, as a token with an unknown `kid` would, for `check-config --probe`: where they
+    /// come from, and how many of them tollgate can use; or why none could be had.
+    pub async fn check(&self) -> crate::identity::Check {
+        use crate::identity::Check;
+        let what = match &self.source {
+            KeySource::File(p) => format!("keys of {} from jwks_file {}", self.issuer, p.display()),
+            KeySource::Url(u) => format!("keys of {} from jwks_url {u}", self.issuer),
+            KeySource::Discovery => format!(
+                "keys of {} through discovery ({}/.well-known/openid-configuration)",
+                self.issuer,
+                self.issuer.trim_end_matches('/')
+            ),
+        };
+        let mut attempt = self.attempt.lock().await;
+        match self.fetch_into(&mut attempt).await {
+            Ok(()) => {
+                let keys = self.snapshot().keys.clone();
+                let kids: Vec<String> = keys
+                    .iter()
+                    .map(|k| {
+                        let alg = k.alg.map(|a| format!("{a:?}")).unwrap_or_else(|| format!("{:?}", k.key.family()));
+                        format!("kid {} ({alg})", k.kid.as_deref().unwrap_or("(none)"))
+                    })
+                    .collect();
+                Check::pass(what, format!("{} usable signing key(s): {}", keys.len(), kids.join(", ")))
+            }
+            Err(e) if e.definitive => {
+                Check::fail(what, format!("the issuer answered, but gives no usable key: {}", e.message))
+            }
+            Err(e) => Check::fail(what, format!("the keys could not be fetched: {}", e.message)),
+        }
+    }
+
     async fn fetch_into(&self, attempt: &mut Attempt) -> Result<(), FetchError> {
         attempt.at = Some(Instant::now());
         self.fetches.fetch_add(1, Ordering::Relaxed);

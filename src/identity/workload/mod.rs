@@ -108,6 +108,11 @@ impl WorkloadProvider {
         self.keys.fetches.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// `check-config --probe`: fetch the issuer's keys now and say how many are usable.
+    pub async fn check(&self) -> Vec<super::Check> {
+        vec![self.keys.check().await]
+    }
+
     /// Verify `token` and build its identity.
     async fn verify(&self, token: &str) -> Result<Identity, Failure> {
         let refuse = |r: String| Err(Failure::Refused(r));
