@@ -635,9 +635,8 @@ fn check_config_reports_mistakes_of_every_stage_in_one_run_with_their_place_and_
     let (_, err) = text(&o);
     assert!(!o.status.success());
     for want in [
-        "bad.yaml:12: providers[1]: unknown variant `ldpa`, expected one of `static`, `ldap`, `oidc`, `workload` (did you mean `ldap`?)",
-        "bad.yaml:17: providers[2]: unknown field `clent_id`",
-        "(did you mean `client_id`?)",
+        "bad.yaml:12: providers[1].type: must be one of: static, ldap, oidc, workload; found \"ldpa\" (did you mean `ldap`?)",
+        "bad.yaml:17: providers[2].clent_id: unknown key (did you mean `providers[2].client_id`?)",
         "bad.yaml:3: server.lisen: unknown key (did you mean `server.listen`?)",
         "environment variable TOLLGATE_SERVER__MAX_SCOPEZ: server.max_scopez: unknown key (did you mean `server.max_scopes`?)",
         "bad.yaml:7: token.lifetim: unknown key (did you mean `token.lifetime`?)",
