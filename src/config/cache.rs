@@ -12,13 +12,16 @@ use super::problem::Problem;
 #[derive(Debug, Default, Deserialize)]
 pub struct RawCache {
     /// How long a successful login is remembered. Default: 5m. 0s disables the cache.
+    #[serde(default, deserialize_with = "super::check::duration")]
     ttl: Option<String>,
     /// Most cached identities. Default: 10000.
     capacity: Option<u64>,
     /// How long a refused password (or unknown user) is remembered, so repeating it costs the directory
     /// nothing. Keyed on the password too: it never locks out the right password. Default: 10s. 0s: off.
+    #[serde(default, deserialize_with = "super::check::duration")]
     negative_ttl: Option<String>,
     /// When a provider is unavailable, keep serving identities up to this long past `ttl`. Default: 0s (off).
+    #[serde(default, deserialize_with = "super::check::duration")]
     serve_stale_for: Option<String>,
 }
 

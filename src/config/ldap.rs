@@ -55,8 +55,10 @@ pub struct LdapConfig {
     #[serde(default)]
     pub groups: GroupsConfig,
     /// Timeout for opening a connection (TCP and the TLS or StartTLS handshake). Default: 5s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub connect_timeout: Option<String>,
     /// Timeout for each LDAP operation. Default: 5s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub timeout: Option<String>,
     /// Most service-account connections open at once (and kept for reuse). Default: 4.
     pub pool_size: Option<usize>,

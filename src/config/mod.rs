@@ -9,12 +9,14 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+use serde_norway::Value;
 
 pub mod accounts;
 pub mod cache;
 pub mod check;
 pub mod ldap;
 pub mod load;
+pub mod locate;
 pub mod log;
 pub mod oidc;
 pub mod ops;
@@ -25,6 +27,7 @@ pub mod refresh;
 pub mod server;
 pub mod state;
 pub mod token;
+pub mod tracked;
 pub mod workload;
 
 use self::cache::CacheSettings;
@@ -35,6 +38,7 @@ pub use self::providers::{ProviderConfig, ProviderSettings, StaticProviderConfig
 use self::refresh::RefreshSettings;
 use self::server::ServerSettings;
 pub use self::token::{KeySettings, TokenSettings};
+use self::tracked::KeyPath;
 
 /// The configuration used when `serve` is started without `--config`: demo accounts, the example policy,
 /// and a key generated on first start. Good for a first look, never for production.
@@ -160,7 +164,7 @@ impl Settings {
         env: &[(String, String)],
     ) -> (Option<Settings>, load::Findings) {
         let mut findings = load::Findings::default();
-        let mut value: serde_norway::Value = match serde_norway::from_str(text) {
+        let mut value: Value = match serde_norway::from_str(text) {
             Ok(v) => v,
             Err(e) => {
                 findings.errors.push(Problem::file(origin, e.to_string()));
@@ -168,39 +172,65 @@ impl Settings {
             }
         };
         if value.is_null() {
-            value = serde_norway::Value::Mapping(Default::default());
+            value = Value::Mapping(Default::default());
         }
         load::apply_env(&mut value, env, &mut findings, apply_override);
-        let value = load::isolate(
-            value,
-            origin,
-            text,
-            &mut findings,
-            |v| serde_norway::from_value::<RawConfig>(v).map_err(|e| e.to_string()),
-            |v| serde_norway::from_value::<ProviderConfig>(v).map(|_| ()).map_err(|e| e.to_string()),
-        );
-        let mut unknown = Vec::new();
-        let raw: RawConfig = match serde_ignored::deserialize(value, |p| unknown.push(p.to_string())) {
-            Ok(r) => r,
-            Err(e) => {
-                findings.errors.push(Problem::file(origin, e.to_string()));
-                return (None, findings);
-            }
+        let Value::Mapping(mut root) = value else {
+            let sections = load::SECTIONS.join(", ");
+            findings
+                .errors
+                .push(Problem::file(origin, format!("the config must be a mapping of sections ({sections})")));
+            return (None, findings);
         };
-        for u in unknown {
-            load::unknown_key(&u, origin, text, &mut findings);
-        }
+        let mut reading = load::Reading::default();
+        load::read_providers(&mut root, &mut reading, read_provider);
+        let Some((raw, tree)) =
+            load::read_tolerant::<RawConfig>(Value::Mapping(root), &KeyPath::default(), &mut reading)
+        else {
+            findings.errors.push(Problem::file(origin, "the config could not be read"));
+            return (None, findings);
+        };
+        let mut problems = std::mem::take(&mut reading.problems);
+        problems.extend(reading.unknown.iter().map(load::unknown_key));
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        let mut settings = validate(raw, origin, base, &mut errors, &mut warnings, &findings.provider_index);
-        // Each problem of a key says where the key is: its line in the file, or its variable.
+        let mut settings = validate(raw, origin, base, &mut errors, &mut warnings);
         for problem in errors {
-            let placed = load::place_problem(problem, origin, text, &findings);
-            findings.errors.push(placed);
+            // Validation saw the tree as read: its list indices are the file's once the entries taken
+            // out are counted back in.
+            let read = KeyPath::parse(&problem.key);
+            let problem = Problem { key: reading.original_key(&problem.key), ..problem };
+            if !load::follows_from_unread(&problem, &read, &reading, &tree) {
+                problems.push(problem);
+            }
         }
+        // Each problem of a key says where the key is: its line in the file, or its variable.
+        for problem in problems {
+            let at = if problem.key.is_empty() {
+                Location::File { origin: origin.to_string(), line: None }
+            } else {
+                load::place(&KeyPath::parse(&problem.key), origin, text, &findings)
+            };
+            findings.errors.push(problem.at(at));
+        }
+        load::sort(&mut findings.errors);
         findings.warnings.extend(warnings);
         settings.warnings = findings.warnings.clone();
         (Some(settings), findings)
+    }
+}
+
+/// Read one provider entry (without its `type:`) as the type `kind` names; the entry as read, or None.
+fn read_provider(kind: &str, entry: Value, at: &KeyPath, reading: &mut load::Reading) -> Option<Value> {
+    fn read<T: serde::de::DeserializeOwned>(entry: Value, at: &KeyPath, reading: &mut load::Reading) -> Option<Value> {
+        load::read_tolerant::<T>(entry, at, reading).map(|(_, tree)| tree)
+    }
+    match kind {
+        "static" => read::<StaticProviderConfig>(entry, at, reading),
+        "ldap" => read::<ldap::LdapConfig>(entry, at, reading),
+        "oidc" => read::<oidc::OidcConfig>(entry, at, reading),
+        "workload" => read::<workload::WorkloadConfig>(entry, at, reading),
+        _ => None,
     }
 }
 
@@ -251,7 +281,6 @@ fn validate(
     base: &Path,
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<String>,
-    provider_index: &[usize],
 ) -> Settings {
     let server_ops = raw.server.take_ops();
     let ops = ops::validate(server_ops, raw.rate_limit, base, problems);
@@ -259,7 +288,7 @@ fn validate(
     let server = server::validate(raw.server, base, problems);
     let token = token::validate(raw.token, base, problems);
     let refresh = refresh::validate(raw.refresh_tokens, base, &server.data_dir, problems);
-    let providers = providers::validate(raw.providers, provider_index, base, problems, warnings);
+    let providers = providers::validate(raw.providers, base, problems, warnings);
     let cache = cache::validate(raw.identity_cache, problems);
     let policy = policy::validate(raw.policy, base, problems);
     let log = log::validate(raw.log, problems);
@@ -335,10 +364,13 @@ mod tests {
     fn unknown_provider_fields_and_types_are_errors() {
         let text = "token: {issuer: i, services: [s]}\npolicy: {builtin_example: true}\nproviders:\n  - {type: static, name: a, file: f, colour: red}\n";
         let errors = Settings::from_yaml(text, "t", Path::new("."), &[]).unwrap_err();
-        assert!(errors[0].contains("unknown field `colour`"), "{errors:?}");
+        assert_eq!(errors, ["t:4: providers[0].colour: unknown key (see docs/configuration.md for every key)"]);
         let text = "token: {issuer: i, services: [s]}\npolicy: {builtin_example: true}\nproviders:\n  - {type: kerberos, name: a}\n";
         let errors = Settings::from_yaml(text, "t", Path::new("."), &[]).unwrap_err();
-        assert!(errors[0].contains("unknown variant `kerberos`"), "{errors:?}");
+        assert_eq!(
+            errors,
+            ["t:4: providers[0].type: must be one of: static, ldap, oidc, workload; found \"kerberos\""]
+        );
     }
 
     #[test]
@@ -389,6 +421,130 @@ mod tests {
         assert!(
             warnings[0].contains("TOLLGATE_PORT, TOLLGATE_PORT_5001_TCP_ADDR, TOLLGATE_SERVICE_HOST"),
             "{warnings:?}"
+        );
+    }
+
+    /// Every problem of `text` (with `env`) as `check-config` prints it.
+    fn problems(text: &str, env: &[(&str, &str)]) -> Vec<String> {
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (_, findings) = Settings::from_yaml_all(text, "t.yaml", Path::new("."), &env);
+        findings.errors.iter().map(ToString::to_string).collect()
+    }
+
+    #[test]
+    fn a_string_where_a_list_is_wanted_is_its_own_problem_and_invents_none() {
+        let text = "token: {services: registry.example.com, issuer: x}\npolicy: {builtin_example: true}\n";
+        assert_eq!(
+            problems(text, &[]),
+            ["t.yaml:1: token.services: must be a list (write `[a, b]` or one `- item` per line); found \"registry.example.com\""]
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_hides_neither_the_unknown_keys_nor_the_other_wrong_keys_of_its_section() {
+        let text = "server: {listn: 127.0.0.1:1, max_body_bytes: lots}\ntoken: {issuer: x, services: [s]}\npolicy: {builtin_example: true}\n";
+        assert_eq!(
+            problems(text, &[]),
+            [
+                "t.yaml:1: server.max_body_bytes: must be a whole number; found \"lots\"",
+                "t.yaml:1: server.listn: unknown key (did you mean `server.listen`?)",
+            ]
+        );
+        let text = "server:\n  listn: 127.0.0.1:1\n  max_body_bytes: lots\n  max_scopes: [1]\n  listen: nowhere\ntoken: {issuer: x, services: [s]}\npolicy: {builtin_example: true}\n";
+        assert_eq!(
+            problems(text, &[]),
+            [
+                "t.yaml:2: server.listn: unknown key (did you mean `server.listen`?)",
+                "t.yaml:3: server.max_body_bytes: must be a whole number; found \"lots\"",
+                "t.yaml:4: server.max_scopes: must be a whole number; found a list",
+                "t.yaml:5: server.listen: \"nowhere\" is not an address; write e.g. 0.0.0.0:5001",
+            ]
+        );
+    }
+
+    #[test]
+    fn each_wrong_value_is_said_in_words_at_its_own_line() {
+        let text = "token:\n  issuer: x\n  services:\n    - a\n    - [b, c]\n  kid_format: rfc7368\n  lifetime: 5\n  keys:\n    - key_file: a.key\n      cert_file: a.crt\n      active: maybe\n    - cert_file: b.crt\npolicy:\n  builtin_example: yes please\nstate: {store: redi, redis_url_file: url}\nserver:\n  connections:\n    max: -1\n    http2_max_streams: 99999999999\nlog: 5\n";
+        assert_eq!(
+            problems(text, &[]),
+            [
+                "t.yaml:5: token.services[1]: must be a text; found a list",
+                "t.yaml:6: token.kid_format: must be one of: libtrust, rfc7638; found \"rfc7368\" (did you mean `rfc7638`?)",
+                "t.yaml:7: token.lifetime: must be a duration such as 30s or 5m; found 5",
+                "t.yaml:11: token.keys[0].active: must be true or false; found \"maybe\"",
+                "t.yaml:12: token.keys[1].key_file: required",
+                "t.yaml:14: policy.builtin_example: must be true or false; found \"yes please\"",
+                "t.yaml:15: state.store: must be one of: local, redis; found \"redi\" (did you mean `redis`?)",
+                "t.yaml:18: server.connections.max: must be a whole number of at least 0; found -1",
+                "t.yaml:19: server.connections.http2_max_streams: must be a whole number no larger than 4294967295; found 99999999999",
+                "t.yaml:20: log: must be a mapping (write `key: value` lines indented under it, or `{key: value}`); found 5",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_bad_value_in_a_provider_entry_is_found_at_its_key_and_the_entry_is_still_checked() {
+        let text = "token: {issuer: x, services: [s]}\npolicy: {builtin_example: true}\nproviders:\n  - type: static\n    name: local\n    file: users.yaml\n  - type: ldap\n    name: corp\n    url: ldap://ldap.example.com\n    user_base_dn: dc=example,dc=com\n    pool_size: lots\n    groups: {nested: recursiv, lowercase: sure}\n  - type: static\n    accounts: nope\n  - type: oidc\n    name: kc\n    issuer: https://sso.example.com\n    clent_id: tollgate\n  - just a string\n  - type: ldpa\n    name: x\n  - type: static\n    name: local\n    file: other.yaml\n";
+        assert_eq!(
+            problems(text, &[]),
+            [
+                "t.yaml:11: providers[1].pool_size: must be a whole number; found \"lots\"",
+                "t.yaml:12: providers[1].groups.nested: must be one of: none, in_chain, recursive; found \"recursiv\" (did you mean `recursive`?)",
+                "t.yaml:12: providers[1].groups.lowercase: must be true or false; found \"sure\"",
+                "t.yaml:13: providers[2].name: required",
+                "t.yaml:14: providers[2].accounts: must be a list (write `[a, b]` or one `- item` per line); found \"nope\"",
+                "t.yaml:18: providers[3].clent_id: unknown key (did you mean `providers[3].client_id`?)",
+                "t.yaml:19: providers[4]: must be a mapping with `type:`, `name:` and the type's keys; found \"just a string\"",
+                "t.yaml:20: providers[5].type: must be one of: static, ldap, oidc, workload; found \"ldpa\" (did you mean `ldap`?)",
+                "t.yaml:23: providers[6].name: \"local\" is used by an earlier provider",
+            ]
+        );
+    }
+
+    #[test]
+    fn keys_set_by_the_environment_are_placed_at_their_variable() {
+        let text = "token: {issuer: x, services: [s]}\npolicy: {builtin_example: true}\n";
+        let env = [("TOLLGATE_SERVER__MAX_BODY_BYTES", "lots"), ("TOLLGATE_TOKEN__HEADER", "x5d")];
+        assert_eq!(
+            problems(text, &env),
+            [
+                "environment variable TOLLGATE_SERVER__MAX_BODY_BYTES: server.max_body_bytes: must be a whole number; found \"lots\"",
+                "environment variable TOLLGATE_TOKEN__HEADER: token.header: must be one of: x5c, kid; found \"x5d\" (did you mean `x5c`?)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_key_named_in_a_comment_or_a_string_before_it_is_placed_at_its_own_line() {
+        let text = "# server:\n#   max_scopes: 3\nserver:\n  # max_scopes is the most scopes of one request\n  listen: \"max_scopes: 5\"\n  data_dir: |\n    max_scopes: 6\n  max_scopes: many\ntoken:\n  issuer: x\n  services: [s]\n  keys:\n  - key_file: a.key\n  - key_file: b.key\n    cert_file: b.crt\npolicy: {builtin_example: true}\n";
+        assert_eq!(
+            problems(text, &[]),
+            [
+                "t.yaml:5: server.listen: \"max_scopes: 5\" is not an address; write e.g. 0.0.0.0:5001",
+                "t.yaml:8: server.max_scopes: must be a whole number; found \"many\"",
+                "t.yaml:13: token.keys[0].cert_file: required with token.header x5c (or set header: kid)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_section_that_cannot_be_read_reports_nothing_else_of_itself() {
+        let text = "token: lots\npolicy: [a]\n";
+        assert_eq!(
+            problems(text, &[]),
+            [
+                "t.yaml:1: token: must be a mapping (write `key: value` lines indented under it, or `{key: value}`); found \"lots\"",
+                "t.yaml:2: policy: must be a mapping (write `key: value` lines indented under it, or `{key: value}`); found a list",
+            ]
+        );
+        // A required key is still reported when nothing refused could have set it.
+        assert_eq!(
+            problems("server: {max_scopes: x}\npolicy: {builtin_example: true}\n", &[]),
+            [
+                "t.yaml:1: server.max_scopes: must be a whole number; found \"x\"",
+                "t.yaml: token.issuer: required; set it to the registry's auth.token.issuer",
+                "t.yaml: token.services: required; list the registry's auth.token.service name(s)",
+            ]
         );
     }
 }

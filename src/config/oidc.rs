@@ -64,10 +64,13 @@ pub struct OidcConfig {
     pub id_token_algs: Option<Vec<String>>,
     /// For sessions without an IdP refresh token: how old the group snapshot of a login may get before the
     /// refresh token needs a new login. Default: 12h.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub max_group_age: Option<String>,
     /// How long a session with an IdP refresh token is kept (the IdP may end it sooner). Default: 90d.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub session_lifetime: Option<String>,
     /// Timeout of each request to the IdP. Default: 10s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub timeout: Option<String>,
     /// PEM file with the CA(s) for the IdP's TLS certificate. Default: the system roots.
     pub ca_file: Option<PathBuf>,

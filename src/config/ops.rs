@@ -34,6 +34,7 @@ pub struct RawServerOps {
     /// Peers (addresses or CIDR networks) whose `X-Forwarded-For` is believed. Default: none.
     pub trusted_proxies: Option<Vec<String>>,
     /// How often each provider is probed for `/readyz`. Default: 15s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub probe_interval: Option<String>,
     /// Connection deadlines and caps. See [`RawConnections`].
     pub connections: Option<RawConnections>,
@@ -44,12 +45,16 @@ pub struct RawServerOps {
 #[serde(deny_unknown_fields)]
 pub struct RawConnections {
     /// A connection that sends no byte within this is closed. Default: 5s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub first_byte_timeout: Option<String>,
     /// A request's headers (the first request's counted from the accept) must arrive within this. Default: 10s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub header_timeout: Option<String>,
     /// A request body must arrive within this of its headers. Default: 10s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub body_timeout: Option<String>,
     /// A connection with no request in flight is closed after this. Default: 60s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub idle_timeout: Option<String>,
     /// Most connections open at once; more are closed at accept. Default: 0, meaning the open-file limit
     /// (`ulimit -n`) minus 256 descriptors kept for providers, stores, reloads and logs.
@@ -78,6 +83,7 @@ pub struct RawRateLimit {
     /// never logged in to it get 429. Default: 20.
     pub account_failures: Option<u32>,
     /// The window over which a full budget refills (continuously, one failure at a time). Default: 5m.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub window: Option<String>,
 }
 

@@ -18,9 +18,11 @@ pub struct RawPolicy {
     #[serde(default)]
     builtin_example: bool,
     /// How often the rules files are checked for changes. Default: 2s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     reload_interval: Option<String>,
     /// How long a changed rules file must stay unchanged before it is applied, so a file caught half-way
     /// through being written is never in force. Default: 2s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     settle: Option<String>,
 }
 

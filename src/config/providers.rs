@@ -106,12 +106,11 @@ pub fn validate_static(
     Some(StaticSettings { name: raw.name, source })
 }
 
-/// Validate `providers:`. `index` is each entry's position in the file (entries that could not be read
-/// at all were left out of `raw`); warnings of entries that work but should not be left so are pushed to
+/// Validate `providers:` (entries that could not be read at all were left out of `raw`; the loader
+/// counts them back into the indices of the problems); warnings of entries that work but should not be left so are pushed to
 /// `warnings`. An entry with a problem is left out of the list returned.
 pub fn validate(
     raw: Vec<ProviderConfig>,
-    index: &[usize],
     base: &Path,
     problems: &mut Vec<Problem>,
     warnings: &mut Vec<String>,
@@ -122,8 +121,6 @@ pub fn validate(
     let mut providers = Vec::new();
     let mut names = std::collections::HashSet::new();
     for (i, p) in raw.into_iter().enumerate() {
-        // The entry's index in the file (entries that could not be read at all are left out).
-        let i = index.get(i).copied().unwrap_or(i);
         let at = format!("providers[{i}]");
         if p.name().is_empty() {
             problems.push(Problem::new(format!("{at}.name"), "required"));

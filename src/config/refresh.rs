@@ -15,6 +15,7 @@ pub struct RawRefresh {
     /// Issue refresh tokens when clients ask (docker login, access_type=offline). Default: true.
     enabled: Option<bool>,
     /// Refresh token lifetime. Default: 90d.
+    #[serde(default, deserialize_with = "super::check::duration")]
     lifetime: Option<String>,
     /// File holding the HMAC secret (at least 32 bytes). Default: data_dir/refresh-secret, generated.
     secret_file: Option<PathBuf>,

@@ -30,6 +30,7 @@ pub struct RawServer {
     /// Addresses or networks whose X-Forwarded-For is believed. Default: none.
     trusted_proxies: Option<Vec<String>>,
     /// How often providers are probed for /readyz. Default: 15s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     probe_interval: Option<String>,
     /// Connection deadlines and caps. See [`ops::RawConnections`].
     connections: Option<ops::RawConnections>,

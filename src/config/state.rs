@@ -35,8 +35,10 @@ pub struct RawState {
     /// Prepended to every key, so several tollgate deployments can share one Redis. Default: `tollgate:`.
     pub key_prefix: Option<String>,
     /// How long one connection attempt may take. Default: 2s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub connect_timeout: Option<String>,
     /// How long one Redis command may take before the request treats Redis as down. Default: 1s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub command_timeout: Option<String>,
 }
 

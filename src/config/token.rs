@@ -42,6 +42,7 @@ pub struct RawToken {
     /// `auth.token.service`. Requests for any other service get a 400.
     services: Option<Vec<String>>,
     /// Access token lifetime. Default: 5m. At least 60s (clients need time to use it).
+    #[serde(default, deserialize_with = "super::check::duration")]
     lifetime: Option<String>,
     /// libtrust (registry 2.x) or rfc7638 (registry v3). Default: libtrust.
     kid_format: Option<KidFormat>,

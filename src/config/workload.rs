@@ -37,14 +37,19 @@ pub struct WorkloadConfig {
     /// Signature algorithms accepted. Default: [RS256, ES256]. `none` and the HS* family never are.
     pub algorithms: Option<Vec<String>>,
     /// The longest lifetime (`exp` - `iat`) a token may have. Default: 1h.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub max_lifetime: Option<String>,
     /// Clock skew allowed on `exp`, `nbf` and `iat`. Default: 60s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub leeway: Option<String>,
     /// A token naming an unknown `kid` refetches the keys at most once per this interval. Default: 60s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub jwks_refresh_interval: Option<String>,
     /// Keys older than this are refetched in the background (a removed key stops working). Default: 1h.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub jwks_max_age: Option<String>,
     /// Timeout of each request to the issuer. Default: 10s.
+    #[serde(default, deserialize_with = "super::check::duration")]
     pub timeout: Option<String>,
     /// Claims every token must carry, with these exact values (a list: any of them), checked before any
     /// rule: no rule can widen them. Pin numeric ids (`repository_owner_id`), which are never reused.
