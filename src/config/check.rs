@@ -52,3 +52,42 @@ pub fn duration<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>
     }
     d.deserialize_option(Text)
 }
+
+/// A warning when `url` (the value of `key`) is plain HTTP to a host other than this machine: what comes
+/// from it (signing keys, tokens; for OIDC the password grant's passwords go to it) travels unencrypted and
+/// can be read or replaced on the way. Loopback is left alone: tests and sidecars use it.
+pub fn plain_http_warning(key: &str, url: &str) -> Option<String> {
+    let rest = url.strip_prefix("http://")?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    let loopback =
+        host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!loopback).then(|| {
+        format!(
+            "{key}: {url} is plain HTTP to another host: the keys and tokens it serves (and, for OIDC, the \
+             passwords sent to it) travel unencrypted and can be read or replaced on the way; use https"
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_warning;
+
+    #[test]
+    fn plain_http_to_another_host_is_warned_about_and_loopback_is_not() {
+        for quiet in
+            ["https://sso.example.com/realms/x", "http://127.0.0.1:8080", "http://localhost/x", "http://[::1]:9/"]
+        {
+            assert_eq!(plain_http_warning("k", quiet), None, "{quiet}");
+        }
+        for loud in ["http://sso.example.com/realms/x", "http://user@10.0.0.1:80/jwks", "http://[2001:db8::1]/"] {
+            let w = plain_http_warning("providers[2].issuer", loud).unwrap_or_default();
+            assert!(w.starts_with(&format!("providers[2].issuer: {loud} is plain HTTP to another host")), "{w}");
+        }
+    }
+}

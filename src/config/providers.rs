@@ -134,10 +134,29 @@ pub fn validate(
                 warnings.extend(ldap::warnings(&l, &at));
                 ldap::validate(l, &at, base, problems).map(ProviderSettings::Ldap)
             }
-            ProviderConfig::Oidc(o) => oidc::validate(o, &at, base, problems).map(ProviderSettings::Oidc),
-            ProviderConfig::Workload(w) => workload::validate(w, &at, base, problems).map(ProviderSettings::Workload),
+            ProviderConfig::Oidc(o) => {
+                let urls = [
+                    ("issuer", Some(&o.issuer)),
+                    ("device_authorization_endpoint", o.device_authorization_endpoint.as_ref()),
+                ];
+                plain_http(&at, &urls, warnings);
+                oidc::validate(o, &at, base, problems).map(ProviderSettings::Oidc)
+            }
+            ProviderConfig::Workload(w) => {
+                plain_http(&at, &[("issuer", Some(&w.issuer)), ("jwks_url", w.jwks_url.as_ref())], warnings);
+                workload::validate(w, &at, base, problems).map(ProviderSettings::Workload)
+            }
         };
         providers.extend(checked);
     }
     providers
+}
+
+/// Warn about every plain-HTTP URL of an entry that points at another host.
+fn plain_http(at: &str, urls: &[(&str, Option<&String>)], warnings: &mut Vec<String>) {
+    for (key, url) in urls {
+        if let Some(w) = url.and_then(|u| super::check::plain_http_warning(&format!("{at}.{key}"), u)) {
+            warnings.push(w);
+        }
+    }
 }
