@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::app::AppState;
-use crate::authn::Login;
+use crate::authn::{Login, Outage};
 use crate::identity::{Identity, RequestContext, SESSION_CLAIM};
 use crate::policy::Explanation;
 use crate::scope::Scope;
@@ -46,8 +46,8 @@ pub struct Grant {
 #[derive(Debug, thiserror::Error)]
 pub enum GrantError {
     /// The session store (or the provider keeping a login session) cannot be reached: 503.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error("{1}")]
+    Unavailable(Outage, String),
     /// Signing failed: 500.
     #[error(transparent)]
     Sign(#[from] SignError),
@@ -113,9 +113,15 @@ pub async fn grant(
         (Some(r), true) => {
             if let Some(sid) = &sid {
                 let provider = &ctx.identity.provider;
-                state.chain.keep_session(provider, sid).await.map_err(|e| GrantError::Unavailable(e.to_string()))?;
+                state.chain.keep_session(provider, sid).await.map_err(|e| {
+                    GrantError::Unavailable(
+                        Outage::of_provider(e.provider.as_deref(), e.failure.message()),
+                        e.to_string(),
+                    )
+                })?;
             }
-            let epoch = state.revocations.epoch().await.map_err(|e| GrantError::Unavailable(e.to_string()))?;
+            let epoch =
+                state.revocations.epoch().await.map_err(|e| GrantError::Unavailable(Outage::State, e.to_string()))?;
             let links = Links { sid, epoch, account: ctx.identity.account.clone() };
             Some(r.issue_for_session(&ctx.identity.username, &ctx.identity.provider, service, links)?.0)
         }

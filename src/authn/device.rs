@@ -8,7 +8,7 @@
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 
-use super::login::LoginError;
+use super::login::{LoginError, Outage};
 use crate::app::AppState;
 use crate::identity::{DevicePoll, Failure, Identity};
 use crate::store::sessions::hashed_key;
@@ -43,8 +43,14 @@ pub struct DeviceStarted {
     pub interval: u64,
 }
 
+/// The session store cannot be reached.
 fn unavailable(e: impl std::fmt::Display) -> LoginError {
-    LoginError::Unavailable(e.to_string())
+    LoginError::Unavailable(Outage::State, e.to_string())
+}
+
+/// The provider's IdP cannot be reached.
+fn idp_unavailable(provider: &str, e: impl std::fmt::Display) -> LoginError {
+    LoginError::Unavailable(Outage::Provider(provider.to_string()), e.to_string())
 }
 
 fn flow(code: &'static str, message: impl Into<String>) -> LoginError {
@@ -73,7 +79,7 @@ pub async fn start_device(
     let login = chosen
         .device_login()
         .ok_or_else(|| LoginError::Malformed(format!("provider {name:?} does not offer device login")))?;
-    let started = login.start_device().await.map_err(unavailable)?;
+    let started = login.start_device().await.map_err(|e| idp_unavailable(&name, e))?;
     let code = format!("tgd_{}", random_id(32));
     let session = DeviceSession {
         provider: name.clone(),
@@ -131,7 +137,7 @@ pub(super) async fn redeem(state: &AppState, code: &SecretString, service: &str)
         save(state, code.expose_secret(), &s).await
     };
     match poll {
-        Err(Failure::Unavailable(m)) => Err(LoginError::Unavailable(m)),
+        Err(Failure::Unavailable(m)) => Err(idp_unavailable(&s.provider, m)),
         Ok(DevicePoll::Pending) => Err(flow("authorization_pending", "waiting for the user to approve the login")),
         Ok(DevicePoll::SlowDown) => {
             s.interval += SLOW_DOWN_STEP;

@@ -90,6 +90,47 @@ impl Refusal {
     }
 }
 
+/// What a 503 is about, in the client's words: which of the things a token needs is missing now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outage {
+    /// An identity provider (by name) cannot be reached.
+    Provider(String),
+    /// tollgate's shared state (revocations, sessions: Redis or the data directory) cannot be reached.
+    State,
+    /// Too many password checks are running in this process: nothing is down, retry in a moment.
+    Busy,
+}
+
+impl Outage {
+    /// The outage of a provider that could not answer: its own, or the password checks being full.
+    pub fn of_provider(provider: Option<&str>, message: &str) -> Outage {
+        if crate::identity::hashing::Saturated::is(message) {
+            Outage::Busy
+        } else {
+            Outage::Provider(provider.unwrap_or("none").to_string())
+        }
+    }
+
+    /// What the client is told.
+    pub fn message(&self) -> String {
+        match self {
+            Outage::Provider(name) => format!("the identity provider {name:?} cannot be reached; try again shortly"),
+            Outage::State => {
+                "tollgate's shared state (revocations and sessions) cannot be reached; try again shortly".into()
+            }
+            Outage::Busy => "too many logins are being checked at once; try again in a few seconds".into(),
+        }
+    }
+
+    /// How many seconds the client should wait (`Retry-After`).
+    pub fn retry_after(&self) -> u64 {
+        match self {
+            Outage::Busy => 2,
+            _ => 5,
+        }
+    }
+}
+
 /// Why no identity came out of the credentials, by what the client is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LoginError {
@@ -105,8 +146,9 @@ pub enum LoginError {
     Device { code: &'static str, message: String },
     /// 429: too many failed logins from this address or for this account; nothing was checked.
     Limited { retry_after: u64 },
-    /// 503: a provider or the shared state cannot be reached. The detail is for the log.
-    Unavailable(String),
+    /// 503: something the answer needs cannot be had now; `Outage` says what (the client is told), the
+    /// detail is for the log.
+    Unavailable(Outage, String),
 }
 
 impl LoginError {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use crate::app::AppState;
 use crate::identity::{AuthMethod, Identity};
 pub use device::{start_device, DeviceStarted};
-pub use login::{Credentials, Login, LoginError, Refusal};
+pub use login::{Credentials, Login, LoginError, Outage, Refusal};
 
 /// The grant type of the device-code grant on `/token` (RFC 8628).
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::login::{check_username, Login, LoginError, Refusal};
+use super::login::{check_username, Login, LoginError, Outage, Refusal};
 use super::refresh;
 use crate::app::AppState;
 use crate::identity::chain::ChainError;
@@ -98,7 +98,9 @@ async fn refused(
     refuse: fn(Refusal) -> LoginError,
 ) -> LoginError {
     let reason = match e.failure {
-        Failure::Unavailable(_) => return LoginError::Unavailable(e.to_string()),
+        Failure::Unavailable(ref m) => {
+            return LoginError::Unavailable(Outage::of_provider(e.provider.as_deref(), m), e.to_string())
+        }
         Failure::Refused(ref reason) => reason.clone(),
     };
     let provider = e.provider_label();

@@ -3,7 +3,7 @@
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::login::{LoginError, Refusal};
+use super::login::{LoginError, Outage, Refusal};
 use crate::app::AppState;
 use crate::identity::{Failure, Identity};
 use crate::token::refresh::RefreshError;
@@ -34,7 +34,7 @@ pub(super) async fn login(
     match state.revocations.is_revoked(&claims).await {
         Ok(false) => {}
         Ok(true) => return Err(LoginError::InvalidGrant(refused(RefreshError::Revoked))),
-        Err(e) => return Err(LoginError::Unavailable(e.to_string())),
+        Err(e) => return Err(LoginError::Unavailable(Outage::State, e.to_string())),
     }
     match state.chain.recheck_session(&claims.prv, &claims.sub, claims.sid.as_deref()).await {
         // The same name may be another account now (deleted and created again): its tokens are not ours.
@@ -48,7 +48,9 @@ pub(super) async fn login(
                 tracing::info!(user = %claims.sub, provider = %claims.prv, reason = %reason, "refresh token refused");
                 Err(LoginError::InvalidGrant(refused(RefreshError::AccountGone).because(reason)))
             }
-            Failure::Unavailable(_) => Err(LoginError::Unavailable(e.to_string())),
+            Failure::Unavailable(ref m) => {
+                Err(LoginError::Unavailable(Outage::of_provider(e.provider.as_deref(), m), e.to_string()))
+            }
         },
     }
 }

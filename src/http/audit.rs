@@ -142,7 +142,7 @@ impl Audit {
             Ok(_) => "partial",
             Err(ApiError::Unauthorized(_) | ApiError::InvalidGrant(_)) => "unauthorized",
             Err(ApiError::TooManyRequests { .. }) => "rate_limited",
-            Err(ApiError::Unavailable(_)) => "unavailable",
+            Err(ApiError::Unavailable(..)) => "unavailable",
             Err(ApiError::Internal(_)) => "error",
             Err(_) => "bad_request",
         }
@@ -156,7 +156,7 @@ impl Audit {
             Err(e) => e.status().as_u16(),
         };
         let reason = match &result {
-            Err(e) if !matches!(e, ApiError::Unavailable(_) | ApiError::Internal(_)) => e.client_message(),
+            Err(e) if !matches!(e, ApiError::Unavailable(..) | ApiError::Internal(_)) => e.client_message(),
             _ => String::new(),
         };
         tracing::info!(

@@ -8,7 +8,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::authn::LoginError;
+use crate::authn::{LoginError, Outage};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -32,8 +32,9 @@ pub enum ApiError {
     /// 429 with `Retry-After`: too many failed logins from this address or for this account. The client
     /// waits `retry_after` seconds; no password was checked.
     TooManyRequests { retry_after: u64 },
-    /// 503: an identity provider or the revocation store cannot be reached. Detail is logged, not sent.
-    Unavailable(String),
+    /// 503 with `Retry-After`: what the answer needs cannot be had now; the outage says what (the client is
+    /// told), the detail is logged, not sent.
+    Unavailable(Outage, String),
     /// 500: a bug or a failed signature. Detail is logged, not sent.
     Internal(String),
 }
@@ -58,7 +59,7 @@ impl From<LoginError> for ApiError {
             LoginError::InvalidGrant(r) => ApiError::InvalidGrant(r.message),
             LoginError::Device { code, message } => ApiError::DeviceFlow { code, message },
             LoginError::Limited { retry_after } => ApiError::TooManyRequests { retry_after },
-            LoginError::Unavailable(m) => ApiError::Unavailable(m),
+            LoginError::Unavailable(what, m) => ApiError::Unavailable(what, m),
         }
     }
 }
@@ -66,7 +67,7 @@ impl From<LoginError> for ApiError {
 impl From<crate::grant::GrantError> for ApiError {
     fn from(e: crate::grant::GrantError) -> ApiError {
         match e {
-            crate::grant::GrantError::Unavailable(m) => ApiError::Unavailable(m),
+            crate::grant::GrantError::Unavailable(what, m) => ApiError::Unavailable(what, m),
             crate::grant::GrantError::Internal(m) => ApiError::Internal(m),
             crate::grant::GrantError::Sign(e) => ApiError::Internal(e.to_string()),
         }
@@ -84,7 +85,7 @@ impl ApiError {
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(..) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -111,11 +112,7 @@ impl ApiError {
             ApiError::TooManyRequests { retry_after } => {
                 ("slow_down", "TOOMANYREQUESTS", format!("too many failed logins; try again in {retry_after} seconds"))
             }
-            ApiError::Unavailable(_) => (
-                "temporarily_unavailable",
-                "UNAVAILABLE",
-                "the identity provider is unavailable; try again shortly".into(),
-            ),
+            ApiError::Unavailable(what, _) => ("temporarily_unavailable", "UNAVAILABLE", what.message()),
             ApiError::Internal(_) => ("server_error", "UNKNOWN", "internal error; the server log has details".into()),
         }
     }
@@ -131,7 +128,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match &self {
-            ApiError::Unavailable(d) => tracing::warn!(detail = %d, "responding 503"),
+            ApiError::Unavailable(_, d) => tracing::warn!(detail = %d, "responding 503"),
             ApiError::Internal(d) => tracing::error!(detail = %d, "responding 500"),
             _ => {}
         }
@@ -145,8 +142,8 @@ impl IntoResponse for ApiError {
         if matches!(self, ApiError::Unauthorized(_) | ApiError::InvalidGrant(_)) {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE));
         }
-        if matches!(self, ApiError::Unavailable(_)) {
-            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        if let ApiError::Unavailable(what, _) = &self {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(what.retry_after()));
         }
         if let ApiError::TooManyRequests { retry_after } = self {
             resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
@@ -173,7 +170,9 @@ mod tests {
             (ApiError::MethodNotAllowed, 405, false),
             (ApiError::PayloadTooLarge(10), 413, false),
             (ApiError::TooManyRequests { retry_after: 7 }, 429, false),
-            (ApiError::Unavailable("ldap down".into()), 503, false),
+            (ApiError::Unavailable(Outage::Provider("corp".into()), "ldap down".into()), 503, false),
+            (ApiError::Unavailable(Outage::State, "redis down".into()), 503, false),
+            (ApiError::Unavailable(Outage::Busy, "gate full".into()), 503, false),
             (ApiError::Internal("secret detail".into()), 500, false),
         ];
         for (err, status, basic) in table {
@@ -186,6 +185,21 @@ mod tests {
         assert_eq!(REALM, "tollgate");
         let resp = ApiError::Unauthorized("x".into()).into_response();
         assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"tollgate\", charset=\"UTF-8\"");
+        // A 503 says which thing is missing, never "the identity provider" for all of them.
+        let busy = crate::identity::hashing::Saturated.to_string();
+        for (what, says, retry) in [
+            (
+                Outage::of_provider(Some("corp"), "connection refused"),
+                "identity provider \"corp\" cannot be reached",
+                "5",
+            ),
+            (Outage::State, "shared state (revocations and sessions) cannot be reached", "5"),
+            (Outage::of_provider(Some("local"), &busy), "too many logins are being checked at once", "2"),
+        ] {
+            let err = ApiError::Unavailable(what, "detail".into());
+            assert!(err.client_message().contains(says), "{err:?}: {}", err.client_message());
+            assert_eq!(err.into_response().headers()[header::RETRY_AFTER], retry);
+        }
         let resp = ApiError::TooManyRequests { retry_after: 7 }.into_response();
         assert_eq!(resp.headers().get(header::RETRY_AFTER).unwrap(), "7", "429 says when to come back");
     }

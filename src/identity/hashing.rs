@@ -30,6 +30,17 @@ pub const QUEUE_PER_CORE: usize = 32;
 #[error("too many password checks at once; try again shortly")]
 pub struct Saturated;
 
+impl Saturated {
+    /// Whether a provider's unavailability message is this gate's: the provider is fine, this process has
+    /// no capacity for the check right now (the message is carried as `Failure::Unavailable`'s text).
+    pub fn is(message: &str) -> bool {
+        message == SATURATED
+    }
+}
+
+/// [`Saturated`]'s text.
+const SATURATED: &str = "too many password checks at once; try again shortly";
+
 struct Gate {
     running: Arc<Semaphore>,
     waiting: AtomicUsize,
