@@ -286,3 +286,32 @@ fn workload_verify_prints_the_identity_and_grants_or_the_reason_of_a_refusal() {
     let (ok, _, err) = tollgate(&["workload", "verify", "--config", cfg, "--provider", "gitlab"], Some("x"));
     assert!(!ok && err.contains("no type: workload provider of that name; the config has: github"), "{err}");
 }
+
+/// An OIDC provider (the rig's npm oidc-provider): discovery naming the configured issuer, its signing keys,
+/// and a device login started at its device endpoint; an issuer URL that is not the IdP's fails.
+#[test]
+fn probe_reports_an_oidc_providers_discovery_keys_and_device_endpoint() {
+    use crate::rig::oidc_provider::{OidcProvider, OidcProviderOptions};
+    let idp = OidcProvider::start(json!({}), OidcProviderOptions::default());
+    let entry = crate::oidc::provider_yaml("kc", &idp, &[]);
+    let env = env_with_providers(&entry, "");
+    let (ok, out, err) = probe(&env.config);
+    assert!(ok, "{out}{err}");
+    let issuer = idp.issuer();
+    for want in [
+        format!("ok   oidc kc: discovery {issuer}/.well-known/openid-configuration: the document names this issuer"),
+        "signing key(s)".to_string(),
+        "ok   oidc kc: device login at".to_string(),
+    ] {
+        assert!(out.contains(&want), "missing {want:?} in:\n{out}");
+    }
+
+    // The same IdP under another issuer URL: no discovery document there, and the probe says so.
+    let env = env_with_providers(&entry.replace(&issuer, &format!("{issuer}/realms/other")), "");
+    let (ok, out, _) = probe(&env.config);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(&format!("FAIL oidc kc: discovery {issuer}/realms/other/.well-known/openid-configuration")),
+        "{out}"
+    );
+}
