@@ -15,19 +15,21 @@ fn main() {
     let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
     let commit = if dirty { format!("{commit}-dirty") } else { commit };
     println!("cargo:rustc-env=TG_GIT_COMMIT={commit}");
-    // Rebuilt when HEAD moves or the index changes, not on every build.
-    for path in [".git/HEAD", ".git/index"] {
-        if std::path::Path::new(path).exists() {
-            println!("cargo:rerun-if-changed={path}");
-        }
-    }
-    if let Some(head) =
-        std::fs::read_to_string(".git/HEAD").ok().and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_string()))
+    // Rebuilt when HEAD moves or the index changes, not on every build. Git names the files: in a worktree
+    // `.git` is a file, HEAD and the index are in the worktree's git directory and the branch refs in the
+    // common one.
+    let git_dir = git(&["rev-parse", "--git-dir"]).unwrap_or_else(|| ".git".into());
+    let common = git(&["rev-parse", "--git-common-dir"]).unwrap_or_else(|| git_dir.clone());
+    let head = std::path::Path::new(&git_dir).join("HEAD");
+    let mut watch = vec![head.clone(), std::path::Path::new(&git_dir).join("index")];
+    if let Some(reference) =
+        std::fs::read_to_string(&head).ok().and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_string()))
     {
-        let reference = format!(".git/{head}");
-        if std::path::Path::new(&reference).exists() {
-            println!("cargo:rerun-if-changed={reference}");
-        }
+        watch.push(std::path::Path::new(&common).join(reference));
+        watch.push(std::path::Path::new(&common).join("packed-refs"));
+    }
+    for path in watch.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
     }
     println!("cargo:rerun-if-changed=build.rs");
 }
