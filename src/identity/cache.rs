@@ -19,30 +19,65 @@
 //! Misses are single-flight: a burst of identical cold logins (the same user and the same password HMAC, e.g.
 //! a CI fleet redeploying at once) makes one upstream check whose outcome every caller of the burst shares.
 //! Different passwords never share a flight, because the key includes the HMAC.
+//!
+//! How it is stored (memory: one entry per user, not one per login plus one per re-check). The login cache
+//! and the re-check cache are one moka cache keyed by username. Its entry holds the user's identity, when it
+//! was last read from the provider (the re-check's TTL), and the HMAC tags of the passwords that proved it,
+//! each with the moment it did (each login's own TTL): one normally, two during a robot secret rotation's
+//! grace, at most [`MAX_PROOFS`] (the oldest goes). A tag vouches only for the identity it proved: when the
+//! provider answers with another identity (groups changed), the other tags are dropped and those passwords
+//! are checked again. A refused re-check forgets the whole entry, its passwords included. Identities with an
+//! end of their own (a workload token's `exp`) are kept apart, keyed on username + tag as one entry per
+//! token, since many tokens share one username; they never answer a re-check. A tag is the first 16 bytes
+//! of the HMAC-SHA256: 128 bits.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
 use secrecy::{ExposeSecret as _, SecretString};
 
+use moka::ops::compute::Op;
+
 use super::{Failure, Identity, Outcome, Provider};
 use crate::support::BoxFuture;
 
+/// How many passwords one user's entry remembers at once; a further one evicts the oldest.
+pub const MAX_PROOFS: usize = 4;
+
+/// The first 16 bytes of the HMAC of username and secret.
+type Tag = [u8; 16];
+
+/// The key of the short-lived caches (refusals, checks in flight) and of the per-token entries.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Key {
-    username: String,
-    tag: [u8; 32],
+    username: Box<str>,
+    tag: Tag,
 }
 
-/// One remembered identity. The login cache and the re-check cache share the `Identity` (one copy per user,
-/// not two), and a cache read copies a pointer, not the groups and claims.
-#[derive(Clone)]
+/// A password that proved an entry's identity, and when.
+#[derive(Clone, Copy)]
+struct Proof {
+    tag: Tag,
+    at: Instant,
+}
+
+/// One remembered identity. A cache read copies a pointer, not the groups and claims.
 struct Entry {
     identity: Arc<Identity>,
     generation: u64,
+    /// When the identity was last read from the provider (a login or a re-check): a re-check's freshness.
     stored: Instant,
+    /// The passwords that proved this identity, oldest first; empty for an entry a re-check filled.
+    proofs: Box<[Proof]>,
+}
+
+impl Entry {
+    /// When the password with this tag proved the identity, if it did.
+    fn proved(&self, tag: &Tag) -> Option<Instant> {
+        self.proofs.iter().find(|p| p.tag == *tag).map(|p| p.at)
+    }
 }
 
 /// A remembered refusal: `NotMine`, or a `Failure::Refused`.
@@ -54,6 +89,9 @@ struct Refusal {
 
 /// What one upstream check answered.
 type Answer = Result<Outcome, Failure>;
+
+/// A login entry found for a password: the entry, and when that password proved it.
+type Found = (Arc<Entry>, Instant);
 
 /// Hit and miss counters, for metrics and tests.
 #[derive(Debug, Default)]
@@ -86,10 +124,13 @@ pub struct CachePolicy {
 pub struct CachedProvider {
     inner: Arc<dyn Provider>,
     policy: CachePolicy,
-    cache: Cache<Key, Entry>,
+    /// Logins and re-checks, one entry per username (see the module doc).
+    users: Cache<String, Arc<Entry>>,
+    /// Logins whose identity has an end of its own (workload tokens), one entry per token.
+    tokens: Cache<Key, Arc<Entry>>,
+    /// Whether `tokens` was ever filled.
+    has_tokens: AtomicBool,
     negative: Cache<Key, Refusal>,
-    /// Re-check results by username.
-    current: Cache<String, Entry>,
     /// Upstream checks in progress, for single-flight. An entry lives only while its check runs: the leader
     /// removes it as soon as the answer is in the caches above.
     inflight: Cache<Key, Answer>,
@@ -121,9 +162,10 @@ impl CachedProvider {
         CachedProvider {
             inner,
             policy,
-            cache: Cache::builder().max_capacity(capacity).time_to_live(keep).build(),
+            users: Cache::builder().max_capacity(capacity).time_to_live(keep).build(),
+            tokens: Cache::builder().max_capacity(capacity).time_to_live(keep).build(),
+            has_tokens: AtomicBool::new(false),
             negative: Cache::builder().max_capacity(capacity).time_to_live(policy.negative_ttl).build(),
-            current: Cache::builder().max_capacity(capacity).time_to_live(keep).build(),
             // The TTL is only a backstop: the leader removes its entry when done.
             inflight: Cache::builder().max_capacity(capacity).time_to_live(Duration::from_secs(5)).build(),
             hmac,
@@ -133,46 +175,116 @@ impl CachedProvider {
         }
     }
 
-    fn key(&self, username: &str, password: &SecretString) -> Key {
+    fn tag(&self, username: &str, password: &SecretString) -> Tag {
         let mut ctx = ring::hmac::Context::with_key(&self.hmac);
         ctx.update(&(username.len() as u64).to_be_bytes());
         ctx.update(username.as_bytes());
         ctx.update(password.expose_secret().as_bytes());
-        let mut tag = [0u8; 32];
-        tag.copy_from_slice(ctx.sign().as_ref());
-        Key { username: username.to_string(), tag }
+        let mut tag = [0u8; 16];
+        tag.copy_from_slice(&ctx.sign().as_ref()[..16]);
+        tag
     }
 
-    fn entry(&self, identity: Arc<Identity>, generation: u64) -> Entry {
-        Entry { identity, generation, stored: Instant::now() }
+    /// Within the TTL since `since`, and not past the identity's own end (a workload token's `exp`).
+    fn fresh(&self, identity: &Identity, since: Instant) -> bool {
+        since.elapsed() < self.policy.ttl && !identity.expired()
     }
 
-    /// Within the TTL, and not past the identity's own end (a workload token's `exp`).
-    fn fresh(&self, e: &Entry) -> bool {
-        e.stored.elapsed() < self.policy.ttl && !e.identity.expired()
-    }
-
-    /// The entry's identity if it may stand in for an unavailable provider.
-    fn stale(&self, e: Option<Entry>, error: &str) -> Option<Arc<Identity>> {
-        let e = e.filter(|e| !e.identity.expired())?;
-        let age = e.stored.elapsed();
+    /// The identity, vouched for since `since`, if it may stand in for an unavailable provider.
+    fn stale(&self, found: Option<(Arc<Identity>, Instant)>, error: &str) -> Option<Arc<Identity>> {
+        let (identity, since) = found.filter(|(identity, _)| !identity.expired())?;
+        let age = since.elapsed();
         if self.policy.serve_stale_for.is_zero() || age >= self.policy.ttl + self.policy.serve_stale_for {
             return None;
         }
         self.stats.stale_served.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(provider = %self.inner.name(), user = %e.identity.username, age_s = age.as_secs(), error,
+        tracing::warn!(provider = %self.inner.name(), user = %identity.username, age_s = age.as_secs(), error,
             "provider unavailable; serving the cached identity");
-        Some(e.identity)
+        Some(identity)
+    }
+
+    /// The entry that remembers this password for this user in this generation, and when it proved it.
+    async fn login_entry(&self, username: &str, tag: &Tag, generation: u64) -> Option<Found> {
+        if let Some(e) = self.users.get(username).await {
+            if e.generation != generation {
+                self.users.invalidate(username).await;
+            } else if let Some(at) = e.proved(tag) {
+                return Some((e, at));
+            }
+        }
+        if !self.has_tokens.load(Ordering::Relaxed) {
+            // No workload login yet: skip the key's allocation.
+            return None;
+        }
+        let key = Key { username: username.into(), tag: *tag };
+        let e = self.tokens.get(&key).await?;
+        if e.generation != generation {
+            self.tokens.invalidate(&key).await;
+            return None;
+        }
+        let at = e.proved(tag)?;
+        Some((e, at))
+    }
+
+    /// Replaces `username`'s entry with `identity`, read now in `generation`, proved by `proof` if given.
+    /// The passwords that proved the same identity in the same generation stay, up to [`MAX_PROOFS`].
+    async fn update(&self, username: &str, identity: Arc<Identity>, generation: u64, proof: Option<Tag>) {
+        let now = Instant::now();
+        let keep = self.policy.ttl + self.policy.serve_stale_for;
+        self.users
+            .entry_by_ref(username)
+            .and_compute_with(|old| {
+                let mut proofs: Vec<Proof> = Vec::with_capacity(1);
+                if let Some(old) = old.map(|e| e.into_value()) {
+                    let same = Arc::ptr_eq(&old.identity, &identity) || *old.identity == *identity;
+                    if same && old.generation == generation {
+                        proofs.extend(
+                            old.proofs.iter().filter(|p| Some(p.tag) != proof && p.at.elapsed() < keep).copied(),
+                        );
+                    }
+                }
+                if let Some(tag) = proof {
+                    proofs.push(Proof { tag, at: now });
+                }
+                if proofs.len() > MAX_PROOFS {
+                    proofs.drain(..proofs.len() - MAX_PROOFS);
+                }
+                let entry = Entry { identity, generation, stored: now, proofs: proofs.into_boxed_slice() };
+                std::future::ready(Op::Put(Arc::new(entry)))
+            })
+            .await;
+    }
+
+    /// The password with this tag no longer proves anything for `username`.
+    async fn forget(&self, key: &Key) {
+        self.users
+            .entry_by_ref(&*key.username)
+            .and_compute_with(|old| {
+                let op = match old.map(|e| e.into_value()) {
+                    Some(old) if old.proved(&key.tag).is_some() => {
+                        let proofs = old.proofs.iter().filter(|p| p.tag != key.tag).copied().collect();
+                        let entry = Entry { identity: Arc::clone(&old.identity), proofs, ..*old };
+                        Op::Put(Arc::new(entry))
+                    }
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
+        self.tokens.invalidate(key).await;
     }
 }
 
 impl CachedProvider {
     /// Asks the provider and stores its answer: what one single-flight leader does on a miss.
-    async fn check(&self, key: &Key, username: &str, password: &SecretString) -> Answer {
+    async fn check(&self, key: &Key, password: &SecretString) -> Answer {
+        let username = &*key.username;
         let generation = self.inner.generation();
         // A caller that missed just before the previous flight filled the cache and ended would otherwise
         // start a second check: look again now that this caller leads.
-        if let Some(e) = self.cache.get(key).await.filter(|e| e.generation == generation && self.fresh(e)) {
+        if let Some((e, _)) =
+            self.login_entry(username, &key.tag, generation).await.filter(|(e, at)| self.fresh(&e.identity, *at))
+        {
             return Ok(Outcome::Authenticated(Arc::clone(&e.identity)));
         }
         if let Some(r) = self.negative.get(key).await.filter(|r| r.generation == generation) {
@@ -181,16 +293,25 @@ impl CachedProvider {
         self.stats.upstream_checks.fetch_add(1, Ordering::Relaxed);
         let answer = self.inner.authenticate(username, password).await;
         match &answer {
+            // An identity with an end of its own (a workload token) is remembered per token, and never has a
+            // refresh token to re-check.
+            Ok(Outcome::Authenticated(identity)) if identity.expires_at.is_some() => {
+                let now = Instant::now();
+                let proofs = Box::new([Proof { tag: key.tag, at: now }]);
+                let entry = Entry { identity: Arc::clone(identity), generation, stored: now, proofs };
+                self.tokens.insert(key.clone(), Arc::new(entry)).await;
+                self.has_tokens.store(true, Ordering::Relaxed);
+            }
             Ok(Outcome::Authenticated(identity)) => {
-                let entry = self.entry(Arc::clone(identity), generation);
-                // An identity with an end of its own (a workload token) never has a refresh token to re-check.
-                if identity.expires_at.is_none() {
-                    self.current.insert(identity.username.clone(), entry.clone()).await;
+                self.update(username, Arc::clone(identity), generation, Some(key.tag)).await;
+                // A provider that names the user otherwise (another case, a mail address for a login name):
+                // re-checks ask by the identity's name.
+                if identity.username != username {
+                    self.update(&identity.username, Arc::clone(identity), generation, None).await;
                 }
-                self.cache.insert(key.clone(), entry).await;
             }
             Ok(Outcome::NotMine) | Err(Failure::Refused(_)) => {
-                self.cache.invalidate(key).await;
+                self.forget(key).await;
                 if !self.policy.negative_ttl.is_zero() {
                     self.negative.insert(key.clone(), Refusal { answer: answer.clone(), generation }).await;
                 }
@@ -213,18 +334,15 @@ impl Provider for CachedProvider {
         password: &'a SecretString,
     ) -> BoxFuture<'a, Result<Outcome, Failure>> {
         Box::pin(async move {
-            let key = self.key(username, password);
+            let tag = self.tag(username, password);
             let generation = self.inner.generation();
-            let mut cached = self.cache.get(&key).await;
-            if cached.as_ref().is_some_and(|e| e.generation != generation) {
-                self.cache.invalidate(&key).await;
-                cached = None;
-            }
-            if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
+            let cached = self.login_entry(username, &tag, generation).await;
+            if let Some((e, _)) = cached.as_ref().filter(|(e, at)| self.fresh(&e.identity, *at)) {
                 self.stats.hits.fetch_add(1, Ordering::Relaxed);
                 self.hits_metric.increment(1);
                 return Ok(Outcome::Authenticated(Arc::clone(&e.identity)));
             }
+            let key = Key { username: username.into(), tag };
             if let Some(r) = self.negative.get(&key).await {
                 if r.generation == generation {
                     self.stats.negative_hits.fetch_add(1, Ordering::Relaxed);
@@ -235,15 +353,16 @@ impl Provider for CachedProvider {
             self.misses_metric.increment(1);
             // Concurrent callers with the same key wait for the one check in flight and share its outcome
             // (an unavailable one too, so a burst during an outage waits for one timeout, not one each).
-            let flight = self.inflight.entry_by_ref(&key).or_insert_with(self.check(&key, username, password)).await;
+            let flight = self.inflight.entry_by_ref(&key).or_insert_with(self.check(&key, password)).await;
             if flight.is_fresh() {
                 // This caller ran the check: the answer is in the caches now, end the flight.
                 self.inflight.invalidate(&key).await;
             }
             match flight.into_value() {
-                Err(Failure::Unavailable(e)) => {
-                    self.stale(cached, &e).map(Outcome::Authenticated).ok_or(Failure::Unavailable(e))
-                }
+                Err(Failure::Unavailable(e)) => self
+                    .stale(cached.map(|(entry, at)| (Arc::clone(&entry.identity), at)), &e)
+                    .map(Outcome::Authenticated)
+                    .ok_or(Failure::Unavailable(e)),
                 answer => answer,
             }
         })
@@ -261,23 +380,30 @@ impl Provider for CachedProvider {
     ) -> BoxFuture<'a, Result<Identity, Failure>> {
         Box::pin(async move {
             let generation = self.inner.generation();
-            let cached = self.current.get(username).await.filter(|e| e.generation == generation);
-            if let Some(e) = cached.as_ref().filter(|e| self.fresh(e)) {
+            // Only an entry whose identity bears this name answers for it (a login under another name
+            // fills the entry of the identity's name too).
+            let cached = self
+                .users
+                .get(username)
+                .await
+                .filter(|e| e.generation == generation && e.identity.username == username);
+            if let Some(e) = cached.as_ref().filter(|e| self.fresh(&e.identity, e.stored)) {
                 self.stats.recheck_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Identity::clone(&e.identity));
             }
             match self.inner.recheck_session(username, sid).await {
                 Ok(identity) => {
-                    self.current.insert(username.to_string(), self.entry(Arc::new(identity.clone()), generation)).await;
+                    self.update(username, Arc::new(identity.clone()), generation, None).await;
                     Ok(identity)
                 }
                 Err(refused @ Failure::Refused(_)) => {
-                    self.current.invalidate(username).await;
+                    self.users.invalidate(username).await;
                     Err(refused)
                 }
-                Err(Failure::Unavailable(e)) => {
-                    self.stale(cached, &e).map(Arc::unwrap_or_clone).ok_or(Failure::Unavailable(e))
-                }
+                Err(Failure::Unavailable(e)) => self
+                    .stale(cached.map(|entry| (Arc::clone(&entry.identity), entry.stored)), &e)
+                    .map(Arc::unwrap_or_clone)
+                    .ok_or(Failure::Unavailable(e)),
             }
         })
     }
@@ -514,5 +640,127 @@ mod tests {
         }
         assert_eq!(inner.0.calls.load(Ordering::SeqCst), 2, "one check per distinct password");
         assert_eq!(cached.stats.upstream_checks.load(Ordering::SeqCst), 2);
+    }
+
+    /// Accepts any password starting with "pw" for any user, or a "jwt-" token as a workload identity
+    /// (username "ci" for every token, ending in an hour); counts calls. `rename` answers with a
+    /// lower-cased username, as a directory might.
+    #[derive(Default)]
+    struct Many {
+        calls: AtomicUsize,
+        rechecks: AtomicUsize,
+        rename: bool,
+    }
+
+    impl Provider for Many {
+        fn name(&self) -> &str {
+            "many"
+        }
+        fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Failure>> {
+            Box::pin(async move {
+                self.calls.fetch_add(1, Ordering::SeqCst);
+                let p = p.expose_secret();
+                if let Some(sub) = p.strip_prefix("jwt-") {
+                    let end = crate::support::time::unix_now() + 3600;
+                    let identity =
+                        Identity { username: format!("ci-{sub}"), expires_at: Some(end), ..Default::default() };
+                    return Ok(Outcome::Authenticated(Arc::new(identity)));
+                }
+                if !p.starts_with("pw") {
+                    return Err(Failure::refused("wrong"));
+                }
+                let username = if self.rename { u.to_lowercase() } else { u.to_string() };
+                Ok(Outcome::Authenticated(Arc::new(Identity { username, ..Default::default() })))
+            })
+        }
+        fn recheck<'a>(&'a self, u: &'a str) -> BoxFuture<'a, Result<Identity, Failure>> {
+            Box::pin(async move {
+                self.rechecks.fetch_add(1, Ordering::SeqCst);
+                Ok(Identity { username: u.into(), ..Default::default() })
+            })
+        }
+    }
+
+    fn secret(s: &str) -> SecretString {
+        SecretString::from(s.to_string())
+    }
+
+    #[tokio::test]
+    async fn two_passwords_of_one_user_are_remembered_at_once_and_a_wrong_one_never_is() {
+        let inner = Arc::new(Many::default());
+        let cached = CachedProvider::new(inner.clone(), Duration::from_secs(60), 100);
+        for _ in 0..3 {
+            // A robot secret rotation's grace: old and new secret in use by two fleets, interleaved.
+            cached.authenticate("robot", &secret("pw-old")).await.unwrap();
+            cached.authenticate("robot", &secret("pw-new")).await.unwrap();
+        }
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "one check per secret, then both served");
+        assert!(matches!(cached.authenticate("robot", &secret("wrong")).await, Err(Failure::Refused(_))));
+        assert!(matches!(cached.authenticate("robot", &secret("wrong")).await, Err(Failure::Refused(_))));
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 4, "a wrong password is never a hit");
+        cached.authenticate("robot", &secret("pw-old")).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 4, "a refused password forgets no other");
+        cached.recheck("robot").await.unwrap();
+        assert_eq!(inner.rechecks.load(Ordering::SeqCst), 0, "the logins vouch for the refresh token");
+        assert_eq!(cached.users.get("robot").await.map(|e| e.proofs.len()), Some(2));
+    }
+
+    #[tokio::test]
+    async fn one_user_remembers_at_most_four_passwords_and_the_oldest_goes() {
+        let inner = Arc::new(Many::default());
+        let cached = CachedProvider::new(inner.clone(), Duration::from_secs(60), 100);
+        for i in 0..=MAX_PROOFS {
+            cached.authenticate("bob", &secret(&format!("pw-{i}"))).await.unwrap();
+        }
+        let checks = MAX_PROOFS + 1;
+        assert_eq!(inner.calls.load(Ordering::SeqCst), checks);
+        for i in 1..=MAX_PROOFS {
+            cached.authenticate("bob", &secret(&format!("pw-{i}"))).await.unwrap();
+        }
+        assert_eq!(inner.calls.load(Ordering::SeqCst), checks, "the newest four are served");
+        cached.authenticate("bob", &secret("pw-0")).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), checks + 1, "the oldest was evicted");
+        assert_eq!(cached.users.get("bob").await.map(|e| e.proofs.len()), Some(MAX_PROOFS));
+    }
+
+    #[tokio::test]
+    async fn a_changed_identity_drops_the_passwords_that_proved_the_old_one() {
+        let inner = Arc::new(Flaky::default());
+        let cached = CachedProvider::new(inner.clone(), Duration::from_secs(60), 100);
+        cached.authenticate("alice", &secret("right")).await.unwrap();
+        // A re-check that reads other groups: the login no longer vouches for what the directory says.
+        let changed = Identity { username: "alice".into(), groups: vec!["new".into()], ..Default::default() };
+        cached.update("alice", Arc::new(changed), 0, None).await;
+        cached.authenticate("alice", &secret("right")).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn workload_tokens_are_remembered_one_each_and_never_answer_a_recheck() {
+        let inner = Arc::new(Many::default());
+        let cached = CachedProvider::new(inner.clone(), Duration::from_secs(60), 100);
+        for _ in 0..2 {
+            for job in 0..10 {
+                let outcome = cached.authenticate("ci", &secret(&format!("jwt-{job}"))).await.unwrap();
+                assert!(matches!(outcome, Outcome::Authenticated(id) if id.username == format!("ci-{job}")));
+            }
+        }
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 10, "ten jobs sharing one username: ten entries");
+        assert!(cached.users.get("ci").await.is_none() && cached.users.get("ci-3").await.is_none());
+        cached.recheck("ci-3").await.unwrap();
+        assert_eq!(inner.rechecks.load(Ordering::SeqCst), 1, "a workload identity never answers a re-check");
+    }
+
+    #[tokio::test]
+    async fn a_login_under_another_name_fills_the_recheck_of_the_identitys_name() {
+        let inner = Arc::new(Many { rename: true, ..Default::default() });
+        let cached = CachedProvider::new(inner.clone(), Duration::from_secs(60), 100);
+        cached.authenticate("Alice", &secret("pw")).await.unwrap();
+        cached.authenticate("Alice", &secret("pw")).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(cached.recheck("alice").await.unwrap().username, "alice");
+        assert_eq!(inner.rechecks.load(Ordering::SeqCst), 0);
+        cached.recheck("Alice").await.unwrap();
+        assert_eq!(inner.rechecks.load(Ordering::SeqCst), 1, "an entry answers only for its identity's name");
     }
 }
