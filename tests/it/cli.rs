@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::harness::*;
 
-fn tollgate(args: &[&str], stdin: Option<&str>) -> Output {
+pub(crate) fn tollgate(args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
     cmd.env_remove("TOLLGATE_CONFIG");

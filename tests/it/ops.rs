@@ -31,16 +31,26 @@ pub(crate) fn tollgate_bin() -> &'static str {
 /// port chosen at run time: the child and the address it logged. Started through the rig's `command`, so a
 /// test that fails before it kills the server does not leave it running.
 pub(crate) fn serve_in(dir: &Path, config: &str) -> (Child, String) {
+    let mut cmd = crate::rig::command(tollgate_bin());
+    cmd.args(["serve", "--config", config]).current_dir(dir);
+    let (child, lines, addr) = spawn_listening(cmd);
+    // Keep reading: a closed pipe would make the server's next log line its last.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, addr)
+}
+
+/// The server's log lines on its stderr pipe, not yet read.
+type LogPipe = std::io::Lines<std::io::BufReader<std::process::ChildStderr>>;
+
+/// Spawn `cmd` (a `tollgate serve`) on a loopback port chosen at run time, with its JSON log on a pipe, and
+/// read that log until it listens: the child, the rest of its log, and its address.
+fn spawn_listening(mut cmd: std::process::Command) -> (Child, LogPipe, String) {
     use std::io::BufRead as _;
-    let mut child = crate::rig::command(tollgate_bin())
-        .args(["serve", "--config", config])
-        .current_dir(dir)
-        .env_remove("TOLLGATE_CONFIG")
+    cmd.env_remove("TOLLGATE_CONFIG")
         .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
         .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("tollgate serve starts");
+        .stdout(Stdio::null());
+    let mut child = cmd.spawn().expect("tollgate serve starts");
     let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
     let addr = loop {
         let line = lines.next().expect("tollgate exited before listening").expect("a log line");
@@ -49,9 +59,7 @@ pub(crate) fn serve_in(dir: &Path, config: &str) -> (Child, String) {
             break v["addr"].as_str().expect("addr").to_string();
         }
     };
-    // Keep reading: a closed pipe would make the server's next log line its last.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, addr)
+    (child, lines, addr)
 }
 
 impl Tollgate {
@@ -750,28 +758,11 @@ fn sigterm_during_a_stream_of_requests_stops_the_server() {
 /// the writer's queue are dropped and counted, and every request is still answered at once.
 #[test]
 fn a_stuck_log_reader_drops_lines_but_never_holds_a_request() {
-    use std::io::BufRead as _;
     let env = TestEnv::new();
     // One audit line a request: the pipe's 64 KiB and the writer's queue (8,192 lines) hold about 8,300.
-    let mut child = crate::rig::command(tollgate_bin())
-        .args(["serve", "--config"])
-        .arg(&env.config)
-        .env_remove("TOLLGATE_CONFIG")
-        .env("TOLLGATE_LOG", "info")
-        .env("TOLLGATE_LOG__FORMAT", "json")
-        .env("TOLLGATE_SERVER__LISTEN", "127.0.0.1:0")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("tollgate serve starts");
-    let mut lines = std::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let addr = loop {
-        let line = lines.next().expect("tollgate exited before listening").expect("a log line");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "tollgate listening" {
-            break v["addr"].as_str().expect("addr").to_string();
-        }
-    };
+    let mut cmd = crate::rig::command(tollgate_bin());
+    cmd.args(["serve", "--config"]).arg(&env.config).env("TOLLGATE_LOG", "info").env("TOLLGATE_LOG__FORMAT", "json");
+    let (mut child, lines, addr) = spawn_listening(cmd);
     // From here on nobody reads the pipe: its 64 KiB fill, then the writer's queue.
     let path = format!("/token?service={SERVICE}&scope=repository:public/x:pull");
     let mut slowest = Duration::ZERO;

@@ -3,7 +3,6 @@
 //! and the exit status.
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
 
 use serde_json::json;
 
@@ -15,17 +14,9 @@ use crate::rig::*;
 
 const AUDIENCE: &str = "https://registry.test";
 
+/// The real binary (`cli::tollgate`): whether it succeeded, its stdout and its stderr.
 fn tollgate(args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.env_remove("TOLLGATE_CONFIG");
-    let mut child = cmd.spawn().expect("tollgate runs");
-    if let Some(input) = stdin {
-        use std::io::Write as _;
-        child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
-    }
-    drop(child.stdin.take());
-    let o: Output = child.wait_with_output().expect("tollgate finishes");
+    let o = crate::cli::tollgate(args, stdin);
     (
         o.status.success(),
         String::from_utf8_lossy(&o.stdout).into_owned(),
