@@ -517,6 +517,11 @@ fn two_replicas_behind_a_balancer_checking_healthz_keep_pushes_and_robots_going(
         );
     }
     skopeo.copy(&image("one"), &reg.docker_ref("payments/api:1"), Some((robot.0, &robot.1))).assert_ok();
+    // A directory user meanwhile gets a 503 that names the directory, not a vague "identity provider".
+    let (status, reply) = token(&a.addr, "alice", "a-directory-password", "repository:payments/api:pull");
+    assert_eq!(status, 503, "{reply}");
+    let said = reply["error_description"].as_str().unwrap_or_default();
+    assert_eq!(said, "the identity provider \"corp-ldap\" cannot be reached; try again shortly", "{reply}");
     // The replicas keep their state in that Redis: the robot's good logins are recorded there.
     let password = text(&secrets.join("redis_password.txt"));
     let mut scan = command("redis-cli");

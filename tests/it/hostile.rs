@@ -332,7 +332,8 @@ fn four_hundred_simultaneous_cold_logins_are_bounded_in_memory_and_leave_healthz
         shed.len()
     );
     assert_eq!(refused + shed.len(), 400, "every login is a 401 or a 503: {answers:?}");
-    assert!(shed.iter().all(|a| a.1.is_some()), "a 503 says when to come back");
+    // Full password checks are no outage: the client is told to come back in 2 s (a provider's is 5).
+    assert!(shed.iter().all(|a| a.1.as_deref() == Some("2")), "a 503 says when to come back: {shed:?}");
     assert!(peak < idle + 200 * 1024, "hashing memory is bounded: peak {peak} KiB from {idle} KiB");
     assert!(*worst_health < Duration::from_secs(1), "/healthz waited {worst_health:?}");
     assert!(tg.get("/healthz", &[]).status == 200, "still serving");
