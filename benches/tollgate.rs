@@ -472,23 +472,7 @@ fn handler_cost(rounds: usize, secs: f64) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
     let basic = base64::engine::general_purpose::STANDARD.encode("alice:alice-bench-password");
     let uri = format!("/token?service=registry.test&scope={SCOPE}");
-    let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
-    let request = || {
-        let mut req = axum::http::Request::get(uri.as_str())
-            .header("host", "bench")
-            .header("authorization", format!("Basic {basic}"))
-            .body(axum::body::Body::empty())
-            .expect("request");
-        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-        req
-    };
-    let one = |app: &axum::Router| {
-        use tower::ServiceExt as _;
-        let resp = rt.block_on(app.clone().oneshot(request())).expect("infallible");
-        assert_eq!(resp.status(), 200, "the bench request must be granted");
-        let body = rt.block_on(axum::body::to_bytes(resp.into_body(), 1 << 20)).expect("body");
-        std::hint::black_box(body);
-    };
+    let one = |app: &axum::Router| in_process_token(&rt, app, &uri, &basic);
     for _ in 0..100 {
         one(&app); // fill the identity cache, open the code paths
     }
@@ -757,6 +741,22 @@ impl Provider for AcceptAll {
     }
 }
 
+/// One `GET uri` with Basic `basic` through the router on `rt`, from a fixed peer, no sockets: must be a 200.
+fn in_process_token(rt: &tokio::runtime::Runtime, app: &axum::Router, uri: &str, basic: &str) {
+    use tower::ServiceExt as _;
+    let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+    let mut req = axum::http::Request::get(uri)
+        .header("host", "bench")
+        .header("authorization", format!("Basic {basic}"))
+        .body(axum::body::Body::empty())
+        .expect("request");
+    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    let resp = rt.block_on(app.clone().oneshot(req)).expect("infallible");
+    assert_eq!(resp.status(), 200, "the bench request must be answered");
+    let body = rt.block_on(axum::body::to_bytes(resp.into_body(), 1 << 20)).expect("body");
+    std::hint::black_box(body);
+}
+
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
@@ -960,7 +960,6 @@ fn rules_sweep(rounds: usize, secs: f64) {
     let basic = base64::engine::general_purpose::STANDARD.encode("alice:rules-bench-password");
     let hash = bcrypt::hash("rules-bench-password", 4).expect("bcrypt");
     let uri = format!("/token?service=registry.test&scope={scope_text}");
-    let peer: SocketAddr = "127.0.0.1:40000".parse().expect("addr");
     let mut apps = Vec::new();
     for &n in &RULE_COUNTS {
         let env = Env::new("5m");
@@ -973,19 +972,7 @@ fn rules_sweep(rounds: usize, secs: f64) {
         let app = tollgate::http::router(env.state());
         apps.push((env, app));
     }
-    let one = |app: &axum::Router| {
-        use tower::ServiceExt as _;
-        let mut req = axum::http::Request::get(uri.as_str())
-            .header("host", "bench")
-            .header("authorization", format!("Basic {basic}"))
-            .body(axum::body::Body::empty())
-            .expect("request");
-        req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
-        let resp = rt.block_on(app.clone().oneshot(req)).expect("infallible");
-        assert_eq!(resp.status(), 200, "the bench request must be answered");
-        let body = rt.block_on(axum::body::to_bytes(resp.into_body(), 1 << 20)).expect("body");
-        std::hint::black_box(body);
-    };
+    let one = |app: &axum::Router| in_process_token(&rt, app, &uri, &basic);
     for (_, app) in &apps {
         for _ in 0..50 {
             one(app); // fill the identity cache, open the code paths
