@@ -28,6 +28,7 @@ mod check;
 mod claims;
 mod device;
 mod idp;
+mod logout;
 mod provider;
 mod session;
 
