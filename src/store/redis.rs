@@ -135,8 +135,13 @@ impl Redis {
         })
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(crate) fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
+    }
+
+    /// The client (for a connection of its own, such as a blocking stream reader) and its timeouts.
+    pub(crate) fn client(&self) -> (&Client, Duration, Duration) {
+        (&self.client, self.connect_timeout, self.command_timeout)
     }
 
     async fn manager(&self) -> Result<ConnectionManager, RedisError> {
@@ -158,7 +163,7 @@ impl Redis {
     }
 
     /// Run one command under the command timeout.
-    async fn run<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, RedisError> {
+    pub(crate) async fn run<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, RedisError> {
         let conn = self.manager().await?;
         self.bounded(what, || {
             let mut conn = conn.clone();
