@@ -155,7 +155,8 @@ mod tests {
         let now = 1_800_000_000;
         let ok = check_claims(&map(good(now)), now).unwrap();
         assert_eq!((ok.sid.as_deref(), ok.sub, ok.jti.as_str()), (Some("s1"), None, "j1"));
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        type Change = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Change)> = vec![
             ("neither sub nor sid", Box::new(|v| drop(v.as_object_mut().unwrap().remove("sid")))),
             ("nonce", Box::new(|v| v["nonce"] = json!("n"))),
             ("events", Box::new(|v| v["events"] = json!({"http://example.test/other": {}}))),

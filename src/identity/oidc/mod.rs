@@ -33,4 +33,5 @@ mod provider;
 mod session;
 
 pub use claims::map_groups;
+pub use logout::{LEEWAY_SECS as LOGOUT_LEEWAY_SECS, MAX_TOKEN_LEN as MAX_LOGOUT_TOKEN_LEN};
 pub use provider::OidcProvider;
