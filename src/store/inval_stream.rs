@@ -51,6 +51,7 @@ pub enum StreamEvent {
 pub struct StreamReader {
     client: redis::Client,
     stream: String,
+    seq: String,
     connect_timeout: Duration,
     command_timeout: Duration,
     block: Duration,
@@ -73,6 +74,7 @@ impl StreamReader {
         StreamReader {
             client: client.clone(),
             stream: keys(redis).0,
+            seq: keys(redis).1,
             connect_timeout,
             command_timeout,
             block,
@@ -126,8 +128,12 @@ impl StreamReader {
                 self.last_seq = seq;
             }
             None => {
+                // Empty (nothing sent yet, or all trimmed): the next message is the one after the counter.
                 self.last_id = "0-0".into();
-                self.last_seq = None;
+                let mut get = redis::cmd("GET");
+                get.arg(&self.seq);
+                let seq = self.bounded("GET", &get, Duration::ZERO).await?;
+                self.last_seq = Some(text(&seq).and_then(|s| s.parse().ok()).unwrap_or(0));
             }
         }
         Ok(())

@@ -19,6 +19,7 @@ mod e2e;
 mod faults;
 mod harness;
 mod hostile;
+mod invalidation;
 mod kube;
 mod layout;
 mod ldap;
