@@ -41,6 +41,15 @@ pub const STREAM_UP: &str = "tollgate_invalidation_stream_up";
 /// Failed reads of the invalidation stream.
 pub const STREAM_ERRORS: &str = "tollgate_invalidation_stream_errors_total";
 
+/// Export the series the alert rules watch from the start (at zero), so that an alert can tell "none
+/// yet" from "not exported".
+pub fn register_metrics() {
+    for source in ["api", "cli", "backchannel_logout"] {
+        metrics::counter!(INVALIDATIONS, "source" => source, "outcome" => "fanout_failed").increment(0);
+    }
+    metrics::counter!(STREAM_ERRORS).increment(0);
+}
+
 /// The longest group name accepted.
 pub const MAX_GROUP_LEN: usize = 256;
 /// How far in the future an invalidation's moment may lie (clock skew between the caller and us).

@@ -82,6 +82,7 @@ pub async fn run(config: Option<PathBuf>, state: Arc<AppState>) -> Result<(), St
     live::spawn_sighup(live.clone());
     live::spawn_watcher(live.clone(), config);
     live::spawn_prober(live.clone());
+    crate::invalidate::register_metrics();
     // Invalidations from the other replicas, applied to the state in force.
     if let Some(redis) = state.redis.clone() {
         let live = live.clone();
