@@ -61,6 +61,9 @@ pub const MAX_FUTURE_MS: u64 = 60_000;
 pub enum Subject {
     /// An account: its cached logins, and its refresh tokens issued up to the moment.
     Account { provider: Option<String>, username: String },
+    /// An account whose groups or attributes changed (a directory watcher saw it): its cached identity is
+    /// dropped everywhere and read again; its refresh tokens stay valid (each re-check reads the account).
+    Membership { provider: Option<String>, username: String },
     /// An IdP session (`sid`), or every session of an IdP subject (`sub`), at an OIDC provider.
     Session { provider: String, sid: Option<String>, sub: Option<String> },
     /// A group: every cached identity in it is read again (membership changed).
@@ -83,6 +86,8 @@ impl Subject {
                 }
                 s
             }
+            Subject::Membership { provider: Some(p), username } => format!("membership of {p}/{username}"),
+            Subject::Membership { provider: None, username } => format!("membership of {username}"),
             Subject::Group { name } => format!("group {name}"),
         }
     }
@@ -246,7 +251,7 @@ impl Invalidator {
         };
         let mut groups = Vec::new();
         match subject {
-            Subject::Account { provider, username } => {
+            Subject::Account { provider, username } | Subject::Membership { provider, username } => {
                 check_name("username", username, MAX_USERNAME_LEN)?;
                 if let Some(p) = provider {
                     if self.chain.provider(p).is_none() {
@@ -254,7 +259,7 @@ impl Invalidator {
                     }
                 }
                 report.users.push(username.clone());
-                report.refresh_tokens_refused = true;
+                report.refresh_tokens_refused = matches!(subject, Subject::Account { .. });
             }
             Subject::Group { name } => {
                 check_name("group", name, MAX_GROUP_LEN)?;
@@ -426,6 +431,11 @@ mod tests {
         assert_eq!(store.current().unwrap().users_ms.get("alice"), Some(&1_000));
         let e = inv.invalidate(subject, Some(unix_now_ms() + 3_600_000), Source::Api).await.unwrap_err();
         assert!(matches!(e, Error::Invalid(ref m) if m.contains("future")), "{e}");
+        // A membership change keeps the tokens: only the cached identity goes.
+        let moved = Subject::Membership { provider: None, username: "bob".into() };
+        let r = inv.invalidate(moved, None, Source::LdapWatch).await.unwrap();
+        assert!(!r.refresh_tokens_refused && r.users == ["bob"]);
+        assert_eq!(store.current().unwrap().users_ms.get("bob"), None);
         let unknown = Subject::Account { provider: Some("nope".into()), username: "alice".into() };
         assert!(matches!(inv.invalidate(unknown, None, Source::Api).await, Err(Error::Invalid(_))));
     }
