@@ -44,8 +44,15 @@ fn keycloak(idp: &OidcProvider) -> String {
 
 /// Two replicas' shared config: one key, one refresh secret, state in `redis`, the invalidation secret.
 fn env(redis: &RedisServer, providers: String) -> TestEnv {
+    env_with(redis, providers, "")
+}
+
+/// [`env`], with more `token:` keys.
+fn env_with(redis: &RedisServer, providers: String, token_yaml: &str) -> TestEnv {
     let env = TestEnv::with(Opts {
-        extra_token_yaml: "  keys:\n    - key_file: shared/signing.key\n      cert_file: shared/signing.crt\n".into(),
+        extra_token_yaml: format!(
+            "{token_yaml}  keys:\n    - key_file: shared/signing.key\n      cert_file: shared/signing.crt\n"
+        ),
         extra_providers_yaml: providers,
         extra_yaml: format!(
             "refresh_tokens:\n  secret_file: shared/refresh-secret\n\
@@ -359,4 +366,60 @@ fn a_back_channel_logout_at_the_idp_ends_the_session_on_both_replicas_and_bad_lo
     for t in [&a, &b] {
         within("erin's every refresh token is refused", PROMISE, || use_refresh(t, ERIN.0, &again).status == 401);
     }
+}
+
+/// The registry-side promise, through a real registry 2.8 and skopeo: after a back-channel logout at T0 a
+/// new pull fails at once (within 2 s), while a registry token issued before T0 stays usable until the
+/// registry stops honouring it: its `exp` (`token.lifetime` after issue) plus the registry's own 60 s
+/// leeway for clock skew. Both times are printed.
+#[test]
+fn after_a_logout_a_new_pull_fails_at_once_and_a_token_already_issued_lives_until_its_expiry_and_leeway() {
+    let idp = idp();
+    let redis = RedisServer::start();
+    let env = env_with(&redis, keycloak(&idp), "  lifetime: 60s\n");
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+    let reg = crate::rig::Registry::start(crate::rig::RegistryOptions {
+        auth: Some(crate::rig::TokenAuth {
+            realm: format!("http://{}/token", a.addr),
+            service: SERVICE.into(),
+            issuer: ISSUER.into(),
+            rootcertbundle: Some(env.bundle()),
+            jwks: None,
+        }),
+        ..Default::default()
+    });
+    let skopeo = crate::rig::skopeo::Skopeo::new();
+    let tmp = tempfile::tempdir().unwrap();
+    let refresh = refresh_token(&a, ERIN);
+    let source = format!("oci:{}:latest", crate::rig::oci_image(tmp.path(), "inval-1").display());
+    skopeo.copy(&source, &reg.docker_ref("payments/app:1"), Some((ERIN.0, &refresh))).assert_ok();
+    let pull = || {
+        let dest = format!("oci:{}:x", tmp.path().join(crate::rig::unique("pulled")).display());
+        skopeo.copy(&reg.docker_ref("payments/app:1"), &dest, Some((ERIN.0, &refresh)))
+    };
+    pull().assert_ok();
+    // A registry token erin holds before T0, as a client in the middle of a pull does.
+    let held = use_refresh(&a, ERIN.0, &refresh);
+    let held: serde_json::Value = serde_json::from_str(&held.body).unwrap();
+    let bearer = format!("Bearer {}", held["token"].as_str().unwrap());
+    let tags = || {
+        http_request(reg.addr(), "GET", "/v2/payments/app/tags/list", &[("Authorization", bearer.as_str())], b"")
+            .expect("registry answers")
+            .status
+    };
+    assert_eq!(tags(), 200);
+
+    let t0 = Instant::now();
+    let uri = format!("http://{}/oidc/keycloak/backchannel-logout", b.addr);
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs([("user", "erin"), ("uri", &uri)]).finish();
+    let h = [("Content-Type", "application/x-www-form-urlencoded")];
+    let r = http_request(&idp.addr(), "POST", "/rig/logout", &h, body.as_bytes()).expect("rig logout");
+    assert!(r.body.contains("\"sent\":1"), "{}", r.body);
+    within("a new pull through the registry fails", PROMISE, || !pull().ok);
+    println!("skopeo pull: T0 -> refused in {} ms", t0.elapsed().as_millis());
+    assert_eq!(tags(), 200, "the registry still honours the token it was given before T0");
+    // 60 s lifetime + the registry's 60 s leeway + a margin for a loaded machine.
+    let lived = within("the registry refuses the held token", Duration::from_secs(130), || tags() == 401);
+    println!("registry token held at T0: refused by the registry {} s after T0", lived.as_secs());
+    assert!(lived >= Duration::from_secs(60), "the registry honoured the token until (at least) its exp: {lived:?}");
 }
