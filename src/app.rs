@@ -143,6 +143,11 @@ impl AppState {
             },
             None => None,
         };
+        let transmitters =
+            crate::invalidate::ssf::Receivers::load(&settings.invalidation.transmitters).unwrap_or_else(|e| {
+                errors.extend(e);
+                crate::invalidate::ssf::Receivers::default()
+            });
         let keys = match keys {
             Ok(k) => Some(k),
             Err(e) => {
@@ -156,12 +161,15 @@ impl AppState {
         let (Some(keys), Ok(policy)) = (keys, policy) else { return Err(vec!["internal: state incomplete".into()]) };
         let revocations = stores.revocations;
         let chain = Chain::new(providers);
-        let invalidator = Arc::new(crate::invalidate::Invalidator::new(
-            chain.clone(),
-            revocations.clone(),
-            stores.redis.clone(),
-            settings.invalidation.stream_length,
-        ));
+        let invalidator = Arc::new(
+            crate::invalidate::Invalidator::new(
+                chain.clone(),
+                revocations.clone(),
+                stores.redis.clone(),
+                settings.invalidation.stream_length,
+            )
+            .with_transmitters(transmitters),
+        );
         let state = AppState {
             issuer: TokenIssuer { keys, issuer: settings.token.issuer.clone(), lifetime: settings.token.lifetime },
             refresh,

@@ -16,6 +16,8 @@
 //! Each call writes one audit line (target `tollgate::audit`, message `invalidation`) and counts
 //! `tollgate_invalidations_total{source,outcome}`; receivers record the propagation lag.
 
+pub mod ssf;
+
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -192,6 +194,8 @@ pub struct Invalidator {
     revocations: Arc<dyn RevocationStore>,
     redis: Option<Arc<Redis>>,
     stream_length: u64,
+    /// The Shared Signals transmitters trusted (`invalidation.transmitters`).
+    pub transmitters: ssf::Receivers,
 }
 
 impl Invalidator {
@@ -201,7 +205,13 @@ impl Invalidator {
         redis: Option<Arc<Redis>>,
         stream_length: u64,
     ) -> Invalidator {
-        Invalidator { chain, revocations, redis, stream_length }
+        Invalidator { chain, revocations, redis, stream_length, transmitters: ssf::Receivers::default() }
+    }
+
+    /// The same, trusting these Shared Signals transmitters.
+    pub fn with_transmitters(mut self, transmitters: ssf::Receivers) -> Invalidator {
+        self.transmitters = transmitters;
+        self
     }
 
     /// Invalidate `subject` as of `as_of_ms` (Unix milliseconds; None: now), for `source`.

@@ -256,6 +256,88 @@ pub async fn backchannel_logout(
     reported(result)
 }
 
+/// An RFC 8935 error answer: 400 with `err` and `description`.
+fn set_error(code: &str, description: impl Into<String>) -> Response {
+    answer(StatusCode::BAD_REQUEST, json!({"err": code, "description": description.into()}))
+}
+
+/// `POST /ssf/<transmitter>`: Shared Signals push delivery (RFC 8935) of one security event token.
+pub async fn ssf_push(State(state): State<Arc<AppState>>, Path(name): Path<String>, req: Request<Body>) -> Response {
+    use crate::invalidate::ssf::{Action, MAX_AGE_SECS, MAX_SET_LEN};
+    let (head, body) = req.into_parts();
+    let Some(receiver) = state.invalidator.transmitters.get(&name) else {
+        return refusal(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no Shared Signals transmitter is named {:?}", crate::support::clip(&name, 100)),
+        );
+    };
+    let typed = head
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/secevent+jwt"));
+    if !typed {
+        return set_error("invalid_request", "expects Content-Type: application/secevent+jwt");
+    }
+    let body = match read_body(&head.headers, body, MAX_SET_LEN).await {
+        Ok(b) => b,
+        Err(ApiError::PayloadTooLarge(max)) => return set_error("invalid_request", format!("larger than {max} bytes")),
+        Err(_) => return set_error("invalid_request", "could not read the body"),
+    };
+    let Ok(token) = std::str::from_utf8(&body) else {
+        return set_error("invalid_request", "the body is not text");
+    };
+    let delivery = match receiver.verify(token.trim(), unix_now()) {
+        Ok(d) => d,
+        Err(e) => {
+            tracing::warn!(target: "tollgate::audit", transmitter = %name, outcome = "refused", err = e.code, reason = %e.description, "security event token refused");
+            metrics::counter!(crate::invalidate::INVALIDATIONS, "source" => "ssf", "outcome" => "invalid").increment(1);
+            return set_error(e.code, e.description);
+        }
+    };
+    let jti_key = hashed_key(&format!("ssf-jti:{name}"), &delivery.jti);
+    match state.sessions.get(&jti_key).await {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            // A duplicate (the transmitter retried): already acted on.
+            tracing::info!(target: "tollgate::audit", transmitter = %name, outcome = "duplicate", "security event token already received");
+            return StatusCode::ACCEPTED.into_response();
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "Shared Signals: the shared store is unavailable");
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "temporarily_unavailable",
+                "the shared store is unavailable",
+            );
+        }
+    }
+    for action in delivery.actions {
+        match action {
+            Action::Invalidate { event, subject } => {
+                tracing::info!(transmitter = %name, event, "security event");
+                if let Err(e) = state.invalidator.invalidate(subject, None, Source::Ssf).await {
+                    // Not remembered: the transmitter retries, and the retry is acted on.
+                    return reported(Err(e));
+                }
+            }
+            Action::Verification { state: s } => {
+                tracing::info!(target: "tollgate::audit", transmitter = %name, outcome = "verification", state = s.as_deref().unwrap_or(""), "Shared Signals verification event");
+            }
+            Action::Ignored { event, why } => {
+                tracing::info!(target: "tollgate::audit", transmitter = %name, outcome = "ignored", event = %event, reason = %why, "security event accepted, nothing done");
+                metrics::counter!(crate::invalidate::INVALIDATIONS, "source" => "ssf", "outcome" => "ignored")
+                    .increment(1);
+            }
+        }
+    }
+    if let Err(e) = state.sessions.put(&jti_key, json!({}), unix_now() + MAX_AGE_SECS + 120).await {
+        tracing::error!(error = %e, "Shared Signals: done, but the token's jti could not be remembered");
+    }
+    StatusCode::ACCEPTED.into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

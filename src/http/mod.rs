@@ -33,7 +33,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/invalidate", post(invalidate::invalidate))
-        .route("/oidc/{provider}/backchannel-logout", post(invalidate::backchannel_logout));
+        .route("/oidc/{provider}/backchannel-logout", post(invalidate::backchannel_logout))
+        .route("/ssf/{transmitter}", post(invalidate::ssf_push));
     if state.settings.ops.metrics_listen.is_none() {
         router = router.route("/metrics", get(ops::metrics));
     }
