@@ -6,7 +6,9 @@
 //! is printed); a replica whose stream connection is cut, or that finds a message missing, drops its whole
 //! cache; a back-channel logout from the IdP ends the user's session on both replicas; logout tokens with
 //! a forged signature, a wrong audience, no `sub`/`sid`, a `nonce` or a replayed `jti` get 400 and change
-//! nothing; a wrong bearer secret gets 401 and changes nothing.
+//! nothing; a wrong bearer secret gets 401 and changes nothing; a Shared Signals transmitter's signed
+//! `account-disabled` event ends the account on both replicas, while forged tokens get the RFC 8935 error
+//! and unknown events or subjects change nothing.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -422,4 +424,89 @@ fn after_a_logout_a_new_pull_fails_at_once_and_a_token_already_issued_lives_unti
     let lived = within("the registry refuses the held token", Duration::from_secs(130), || tags() == 401);
     println!("registry token held at T0: refused by the registry {} s after T0", lived.as_secs());
     assert!(lived >= Duration::from_secs(60), "the registry honoured the token until (at least) its exp: {lived:?}");
+}
+
+const SSF_ISSUER: &str = "https://signals.example.test";
+const SSF_AUDIENCE: &str = "https://tollgate.example.test/ssf";
+
+/// A security event token from the transmitter: `events`, about `sub_id`, signed with `key`.
+fn set(key: &crate::rig::SigningKey, jti: &str, sub_id: serde_json::Value, events: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(key.alg);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some("secevent+jwt".into());
+    let now = tollgate::support::time::unix_now();
+    let claims =
+        json!({"iss": SSF_ISSUER, "aud": SSF_AUDIENCE, "iat": now, "jti": jti, "sub_id": sub_id, "events": events});
+    key.sign_with(header, &claims)
+}
+
+fn push(t: &Tollgate, token: &str) -> HttpResponse {
+    let h = [("Content-Type", "application/secevent+jwt")];
+    http_request(&t.addr, "POST", "/ssf/signals", &h, token.as_bytes()).expect("POST /ssf")
+}
+
+#[test]
+fn a_shared_signals_account_disabled_event_ends_the_account_on_both_replicas_and_forged_events_change_nothing() {
+    let key = crate::rig::SigningKey::rsa("ssf-1");
+    let forger = crate::rig::SigningKey::rsa("ssf-1");
+    let redis = RedisServer::start();
+    let env = env(&redis, String::new());
+    std::fs::write(env.path().join("shared/ssf-jwks.json"), crate::rig::issuer::jwks_of(&[&key]).to_string()).unwrap();
+    let mut config = std::fs::read_to_string(&env.config).unwrap();
+    config = config.replace(
+        "invalidation:\n  secret_file: shared/invalidation-secret\n",
+        &format!(
+            "invalidation:\n  secret_file: shared/invalidation-secret\n  transmitters:\n    - name: signals\n      \
+             issuer: {SSF_ISSUER}\n      audience: {SSF_AUDIENCE}\n      jwks_file: shared/ssf-jwks.json\n      \
+             username_from: email_local_part\n"
+        ),
+    );
+    std::fs::write(&env.config, config).unwrap();
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+    let refresh = refresh_token(&a, ALICE);
+    let alice = json!({"format": "email", "email": "alice@example.com"});
+    let disabled = json!({"https://schemas.openid.net/secevent/risc/event-type/account-disabled": {}});
+
+    // Refused with the RFC 8935 error code; alice's token still works everywhere.
+    let wrong_audience = {
+        let mut header = jsonwebtoken::Header::new(key.alg);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("secevent+jwt".into());
+        let now = tollgate::support::time::unix_now();
+        let claims = json!({"iss": SSF_ISSUER, "aud": "https://elsewhere.example", "iat": now, "jti": "s-aud",
+            "sub_id": alice, "events": disabled});
+        key.sign_with(header, &claims)
+    };
+    for (token, code) in [
+        (set(&forger, "s-forged", alice.clone(), disabled.clone()), "invalid_key"),
+        (wrong_audience, "invalid_audience"),
+        ("not-a-token".to_string(), "invalid_request"),
+    ] {
+        let r = push(&a, &token);
+        assert_eq!(r.status, 400, "{code}: {}", r.body);
+        let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(body["err"], code, "{body}");
+    }
+    // Accepted, nothing done: an event tollgate does not act on; a subject it cannot name; verification.
+    let other = json!({"https://example.test/event-type/unknown": {}});
+    assert_eq!(push(&a, &set(&key, "s-other", alice.clone(), other)).status, 202);
+    let phone = json!({"format": "phone_number", "phone_number": "+1 555 0100"});
+    assert_eq!(push(&a, &set(&key, "s-phone", phone, disabled.clone())).status, 202);
+    let verify = json!({"https://schemas.openid.net/secevent/ssf/event-type/verification": {"state": "v-42"}});
+    assert_eq!(push(&b, &set(&key, "s-verify", json!({"format": "opaque", "id": "stream"}), verify)).status, 202);
+    for t in [&a, &b] {
+        assert_eq!(use_refresh(t, ALICE.0, &refresh).status, 200, "nothing refused or ignored changed anything");
+    }
+    assert!(b.logs().contains("v-42"), "the verification event's state is logged");
+
+    let t0 = Instant::now();
+    assert_eq!(push(&a, &set(&key, "s-disabled", alice, disabled)).status, 202);
+    for (name, t) in [("A", &a), ("B", &b)] {
+        within(&format!("{name} refuses alice's refresh token"), PROMISE, || {
+            use_refresh(t, ALICE.0, &refresh).status == 401
+        });
+        println!("SSF account-disabled: T0 -> refused on {name} in {} ms", t0.elapsed().as_millis());
+    }
+    let audit = a.audit_lines().into_iter().find(|l| l["message"] == "invalidation").expect("audit line");
+    assert_eq!((audit["source"].as_str(), audit["users"].as_str()), (Some("ssf"), Some("[\"alice\"]")), "{audit}");
 }
