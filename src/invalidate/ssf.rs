@@ -25,7 +25,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Map, Value};
 
-use super::Subject;
+use super::subject::Subject;
 use crate::config::invalidation::{Transmitter, UsernameFrom};
 
 pub const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
