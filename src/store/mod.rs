@@ -43,6 +43,8 @@ pub fn open(settings: &Settings) -> Result<Stores, String> {
         StoreKind::Local => Ok(Stores::local(settings)),
         StoreKind::Redis => {
             let conn = Arc::new(redis::Redis::open(&settings.state)?);
+            // Checks eviction, role and replicas now and every state.health_interval (in `serve`).
+            redis::Redis::watch(&conn);
             Ok(Stores {
                 revocations: Arc::new(redis::RedisRevocations(conn.clone())),
                 sessions: Arc::new(redis::RedisSessions(conn.clone())),

@@ -1,0 +1,182 @@
+//! Shared state that keeps its promise ("a revoked refresh token is never accepted again") when Redis
+//! misbehaves: a Redis that evicts keys when full, and a master that dies right after a revocation. Real
+//! Debian `redis-server`s on loopback (a master and a replica where needed), the real `tollgate serve` and
+//! `tollgate token revoke`.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::ops::{sample, tollgate_bin, wait_until};
+use crate::replicas::{refresh_token, replica, replica_env_with, revoke_cli, use_refresh};
+use crate::rig::redis::RedisServer;
+
+/// `tollgate token revoke ARGS` (token on stdin when given): (success, stdout + stderr).
+fn revoke(env: &TestEnv, args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    use std::io::Write as _;
+    let mut cmd = crate::rig::command(tollgate_bin());
+    cmd.args(["token", "revoke", "--config"]).arg(&env.config).args(args).env_remove("TOLLGATE_CONFIG");
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("tollgate token revoke");
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn info_field(redis: &RedisServer, section: &str, field: &str) -> u64 {
+    let out = redis.cli(&["INFO", section]);
+    out.stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().parse::<u64>().unwrap()))
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}: {out}"))
+}
+
+/// The attack of issue 27: `volatile-lru` with a small `maxmemory`, then a flood of failed logins whose
+/// counters fill the memory. Redis evicts keys (proven by `evicted_keys`); tollgate notices the policy,
+/// refuses refresh tokens with a 503 that says why while it lasts, and, since keys were evicted, starts a
+/// new epoch: after the operator sets `noeviction` again, the revoked token is still refused (401), and
+/// only tokens issued after the eviction work.
+#[test]
+fn a_redis_that_evicts_keys_never_lets_a_revoked_refresh_token_work_again() {
+    let redis = RedisServer::start();
+    let env = replica_env_with(
+        &format!("  redis_url_file: {}\n  health_interval: 1s\n", redis.url_file().display()),
+        String::new(),
+        "  client_account_failures: 1000\n  ip_failures: 100000\n  account_failures: 1000\n",
+    );
+    let a = replica(&env, "a");
+    let revoked = refresh_token(&a, ALICE);
+    let other = refresh_token(&a, ALICE);
+    revoke_cli(&env, &["--token", "-"], Some(&revoked));
+    assert_eq!(use_refresh(&a, ALICE.0, &revoked).status, 401);
+    assert_eq!(use_refresh(&a, ALICE.0, &other).status, 200);
+    assert_eq!(sample(&a.metrics(), "tollgate_redis_evicting"), 0.0);
+
+    // Room for a few hundred small keys more than what is there now.
+    let used = info_field(&redis, "memory", "used_memory");
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "volatile-lru"]).assert_ok();
+    redis.cli(&["CONFIG", "SET", "maxmemory", &(used + 60_000).to_string()]).assert_ok();
+
+    // The flood, while another client keeps trying the revoked token.
+    let stop = Arc::new(AtomicBool::new(false));
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let tries = Arc::new(AtomicUsize::new(0));
+    let addr = a.addr.clone();
+    let checker = {
+        let (stop, accepted, tries, revoked) = (stop.clone(), accepted.clone(), tries.clone(), revoked.clone());
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let r = crate::rig::http::http_request(
+                    &addr,
+                    "GET",
+                    &format!("/token?service={SERVICE}&{}", crate::replicas::PULL),
+                    &[("Authorization", &basic(ALICE.0, &revoked))],
+                    b"",
+                )
+                .unwrap();
+                tries.fetch_add(1, Ordering::Relaxed);
+                if r.status == 200 {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let flooders: Vec<_> = (0..3)
+        .map(|t| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                for i in 0..150 {
+                    let user = format!("flood-{t}-{i}-{}", "x".repeat(40));
+                    let r = crate::rig::http::http_request(
+                        &addr,
+                        "GET",
+                        &format!("/token?service={SERVICE}&{}", crate::replicas::PULL),
+                        &[("Authorization", &basic(&user, "wrong"))],
+                        b"",
+                    )
+                    .unwrap();
+                    assert!(matches!(r.status, 401 | 429), "a failed login: {} {}", r.status, r.body);
+                }
+            })
+        })
+        .collect();
+    for f in flooders {
+        f.join().unwrap();
+    }
+    let evicted = info_field(&redis, "stats", "evicted_keys");
+    assert!(evicted > 0, "the flood made Redis evict keys (else this test proves nothing)");
+
+    // tollgate noticed within its health interval: refresh grants get a 503 that says why.
+    wait_until("refresh grants refused while Redis evicts", Duration::from_secs(20), || {
+        use_refresh(&a, ALICE.0, &other).status == 503
+    });
+    let r = use_refresh(&a, ALICE.0, &other);
+    assert!(r.body.contains("may forget revocations") && r.header("retry-after") == Some("30"), "{}", r.body);
+    assert_eq!(sample(&a.metrics(), "tollgate_redis_evicting"), 1.0);
+    assert!(a.logs().contains("maxmemory-policy is volatile-lru"), "the log says what is wrong:\n{}", a.logs());
+    wait_until("a new epoch after the evictions", Duration::from_secs(20), || a.logs().contains("new epoch"));
+
+    // The operator fixes Redis: service resumes without a restart, and the revoked token stays refused.
+    redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]).assert_ok();
+    redis.cli(&["CONFIG", "SET", "maxmemory", "0"]).assert_ok();
+    wait_until("refresh grants checked again", Duration::from_secs(20), || {
+        use_refresh(&a, ALICE.0, &other).status != 503
+    });
+    stop.store(true, Ordering::Relaxed);
+    checker.join().unwrap();
+    assert!(tries.load(Ordering::Relaxed) > 5, "the revoked token was tried during the flood");
+    assert_eq!(accepted.load(Ordering::Relaxed), 0, "the revoked token was never accepted");
+    assert_eq!(use_refresh(&a, ALICE.0, &revoked).status, 401, "still revoked after the fix");
+    assert_eq!(use_refresh(&a, ALICE.0, &other).status, 401, "issued before the evictions: refused");
+    let fresh = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&a, ALICE.0, &fresh).status, 200, "a token issued now works");
+    assert_eq!(sample(&a.metrics(), "tollgate_redis_evicting"), 0.0);
+}
+
+/// `state.min_replicas_acked: 1`: a revocation returns only once the replica has it. Revoke, SIGKILL the
+/// master at once, promote the replica: a replica of tollgate on the promoted server refuses the token (and
+/// accepts another token of the same user, so the refusal is the revocation, not a lost epoch). With the
+/// replica gone, a revocation exits non-zero and says that no replica acknowledged it.
+#[test]
+fn a_revocation_acknowledged_by_a_replica_survives_the_master_being_killed() {
+    let mut master = RedisServer::start();
+    let mut replica_redis = RedisServer::replica_of(&master);
+    // One URL file, pointed at the promoted server later (as an operator or a Service would).
+    let url_dir = tempfile::tempdir().unwrap();
+    let url_file = url_dir.path().join("redis-url");
+    std::fs::copy(master.url_file(), &url_file).unwrap();
+    let state =
+        format!("  redis_url_file: {}\n  min_replicas_acked: 1\n  replica_ack_timeout: 500ms\n", url_file.display());
+    let env = replica_env_with(&state, String::new(), "  client_account_failures: 10\n  account_failures: 1000\n");
+    let a = replica(&env, "a");
+    let revoked = refresh_token(&a, ALICE);
+    let kept = refresh_token(&a, ALICE);
+    let (ok, out) = revoke(&env, &["--token", "-"], Some(&revoked));
+    assert!(ok, "{out}");
+    master.kill9();
+    replica_redis.cli(&["REPLICAOF", "NO", "ONE"]).assert_ok();
+    std::fs::copy(replica_redis.url_file(), &url_file).unwrap();
+    drop(a);
+
+    let b = replica(&env, "b");
+    assert_eq!(use_refresh(&b, ALICE.0, &revoked).status, 401, "the promoted replica has the revocation");
+    assert_eq!(use_refresh(&b, ALICE.0, &kept).status, 200, "and the epoch: other tokens still work");
+
+    // No replica left: the revocation is written to the master but fails loudly.
+    let another = refresh_token(&b, ALICE);
+    let started = Instant::now();
+    let (ok, out) = revoke(&env, &["--token", "-"], Some(&another));
+    assert!(!ok, "a revocation no replica acknowledged fails: {out}");
+    assert!(
+        out.contains("acknowledged by only 0 of the 1 replicas") && out.contains("a failover now could lose it"),
+        "{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "bounded by replica_ack_timeout");
+    replica_redis.stop();
+}
