@@ -37,6 +37,8 @@ pub struct AppState {
     pub health: Arc<crate::identity::health::Health>,
     /// Failed-login limits (kept across reloads while `rate_limit` is unchanged).
     pub limiter: Arc<crate::identity::limiter::LoginLimiter>,
+    /// The Redis of `state.store: redis` (for `/readyz`: mode, master, failovers); None with local files.
+    pub redis: Option<Arc<crate::store::redis::Redis>>,
 }
 
 impl AppState {
@@ -129,6 +131,7 @@ impl AppState {
         }
         let (Some(keys), Ok(policy)) = (keys, policy) else { return Err(vec!["internal: state incomplete".into()]) };
         let revocations = stores.revocations;
+        let redis = stores.redis;
         let state = AppState {
             issuer: TokenIssuer { keys, issuer: settings.token.issuer.clone(), lifetime: settings.token.lifetime },
             refresh,
@@ -141,6 +144,7 @@ impl AppState {
             limiter: Arc::new(
                 crate::identity::limiter::LoginLimiter::new(&settings.ops.rate_limit).with_shared(stores.limits),
             ),
+            redis,
             settings,
         };
         Ok((state, notes))

@@ -23,6 +23,8 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     /// Shared failed-login counters; None keeps them per replica.
     pub limits: Option<Arc<redis::SharedLimits>>,
+    /// The Redis connection behind them, when `state.store: redis`.
+    pub redis: Option<Arc<redis::Redis>>,
 }
 
 impl Stores {
@@ -32,6 +34,7 @@ impl Stores {
             revocations: Arc::new(FileStore::new(settings.revocation_file())),
             sessions: Arc::new(FileSessionStore::new(settings.sessions_file())),
             limits: None,
+            redis: None,
         }
     }
 }
@@ -48,7 +51,8 @@ pub fn open(settings: &Settings) -> Result<Stores, String> {
             Ok(Stores {
                 revocations: Arc::new(redis::RedisRevocations(conn.clone())),
                 sessions: Arc::new(redis::RedisSessions(conn.clone())),
-                limits: Some(Arc::new(redis::SharedLimits::new(conn))),
+                limits: Some(Arc::new(redis::SharedLimits::new(conn.clone()))),
+                redis: Some(conn),
             })
         }
     }

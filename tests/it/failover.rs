@@ -180,3 +180,142 @@ fn a_revocation_acknowledged_by_a_replica_survives_the_master_being_killed() {
     assert!(started.elapsed() < Duration::from_secs(20), "bounded by replica_ack_timeout");
     replica_redis.stop();
 }
+
+/// What one request of the load run saw.
+struct Seen {
+    at: Instant,
+    /// 0 a good refresh token, 1 a good password, 2 the revoked token, 3 a wrong password.
+    kind: usize,
+    refresh: bool,
+    status: u16,
+    /// 200 for something that must be refused (a revoked token, a wrong password).
+    wrong: bool,
+}
+
+/// Sentinel: one master, one replica, three sentinels, two tollgate replicas under a bounded load of mixed
+/// password and refresh-token logins (and a revoked token and a wrong password that must stay refused).
+/// SIGKILL the master: Sentinel promotes the replica, tollgate asks the sentinels again on its own, and
+/// refresh grants succeed again within seconds. No wrong grant, no restart; the figures are printed.
+#[test]
+fn under_sentinel_a_killed_master_is_replaced_without_a_restart_and_without_a_wrong_grant() {
+    use crate::rig::sentinel::{Sentinels, MASTER_NAME};
+    let mut master = RedisServer::start();
+    let replica_redis = RedisServer::replica_of(&master);
+    let sentinels = Sentinels::start(&master, 3, 1);
+    let nodes = sentinels.nodes().iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    let state = format!(
+        "  redis_url_file: {}\n  min_replicas_acked: 1\n  replica_ack_timeout: 500ms\n\
+         \x20 sentinel:\n    nodes: [{nodes}]\n    master_name: {MASTER_NAME}\n",
+        master.url_file().display()
+    );
+    let env = replica_env_with(&state, String::new(), "  client_account_failures: 1000\n  account_failures: 1000\n");
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+    let pids = (a.child.id(), b.child.id());
+    let revoked = refresh_token(&a, ALICE);
+    let (ok, out) = revoke(&env, &["--token", "-"], Some(&revoked));
+    assert!(ok, "{out}");
+    let tokens: Vec<String> = (0..4).map(|i| refresh_token(if i % 2 == 0 { &a } else { &b }, ALICE)).collect();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<Seen>::new()));
+    let addrs = [a.addr.clone(), b.addr.clone()];
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (stop, seen, addrs) = (stop.clone(), seen.clone(), addrs.clone());
+            let (token, revoked) = (tokens[w].clone(), revoked.clone());
+            std::thread::spawn(move || {
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    i += 1;
+                    let addr = &addrs[(w + i) % 2];
+                    // Mostly good refresh tokens and passwords; now and then a revoked token or a wrong password.
+                    let (user, secret, kind) = match i % 6 {
+                        0 => (ALICE.0, revoked.as_str(), 2),
+                        1 => (BOB.0, "not-bob's-password", 3),
+                        2 | 4 => (ALICE.0, token.as_str(), 0),
+                        _ => (BOB.0, BOB.1, 1),
+                    };
+                    let must_fail = kind >= 2;
+                    let r = crate::rig::http::http_request(
+                        addr,
+                        "GET",
+                        &format!("/token?service={SERVICE}&{}", crate::replicas::PULL),
+                        &[("Authorization", &basic(user, secret))],
+                        b"",
+                    )
+                    .unwrap();
+                    let wrong = must_fail && r.status == 200;
+                    seen.lock().unwrap().push(Seen {
+                        at: Instant::now(),
+                        kind,
+                        refresh: kind == 0,
+                        status: r.status,
+                        wrong,
+                    });
+                    std::thread::sleep(Duration::from_millis(25));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = Instant::now();
+    master.kill9();
+    let deadline = killed + Duration::from_secs(60);
+    while sentinels.master_port() != Some(replica_redis.port) {
+        assert!(Instant::now() < deadline, "Sentinel never promoted the replica");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let promoted = Instant::now();
+    // Run on until refresh grants have succeeded for 3 s in a row (bounded).
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let recent_failure =
+            seen.lock().unwrap().iter().filter(|s| s.refresh && s.status != 200).map(|s| s.at).max().unwrap_or(killed);
+        if recent_failure.elapsed() > Duration::from_secs(3) && recent_failure >= killed {
+            break;
+        }
+        assert!(Instant::now() < promoted + Duration::from_secs(60), "refresh grants never recovered");
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let seen = seen.lock().unwrap();
+    let after_kill: Vec<&Seen> = seen.iter().filter(|s| s.at >= killed).collect();
+    let unavailable = |kind: usize| after_kill.iter().filter(|s| s.kind == kind && s.status == 503).count();
+    let (refresh_503, password_503, revoked_503, wrong_503) =
+        (unavailable(0), unavailable(1), unavailable(2), unavailable(3));
+    let last_refresh_failure = after_kill.iter().filter(|s| s.refresh && s.status != 200).map(|s| s.at).max();
+    let recovered_after = last_refresh_failure.map_or(0.0, |t| t.saturating_duration_since(promoted).as_secs_f64());
+    let wrong = seen.iter().filter(|s| s.wrong).count();
+    println!(
+        "sentinel failover: {} requests ({} after the kill); promotion {:.1} s after SIGKILL; refresh grants \
+         succeed again {:.1} s after the promotion; 503s after the kill: {refresh_503} refresh, {password_503} \
+         password, {revoked_503} revoked token, {wrong_503} wrong password; wrong grants: {wrong}",
+        seen.len(),
+        after_kill.len(),
+        (promoted - killed).as_secs_f64(),
+        recovered_after
+    );
+    assert_eq!(wrong, 0, "no revoked token or wrong password was ever granted");
+    assert_eq!(password_503, 0, "password logins need no shared state: they go on through the failover");
+    assert!(
+        after_kill.iter().all(|s| s.status == 200 || s.status == 401 || s.status == 503),
+        "only 200, 401 and 503 during the failover"
+    );
+    assert!(
+        after_kill.iter().any(|s| s.refresh && s.status == 200 && s.at > promoted),
+        "refresh works on the new master"
+    );
+    assert_eq!((a.child.id(), b.child.id()), pids, "no restart");
+    for (t, name) in [(&a, "a"), (&b, "b")] {
+        let logs = t.logs();
+        assert!(!logs.contains("panicked"), "{name} panicked:\n{logs}");
+        assert!(logs.contains("Redis master changed"), "{name} logged the failover:\n{logs}");
+        assert_eq!(sample(&t.metrics(), "tollgate_redis_failovers_total"), 1.0, "{name} counted it");
+        let ready = t.get("/readyz", &[]);
+        assert!(ready.body.contains(&format!("\"master\":\"127.0.0.1:{}\"", replica_redis.port)), "{}", ready.body);
+    }
+    // The revocation made before the failover is on the new master.
+    assert_eq!(use_refresh(&b, ALICE.0, &revoked).status, 401);
+}
