@@ -56,6 +56,32 @@ pub struct RawState {
     pub health_interval: Option<String>,
     /// Redis under Sentinel: the master is asked of the sentinels, and asked again after a failover.
     pub sentinel: Option<RawSentinel>,
+    /// A file holding the ACL user name for Redis (instead of one in the URL); with `password_file`.
+    pub username_file: Option<PathBuf>,
+    /// A file holding the password for Redis (instead of one in the URL).
+    pub password_file: Option<PathBuf>,
+    /// TLS to Redis (and the sentinels), with a `rediss://` URL.
+    pub tls: Option<RawRedisTls>,
+}
+
+/// `state.tls:` as written in the config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisTls {
+    /// REQUIRED. The CA certificate(s), PEM, that signed Redis's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate, PEM, for Redis's `tls-auth-clients`; with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key, PEM.
+    pub key_file: Option<PathBuf>,
+}
+
+/// The validated `state.tls:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisTls {
+    pub ca_file: PathBuf,
+    /// Certificate and key files, when Redis asks for a client certificate.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 /// `state.sentinel:` as written in the config.
@@ -96,6 +122,9 @@ pub struct StateSettings {
     pub health_interval: Duration,
     /// Set when Redis runs under Sentinel.
     pub sentinel: Option<SentinelSettings>,
+    pub username_file: Option<PathBuf>,
+    pub password_file: Option<PathBuf>,
+    pub tls: Option<RedisTls>,
 }
 
 impl Default for StateSettings {
@@ -110,6 +139,9 @@ impl Default for StateSettings {
             replica_ack_timeout: Duration::from_secs(1),
             health_interval: Duration::from_secs(15),
             sentinel: None,
+            username_file: None,
+            password_file: None,
+            tls: None,
         }
     }
 }
@@ -154,10 +186,30 @@ pub fn validate(raw: RawState, base: &Path, errors: &mut Vec<Problem>) -> StateS
         ));
     }
     let sentinel = raw.sentinel.map(|s| sentinel(s, base, errors));
-    if store == StoreKind::Local && (sentinel.is_some() || min_replicas_acked > 0) {
+    if raw.username_file.is_some() && raw.password_file.is_none() {
+        errors.push(Problem::new("state.username_file", "needs password_file too (an ACL user has both)"));
+    }
+    let tls = raw.tls.map(|t| {
+        let ca_file = t.ca_file.map(|p| resolve(base, &p)).unwrap_or_else(|| {
+            errors.push(Problem::new("state.tls.ca_file", "required: the CA certificate (PEM) that signed Redis's"));
+            PathBuf::new()
+        });
+        let client = match (t.cert_file, t.key_file) {
+            (Some(c), Some(k)) => Some((resolve(base, &c), resolve(base, &k))),
+            (None, None) => None,
+            _ => {
+                errors.push(Problem::new("state.tls.cert_file", "cert_file and key_file go together"));
+                None
+            }
+        };
+        RedisTls { ca_file, client }
+    });
+    if store == StoreKind::Local
+        && (sentinel.is_some() || min_replicas_acked > 0 || tls.is_some() || raw.password_file.is_some())
+    {
         errors.push(Problem::new(
             "state.store",
-            "sentinel and min_replicas_acked are Redis settings: set store: redis or remove them",
+            "sentinel, min_replicas_acked, tls and password_file are Redis settings: set store: redis or remove them",
         ));
     }
     StateSettings {
@@ -185,6 +237,9 @@ pub fn validate(raw: RawState, base: &Path, errors: &mut Vec<Problem>) -> StateS
             i
         },
         sentinel,
+        username_file: raw.username_file.map(|p| resolve(base, &p)),
+        password_file: raw.password_file.map(|p| resolve(base, &p)),
+        tls,
     }
 }
 
@@ -249,6 +304,8 @@ mod tests {
                 username_file: Some("u".into()),
                 ..Default::default()
             }),
+            username_file: Some("user".into()),
+            tls: Some(RawRedisTls { cert_file: Some("c".into()), ..Default::default() }),
             ..Default::default()
         };
         let mut errors = Vec::new();
@@ -263,6 +320,9 @@ mod tests {
             "state.sentinel.nodes[1]: \"nocolon\" is not host:port",
             "state.sentinel.master_name: required",
             "state.sentinel.username_file: needs password_file too",
+            "state.username_file: needs password_file too",
+            "state.tls.ca_file: required",
+            "state.tls.cert_file: cert_file and key_file go together",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }

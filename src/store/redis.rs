@@ -162,6 +162,8 @@ struct Health {
     replicas: Option<u32>,
     /// `evicted_keys` of INFO stats at the last check.
     evicted_seen: Option<u64>,
+    /// The first check failed, and said so.
+    start_error_logged: bool,
 }
 
 impl Health {
@@ -208,6 +210,8 @@ pub struct Redis {
     min_replicas_acked: u32,
     replica_ack_timeout: Duration,
     health_interval: Duration,
+    /// A [`Redis::watch`] task runs.
+    watched: std::sync::atomic::AtomicBool,
 }
 
 /// Read a one-line secret file; the error names the file and the key, never the content.
@@ -227,12 +231,53 @@ impl Redis {
         let url =
             std::fs::read_to_string(path).map_err(|e| format!("state.redis_url_file: {}: {e}", path.display()))?;
         // The parse error is not shown: it could quote the URL, password included.
-        let client = Client::open(url.trim()).map_err(|_| {
+        let bad_url = || {
             format!(
-                "state.redis_url_file: {}: not a Redis URL; write redis://[:PASSWORD@]HOST:PORT/DB on one line",
+                "state.redis_url_file: {}: not a Redis URL; write redis://[:PASSWORD@]HOST:PORT/DB (rediss:// for \
+                 TLS) on one line",
                 path.display()
             )
-        })?;
+        };
+        let mut info = redis::IntoConnectionInfo::into_connection_info(url.trim()).map_err(|_| bad_url())?;
+        // An ACL user and password from files of their own replace those of the URL.
+        let mut auth = info.redis_settings().clone();
+        if let Some(p) = &state.password_file {
+            auth = auth.set_password(read_secret(p, "state.password_file")?);
+        }
+        if let Some(u) = &state.username_file {
+            auth = auth.set_username(read_secret(u, "state.username_file")?);
+        }
+        info = info.set_redis_settings(auth);
+        let client = match &state.tls {
+            None => Client::open(info).map_err(|_| bad_url())?,
+            Some(tls) => {
+                if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+                    return Err(format!(
+                        "state.tls: set, but the URL in {} is not rediss://: write rediss://HOST:PORT/DB",
+                        path.display()
+                    ));
+                }
+                let read = |p: &std::path::Path, key: &str| {
+                    std::fs::read(p).map_err(|e| format!("state.tls.{key}: {}: {e}", p.display()))
+                };
+                let root_cert = read(&tls.ca_file, "ca_file")?;
+                let client_tls = match &tls.client {
+                    Some((cert, key)) => Some(redis::ClientTlsConfig {
+                        client_cert: read(cert, "cert_file")?,
+                        client_key: read(key, "key_file")?,
+                    }),
+                    None => None,
+                };
+                Client::build_with_tls(info, redis::TlsCertificates { client_tls, root_cert: Some(root_cert) })
+                    .map_err(|e| {
+                        format!(
+                            "state.tls: {e}: ca_file ({}) must hold PEM certificates, cert_file and key_file a PEM \
+                             certificate and its key",
+                            tls.ca_file.display()
+                        )
+                    })?
+            }
+        };
         let target = match &state.sentinel {
             None => Target::Single,
             Some(s) => {
@@ -268,6 +313,7 @@ impl Redis {
             min_replicas_acked: state.min_replicas_acked,
             replica_ack_timeout: state.replica_ack_timeout,
             health_interval: state.health_interval,
+            watched: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -502,7 +548,7 @@ impl Redis {
                 if failed {
                     self.forget();
                 }
-                (Err(RedisError::Command { what: what.to_string(), message: e.to_string() }), failed)
+                (Err(RedisError::Command { what: what.to_string(), message: describe(&e) }), failed)
             }
             Err(_) => {
                 // A master that stopped answering (frozen, cut off): ask the sentinels again next time.
@@ -590,8 +636,15 @@ impl Redis {
                     }
                     h.memory_unknown = Some(message);
                 }
-                // Redis is down: its commands fail anyway; keep what was known.
-                Err(_) => return,
+                // Redis is down: its commands fail anyway; keep what was known. Said once at start, so a
+                // wrong password or CA is in the log before the first login needs Redis.
+                Err(e) => {
+                    if h.checked.is_none() && !h.start_error_logged {
+                        h.start_error_logged = true;
+                        tracing::error!(error = %e, "cannot use the shared state in Redis");
+                    }
+                    return;
+                }
             }
             h.checked = Some(Instant::now());
             let evicting = h.evicting();
@@ -650,8 +703,12 @@ impl Redis {
 
     /// Check Redis every `state.health_interval` for as long as `redis` lives (the first check at once, so a
     /// Redis that may evict revocations is reported at start). Needs a tokio runtime; does nothing without.
+    /// Once per [`Redis`]: later calls do nothing.
     pub fn watch(redis: &Arc<Redis>) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        if redis.watched.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let weak = Arc::downgrade(redis);
         rt.spawn(async move {
             loop {
@@ -729,9 +786,21 @@ fn words(e: &redis::RedisError, file: &str) -> String {
         format!("Redis refused the password in {file} (wrong password, or wrong user)")
     } else if text.contains("NOAUTH") {
         format!("Redis requires a password and {file} gives none")
+    } else if tls_refused(&text) {
+        format!("TLS: Redis's certificate is not trusted: {text}; state.tls.ca_file must hold the CA that signed it")
     } else {
         text
     }
+}
+
+/// A TLS handshake that failed on the certificate.
+fn tls_refused(text: &str) -> bool {
+    text.contains("certificate") || text.contains("UnknownIssuer") || text.contains("NotValidForName")
+}
+
+/// A command's error in words (the password and certificate cases name the setting to fix).
+fn describe(e: &redis::RedisError) -> String {
+    words(e, "state.redis_url_file (or state.password_file)")
 }
 
 /// A step of [`Redis::diagnose`].
@@ -805,18 +874,7 @@ impl Redis {
                 }
             }
         }
-        let words = |e: &redis::RedisError| {
-            let text = e.to_string();
-            if e.kind() == redis::ErrorKind::AuthenticationFailed || text.contains("WRONGPASS") {
-                "Redis refused the password in state.redis_url_file (wrong password, or wrong user)".to_string()
-            } else if text.contains("NOAUTH") {
-                "Redis requires a password and the URL in state.redis_url_file has none \
-                 (redis://:PASSWORD@HOST:PORT/DB)"
-                    .to_string()
-            } else {
-                text
-            }
-        };
+        let words = describe;
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.connect_timeout))
             .set_response_timeout(Some(self.command_timeout));

@@ -319,3 +319,104 @@ fn under_sentinel_a_killed_master_is_replaced_without_a_restart_and_without_a_wr
     // The revocation made before the failover is on the new master.
     assert_eq!(use_refresh(&b, ALICE.0, &revoked).status, 401);
 }
+
+/// A private CA (openssl) with a server certificate for 127.0.0.1, and a second CA that signed nothing.
+fn private_ca(dir: &std::path::Path) {
+    let sh = |script: &str| {
+        let mut cmd = crate::rig::command("sh");
+        cmd.args(["-c", script]).current_dir(dir);
+        crate::rig::run(cmd, None, &[], Duration::from_secs(60)).assert_ok();
+    };
+    sh("openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=rig-redis-ca 2>/dev/null \
+        && openssl req -x509 -newkey rsa:2048 -nodes -keyout other.key -out other-ca.crt -days 2 -subj /CN=other-ca 2>/dev/null \
+        && openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=127.0.0.1 2>/dev/null \
+        && printf 'subjectAltName=IP:127.0.0.1\\n' > san.ext \
+        && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 -extfile san.ext 2>/dev/null");
+}
+
+/// Redis over TLS only (`--port 0`), with an ACL user and the default user off; its config on stdin.
+fn tls_redis(dir: &std::path::Path, port: u16, user: &str, password: &str) -> std::process::Child {
+    use std::io::Write as _;
+    let log = std::fs::File::create(dir.join("redis.log")).unwrap();
+    let mut child = crate::rig::command("redis-server")
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .current_dir(dir)
+        .spawn()
+        .unwrap();
+    let conf = format!(
+        "port 0\ntls-port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {d}\n\
+         tls-cert-file {d}/server.crt\ntls-key-file {d}/server.key\ntls-ca-cert-file {d}/ca.crt\n\
+         tls-auth-clients no\nuser default off\nuser {user} on >{password} ~* &* +@all\n",
+        d = dir.display()
+    );
+    child.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
+    assert!(
+        crate::rig::service::wait_for_log_line(&mut child, &dir.join("redis.log"), "Ready to accept", "redis tls"),
+        "redis-server with TLS did not start"
+    );
+    child
+}
+
+/// TLS with a private CA and an ACL user (name and password from files): refresh tokens, revocations and
+/// the probe work; a wrong CA or password is a clear error in check-config and in serve's log at start.
+#[test]
+fn redis_over_tls_with_an_acl_user_works_and_a_wrong_ca_or_password_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    private_ca(dir.path());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (user, password) = ("tollgate-acl", "acl-password-7f3e9a");
+    let mut redis = tls_redis(dir.path(), port, user, password);
+    let d = dir.path();
+    std::fs::write(d.join("url"), format!("rediss://127.0.0.1:{port}/0\n")).unwrap();
+    std::fs::write(d.join("user"), format!("{user}\n")).unwrap();
+    std::fs::write(d.join("password"), format!("{password}\n")).unwrap();
+    std::fs::write(d.join("wrong-password"), "not-the-password\n").unwrap();
+    let state = |ca: &str, password_file: &str| {
+        format!(
+            "  redis_url_file: {0}/url\n  username_file: {0}/user\n  password_file: {0}/{password_file}\n\
+             \x20 tls:\n    ca_file: {0}/{ca}\n",
+            d.display()
+        )
+    };
+    let rate = "  client_account_failures: 10\n  account_failures: 1000\n";
+    let probe = |env: &TestEnv| {
+        let mut cmd = crate::rig::command(tollgate_bin());
+        cmd.args(["check-config", "--probe", "--config"]).arg(&env.config).env_remove("TOLLGATE_CONFIG");
+        let out = crate::rig::run(cmd, None, &[password], Duration::from_secs(60));
+        (out.ok, format!("{}{}", out.stdout, out.stderr))
+    };
+
+    let env = replica_env_with(&state("ca.crt", "password"), String::new(), rate);
+    let (ok, out) = probe(&env);
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("ok   redis: connect: 127.0.0.1:{port} answers")), "{out}");
+    let a = replica(&env, "a");
+    let r1 = refresh_token(&a, ALICE);
+    let r2 = refresh_token(&a, ALICE);
+    revoke_cli(&env, &["--token", "-"], Some(&r1));
+    assert_eq!(use_refresh(&a, ALICE.0, &r1).status, 401, "revoked over TLS");
+    assert_eq!(use_refresh(&a, ALICE.0, &r2).status, 200);
+    drop(a);
+
+    for (ca, pw, says) in [
+        ("other-ca.crt", "password", "state.tls.ca_file must hold the CA that signed it"),
+        ("ca.crt", "wrong-password", "Redis refused the password"),
+    ] {
+        let env = replica_env_with(&state(ca, pw), String::new(), rate);
+        let (ok, out) = probe(&env);
+        assert!(!ok, "{ca} {pw}: {out}");
+        assert!(out.contains("FAIL redis") && out.contains(says), "{ca} {pw}: {out}");
+        assert!(!out.contains(password), "no password in the output");
+        let b = replica(&env, "b");
+        let logs = || b.logs();
+        wait_until("an error at start", Duration::from_secs(20), || logs().contains("cannot use the shared state"));
+        assert!(logs().contains(says), "{}", logs());
+        assert!(logs().contains("cannot use the shared state in Redis"), "{}", logs());
+        assert!(!logs().contains(password));
+    }
+    let _ = redis.kill();
+    let _ = redis.wait();
+}
