@@ -349,7 +349,7 @@ fn tls_redis(dir: &std::path::Path, port: u16, user: &str, password: &str) -> st
     let conf = format!(
         "port 0\ntls-port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {d}\n\
          tls-cert-file {d}/server.crt\ntls-key-file {d}/server.key\ntls-ca-cert-file {d}/ca.crt\n\
-         tls-auth-clients no\nuser default off\nuser {user} on >{password} ~* &* +@all\n",
+         tls-auth-clients no\nuser default off\nuser {user} on >{password} ~tg-test:* +@all -@dangerous +info +config|get\n",
         d = dir.display()
     );
     child.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
@@ -393,6 +393,7 @@ fn redis_over_tls_with_an_acl_user_works_and_a_wrong_ca_or_password_says_so() {
     let (ok, out) = probe(&env);
     assert!(ok, "{out}");
     assert!(out.contains(&format!("ok   redis: connect: 127.0.0.1:{port} answers")), "{out}");
+    assert!(out.contains("ok   redis: maxmemory-policy: noeviction"), "the ACL user may read the policy: {out}");
     let a = replica(&env, "a");
     let r1 = refresh_token(&a, ALICE);
     let r2 = refresh_token(&a, ALICE);
