@@ -13,6 +13,7 @@ use crate::store::revocation::{FileStore, RevocationStore};
 use crate::store::sessions::{FileSessionStore, SessionStore};
 
 pub mod error;
+pub mod inval_stream;
 pub mod redis;
 pub mod revocation;
 pub mod sessions;

@@ -440,6 +440,11 @@ impl Redis {
         )))
     }
 
+    /// `state.command_timeout`: what one command may take.
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+
     /// A connection of its own to the master in use (resolved through the sentinels in Sentinel mode), for
     /// commands that block it: `WAIT` here, a stream reader elsewhere. It does not follow a failover: on an
     /// error, drop it and ask again.

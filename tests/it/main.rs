@@ -20,6 +20,7 @@ mod failover;
 mod faults;
 mod harness;
 mod hostile;
+mod invalidation;
 mod kube;
 mod layout;
 mod ldap;
