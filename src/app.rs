@@ -37,10 +37,11 @@ pub struct AppState {
     pub health: Arc<crate::identity::health::Health>,
     /// Failed-login limits (kept across reloads while `rate_limit` is unchanged).
     pub limiter: Arc<crate::identity::limiter::LoginLimiter>,
+    /// The Redis of `state.store: redis` (for `/readyz`: mode, master, failovers; and the invalidation
+    /// stream); None with local files.
+    pub redis: Option<Arc<crate::store::redis::Redis>>,
     /// Ends access at once when it ends at its source (`crate::invalidate`).
     pub invalidator: Arc<crate::invalidate::Invalidator>,
-    /// With `store: redis`: the connection the invalidation stream is read from.
-    pub redis: Option<Arc<crate::store::redis::Redis>>,
     /// The `/invalidate` endpoint's bearer secret (`invalidation.secret_file`); None: the endpoint is off.
     pub invalidation_secret: Option<secrecy::SecretString>,
 }

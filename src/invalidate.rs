@@ -340,7 +340,7 @@ fn check_name(what: &str, value: &str, max: usize) -> Result<(), Error> {
 /// force (`current`, called per message: a reload brings a new one). A lost connection drops every
 /// cached identity at once and again when it is made again; reads resume with a backoff of 100 ms to 2 s.
 pub async fn listen(redis: Arc<Redis>, current: impl Fn() -> Arc<Invalidator> + Send + 'static) {
-    let mut reader = StreamReader::new(&redis, Duration::from_secs(5));
+    let mut reader = StreamReader::new(redis, Duration::from_secs(5));
     let mut backoff = Duration::from_millis(100);
     let mut down = false;
     metrics::gauge!(STREAM_UP).set(0.0);

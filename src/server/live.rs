@@ -209,6 +209,11 @@ pub(super) fn spawn_prober(live: Arc<Live>) {
     tokio::spawn(async move {
         loop {
             let state = live.state();
+            // The shared store's own checks (eviction, replicas, master), for this state's Redis; a reload
+            // makes a new one, started here on the next round.
+            if let Some(redis) = &state.redis {
+                crate::store::redis::Redis::watch(redis);
+            }
             tokio::time::sleep(state.settings.ops.probe_interval).await;
             let state = live.state();
             crate::identity::health::probe_all(&state.chain, &state.health).await;

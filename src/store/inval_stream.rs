@@ -11,6 +11,7 @@
 //! read them) or its connection was lost and made again, it reports a [`StreamEvent::Gap`], and the
 //! caller drops everything it caches. The payload is opaque here (JSON written by `crate::invalidate`).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
@@ -49,10 +50,9 @@ pub enum StreamEvent {
 
 /// One replica's reader.
 pub struct StreamReader {
-    client: redis::Client,
+    redis: Arc<Redis>,
     stream: String,
     seq: String,
-    connect_timeout: Duration,
     command_timeout: Duration,
     block: Duration,
     conn: Option<MultiplexedConnection>,
@@ -69,13 +69,13 @@ fn command_error(what: &str, e: redis::RedisError) -> RedisError {
 
 impl StreamReader {
     /// A reader that waits up to `block` per read. Nothing connects yet.
-    pub fn new(redis: &Redis, block: Duration) -> StreamReader {
-        let (client, connect_timeout, command_timeout) = redis.client();
+    pub fn new(redis: Arc<Redis>, block: Duration) -> StreamReader {
+        let (stream, seq) = keys(&redis);
+        let command_timeout = redis.command_timeout();
         StreamReader {
-            client: client.clone(),
-            stream: keys(redis).0,
-            seq: keys(redis).1,
-            connect_timeout,
+            redis,
+            stream,
+            seq,
             command_timeout,
             block,
             conn: None,
@@ -103,18 +103,10 @@ impl StreamReader {
         }
     }
 
-    /// Connect, name the connection, and start from the newest entry.
+    /// Connect (to the master in use, in Sentinel mode), name the connection, and start from the newest
+    /// entry. The connection has no response timeout of its own: every read is bounded in `bounded`.
     async fn connect(&mut self) -> Result<(), RedisError> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(self.connect_timeout))
-            .set_response_timeout(Some(self.command_timeout + self.block));
-        let conn = tokio::time::timeout(
-            self.connect_timeout + self.command_timeout,
-            self.client.get_multiplexed_async_connection_with_config(&config),
-        )
-        .await
-        .map_err(|_| RedisError::Timeout { what: "invalidation stream connect".into(), timeout: self.connect_timeout })?
-        .map_err(|e| command_error("invalidation stream connect", e))?;
+        let conn = self.redis.dedicated().await?;
         self.conn = Some(conn);
         let mut name = redis::cmd("CLIENT");
         name.arg("SETNAME").arg(CONNECTION_NAME);

@@ -24,7 +24,7 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     /// Shared failed-login counters; None keeps them per replica.
     pub limits: Option<Arc<redis::SharedLimits>>,
-    /// The Redis connection, with `store: redis` (the invalidation stream uses it).
+    /// The Redis connection behind them, when `state.store: redis`.
     pub redis: Option<Arc<redis::Redis>>,
 }
 
@@ -47,6 +47,8 @@ pub fn open(settings: &Settings) -> Result<Stores, String> {
         StoreKind::Local => Ok(Stores::local(settings)),
         StoreKind::Redis => {
             let conn = Arc::new(redis::Redis::open(&settings.state)?);
+            // Checks eviction, role and replicas now and every state.health_interval (in `serve`).
+            redis::Redis::watch(&conn);
             Ok(Stores {
                 revocations: Arc::new(redis::RedisRevocations(conn.clone())),
                 sessions: Arc::new(redis::RedisSessions(conn.clone())),
