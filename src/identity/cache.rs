@@ -140,6 +140,9 @@ pub struct CachedProvider {
     /// the cache read it counts.
     hits_metric: metrics::Counter,
     misses_metric: metrics::Counter,
+    /// Whether the provider's directory watcher sees changes; while it does not, entries are fresh for its
+    /// short degraded TTL only ([`super::watch::Freshness`]).
+    freshness: Arc<super::watch::Freshness>,
 }
 
 impl CachedProvider {
@@ -157,6 +160,7 @@ impl CachedProvider {
         let keep = policy.ttl + policy.serve_stale_for;
         let capacity = policy.capacity;
         let label = inner.name().to_string();
+        let freshness = super::watch::Freshness::of(&label);
         let hits_metric = metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => label.clone());
         let misses_metric = metrics::counter!(crate::telemetry::CACHE_MISSES, "provider" => label);
         CachedProvider {
@@ -172,6 +176,7 @@ impl CachedProvider {
             stats: Arc::new(CacheStats::default()),
             hits_metric,
             misses_metric,
+            freshness,
         }
     }
 
@@ -187,7 +192,7 @@ impl CachedProvider {
 
     /// Within the TTL since `since`, and not past the identity's own end (a workload token's `exp`).
     fn fresh(&self, identity: &Identity, since: Instant) -> bool {
-        since.elapsed() < self.policy.ttl && !identity.expired()
+        since.elapsed() < self.freshness.ttl(self.policy.ttl) && !identity.expired()
     }
 
     /// The identity, vouched for since `since`, if it may stand in for an unavailable provider.
