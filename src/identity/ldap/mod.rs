@@ -38,12 +38,15 @@ use super::{Failure, Identity, Outcome, Provider};
 use crate::config::ldap::{GroupSource, LdapSettings, Nested};
 use crate::support::BoxFuture;
 
+/// The service account's DN and password.
+pub(crate) type ServiceAccount = Option<(String, SecretString)>;
+
 /// How to reach the directory of `cfg`: the connector (TLS, timeouts) and the service account, whose password
 /// is read from its file now. Shared by the provider's pools and the change watcher ([`watch`]).
 pub(crate) fn connection(
     cfg: &LdapSettings,
     counters: Arc<OpCounters>,
-) -> Result<(Arc<Connector>, Option<(String, SecretString)>), Vec<String>> {
+) -> Result<(Arc<Connector>, ServiceAccount), Vec<String>> {
     let at = format!("provider {:?}", cfg.name);
     let service = match (&cfg.bind_dn, &cfg.bind_password_file) {
         (Some(dn), Some(file)) => {

@@ -9,6 +9,11 @@
 //! resumes from it; a server that no longer accepts it (`e-syncRefreshRequired`, 4096) makes the watcher
 //! drop it and refresh in full.
 //!
+//! A deletion is applied only to an entry known under the base whose search reports it: OpenLDAP 2.5's
+//! session log replays an entry modified under ANOTHER base as a deletion in this one (seen with two
+//! searches on one database: a group edited under the groups base comes back in the users base's
+//! refreshDeletes set), which taken literally would report a live group as deleted.
+//!
 //! ldap3 parses the sync controls and messages with panics on malformed input; each parse runs under
 //! `catch_unwind`, so a malformed message ends the session (and the supervisor reconnects) instead of the
 //! task.
@@ -23,8 +28,8 @@ use base64::Engine as _;
 use ldap3::controls::{ControlType, EntryState, MakeCritical as _, RefreshMode, SyncInfo, SyncRequest, SyncState};
 use ldap3::{Ldap, ResultEntry, Scope, SearchEntry};
 
+use super::ctx::Ctx;
 use super::track::id_of;
-use super::Ctx;
 use crate::identity::ldap::pool::Op;
 
 /// How often the connection is proved alive with a root DSE read: a persist search on a silent directory
@@ -77,7 +82,8 @@ async fn follow(ctx: &Ctx, mut ldap: Ldap, base: &str, refreshed: &AtomicUsize) 
     let request = SyncRequest { mode: RefreshMode::RefreshAndPersist, cookie, reload_hint: false };
     ctx.connector.count(Op::Search);
     let attrs = ctx.naming.attributes();
-    let stream = ldap.with_controls(request.critical()).streaming_search(base, Scope::Subtree, "(objectClass=*)", attrs);
+    let stream =
+        ldap.with_controls(request.critical()).streaming_search(base, Scope::Subtree, "(objectClass=*)", attrs);
     let mut stream = match stream.await {
         Ok(s) => s,
         Err(e) => return format!("sync search on {base}: {e}"),
@@ -97,12 +103,19 @@ async fn follow(ctx: &Ctx, mut ldap: Ldap, base: &str, refreshed: &AtomicUsize) 
             Ok(Some(item)) => item,
             Ok(None) => {
                 let res = stream.finish().await;
-                if res.rc == 4096 {
+                // e-syncRefreshRequired, or a cookie from the directory's future (it was restored from a
+                // backup, or lost its last writes in a crash): the cookie is useless. Drop it; the next
+                // session refreshes in full and reports what differs from what the watcher knew.
+                if res.rc == 4096 || (res.rc == 53 && res.text.contains("newer than provider")) {
                     if let Ok(mut t) = ctx.tracker.lock() {
                         t.cookies.remove(base);
                     }
                     ctx.touched();
-                    return format!("the directory wants a full refresh of {base} (e-syncRefreshRequired)");
+                    return format!(
+                        "the directory refused the cookie of {base} (rc={} {}); refreshing in full",
+                        res.rc,
+                        res.text.trim()
+                    );
                 }
                 return format!("the sync search on {base} ended: rc={} {}", res.rc, res.text.trim());
             }
@@ -129,7 +142,10 @@ async fn follow(ctx: &Ctx, mut ldap: Ldap, base: &str, refreshed: &AtomicUsize) 
                     set_cookie(&cookie);
                     if refresh_deletes {
                         let changes = match ctx.tracker.lock() {
-                            Ok(mut t) => sync_uuids.iter().flat_map(|u| t.remove(&ctx.naming, &id_of(u), true)).collect(),
+                            Ok(mut t) => sync_uuids
+                                .iter()
+                                .flat_map(|u| t.remove_under(&ctx.naming, &id_of(u), base, true))
+                                .collect(),
                             Err(_) => Vec::new(),
                         };
                         ctx.touched();
@@ -171,7 +187,7 @@ async fn follow(ctx: &Ctx, mut ldap: Ldap, base: &str, refreshed: &AtomicUsize) 
                     seen.insert(id.clone());
                     t.observe(&ctx.naming, id, &entry, !refreshing || report_refresh)
                 }
-                EntryState::Delete => t.remove(&ctx.naming, &id, true),
+                EntryState::Delete => t.remove_under(&ctx.naming, &id, base, true),
             },
             Err(_) => Vec::new(),
         };

@@ -272,6 +272,15 @@ impl Tracker {
         diff(naming, old.as_ref(), new.as_ref())
     }
 
+    /// [`Tracker::remove`], if the entry with id `id` is known under `base` (a feed of one base speaks for
+    /// that base only).
+    pub fn remove_under(&mut self, naming: &Naming, id: &str, base: &str, report: bool) -> Vec<Change> {
+        match self.known.get(id) {
+            Some(k) if is_under(&k.dn, base) => self.remove(naming, id, report),
+            _ => Vec::new(),
+        }
+    }
+
     /// The entry with id `id` is gone (deleted, or moved out of the watched bases).
     pub fn remove(&mut self, naming: &Naming, id: &str, report: bool) -> Vec<Change> {
         let Some(old) = self.known.remove(id) else { return Vec::new() };
@@ -356,7 +365,9 @@ mod tests {
         let mut t = Tracker::default();
         let alice = entry("uid=alice,ou=people,dc=x", &[("objectClass", &["inetOrgPerson"]), ("uid", &["alice"])]);
         assert_eq!(t.observe(&n, "u1".into(), &alice, false), vec![]);
-        let devs = |members: &[&str]| entry("cn=Devs,ou=groups,dc=x", &[("objectClass", &["groupOfNames"]), ("member", members)]);
+        let devs = |members: &[&str]| {
+            entry("cn=Devs,ou=groups,dc=x", &[("objectClass", &["groupOfNames"]), ("member", members)])
+        };
         assert_eq!(
             t.observe(&n, "g1".into(), &devs(&["uid=alice,ou=people,dc=x", "uid=bob,ou=people,dc=x"]), false),
             vec![]
@@ -381,7 +392,10 @@ mod tests {
         assert_eq!(t.observe(&n, "u1".into(), &renamed, true), vec![account("alice"), account("alicia")]);
         assert_eq!(t.remove(&n, "u1", true), vec![account("alicia")]);
         // A group outside groups.base_dn names nothing the provider would map.
-        let other = entry("cn=Devs,ou=old,dc=x", &[("objectClass", &["groupOfNames"]), ("member", &["uid=bob,ou=people,dc=x"])]);
+        let other = entry(
+            "cn=Devs,ou=old,dc=x",
+            &[("objectClass", &["groupOfNames"]), ("member", &["uid=bob,ou=people,dc=x"])],
+        );
         assert_eq!(t.observe(&n, "g2".into(), &other, true), vec![]);
     }
 
@@ -392,15 +406,33 @@ mod tests {
         let path = state_file(dir.path(), "corp/1");
         assert!(path.ends_with("watch/corp_1.json"));
         let mut t = Tracker::default();
-        t.observe(&n, "u1".into(), &entry("cn=Alice Smith,ou=people,dc=x", &[("objectClass", &["person"]), ("uid", &["alice"])]), false);
+        t.observe(
+            &n,
+            "u1".into(),
+            &entry("cn=Alice Smith,ou=people,dc=x", &[("objectClass", &["person"]), ("uid", &["alice"])]),
+            false,
+        );
         t.cookies.insert("ou=people,dc=x".into(), "rid=000,csn=1".into());
         t.save(&path).unwrap();
         let mut back = Tracker::load(&path);
         assert_eq!(back.cookies, t.cookies);
         // The user's DN still names her in a group, although its RDN is not her login name.
-        let g = entry("cn=ops,ou=groups,dc=x", &[("objectClass", &["groupOfNames"]), ("member", &["cn=alice smith,ou=people,dc=x"])]);
+        let g = entry(
+            "cn=ops,ou=groups,dc=x",
+            &[("objectClass", &["groupOfNames"]), ("member", &["cn=alice smith,ou=people,dc=x"])],
+        );
         let changes = back.observe(&n, "g".into(), &g, true);
-        assert!(changes.contains(&Change::Group { provider: "corp".into(), group: "ldap-ops".into(), members: vec!["alice".into()] }), "{changes:?}");
-        assert_eq!(filter_attributes("(&(x:1.2.840.113556.1.4.803:=2)(!(employeeType=disabled)))"), ["x", "employeeType"]);
+        assert!(
+            changes.contains(&Change::Group {
+                provider: "corp".into(),
+                group: "ldap-ops".into(),
+                members: vec!["alice".into()]
+            }),
+            "{changes:?}"
+        );
+        assert_eq!(
+            filter_attributes("(&(x:1.2.840.113556.1.4.803:=2)(!(employeeType=disabled)))"),
+            ["x", "employeeType"]
+        );
     }
 }

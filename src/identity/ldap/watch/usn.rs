@@ -20,8 +20,8 @@ use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
 use ldap3::{Ldap, Scope, SearchEntry};
 
+use super::ctx::{track_attr, Ctx};
 use super::track::id_of;
-use super::{track_attr, Ctx};
 use crate::identity::ldap::pool::Op;
 
 /// Active Directory's LDAP_SERVER_SHOW_DELETED_OID: deleted objects (tombstones) are returned too.
@@ -32,7 +32,12 @@ fn guid(entry: &SearchEntry) -> Option<String> {
     if let Some((_, v)) = entry.bin_attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
         return v.first().map(|g| id_of(g));
     }
-    entry.attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).and_then(|(_, v)| v.first()).map(|g| id_of(g.as_bytes()))
+    entry
+        .attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.first())
+        .map(|g| id_of(g.as_bytes()))
 }
 
 /// Run the feed on `ldap` until it fails; returns why. `root` is the root DSE read by the session.
@@ -92,7 +97,7 @@ impl Drop for Notifier {
 
 /// Wake the poll on every change the DC notifies. Ends (and polling goes on alone) when the search fails.
 async fn notifications(ctx: Arc<Ctx>, mut ldap: Ldap, base: String, wake: tokio::sync::mpsc::Sender<()>) {
-    let control = RawControl { ctype: super::NOTIFY_OID.into(), crit: true, val: None };
+    let control = RawControl { ctype: super::ctx::NOTIFY_OID.into(), crit: true, val: None };
     ctx.connector.count(Op::Search);
     let stream = ldap.with_controls(control).streaming_search(&base, Scope::Subtree, "(objectClass=*)", vec!["1.1"]);
     let mut stream = match stream.await {
@@ -134,7 +139,13 @@ async fn load(ctx: &Ctx, ldap: &mut Ldap, base: &str, attrs: &[String]) -> Resul
     ctx.connector.count(Op::Search);
     let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(500))];
     let mut stream = ldap
-        .streaming_search_with(adapters, base, Scope::Subtree, "(|(objectClass=user)(objectClass=group))", attrs.to_vec())
+        .streaming_search_with(
+            adapters,
+            base,
+            Scope::Subtree,
+            "(|(objectClass=user)(objectClass=group))",
+            attrs.to_vec(),
+        )
         .await
         .map_err(|e| format!("full read of {base}: {e}"))?;
     loop {
