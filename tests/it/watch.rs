@@ -320,3 +320,104 @@ fn the_real_server_counts_directory_changes_and_shows_a_degraded_watcher() {
     }
     assert_eq!(sample(&t.metrics(), r#"tollgate_ldap_watch_degradations_total{provider="corp"}"#), 1.0);
 }
+
+/// Wait (at most `bound` from `t0`) until the changes reported after the first `from` satisfy `done`.
+fn wait_match(seen: &Seen, t0: Instant, from: usize, bound: Duration, what: &str, done: impl Fn(&[Change]) -> bool) {
+    loop {
+        let got: Vec<Change> = seen.changes.lock().unwrap()[from..].to_vec();
+        if done(&got) {
+            println!("WATCH {what}: reported after {} ms", t0.elapsed().as_millis());
+            return;
+        }
+        assert!(t0.elapsed() < bound, "{what}: not reported within {bound:?}; got {got:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// The Samba DC, watched twice at once: `auto` (which picks uSNChanged polling on AD) and `ad_notify`.
+#[test]
+fn ad_watchers_report_a_membership_change_a_disabled_and_a_deleted_account_within_2s() {
+    use crate::ad::{example_entry, Tls};
+    let dc = SambaDc::start();
+    let root = dc.admin_search("", "base", "(objectClass=*)", &["supportedControl"]);
+    root.assert_ok();
+    let offers_notify = root.stdout.contains(watch::NOTIFY_OID);
+    println!("WATCH samba AD DC offers LDAP_SERVER_NOTIFICATION_OID: {offers_notify}");
+    let cfg = |name: &str, mode: &str| {
+        let mut entry = example_entry(&dc, Tls::Ldaps);
+        entry.remove("type");
+        entry.insert("name".into(), name.into());
+        let w: serde_norway::Value = serde_norway::from_str(&format!("{{mode: {mode}, degraded_after: 5s}}")).unwrap();
+        entry.insert("watch".into(), w);
+        let raw: LdapConfig = serde_norway::from_value(serde_norway::Value::Mapping(entry)).unwrap();
+        let mut problems = Vec::new();
+        tollgate::config::ldap::validate(raw, "providers[0]", Path::new(""), &mut problems).unwrap()
+    };
+    // Tombstones are readable by administrators only: the service account gets List Contents and Read
+    // Property on CN=Deleted Objects, as docs/directory-watch.md tells an operator to grant.
+    let shown = dc.samba_tool(&["user", "show", "svc-tollgate", "--attributes=objectSid"]);
+    let sid = shown.stdout.lines().find_map(|l| l.strip_prefix("objectSid: ")).expect("the service account's SID");
+    dc.allow_reading_deleted_objects(sid.trim());
+    let rt = runtime();
+    let (data, seen) = (tempdir("watch-ad"), Arc::new(Seen::default()));
+    let (data2, seen2) = (tempdir("watch-ad-notify"), Arc::new(Seen::default()));
+    let w = start(&rt, &cfg("watch-ad", "auto"), data.path(), &seen);
+    let w2 = start(&rt, &cfg("watch-ad-notify", "ad_notify"), data2.path(), &seen2);
+    wait_in_sync(&w, Duration::from_secs(60));
+    wait_in_sync(&w2, Duration::from_secs(60));
+    assert_eq!(w.status.mode(), "usn_poll");
+    assert_eq!(w2.status.mode(), if offers_notify { "ad_notify" } else { "usn_poll" });
+    assert_eq!((seen.len(), seen2.len()), (0, 0), "the first full read reports nothing");
+
+    for (what, act, user, group) in [
+        (
+            "alice removed from team-payments",
+            vec!["group", "removemembers", "team-payments", "alice"],
+            "alice",
+            Some("team-payments"),
+        ),
+        ("bob disabled", vec!["user", "disable", "bob"], "bob", None),
+        ("frank deleted", vec!["user", "delete", "frank"], "frank", None),
+    ] {
+        let (from, from2) = (seen.len(), seen2.len());
+        let t0 = Instant::now();
+        dc.samba_tool(&act);
+        for (s, from, name, mode) in
+            [(&seen, from, "watch-ad", "usn_poll"), (&seen2, from2, "watch-ad-notify", w2.status.mode())]
+        {
+            wait_match(s, t0, from, Duration::from_secs(2), &format!("AD ({mode}): {what}"), |got| {
+                got.contains(&account(name, user))
+                    && group.is_none_or(|g| {
+                        got.iter().any(|c| {
+                            matches!(c, Change::Group { group, members, .. }
+                            if group == g && !members.iter().any(|m| m == user) && !members.is_empty())
+                        })
+                    })
+            });
+        }
+    }
+    // A write through LDAP (samba-tool above writes sam.ldb directly, which a DC's notification machinery may
+    // not see): carol disabled with an LDAP modify.
+    let (from, from2) = (seen.len(), seen2.len());
+    let t0 = Instant::now();
+    dc.admin_modify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 514\n",
+        SambaDc::user_dn("carol")
+    ));
+    wait_match(&seen, t0, from, Duration::from_secs(2), "AD (usn_poll): carol disabled over LDAP", |got| {
+        got.contains(&account("watch-ad", "carol"))
+    });
+    let mode = w2.status.mode();
+    wait_match(&seen2, t0, from2, Duration::from_secs(2), &format!("AD ({mode}): carol disabled over LDAP"), |got| {
+        got.contains(&account("watch-ad-notify", "carol"))
+    });
+    // The position survives a restart: a change made while stopped is reported by the next watcher.
+    drop(w);
+    let from = seen.len();
+    dc.samba_tool(&["group", "addmembers", "team-payments", "alice"]);
+    let t0 = Instant::now();
+    let _w = start(&rt, &cfg("watch-ad", "auto"), data.path(), &seen);
+    wait_match(&seen, t0, from, Duration::from_secs(30), "AD: change made while stopped, after restart", |got| {
+        got.contains(&account("watch-ad", "alice"))
+    });
+}

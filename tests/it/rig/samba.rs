@@ -337,6 +337,35 @@ impl SambaDc {
         }
     }
 
+    /// Give `sid` List Contents and Read Property on `CN=Deleted Objects` (what `dsacls … /G DOMAIN\\svc:LCRP`
+    /// does on Windows), so that account can read tombstones. `samba-tool dsacl` cannot: it reads the
+    /// container without the show-deleted control.
+    pub fn allow_reading_deleted_objects(&self, sid: &str) {
+        let script = format!(
+            r#"
+import samba.param, samba.auth, ldb
+from samba.samdb import SamDB
+from samba.ndr import ndr_unpack, ndr_pack
+from samba.dcerpc import security
+lp = samba.param.LoadParm(); lp.load("{conf}")
+db = SamDB(url="{sam}", lp=lp, session_info=samba.auth.system_session())
+dn = "CN=Deleted Objects," + db.domain_dn()
+res = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"], controls=["show_deleted:1", "sd_flags:1:4"])
+sd = ndr_unpack(security.descriptor, res[0]["nTSecurityDescriptor"][0])
+sid = security.dom_sid("{sid}")
+sd.dacl_add(security.descriptor.from_sddl("D:(A;;LCRP;;;{sid})", sid).dacl.aces[0])
+m = ldb.Message(); m.dn = ldb.Dn(db, dn)
+m["nTSecurityDescriptor"] = ldb.MessageElement(ndr_pack(sd), ldb.FLAG_MOD_REPLACE, "nTSecurityDescriptor")
+db.modify(m, controls=["show_deleted:1", "sd_flags:1:4"])
+"#,
+            conf = self.smb_conf(),
+            sam = self.sam_ldb(),
+        );
+        let mut cmd = command("/usr/bin/python3");
+        cmd.arg("-c").arg(script);
+        run(cmd, None, &[], Duration::from_secs(60)).assert_ok();
+    }
+
     /// Samba's own output (start-up, errors).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log/samba.out")).unwrap_or_default()

@@ -26,6 +26,9 @@ use crate::identity::ldap::pool::Op;
 
 /// Active Directory's LDAP_SERVER_SHOW_DELETED_OID: deleted objects (tombstones) are returned too.
 const SHOW_DELETED_OID: &str = "1.2.840.113556.1.4.417";
+/// LDAP_SERVER_SHOW_RECYCLED_OID: tombstones that are "recycled" (Samba marks deleted objects so when the
+/// recycle bin is off) are returned too.
+const SHOW_RECYCLED_OID: &str = "1.2.840.113556.1.4.2064";
 
 fn guid(entry: &SearchEntry) -> Option<String> {
     let name = "objectGUID";
@@ -189,7 +192,10 @@ async fn round(ctx: &Ctx, ldap: &mut Ldap, naming_context: &str, attrs: &[String
         }
     }
     if !naming_context.is_empty() {
-        let show_deleted = RawControl { ctype: SHOW_DELETED_OID.into(), crit: true, val: None };
+        let show_deleted = vec![
+            RawControl { ctype: SHOW_DELETED_OID.into(), crit: true, val: None },
+            RawControl { ctype: SHOW_RECYCLED_OID.into(), crit: false, val: None },
+        ];
         ctx.connector.count(Op::Search);
         let (entries, _) = ldap
             .with_controls(show_deleted)
