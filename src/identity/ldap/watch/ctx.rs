@@ -36,6 +36,8 @@ pub struct Status {
     pub changes: AtomicU64,
     /// Sessions (connections) opened so far.
     pub sessions: AtomicU64,
+    /// `auto` found nothing to watch with: the watcher stopped for good (not degraded).
+    pub unsupported: AtomicBool,
     /// The feed in use: `syncrepl`, `ad_notify`, `usn_poll`, or empty before the first session.
     pub mode: Mutex<&'static str>,
 }
@@ -127,6 +129,14 @@ impl Ctx {
             tracing::info!(provider = %self.name, mode = self.status.mode(), "directory watcher in sync");
         }
         self.save();
+    }
+
+    /// `auto` found no feed: stop for good, never degraded.
+    pub fn unsupported(&self) {
+        self.status.unsupported.store(true, Ordering::Relaxed);
+        if let Ok(mut d) = self.down_since.lock() {
+            *d = None;
+        }
     }
 
     pub fn went_down(&self) {

@@ -63,7 +63,17 @@ pub fn spawn(cfg: &LdapSettings, data_dir: &Path, sink: Arc<dyn ChangeSink>) -> 
     let counters = Arc::new(OpCounters::default());
     let (connector, service) = super::connection(cfg, counters.clone())?;
     let mut bases: Vec<String> = Vec::new();
-    for b in [cfg.user_base_dn.clone(), cfg.groups.base_dn.clone()].into_iter().flatten() {
+    // Direct bind has no users base: the template's parent (`uid={username},ou=people,…` → `ou=people,…`).
+    let template_parent = cfg.user_dn_template.as_deref().and_then(|t| {
+        let mut escaped = false;
+        t.char_indices().find_map(|(i, c)| {
+            let found = c == ',' && !escaped;
+            escaped = c == '\\' && !escaped;
+            found.then(|| t[i + 1..].trim().to_string())
+        })
+    });
+    let users = cfg.user_base_dn.clone().or(template_parent);
+    for b in [users, cfg.groups.base_dn.clone()].into_iter().flatten() {
         if b.trim().is_empty() || bases.iter().any(|have| is_under(&b, have)) {
             continue;
         }
@@ -147,6 +157,9 @@ async fn supervise(ctx: Arc<Ctx>) {
                 _ = tick.tick() => ctx.housekeeping(),
             }
         };
+        if ctx.status.unsupported.load(Ordering::Relaxed) {
+            return;
+        }
         if ctx.status.up.swap(false, Ordering::Relaxed) {
             // It was in sync: a fresh outage, tried again at once.
             backoff = Duration::from_millis(250);
@@ -181,10 +194,14 @@ async fn session(ctx: &Arc<Ctx>) -> String {
         WatchMode::Auto if offers(SYNC_OID) => WatchMode::Syncrepl,
         WatchMode::Auto if is_ad => WatchMode::UsnPoll,
         WatchMode::Auto => {
-            // Nothing to watch with: say so once per session, then wait as a failed session would.
-            return "the directory offers neither content synchronisation (load OpenLDAP's syncprov overlay) \
-                    nor Active Directory's uSNChanged; set watch.mode: off to silence this"
-                .into();
+            // Nothing to watch with, and nobody asked for a particular feed: say so once and stop, without
+            // degrading the provider (its identities keep the cache TTL, as without a watcher).
+            tracing::warn!(provider = %ctx.name,
+                "no directory watcher: the directory offers neither content synchronisation (load OpenLDAP's \
+                 syncprov overlay, docs/directory-watch.md) nor Active Directory's uSNChanged; changes reach \
+                 cached identities only when the identity cache expires. Set watch.mode: off to silence this");
+            ctx.unsupported();
+            return String::new();
         }
         WatchMode::AdNotify if !offers(NOTIFY_OID) => {
             tracing::info!(provider = %ctx.name, "the directory does not offer the change notification control; polling uSNChanged");
