@@ -421,3 +421,184 @@ fn ad_watchers_report_a_membership_change_a_disabled_and_a_deleted_account_withi
         got.contains(&account("watch-ad", "alice"))
     });
 }
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = |i: usize| rest.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat(5); `rest` starts at field 3.
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
+/// One measured window: LDAP operations the watcher sent, changes it reported, CPU of this process and of
+/// the directory server.
+struct Window {
+    watcher_ops: u64,
+    changes: u64,
+    writes: u64,
+    our_cpu: f64,
+    server_cpu: f64,
+    secs: f64,
+}
+
+/// Run `window` with an optional watcher while `writes_per_s` group-membership writes (add then remove a
+/// member, one modify each) go to the directory through `admin`.
+#[allow(clippy::too_many_arguments)]
+fn measure(
+    rt: &tokio::runtime::Runtime,
+    url: &str,
+    ca: Option<&Path>,
+    admin: (String, String),
+    group: &str,
+    member: &str,
+    watcher: Option<&Watcher>,
+    seen: &Seen,
+    server_pid: u32,
+    writes_per_s: u32,
+    window: Duration,
+) -> Window {
+    let ops0 = watcher.map(|w| w.counters.snapshot()).unwrap_or_default();
+    let changes0 = seen.len();
+    let (cpu0, server0) = (cpu_seconds(std::process::id()), cpu_seconds(server_pid));
+    let start = Instant::now();
+    let writes = rt.block_on(async {
+        let mut settings = ldap3::LdapConnSettings::new();
+        if let Some(ca) = ca {
+            let pem = std::fs::read(ca).unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            for c in rustls_pemfile_certs(&pem) {
+                roots.add(c).unwrap();
+            }
+            let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            settings = settings.set_config(Arc::new(cfg));
+        }
+        let (conn, mut ldap) = ldap3::LdapConnAsync::with_settings(settings, url).await.unwrap();
+        ldap3::drive!(conn);
+        ldap.simple_bind(&admin.0, &admin.1).await.unwrap().success().unwrap();
+        let mut writes = 0u64;
+        if writes_per_s == 0 {
+            tokio::time::sleep(window).await;
+            return 0;
+        }
+        let every = Duration::from_secs_f64(1.0 / writes_per_s as f64);
+        let mut tick = tokio::time::interval(every);
+        while start.elapsed() < window {
+            tick.tick().await;
+            let m = std::collections::HashSet::from([member]);
+            let op =
+                if writes.is_multiple_of(2) { ldap3::Mod::Add("member", m) } else { ldap3::Mod::Delete("member", m) };
+            ldap.modify(group, vec![op]).await.unwrap().success().unwrap();
+            writes += 1;
+        }
+        // Leave the group as it was.
+        if !writes.is_multiple_of(2) {
+            let m = std::collections::HashSet::from([member]);
+            ldap.modify(group, vec![ldap3::Mod::Delete("member", m)]).await.unwrap();
+        }
+        writes
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let ops1 = watcher.map(|w| w.counters.snapshot()).unwrap_or_default();
+    let sent = |s: (u64, u64, u64, u64)| s.0 + s.1 + s.2;
+    Window {
+        watcher_ops: sent(ops1) - sent(ops0),
+        changes: (seen.len() - changes0) as u64,
+        writes,
+        our_cpu: cpu_seconds(std::process::id()) - cpu0,
+        server_cpu: cpu_seconds(server_pid) - server0,
+        secs: start.elapsed().as_secs_f64(),
+    }
+}
+
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject as _;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem).map(|c| c.unwrap()).collect()
+}
+
+fn report(label: &str, base: &Window, with: &Window) {
+    let per_min = |n: u64, w: &Window| n as f64 * 60.0 / w.secs;
+    println!(
+        "BENCH {label}: watcher LDAP ops/min {:.1}, changes reported {} for {} writes; CPU over {:.0} s: tollgate side \
+         {:.3} s with the watcher vs {:.3} s without ({:+.2}% of one core), directory server {:.3} s vs {:.3} s ({:+.2}% of one core)",
+        per_min(with.watcher_ops, with),
+        with.changes,
+        with.writes,
+        with.secs,
+        with.our_cpu,
+        base.our_cpu,
+        (with.our_cpu - base.our_cpu) / with.secs * 100.0,
+        with.server_cpu,
+        base.server_cpu,
+        (with.server_cpu - base.server_cpu) / with.secs * 100.0,
+    );
+}
+
+/// The watchers' cost: `bash scripts/bench-ldap.sh watch`. For slapd (syncrepl) and the Samba DC (uSNChanged
+/// polling every 1 s): an idle directory and one taking `BENCH_WATCH_WRITES` group-membership writes a second
+/// (default 10), each window (`BENCH_WATCH_SECS`, default 30) measured without a watcher first (the
+/// baseline, same load) and then with one.
+#[test]
+#[ignore = "benchmark: bash scripts/bench-ldap.sh watch"]
+fn bench_watch_cost() {
+    let secs: u64 = std::env::var("BENCH_WATCH_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let rate: u32 = std::env::var("BENCH_WATCH_WRITES").ok().and_then(|v| v.parse().ok()).unwrap_or(10);
+    let window = Duration::from_secs(secs);
+    let rt = runtime();
+    {
+        let slapd = Slapd::start(SlapdOptions::default());
+        let pid = slapd.pid().unwrap();
+        let cfg = settings(&slapd_entry("bench-slapd", &slapd, slapd.ldap_port, ""));
+        let seen = Arc::new(Seen::default());
+        let data = tempdir("bench-watch");
+        let (url, admin, g, m) =
+            (slapd.ldap_url(), slapd.admin_credentials(), crate::rig::slapd::group_dn("team-web"), user_dn("carol"));
+        for (label, rate) in [("slapd syncrepl, idle", 0), ("slapd syncrepl, busy", rate)] {
+            let base = measure(&rt, &url, None, admin.clone(), &g, &m, None, &seen, pid, rate, window);
+            let w = start(&rt, &cfg, data.path(), &seen);
+            wait_in_sync(&w, Duration::from_secs(30));
+            let with = measure(&rt, &url, None, admin.clone(), &g, &m, Some(&w), &seen, pid, rate, window);
+            report(label, &base, &with);
+        }
+    }
+    let dc = SambaDc::start();
+    let pid = dc.pid().unwrap();
+    let mut entry = crate::ad::example_entry(&dc, crate::ad::Tls::Ldaps);
+    entry.remove("type");
+    entry.insert("name".into(), "bench-ad".into());
+    let raw: LdapConfig = serde_norway::from_value(serde_norway::Value::Mapping(entry)).unwrap();
+    let mut problems = Vec::new();
+    let cfg = tollgate::config::ldap::validate(raw, "providers[0]", Path::new(""), &mut problems).unwrap();
+    let seen = Arc::new(Seen::default());
+    let data = tempdir("bench-watch-ad");
+    let g = format!("CN=admins,{}", crate::rig::samba::GROUPS);
+    let m = SambaDc::user_dn("carol");
+    let ca = dc.ca_file();
+    for (label, rate) in [("Samba AD uSNChanged poll 1 s, idle", 0), ("Samba AD uSNChanged poll 1 s, busy", rate)] {
+        let base =
+            measure(&rt, &dc.ldaps_url(), Some(&ca), dc.admin_credentials(), &g, &m, None, &seen, pid, rate, window);
+        let w = start(&rt, &cfg, data.path(), &seen);
+        wait_in_sync(&w, Duration::from_secs(60));
+        let with = measure(
+            &rt,
+            &dc.ldaps_url(),
+            Some(&ca),
+            dc.admin_credentials(),
+            &g,
+            &m,
+            Some(&w),
+            &seen,
+            pid,
+            rate,
+            window,
+        );
+        report(label, &base, &with);
+    }
+}

@@ -244,6 +244,16 @@ impl SambaDc {
         dc
     }
 
+    /// Administrator's bind name (UPN) and password, for a test that writes through its own LDAP connection.
+    pub fn admin_credentials(&self) -> (String, String) {
+        (format!("Administrator@{REALM}"), ADMIN_PW.to_string())
+    }
+
+    /// The DC's process id while it runs (for CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The password of every test user.
     pub fn password(user: &str) -> String {
         format!("{user}-AD-pw-1")

@@ -386,6 +386,16 @@ impl Slapd {
         format!("ldaps://127.0.0.1:{}", self.ldaps_port)
     }
 
+    /// The root DN and its password, for a test that writes through its own LDAP connection.
+    pub fn admin_credentials(&self) -> (String, String) {
+        self.admin.clone()
+    }
+
+    /// slapd's process id while it runs (for CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The private CA that signed the server certificate.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.path().join("ca.pem")
