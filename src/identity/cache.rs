@@ -503,11 +503,13 @@ mod tests {
         calls: AtomicUsize,
         rechecks: AtomicUsize,
         down: std::sync::atomic::AtomicBool,
+        /// A name of its own (default `flaky`): freshness marks are per provider name, process-wide.
+        named: Option<&'static str>,
     }
 
     impl Provider for Flaky {
         fn name(&self) -> &str {
-            "flaky"
+            self.named.unwrap_or("flaky")
         }
         fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Failure>> {
             Box::pin(async move {
@@ -587,6 +589,27 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         inner.down.store(true, Ordering::SeqCst);
         assert!(strict.authenticate("alice", &right).await.is_err(), "serving stale is off by default");
+    }
+
+    /// While the provider's directory watcher is degraded, an identity is fresh for the short degraded TTL
+    /// only, so a change the watcher cannot see reaches the cache within it; recovery restores the TTL.
+    #[tokio::test]
+    async fn a_degraded_watcher_shortens_the_ttl_until_it_recovers() {
+        let inner = Arc::new(Flaky { named: Some("flaky-degraded"), ..Flaky::default() });
+        let cached = CachedProvider::with_policy(inner.clone(), policy(60_000, 0, 0));
+        let right = SecretString::from("right".to_string());
+        let freshness = crate::identity::watch::Freshness::of(inner.name());
+        freshness.degrade(Duration::from_millis(100));
+        cached.authenticate("alice", &right).await.unwrap();
+        cached.authenticate("alice", &right).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1, "fresh within the degraded TTL");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cached.authenticate("alice", &right).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "past the degraded TTL: asked again");
+        freshness.recover();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cached.authenticate("alice", &right).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "recovered: the full TTL again");
     }
 
     #[tokio::test]
