@@ -628,6 +628,36 @@ mod tests {
     }
 
     #[test]
+    fn watch_settings_have_defaults_and_bounds() {
+        let cfg = parse("{name: x, url: 'ldap://x', user_base_dn: b}");
+        let mut errors = Vec::new();
+        let s = validate(cfg, "providers[0]", Path::new(""), &mut errors).unwrap();
+        assert_eq!(s.watch, WatchSettings::default());
+        assert_eq!((s.watch.mode, s.watch.poll_interval), (WatchMode::Auto, Duration::from_secs(1)));
+        let cfg = parse("{name: x, url: 'ldap://x', user_base_dn: b, watch: {mode: usn_poll, poll_interval: 250ms, degraded_ttl: 30s}}");
+        let s = validate(cfg, "providers[0]", Path::new(""), &mut errors).unwrap();
+        assert_eq!(s.watch.mode, WatchMode::UsnPoll);
+        assert_eq!(
+            (s.watch.poll_interval, s.watch.degraded_ttl),
+            (Duration::from_millis(250), Duration::from_secs(30))
+        );
+        let all = errors_of(
+            "{name: x, url: 'ldap://x', user_base_dn: b, watch: {poll_interval: 1ms, degraded_after: 2h, degraded_ttl: soon}}",
+        )
+        .join("\n");
+        for want in [
+            "providers[1].watch.poll_interval: must be between 100ms and 1h",
+            "providers[1].watch.degraded_after: must be between 1s and 1h",
+            "providers[1].watch.degraded_ttl: \"soon\" is not a duration",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        let e =
+            serde_norway::from_str::<LdapConfig>("{name: x, url: 'ldap://x', watch: {mode: sometimes}}").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `sometimes`"), "{e}");
+    }
+
+    #[test]
     fn unknown_keys_are_refused() {
         let e = serde_norway::from_str::<LdapConfig>("{name: x, url: 'ldap://x', bind_password: hunter2}").unwrap_err();
         assert!(e.to_string().contains("unknown field `bind_password`"), "{e}");
