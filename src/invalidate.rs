@@ -66,8 +66,8 @@ pub enum Source {
     Cli,
     Api,
     BackchannelLogout,
+    /// A directory watcher (OpenLDAP syncrepl, Active Directory notification or uSNChanged polling).
     LdapWatch,
-    AdWatch,
     Ssf,
 }
 
@@ -78,13 +78,12 @@ impl Source {
             Source::Api => "api",
             Source::BackchannelLogout => "backchannel_logout",
             Source::LdapWatch => "ldap_watch",
-            Source::AdWatch => "ad_watch",
             Source::Ssf => "ssf",
         }
     }
 
     pub fn parse(s: &str) -> Option<Source> {
-        [Source::Cli, Source::Api, Source::BackchannelLogout, Source::LdapWatch, Source::AdWatch, Source::Ssf]
+        [Source::Cli, Source::Api, Source::BackchannelLogout, Source::LdapWatch, Source::Ssf]
             .into_iter()
             .find(|x| x.as_str() == s)
     }

@@ -142,6 +142,9 @@ pub struct CachedProvider {
     misses_metric: metrics::Counter,
     /// Invalidations so far ([`Provider::forget`]): an upstream answer read before one is not stored.
     forgets: AtomicU64,
+    /// Whether the provider's directory watcher sees changes; while it does not, entries are fresh for its
+    /// short degraded TTL only ([`super::watch::Freshness`]).
+    freshness: Arc<super::watch::Freshness>,
 }
 
 impl CachedProvider {
@@ -159,6 +162,7 @@ impl CachedProvider {
         let keep = policy.ttl + policy.serve_stale_for;
         let capacity = policy.capacity;
         let label = inner.name().to_string();
+        let freshness = super::watch::Freshness::of(&label);
         let hits_metric = metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => label.clone());
         let misses_metric = metrics::counter!(crate::telemetry::CACHE_MISSES, "provider" => label);
         CachedProvider {
@@ -175,6 +179,7 @@ impl CachedProvider {
             hits_metric,
             misses_metric,
             forgets: AtomicU64::new(0),
+            freshness,
         }
     }
 
@@ -190,7 +195,7 @@ impl CachedProvider {
 
     /// Within the TTL since `since`, and not past the identity's own end (a workload token's `exp`).
     fn fresh(&self, identity: &Identity, since: Instant) -> bool {
-        since.elapsed() < self.policy.ttl && !identity.expired()
+        since.elapsed() < self.freshness.ttl(self.policy.ttl) && !identity.expired()
     }
 
     /// The identity, vouched for since `since`, if it may stand in for an unavailable provider.
@@ -582,11 +587,13 @@ mod tests {
         calls: AtomicUsize,
         rechecks: AtomicUsize,
         down: std::sync::atomic::AtomicBool,
+        /// A name of its own (default `flaky`): freshness marks are per provider name, process-wide.
+        named: Option<&'static str>,
     }
 
     impl Provider for Flaky {
         fn name(&self) -> &str {
-            "flaky"
+            self.named.unwrap_or("flaky")
         }
         fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Failure>> {
             Box::pin(async move {
@@ -666,6 +673,27 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         inner.down.store(true, Ordering::SeqCst);
         assert!(strict.authenticate("alice", &right).await.is_err(), "serving stale is off by default");
+    }
+
+    /// While the provider's directory watcher is degraded, an identity is fresh for the short degraded TTL
+    /// only, so a change the watcher cannot see reaches the cache within it; recovery restores the TTL.
+    #[tokio::test]
+    async fn a_degraded_watcher_shortens_the_ttl_until_it_recovers() {
+        let inner = Arc::new(Flaky { named: Some("flaky-degraded"), ..Flaky::default() });
+        let cached = CachedProvider::with_policy(inner.clone(), policy(60_000, 0, 0));
+        let right = SecretString::from("right".to_string());
+        let freshness = crate::identity::watch::Freshness::of(inner.name());
+        freshness.degrade(Duration::from_millis(100));
+        cached.authenticate("alice", &right).await.unwrap();
+        cached.authenticate("alice", &right).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1, "fresh within the degraded TTL");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cached.authenticate("alice", &right).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "past the degraded TTL: asked again");
+        freshness.recover();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cached.authenticate("alice", &right).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "recovered: the full TTL again");
     }
 
     #[tokio::test]

@@ -373,6 +373,7 @@ pub mod ldap;
 pub mod limiter;
 pub mod measured;
 pub mod oidc;
+pub mod watch;
 pub mod workload;
 
 pub use claims::{claim_at, claim_strings, claim_text, Claims};

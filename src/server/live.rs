@@ -36,6 +36,10 @@ pub struct Live {
     config: Option<PathBuf>,
     current: RwLock<Arc<Current>>,
     tls: Option<Tls>,
+    /// The LDAP providers' directory watchers, kept in step with the state in force.
+    watchers: crate::identity::ldap::watch::Watchers,
+    /// Where the watchers report changes: the invalidation path of the state in force.
+    sink: Arc<dyn crate::identity::watch::ChangeSink>,
 }
 
 fn current(state: Arc<AppState>) -> Arc<Current> {
@@ -48,7 +52,28 @@ fn current(state: Arc<AppState>) -> Arc<Current> {
 
 impl Live {
     pub fn new(config: Option<PathBuf>, state: Arc<AppState>, tls: Option<Tls>) -> Arc<Live> {
-        Arc::new(Live { config, current: RwLock::new(current(state)), tls })
+        let live = Arc::new_cyclic(|me| Live {
+            config,
+            current: RwLock::new(current(state.clone())),
+            tls,
+            watchers: Default::default(),
+            sink: Arc::new(super::directory::InvalidatingSink { live: me.clone() }),
+        });
+        live.watch(&state.settings);
+        live
+    }
+
+    /// Start, keep or stop the directory watchers for `settings` (must run inside the runtime).
+    fn watch(&self, settings: &Settings) {
+        let ldap: Vec<_> = settings
+            .providers
+            .iter()
+            .filter_map(|p| match p {
+                crate::config::ProviderSettings::Ldap(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        self.watchers.reconcile(&ldap, &settings.server.data_dir, &self.sink);
     }
 
     fn get(&self) -> Arc<Current> {
@@ -114,6 +139,7 @@ impl Live {
             Ok(mut c) => *c = current(new.clone()),
             Err(p) => *p.into_inner() = current(new.clone()),
         }
+        self.watch(&new.settings);
         metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "ok").increment(1);
         metrics::gauge!(telemetry::CONFIG_LAST_RELOAD).set(unix_now() as f64);
         tracing::info!(

@@ -5,6 +5,7 @@
 //! [`conn::serve`], so the deadlines and the shutdown the tests prove are the ones that ship.
 
 pub mod conn;
+pub mod directory;
 pub mod live;
 pub mod tls;
 

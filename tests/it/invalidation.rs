@@ -51,18 +51,22 @@ fn env(redis: &RedisServer, providers: String) -> TestEnv {
 
 /// [`env`], with more `token:` keys.
 fn env_with(redis: &RedisServer, providers: String, token_yaml: &str) -> TestEnv {
+    env_from(redis, Opts { extra_providers_yaml: providers, ..Opts::default() }, token_yaml)
+}
+
+/// [`env_with`] on `base` (its providers).
+fn env_from(redis: &RedisServer, base: Opts, token_yaml: &str) -> TestEnv {
     let env = TestEnv::with(Opts {
         extra_token_yaml: format!(
             "{token_yaml}  keys:\n    - key_file: shared/signing.key\n      cert_file: shared/signing.crt\n"
         ),
-        extra_providers_yaml: providers,
         extra_yaml: format!(
             "refresh_tokens:\n  secret_file: shared/refresh-secret\n\
              state:\n  store: redis\n  redis_url_file: {}\n  key_prefix: \"tg-inval:\"\n  command_timeout: 500ms\n\
              invalidation:\n  secret_file: shared/invalidation-secret\n",
             redis.url_file().display()
         ),
-        ..Opts::default()
+        ..base
     });
     let shared = env.path().join("shared");
     std::fs::create_dir_all(&shared).unwrap();
@@ -509,4 +513,63 @@ fn a_shared_signals_account_disabled_event_ends_the_account_on_both_replicas_and
     }
     let audit = a.audit_lines().into_iter().find(|l| l["message"] == "invalidation").expect("audit line");
     assert_eq!((audit["source"].as_str(), audit["users"].as_str()), (Some("ssf"), Some("[\"alice\"]")), "{audit}");
+}
+
+/// The directory is the source (issue 26, item 2, end to end): slapd with `syncprov`, two replicas on
+/// Redis, each with alice's login cached for the default 5 minutes. Removing her from her group at T0
+/// takes push away on both replicas within 2 s; disabling her account refuses her cached login and her
+/// refresh token on both within 2 s.
+#[test]
+fn a_directory_change_ends_access_on_both_replicas_within_2s_while_the_login_is_cached() {
+    let slapd = crate::rig::Slapd::start(crate::rig::SlapdOptions::default());
+    let redis = RedisServer::start();
+    let providers = format!(
+        "providers:\n  - {{type: ldap, name: corp, url: 'ldap://127.0.0.1:{}', bind_dn: '{}', \
+         bind_password_file: '{}', user_base_dn: '{}', \
+         user_filter: '(&(objectClass=inetOrgPerson)(uid={{username}}))', \
+         disabled_filter: '(employeeType=disabled)', groups: {{base_dn: '{}', lowercase: true}}, \
+         connect_timeout: 2s, timeout: 2s}}\n",
+        slapd.ldap_port,
+        crate::rig::slapd::SERVICE_DN,
+        slapd.service_password_file().display(),
+        crate::rig::slapd::PEOPLE,
+        crate::rig::slapd::GROUPS,
+    );
+    let env = env_from(&redis, Opts { providers_yaml: Some(providers), ..Opts::default() }, "");
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+    let alice = ("alice", crate::rig::Slapd::password("alice"));
+    let alice = (alice.0, alice.1.as_str());
+    for t in [&a, &b] {
+        crate::ops::wait_until("the watcher in sync", Duration::from_secs(20), || {
+            t.json_lines().iter().any(|l| l["message"] == "directory watcher in sync")
+        });
+        assert_eq!(granted(&login(t, alice, false)), ["pull", "push"], "alice (team-payments) may push");
+    }
+    let refresh = refresh_token(&a, alice);
+    let cached = misses(&b, "corp");
+
+    let t0 = Instant::now();
+    slapd.remove_member("team-payments", "alice");
+    for (name, t) in [("A", &a), ("B", &b)] {
+        within(&format!("{name} no longer grants alice push"), PROMISE, || {
+            !granted(&login(t, alice, false)).contains(&"push".to_string())
+        });
+        println!("replica {name}: group removal at T0 -> push refused in {} ms", t0.elapsed().as_millis());
+    }
+    assert!(misses(&b, "corp") > cached, "B read alice again from the directory");
+    let audit = a.audit_lines().into_iter().find(|l| l["message"] == "invalidation").expect("an audit line");
+    assert_eq!(audit["source"].as_str(), Some("ldap_watch"), "{audit}");
+    assert_eq!(use_refresh(&b, alice.0, &refresh).status, 200, "a membership change keeps her refresh token");
+
+    let t0 = Instant::now();
+    slapd.ldapmodify(&format!(
+        "dn: {}\nchangetype: modify\nreplace: employeeType\nemployeeType: disabled\n",
+        crate::rig::slapd::user_dn("alice")
+    ));
+    for (name, t) in [("A", &a), ("B", &b)] {
+        within(&format!("{name} refuses disabled alice's login and refresh token"), PROMISE, || {
+            login(t, alice, false).status == 401 && use_refresh(t, alice.0, &refresh).status != 200
+        });
+        println!("replica {name}: account disabled at T0 -> refused in {} ms", t0.elapsed().as_millis());
+    }
 }

@@ -33,4 +33,5 @@ mod pull_bench;
 mod replicas;
 mod rig;
 mod rig_selftest;
+mod watch;
 mod workload;
