@@ -172,7 +172,12 @@ impl AppState {
             .with_transmitters(transmitters),
         );
         let state = AppState {
-            issuer: TokenIssuer { keys, issuer: settings.token.issuer.clone(), lifetime: settings.token.lifetime },
+            issuer: TokenIssuer {
+                keys,
+                issuer: settings.token.issuer.clone(),
+                lifetime: settings.token.lifetime,
+                registry_leeway: settings.token.registry_leeway,
+            },
             refresh,
             chain,
             cache_stats,

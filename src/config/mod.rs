@@ -349,6 +349,16 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_leeway_longer_than_the_lifetime_is_refused_and_a_valid_one_kept() {
+        let base = "token:\n  issuer: t\n  services: [r]\n  lifetime: 60s\n  registry_leeway: LEEWAY\npolicy:\n  builtin_example: true\n";
+        let errors =
+            Settings::from_yaml(&base.replace("LEEWAY", "61s"), "t.yaml", Path::new("."), &[]).unwrap_err().join("\n");
+        assert!(errors.contains("token.registry_leeway: must not exceed token.lifetime (60s)"), "{errors}");
+        let s = Settings::from_yaml(&base.replace("LEEWAY", "60s"), "t.yaml", Path::new("."), &[]).unwrap();
+        assert_eq!(s.token.registry_leeway, std::time::Duration::from_secs(60));
+    }
+
+    #[test]
     fn environment_overrides_apply_over_the_file() {
         let env = vec![
             ("TOLLGATE_TOKEN__ISSUER".to_string(), "from-env".to_string()),
