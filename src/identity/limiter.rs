@@ -11,6 +11,14 @@
 //! attacker learns nothing) and spend nothing (so the block never extends itself). Account names are
 //! compared case-insensitively (`CI-PAYMENTS` and `ci-payments` share every budget).
 //!
+//! Budgets are keyed only on what is proven. The sender's address is (it completed a TCP handshake; an
+//! IPv6 sender is its /64, `support::net::sender`); a typed username is what it is. The subject a signed
+//! credential claims is not, until its signature or MAC verifies: anyone can mint a JWT saying
+//! `sub: repo:acme/app` with their own key. So a credential whose subject is unproven
+//! ([`LoginLimiter::check_unproven`], [`LoginLimiter::failed_unproven`]) spends only budgets that contain the
+//! sender's address (the pair and the address), never the account's budget across addresses: forged tokens
+//! from a thousand addresses lock out those addresses, not the job whose subject they name.
+//!
 //! Why bystanders and the right password are never locked out for good:
 //! - budgets refill continuously (one attempt per `window / failures`), so any block ends by itself;
 //! - one client's failures on one account never block other accounts behind the same address (a NAT of
@@ -35,6 +43,7 @@ use moka::future::Cache;
 
 use crate::config::ops::RateLimitSettings;
 use crate::store::redis::{Budget as SharedBudget, RedisError, SharedLimits};
+use crate::support::net::sender;
 use crate::telemetry;
 
 /// How long an address that logged in successfully stays "known" for that account.
@@ -179,11 +188,12 @@ impl LoginLimiter {
         }
     }
 
-    async fn check_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str) -> SharedVerdict {
+    async fn check_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str, proven: bool) -> SharedVerdict {
         let s = &self.settings;
         let key = account_key(account);
         let limits = (s.client_account_failures, s.ip_failures, s.account_failures);
         let (by_client_account, by_ip, by_account) = shared.blocked_for(ip, &key, limits).await?;
+        let by_account = by_account.filter(|_| proven);
         if let Some(secs) = by_client_account {
             return Ok(Err(self.by_client_account.too_many(secs)));
         }
@@ -201,7 +211,7 @@ impl LoginLimiter {
         Ok(Ok(()))
     }
 
-    async fn failed_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str) -> SharedVerdict {
+    async fn failed_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str, proven: bool) -> SharedVerdict {
         let s = &self.settings;
         let key = account_key(account);
         let by_client_account =
@@ -210,7 +220,10 @@ impl LoginLimiter {
             true => shared.spend(SharedBudget::Ip, ip, &key, s.ip_failures, s.window).await?,
             false => None,
         };
-        let by_account = shared.spend(SharedBudget::Account, ip, &key, s.account_failures, s.window).await?;
+        let by_account = match proven {
+            true => shared.spend(SharedBudget::Account, ip, &key, s.account_failures, s.window).await?,
+            false => None,
+        };
         Ok(self.verdict(by_client_account, by_ip, by_account))
     }
 
@@ -237,11 +250,22 @@ impl LoginLimiter {
     /// Before a password is checked: refuse if this client's attempts on the account are used up, or the
     /// address or the account is blocked and this (address, account) pair has not logged in before.
     pub async fn check(&self, ip: IpAddr, account: &str) -> Result<(), Limited> {
+        self.check_as(sender(ip), account, true).await
+    }
+
+    /// Before a credential whose subject is unproven yet (a JWT, a refresh token) is verified: as
+    /// [`LoginLimiter::check`], but the claimed subject's budget across addresses is not consulted (it is
+    /// never spent by unproven credentials either).
+    pub async fn check_unproven(&self, ip: IpAddr, claimed: &str) -> Result<(), Limited> {
+        self.check_as(sender(ip), claimed, false).await
+    }
+
+    async fn check_as(&self, ip: IpAddr, account: &str, proven: bool) -> Result<(), Limited> {
         if !self.settings.enabled {
             return Ok(());
         }
         if let Some(shared) = &self.shared {
-            match self.check_shared(shared, ip, account).await {
+            match self.check_shared(shared, ip, account, proven).await {
                 Ok(verdict) => return verdict,
                 Err(e) => self.fell_back(&e),
             }
@@ -256,7 +280,10 @@ impl LoginLimiter {
         }
         let (ip, key) = pair;
         let by_ip = self.by_ip.blocked_for(&ip).await;
-        let by_account = self.by_account.blocked_for(&key).await;
+        let by_account = match proven {
+            true => self.by_account.blocked_for(&key).await,
+            false => None,
+        };
         if (by_ip.is_some() || by_account.is_some()) && self.known_good.contains_key(&(key, ip)) {
             return Ok(());
         }
@@ -269,11 +296,22 @@ impl LoginLimiter {
 
     /// After a refused login. Err when this failure used up a budget: the caller answers 429 instead of 401.
     pub async fn failed(&self, ip: IpAddr, account: &str) -> Result<(), Limited> {
+        self.failed_as(sender(ip), account, true).await
+    }
+
+    /// After a refused credential whose subject was not proven (its signature or MAC did not verify, or it
+    /// was never checked): charged to the sender's address only, the (address, claimed subject) pair and the
+    /// address's budget, never to the claimed subject across addresses.
+    pub async fn failed_unproven(&self, ip: IpAddr, claimed: &str) -> Result<(), Limited> {
+        self.failed_as(sender(ip), claimed, false).await
+    }
+
+    async fn failed_as(&self, ip: IpAddr, account: &str, proven: bool) -> Result<(), Limited> {
         if !self.settings.enabled {
             return Ok(());
         }
         if let Some(shared) = &self.shared {
-            match self.failed_shared(shared, ip, account).await {
+            match self.failed_shared(shared, ip, account, proven).await {
                 Ok(verdict) => return verdict,
                 Err(e) => self.fell_back(&e),
             }
@@ -289,12 +327,16 @@ impl LoginLimiter {
                 self.by_ip.spend(&ip).await
             }
         };
-        let by_account = self.by_account.spend(&pair.1).await;
+        let by_account = match proven {
+            true => self.by_account.spend(&pair.1).await,
+            false => None,
+        };
         self.verdict(by_client_account, by_ip, by_account)
     }
 
     /// After a successful password login: remember the address as known-good for the account.
     pub async fn succeeded(&self, ip: IpAddr, account: &str) {
+        let ip = sender(ip);
         if self.settings.enabled {
             // Remembered locally as well, so the owner's address is still known during a Redis outage.
             let key = (account_key(account), ip);
@@ -392,6 +434,28 @@ mod tests {
         l.check(owner, "alice").await.expect("the owner's known address is never locked out");
         tokio::time::sleep(Duration::from_millis(2100)).await;
         l.check(addr("198.51.100.100"), "alice").await.expect("blocks end by themselves");
+    }
+
+    #[tokio::test]
+    async fn unproven_subjects_spend_only_their_senders_budgets_and_an_ipv6_sender_is_its_slash_64() {
+        let l = limits(3, 4, 5, Duration::from_secs(60));
+        for i in 0..50 {
+            let _ = l.failed_unproven(addr(&format!("198.51.100.{i}")), "workload iss repo:acme/app").await;
+        }
+        l.check_unproven(addr("192.0.2.10"), "workload iss repo:acme/app")
+            .await
+            .expect("the claimed subject's budget across addresses was not spent");
+        assert!(l.check_unproven(addr("198.51.100.1"), "workload iss repo:acme/app").await.is_ok());
+        for _ in 0..3 {
+            let _ = l.failed_unproven(addr("198.51.100.1"), "workload iss repo:acme/app").await;
+        }
+        assert!(l.check_unproven(addr("198.51.100.1"), "workload iss repo:acme/app").await.is_err(), "the pair");
+        // Five accounts from five addresses of one /64 use up that /64's budget (four), not five budgets.
+        for (i, user) in ["u1", "u2", "u3", "u4", "u5"].iter().enumerate() {
+            let _ = l.failed(addr(&format!("2001:db8:0:7::{}", i + 1)), user).await;
+        }
+        assert!(l.check(addr("2001:db8:0:7:ffff::9"), "anyone").await.is_err(), "the /64 is blocked");
+        l.check(addr("2001:db8:0:8::1"), "anyone").await.expect("the next /64 is not");
     }
 
     #[tokio::test]

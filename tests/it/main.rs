@@ -16,6 +16,7 @@ mod cli;
 mod compose;
 mod docs;
 mod e2e;
+mod fairness;
 mod faults;
 mod harness;
 mod hostile;

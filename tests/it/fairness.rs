@@ -1,0 +1,150 @@
+//! An attacker with many addresses (a botnet, here many loopback sources 127.x.y.z), against the real
+//! `tollgate serve` binary: whatever they spend, honest users must still log in. Each test prints the honest
+//! user's result and the attacker's cost (`HOSTILE ...` lines, collected by `scripts/abuse.sh`) as well as
+//! asserting them.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::harness::*;
+use crate::ops::Tollgate;
+use crate::rig::issuer::{github_claims, Issuer, SigningKey};
+
+/// An answer over a fresh connection: status, body and how long it took.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub took: Duration,
+}
+
+/// One HTTP/1.1 request over a fresh connection from `from` (any loopback address); status 0 when the
+/// connection failed or the answer could not be read.
+pub(crate) async fn request_from(addr: SocketAddr, from: IpAddr, path: &str, headers: &[(&str, &str)]) -> Answer {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let t = Instant::now();
+    let failed = |t: Instant| Answer { status: 0, body: String::new(), took: t.elapsed() };
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::new(from, 0)).unwrap();
+    let Ok(mut s) = socket.connect(addr).await else { return failed(t) };
+    let headers: String = headers.iter().map(|(k, v)| format!("{k}: {v}\r\n")).collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return failed(t);
+    }
+    let mut got = Vec::new();
+    let _ = s.read_to_end(&mut got).await;
+    let text = String::from_utf8_lossy(&got);
+    let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Answer { status, body, took: t.elapsed() }
+}
+
+/// GET /token with Basic credentials from `from`.
+pub(crate) async fn token_from(addr: SocketAddr, from: IpAddr, user: &str, password: &str) -> Answer {
+    let auth = basic(user, password);
+    request_from(addr, from, &format!("/token?service={SERVICE}"), &[("Authorization", &auth)]).await
+}
+
+/// The loopback address number `n` of a /16 block: 127.`block`.x.y, never .0 or .255 in the last byte.
+pub(crate) fn source(block: u8, n: u32) -> IpAddr {
+    let (x, y) = ((n / 250) as u8, (n % 250) as u8 + 1);
+    IpAddr::from([127, block, x, y])
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn tally(statuses: impl IntoIterator<Item = u16>) -> std::collections::BTreeMap<u16, u32> {
+    let mut t = std::collections::BTreeMap::new();
+    for s in statuses {
+        *t.entry(s).or_default() += 1;
+    }
+    t
+}
+
+const AUDIENCE: &str = "https://registry.test";
+
+/// Item 2 of issue 23: limits keyed only on what is proven. Forged workload JWTs (the real issuer's kid
+/// and the real job's claims, signed with the attacker's own key) from many addresses used to spend the
+/// budget of the subject they name, locking the real CI job out wherever it ran from. Now they spend only
+/// the budgets of their own addresses; and a JWT-shaped password (here `alg: none` without `iss`) is never
+/// tried as a password, even for an account whose password it would be.
+#[test]
+fn forged_workload_tokens_from_many_addresses_lock_out_only_those_addresses_and_the_real_job_logs_in() {
+    let key = SigningKey::rsa("gha-1");
+    let forger = SigningKey::rsa("gha-1");
+    let gha = Issuer::start(&[&key]);
+    let entry = format!(
+        "  - type: workload\n    name: github\n    issuer: {}\n    audience: {AUDIENCE}\n    username: \"gha:{{repository}}\"\n",
+        gha.issuer()
+    );
+    let env = TestEnv::with(Opts { extra_providers_yaml: entry, ..Opts::default() });
+    // An account whose password has the shape of an unsigned JWT: it must never be tried as a password.
+    let b64 = |v: &serde_json::Value| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let unsigned = format!("{}.{}.", b64(&json!({"alg": "none"})), b64(&json!({"sub": "jwt-shaped"})));
+    let hash = tollgate::identity::hashing::hash_password(&unsigned).unwrap();
+    let mut accounts = std::fs::read_to_string(&env.accounts).unwrap();
+    accounts += &format!("  - username: jwt-shaped\n    password_hash: \"{hash}\"\n    groups: []\n");
+    std::fs::write(&env.accounts, accounts).unwrap();
+    let tg = Tollgate::start(&env, &[]);
+    let addr: SocketAddr = tg.addr.parse().unwrap();
+    let iss = gha.issuer();
+    let claims = || github_claims(&iss, AUDIENCE, "acme/app", "refs/heads/main", "push");
+    let (addresses, per_address) = (60u32, 3);
+    let (forged, real, again, unsigned_answer) = runtime().block_on(async {
+        let mut forged = Vec::new();
+        let started = Instant::now();
+        for _ in 0..per_address {
+            let tasks: Vec<_> = (0..addresses)
+                .map(|n| {
+                    let jwt = forger.sign(&claims());
+                    tokio::spawn(async move { token_from(addr, source(7, n), "ci", &jwt).await.status })
+                })
+                .collect();
+            for t in tasks {
+                forged.push(t.await.unwrap());
+            }
+        }
+        let forging = started.elapsed();
+        // The real job, from an address it never used (CI runners get a new one every run).
+        let real = token_from(addr, source(8, 1), "ci", &key.sign(&claims())).await;
+        // One forging address keeps going: its own pair's budget runs out.
+        let mut again = Vec::new();
+        for _ in 0..6 {
+            again.push(token_from(addr, source(7, 0), "ci", &forger.sign(&claims())).await.status);
+        }
+        let unsigned_answer = token_from(addr, source(8, 2), "jwt-shaped", &unsigned).await;
+        // Refresh tokens whose MAC does not verify count against their sender's address too.
+        let mut bad_refresh = Vec::new();
+        for i in 0..7 {
+            bad_refresh.push(token_from(addr, source(9, 1), "alice", &format!("tgr_forged{i}.x.y")).await.status);
+        }
+        let alice = token_from(addr, source(9, 2), ALICE.0, ALICE.1).await.status;
+        println!("HOSTILE forging took {forging:?}; bad refresh tokens from one address got {bad_refresh:?}, alice elsewhere {alice}");
+        assert_eq!(bad_refresh.last(), Some(&429), "{bad_refresh:?}");
+        assert_eq!(alice, 200);
+        (forged, real, again, unsigned_answer)
+    });
+    let forged = tally(forged);
+    println!(
+        "HOSTILE forged workload JWTs: {} from {addresses} addresses ({per_address} each) were answered {forged:?}; \
+         the real job from a new address got {} in {:?}; one forger kept going and got {again:?}; \
+         an alg-none JWT-shaped password got {}",
+        addresses * per_address,
+        real.status,
+        real.took,
+        unsigned_answer.status
+    );
+    assert_eq!(real.status, 200, "the real job is locked out: {}", real.body);
+    assert_eq!(forged.get(&401).copied().unwrap_or(0), addresses * per_address, "each forgery is refused: {forged:?}");
+    assert_eq!(again.last(), Some(&429), "a forger's own address runs out of budget: {again:?}");
+    assert_eq!(unsigned_answer.status, 401, "a JWT-shaped password was tried as a password: {}", unsigned_answer.body);
+    let logs = tg.logs();
+    assert!(logs.contains("no workload provider trusts"), "the unsigned JWT went to the workload path:\n{logs}");
+}
