@@ -51,6 +51,10 @@ pub const CONNECTIONS_REFUSED: &str = "tollgate_connections_refused_total";
 pub const CONNECTIONS_TIMED_OUT: &str = "tollgate_connections_timed_out_total";
 /// Password checks refused at once (503) because too many were running and waiting already.
 pub const PASSWORD_CHECKS_SHED: &str = "tollgate_password_checks_shed_total";
+/// Password checks run (each one argon2 or bcrypt computation).
+pub const PASSWORD_CHECKS: &str = "tollgate_password_checks_total";
+/// Password checks that were waiting for a core when their client went away: never started.
+pub const PASSWORD_CHECKS_ABANDONED: &str = "tollgate_password_checks_abandoned_total";
 /// Workload logins (a CI job's or pod's JWT) by `issuer` (the configured issuer URL, or `untrusted` for a
 /// token whose issuer no provider trusts) and `outcome` (`authenticated`, `rejected`, `unavailable`).
 pub const WORKLOAD_LOGINS: &str = "tollgate_workload_logins_total";
@@ -222,6 +226,8 @@ fn register_known_series() {
     }
     metrics::counter!(RATE_LIMIT_FALLBACKS).increment(0);
     metrics::counter!(PASSWORD_CHECKS_SHED).increment(0);
+    metrics::counter!(PASSWORD_CHECKS).increment(0);
+    metrics::counter!(PASSWORD_CHECKS_ABANDONED).increment(0);
     metrics::counter!(LOG_LINES_DROPPED).increment(0);
     metrics::counter!(FAILED_LOGINS, "provider" => "none").increment(0);
     WorkloadLogins::new("untrusted");

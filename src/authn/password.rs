@@ -13,6 +13,7 @@ use super::login::{check_username, Login, LoginError, Outage, Refusal};
 use super::refresh;
 use crate::app::AppState;
 use crate::identity::chain::ChainError;
+use crate::identity::hashing;
 use crate::identity::workload::{jwt_issuer, Peek};
 use crate::identity::{AuthMethod, Failure};
 use crate::token::refresh::PREFIX as REFRESH_PREFIX;
@@ -44,7 +45,8 @@ pub(super) async fn login(
         return Err(LoginError::Refused(Refusal::new(BAD_CREDENTIALS).because("empty username or password")));
     }
     state.limiter.check(ip, username).await?;
-    match state.chain.authenticate(username, secret).await {
+    let ticket = state.limiter.ticket(ip, username);
+    match hashing::on_behalf(ticket, state.chain.authenticate(username, secret)).await {
         Ok(identity) => {
             state.limiter.succeeded(ip, username).await;
             Ok(Login { identity, method: AuthMethod::Password, typed: Some(username.to_string()) })
@@ -111,8 +113,19 @@ async fn refused(
     refuse: fn(Refusal) -> LoginError,
 ) -> LoginError {
     let reason = match e.failure {
-        Failure::Unavailable(ref m) => {
-            return LoginError::Unavailable(Outage::of_provider(e.provider.as_deref(), m), e.to_string())
+        Failure::Unavailable(_) => {
+            return LoginError::Unavailable(Outage::of_provider(e.provider.as_deref()), e.to_string())
+        }
+        // No room for the check: charged to the sender (never to the account, whose password was not
+        // checked), so an attacker keeping the checks full pays for it like for a wrong password.
+        Failure::Busy(_) => {
+            let charge = match charge {
+                Charge::Account(claimed) | Charge::Unproven(claimed) => claimed,
+            };
+            if let Err(limited) = state.limiter.failed_unproven(ip, charge).await {
+                return limited.into();
+            }
+            return LoginError::Unavailable(Outage::Busy, e.to_string());
         }
         Failure::Refused(ref reason) => reason.clone(),
     };

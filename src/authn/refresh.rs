@@ -64,9 +64,10 @@ pub(super) async fn login(
                 tracing::info!(user = %claims.sub, provider = %claims.prv, reason = %reason, "refresh token refused");
                 Err(LoginError::InvalidGrant(refused(RefreshError::AccountGone).because(reason)))
             }
-            Failure::Unavailable(ref m) => {
-                Err(LoginError::Unavailable(Outage::of_provider(e.provider.as_deref(), m), e.to_string()))
+            Failure::Unavailable(_) => {
+                Err(LoginError::Unavailable(Outage::of_provider(e.provider.as_deref()), e.to_string()))
             }
+            Failure::Busy(_) => Err(LoginError::Unavailable(Outage::Busy, e.to_string())),
         },
     }
 }

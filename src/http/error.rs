@@ -186,15 +186,10 @@ mod tests {
         let resp = ApiError::Unauthorized("x".into()).into_response();
         assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"tollgate\", charset=\"UTF-8\"");
         // A 503 says which thing is missing, never "the identity provider" for all of them.
-        let busy = crate::identity::hashing::Saturated.to_string();
         for (what, says, retry) in [
-            (
-                Outage::of_provider(Some("corp"), "connection refused"),
-                "identity provider \"corp\" cannot be reached",
-                "5",
-            ),
+            (Outage::of_provider(Some("corp")), "identity provider \"corp\" cannot be reached", "5"),
             (Outage::State, "shared state (revocations and sessions) cannot be reached", "5"),
-            (Outage::of_provider(Some("local"), &busy), "too many logins are being checked at once", "2"),
+            (Outage::Busy, "too many logins are being checked at once", "2"),
         ] {
             let err = ApiError::Unavailable(what, "detail".into());
             assert!(err.client_message().contains(says), "{err:?}: {}", err.client_message());

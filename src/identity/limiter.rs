@@ -357,6 +357,14 @@ impl LoginLimiter {
         }
     }
 
+    /// The password-check ticket of a login of `account` from `ip`: its sender (an IPv6 /64), and whether
+    /// this pair logged in successfully before (it is then served first, `hashing::verify`).
+    pub fn ticket(&self, ip: IpAddr, account: &str) -> crate::identity::hashing::Ticket {
+        let (sender, account) = (sender(ip), account_key(account));
+        let known = self.known_good.contains_key(&(account.clone(), sender));
+        crate::identity::hashing::Ticket { sender, account, known }
+    }
+
     /// Drop governor's state for keys that have refilled (called periodically, bounds memory).
     pub fn housekeeping(&self) {
         self.by_client_account.limiter.retain_recent();

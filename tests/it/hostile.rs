@@ -442,6 +442,8 @@ fn every_counter_and_histogram_is_exported_at_zero_on_a_fresh_server() {
             "tollgate_rate_limited_total{limit=\"account\"}",
             "tollgate_rate_limit_fallbacks_total",
             "tollgate_password_checks_shed_total",
+            "tollgate_password_checks_total",
+            "tollgate_password_checks_abandoned_total",
             "tollgate_policy_reloads_total{result=\"error\"}",
             "tollgate_config_reloads_total{result=\"error\"}",
             "tollgate_identity_cache_misses_total{provider=\"local\"}",

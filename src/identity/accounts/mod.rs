@@ -220,13 +220,18 @@ impl StaticProvider {
     async fn check_password(&self, username: &str, password: &SecretString) -> Result<Outcome, Failure> {
         let state = self.state();
         let account = state.accounts.get(username).cloned();
+        // A name nobody has costs no hash: the answer waits what a check of the dearest hash takes, so it
+        // comes as late as any other. Only until that time has been measured is the dummy checked.
+        if account.is_none() && self.floor.pad(Duration::ZERO).await {
+            return Ok(Outcome::NotMine);
+        }
         let hash = match &account {
             Some(a) => a.entry.password_hash.clone(),
             None => state.dummy.clone(),
         };
         let dearest = hashing::cost(&hash) >= state.max_cost;
         let pw = password.expose_secret().to_owned();
-        let (ok, took) = hashing::verify(hash, pw.clone()).await.map_err(Failure::unavailable)?;
+        let (ok, took) = hashing::verify(hash, pw.clone()).await.map_err(Failure::Busy)?;
         if dearest {
             self.floor.observe(took);
         }
@@ -236,7 +241,7 @@ impl StaticProvider {
         let mut old_until = None;
         if let (false, Some(a)) = (ok, &account) {
             if let (Some(old), Some(until)) = (&a.entry.previous_password_hash, a.previous_until) {
-                if unix_now() < until && hashing::verify(old.clone(), pw).await.map_err(Failure::unavailable)?.0 {
+                if unix_now() < until && hashing::verify(old.clone(), pw).await.map_err(Failure::Busy)?.0 {
                     old_until = Some(until);
                 }
             }
