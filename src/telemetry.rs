@@ -53,6 +53,8 @@ pub const CONNECTIONS_TIMED_OUT: &str = "tollgate_connections_timed_out_total";
 pub const PASSWORD_CHECKS_SHED: &str = "tollgate_password_checks_shed_total";
 /// Password checks run (each one argon2 or bcrypt computation).
 pub const PASSWORD_CHECKS: &str = "tollgate_password_checks_total";
+/// Password logins whose client went away before the answer (charged to the failed-login limits).
+pub const LOGINS_ABANDONED: &str = "tollgate_logins_abandoned_total";
 /// Password checks that were waiting for a core when their client went away: never started.
 pub const PASSWORD_CHECKS_ABANDONED: &str = "tollgate_password_checks_abandoned_total";
 /// Workload logins (a CI job's or pod's JWT) by `issuer` (the configured issuer URL, or `untrusted` for a
@@ -121,7 +123,7 @@ pub fn client_label(client_id: Option<&str>) -> &'static str {
 }
 
 /// The `outcome` label values of `tollgate_token_requests_total` (see `http::audit`).
-pub const OUTCOMES: [&str; 9] = [
+pub const OUTCOMES: [&str; 10] = [
     "authenticated",
     "granted",
     "denied",
@@ -131,6 +133,7 @@ pub const OUTCOMES: [&str; 9] = [
     "unavailable",
     "error",
     "bad_request",
+    "abandoned",
 ];
 
 /// Metric handles of the per-request series, registered on first use and kept: looking a series up by name
@@ -228,6 +231,7 @@ fn register_known_series() {
     metrics::counter!(PASSWORD_CHECKS_SHED).increment(0);
     metrics::counter!(PASSWORD_CHECKS).increment(0);
     metrics::counter!(PASSWORD_CHECKS_ABANDONED).increment(0);
+    metrics::counter!(LOGINS_ABANDONED).increment(0);
     metrics::counter!(LOG_LINES_DROPPED).increment(0);
     metrics::counter!(FAILED_LOGINS, "provider" => "none").increment(0);
     WorkloadLogins::new("untrusted");

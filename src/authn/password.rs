@@ -45,8 +45,10 @@ pub(super) async fn login(
         return Err(LoginError::Refused(Refusal::new(BAD_CREDENTIALS).because("empty username or password")));
     }
     state.limiter.check(ip, username).await?;
-    let ticket = state.limiter.ticket(ip, username);
-    match hashing::on_behalf(ticket, state.chain.authenticate(username, secret)).await {
+    let (ticket, attempt) = (state.limiter.ticket(ip, username), state.limiter.attempt(ip, username));
+    let checked = hashing::on_behalf(ticket, state.chain.authenticate(username, secret)).await;
+    attempt.settled();
+    match checked {
         Ok(identity) => {
             state.limiter.succeeded(ip, username).await;
             Ok(Login { identity, method: AuthMethod::Password, typed: Some(username.to_string()) })

@@ -131,6 +131,33 @@ fn account_key(account: &str) -> String {
     account.trim().to_lowercase()
 }
 
+/// A login being checked; see [`LoginLimiter::attempt`].
+pub struct Attempt {
+    limiter: Option<Arc<LoginLimiter>>,
+    ip: IpAddr,
+    account: String,
+}
+
+impl Attempt {
+    /// The login got its answer: the caller counts it.
+    pub fn settled(mut self) {
+        self.limiter = None;
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let Some(limiter) = self.limiter.take() else { return };
+        metrics::counter!(telemetry::LOGINS_ABANDONED).increment(1);
+        let (ip, account) = (self.ip, std::mem::take(&mut self.account));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = limiter.failed_unproven(ip, &account).await;
+            });
+        }
+    }
+}
+
 /// The shared store's answer (the inner result), or why it could not give one (then the local budgets decide).
 type SharedVerdict = Result<Result<(), Limited>, RedisError>;
 
@@ -363,6 +390,14 @@ impl LoginLimiter {
         let (sender, account) = (sender(ip), account_key(account));
         let known = self.known_good.contains_key(&(account.clone(), sender));
         crate::identity::hashing::Ticket { sender, account, known }
+    }
+
+    /// A password login of `account` from `ip` about to be checked: when it is dropped before
+    /// [`Attempt::settled`] (its client went away mid-check and the request was cancelled), it is counted in
+    /// `tollgate_logins_abandoned_total` and charged to the sender as a failure whose password was not
+    /// checked ([`LoginLimiter::failed_unproven`]): hanging up must not make guessing free.
+    pub fn attempt(self: &Arc<Self>, ip: IpAddr, account: &str) -> Attempt {
+        Attempt { limiter: Some(Arc::clone(self)), ip, account: account.to_string() }
     }
 
     /// Drop governor's state for keys that have refilled (called periodically, bounds memory).

@@ -249,3 +249,66 @@ fn honest_cold_logins_succeed_during_a_sustained_flood_of_password_checks_from_t
     assert!(flood.iter().filter(|s| **s == 503).count() > 0, "the flood did not fill the checks: {:?}", tally(flood));
     assert!(ok as u32 >= tries - 1, "honest cold logins were shut out: {honest:?}");
 }
+
+/// Item 4 of issue 23: abandoned logins. 2,000 logins from one address for real accounts with wrong
+/// passwords, each hung up 20 ms after it was sent (200 at a time): a check waiting for a core when its client
+/// goes is never started, and every abandoned login is counted, audited and charged to the sender's
+/// failed-login budgets (so the address ends up refused before any check, as if it had waited for its 401s).
+#[test]
+fn logins_abandoned_during_the_password_check_are_counted_audited_charged_and_not_started() {
+    let env = TestEnv::new();
+    let spray_hash = tollgate::identity::hashing::hash_password("never-guessed").unwrap();
+    add_accounts(&env, "staff", 100, &spray_hash);
+    let tg = Tollgate::start(&env, &[]);
+    let addr: SocketAddr = tg.addr.parse().unwrap();
+    let metric = |name: &str| crate::ops::sample(&tg.metrics(), name);
+    let checks_before = metric("tollgate_password_checks_total");
+    let attacker = source(40, 1);
+    let sent = 2000u32;
+    let started = Instant::now();
+    runtime().block_on(async {
+        use tokio::io::AsyncWriteExt as _;
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(200));
+        let mut tasks = Vec::new();
+        for i in 0..sent {
+            let permit = limit.clone().acquire_owned().await.unwrap();
+            tasks.push(tokio::spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket.bind(SocketAddr::new(attacker, 0)).unwrap();
+                if let Ok(mut s) = socket.connect(addr).await {
+                    let auth = basic(&format!("staff-{}", i % 100), "wrong");
+                    let req =
+                        format!("GET /token?service={SERVICE} HTTP/1.1\r\nHost: t\r\nAuthorization: {auth}\r\n\r\n");
+                    let _ = s.write_all(req.as_bytes()).await;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                drop(permit);
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let flood_took = started.elapsed();
+    // Charges are written just after each cancellation; the last ones land a moment later.
+    std::thread::sleep(Duration::from_millis(500));
+    let checks = metric("tollgate_password_checks_total") - checks_before;
+    let abandoned_logins = metric("tollgate_logins_abandoned_total");
+    let never_started = metric("tollgate_password_checks_abandoned_total");
+    let audited =
+        tg.audit_lines().iter().filter(|l| l["outcome"] == "abandoned" && l["status"].as_u64() == Some(499)).count();
+    let (after, honest) = runtime().block_on(async {
+        (token_from(addr, attacker, "staff-7", "wrong").await, token_from(addr, source(40, 2), ALICE.0, ALICE.1).await)
+    });
+    println!(
+        "HOSTILE {sent} logins from one address hung up 20 ms after sending, in {flood_took:?}: {checks} password checks run, \
+         {abandoned_logins} logins abandoned mid-check and charged, {never_started} waiting checks never started, \
+         {audited} audit lines `abandoned`; the address then got {}, another address's honest login {}",
+        after.status, honest.status
+    );
+    assert!(abandoned_logins >= 1.0, "no abandoned login was counted");
+    assert!(audited >= 1, "no abandoned login was audited");
+    assert!(checks < 100.0, "hung-up logins still cost {checks} checks");
+    assert_eq!(after.status, 429, "the abandoned logins were not charged to the address: {}", after.body);
+    assert_eq!(honest.status, 200, "{}", honest.body);
+}

@@ -444,6 +444,7 @@ fn every_counter_and_histogram_is_exported_at_zero_on_a_fresh_server() {
             "tollgate_password_checks_shed_total",
             "tollgate_password_checks_total",
             "tollgate_password_checks_abandoned_total",
+            "tollgate_logins_abandoned_total",
             "tollgate_policy_reloads_total{result=\"error\"}",
             "tollgate_config_reloads_total{result=\"error\"}",
             "tollgate_identity_cache_misses_total{provider=\"local\"}",
