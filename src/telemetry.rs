@@ -53,6 +53,8 @@ pub const CONNECTIONS_TIMED_OUT: &str = "tollgate_connections_timed_out_total";
 pub const PASSWORD_CHECKS_SHED: &str = "tollgate_password_checks_shed_total";
 /// Password checks run (each one argon2 or bcrypt computation).
 pub const PASSWORD_CHECKS: &str = "tollgate_password_checks_total";
+/// `X-Forwarded-For` entries from a trusted proxy that are no address, by `kind` (`unknown`, `malformed`).
+pub const FORWARDED_UNPARSED: &str = "tollgate_forwarded_for_unparsed_total";
 /// Password logins whose client went away before the answer (charged to the failed-login limits).
 pub const LOGINS_ABANDONED: &str = "tollgate_logins_abandoned_total";
 /// Password checks that were waiting for a core when their client went away: never started.
@@ -232,6 +234,9 @@ fn register_known_series() {
     metrics::counter!(PASSWORD_CHECKS).increment(0);
     metrics::counter!(PASSWORD_CHECKS_ABANDONED).increment(0);
     metrics::counter!(LOGINS_ABANDONED).increment(0);
+    for kind in ["unknown", "malformed"] {
+        metrics::counter!(FORWARDED_UNPARSED, "kind" => kind).increment(0);
+    }
     metrics::counter!(LOG_LINES_DROPPED).increment(0);
     metrics::counter!(FAILED_LOGINS, "provider" => "none").increment(0);
     WorkloadLogins::new("untrusted");

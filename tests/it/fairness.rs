@@ -312,3 +312,37 @@ fn logins_abandoned_during_the_password_check_are_counted_audited_charged_and_no
     assert_eq!(after.status, 429, "the abandoned logins were not charged to the address: {}", after.body);
     assert_eq!(honest.status, 200, "{}", honest.body);
 }
+
+/// Item 7 of issue 23: forwarded addresses. Behind a trusted proxy that writes `ip:port` entries, one
+/// person's 31 mistyped usernames used to be charged to the proxy's address (every entry failed to parse),
+/// so everyone behind the proxy got 429. Now each client is its own address, and an entry that is no address
+/// (`unknown`) is counted and gets an address of its own, not the proxy's.
+#[test]
+fn entries_a_proxy_writes_as_ip_port_keep_clients_apart_and_unknown_ones_are_counted() {
+    let env = TestEnv::new();
+    let tg = Tollgate::start(&env, &[("TOLLGATE_SERVER__TRUSTED_PROXIES", "[127.0.0.0/8]")]);
+    let mut typos = Vec::new();
+    for n in 0..31 {
+        let r = tg.token(Some((&format!("alcie{n}"), "whatever")), "", &[("X-Forwarded-For", "198.51.100.7:5555")]);
+        typos.push(r.status);
+    }
+    let alice = tg.token(Some(ALICE), "", &[("X-Forwarded-For", "198.51.100.8:6666")]).status;
+    let alice_v6 = tg.token(Some(ALICE), "", &[("X-Forwarded-For", "[2001:db8::8]:6666")]).status;
+    let unknown = tg.token(Some(BOB), "", &[("X-Forwarded-For", "unknown")]).status;
+    let metrics = tg.metrics();
+    let counted = crate::ops::sample(&metrics, "tollgate_forwarded_for_unparsed_total{kind=\"unknown\"}");
+    let audit = tg.audit_lines();
+    let seen: std::collections::BTreeSet<String> =
+        audit.iter().filter_map(|l| l["client_ip"].as_str().map(str::to_string)).collect();
+    println!(
+        "HOSTILE behind a proxy writing ip:port: one person's 31 typos got {:?}; alice from the next client got {alice} \
+         ([v6]:port {alice_v6}); an `unknown` entry got {unknown} and was counted {counted} time(s); addresses audited {seen:?}",
+        tally(typos.clone())
+    );
+    assert_eq!(typos.last(), Some(&429), "the typos were not limited: {typos:?}");
+    assert_eq!((alice, alice_v6, unknown), (200, 200, 200));
+    assert_eq!(counted, 1.0);
+    assert!(seen.contains("198.51.100.8") && seen.contains("2001:db8::8"), "{seen:?}");
+    assert!(!seen.contains("127.0.0.1"), "a client was given the proxy's address: {seen:?}");
+    assert!(tg.logs().contains("is not an address"), "the unknown entry was not logged");
+}
