@@ -49,6 +49,9 @@ use crate::telemetry;
 pub const HEADER_READ_TIMEOUT: Duration = DEFAULT_HEADER_TIMEOUT;
 /// How long a client may take to send a request body once its headers are in, by default.
 pub const BODY_READ_TIMEOUT: Duration = DEFAULT_BODY_TIMEOUT;
+/// The largest request head (request line and headers) read: beyond it, 431. Above hyper's URI limit
+/// (64 KiB), so a long URI is told 414, and far below hyper's default buffer (408 KiB per connection).
+const MAX_HEAD_BYTES: usize = 128 * 1024;
 /// Descriptors kept free under the open-file limit for everything but client connections.
 const RESERVED_FDS: usize = 256;
 
@@ -270,10 +273,35 @@ impl Drop for InFlight {
     }
 }
 
-/// The connection's byte stream, noting the first byte read.
+/// The connection's byte stream, noting the first byte read, and giving hyper's own answers to requests it
+/// could not parse (414, 431: no handler ever sees them) the JSON error body (`http::error::parse_refusal`).
 struct Watched<I> {
     inner: I,
     activity: Arc<Activity>,
+    /// An answer written in place of hyper's, and how much of it is written.
+    replacing: Option<(Vec<u8>, usize)>,
+}
+
+impl<I: AsyncWrite + Unpin> Watched<I> {
+    /// Write `buf`, or our answer in its place when it is hyper's answer to an unparsable request: `buf` is
+    /// reported written once ours is.
+    fn write_or_replace(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<Poll<std::io::Result<usize>>> {
+        if self.replacing.is_none() {
+            let status = buf.strip_prefix(b"HTTP/1.1 ").and_then(|r| r.get(..3));
+            let status = status.and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse().ok());
+            let ours = status.and_then(crate::http::error::parse_refusal)?;
+            self.replacing = Some((ours, 0));
+        }
+        let (ours, done) = self.replacing.as_mut()?;
+        while *done < ours.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &ours[*done..]) {
+                Poll::Ready(Ok(0)) => return Some(Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))),
+                Poll::Ready(Ok(n)) => *done += n,
+                other => return Some(other),
+            }
+        }
+        Some(Poll::Ready(Ok(buf.len())))
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -289,6 +317,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if let Some(replaced) = self.write_or_replace(cx, buf) {
+            return replaced;
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -305,6 +336,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        // hyper's answer to an unparsable request is its head alone, in the first slice.
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            if let Some(polled) = self.write_or_replace(cx, first) {
+                return polled;
+            }
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -349,14 +386,14 @@ async fn connection<I>(
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_streams)
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(64));
-    let io = Watched { inner: io, activity: activity.clone() };
+    let io = Watched { inner: io, activity: activity.clone(), replacing: None };
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     loop {
         let deadline = activity.deadline(limits);

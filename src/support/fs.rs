@@ -73,6 +73,18 @@ pub fn create_parent(path: &Path) -> Result<(), FileError> {
     }
 }
 
+/// Create the directory a private file is to be written in, and make it owner-only (0700) whatever the
+/// umask, also when it existed already with a wider mode.
+pub fn create_private_parent(path: &Path) -> Result<(), FileError> {
+    create_parent(path)?;
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(FileError::write(dir))?;
+    }
+    Ok(())
+}
+
 /// Read `path`, `None` when it does not exist.
 pub fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
     match std::fs::read(path) {

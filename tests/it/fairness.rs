@@ -346,3 +346,73 @@ fn entries_a_proxy_writes_as_ip_port_keep_clients_apart_and_unknown_ones_are_cou
     assert!(!seen.contains("127.0.0.1"), "a client was given the proxy's address: {seen:?}");
     assert!(tg.logs().contains("is not an address"), "the unknown entry was not logged");
 }
+
+/// Item 8 of issue 23, the small ones, against the real binary: `/whoami` refuses two different `service`
+/// values as `/token` does; a too-long URI (414) and too-large headers (431) are answered with the JSON
+/// error body every other error has.
+#[test]
+fn whoami_refuses_two_services_and_414_and_431_answers_carry_the_json_error_body() {
+    let env = TestEnv::new();
+    let tg = Tollgate::start(&env, &[]);
+    let auth = basic(ALICE.0, ALICE.1);
+    let twice = tg.get("/whoami?service=registry.test&service=other.test", &[("Authorization", &auth)]);
+    println!("HOSTILE /whoami with two services: {} {}", twice.status, twice.body);
+    assert_eq!(twice.status, 400, "{}", twice.body);
+    assert!(twice.body.contains("service is given twice"), "{}", twice.body);
+    let long_uri = format!("/token?service={SERVICE}&scope={}", "a".repeat(70_000));
+    let big_header = "b".repeat(140_000);
+    let answers = runtime().block_on(async {
+        let addr: SocketAddr = tg.addr.parse().unwrap();
+        let from: IpAddr = [127, 0, 0, 1].into();
+        (
+            request_from(addr, from, &long_uri, &[]).await,
+            request_from(addr, from, &format!("/token?service={SERVICE}"), &[("X-Big", &big_header)]).await,
+        )
+    });
+    for (what, answer, want) in [("a 70 kB URI", &answers.0, 414), ("a 140 kB header", &answers.1, 431)] {
+        println!("HOSTILE {what}: {} {}", answer.status, answer.body);
+        assert_eq!(answer.status, want, "{what}: {}", answer.body);
+        let body: serde_json::Value = serde_json::from_str(answer.body.trim())
+            .unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {:?}", answer.body));
+        assert!(body["errors"][0]["message"].as_str().is_some_and(|m| !m.is_empty()), "{what}: {body}");
+    }
+}
+
+/// Item 8 of issue 23: the credential helper's directory is owner-only whatever the umask (here 000, with
+/// which it used to be created world-writable 0777), and a directory left wider by an older version is
+/// tightened.
+#[test]
+fn the_credential_helpers_directory_is_0700_under_umask_000() {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::process::CommandExt as _;
+    let tmp = crate::rig::tempdir("credhelper-umask");
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_tollgate"), bin.join("docker-credential-tollgate")).unwrap();
+    let xdg = tmp.path().join("xdg");
+    let store = |xdg: &std::path::Path| {
+        let mut cmd = crate::rig::command(bin.join("docker-credential-tollgate"));
+        cmd.arg("store").env("XDG_CONFIG_HOME", xdg).env("HOME", tmp.path());
+        // SAFETY: umask(2) is async-signal-safe; the closure runs in the child between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::umask(0);
+                Ok(())
+            });
+        }
+        let input = r#"{"ServerURL": "r.example", "Username": "u", "Secret": "s"}"#;
+        crate::rig::run(cmd, Some(input.as_bytes()), &[], Duration::from_secs(20))
+    };
+    let out = store(&xdg);
+    assert!(out.ok, "{out}");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    let (dir_mode, file_mode) = (mode(&xdg.join("tollgate")), mode(&xdg.join("tollgate/credentials.json")));
+    // An older version's directory, left world-readable.
+    let old = tmp.path().join("old");
+    std::fs::create_dir_all(old.join("tollgate")).unwrap();
+    std::fs::set_permissions(old.join("tollgate"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(store(&old).ok);
+    let tightened = mode(&old.join("tollgate"));
+    println!("HOSTILE credential helper under umask 000: directory {dir_mode:o}, file {file_mode:o}; an old 755 directory became {tightened:o}");
+    assert_eq!((dir_mode, file_mode, tightened), (0o700, 0o600, 0o700));
+}
