@@ -170,6 +170,50 @@ impl FileStamp {
     }
 }
 
+/// The rule every watcher applies before a changed file is read and applied: a file rewritten in place may
+/// be caught half-way (a writer stalled before its last lines leaves a shorter file that still parses), so a
+/// new version is applied only once it has looked the same for `settle`; a file replaced by a rename, or
+/// removed, is whole the moment it is seen and is applied at once. (Then it is validated as at start.)
+#[derive(Debug, Default)]
+pub struct Settle {
+    /// The stamps last seen changed, and since when they have looked so.
+    pending: Option<(Vec<Option<FileStamp>>, std::time::Instant)>,
+}
+
+impl Settle {
+    /// Whether the files, in force as `applied` and now stamped `now`, may be read and applied now.
+    pub fn ready(
+        &mut self,
+        applied: &[Option<FileStamp>],
+        now: &[Option<FileStamp>],
+        settle: std::time::Duration,
+    ) -> bool {
+        if applied == now {
+            self.pending = None;
+            return false;
+        }
+        let whole = applied.len() == now.len()
+            && applied.iter().zip(now).all(|(before, after)| match (before, after) {
+                (b, a) if b == a => true,
+                (Some(b), Some(a)) => a.replaced(b),
+                (Some(_), None) => true,
+                (None, _) => false,
+            });
+        let ready = match &self.pending {
+            _ if whole => true,
+            Some((seen, since)) if seen.as_slice() == now => since.elapsed() >= settle,
+            _ => {
+                self.pending = Some((now.to_vec(), std::time::Instant::now()));
+                false
+            }
+        };
+        if ready {
+            self.pending = None;
+        }
+        ready
+    }
+}
+
 #[cfg(unix)]
 fn inode(m: &std::fs::Metadata) -> u64 {
     std::os::unix::fs::MetadataExt::ino(m)

@@ -416,3 +416,82 @@ fn the_credential_helpers_directory_is_0700_under_umask_000() {
     println!("HOSTILE credential helper under umask 000: directory {dir_mode:o}, file {file_mode:o}; an old 755 directory became {tightened:o}");
     assert_eq!((dir_mode, file_mode, tightened), (0o700, 0o600, 0o700));
 }
+
+/// Item 5 of issue 23: every reloaded file applied only whole. The accounts file and the config file are
+/// rewritten in place, the writer stalling for 1.5 s before the lines that matter (an admin's
+/// `disabled: true`; the config's last section): the shorter file parses, and it used to be applied, so the
+/// disabled admin got admin tokens for the whole stall. Now a file rewritten in place is applied only once it
+/// has stopped changing for `policy.settle` (2 s), so neither half-version is ever in force.
+#[test]
+fn accounts_and_config_files_caught_half_written_are_never_applied() {
+    use std::io::Write as _;
+    let env = TestEnv::new();
+    let text = std::fs::read_to_string(&env.accounts).unwrap();
+    let disabled = text
+        .replace("groups: [admins]\n    robot: false\n", "groups: [admins]\n    robot: false\n    disabled: true\n");
+    assert_ne!(text, disabled);
+    std::fs::write(&env.accounts, &disabled).unwrap();
+    // Without failed-login limits: the disabled admin's refusals would soon be answered 429 before any
+    // account is looked at, which would hide the half-written file being in force.
+    let tg = Tollgate::start(&env, &[("TOLLGATE_RATE_LIMIT__ENABLED", "false")]);
+    assert_eq!(tg.token(Some(ADMIN), "", &[]).status, 401, "the admin starts disabled");
+    let newbie_hash = tollgate::identity::hashing::hash_password("newbie-password").unwrap();
+    let rewritten = format!("{disabled}  - username: newbie\n    password_hash: \"{newbie_hash}\"\n    groups: []\n");
+    let cut = rewritten.find("    disabled: true\n").unwrap();
+    let stall = Duration::from_millis(1500);
+    // The accounts file, in place: everything up to the admin's `disabled: true`, a stall, then the rest.
+    let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(&env.accounts).unwrap();
+    file.write_all(&rewritten.as_bytes()[..cut]).unwrap();
+    file.flush().unwrap();
+    let stalled = Instant::now();
+    let mut during = Vec::new();
+    while stalled.elapsed() < stall {
+        during.push(tg.token(Some(ADMIN), "scope=registry:catalog:*", &[]).status);
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    file.write_all(&rewritten.as_bytes()[cut..]).unwrap();
+    drop(file);
+    let written = Instant::now();
+    // (Polled through the log: polling with logins would spend newbie's failed-login budget.)
+    let reloaded = || tg.logs().matches("accounts reloaded").count();
+    while reloaded() == 0 {
+        assert!(written.elapsed() < Duration::from_secs(15), "the whole accounts file was not applied:\n{}", tg.logs());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let applied_after = written.elapsed();
+    let admin_after = tg.token(Some(ADMIN), "", &[]).status;
+    assert_eq!(reloaded(), 1, "a half-written version was applied too");
+    assert_eq!(tg.token(Some(("newbie", "newbie-password")), "", &[]).status, 200, "the whole version is in force");
+
+    // The config file, in place: all but its last section, a stall, then the rest.
+    let reloads = || {
+        let m = tg.metrics();
+        let at = |r: &str| crate::ops::sample(&m, &format!("tollgate_config_reloads_total{{result=\"{r}\"}}"));
+        (at("ok"), at("error"))
+    };
+    let before = reloads();
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let new_config = format!("{config}\nrate_limit:\n  client_account_failures: 7\n");
+    let cut = config.len() + "\nrate_limit:\n".len();
+    let mut file = std::fs::OpenOptions::new().write(true).truncate(true).open(&env.config).unwrap();
+    file.write_all(&new_config.as_bytes()[..cut]).unwrap();
+    file.flush().unwrap();
+    std::thread::sleep(stall);
+    let during_config = reloads();
+    file.write_all(&new_config.as_bytes()[cut..]).unwrap();
+    drop(file);
+    crate::ops::wait_until("the whole new config", Duration::from_secs(15), || reloads().0 > before.0);
+    std::thread::sleep(Duration::from_millis(500));
+    let after_config = reloads();
+    println!(
+        "HOSTILE accounts file stalled {stall:?} before an admin's `disabled: true`: the admin got {:?} in {} tries, \
+         {admin_after} after; the whole file applied {applied_after:?} after the write ended. Config stalled {stall:?} \
+         before its last section: reloads (ok, error) {before:?} -> during {during_config:?} -> after {after_config:?}",
+        tally(during.clone()),
+        during.len()
+    );
+    assert!(during.iter().all(|s| *s == 401), "the half-written accounts file was applied: {during:?}");
+    assert_eq!(admin_after, 401);
+    assert_eq!(during_config, before, "the half-written config was loaded");
+    assert_eq!(after_config, (before.0 + 1.0, before.1), "the whole config is loaded once");
+}

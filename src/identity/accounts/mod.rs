@@ -1,7 +1,8 @@
 //! The static accounts provider: people and robots in one YAML file, with bcrypt or argon2 hashes only.
 //!
-//! The file is re-read when it changes (checked on every call: one `stat`), so `tollgate robot add` or an
-//! edit that disables a robot takes effect at once. A file that no longer validates is reported and the last
+//! The file is re-read when it changes (looked at every `RECHECK_FILE`: one `stat`): replaced by a rename
+//! (as `tollgate robot add` and editors write it) at once, rewritten in place once it has stopped changing
+//! for the settle time, so a version caught half-way through being written is never in force. A file that no longer validates is reported and the last
 //! good version stays in force. Unknown usernames are checked against a dummy hash of the kind and cost of
 //! the most expensive real one, and every check lasts at least as long as that one (`hashing`), so
 //! response time reveals neither which usernames exist nor which hash an account has.
@@ -14,7 +15,7 @@ mod file;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret as _, SecretString};
@@ -23,7 +24,7 @@ use super::hashing::{self, hash_kind};
 use super::{Failure, Identity, Outcome, Provider};
 use crate::config::accounts::{AccountEntry, AccountsFile};
 use crate::config::providers::StaticSettings;
-use crate::support::fs::FileStamp;
+use crate::support::fs::{FileStamp, Settle};
 use crate::support::time::unix_now;
 use crate::support::BoxFuture;
 pub use demo::{demo_hash_problems, demo_password_hashes};
@@ -98,7 +99,14 @@ pub struct StaticProvider {
     floor: hashing::Floor,
     /// Whether the published demo hashes may be used: only by the embedded demo config.
     allow_demo: bool,
+    /// A file rewritten in place is read once it has stopped changing for `settle` (`support::fs::Settle`).
+    settling: Mutex<Settle>,
+    settle: Duration,
 }
+
+/// How long a file rewritten in place must stay unchanged before it is read, unless set
+/// ([`StaticProvider::settling_for`]; the server uses `policy.settle`).
+pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// How often, at most, requests look at the accounts file for a change. Every request used to, so a
 /// disabled account stopped on the next request; one `statx` per token request was then the largest
@@ -160,7 +168,15 @@ impl StaticProvider {
             created: Instant::now(),
             floor: hashing::Floor::default(),
             allow_demo,
+            settling: Mutex::new(Settle::default()),
+            settle: SETTLE,
         })
+    }
+
+    /// Read a file rewritten in place only once it has stayed unchanged for `settle`.
+    pub fn settling_for(mut self, settle: Duration) -> StaticProvider {
+        self.settle = settle;
+        self
     }
 
     /// The current accounts, re-read first if the file changed.
@@ -179,6 +195,16 @@ impl StaticProvider {
         }
         let stamp = FileStamp::of(path);
         if stamp == current.stamp {
+            return current;
+        }
+        // Caught half-way through an in-place write, the file may parse and say less than it will (an
+        // account without its `disabled: true`): it is read only once it stops changing, or at once when a
+        // rename replaced it whole.
+        let ready = match self.settling.lock() {
+            Ok(mut s) => s.ready(&[current.stamp], &[stamp], self.settle),
+            Err(p) => p.into_inner().ready(&[current.stamp], &[stamp], self.settle),
+        };
+        if !ready {
             return current;
         }
         let loaded = std::fs::read_to_string(path)
