@@ -240,6 +240,14 @@ impl Gate {
 /// takes its place (the last is refused). So a flood from many addresses that keep coming back ranks behind
 /// a login from an address that asks once, and a returning user is served before all of them.
 pub async fn verify(hash: String, password: String) -> Result<(bool, Duration), Saturated> {
+    let (ok, took) = verify_each(vec![hash], password).await?;
+    Ok((ok.first().copied().unwrap_or(false), took))
+}
+
+/// [`verify`] against each of `hashes`, all of them always (no answer comes sooner because an early one
+/// matched), one after the other on the same core: whether each matches, and how long the hashing took.
+/// An account in a rotation's grace is checked so against its new and its old secret.
+pub async fn verify_each(hashes: Vec<String>, password: String) -> Result<(Vec<bool>, Duration), Saturated> {
     let gate = gate();
     let ticket = TICKET.try_with(Ticket::clone).unwrap_or_else(|_| Ticket::nobody());
     let slot = match gate.admit(&ticket) {
@@ -255,12 +263,12 @@ pub async fn verify(hash: String, password: String) -> Result<(bool, Duration), 
             return Err(e);
         }
     };
-    metrics::counter!(crate::telemetry::PASSWORD_CHECKS).increment(1);
+    metrics::counter!(crate::telemetry::PASSWORD_CHECKS).increment(hashes.len() as u64);
     // The slot moves into the blocking task: a client hanging up does not free the core early.
     let task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut memory = gate.memory.lock().map(|mut m| m.pop().unwrap_or_default()).unwrap_or_default();
-        let ok = !password.is_empty() && check(&hash, password.as_bytes(), &mut memory);
+        let ok = hashes.iter().map(|h| !password.is_empty() && check(h, password.as_bytes(), &mut memory)).collect();
         if let Ok(mut pool) = gate.memory.lock() {
             pool.push(memory);
         }
@@ -339,12 +347,13 @@ impl Floor {
         self.nanos.store(new, Ordering::Relaxed);
     }
 
-    /// Sleep for what a check that took `took` lacks to the floor. False when no check has been measured
-    /// yet (there is no floor to wait for).
-    pub async fn pad(&self, took: Duration) -> bool {
+    /// Sleep for what checks that took `took` together lack to `floors` times the floor. False when no
+    /// check has been measured yet (there is no floor to wait for).
+    pub async fn pad(&self, took: Duration, floors: f64) -> bool {
         let floor = Duration::from_nanos(self.nanos.load(Ordering::Relaxed));
-        if took < floor {
-            tokio::time::sleep(floor - took).await;
+        let target = floor.mul_f64(floors);
+        if took < target {
+            tokio::time::sleep(target - took).await;
         }
         !floor.is_zero()
     }
@@ -451,7 +460,7 @@ mod tests {
         let floor = Floor::default();
         floor.observe(Duration::from_millis(120));
         let started = Instant::now();
-        floor.pad(Duration::from_millis(20)).await;
+        floor.pad(Duration::from_millis(20), 1.0).await;
         let slept = started.elapsed();
         assert!(slept >= Duration::from_millis(95) && slept < Duration::from_millis(400), "{slept:?}");
     }

@@ -495,3 +495,55 @@ fn accounts_and_config_files_caught_half_written_are_never_applied() {
     assert_eq!(during_config, before, "the half-written config was loaded");
     assert_eq!(after_config, (before.0 + 1.0, before.1), "the whole config is loaded once");
 }
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+/// Item 6 of issue 23: equal timing for robots in rotation. A wrong password for a robot whose secret is in
+/// its rotation's grace is checked against both secrets: it used to take one check longer than any other
+/// refusal (an unknown user, a wrong password for a person), which told an attacker which robot is rotating.
+/// Now, while any account is in a grace period, every login lasts two timing floors.
+#[test]
+fn a_wrong_password_for_a_robot_in_rotation_takes_as_long_as_for_an_unknown_user() {
+    let env = TestEnv::new();
+    let new_hash = tollgate::identity::hashing::hash_password("tg_new_secret").unwrap();
+    let old_hash = tollgate::identity::hashing::hash_password("tg_old_secret").unwrap();
+    let until = humantime::format_rfc3339_seconds(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let mut accounts = std::fs::read_to_string(&env.accounts).unwrap();
+    accounts += &format!(
+        "  - username: rot-bot\n    password_hash: \"{new_hash}\"\n    previous_password_hash: \"{old_hash}\"\n    previous_valid_until: \"{until}\"\n    groups: [robots]\n    robot: true\n"
+    );
+    std::fs::write(&env.accounts, accounts).unwrap();
+    let tg = Tollgate::start(&env, &[("TOLLGATE_RATE_LIMIT__ENABLED", "false")]);
+    let addr: SocketAddr = tg.addr.parse().unwrap();
+    let from: IpAddr = [127, 0, 0, 1].into();
+    let (unknown, person, rotating, old_ok) = runtime().block_on(async move {
+        let (mut unknown, mut person, mut rotating) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..44 {
+            // Every password differs, so no negative-cache entry answers instead of a check.
+            let u = token_from(addr, from, &format!("ghost-{round}"), &format!("g{round}")).await;
+            let p = token_from(addr, from, ALICE.0, &format!("wrong-{round}")).await;
+            let r = token_from(addr, from, "rot-bot", &format!("wrong-{round}")).await;
+            assert_eq!((u.status, p.status, r.status), (401, 401, 401));
+            if round >= 4 {
+                unknown.push(u.took);
+                person.push(p.took);
+                rotating.push(r.took);
+            }
+        }
+        let old_ok = token_from(addr, from, "rot-bot", "tg_old_secret").await.status;
+        (median(unknown), median(person), median(rotating), old_ok)
+    });
+    println!(
+        "HOSTILE login timing with a robot in rotation, medians of 40: unknown user {unknown:?}, wrong password for a \
+         person {person:?}, wrong password for the rotating robot {rotating:?}; its old secret still logs in: {old_ok}"
+    );
+    assert_eq!(old_ok, 200, "the old secret works during the grace");
+    let all = [unknown, person, rotating];
+    let (lo, hi) = (all.into_iter().min().unwrap(), all.into_iter().max().unwrap());
+    // Unpadded, the rotating robot's refusal takes two checks against the others' one: 2x, far outside the
+    // margin the floor's running average drifts by on a loaded machine.
+    assert!(hi.as_secs_f64() <= lo.as_secs_f64() * 1.25, "medians differ by more than 25 %: {all:?}");
+}
