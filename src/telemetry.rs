@@ -49,6 +49,8 @@ pub const CONNECTIONS_REFUSED: &str = "tollgate_connections_refused_total";
 /// Connections closed because a deadline passed, by `listener` and `phase` (`tls_handshake`, `first_byte`,
 /// `first_request`, `idle`).
 pub const CONNECTIONS_TIMED_OUT: &str = "tollgate_connections_timed_out_total";
+/// Idle connections closed to make room when every slot was taken, by `listener`.
+pub const CONNECTIONS_SHED: &str = "tollgate_connections_shed_total";
 /// Password checks refused at once (503) because too many were running and waiting already.
 pub const PASSWORD_CHECKS_SHED: &str = "tollgate_password_checks_shed_total";
 /// Password checks run (each one argon2 or bcrypt computation).
@@ -249,9 +251,10 @@ fn register_known_series() {
         for reason in ["total", "per_client"] {
             metrics::counter!(CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason).increment(0);
         }
-        for phase in ["tls_handshake", "first_byte", "first_request", "idle"] {
+        for phase in ["tls_handshake", "first_byte", "first_request", "idle", "max_age"] {
             metrics::counter!(CONNECTIONS_TIMED_OUT, "listener" => listener, "phase" => phase).increment(0);
         }
+        metrics::counter!(CONNECTIONS_SHED, "listener" => listener).increment(0);
     }
 }
 
