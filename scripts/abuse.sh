@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The hostile-network figures of BENCHMARKS.md ("Hostile clients"): runs the attacks of tests/it/hostile.rs,
-# tests/it/fairness.rs (an attacker with many addresses)
-# and the Redis one of tests/it/replicas.rs against the real `tollgate serve` binary, one at a time, and
+# The hostile-network figures of BENCHMARKS.md (sections 9 and 13): runs the attacks of tests/it/hostile.rs,
+# those of tests/it/fairness.rs (an attacker with many loopback addresses, issue 23) and the Redis one of
+# tests/it/replicas.rs against the real `tollgate serve` binary, one at a time, and
 # prints what each measured (the HOSTILE lines) and the test summary. Every figure is also asserted by the
 # test that prints it, so this fails when a bound is broken.
 #

@@ -640,11 +640,12 @@ fn revocation_by_time_spares_tokens_issued_after_it_and_a_recreated_account_does
     // An account deleted and created again under the same name is another account.
     let old = refresh_of(&tg, ("temp-bot", "first-secret"));
     assert_eq!(tg.token(Some(("temp-bot", &old)), "", &[]).status, 200);
-    std::fs::write(&env.accounts, &original).unwrap();
+    // Replaced as editors and `tollgate robot` do (a rename): in force at once.
+    replace_file(&env.accounts, &original);
     crate::ops::wait_until("the deletion to be seen", Duration::from_secs(10), || {
         tg.token(Some(("temp-bot", &old)), "", &[]).status == 401
     });
-    std::fs::write(&env.accounts, account("second-secret")).unwrap();
+    replace_file(&env.accounts, &account("second-secret"));
     crate::ops::wait_until("the new account to log in", Duration::from_secs(10), || {
         tg.token(Some(("temp-bot", "second-secret")), "", &[]).status == 200
     });
