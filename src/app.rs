@@ -101,9 +101,8 @@ impl AppState {
         };
         for p in &settings.providers {
             let built: Result<Arc<dyn Provider>, Vec<String>> = match p {
-                ProviderSettings::Static(s) => {
-                    StaticProvider::new(s, settings.is_embedded_demo()).map(|p| Arc::new(p) as Arc<dyn Provider>)
-                }
+                ProviderSettings::Static(s) => StaticProvider::new(s, settings.is_embedded_demo())
+                    .map(|p| Arc::new(p.settling_for(settings.policy.settle)) as Arc<dyn Provider>),
                 ProviderSettings::Ldap(l) => LdapProvider::new(l).map(|p| Arc::new(p) as Arc<dyn Provider>),
                 ProviderSettings::Oidc(o) => OidcProvider::new(o.clone(), sessions.clone(), settings.cache.ttl)
                     .map(|p| Arc::new(p) as Arc<dyn Provider>)

@@ -250,7 +250,7 @@ impl Invalidator {
                 }
                 let ended = logout.end_sessions(sid.as_deref(), sub.as_deref()).await.map_err(|f| match f {
                     Failure::Refused(m) => Error::Invalid(m),
-                    Failure::Unavailable(m) => Error::Unavailable(m),
+                    f @ (Failure::Unavailable(_) | Failure::Busy(_)) => Error::Unavailable(f.message().to_string()),
                 })?;
                 report.users = ended.usernames;
                 report.sessions_ended = ended.sessions;

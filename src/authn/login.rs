@@ -105,13 +105,9 @@ pub enum Outage {
 }
 
 impl Outage {
-    /// The outage of a provider that could not answer: its own, or the password checks being full.
-    pub fn of_provider(provider: Option<&str>, message: &str) -> Outage {
-        if crate::identity::hashing::Saturated::is(message) {
-            Outage::Busy
-        } else {
-            Outage::Provider(provider.unwrap_or("none").to_string())
-        }
+    /// The outage of a provider that could not answer.
+    pub fn of_provider(provider: Option<&str>) -> Outage {
+        Outage::Provider(provider.unwrap_or("none").to_string())
     }
 
     /// What the client is told.

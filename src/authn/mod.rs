@@ -44,7 +44,7 @@ pub async fn authenticate(
             password::login(state, &username, &secret, client_ip, service).await
         }
         Credentials::RefreshToken { token, username } => {
-            let identity = refresh::login(state, &token, username.as_deref(), service).await?;
+            let identity = refresh::login(state, &token, username.as_deref(), service, client_ip).await?;
             Ok(Login::new(Arc::new(identity), AuthMethod::RefreshToken))
         }
         Credentials::DeviceCode { code } => {

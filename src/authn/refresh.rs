@@ -1,6 +1,8 @@
 //! A refresh token: verified (MAC, expiry, service), checked against revocations and the account it was
 //! issued for, and its account re-checked with the provider that issued it.
 
+use std::net::IpAddr;
+
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::login::{LoginError, Outage, Refusal};
@@ -8,12 +10,16 @@ use crate::app::AppState;
 use crate::identity::{Failure, Identity};
 use crate::token::refresh::RefreshError;
 
+/// What the failed-login limits count refresh tokens that do not verify as, together with the address.
+const UNPROVEN: &str = "refresh token";
+
 /// The identity a refresh token stands for now. `username`, when the client sent one, must be the token's.
 pub(super) async fn login(
     state: &AppState,
     token: &SecretString,
     username: Option<&str>,
     service: &str,
+    ip: IpAddr,
 ) -> Result<Identity, LoginError> {
     let Some(refresh) = &state.refresh else {
         return Err(LoginError::InvalidGrant(Refusal::new(
@@ -21,7 +27,17 @@ pub(super) async fn login(
         )));
     };
     let refused = |e: RefreshError| Refusal::new(e.to_string());
-    let claims = refresh.verify(token.expose_secret(), service).map_err(|e| LoginError::InvalidGrant(refused(e)))?;
+    // Until its MAC verifies, a refresh token proves nothing about whose it is: a bad one is charged to the
+    // sender's address only (`identity::limiter`), and an address out of budget gets no check at all.
+    state.limiter.check_unproven(ip, UNPROVEN).await?;
+    let claims = match refresh.verify(token.expose_secret(), service) {
+        Ok(claims) => claims,
+        Err(e) => {
+            tracing::info!(reason = %e, client_ip = %ip, "refresh token refused");
+            state.limiter.failed_unproven(ip, UNPROVEN).await?;
+            return Err(LoginError::InvalidGrant(refused(e)));
+        }
+    };
     // From here on the token names its user: the audit line of a refusal says whose token it was.
     let refused = |e: RefreshError| {
         let mut r = refused(e);
@@ -51,9 +67,10 @@ pub(super) async fn login(
                 tracing::info!(user = %claims.sub, provider = %claims.prv, reason = %reason, "refresh token refused");
                 Err(LoginError::InvalidGrant(refused(RefreshError::AccountGone).because(reason)))
             }
-            Failure::Unavailable(ref m) => {
-                Err(LoginError::Unavailable(Outage::of_provider(e.provider.as_deref(), m), e.to_string()))
+            Failure::Unavailable(_) => {
+                Err(LoginError::Unavailable(Outage::of_provider(e.provider.as_deref()), e.to_string()))
             }
+            Failure::Busy(_) => Err(LoginError::Unavailable(Outage::Busy, e.to_string())),
         },
     }
 }

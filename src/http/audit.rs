@@ -55,6 +55,8 @@ pub struct Audit {
     /// Why the provider refused a login or a refresh token (`account locked out (AD data 775)`), for the
     /// operator: the client's answer says only `reason`.
     pub provider_reason: String,
+    /// Whether the line was written ([`Audit::finish`]); if not when dropped, the request was abandoned.
+    written: bool,
 }
 
 impl Audit {
@@ -77,6 +79,7 @@ impl Audit {
             refresh_token_issued: false,
             workload: None,
             provider_reason: String::new(),
+            written: false,
         }
     }
 
@@ -149,7 +152,7 @@ impl Audit {
     }
 
     /// Write the audit line, count the request, and turn the result into the response.
-    pub fn finish(self, result: Result<Response, ApiError>) -> Response {
+    pub fn finish(mut self, result: Result<Response, ApiError>) -> Response {
         let outcome = self.outcome(&result);
         let status = match &result {
             Ok(r) => r.status().as_u16(),
@@ -159,6 +162,12 @@ impl Audit {
             Err(e) if !matches!(e, ApiError::Unavailable(..) | ApiError::Internal(_)) => e.client_message(),
             _ => String::new(),
         };
+        self.write(outcome, status, &reason);
+        result.unwrap_or_else(IntoResponse::into_response)
+    }
+
+    fn write(&mut self, outcome: &'static str, status: u16, reason: &str) {
+        self.written = true;
         tracing::info!(
             target: "tollgate::audit",
             endpoint = self.endpoint,
@@ -184,6 +193,15 @@ impl Audit {
             "decision"
         );
         telemetry::token_request(outcome, self.client_id.as_deref(), self.endpoint, self.started.elapsed());
-        result.unwrap_or_else(IntoResponse::into_response)
+    }
+}
+
+/// A request dropped before its answer (the client hung up and the server cancelled it) still gets its
+/// line: outcome `abandoned`, status 499 (what proxies log for a client that closed the request).
+impl Drop for Audit {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write("abandoned", 499, "the client went away before the answer");
+        }
     }
 }

@@ -217,7 +217,8 @@ pub async fn backchannel_logout(
                 .increment(1);
             return bad_request(m);
         }
-        Err(Failure::Unavailable(m)) => {
+        Err(f @ (Failure::Unavailable(_) | Failure::Busy(_))) => {
+            let m = f.message();
             tracing::error!(provider = %provider, error = %m, "back-channel logout: the IdP's keys cannot be read");
             return refusal(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -329,8 +329,8 @@ impl CachedProvider {
                     self.negative.insert(key.clone(), Refusal { answer: answer.clone(), generation }).await;
                 }
             }
-            // Nothing is remembered of an unavailable provider.
-            Err(Failure::Unavailable(_)) => {}
+            // Nothing is remembered of an unavailable provider, nor of a check there was no room for.
+            Err(Failure::Unavailable(_) | Failure::Busy(_)) => {}
         }
         answer
     }
@@ -372,6 +372,7 @@ impl Provider for CachedProvider {
                 self.inflight.invalidate(&key).await;
             }
             match flight.into_value() {
+                Err(busy @ Failure::Busy(_)) => Err(busy),
                 Err(Failure::Unavailable(e)) => self
                     .stale(cached.map(|(entry, at)| (Arc::clone(&entry.identity), at)), &e)
                     .map(Outcome::Authenticated)
@@ -416,6 +417,7 @@ impl Provider for CachedProvider {
                     self.users.invalidate(username).await;
                     Err(refused)
                 }
+                Err(busy @ Failure::Busy(_)) => Err(busy),
                 Err(Failure::Unavailable(e)) => self
                     .stale(cached.map(|entry| (Arc::clone(&entry.identity), entry.stored)), &e)
                     .map(Arc::unwrap_or_clone)

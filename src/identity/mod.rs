@@ -135,7 +135,7 @@ pub enum Outcome {
 
 /// Why a provider gave no identity: the one failure type every provider speaks, for every operation
 /// (a login, a refresh token's re-check, a device login, a readiness probe). The two variants are the
-/// core promise of the token endpoint, 401 versus 503, so a provider never has to spell them itself.
+/// core promise of the token endpoint, 401 versus 503 (`Busy` is a 503 of this process's own), so a provider never has to spell them itself.
 /// Neither message ever contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
@@ -148,6 +148,11 @@ pub enum Failure {
     /// chain stops with 503 unless the cache may serve a stale identity; nothing is remembered.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Nothing is down, but this process has no capacity for the password check now: too many are running
+    /// and waiting (`hashing::Saturated`), or the sender's share of them is used up. Answered 503 Busy
+    /// with a short `Retry-After`, charged to the sender's failed-login budget, never cached.
+    #[error("{0}")]
+    Busy(crate::identity::hashing::Saturated),
 }
 
 impl Failure {
@@ -163,7 +168,7 @@ impl Failure {
     pub fn label(&self) -> &'static str {
         match self {
             Failure::Refused(_) => "refused",
-            Failure::Unavailable(_) => "unavailable",
+            Failure::Unavailable(_) | Failure::Busy(_) => "unavailable",
         }
     }
 
@@ -171,6 +176,7 @@ impl Failure {
     pub fn message(&self) -> &str {
         match self {
             Failure::Refused(m) | Failure::Unavailable(m) => m,
+            Failure::Busy(_) => crate::identity::hashing::SATURATED,
         }
     }
 }

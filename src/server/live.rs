@@ -4,7 +4,9 @@
 //! certificate) loads and validates everything again (config, keys, accounts, policy) exactly as a start
 //! would, and swaps the new state in only if all of it is valid; otherwise the running state stays and the
 //! reasons are logged and counted (`tollgate_config_reloads_total{result="error"}`). Requests already in
-//! flight finish on the state they started with. Rules files and accounts files are also picked up on their
+//! flight finish on the state they started with. A config or certificate file rewritten in place is read only
+//! once it has stayed unchanged for `policy.settle` (one replaced by a rename at once), as rules and accounts
+//! files are, so a version caught half-way through being written is never applied. Rules files and accounts files are also picked up on their
 //! own when they change (see `PolicyStore` and the static provider).
 //!
 //! Each request is routed through the router of the current state ([`Live::routes`]), so a reload needs no
@@ -214,12 +216,15 @@ pub(super) fn spawn_watcher(live: Arc<Live>, config: Option<PathBuf>) {
     tokio::spawn(async move {
         let mut files = watched(config.as_deref(), &live.state().settings);
         let mut last = stamp(&files);
+        let mut settle = crate::support::fs::Settle::default();
         loop {
             let state = live.state();
             let interval = state.settings.policy.reload_interval.max(Duration::from_millis(200));
             tokio::time::sleep(interval).await;
             let now = stamp(&files);
-            if now != last {
+            // A file rewritten in place is read once it has stopped changing (`policy.settle`); one replaced
+            // by a rename at once.
+            if now != last && settle.ready(&last, &now, state.settings.policy.settle) {
                 last = now;
                 if live.reload("file change").await.is_ok() {
                     files = watched(config.as_deref(), &live.state().settings);

@@ -17,6 +17,7 @@ mod compose;
 mod docs;
 mod e2e;
 mod failover;
+mod fairness;
 mod faults;
 mod harness;
 mod hostile;

@@ -524,6 +524,7 @@ impl Provider for LdapProvider {
                 Ok(_) => Ok(()),
                 // Whatever the directory says, a probe that cannot read the root DSE makes the provider unready.
                 Err(Failure::Unavailable(m) | Failure::Refused(m)) => Err(Failure::Unavailable(m)),
+                Err(busy @ Failure::Busy(_)) => Err(busy),
             }
         })
     }

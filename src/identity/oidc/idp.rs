@@ -485,6 +485,7 @@ mod tests {
                 Err(Failure::Refused(reason)) => println!("refused {what}: {reason}"),
                 // An unknown kid may try the IdP's own JWKS URL (unreachable here): still no identity.
                 Err(Failure::Unavailable(m)) => println!("refused {what} (IdP key set unreachable): {m}"),
+                Err(Failure::Busy(_)) => println!("refused {what}: busy"),
                 Ok(c) => panic!("{what} was accepted: {c:?}"),
             }
         }
