@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, Scope, SearchEntry};
 use secrecy::ExposeSecret as _;
@@ -66,6 +66,8 @@ pub struct Ctx {
     pub freshness: Arc<Freshness>,
     /// When the watcher last stopped seeing changes; None while in sync.
     pub down_since: Mutex<Option<Instant>>,
+    /// When the tracker was last written.
+    pub last_save: Mutex<Instant>,
 }
 
 pub fn track_attr(entry: &SearchEntry, name: &str) -> Vec<String> {
@@ -159,6 +161,15 @@ impl Ctx {
                      watch.degraded_after; identities from this provider live for degraded_ttl only");
             }
         }
+        // At most every 2 s: a large directory's state is megabytes. A crash loses at most the last 2 s of
+        // position, which the next start replays (what was already reported compares equal).
+        let due = self.last_save.lock().map(|t| t.elapsed() >= Duration::from_secs(2)).unwrap_or(true);
+        if due && self.dirty.load(Ordering::Relaxed) {
+            self.save();
+        }
+    }
+
+    pub fn save_if_dirty(&self) {
         if self.dirty.load(Ordering::Relaxed) {
             self.save();
         }
@@ -166,6 +177,9 @@ impl Ctx {
 
     fn save(&self) {
         self.dirty.store(false, Ordering::Relaxed);
+        if let Ok(mut t) = self.last_save.lock() {
+            *t = Instant::now();
+        }
         let written = match self.tracker.lock() {
             Ok(t) => t.save(&self.state_file),
             Err(_) => return,

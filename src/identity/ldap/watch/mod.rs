@@ -43,6 +43,7 @@ use crate::identity::watch::{ChangeSink, Freshness};
 /// A running watcher; stops when dropped.
 pub struct Watcher {
     task: tokio::task::JoinHandle<()>,
+    ctx: Arc<Ctx>,
     pub status: Arc<Status>,
     /// LDAP operations the watcher sent (its own connections only).
     pub counters: Arc<OpCounters>,
@@ -51,6 +52,8 @@ pub struct Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.task.abort();
+        // Keep the position reached (a reload or a shutdown): the next watcher resumes from it.
+        self.ctx.save_if_dirty();
     }
 }
 
@@ -102,11 +105,12 @@ pub fn spawn(cfg: &LdapSettings, data_dir: &Path, sink: Arc<dyn ChangeSink>) -> 
         status: status.clone(),
         freshness: Freshness::of(&cfg.name),
         down_since: Mutex::new(Some(Instant::now())),
+        last_save: Mutex::new(Instant::now()),
     });
     metrics::gauge!(DEGRADED_METRIC, "provider" => cfg.name.clone()).set(0.0);
     metrics::counter!(DEGRADATIONS_METRIC, "provider" => cfg.name.clone()).increment(0);
-    let task = tokio::spawn(supervise(ctx));
-    Ok(Some(Watcher { task, status, counters }))
+    let task = tokio::spawn(supervise(ctx.clone()));
+    Ok(Some(Watcher { task, ctx, status, counters }))
 }
 
 /// The watchers of a running server, one per LDAP provider, kept across configuration reloads: a provider
