@@ -418,6 +418,10 @@ fn ad_watchers_report_a_membership_change_a_disabled_and_a_deleted_account_withi
     wait_match(&seen2, t0, from2, Duration::from_secs(2), &format!("AD ({mode}): carol disabled over LDAP"), |got| {
         got.contains(&account("watch-ad-notify", "carol"))
     });
+    println!(
+        "WATCH AD ad_notify: {} change notifications received from the DC",
+        w2.status.notifications.load(Ordering::Relaxed)
+    );
     // The position survives a restart: a change made while stopped is reported by the next watcher.
     drop(w);
     let from = seen.len();

@@ -34,6 +34,8 @@ pub struct Status {
     pub degraded: AtomicBool,
     /// Changes reported so far.
     pub changes: AtomicU64,
+    /// Change notifications received (`ad_notify`).
+    pub notifications: AtomicU64,
     /// Sessions (connections) opened so far.
     pub sessions: AtomicU64,
     /// `auto` found nothing to watch with: the watcher stopped for good (not degraded).

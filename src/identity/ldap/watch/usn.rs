@@ -113,6 +113,7 @@ async fn notifications(ctx: Arc<Ctx>, mut ldap: Ldap, base: String, wake: tokio:
     loop {
         match stream.next().await {
             Ok(Some(_)) => {
+                ctx.status.notifications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = wake.try_send(());
             }
             Ok(None) => {
