@@ -68,6 +68,8 @@ pub struct Ctx {
     pub freshness: Arc<Freshness>,
     /// When the watcher last stopped seeing changes; None while in sync.
     pub down_since: Mutex<Option<Instant>>,
+    /// Why the last session ended, for the degraded warning.
+    pub last_error: Mutex<String>,
     /// When the tracker was last written.
     pub last_save: Mutex<Instant>,
 }
@@ -157,7 +159,8 @@ impl Ctx {
                 self.freshness.degrade(self.settings.degraded_ttl);
                 metrics::gauge!(DEGRADED_METRIC, "provider" => self.name.clone()).set(1.0);
                 metrics::counter!(DEGRADATIONS_METRIC, "provider" => self.name.clone()).increment(1);
-                tracing::warn!(provider = %self.name, down_s = down_for.as_secs_f64(),
+                let error = self.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+                tracing::warn!(provider = %self.name, down_s = down_for.as_secs_f64(), error = %error,
                     degraded_ttl_s = self.settings.degraded_ttl.as_secs_f64(),
                     "freshness degraded: the directory watcher has seen no changes for longer than \
                      watch.degraded_after; identities from this provider live for degraded_ttl only");
