@@ -37,6 +37,13 @@ pub struct AppState {
     pub health: Arc<crate::identity::health::Health>,
     /// Failed-login limits (kept across reloads while `rate_limit` is unchanged).
     pub limiter: Arc<crate::identity::limiter::LoginLimiter>,
+    /// The Redis of `state.store: redis` (for `/readyz`: mode, master, failovers; and the invalidation
+    /// stream); None with local files.
+    pub redis: Option<Arc<crate::store::redis::Redis>>,
+    /// Ends access at once when it ends at its source (`crate::invalidate`).
+    pub invalidator: Arc<crate::invalidate::Invalidator>,
+    /// The `/invalidate` endpoint's bearer secret (`invalidation.secret_file`); None: the endpoint is off.
+    pub invalidation_secret: Option<secrecy::SecretString>,
 }
 
 impl AppState {
@@ -117,6 +124,31 @@ impl AppState {
             }
         }
         let policy = PolicyStore::new(&settings).map_err(|e| errors.extend(e));
+        let invalidation_secret = match &settings.invalidation.secret_file {
+            Some(f) => match std::fs::read_to_string(f) {
+                Ok(s) if s.trim().len() >= crate::config::invalidation::MIN_SECRET_LEN => {
+                    Some(secrecy::SecretString::from(s.trim().to_string()))
+                }
+                Ok(_) => {
+                    errors.push(format!(
+                        "invalidation.secret_file: {}: shorter than {} characters",
+                        f.display(),
+                        crate::config::invalidation::MIN_SECRET_LEN
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(format!("invalidation.secret_file: {}: {e}", f.display()));
+                    None
+                }
+            },
+            None => None,
+        };
+        let transmitters =
+            crate::invalidate::ssf::Receivers::load(&settings.invalidation.transmitters).unwrap_or_else(|e| {
+                errors.extend(e);
+                crate::invalidate::ssf::Receivers::default()
+            });
         let keys = match keys {
             Ok(k) => Some(k),
             Err(e) => {
@@ -129,10 +161,20 @@ impl AppState {
         }
         let (Some(keys), Ok(policy)) = (keys, policy) else { return Err(vec!["internal: state incomplete".into()]) };
         let revocations = stores.revocations;
+        let chain = Chain::new(providers);
+        let invalidator = Arc::new(
+            crate::invalidate::Invalidator::new(
+                chain.clone(),
+                revocations.clone(),
+                stores.redis.clone(),
+                settings.invalidation.stream_length,
+            )
+            .with_transmitters(transmitters),
+        );
         let state = AppState {
             issuer: TokenIssuer { keys, issuer: settings.token.issuer.clone(), lifetime: settings.token.lifetime },
             refresh,
-            chain: Chain::new(providers),
+            chain,
             cache_stats,
             revocations,
             sessions,
@@ -141,6 +183,9 @@ impl AppState {
             limiter: Arc::new(
                 crate::identity::limiter::LoginLimiter::new(&settings.ops.rate_limit).with_shared(stores.limits),
             ),
+            invalidator,
+            redis: stores.redis,
+            invalidation_secret,
             settings,
         };
         Ok((state, notes))

@@ -58,6 +58,14 @@ pub const WORKLOAD_LOGINS: &str = "tollgate_workload_logins_total";
 pub const BUILD_INFO: &str = "tollgate_build_info";
 /// Counter: log lines dropped because the queue to stderr was full (`cli::logs`).
 pub const LOG_LINES_DROPPED: &str = "tollgate_log_lines_dropped_total";
+/// 1 while the Redis of `state.store: redis` may evict keys (revocations among them): refresh grants get 503.
+pub const REDIS_EVICTING: &str = "tollgate_redis_evicting";
+/// How many replicas the Redis master lacks: `max(1, state.min_replicas_acked)` minus those connected.
+pub const REDIS_REPLICAS_SHORT: &str = "tollgate_redis_replicas_short";
+/// Times the Redis master in use changed (failovers seen by this process).
+pub const REDIS_FAILOVERS: &str = "tollgate_redis_failovers_total";
+/// 1 for the Redis master in use (label `master`, host:port), 0 for the ones used before.
+pub const REDIS_MASTER: &str = "tollgate_redis_master";
 
 /// The log writer's count of dropped lines, read at each scrape.
 static DROPPED_LOG_LINES: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
@@ -223,6 +231,9 @@ fn register_known_series() {
     metrics::counter!(RATE_LIMIT_FALLBACKS).increment(0);
     metrics::counter!(PASSWORD_CHECKS_SHED).increment(0);
     metrics::counter!(LOG_LINES_DROPPED).increment(0);
+    metrics::counter!(REDIS_FAILOVERS).increment(0);
+    metrics::gauge!(REDIS_EVICTING).set(0.0);
+    metrics::gauge!(REDIS_REPLICAS_SHORT).set(0.0);
     metrics::counter!(FAILED_LOGINS, "provider" => "none").increment(0);
     WorkloadLogins::new("untrusted");
     for result in ["ok", "error"] {

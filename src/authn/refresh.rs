@@ -34,6 +34,9 @@ pub(super) async fn login(
     match state.revocations.is_revoked(&claims).await {
         Ok(false) => {}
         Ok(true) => return Err(LoginError::InvalidGrant(refused(RefreshError::Revoked))),
+        Err(e @ crate::store::error::StoreError::Unsafe(_)) => {
+            return Err(LoginError::Unavailable(Outage::StateUnsafe, e.to_string()))
+        }
         Err(e) => return Err(LoginError::Unavailable(Outage::State, e.to_string())),
     }
     match state.chain.recheck_session(&claims.prv, &claims.sub, claims.sid.as_deref()).await {

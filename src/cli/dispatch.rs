@@ -27,6 +27,17 @@ pub fn run(cli: Cli) -> Result<(), String> {
             };
             token.and_then(|t| super::token_revoke(config.config.as_deref(), t.as_deref(), user.as_deref(), all))
         }
+        Command::Invalidate { config, user, group, provider, url, secret_file, ca_file } => {
+            super::invalidate::run(super::invalidate::InvalidateInput {
+                config: config.config,
+                user,
+                group,
+                provider,
+                url,
+                secret_file,
+                ca_file,
+            })
+        }
         Command::Policy(PolicyCommand::Test { paths, config }) => super::policy_test(&paths, config.config.as_deref()),
         Command::Policy(PolicyCommand::Explain {
             paths,

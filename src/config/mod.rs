@@ -14,6 +14,7 @@ use serde_norway::Value;
 pub mod accounts;
 pub mod cache;
 pub mod check;
+pub mod invalidation;
 pub mod ldap;
 pub mod load;
 pub mod locate;
@@ -66,6 +67,8 @@ struct RawConfig {
     rate_limit: ops::RawRateLimit,
     #[serde(default)]
     state: state::RawState,
+    #[serde(default)]
+    invalidation: invalidation::RawInvalidation,
 }
 
 /// The validated configuration.
@@ -92,6 +95,8 @@ pub struct Settings {
     pub ops: ops::OpsSettings,
     /// Where shared state lives (local files or Redis).
     pub state: state::StateSettings,
+    /// `invalidation:`: the `/invalidate` endpoint, back-channel logout, the replica stream.
+    pub invalidation: invalidation::InvalidationSettings,
 }
 
 impl Settings {
@@ -285,6 +290,7 @@ fn validate(
     let server_ops = raw.server.take_ops();
     let ops = ops::validate(server_ops, raw.rate_limit, base, problems);
     let state = state::validate(raw.state, base, problems);
+    let invalidation = invalidation::validate(raw.invalidation, base, problems);
     let server = server::validate(raw.server, base, problems);
     let token = token::validate(raw.token, base, problems);
     let refresh = refresh::validate(raw.refresh_tokens, base, &server.data_dir, problems);
@@ -304,6 +310,7 @@ fn validate(
         log,
         ops,
         state,
+        invalidation,
     }
 }
 

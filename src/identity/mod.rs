@@ -303,6 +303,64 @@ pub trait Provider: Send + Sync {
     fn workload_issuer(&self) -> Option<&str> {
         None
     }
+
+    /// Forget what is cached about the identities `which` names (an invalidation: the account changed at
+    /// its source). Returns how many cached entries were dropped. Default: nothing is cached.
+    fn forget<'a>(&'a self, which: &'a Forget) -> BoxFuture<'a, usize> {
+        let _ = which;
+        Box::pin(async { 0 })
+    }
+
+    /// OpenID Connect Back-Channel Logout at this provider's IdP, when it offers one. Default: none.
+    fn backchannel_logout(&self) -> Option<&dyn BackchannelLogout> {
+        None
+    }
+}
+
+/// Which cached identities an invalidation drops ([`Provider::forget`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forget {
+    /// Every entry whose identity (or login name) is this username.
+    User(String),
+    /// Every entry whose identity is in this group.
+    Group(String),
+    /// Everything: a replica that may have missed an invalidation.
+    All,
+}
+
+/// A verified logout token (OpenID Connect Back-Channel Logout 1.0): the IdP ended a session (`sid`) or
+/// every session of a user (`sub`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutRequest {
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub jti: String,
+    /// When the token expires (Unix seconds): its `jti` is remembered until then.
+    pub exp: u64,
+}
+
+/// What ending IdP sessions found: the usernames whose sessions ended, and whether the user was named
+/// by subject (then every refresh token of theirs issued before is refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionsEnded {
+    pub usernames: Vec<String>,
+    /// Sessions removed from the shared session store.
+    pub sessions: usize,
+}
+
+/// A provider whose IdP can end sessions by a back-channel logout token.
+pub trait BackchannelLogout: Send + Sync {
+    /// Verify a logout token: signature with the IdP's keys, `iss`, `aud` (the client id), `iat`, `exp`,
+    /// the back-channel logout event, `sub` or `sid`, no `nonce`. The error names the problem.
+    fn verify_logout<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<LogoutRequest, Failure>>;
+
+    /// End the tollgate login sessions that came from the IdP session `sid`, or (without `sid`) find the
+    /// user whose IdP subject is `sub`.
+    fn end_sessions<'a>(
+        &'a self,
+        sid: Option<&'a str>,
+        sub: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<SessionsEnded, Failure>>;
 }
 
 pub mod accounts;

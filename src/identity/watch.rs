@@ -61,7 +61,7 @@ pub trait ChangeSink: Send + Sync {
 /// Changes counted, by provider and kind.
 pub const CHANGES_METRIC: &str = "tollgate_directory_changes_total";
 
-/// The sink a server uses until an invalidation path is connected: each change is logged at info level
+/// The record of every change (the server's sink calls it before invalidating): logged at info level
 /// (names only, never an attribute value besides them) and counted in [`CHANGES_METRIC`].
 #[derive(Debug, Default, Clone, Copy)]
 pub struct LogSink;

@@ -38,7 +38,7 @@ pub struct Live {
     tls: Option<Tls>,
     /// The LDAP providers' directory watchers, kept in step with the state in force.
     watchers: crate::identity::ldap::watch::Watchers,
-    /// Where the watchers report changes.
+    /// Where the watchers report changes: the invalidation path of the state in force.
     sink: Arc<dyn crate::identity::watch::ChangeSink>,
 }
 
@@ -52,12 +52,12 @@ fn current(state: Arc<AppState>) -> Arc<Current> {
 
 impl Live {
     pub fn new(config: Option<PathBuf>, state: Arc<AppState>, tls: Option<Tls>) -> Arc<Live> {
-        let live = Arc::new(Live {
+        let live = Arc::new_cyclic(|me| Live {
             config,
             current: RwLock::new(current(state.clone())),
             tls,
             watchers: Default::default(),
-            sink: Arc::new(crate::identity::watch::LogSink),
+            sink: Arc::new(super::directory::InvalidatingSink { live: me.clone() }),
         });
         live.watch(&state.settings);
         live
@@ -235,6 +235,11 @@ pub(super) fn spawn_prober(live: Arc<Live>) {
     tokio::spawn(async move {
         loop {
             let state = live.state();
+            // The shared store's own checks (eviction, replicas, master), for this state's Redis; a reload
+            // makes a new one, started here on the next round.
+            if let Some(redis) = &state.redis {
+                crate::store::redis::Redis::watch(redis);
+            }
             tokio::time::sleep(state.settings.ops.probe_interval).await;
             let state = live.state();
             crate::identity::health::probe_all(&state.chain, &state.health).await;

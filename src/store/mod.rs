@@ -13,6 +13,7 @@ use crate::store::revocation::{FileStore, RevocationStore};
 use crate::store::sessions::{FileSessionStore, SessionStore};
 
 pub mod error;
+pub mod inval_stream;
 pub mod redis;
 pub mod revocation;
 pub mod sessions;
@@ -23,6 +24,8 @@ pub struct Stores {
     pub sessions: Arc<dyn SessionStore>,
     /// Shared failed-login counters; None keeps them per replica.
     pub limits: Option<Arc<redis::SharedLimits>>,
+    /// The Redis connection behind them, when `state.store: redis`.
+    pub redis: Option<Arc<redis::Redis>>,
 }
 
 impl Stores {
@@ -32,6 +35,7 @@ impl Stores {
             revocations: Arc::new(FileStore::new(settings.revocation_file())),
             sessions: Arc::new(FileSessionStore::new(settings.sessions_file())),
             limits: None,
+            redis: None,
         }
     }
 }
@@ -43,10 +47,13 @@ pub fn open(settings: &Settings) -> Result<Stores, String> {
         StoreKind::Local => Ok(Stores::local(settings)),
         StoreKind::Redis => {
             let conn = Arc::new(redis::Redis::open(&settings.state)?);
+            // Checks eviction, role and replicas now and every state.health_interval (in `serve`).
+            redis::Redis::watch(&conn);
             Ok(Stores {
                 revocations: Arc::new(redis::RedisRevocations(conn.clone())),
                 sessions: Arc::new(redis::RedisSessions(conn.clone())),
-                limits: Some(Arc::new(redis::SharedLimits::new(conn))),
+                limits: Some(Arc::new(redis::SharedLimits::new(conn.clone()))),
+                redis: Some(conn),
             })
         }
     }

@@ -431,14 +431,19 @@ fn the_full_deployment_binds_to_its_ldap_seed_grants_directory_groups_and_skopeo
 /// port of the rig's choosing; the URL secret then names that port instead of the host `redis`.
 fn start_compose_redis(d: &Deployment, dir: &Path) -> (std::process::Child, u16) {
     let script = d.script("redis");
-    assert!(script.contains("--requirepass") && script.contains("--appendonly yes"), "{script}");
+    assert!(script.contains("requirepass") && script.contains("--appendonly yes"), "{script}");
+    assert!(!script.contains("--requirepass"), "the password is config on stdin, not an argument: {script}");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let data = dir.join("redis-data");
     std::fs::create_dir_all(&data).unwrap();
     let log = std::fs::File::create(dir.join("redis.log")).unwrap();
     let child = command("sh")
         .arg("-c")
-        .arg(format!("{script} --port {port} --bind 127.0.0.1 --dir {} --daemonize no", data.display()))
+        .arg(script.replacen(
+            "redis-server -",
+            &format!("redis-server - --port {port} --bind 127.0.0.1 --dir {} --daemonize no", data.display()),
+            1,
+        ))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()

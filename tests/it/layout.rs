@@ -24,6 +24,7 @@ const LAYERS: &[&str] = &[
     "grant",
     "authn",
     "app",
+    "invalidate",
     "policy_store",
     "policy",
     "identity",

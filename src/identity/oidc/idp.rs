@@ -76,7 +76,7 @@ pub(super) struct Discovered {
 /// One IdP as tollgate's client sees it: its HTTP client, credentials and what discovery found.
 pub(super) struct Idp {
     pub(super) name: String,
-    issuer: String,
+    pub(super) issuer: String,
     pub(super) client_id: String,
     pub(super) secret: Option<SecretString>,
     pub(super) http: reqwest::Client,
