@@ -8,16 +8,17 @@
 //! change drops every cached identity in the group (the members just removed are among them) and the
 //! members it has now (those just added).
 
-use std::sync::Weak;
+use std::sync::Arc;
 
 use crate::identity::watch::{Change, ChangeSink, LogSink};
-use crate::invalidate::{Source, Subject};
+use crate::invalidate::{Invalidator, Source, Subject};
 
-use super::live::Live;
+/// The invalidation path of the state in force (a reload brings a new one); None once the server is gone.
+pub type CurrentInvalidator = Box<dyn Fn() -> Option<Arc<Invalidator>> + Send + Sync>;
 
-/// Hands each change to `crate::invalidate::Invalidator::invalidate` of the state in force.
+/// Hands each change to [`Invalidator::invalidate`] of the state in force.
 pub struct InvalidatingSink {
-    pub live: Weak<Live>,
+    pub current: CurrentInvalidator,
 }
 
 /// The invalidations one change stands for.
@@ -37,12 +38,11 @@ pub fn subjects(change: Change) -> Vec<Subject> {
 impl ChangeSink for InvalidatingSink {
     fn changed(&self, change: Change, at_ms: u64) {
         LogSink.changed(change.clone(), at_ms);
-        let Some(live) = self.live.upgrade() else { return };
+        let Some(invalidator) = (self.current)() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             tracing::error!("a directory change arrived outside the runtime: not applied");
             return;
         };
-        let invalidator = live.state().invalidator.clone();
         runtime.spawn(async move {
             for subject in subjects(change) {
                 // The invalidation writes its own audit line and metric, failures included.

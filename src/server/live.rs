@@ -57,7 +57,12 @@ impl Live {
             current: RwLock::new(current(state.clone())),
             tls,
             watchers: Default::default(),
-            sink: Arc::new(super::directory::InvalidatingSink { live: me.clone() }),
+            sink: Arc::new(super::directory::InvalidatingSink {
+                current: Box::new({
+                    let me = me.clone();
+                    move || me.upgrade().map(|live: Arc<Live>| live.state().invalidator.clone())
+                }),
+            }),
         });
         live.watch(&state.settings);
         live
