@@ -75,8 +75,10 @@ impl ChangeSink for LogSink {
                 tracing::info!(provider = %provider, user = %username, at_ms, "directory change: account")
             }
             Change::Group { provider, group, members } => {
-                tracing::info!(provider = %provider, group = %group, members = %members.join(","), at_ms,
-                    "directory change: group")
+                // A big group's member list would make one log line of megabytes: the first 20 names.
+                let shown = members.iter().take(20).cloned().collect::<Vec<_>>().join(",");
+                tracing::info!(provider = %provider, group = %group, members = %shown, member_count = members.len(),
+                    at_ms, "directory change: group")
             }
         }
     }

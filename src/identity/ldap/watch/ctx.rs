@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ldap3::{Ldap, Scope, SearchEntry};
 use secrecy::ExposeSecret as _;
@@ -34,6 +34,8 @@ pub struct Status {
     pub degraded: AtomicBool,
     /// Changes reported so far.
     pub changes: AtomicU64,
+    /// Change notifications received (`ad_notify`).
+    pub notifications: AtomicU64,
     /// Sessions (connections) opened so far.
     pub sessions: AtomicU64,
     /// `auto` found nothing to watch with: the watcher stopped for good (not degraded).
@@ -66,6 +68,10 @@ pub struct Ctx {
     pub freshness: Arc<Freshness>,
     /// When the watcher last stopped seeing changes; None while in sync.
     pub down_since: Mutex<Option<Instant>>,
+    /// Why the last session ended, for the degraded warning.
+    pub last_error: Mutex<String>,
+    /// When the tracker was last written.
+    pub last_save: Mutex<Instant>,
 }
 
 pub fn track_attr(entry: &SearchEntry, name: &str) -> Vec<String> {
@@ -153,12 +159,22 @@ impl Ctx {
                 self.freshness.degrade(self.settings.degraded_ttl);
                 metrics::gauge!(DEGRADED_METRIC, "provider" => self.name.clone()).set(1.0);
                 metrics::counter!(DEGRADATIONS_METRIC, "provider" => self.name.clone()).increment(1);
-                tracing::warn!(provider = %self.name, down_s = down_for.as_secs_f64(),
+                let error = self.last_error.lock().map(|e| e.clone()).unwrap_or_default();
+                tracing::warn!(provider = %self.name, down_s = down_for.as_secs_f64(), error = %error,
                     degraded_ttl_s = self.settings.degraded_ttl.as_secs_f64(),
                     "freshness degraded: the directory watcher has seen no changes for longer than \
                      watch.degraded_after; identities from this provider live for degraded_ttl only");
             }
         }
+        // At most every 2 s: a large directory's state is megabytes. A crash loses at most the last 2 s of
+        // position, which the next start replays (what was already reported compares equal).
+        let due = self.last_save.lock().map(|t| t.elapsed() >= Duration::from_secs(2)).unwrap_or(true);
+        if due && self.dirty.load(Ordering::Relaxed) {
+            self.save();
+        }
+    }
+
+    pub fn save_if_dirty(&self) {
         if self.dirty.load(Ordering::Relaxed) {
             self.save();
         }
@@ -166,6 +182,9 @@ impl Ctx {
 
     fn save(&self) {
         self.dirty.store(false, Ordering::Relaxed);
+        if let Ok(mut t) = self.last_save.lock() {
+            *t = Instant::now();
+        }
         let written = match self.tracker.lock() {
             Ok(t) => t.save(&self.state_file),
             Err(_) => return,

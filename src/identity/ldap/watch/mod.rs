@@ -43,6 +43,7 @@ use crate::identity::watch::{ChangeSink, Freshness};
 /// A running watcher; stops when dropped.
 pub struct Watcher {
     task: tokio::task::JoinHandle<()>,
+    ctx: Arc<Ctx>,
     pub status: Arc<Status>,
     /// LDAP operations the watcher sent (its own connections only).
     pub counters: Arc<OpCounters>,
@@ -51,6 +52,8 @@ pub struct Watcher {
 impl Drop for Watcher {
     fn drop(&mut self) {
         self.task.abort();
+        // Keep the position reached (a reload or a shutdown): the next watcher resumes from it.
+        self.ctx.save_if_dirty();
     }
 }
 
@@ -102,11 +105,13 @@ pub fn spawn(cfg: &LdapSettings, data_dir: &Path, sink: Arc<dyn ChangeSink>) -> 
         status: status.clone(),
         freshness: Freshness::of(&cfg.name),
         down_since: Mutex::new(Some(Instant::now())),
+        last_save: Mutex::new(Instant::now()),
+        last_error: Mutex::new(String::new()),
     });
     metrics::gauge!(DEGRADED_METRIC, "provider" => cfg.name.clone()).set(0.0);
     metrics::counter!(DEGRADATIONS_METRIC, "provider" => cfg.name.clone()).increment(0);
-    let task = tokio::spawn(supervise(ctx));
-    Ok(Some(Watcher { task, status, counters }))
+    let task = tokio::spawn(supervise(ctx.clone()));
+    Ok(Some(Watcher { task, ctx, status, counters }))
 }
 
 /// The watchers of a running server, one per LDAP provider, kept across configuration reloads: a provider
@@ -160,13 +165,20 @@ async fn supervise(ctx: Arc<Ctx>) {
         if ctx.status.unsupported.load(Ordering::Relaxed) {
             return;
         }
+        let retry_in_ms = backoff.as_millis() as u64;
         if ctx.status.up.swap(false, Ordering::Relaxed) {
-            // It was in sync: a fresh outage, tried again at once.
+            // It was in sync: a fresh outage, said once at warn level and tried again at once.
             backoff = Duration::from_millis(250);
+            tracing::warn!(provider = %ctx.name, error = %error, retry_in_ms = 250,
+                "directory watcher lost its feed; reconnecting");
+        } else {
+            // Still down (the degraded warning says so once): each further attempt at debug level only.
+            tracing::debug!(provider = %ctx.name, error = %error, retry_in_ms, "directory watcher still without a feed");
+        }
+        if let Ok(mut last) = ctx.last_error.lock() {
+            *last = error;
         }
         ctx.went_down();
-        tracing::warn!(provider = %ctx.name, error = %error, retry_in_ms = backoff.as_millis() as u64,
-            "directory watcher lost its feed; reconnecting");
         let until = Instant::now() + backoff;
         while Instant::now() < until {
             ctx.housekeeping();

@@ -113,6 +113,7 @@ async fn notifications(ctx: Arc<Ctx>, mut ldap: Ldap, base: String, wake: tokio:
     loop {
         match stream.next().await {
             Ok(Some(_)) => {
+                ctx.status.notifications.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let _ = wake.try_send(());
             }
             Ok(None) => {
@@ -137,34 +138,46 @@ async fn highest(ctx: &Ctx, ldap: &mut Ldap) -> Result<u64, String> {
         .ok_or_else(|| "the root DSE has no highestCommittedUSN: not Active Directory? (set watch.mode)".into())
 }
 
-/// Read `base` in full, paged, reporting nothing: the first start's picture of users and groups.
-async fn load(ctx: &Ctx, ldap: &mut Ldap, base: &str, attrs: &[String]) -> Result<(), String> {
+/// Search `base` paged (Active Directory returns at most MaxPageSize entries, 1000 by default, per page),
+/// with `controls`, handing each entry to `each`.
+async fn paged(
+    ctx: &Ctx,
+    ldap: &mut Ldap,
+    base: &str,
+    filter: &str,
+    attrs: &[String],
+    controls: Vec<RawControl>,
+    mut each: impl FnMut(SearchEntry),
+) -> Result<(), String> {
     ctx.connector.count(Op::Search);
     let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![Box::new(EntriesOnly::new()), Box::new(PagedResults::new(500))];
+    if !controls.is_empty() {
+        ldap.with_controls(controls);
+    }
     let mut stream = ldap
-        .streaming_search_with(
-            adapters,
-            base,
-            Scope::Subtree,
-            "(|(objectClass=user)(objectClass=group))",
-            attrs.to_vec(),
-        )
+        .with_timeout(ctx.connector.op_timeout)
+        .streaming_search_with(adapters, base, Scope::Subtree, filter, attrs.to_vec())
         .await
-        .map_err(|e| format!("full read of {base}: {e}"))?;
+        .map_err(|e| format!("search of {base} for {filter}: {e}"))?;
     loop {
         match stream.next().await {
-            Ok(Some(item)) => {
-                let entry = SearchEntry::construct(item);
-                if let (Some(id), Ok(mut t)) = (guid(&entry), ctx.tracker.lock()) {
-                    t.observe(&ctx.naming, id, &entry, false);
-                }
-            }
+            Ok(Some(item)) => each(SearchEntry::construct(item)),
             Ok(None) => break,
-            Err(e) => return Err(format!("full read of {base}: {e}")),
+            Err(e) => return Err(format!("search of {base} for {filter}: {e}")),
         }
     }
-    stream.finish().await.success().map_err(|e| format!("full read of {base}: {e}"))?;
+    stream.finish().await.success().map_err(|e| format!("search of {base} for {filter}: {e}"))?;
     Ok(())
+}
+
+/// Read `base` in full, reporting nothing: the first start's picture of users and groups.
+async fn load(ctx: &Ctx, ldap: &mut Ldap, base: &str, attrs: &[String]) -> Result<(), String> {
+    paged(ctx, ldap, base, "(|(objectClass=user)(objectClass=group))", attrs, Vec::new(), |entry| {
+        if let (Some(id), Ok(mut t)) = (guid(&entry), ctx.tracker.lock()) {
+            t.observe(&ctx.naming, id, &entry, false);
+        }
+    })
+    .await
 }
 
 /// One poll: nothing but the root DSE when nothing was committed since the last.
@@ -177,39 +190,25 @@ async fn round(ctx: &Ctx, ldap: &mut Ldap, naming_context: &str, attrs: &[String
     let filter = format!("(uSNChanged>={})", last + 1);
     let mut changes = Vec::new();
     for base in &ctx.bases {
-        ctx.connector.count(Op::Search);
-        let (entries, _) = ldap
-            .with_timeout(ctx.connector.op_timeout)
-            .search(base, Scope::Subtree, &filter, attrs.to_vec())
-            .await
-            .and_then(|r| r.success())
-            .map_err(|e| format!("uSNChanged search of {base}: {e}"))?;
-        for e in entries {
-            let entry = SearchEntry::construct(e);
+        paged(ctx, ldap, base, &filter, attrs, Vec::new(), |entry| {
             if let (Some(id), Ok(mut t)) = (guid(&entry), ctx.tracker.lock()) {
                 changes.extend(t.observe(&ctx.naming, id, &entry, true));
             }
-        }
+        })
+        .await?;
     }
     if !naming_context.is_empty() {
         let show_deleted = vec![
             RawControl { ctype: SHOW_DELETED_OID.into(), crit: true, val: None },
             RawControl { ctype: SHOW_RECYCLED_OID.into(), crit: false, val: None },
         ];
-        ctx.connector.count(Op::Search);
-        let (entries, _) = ldap
-            .with_controls(show_deleted)
-            .with_timeout(ctx.connector.op_timeout)
-            .search(naming_context, Scope::Subtree, &format!("(&(isDeleted=TRUE){filter})"), vec!["objectGUID"])
-            .await
-            .and_then(|r| r.success())
-            .map_err(|e| format!("deleted objects search: {e}"))?;
-        for e in entries {
-            let entry = SearchEntry::construct(e);
+        let deleted = format!("(&(isDeleted=TRUE){filter})");
+        paged(ctx, ldap, naming_context, &deleted, &["objectGUID".to_string()], show_deleted, |entry| {
             if let (Some(id), Ok(mut t)) = (guid(&entry), ctx.tracker.lock()) {
                 changes.extend(t.remove(&ctx.naming, &id, true));
             }
-        }
+        })
+        .await?;
     }
     if let Ok(mut t) = ctx.tracker.lock() {
         t.usn = Some(highest);
