@@ -649,11 +649,17 @@ impl Redis {
             h.checked = Some(Instant::now());
             let evicting = h.evicting();
             let mut rotate = None;
+            let mut demoted = false;
             if let Ok((replication, stats)) = info {
                 let field = |text: &str, name: &str| {
                     text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok()))
                 };
                 h.replicas = field(&replication, "connected_slaves:").map(|n| n as u32);
+                // A master demoted while our connection stayed open (a manual failover) still answers reads;
+                // writes would get READONLY. Do not wait for one: ask the sentinels again now.
+                if !replication.lines().any(|l| l.trim() == "role:master") {
+                    demoted = true;
+                }
                 let wanted = self.min_replicas_acked.max(1);
                 let short = wanted.saturating_sub(h.replicas.unwrap_or(0));
                 metrics::gauge!(telemetry::REDIS_REPLICAS_SHORT).set(f64::from(short));
@@ -679,8 +685,15 @@ impl Redis {
                 (None, true) => tracing::info!("Redis no longer evicts keys: refresh tokens are checked again"),
                 _ => {}
             }
-            rotate
+            if demoted {
+                tracing::warn!(mode = self.mode(), "the Redis in use is no longer a master");
+            }
+            (rotate, demoted)
         };
+        let (rotate, demoted) = rotate;
+        if demoted {
+            self.forget();
+        }
         if let Some(n) = rotate {
             let mut cmd = redis::cmd("SET");
             cmd.arg(self.key(EPOCH)).arg(random_id(12));

@@ -421,3 +421,47 @@ fn redis_over_tls_with_an_acl_user_works_and_a_wrong_ca_or_password_says_so() {
     let _ = redis.kill();
     let _ = redis.wait();
 }
+
+/// A manual failover (`SENTINEL FAILOVER`) demotes a master that stays up: a connection tollgate keeps to it
+/// would read a replica and get `READONLY` on writes. tollgate moves to the new master by itself: a failed
+/// login (a write) is counted, a revocation made through the sentinels is seen at once, and the failover is
+/// counted once on /metrics.
+#[test]
+fn after_a_manual_sentinel_failover_tollgate_writes_to_the_new_master() {
+    use crate::rig::sentinel::{Sentinels, MASTER_NAME};
+    // masterauth: demoted, it replicates from the new master.
+    let master = RedisServer::start_with(&["--masterauth", crate::rig::redis::PASSWORD]);
+    let replica_redis = RedisServer::replica_of(&master);
+    let sentinels = Sentinels::start(&master, 3, 1);
+    let nodes = sentinels.nodes().iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    let state = format!(
+        "  redis_url_file: {}\n  min_replicas_acked: 1\n  health_interval: 1s\n\
+         \x20 sentinel:\n    nodes: [{nodes}]\n    master_name: {MASTER_NAME}\n",
+        master.url_file().display()
+    );
+    let env = replica_env_with(&state, String::new(), "  client_account_failures: 1000\n  account_failures: 1000\n");
+    let a = replica(&env, "a");
+    let r1 = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&a, ALICE.0, &r1).status, 200);
+
+    sentinels.cli(sentinels.ports[0], &["SENTINEL", "FAILOVER", MASTER_NAME]).assert_ok();
+    wait_until("the replica is promoted", Duration::from_secs(60), || {
+        sentinels.master_port() == Some(replica_redis.port)
+            && master.cli(&["INFO", "replication"]).stdout.contains("master_link_status:up")
+    });
+    // Writes from tollgate land on the new master (a failed login counts there).
+    wait_until("tollgate writes to the new master", Duration::from_secs(30), || {
+        let r = a.token(Some((BOB.0, "a-wrong-password")), crate::replicas::PULL, &[]);
+        assert_ne!(r.status, 200);
+        replica_redis.cli(&["--scan", "--pattern", "tg-test:rl:acct:*"]).stdout.lines().count() > 0
+    });
+    let (ok, out) = revoke(&env, &["--token", "-"], Some(&r1));
+    assert!(ok, "the CLI finds the new master, and the demoted one acknowledges as its replica: {out}");
+    assert_eq!(use_refresh(&a, ALICE.0, &r1).status, 401, "revoked on the new master, refused at once");
+    wait_until("the failover counted", Duration::from_secs(20), || {
+        sample(&a.metrics(), "tollgate_redis_failovers_total") == 1.0
+    });
+    let fresh = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&a, ALICE.0, &fresh).status, 200);
+    assert!(!a.logs().contains("panicked"));
+}
