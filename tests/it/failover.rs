@@ -465,3 +465,67 @@ fn after_a_manual_sentinel_failover_tollgate_writes_to_the_new_master() {
     assert_eq!(use_refresh(&a, ALICE.0, &fresh).status, 200);
     assert!(!a.logs().contains("panicked"));
 }
+
+/// Calls of each Redis command so far (`INFO commandstats`), without the `AUTH` and `INFO` redis-cli sends for it.
+fn command_calls(redis: &RedisServer) -> std::collections::BTreeMap<String, u64> {
+    let out = redis.cli(&["INFO", "commandstats"]);
+    out.stdout
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            (name != "info" && name != "auth").then(|| (name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// Redis commands per `/token` request, by login kind (for BENCHMARKS.md): each kind 20 times in a row on a
+/// quiet Redis, the commands it ran counted by Redis itself. Asserted: a refresh grant and a warm password
+/// login stay within a handful of commands (they are one pipelined round trip each, plus the limiter's).
+#[test]
+fn redis_commands_per_token_request_by_login_kind() {
+    let redis = RedisServer::start();
+    let env = replica_env_with(
+        &format!("  redis_url_file: {}\n  health_interval: 1h\n", redis.url_file().display()),
+        String::new(),
+        "  client_account_failures: 1000\n  ip_failures: 100000\n  account_failures: 1000\n",
+    );
+    let a = replica(&env, "a");
+    let refresh = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&a, ALICE.0, &refresh).status, 200);
+    assert_eq!(a.token(Some(BOB), crate::replicas::PULL, &[]).status, 200, "warm: bob's address is known");
+    const N: u64 = 20;
+    let mut rows = Vec::new();
+    let kinds: [(&str, &dyn Fn() -> u16); 4] = [
+        ("password login (warm cache)", &|| a.token(Some(BOB), crate::replicas::PULL, &[]).status),
+        ("password login + refresh token issued", &|| {
+            a.token(Some(BOB), &format!("{}&offline_token=true&client_id=docker", crate::replicas::PULL), &[]).status
+        }),
+        ("refresh grant", &|| use_refresh(&a, ALICE.0, &refresh).status),
+        ("failed login (wrong password)", &|| a.token(Some((BOB.0, "wrong")), crate::replicas::PULL, &[]).status),
+    ];
+    for (kind, request) in kinds {
+        let before = command_calls(&redis);
+        for _ in 0..N {
+            let status = request();
+            assert!(matches!(status, 200 | 401), "{kind}: {status}");
+        }
+        let after = command_calls(&redis);
+        let mut per: Vec<(String, f64)> = after
+            .iter()
+            .map(|(c, n)| (c.clone(), (n - before.get(c).copied().unwrap_or(0)) as f64 / N as f64))
+            .filter(|(_, n)| *n > 0.0)
+            .collect();
+        per.sort_by(|x, y| x.0.cmp(&y.0));
+        let total: f64 = per.iter().map(|(_, n)| n).sum();
+        rows.push((kind, total, per));
+    }
+    println!("Redis commands per /token request ({N} requests per kind, INFO commandstats):");
+    for (kind, total, per) in &rows {
+        let detail: Vec<String> = per.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        println!("  {kind:<40} {total:>5.1}  ({})", detail.join(", "));
+    }
+    let total = |k: &str| rows.iter().find(|r| r.0 == k).unwrap().1;
+    assert!(total("refresh grant") <= 16.0, "{}", total("refresh grant"));
+    assert!(total("password login (warm cache)") <= 8.0, "{}", total("password login (warm cache)"));
+}
