@@ -529,3 +529,84 @@ fn redis_commands_per_token_request_by_login_kind() {
     assert!(total("refresh grant") <= 16.0, "{}", total("refresh grant"));
     assert!(total("password login (warm cache)") <= 8.0, "{}", total("password login (warm cache)"));
 }
+
+/// Three masters from `redis-server --cluster-enabled yes`, joined by `redis-cli --cluster create`.
+fn cluster_of_three() -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--masterauth",
+                crate::rig::redis::PASSWORD,
+            ])
+        })
+        .collect();
+    let mut create = crate::rig::command("redis-cli");
+    create.args(["--no-auth-warning", "-a", crate::rig::redis::PASSWORD, "--cluster", "create"]);
+    create.args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+    create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+    crate::rig::run(create, None, &[crate::rig::redis::PASSWORD], Duration::from_secs(60)).assert_ok();
+    for n in &nodes {
+        wait_until("the cluster is up", Duration::from_secs(30), || {
+            n.cli(&["CLUSTER", "INFO"]).stdout.contains("cluster_state:ok")
+        });
+    }
+    nodes
+}
+
+/// Redis Cluster: three masters. Two tollgate replicas given the seed nodes find the node of tollgate's one
+/// hash slot; the replica suite's shared-state checks hold (a CLI revocation refused by both at once, failed
+/// logins counted across both, a token issued after a revocation working), every key is on that one node
+/// under one tag, and no command crossed slots (Redis would answer CROSSSLOT; tollgate would log it).
+#[test]
+fn on_a_redis_cluster_every_key_shares_one_slot_and_the_shared_state_checks_hold() {
+    let nodes = cluster_of_three();
+    let seeds = nodes.iter().map(|n| format!("\"127.0.0.1:{}\"", n.port)).collect::<Vec<_>>().join(", ");
+    let state = format!("  redis_url_file: {}\n  cluster:\n    nodes: [{seeds}]\n", nodes[0].url_file().display());
+    let env = replica_env_with(&state, String::new(), "  client_account_failures: 4\n  account_failures: 1000\n");
+    let mut cmd = crate::rig::command(tollgate_bin());
+    cmd.args(["check-config", "--probe", "--config"]).arg(&env.config).env_remove("TOLLGATE_CONFIG");
+    let probe = crate::rig::run(cmd, None, &[], Duration::from_secs(60));
+    assert!(probe.ok && probe.stdout.contains("ask the cluster which node serves tollgate's slot"), "{probe}");
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+
+    let r1 = refresh_token(&a, ALICE);
+    let r2 = refresh_token(&b, ALICE);
+    assert_eq!(use_refresh(&b, ALICE.0, &r1).status, 200);
+    revoke_cli(&env, &["--token", "-"], Some(&r1));
+    assert_eq!((use_refresh(&a, ALICE.0, &r1).status, use_refresh(&b, ALICE.0, &r1).status), (401, 401));
+    assert_eq!(use_refresh(&a, ALICE.0, &r2).status, 200);
+    revoke_cli(&env, &["--user", "alice"], None);
+    assert_eq!((use_refresh(&a, ALICE.0, &r2).status, use_refresh(&b, ALICE.0, &r2).status), (401, 401));
+    let r3 = refresh_token(&b, ALICE);
+    assert_eq!(use_refresh(&a, ALICE.0, &r3).status, 200, "a token issued after the revocation works");
+
+    for (i, t) in [&a, &b, &a, &b].into_iter().enumerate() {
+        assert_eq!(t.token(Some((BOB.0, &format!("wrong-{i}"))), crate::replicas::PULL, &[]).status, 401);
+    }
+    assert_eq!(a.token(Some((BOB.0, "wrong-4")), crate::replicas::PULL, &[]).status, 429, "counted across both");
+    assert_eq!(sample(&b.metrics(), "tollgate_rate_limit_fallbacks_total"), 0.0, "Redis answered every time");
+
+    // Every key on one node, under the one tag.
+    let counts: Vec<usize> = nodes
+        .iter()
+        .map(|n| n.cli(&["--scan", "--pattern", "*tg-test:*"]).stdout.lines().filter(|l| !l.is_empty()).count())
+        .collect();
+    assert_eq!(counts.iter().filter(|&&c| c > 0).count(), 1, "one node holds them all: {counts:?}");
+    let holder = &nodes[counts.iter().position(|&c| c > 0).unwrap()];
+    let keys = holder.cli(&["--scan", "--pattern", "*"]).stdout;
+    assert!(keys.lines().all(|k| k.starts_with("{tg-test:}")), "{keys}");
+    assert!(keys.contains("{tg-test:}revoked:user-ms:alice") && keys.contains("{tg-test:}epoch"), "{keys}");
+    for (t, name) in [(&a, "a"), (&b, "b")] {
+        let logs = t.logs();
+        assert!(
+            !logs.contains("CROSSSLOT") && !logs.contains("MOVED") && !logs.contains("panicked"),
+            "{name}:\n{logs}"
+        );
+        let ready = t.get("/readyz", &[]);
+        assert!(ready.body.contains("\"mode\":\"cluster\""), "{}", ready.body);
+    }
+}
