@@ -532,13 +532,21 @@ fn redis_commands_per_token_request_by_login_kind() {
 
 /// Three masters from `redis-server --cluster-enabled yes`, joined by `redis-cli --cluster create`.
 fn cluster_of_three() -> Vec<RedisServer> {
-    let nodes: Vec<RedisServer> = (0..3)
+    cluster(3, 0)
+}
+
+/// `masters * (1 + replicas)` nodes joined by `redis-cli --cluster create`; a node is declared failed after
+/// 1 s without an answer.
+fn cluster(masters: usize, replicas: usize) -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
         .map(|_| {
             RedisServer::start_with(&[
                 "--cluster-enabled",
                 "yes",
                 "--cluster-config-file",
                 "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
                 "--masterauth",
                 crate::rig::redis::PASSWORD,
             ])
@@ -547,11 +555,15 @@ fn cluster_of_three() -> Vec<RedisServer> {
     let mut create = crate::rig::command("redis-cli");
     create.args(["--no-auth-warning", "-a", crate::rig::redis::PASSWORD, "--cluster", "create"]);
     create.args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
-    create.args(["--cluster-replicas", "0", "--cluster-yes"]);
+    create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
     crate::rig::run(create, None, &[crate::rig::redis::PASSWORD], Duration::from_secs(60)).assert_ok();
     for n in &nodes {
-        wait_until("the cluster is up", Duration::from_secs(30), || {
+        wait_until("the cluster is up, every replica linked", Duration::from_secs(60), || {
+            let info = n.cli(&["INFO", "replication"]).stdout;
             n.cli(&["CLUSTER", "INFO"]).stdout.contains("cluster_state:ok")
+                && (info.contains("master_link_status:up")
+                    || info.contains(&format!("connected_slaves:{replicas}\r"))
+                    || info.contains(&format!("connected_slaves:{replicas}\n")))
         });
     }
     nodes
@@ -609,4 +621,46 @@ fn on_a_redis_cluster_every_key_shares_one_slot_and_the_shared_state_checks_hold
         let ready = t.get("/readyz", &[]);
         assert!(ready.body.contains("\"mode\":\"cluster\""), "{}", ready.body);
     }
+}
+
+/// A failover inside the Cluster: three masters with a replica each; the master serving tollgate's slot is
+/// SIGKILLed and the Cluster promotes its replica. tollgate (asking the seed nodes again) follows without a
+/// restart: refresh grants work again, a revocation made before (acknowledged by the replica) still holds,
+/// and the failover is counted.
+#[test]
+fn on_a_redis_cluster_a_killed_master_of_the_slot_is_followed_to_its_promoted_replica() {
+    let mut nodes = cluster(3, 1);
+    let seeds = nodes.iter().map(|n| format!("\"127.0.0.1:{}\"", n.port)).collect::<Vec<_>>().join(", ");
+    let state = format!(
+        "  redis_url_file: {}\n  min_replicas_acked: 1\n  cluster:\n    nodes: [{seeds}]\n",
+        nodes[0].url_file().display()
+    );
+    let env = replica_env_with(&state, String::new(), "  client_account_failures: 1000\n  account_failures: 1000\n");
+    let a = replica(&env, "a");
+    let pid = a.child.id();
+    let revoked = refresh_token(&a, ALICE);
+    let kept = refresh_token(&a, ALICE);
+    let (ok, out) = revoke(&env, &["--token", "-"], Some(&revoked));
+    assert!(ok, "acknowledged by the slot master's replica: {out}");
+    // The master holding tollgate's keys.
+    let holder = nodes
+        .iter()
+        .position(|n| {
+            n.cli(&["INFO", "replication"]).stdout.contains("role:master") && {
+                let slot = n.cli(&["CLUSTER", "KEYSLOT", "{tg-test:}epoch"]).stdout.trim().to_string();
+                n.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot]).stdout.trim() != "0"
+            }
+        })
+        .expect("a master holds the slot");
+    let killed = Instant::now();
+    nodes[holder].kill9();
+    wait_until("refresh grants work again after the Cluster's failover", Duration::from_secs(60), || {
+        use_refresh(&a, ALICE.0, &kept).status == 200
+    });
+    println!("cluster failover: refresh grants work again {:.1} s after SIGKILL", killed.elapsed().as_secs_f64());
+    assert_eq!(use_refresh(&a, ALICE.0, &revoked).status, 401, "the revocation survived the failover");
+    assert_eq!(sample(&a.metrics(), "tollgate_redis_failovers_total"), 1.0);
+    assert_eq!(a.child.id(), pid, "no restart");
+    let logs = a.logs();
+    assert!(!logs.contains("CROSSSLOT") && !logs.contains("panicked"), "{logs}");
 }
