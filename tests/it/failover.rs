@@ -190,6 +190,8 @@ struct Seen {
     status: u16,
     /// 200 for something that must be refused (a revoked token, a wrong password).
     wrong: bool,
+    /// A 503 without `Retry-After`.
+    no_retry_after: bool,
 }
 
 /// Sentinel: one master, one replica, three sentinels, two tollgate replicas under a bounded load of mixed
@@ -245,12 +247,14 @@ fn under_sentinel_a_killed_master_is_replaced_without_a_restart_and_without_a_wr
                     )
                     .unwrap();
                     let wrong = must_fail && r.status == 200;
+                    let no_retry_after = r.status == 503 && r.header("retry-after").is_none();
                     seen.lock().unwrap().push(Seen {
                         at: Instant::now(),
                         kind,
                         refresh: kind == 0,
                         status: r.status,
                         wrong,
+                        no_retry_after,
                     });
                     std::thread::sleep(Duration::from_millis(25));
                 }
@@ -299,6 +303,7 @@ fn under_sentinel_a_killed_master_is_replaced_without_a_restart_and_without_a_wr
     );
     assert_eq!(wrong, 0, "no revoked token or wrong password was ever granted");
     assert_eq!(password_503, 0, "password logins need no shared state: they go on through the failover");
+    assert!(!seen.iter().any(|s| s.no_retry_after), "every 503 says when to come back (Retry-After)");
     assert!(
         after_kill.iter().all(|s| s.status == 200 || s.status == 401 || s.status == 503),
         "only 200, 401 and 503 during the failover"
