@@ -77,8 +77,13 @@ async fn redis_checks(settings: &Settings) -> Vec<Check> {
     let facts = match redis.diagnose().await {
         Ok(f) => f,
         Err((step, why)) => {
+            let locate = if settings.state.cluster.is_some() {
+                "ask the cluster which node serves tollgate's slot"
+            } else {
+                "ask the sentinels for the master"
+            };
             let steps = [
-                (Step::Sentinels, "ask the sentinels for the master"),
+                (Step::Locate, locate),
                 (Step::Connect, "connect"),
                 (Step::Auth, "AUTH (the password of state.redis_url_file)"),
                 (Step::Ping, "PING"),
@@ -86,7 +91,7 @@ async fn redis_checks(settings: &Settings) -> Vec<Check> {
             ];
             let mut out = Vec::new();
             for (s, what) in steps {
-                if s == Step::Sentinels && settings.state.sentinel.is_none() {
+                if s == Step::Locate && settings.state.sentinel.is_none() && settings.state.cluster.is_none() {
                     continue;
                 }
                 if s == step {
@@ -103,6 +108,12 @@ async fn redis_checks(settings: &Settings) -> Vec<Check> {
         out.push(Check::pass(
             "ask the sentinels for the master",
             format!("master {:?} is at {}", s.master_name, facts.address),
+        ));
+    }
+    if settings.state.cluster.is_some() {
+        out.push(Check::pass(
+            "ask the cluster which node serves tollgate's slot",
+            format!("{} (every key under the tag {{{}}})", facts.address, settings.state.key_prefix),
         ));
     }
     out.extend([

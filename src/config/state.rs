@@ -62,6 +62,16 @@ pub struct RawState {
     pub password_file: Option<PathBuf>,
     /// TLS to Redis (and the sentinels), with a `rediss://` URL.
     pub tls: Option<RawRedisTls>,
+    /// Redis Cluster: the node serving tollgate's hash slot is asked of these seed nodes.
+    pub cluster: Option<RawCluster>,
+}
+
+/// `state.cluster:` as written in the config.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    /// REQUIRED. Some nodes of the cluster, `host:port` each; any one that answers is enough.
+    pub nodes: Option<Vec<String>>,
 }
 
 /// `state.tls:` as written in the config.
@@ -125,6 +135,8 @@ pub struct StateSettings {
     pub username_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
     pub tls: Option<RedisTls>,
+    /// Seed nodes, `(host, port)`, when Redis is a Cluster.
+    pub cluster: Option<Vec<(String, u16)>>,
 }
 
 impl Default for StateSettings {
@@ -142,6 +154,7 @@ impl Default for StateSettings {
             username_file: None,
             password_file: None,
             tls: None,
+            cluster: None,
         }
     }
 }
@@ -171,11 +184,13 @@ pub fn validate(raw: RawState, base: &Path, errors: &mut Vec<Problem>) -> StateS
         _ => {}
     }
     let key_prefix = raw.key_prefix.unwrap_or(d.key_prefix);
-    if key_prefix.is_empty() || key_prefix.len() > 64 || key_prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+    if key_prefix.is_empty()
+        || key_prefix.len() > 64
+        || key_prefix.chars().any(|c| c.is_whitespace() || c.is_control() || c == '{' || c == '}')
     {
         errors.push(Problem::new(
             "state.key_prefix",
-            format!("{key_prefix:?} must be 1 to 64 characters without spaces, e.g. \"tollgate:\""),
+            format!("{key_prefix:?} must be 1 to 64 characters without spaces or braces, e.g. \"tollgate:\""),
         ));
     }
     let min_replicas_acked = raw.min_replicas_acked.unwrap_or(d.min_replicas_acked);
@@ -186,6 +201,16 @@ pub fn validate(raw: RawState, base: &Path, errors: &mut Vec<Problem>) -> StateS
         ));
     }
     let sentinel = raw.sentinel.map(|s| sentinel(s, base, errors));
+    let cluster = raw.cluster.map(|c| match c.nodes {
+        Some(list) if !list.is_empty() => host_ports(&list, "state.cluster.nodes", "redis-1:6379", errors),
+        _ => {
+            errors.push(Problem::new("state.cluster.nodes", "required: some nodes of the cluster as host:port"));
+            Vec::new()
+        }
+    });
+    if sentinel.is_some() && cluster.is_some() {
+        errors.push(Problem::new("state.cluster", "sentinel and cluster exclude each other: keep the one you run"));
+    }
     if raw.username_file.is_some() && raw.password_file.is_none() {
         errors.push(Problem::new("state.username_file", "needs password_file too (an ACL user has both)"));
     }
@@ -205,7 +230,11 @@ pub fn validate(raw: RawState, base: &Path, errors: &mut Vec<Problem>) -> StateS
         RedisTls { ca_file, client }
     });
     if store == StoreKind::Local
-        && (sentinel.is_some() || min_replicas_acked > 0 || tls.is_some() || raw.password_file.is_some())
+        && (sentinel.is_some()
+            || cluster.is_some()
+            || min_replicas_acked > 0
+            || tls.is_some()
+            || raw.password_file.is_some())
     {
         errors.push(Problem::new(
             "state.store",
@@ -240,7 +269,24 @@ pub fn validate(raw: RawState, base: &Path, errors: &mut Vec<Problem>) -> StateS
         username_file: raw.username_file.map(|p| resolve(base, &p)),
         password_file: raw.password_file.map(|p| resolve(base, &p)),
         tls,
+        cluster,
     }
+}
+
+/// `host:port` entries; each bad one is a problem naming its index.
+fn host_ports(list: &[String], key: &str, example: &str, errors: &mut Vec<Problem>) -> Vec<(String, u16)> {
+    let mut out = Vec::new();
+    for (i, n) in list.iter().enumerate() {
+        match n.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?))) {
+            Some((h, p)) if !h.is_empty() && p > 0 => {
+                out.push((h.trim_start_matches('[').trim_end_matches(']').to_string(), p))
+            }
+            _ => {
+                errors.push(Problem::new(format!("{key}[{i}]"), format!("{n:?} is not host:port, e.g. \"{example}\"")))
+            }
+        }
+    }
+    out
 }
 
 /// Validate `state.sentinel:`.
@@ -254,19 +300,7 @@ fn sentinel(raw: RawSentinel, base: &Path, errors: &mut Vec<Problem>) -> Sentine
         Some(list) if list.is_empty() => {
             errors.push(Problem::new("state.sentinel.nodes", "empty: list at least one sentinel (three is usual)"))
         }
-        Some(list) => {
-            for (i, n) in list.iter().enumerate() {
-                match n.rsplit_once(':').and_then(|(h, p)| Some((h, p.parse::<u16>().ok()?))) {
-                    Some((h, p)) if !h.is_empty() && p > 0 => {
-                        nodes.push((h.trim_start_matches('[').trim_end_matches(']').to_string(), p))
-                    }
-                    _ => errors.push(Problem::new(
-                        format!("state.sentinel.nodes[{i}]"),
-                        format!("{n:?} is not host:port, e.g. \"sentinel-1:26379\""),
-                    )),
-                }
-            }
-        }
+        Some(list) => nodes = host_ports(&list, "state.sentinel.nodes", "sentinel-1:26379", errors),
     }
     let master_name = raw.master_name.unwrap_or_default();
     if master_name.is_empty() || master_name.chars().any(|c| c.is_whitespace() || c.is_control()) {
@@ -306,6 +340,7 @@ mod tests {
             }),
             username_file: Some("user".into()),
             tls: Some(RawRedisTls { cert_file: Some("c".into()), ..Default::default() }),
+            cluster: Some(RawCluster { nodes: Some(vec!["r1:70000".into()]) }),
             ..Default::default()
         };
         let mut errors = Vec::new();
@@ -323,6 +358,8 @@ mod tests {
             "state.username_file: needs password_file too",
             "state.tls.ca_file: required",
             "state.tls.cert_file: cert_file and key_file go together",
+            "state.cluster.nodes[0]: \"r1:70000\" is not host:port",
+            "state.cluster: sentinel and cluster exclude each other",
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }

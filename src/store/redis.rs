@@ -137,6 +137,9 @@ enum Target {
     /// Asked of these sentinels (in order) under this master name; the URL gives the master's credentials,
     /// database and scheme, its host and port are replaced by the master's.
     Sentinel { nodes: Vec<Client>, master_name: String },
+    /// A Redis Cluster: every key of tollgate's carries one hash tag (see [`Redis::key`]), so one node
+    /// serves them all; it is asked of these seed nodes, and asked again after a failover or `MOVED`.
+    Cluster { seeds: Vec<Client> },
 }
 
 /// The connection to the master in use.
@@ -180,7 +183,7 @@ impl Health {
 /// What `/readyz` and check-config show of the shared store.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Status {
-    /// "single" or "sentinel".
+    /// "single", "sentinel" or "cluster".
     pub mode: &'static str,
     /// host:port of the master in use, once connected.
     pub master: Option<String>,
@@ -279,6 +282,18 @@ impl Redis {
             }
         };
         let target = match &state.sentinel {
+            None if state.cluster.is_some() => {
+                let mut seeds = Vec::new();
+                for (host, port) in state.cluster.iter().flatten() {
+                    let info = client.get_connection_info().clone().set_addr(master_addr(
+                        client.get_connection_info().addr(),
+                        host,
+                        *port,
+                    ));
+                    seeds.push(Client::open(info).map_err(|e| format!("state.cluster.nodes: {host}:{port}: {e}"))?);
+                }
+                Target::Cluster { seeds }
+            }
             None => Target::Single,
             Some(s) => {
                 let mut redis = redis::RedisConnectionInfo::default();
@@ -319,22 +334,72 @@ impl Redis {
 
     /// The full name of a key: `state.key_prefix` then `rest`.
     ///
-    /// Hash tags (Redis Cluster slots): every command or pipeline that touches several keys must use keys
-    /// that share one `{...}` tag. tollgate's own multi-key reads are the revocation check (the token's,
-    /// the user's and the global revocation, and the epoch: all under `revoked:`/`epoch`) and the
-    /// failed-login check (separate keys per address and account, read in a pipeline whose commands each
-    /// touch one key, so a cluster client may send them to different nodes). A caller that needs several
-    /// keys in one script or transaction puts the tag in `rest` itself, e.g. `invalidation:{subject}:...`.
+    /// Hash tags (Redis Cluster slots): every command, pipeline or script that touches several keys must use
+    /// keys in one slot. tollgate's multi-key reads are the revocation check (the token's, the user's and the
+    /// global revocation, and the epoch) and the failed-login check (per address and per account). The state
+    /// is small (revocations, sessions, counters), so in Cluster mode the whole of it shares ONE tag, the
+    /// prefix: `{tollgate:}revoked:jti:...`. One node (and its replicas) then serves all of tollgate's keys,
+    /// no pipeline, script or `WAIT` can cross slots, and a tag a caller puts in `rest` changes nothing (the
+    /// first `{...}` of a key is the one Redis hashes). A single Redis and Sentinel keep the untagged names,
+    /// so an upgrade finds its data where it left it.
     pub(crate) fn key(&self, rest: &str) -> String {
-        format!("{}{rest}", self.prefix)
+        match self.target {
+            Target::Cluster { .. } => format!("{{{}}}{rest}", self.prefix),
+            _ => format!("{}{rest}", self.prefix),
+        }
     }
 
-    /// "single" or "sentinel".
+    /// "single", "sentinel" or "cluster".
     fn mode(&self) -> &'static str {
         match self.target {
             Target::Single => "single",
             Target::Sentinel { .. } => "sentinel",
+            Target::Cluster { .. } => "cluster",
         }
+    }
+
+    /// Where the master to use is, when it has to be asked (Sentinel, Cluster); None for a single Redis.
+    async fn locate(&self) -> Result<Option<(String, u16)>, redis::RedisError> {
+        match &self.target {
+            Target::Single => Ok(None),
+            Target::Sentinel { nodes, master_name } => self.ask_sentinels(nodes, master_name).await.map(Some),
+            Target::Cluster { seeds } => self.ask_cluster(seeds).await.map(Some),
+        }
+    }
+
+    /// The master serving tollgate's hash slot: `CLUSTER KEYSLOT` and `CLUSTER SLOTS` of each seed in turn.
+    async fn ask_cluster(&self, seeds: &[Client]) -> Result<(String, u16), redis::RedisError> {
+        let mut why = Vec::new();
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(self.connect_timeout))
+            .set_response_timeout(Some(self.command_timeout));
+        let key = self.key(EPOCH);
+        for seed in seeds {
+            let at = address(seed.get_connection_info().addr());
+            let seed_host = match seed.get_connection_info().addr() {
+                redis::ConnectionAddr::Tcp(h, _) | redis::ConnectionAddr::TcpTls { host: h, .. } => h.clone(),
+                _ => String::new(),
+            };
+            let ask = async {
+                let mut conn = seed.get_multiplexed_async_connection_with_config(&config).await?;
+                let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&key).query_async(&mut conn).await?;
+                let slots: redis::Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
+                Ok::<_, redis::RedisError>((slot, slots))
+            };
+            match tokio::time::timeout(self.connect_timeout + self.command_timeout, ask).await {
+                Ok(Ok((slot, slots))) => match master_of_slot(slot, slots) {
+                    Some((host, port)) => return Ok((if host.is_empty() { seed_host } else { host }, port)),
+                    None => why.push(format!("{at}: no node serves slot {slot} (is the cluster complete?)")),
+                },
+                Ok(Err(e)) => why.push(format!("{at}: {}", describe(&e))),
+                Err(_) => why.push(format!("{at}: no answer in time")),
+            }
+        }
+        Err(redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "no cluster node named the master of tollgate's slot",
+            why.join("; "),
+        )))
     }
 
     fn manager_config(&self) -> ConnectionManagerConfig {
@@ -357,10 +422,9 @@ impl Redis {
         if let Some(c) = self.current.lock().ok().and_then(|c| c.clone()) {
             return Ok(c);
         }
-        let (client, master) = match &self.target {
-            Target::Single => (self.client.clone(), address(self.client.get_connection_info().addr())),
-            Target::Sentinel { nodes, master_name } => {
-                let (host, port) = self.ask_sentinels(nodes, master_name).await?;
+        let (client, master) = match self.locate().await? {
+            None => (self.client.clone(), address(self.client.get_connection_info().addr())),
+            Some((host, port)) => {
                 let info = self.client.get_connection_info().clone().set_addr(master_addr(
                     self.client.get_connection_info().addr(),
                     &host,
@@ -403,7 +467,7 @@ impl Redis {
     /// Drop the connection to the master, so the next command asks the sentinels again (a single Redis keeps
     /// its connection manager, which reconnects by itself).
     fn forget(&self) {
-        if matches!(self.target, Target::Sentinel { .. }) {
+        if !matches!(self.target, Target::Single) {
             if let Ok(mut c) = self.current.lock() {
                 *c = None;
             }
@@ -654,11 +718,17 @@ impl Redis {
             h.checked = Some(Instant::now());
             let evicting = h.evicting();
             let mut rotate = None;
+            let mut demoted = false;
             if let Ok((replication, stats)) = info {
                 let field = |text: &str, name: &str| {
                     text.lines().find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok()))
                 };
                 h.replicas = field(&replication, "connected_slaves:").map(|n| n as u32);
+                // A master demoted while our connection stayed open (a manual failover) still answers reads;
+                // writes would get READONLY. Do not wait for one: ask the sentinels again now.
+                if !replication.lines().any(|l| l.trim() == "role:master") {
+                    demoted = true;
+                }
                 let wanted = self.min_replicas_acked.max(1);
                 let short = wanted.saturating_sub(h.replicas.unwrap_or(0));
                 metrics::gauge!(telemetry::REDIS_REPLICAS_SHORT).set(f64::from(short));
@@ -684,8 +754,15 @@ impl Redis {
                 (None, true) => tracing::info!("Redis no longer evicts keys: refresh tokens are checked again"),
                 _ => {}
             }
-            rotate
+            if demoted {
+                tracing::warn!(mode = self.mode(), "the Redis in use is no longer a master");
+            }
+            (rotate, demoted)
         };
+        let (rotate, demoted) = rotate;
+        if demoted {
+            self.forget();
+        }
         if let Some(n) = rotate {
             let mut cmd = redis::cmd("SET");
             cmd.arg(self.key(EPOCH)).arg(random_id(12));
@@ -751,9 +828,42 @@ fn lost(e: &redis::RedisError) -> bool {
     e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout()
 }
 
-/// The server answered `READONLY`: it is a replica now (a demoted master after a failover).
+/// The server answered `READONLY` (it is a replica now: a demoted master after a failover), or, in a
+/// Cluster, `MOVED`, `CLUSTERDOWN` or `TRYAGAIN` (the slot is served elsewhere, or about to be).
 fn read_only(e: &redis::RedisError) -> bool {
-    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+    use redis::ServerErrorKind as K;
+    matches!(
+        e.kind(),
+        redis::ErrorKind::Server(K::ReadOnly | K::Moved | K::Ask | K::ClusterDown | K::TryAgain | K::MasterDown)
+    )
+}
+
+/// host:port of the master serving `slot`, from a `CLUSTER SLOTS` reply (`[[start, end, [host, port, id],
+/// replicas...], ...]`).
+fn master_of_slot(slot: i64, slots: redis::Value) -> Option<(String, u16)> {
+    let redis::Value::Array(ranges) = slots else { return None };
+    for range in ranges {
+        let redis::Value::Array(parts) = range else { continue };
+        let mut parts = parts.into_iter();
+        let (Some(redis::Value::Int(start)), Some(redis::Value::Int(end)), Some(master)) =
+            (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if !(start..=end).contains(&slot) {
+            continue;
+        }
+        let redis::Value::Array(node) = master else { continue };
+        let mut node = node.into_iter();
+        let host = match node.next()? {
+            redis::Value::BulkString(b) => String::from_utf8(b).ok()?,
+            redis::Value::SimpleString(s) => s,
+            _ => return None,
+        };
+        let redis::Value::Int(port) = node.next()? else { return None };
+        return Some((host, u16::try_from(port).ok()?));
+    }
+    None
 }
 
 /// host:port of an address (never the URL: it may hold the password).
@@ -811,8 +921,8 @@ fn describe(e: &redis::RedisError) -> String {
 /// A step of [`Redis::diagnose`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Asking the sentinels for the master (Sentinel mode only).
-    Sentinels,
+    /// Asking the sentinels (Sentinel) or a seed node (Cluster) where the master is.
+    Locate,
     /// The TCP connection.
     Connect,
     /// The password of the URL (AUTH), and selecting the database.
@@ -825,7 +935,7 @@ pub enum Step {
 /// What [`Redis::diagnose`] found.
 #[derive(Debug, Clone)]
 pub struct Facts {
-    /// "single" or "sentinel".
+    /// "single", "sentinel" or "cluster".
     pub mode: &'static str,
     /// host:port of the server (the master the sentinels named); never the URL: it may hold the password.
     pub address: String,
@@ -848,11 +958,9 @@ impl Redis {
     /// `command_timeout`, writing nothing; for `check-config --probe`. The error says which step failed and
     /// why, in words.
     pub async fn diagnose(&self) -> Result<Facts, (Step, String)> {
-        let client = match &self.target {
-            Target::Single => self.client.clone(),
-            Target::Sentinel { nodes, master_name } => {
-                let (host, port) =
-                    self.ask_sentinels(nodes, master_name).await.map_err(|e| (Step::Sentinels, e.to_string()))?;
+        let client = match self.locate().await.map_err(|e| (Step::Locate, e.to_string()))? {
+            None => self.client.clone(),
+            Some((host, port)) => {
                 let info = self.client.get_connection_info().clone().set_addr(master_addr(
                     self.client.get_connection_info().addr(),
                     &host,

@@ -190,6 +190,8 @@ struct Seen {
     status: u16,
     /// 200 for something that must be refused (a revoked token, a wrong password).
     wrong: bool,
+    /// A 503 without `Retry-After`.
+    no_retry_after: bool,
 }
 
 /// Sentinel: one master, one replica, three sentinels, two tollgate replicas under a bounded load of mixed
@@ -245,12 +247,14 @@ fn under_sentinel_a_killed_master_is_replaced_without_a_restart_and_without_a_wr
                     )
                     .unwrap();
                     let wrong = must_fail && r.status == 200;
+                    let no_retry_after = r.status == 503 && r.header("retry-after").is_none();
                     seen.lock().unwrap().push(Seen {
                         at: Instant::now(),
                         kind,
                         refresh: kind == 0,
                         status: r.status,
                         wrong,
+                        no_retry_after,
                     });
                     std::thread::sleep(Duration::from_millis(25));
                 }
@@ -299,6 +303,7 @@ fn under_sentinel_a_killed_master_is_replaced_without_a_restart_and_without_a_wr
     );
     assert_eq!(wrong, 0, "no revoked token or wrong password was ever granted");
     assert_eq!(password_503, 0, "password logins need no shared state: they go on through the failover");
+    assert!(!seen.iter().any(|s| s.no_retry_after), "every 503 says when to come back (Retry-After)");
     assert!(
         after_kill.iter().all(|s| s.status == 200 || s.status == 401 || s.status == 503),
         "only 200, 401 and 503 during the failover"
@@ -420,4 +425,247 @@ fn redis_over_tls_with_an_acl_user_works_and_a_wrong_ca_or_password_says_so() {
     }
     let _ = redis.kill();
     let _ = redis.wait();
+}
+
+/// A manual failover (`SENTINEL FAILOVER`) demotes a master that stays up: a connection tollgate keeps to it
+/// would read a replica and get `READONLY` on writes. tollgate moves to the new master by itself: a failed
+/// login (a write) is counted, a revocation made through the sentinels is seen at once, and the failover is
+/// counted once on /metrics.
+#[test]
+fn after_a_manual_sentinel_failover_tollgate_writes_to_the_new_master() {
+    use crate::rig::sentinel::{Sentinels, MASTER_NAME};
+    // masterauth: demoted, it replicates from the new master.
+    let master = RedisServer::start_with(&["--masterauth", crate::rig::redis::PASSWORD]);
+    let replica_redis = RedisServer::replica_of(&master);
+    let sentinels = Sentinels::start(&master, 3, 1);
+    let nodes = sentinels.nodes().iter().map(|n| format!("\"{n}\"")).collect::<Vec<_>>().join(", ");
+    let state = format!(
+        "  redis_url_file: {}\n  min_replicas_acked: 1\n  health_interval: 1s\n\
+         \x20 sentinel:\n    nodes: [{nodes}]\n    master_name: {MASTER_NAME}\n",
+        master.url_file().display()
+    );
+    let env = replica_env_with(&state, String::new(), "  client_account_failures: 1000\n  account_failures: 1000\n");
+    let a = replica(&env, "a");
+    let r1 = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&a, ALICE.0, &r1).status, 200);
+
+    sentinels.cli(sentinels.ports[0], &["SENTINEL", "FAILOVER", MASTER_NAME]).assert_ok();
+    wait_until("the replica is promoted", Duration::from_secs(60), || {
+        sentinels.master_port() == Some(replica_redis.port)
+            && master.cli(&["INFO", "replication"]).stdout.contains("master_link_status:up")
+    });
+    // Writes from tollgate land on the new master (a failed login counts there).
+    wait_until("tollgate writes to the new master", Duration::from_secs(30), || {
+        let r = a.token(Some((BOB.0, "a-wrong-password")), crate::replicas::PULL, &[]);
+        assert_ne!(r.status, 200);
+        replica_redis.cli(&["--scan", "--pattern", "tg-test:rl:acct:*"]).stdout.lines().count() > 0
+    });
+    let (ok, out) = revoke(&env, &["--token", "-"], Some(&r1));
+    assert!(ok, "the CLI finds the new master, and the demoted one acknowledges as its replica: {out}");
+    assert_eq!(use_refresh(&a, ALICE.0, &r1).status, 401, "revoked on the new master, refused at once");
+    wait_until("the failover counted", Duration::from_secs(20), || {
+        sample(&a.metrics(), "tollgate_redis_failovers_total") == 1.0
+    });
+    let fresh = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&a, ALICE.0, &fresh).status, 200);
+    assert!(!a.logs().contains("panicked"));
+}
+
+/// Calls of each Redis command so far (`INFO commandstats`), without the `AUTH` and `INFO` redis-cli sends for it.
+fn command_calls(redis: &RedisServer) -> std::collections::BTreeMap<String, u64> {
+    let out = redis.cli(&["INFO", "commandstats"]);
+    out.stdout
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            (name != "info" && name != "auth").then(|| (name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// Redis commands per `/token` request, by login kind (for BENCHMARKS.md): each kind 20 times in a row on a
+/// quiet Redis, the commands it ran counted by Redis itself. Asserted: a refresh grant and a warm password
+/// login stay within a handful of commands (they are one pipelined round trip each, plus the limiter's).
+#[test]
+fn redis_commands_per_token_request_by_login_kind() {
+    let redis = RedisServer::start();
+    let env = replica_env_with(
+        &format!("  redis_url_file: {}\n  health_interval: 1h\n", redis.url_file().display()),
+        String::new(),
+        "  client_account_failures: 1000\n  ip_failures: 100000\n  account_failures: 1000\n",
+    );
+    let a = replica(&env, "a");
+    let refresh = refresh_token(&a, ALICE);
+    assert_eq!(use_refresh(&a, ALICE.0, &refresh).status, 200);
+    assert_eq!(a.token(Some(BOB), crate::replicas::PULL, &[]).status, 200, "warm: bob's address is known");
+    const N: u64 = 20;
+    let mut rows = Vec::new();
+    let kinds: [(&str, &dyn Fn() -> u16); 4] = [
+        ("password login (warm cache)", &|| a.token(Some(BOB), crate::replicas::PULL, &[]).status),
+        ("password login + refresh token issued", &|| {
+            a.token(Some(BOB), &format!("{}&offline_token=true&client_id=docker", crate::replicas::PULL), &[]).status
+        }),
+        ("refresh grant", &|| use_refresh(&a, ALICE.0, &refresh).status),
+        ("failed login (wrong password)", &|| a.token(Some((BOB.0, "wrong")), crate::replicas::PULL, &[]).status),
+    ];
+    for (kind, request) in kinds {
+        let before = command_calls(&redis);
+        for _ in 0..N {
+            let status = request();
+            assert!(matches!(status, 200 | 401), "{kind}: {status}");
+        }
+        let after = command_calls(&redis);
+        let mut per: Vec<(String, f64)> = after
+            .iter()
+            .map(|(c, n)| (c.clone(), (n - before.get(c).copied().unwrap_or(0)) as f64 / N as f64))
+            .filter(|(_, n)| *n > 0.0)
+            .collect();
+        per.sort_by(|x, y| x.0.cmp(&y.0));
+        let total: f64 = per.iter().map(|(_, n)| n).sum();
+        rows.push((kind, total, per));
+    }
+    println!("Redis commands per /token request ({N} requests per kind, INFO commandstats):");
+    for (kind, total, per) in &rows {
+        let detail: Vec<String> = per.iter().map(|(c, n)| format!("{c} {n}")).collect();
+        println!("  {kind:<40} {total:>5.1}  ({})", detail.join(", "));
+    }
+    let total = |k: &str| rows.iter().find(|r| r.0 == k).unwrap().1;
+    assert!(total("refresh grant") <= 16.0, "{}", total("refresh grant"));
+    assert!(total("password login (warm cache)") <= 8.0, "{}", total("password login (warm cache)"));
+}
+
+/// Three masters from `redis-server --cluster-enabled yes`, joined by `redis-cli --cluster create`.
+fn cluster_of_three() -> Vec<RedisServer> {
+    cluster(3, 0)
+}
+
+/// `masters * (1 + replicas)` nodes joined by `redis-cli --cluster create`; a node is declared failed after
+/// 1 s without an answer.
+fn cluster(masters: usize, replicas: usize) -> Vec<RedisServer> {
+    let nodes: Vec<RedisServer> = (0..masters * (1 + replicas))
+        .map(|_| {
+            RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+                "--masterauth",
+                crate::rig::redis::PASSWORD,
+            ])
+        })
+        .collect();
+    let mut create = crate::rig::command("redis-cli");
+    create.args(["--no-auth-warning", "-a", crate::rig::redis::PASSWORD, "--cluster", "create"]);
+    create.args(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+    create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+    crate::rig::run(create, None, &[crate::rig::redis::PASSWORD], Duration::from_secs(60)).assert_ok();
+    for n in &nodes {
+        wait_until("the cluster is up, every replica linked", Duration::from_secs(60), || {
+            let info = n.cli(&["INFO", "replication"]).stdout;
+            n.cli(&["CLUSTER", "INFO"]).stdout.contains("cluster_state:ok")
+                && (info.contains("master_link_status:up")
+                    || info.contains(&format!("connected_slaves:{replicas}\r"))
+                    || info.contains(&format!("connected_slaves:{replicas}\n")))
+        });
+    }
+    nodes
+}
+
+/// Redis Cluster: three masters. Two tollgate replicas given the seed nodes find the node of tollgate's one
+/// hash slot; the replica suite's shared-state checks hold (a CLI revocation refused by both at once, failed
+/// logins counted across both, a token issued after a revocation working), every key is on that one node
+/// under one tag, and no command crossed slots (Redis would answer CROSSSLOT; tollgate would log it).
+#[test]
+fn on_a_redis_cluster_every_key_shares_one_slot_and_the_shared_state_checks_hold() {
+    let nodes = cluster_of_three();
+    let seeds = nodes.iter().map(|n| format!("\"127.0.0.1:{}\"", n.port)).collect::<Vec<_>>().join(", ");
+    let state = format!("  redis_url_file: {}\n  cluster:\n    nodes: [{seeds}]\n", nodes[0].url_file().display());
+    let env = replica_env_with(&state, String::new(), "  client_account_failures: 4\n  account_failures: 1000\n");
+    let mut cmd = crate::rig::command(tollgate_bin());
+    cmd.args(["check-config", "--probe", "--config"]).arg(&env.config).env_remove("TOLLGATE_CONFIG");
+    let probe = crate::rig::run(cmd, None, &[], Duration::from_secs(60));
+    assert!(probe.ok && probe.stdout.contains("ask the cluster which node serves tollgate's slot"), "{probe}");
+    let (a, b) = (replica(&env, "a"), replica(&env, "b"));
+
+    let r1 = refresh_token(&a, ALICE);
+    let r2 = refresh_token(&b, ALICE);
+    assert_eq!(use_refresh(&b, ALICE.0, &r1).status, 200);
+    revoke_cli(&env, &["--token", "-"], Some(&r1));
+    assert_eq!((use_refresh(&a, ALICE.0, &r1).status, use_refresh(&b, ALICE.0, &r1).status), (401, 401));
+    assert_eq!(use_refresh(&a, ALICE.0, &r2).status, 200);
+    revoke_cli(&env, &["--user", "alice"], None);
+    assert_eq!((use_refresh(&a, ALICE.0, &r2).status, use_refresh(&b, ALICE.0, &r2).status), (401, 401));
+    let r3 = refresh_token(&b, ALICE);
+    assert_eq!(use_refresh(&a, ALICE.0, &r3).status, 200, "a token issued after the revocation works");
+
+    for (i, t) in [&a, &b, &a, &b].into_iter().enumerate() {
+        assert_eq!(t.token(Some((BOB.0, &format!("wrong-{i}"))), crate::replicas::PULL, &[]).status, 401);
+    }
+    assert_eq!(a.token(Some((BOB.0, "wrong-4")), crate::replicas::PULL, &[]).status, 429, "counted across both");
+    assert_eq!(sample(&b.metrics(), "tollgate_rate_limit_fallbacks_total"), 0.0, "Redis answered every time");
+
+    // Every key on one node, under the one tag.
+    let counts: Vec<usize> = nodes
+        .iter()
+        .map(|n| n.cli(&["--scan", "--pattern", "*tg-test:*"]).stdout.lines().filter(|l| !l.is_empty()).count())
+        .collect();
+    assert_eq!(counts.iter().filter(|&&c| c > 0).count(), 1, "one node holds them all: {counts:?}");
+    let holder = &nodes[counts.iter().position(|&c| c > 0).unwrap()];
+    let keys = holder.cli(&["--scan", "--pattern", "*"]).stdout;
+    assert!(keys.lines().all(|k| k.starts_with("{tg-test:}")), "{keys}");
+    assert!(keys.contains("{tg-test:}revoked:user-ms:alice") && keys.contains("{tg-test:}epoch"), "{keys}");
+    for (t, name) in [(&a, "a"), (&b, "b")] {
+        let logs = t.logs();
+        assert!(
+            !logs.contains("CROSSSLOT") && !logs.contains("MOVED") && !logs.contains("panicked"),
+            "{name}:\n{logs}"
+        );
+        let ready = t.get("/readyz", &[]);
+        assert!(ready.body.contains("\"mode\":\"cluster\""), "{}", ready.body);
+    }
+}
+
+/// A failover inside the Cluster: three masters with a replica each; the master serving tollgate's slot is
+/// SIGKILLed and the Cluster promotes its replica. tollgate (asking the seed nodes again) follows without a
+/// restart: refresh grants work again, a revocation made before (acknowledged by the replica) still holds,
+/// and the failover is counted.
+#[test]
+fn on_a_redis_cluster_a_killed_master_of_the_slot_is_followed_to_its_promoted_replica() {
+    let mut nodes = cluster(3, 1);
+    let seeds = nodes.iter().map(|n| format!("\"127.0.0.1:{}\"", n.port)).collect::<Vec<_>>().join(", ");
+    let state = format!(
+        "  redis_url_file: {}\n  min_replicas_acked: 1\n  cluster:\n    nodes: [{seeds}]\n",
+        nodes[0].url_file().display()
+    );
+    let env = replica_env_with(&state, String::new(), "  client_account_failures: 1000\n  account_failures: 1000\n");
+    let a = replica(&env, "a");
+    let pid = a.child.id();
+    let revoked = refresh_token(&a, ALICE);
+    let kept = refresh_token(&a, ALICE);
+    let (ok, out) = revoke(&env, &["--token", "-"], Some(&revoked));
+    assert!(ok, "acknowledged by the slot master's replica: {out}");
+    // The master holding tollgate's keys.
+    let holder = nodes
+        .iter()
+        .position(|n| {
+            n.cli(&["INFO", "replication"]).stdout.contains("role:master") && {
+                let slot = n.cli(&["CLUSTER", "KEYSLOT", "{tg-test:}epoch"]).stdout.trim().to_string();
+                n.cli(&["CLUSTER", "COUNTKEYSINSLOT", &slot]).stdout.trim() != "0"
+            }
+        })
+        .expect("a master holds the slot");
+    let killed = Instant::now();
+    nodes[holder].kill9();
+    wait_until("refresh grants work again after the Cluster's failover", Duration::from_secs(60), || {
+        use_refresh(&a, ALICE.0, &kept).status == 200
+    });
+    println!("cluster failover: refresh grants work again {:.1} s after SIGKILL", killed.elapsed().as_secs_f64());
+    assert_eq!(use_refresh(&a, ALICE.0, &revoked).status, 401, "the revocation survived the failover");
+    assert_eq!(sample(&a.metrics(), "tollgate_redis_failovers_total"), 1.0);
+    assert_eq!(a.child.id(), pid, "no restart");
+    let logs = a.logs();
+    assert!(!logs.contains("CROSSSLOT") && !logs.contains("panicked"), "{logs}");
 }
