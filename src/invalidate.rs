@@ -383,7 +383,7 @@ mod tests {
 
     #[test]
     fn sources_round_trip_and_subjects_are_described_without_control_characters() {
-        for s in ["cli", "api", "backchannel_logout", "ldap_watch", "ad_watch", "ssf"] {
+        for s in ["cli", "api", "backchannel_logout", "ldap_watch", "ssf"] {
             assert_eq!(Source::parse(s).map(Source::as_str), Some(s));
         }
         assert_eq!(Source::parse("other"), None);
