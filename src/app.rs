@@ -13,10 +13,12 @@ use crate::identity::oidc::OidcProvider;
 use crate::identity::workload::WorkloadProvider;
 use crate::identity::Provider;
 use crate::policy_store::PolicyStore;
+use crate::store::access_tokens::AccessTokenStore;
 use crate::store::revocation::RevocationStore;
 use crate::store::sessions::SessionStore;
 use crate::support::fs::read_or_create_secret;
 use crate::support::random::random_id;
+use crate::token::access::SecretHasher;
 use crate::token::keys::load_keys_with;
 use crate::token::refresh::RefreshTokens;
 use crate::token::TokenIssuer;
@@ -37,6 +39,10 @@ pub struct AppState {
     pub health: Arc<crate::identity::health::Health>,
     /// Failed-login limits (kept across reloads while `rate_limit` is unchanged).
     pub limiter: Arc<crate::identity::limiter::LoginLimiter>,
+    /// The keyed hash of access-token secrets; None when `access_tokens.enabled` is false.
+    pub access_hasher: Option<SecretHasher>,
+    /// Personal and group access tokens (hashes and metadata).
+    pub access_tokens: Arc<dyn AccessTokenStore>,
 }
 
 impl AppState {
@@ -71,6 +77,24 @@ impl AppState {
                 Ok(r) => Some(r),
                 Err(e) => {
                     errors.push(format!("refresh_tokens.secret_file: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let access_hasher = if settings.access_tokens.enabled {
+            let file = &settings.access_tokens.secret_file;
+            let secret = if create || file.exists() {
+                read_or_create_secret(file, || random_id(32)).map_err(|e| e.to_string())
+            } else {
+                notes.push(format!("no access-token secret yet: `serve` creates {} on first start", file.display()));
+                Ok(random_id(32).into_bytes())
+            };
+            match secret.and_then(|s| SecretHasher::new(&s)) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    errors.push(format!("access_tokens.secret_file: {e}"));
                     None
                 }
             }
@@ -129,6 +153,7 @@ impl AppState {
         }
         let (Some(keys), Ok(policy)) = (keys, policy) else { return Err(vec!["internal: state incomplete".into()]) };
         let revocations = stores.revocations;
+        let access_tokens = stores.access_tokens;
         let state = AppState {
             issuer: TokenIssuer { keys, issuer: settings.token.issuer.clone(), lifetime: settings.token.lifetime },
             refresh,
@@ -141,6 +166,8 @@ impl AppState {
             limiter: Arc::new(
                 crate::identity::limiter::LoginLimiter::new(&settings.ops.rate_limit).with_shared(stores.limits),
             ),
+            access_hasher,
+            access_tokens,
             settings,
         };
         Ok((state, notes))

@@ -26,8 +26,18 @@ use super::problem::{in_words, one_of, Location, Problem, Said};
 use super::tracked::{self, KeyPath, Seg};
 
 /// The top-level sections of a config file.
-pub const SECTIONS: [&str; 9] =
-    ["server", "token", "refresh_tokens", "providers", "identity_cache", "policy", "log", "rate_limit", "state"];
+pub const SECTIONS: [&str; 10] = [
+    "server",
+    "token",
+    "refresh_tokens",
+    "providers",
+    "identity_cache",
+    "policy",
+    "log",
+    "rate_limit",
+    "state",
+    "access_tokens",
+];
 
 /// The keys of the sections read without `deny_unknown_fields` (their unknown keys are collected, not
 /// fatal), for "did you mean". A unit test checks every key here is accepted.
@@ -51,6 +61,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("identity_cache", &["ttl", "capacity", "negative_ttl", "serve_stale_for"]),
     ("policy", &["paths", "builtin_example", "reload_interval", "settle"]),
     ("log", &["level", "format"]),
+    ("access_tokens", &["enabled", "max_lifetime", "max_auth_age", "group_admins", "secret_file"]),
 ];
 
 /// Environment variables that are not config overrides.

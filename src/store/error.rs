@@ -8,4 +8,6 @@ pub enum StoreError {
     Revocations(String),
     #[error("session store: {0}")]
     Sessions(String),
+    #[error("access token store: {0}")]
+    AccessTokens(String),
 }

@@ -135,7 +135,7 @@ impl Redis {
         })
     }
 
-    fn key(&self, rest: &str) -> String {
+    pub(crate) fn key(&self, rest: &str) -> String {
         format!("{}{rest}", self.prefix)
     }
 
@@ -158,7 +158,7 @@ impl Redis {
     }
 
     /// Run one command under the command timeout.
-    async fn run<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, RedisError> {
+    pub(crate) async fn run<T: FromRedisValue>(&self, what: &str, cmd: &redis::Cmd) -> Result<T, RedisError> {
         let conn = self.manager().await?;
         self.bounded(what, || {
             let mut conn = conn.clone();
@@ -168,7 +168,11 @@ impl Redis {
     }
 
     /// Run a pipeline (one round trip) under the command timeout.
-    async fn run_pipe<T: FromRedisValue>(&self, what: &str, pipe: &redis::Pipeline) -> Result<T, RedisError> {
+    pub(crate) async fn run_pipe<T: FromRedisValue>(
+        &self,
+        what: &str,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RedisError> {
         let conn = self.manager().await?;
         self.bounded(what, || {
             let mut conn = conn.clone();
