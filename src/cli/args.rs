@@ -231,7 +231,7 @@ pub enum PolicyCommand {
         /// Provider name.
         #[arg(long, default_value = "")]
         provider: String,
-        /// password, refresh_token, device, workload or anonymous. Default: password, or anonymous without --user.
+        /// password, refresh_token, device, workload, access_token or anonymous. Default: password, or anonymous without --user.
         #[arg(long)]
         auth_method: Option<String>,
         /// Client address.

@@ -258,8 +258,9 @@ pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainIn
     };
     let username = input.user.unwrap_or_default();
     let auth_method = match input.auth_method.as_deref() {
-        Some(m) => AuthMethod::parse(m)
-            .ok_or(format!("--auth-method {m:?}: use password, refresh_token, device, workload or anonymous"))?,
+        Some(m) => AuthMethod::parse(m).ok_or(format!(
+            "--auth-method {m:?}: use password, refresh_token, device, workload, access_token or anonymous"
+        ))?,
         None if username.is_empty() => AuthMethod::Anonymous,
         None => AuthMethod::Password,
     };

@@ -140,6 +140,9 @@ pub struct Owner {
     /// created again under the same name is another account, and the token is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
+    /// The login session at the provider (an OIDC user's): the token works while the IdP keeps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -280,7 +283,8 @@ mod tests {
 
     #[test]
     fn state_revoked_wins_over_expired() {
-        let owner = Owner { kind: OwnerKind::User, name: "a".into(), provider: "p".into(), account: None };
+        let owner =
+            Owner { kind: OwnerKind::User, name: "a".into(), provider: "p".into(), account: None, session: None };
         let mut r = TokenRecord {
             id: "i".into(),
             hmac: "h".into(),

@@ -1,0 +1,288 @@
+//! Personal and group access tokens against the real `tollgate serve` binary, the real registry 2.8,
+//! skopeo and the docker CLI (issue 25).
+//!
+//! Proven here: a token works with skopeo and `docker login -u anything`, and the registry refuses what is
+//! outside its scope even where the rules would let its owner; no refresh token comes out of a token
+//! login; creation is refused beyond what the rules give the caller now (403 naming the entry, nothing
+//! written), with an access token (403), with a stale refresh token (403), and with an expiry past the cap;
+//! a mistyped token is refused without a store read (a counter proves it); an expired and a revoked token
+//! are refused with the reason on the audit line; group tokens only by group admins, with the group's
+//! ceiling; one `last used` write for a burst of uses; and no secret in the data directory or the log after
+//! 100 tokens.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::harness::*;
+use crate::ops::{sample, Tollgate};
+use crate::rig::http::{http_request, HttpResponse};
+use crate::rig::*;
+
+/// The config every test here adds: a short max_auth_age (so a stale refresh token can be shown without
+/// waiting ten minutes) and `admins` as the group admins.
+pub(crate) const ACCESS_YAML: &str = "access_tokens:\n  max_auth_age: 4s\n  group_admins: [admins]\n";
+
+pub(crate) fn env_with(extra: &str) -> TestEnv {
+    TestEnv::with(Opts { extra_yaml: format!("{ACCESS_YAML}{extra}"), ..Opts::default() })
+}
+
+/// A JSON request to the token API with Basic credentials.
+pub(crate) fn api(tg: &Tollgate, method: &str, path: &str, creds: (&str, &str), body: Option<Value>) -> HttpResponse {
+    let auth = basic(creds.0, creds.1);
+    let mut headers = vec![("Authorization", auth.as_str())];
+    let bytes = body.map(|b| b.to_string()).unwrap_or_default();
+    if !bytes.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    http_request(&tg.addr, method, path, &headers, bytes.as_bytes()).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// Create a token; returns the whole answer.
+pub(crate) fn create(tg: &Tollgate, creds: (&str, &str), scope: &[&str], expires: &str) -> HttpResponse {
+    let body = json!({"name": "laptop", "scope": scope, "expires": expires});
+    api(tg, "POST", "/access-tokens", creds, Some(body))
+}
+
+/// Create a token that must be created: (id, secret).
+pub(crate) fn created(tg: &Tollgate, creds: (&str, &str), scope: &[&str], expires: &str) -> (String, String) {
+    let r = create(tg, creds, scope, expires);
+    assert_eq!(r.status, 201, "{}", r.body);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    let secret = v["token"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("tgp_") && secret.len() == 42, "{secret}");
+    (v["id"].as_str().unwrap().to_string(), secret)
+}
+
+pub(crate) fn registry_for(tg: &Tollgate, env: &TestEnv) -> Registry {
+    Registry::start(RegistryOptions {
+        auth: Some(TokenAuth {
+            realm: format!("http://{}/token", tg.addr),
+            service: SERVICE.into(),
+            issuer: ISSUER.into(),
+            rootcertbundle: Some(env.bundle()),
+            jwks: None,
+        }),
+        ..Default::default()
+    })
+}
+
+fn json_of(r: &HttpResponse) -> Value {
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", r.body))
+}
+
+/// A token request with the token as the Basic password.
+fn use_token(tg: &Tollgate, secret: &str, scope: &str) -> HttpResponse {
+    tg.token(Some(("anything", secret)), &format!("scope={}", enc(scope)), &[])
+}
+
+fn granted(r: &HttpResponse) -> Vec<Value> {
+    assert_eq!(r.status, 200, "{}", r.body);
+    let (_, claims) = jwt_parts(json_of(r)["token"].as_str().unwrap());
+    claims["access"].as_array().cloned().unwrap_or_default()
+}
+
+fn last_audit(tg: &Tollgate) -> Value {
+    tg.audit_lines().pop().expect("an audit line")
+}
+
+#[test]
+fn a_token_works_with_skopeo_and_docker_login_and_the_registry_refuses_beyond_its_scope() {
+    let env = env_with("");
+    let tg = Tollgate::start(&env, &[]);
+    let reg = registry_for(&tg, &env);
+    let tmp = tempdir("pat");
+    let (id, secret) = created(&tg, ALICE, &["repository:payments/**:pull,push"], "30d");
+    let creds = ("anything", secret.as_str());
+
+    let skopeo = Skopeo::new();
+    let image = |m: &str| format!("oci:{}:latest", oci_image(tmp.path(), m).display());
+    skopeo.copy(&image("one"), &reg.docker_ref("payments/api:1"), Some(creds)).assert_ok();
+    skopeo.inspect(&reg.docker_ref("payments/api:1"), Some(creds)).assert_ok();
+    // alice may push under users/alice/ by the rules, but the token's scope does not reach there.
+    let out = skopeo.copy(&image("two"), &reg.docker_ref("users/alice/x:1"), Some(creds));
+    assert!(!out.ok, "a push outside the token's scope went through:\n{out}");
+    skopeo.copy(&image("two"), &reg.docker_ref("users/alice/x:1"), Some(ALICE)).assert_ok();
+    assert!(!skopeo.inspect(&reg.docker_ref("users/alice/x:1"), Some(creds)).ok, "pull outside the scope");
+    assert!(reg.auth_errors().iter().any(|e| e == "insufficient scope"), "the registry refused by scope");
+
+    let docker = DockerCli::new();
+    docker.login(reg.addr(), "anything", &secret).assert_ok();
+
+    // No refresh token out of a token login, even when asked for.
+    let r = tg.token(Some(creds), "scope=repository:payments/api:pull&offline_token=true", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(json_of(&r).get("refresh_token").is_none(), "{}", r.body);
+    let line = last_audit(&tg);
+    assert_eq!(line["auth_method"], "access_token", "{line}");
+    assert_eq!(line["access_token"], id.as_str(), "{line}");
+    assert_eq!(line["subject"], "alice", "{line}");
+    assert_eq!(line["refresh_token_issued"], false, "{line}");
+    assert!(!tg.logs().contains(&secret), "the secret is in the log");
+}
+
+#[test]
+fn creation_is_refused_beyond_the_rules_by_an_access_token_by_a_stale_login_and_past_the_cap() {
+    let env = env_with("");
+    let tg = Tollgate::start(&env, &[]);
+    let file = env.path().join("data/access-tokens.json");
+
+    let r = create(&tg, ALICE, &["repository:payments/**:pull", "repository:prod/**:push"], "30d");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("repository:prod/**:push"), "the refusal names the entry: {}", r.body);
+    assert!(!r.body.contains("payments/**"), "only the first entry beyond the rules: {}", r.body);
+    assert!(!file.exists(), "nothing written");
+    let list = api(&tg, "GET", "/access-tokens", ALICE, None);
+    assert_eq!(json_of(&list)["tokens"], json!([]), "{}", list.body);
+
+    let r = create(&tg, ALICE, &["repository:payments/**:pull"], "91d");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("max_lifetime"), "{}", r.body);
+    let r = create(&tg, ALICE, &["repository:payments/**:fly"], "1d");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("repository:payments/**:fly"), "{}", r.body);
+    let r = api(&tg, "POST", "/access-tokens", ALICE, Some(json!({"name": "x", "scope": []})));
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(!file.exists(), "nothing written by refused requests");
+
+    // An access token cannot make another.
+    let (_, secret) = created(&tg, ALICE, &["repository:payments/**:pull"], "1d");
+    let r = create(&tg, ("alice", &secret), &["repository:payments/**:pull"], "1d");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("access token"), "{}", r.body);
+    let r = api(&tg, "GET", "/access-tokens", ("alice", &secret), None);
+    assert_eq!(r.status, 403, "{}", r.body);
+
+    // A refresh token from a fresh password login may create; once older than max_auth_age, it may not.
+    let login = tg.token(Some(ALICE), "scope=repository:payments/api:pull&offline_token=true", &[]);
+    let refresh = json_of(&login)["refresh_token"].as_str().unwrap().to_string();
+    created(&tg, ("alice", &refresh), &["repository:payments/**:pull"], "1d");
+    std::thread::sleep(Duration::from_secs(5));
+    let r = create(&tg, ("alice", &refresh), &["repository:payments/**:pull"], "1d");
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.body.contains("log in again"), "{}", r.body);
+    // ...while it still lists and the password still creates.
+    assert_eq!(api(&tg, "GET", "/access-tokens", ("alice", &refresh), None).status, 200);
+    created(&tg, ALICE, &["repository:payments/**:pull"], "1d");
+    // Bob is no group admin: no group token for him; the admin's group token has the group's ceiling.
+    let body = json!({"name": "ci", "scope": ["repository:payments/**:pull,push"], "expires": "1d", "owner": "group:team-payments"});
+    let r = api(&tg, "POST", "/access-tokens", BOB, Some(body.clone()));
+    assert_eq!(r.status, 403, "{}", r.body);
+    let r = api(&tg, "POST", "/access-tokens", ADMIN, Some(body));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let group_secret = json_of(&r)["token"].as_str().unwrap().to_string();
+    assert_eq!(json_of(&r)["owner"], "group:team-payments");
+    let body =
+        json!({"name": "ci", "scope": ["repository:web/**:push"], "expires": "1d", "owner": "group:team-payments"});
+    let r = api(&tg, "POST", "/access-tokens", ADMIN, Some(body));
+    assert_eq!(r.status, 403, "the group's ceiling, not the admin's: {}", r.body);
+    let access = granted(&use_token(&tg, &group_secret, "repository:payments/api:pull,push"));
+    assert_eq!(access[0]["actions"], json!(["pull", "push"]), "{access:?}");
+}
+
+#[test]
+fn a_mistyped_token_costs_no_store_read_and_expired_or_revoked_ones_say_why_in_the_audit() {
+    let env = env_with("");
+    let tg = Tollgate::start(&env, &[]);
+    let (id, secret) = created(&tg, ALICE, &["repository:payments/**:pull"], "3s");
+    assert_eq!(granted(&use_token(&tg, &secret, "repository:payments/api:pull")).len(), 1);
+
+    let before = tg.metrics();
+    let lookups = sample(&before, "tollgate_access_token_lookups_total");
+    let malformed = sample(&before, "tollgate_access_token_logins_total{outcome=\"malformed\"}");
+    let mut typo = secret.clone().into_bytes();
+    typo[10] = if typo[10] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    let r = use_token(&tg, &typo, "repository:payments/api:pull");
+    assert_eq!(r.status, 401, "{}", r.body);
+    let after = tg.metrics();
+    assert_eq!(sample(&after, "tollgate_access_token_lookups_total"), lookups, "a bad checksum read the store");
+    assert_eq!(sample(&after, "tollgate_access_token_logins_total{outcome=\"malformed\"}"), malformed + 1.0);
+    // A well-formed token that does not exist is looked up, and refused.
+    let unknown = tollgate::token::access::new_secret();
+    assert_eq!(use_token(&tg, &unknown, "repository:payments/api:pull").status, 401);
+    assert_eq!(sample(&tg.metrics(), "tollgate_access_token_lookups_total"), lookups + 1.0);
+
+    std::thread::sleep(Duration::from_secs(4));
+    let r = use_token(&tg, &secret, "repository:payments/api:pull");
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert!(!r.body.contains("expired"), "the client gets the usual 401: {}", r.body);
+    let line = last_audit(&tg);
+    assert_eq!(line["status"], 401, "{line}");
+    assert!(line["provider_reason"].as_str().unwrap().contains("expired"), "{line}");
+    assert!(line["provider_reason"].as_str().unwrap().contains(&id), "{line}");
+    assert!(tg.json_lines().iter().any(|l| l["reason"] == "expired" && l["token"] == id.as_str()), "the log says so");
+
+    let (id, secret) = created(&tg, ALICE, &["repository:payments/**:pull"], "1d");
+    let r = api(&tg, "DELETE", &format!("/access-tokens/{id}"), ALICE, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(use_token(&tg, &secret, "repository:payments/api:pull").status, 401);
+    assert!(last_audit(&tg)["provider_reason"].as_str().unwrap().contains("revoked"));
+    // Bob cannot see or revoke alice's token.
+    assert_eq!(api(&tg, "DELETE", &format!("/access-tokens/{id}"), BOB, None).status, 404);
+    let m = tg.metrics();
+    for outcome in ["expired", "revoked", "unknown", "ok"] {
+        assert!(
+            sample(&m, &format!("tollgate_access_token_logins_total{{outcome=\"{outcome}\"}}")) >= 1.0,
+            "{outcome}"
+        );
+    }
+    assert!(!tg.logs().contains(&secret) && !tg.logs().contains(&typo[4..20]));
+}
+
+#[test]
+fn a_burst_of_uses_writes_last_used_once_and_no_secret_is_kept_after_a_hundred_tokens() {
+    let env = env_with("");
+    let tg = Tollgate::start(&env, &[]);
+    let (id, secret) = created(&tg, ALICE, &["repository:payments/**:pull"], "1d");
+    let started = std::time::Instant::now();
+    let mut uses = 0;
+    while uses < 1000 {
+        assert_eq!(use_token(&tg, &secret, "repository:payments/api:pull").status, 200);
+        uses += 1;
+    }
+    let took = started.elapsed();
+    let writes = sample(&tg.metrics(), "tollgate_access_token_last_used_writes_total");
+    // At most one write per started minute of the burst (one on any machine faster than 60 s for 1,000).
+    let minutes = took.as_secs() / 60 + 1;
+    assert!(writes >= 1.0 && writes <= minutes as f64, "{writes} writes for {uses} uses in {took:?}");
+    let list = json_of(&api(&tg, "GET", "/access-tokens", ALICE, None));
+    let mine = list["tokens"].as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(mine["last_used"]["address"], "127.0.0.1", "{mine}");
+    assert_eq!(mine["state"], "active");
+    assert!(mine.get("token").is_none() && !list.to_string().contains(&secret));
+
+    let mut secrets = vec![secret];
+    for _ in 0..99 {
+        let (_, s) = created(&tg, ALICE, &["repository:payments/**:pull"], "1d");
+        assert_eq!(use_token(&tg, &s, "repository:payments/api:pull").status, 200);
+        secrets.push(s);
+    }
+    let mut at_rest = String::new();
+    for entry in walk(&env.path().join("data")) {
+        at_rest += &String::from_utf8_lossy(&std::fs::read(entry).unwrap());
+    }
+    let logs = tg.logs();
+    assert!(at_rest.contains(&id), "the store was read");
+    for s in &secrets {
+        // The random part alone, too: no encoding of the secret may hide it.
+        for needle in [s.as_str(), &s[4..36]] {
+            assert!(!at_rest.contains(needle), "a secret at rest");
+            assert!(!logs.contains(needle), "a secret in the log");
+        }
+    }
+}
+
+/// Every file under `dir`.
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
