@@ -297,7 +297,7 @@ pub async fn revoke(state: &AppState, login: &Login, id: &str) -> Result<TokenRe
     Ok(record)
 }
 
-/// Offboarding: revoke every token `user` owns. Admins only. Returns the ids revoked.
+/// Offboarding: revoke every active token `user` owns. Admins only. Returns the ids revoked.
 pub async fn revoke_user(state: &AppState, login: &Login, user: &str) -> Result<Vec<String>, AccessError> {
     let who = caller(state, login)?;
     if !who.admin {
@@ -306,7 +306,7 @@ pub async fn revoke_user(state: &AppState, login: &Login, user: &str) -> Result<
     let now = unix_now();
     let mut revoked = Vec::new();
     for r in state.access_tokens.list().await.map_err(store)? {
-        if r.owner.label() == user && r.revoked.is_none() {
+        if r.owner.label() == user && r.state(now) == TokenState::Active {
             state.access_tokens.revoke(&r.id, now).await.map_err(store)?;
             revoked.push(r.id);
         }

@@ -276,7 +276,8 @@ fn a_burst_of_uses_writes_last_used_once_and_no_secret_is_kept_after_a_hundred_t
 /// Every file under `dir`.
 pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
         let p = e.path();
         if p.is_dir() {
             out.extend(walk(&p));
@@ -285,4 +286,193 @@ pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// `tollgate` run as a user runs it, with `stdin`; (ok, stdout, stderr).
+fn tollgate_cli(args: &[&str], stdin: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    use std::io::Write as _;
+    let mut cmd = std::process::Command::new(crate::ops::tollgate_bin());
+    cmd.args(args).env_remove("TOLLGATE_CONFIG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+#[test]
+fn the_cli_creates_lists_rotates_and_revokes_through_the_registrys_tollgate() {
+    let env = env_with("");
+    let tg = Tollgate::start(&env, &[]);
+    let reg = registry_for(&tg, &env);
+    let docker = tempdir("docker-config");
+    let dc = docker.path().to_str().unwrap();
+    let host = reg.addr();
+    let login = ["--plain-http", "--login-user", "alice", "--password-stdin", "--docker-config", dc];
+    let pw = format!("{}\n", ALICE.1);
+    let mut create = vec!["token", "create", host, "--name", "ci laptop", "--scope", "repository:payments/**:pull"];
+    create.extend(["--scope", "repository:payments/**:push", "--expires", "7d"]);
+    create.extend(login);
+    let (ok, secret, err) = tollgate_cli(&create, &pw, &[]);
+    assert!(ok, "{err}");
+    let secret = secret.trim().to_string();
+    assert!(tollgate::token::access::well_formed(&secret), "stdout is the secret alone: {secret:?}");
+    assert!(err.contains("shown only now") && !err.contains(&secret), "{err}");
+    let access = granted(&use_token(&tg, &secret, "repository:payments/api:pull,push"));
+    assert_eq!(access[0]["actions"], json!(["pull", "push"]));
+
+    // Beyond the rules: refused, naming the entry, and the CLI fails.
+    let mut beyond =
+        vec!["token", "create", host, "--name", "x", "--scope", "repository:prod/**:push", "--expires", "1d"];
+    beyond.extend(login);
+    let (ok, _, err) = tollgate_cli(&beyond, &pw, &[]);
+    assert!(!ok && err.contains("403") && err.contains("repository:prod/**:push"), "{err}");
+
+    let mut list = vec!["token", "list", host, "--json"];
+    list.extend(login);
+    let (ok, out, err) = tollgate_cli(&list, &pw, &[]);
+    assert!(ok, "{err}");
+    let tokens: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(tokens.as_array().unwrap().len(), 1, "{out}");
+    let id = tokens[0]["id"].as_str().unwrap().to_string();
+    assert_eq!(tokens[0]["name"], "ci laptop");
+
+    let mut rotate = vec!["token", "rotate", host, id.as_str(), "--grace", "1h"];
+    rotate.extend(login);
+    let (ok, new_secret, err) = tollgate_cli(&rotate, &pw, &[]);
+    assert!(ok, "{err}");
+    let new_secret = new_secret.trim().to_string();
+    assert!(tollgate::token::access::well_formed(&new_secret) && new_secret != secret);
+    // Both work during the grace.
+    assert_eq!(use_token(&tg, &secret, "repository:payments/api:pull").status, 200);
+    assert_eq!(use_token(&tg, &new_secret, "repository:payments/api:pull").status, 200);
+
+    let mut revoke = vec!["token", "revoke", "--registry", host, "--id", id.as_str()];
+    revoke.extend(login);
+    let (ok, out, err) = tollgate_cli(&revoke, &pw, &[]);
+    assert!(ok && out.contains(&id), "{out}{err}");
+    assert_eq!(use_token(&tg, &secret, "repository:payments/api:pull").status, 401);
+    assert_eq!(use_token(&tg, &new_secret, "repository:payments/api:pull").status, 200);
+
+    // Offboarding on the server: every token of alice, refresh and access.
+    let config = env.config.to_str().unwrap();
+    let (ok, out, err) = tollgate_cli(&["token", "revoke", "--config", config, "--user", "alice"], "", &[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("revoked 1 access token(s) of \"alice\""), "{out}");
+    assert_eq!(use_token(&tg, &new_secret, "repository:payments/api:pull").status, 401);
+}
+
+/// Two replicas on one real Redis sharing the signing key, the refresh secret and the access-token secret.
+fn two_replicas(redis: &crate::rig::redis::RedisServer) -> (TestEnv, Tollgate, Tollgate) {
+    let env = TestEnv::with(Opts {
+        extra_token_yaml: "  keys:\n    - key_file: shared/signing.key\n      cert_file: shared/signing.crt\n".into(),
+        extra_yaml: format!(
+            "refresh_tokens:\n  secret_file: shared/refresh-secret\n\
+             access_tokens:\n  secret_file: shared/access-token-secret\n  group_admins: [admins]\n\
+             state:\n  store: redis\n  redis_url_file: {}\n  key_prefix: \"tg-pat:\"\n",
+            redis.url_file().display()
+        ),
+        ..Opts::default()
+    });
+    let shared = env.path().join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    tollgate::token::keys::generate_key_files(&shared.join("signing.key"), &shared.join("signing.crt"), "replicas")
+        .expect("key");
+    std::fs::write(shared.join("refresh-secret"), "a-refresh-secret-shared-by-every-replica-0123456789").unwrap();
+    std::fs::write(shared.join("access-token-secret"), "an-access-token-secret-shared-by-every-replica-0123").unwrap();
+    let start = |name: &str| {
+        let data = env.path().join(format!("data-{name}"));
+        Tollgate::start(&env, &[("TOLLGATE_SERVER__DATA_DIR", data.to_str().unwrap())])
+    };
+    let (a, b) = (start("a"), start("b"));
+    (env, a, b)
+}
+
+/// Every key and value in Redis, as text.
+fn redis_dump(redis: &crate::rig::redis::RedisServer) -> String {
+    let script = "local out = {} for _, k in ipairs(redis.call('KEYS', '*')) do table.insert(out, k) \
+        local t = redis.call('TYPE', k).ok \
+        if t == 'string' then table.insert(out, redis.call('GET', k)) \
+        elseif t == 'set' then for _, m in ipairs(redis.call('SMEMBERS', k)) do table.insert(out, m) end \
+        elseif t == 'hash' then for _, m in ipairs(redis.call('HGETALL', k)) do table.insert(out, m) end end end \
+        return out";
+    let out = redis.cli(&["EVAL", script, "0"]);
+    out.assert_ok();
+    out.stdout.clone()
+}
+
+#[test]
+fn rotation_with_grace_revocation_and_offboarding_hold_on_two_replicas_and_redis_keeps_no_secret() {
+    let redis = crate::rig::redis::RedisServer::start();
+    let (env, a, b) = two_replicas(&redis);
+    let pull = "repository:payments/api:pull";
+    let (id, secret) = created(&a, ALICE, &["repository:payments/**:pull"], "1d");
+    assert_eq!(use_token(&b, &secret, pull).status, 200, "created on A, used on B");
+
+    // Rotate on A with a grace: the old secret works on both until it ends, the new one at once.
+    let r = api(&a, "POST", &format!("/access-tokens/{id}/rotate"), ALICE, Some(json!({"grace": "3s"})));
+    assert_eq!(r.status, 201, "{}", r.body);
+    let new_secret = json_of(&r)["token"].as_str().unwrap().to_string();
+    for t in [&a, &b] {
+        assert_eq!(use_token(t, &secret, pull).status, 200, "the old secret within the grace");
+        assert_eq!(use_token(t, &new_secret, pull).status, 200, "the new secret");
+    }
+    std::thread::sleep(Duration::from_secs(4));
+    for t in [&a, &b] {
+        assert_eq!(use_token(t, &secret, pull).status, 401, "the old secret after the grace");
+        assert!(last_audit(t)["provider_reason"].as_str().unwrap().contains("expired"));
+        assert_eq!(use_token(t, &new_secret, pull).status, 200);
+    }
+    let listed = json_of(&api(&b, "GET", "/access-tokens", ALICE, None));
+    let old = listed["tokens"].as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).unwrap().clone();
+    assert_eq!(old["state"], "expired", "{old}");
+    assert!(old["rotated_to"].is_string(), "{old}");
+
+    // Revoked on B: refused on A at its next request.
+    let new_id = json_of(&r)["id"].as_str().unwrap().to_string();
+    assert_eq!(api(&b, "DELETE", &format!("/access-tokens/{new_id}"), ALICE, None).status, 200);
+    assert_eq!(use_token(&a, &new_secret, pull).status, 401);
+    assert!(last_audit(&a)["provider_reason"].as_str().unwrap().contains("revoked"));
+
+    // 100 tokens over both replicas, each used on the other; then offboarding through the API (an admin).
+    let mut secrets = vec![secret, new_secret];
+    for i in 0..100 {
+        let (mine, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let (_, s) = created(mine, ALICE, &["repository:payments/**:pull"], "1d");
+        assert_eq!(use_token(other, &s, pull).status, 200);
+        secrets.push(s);
+    }
+    let r = api(&a, "POST", "/access-tokens/revoke", ALICE, Some(json!({"user": "alice"})));
+    assert_eq!(r.status, 403, "only group admins offboard: {}", r.body);
+    let r = api(&a, "POST", "/access-tokens/revoke", ADMIN, Some(json!({"user": "alice"})));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(json_of(&r)["revoked"].as_array().unwrap().len(), 100, "{}", r.body);
+    for s in secrets.iter().rev().take(3) {
+        assert_eq!(use_token(&b, s, pull).status, 401);
+    }
+    let expiring = json_of(&api(&b, "GET", "/access-tokens?all=true", ADMIN, None));
+    assert!(expiring["tokens"].as_array().unwrap().len() >= 102);
+
+    let dump = redis_dump(&redis);
+    assert!(dump.contains("{atok}:hmac:"), "the dump holds the token keys: {:.300}", dump);
+    let mut at_rest = dump;
+    for dir in ["data-a", "data-b"] {
+        for f in walk(&env.path().join(dir)) {
+            at_rest += &String::from_utf8_lossy(&std::fs::read(f).unwrap());
+        }
+    }
+    let logs = a.logs() + &b.logs();
+    for s in &secrets {
+        for needle in [s.as_str(), &s[4..36]] {
+            assert!(!at_rest.contains(needle), "a secret at rest");
+            assert!(!logs.contains(needle), "a secret in a log");
+        }
+    }
 }
