@@ -476,3 +476,62 @@ fn rotation_with_grace_revocation_and_offboarding_hold_on_two_replicas_and_redis
         }
     }
 }
+
+/// The live ceiling: alice's token, checked against the real slapd on every use (within the identity
+/// cache's TTL, 2 s here). Taking her out of her group (ldapmodify) takes push away from the token;
+/// disabling her account makes it 401.
+#[test]
+fn an_ldap_owner_removed_from_her_group_or_disabled_takes_her_token_with_her() {
+    use crate::ldap::{provider_entry, Mode};
+    use crate::rig::slapd::user_dn;
+    let slapd = Slapd::start(SlapdOptions::default());
+    let providers = provider_entry("corp", &slapd, Mode::StartTlsMemberOf, "");
+    let env = TestEnv::with(Opts {
+        providers_yaml: Some(format!("providers:\n{providers}identity_cache:\n  ttl: 2s\n{ACCESS_YAML}")),
+        ..Opts::default()
+    });
+    let tg = Tollgate::start(&env, &[]);
+    let alice_pw = Slapd::password("alice");
+    let (id, secret) = created(&tg, ("alice", &alice_pw), &["repository:payments/**:pull,push"], "1d");
+    let scope = "repository:payments/api:pull,push";
+    assert_eq!(granted(&use_token(&tg, &secret, scope))[0]["actions"], json!(["pull", "push"]));
+
+    slapd.remove_member("team-payments", "alice");
+    let removed = std::time::Instant::now();
+    // Bounded wait: the TTL is 2 s; a loaded machine gets 15 s before this fails.
+    loop {
+        let access = granted(&use_token(&tg, &secret, scope));
+        if access.is_empty() {
+            break;
+        }
+        assert!(
+            removed.elapsed() < Duration::from_secs(15),
+            "push still granted {:?} after removal",
+            removed.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Her token never grants more than she has now, even for what its scope names.
+    let line = last_audit(&tg);
+    assert_eq!((line["access_token"].as_str(), &line["granted"]), (Some(id.as_str()), &json!([])), "{line}");
+
+    slapd.add_member("team-payments", "alice");
+    slapd.ldapmodify(&format!(
+        "dn: {}\nchangetype: modify\nadd: employeeType\nemployeeType: disabled\n",
+        user_dn("alice")
+    ));
+    let disabled = std::time::Instant::now();
+    loop {
+        let r = use_token(&tg, &secret, scope);
+        if r.status == 401 {
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(disabled.elapsed() < Duration::from_secs(15), "a disabled owner's token still works");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let line = last_audit(&tg);
+    assert!(line["provider_reason"].as_str().unwrap().contains("owner refused"), "{line}");
+    let m = tg.metrics();
+    assert!(sample(&m, "tollgate_access_token_logins_total{outcome=\"owner_refused\"}") >= 1.0);
+}
