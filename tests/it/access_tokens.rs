@@ -221,6 +221,8 @@ fn a_mistyped_token_costs_no_store_read_and_expired_or_revoked_ones_say_why_in_t
     // Bob cannot see or revoke alice's token.
     assert_eq!(api(&tg, "DELETE", &format!("/access-tokens/{id}"), BOB, None).status, 404);
     let m = tg.metrics();
+    assert_eq!(sample(&m, "tollgate_access_tokens{state=\"expired\"}"), 1.0);
+    assert_eq!(sample(&m, "tollgate_access_tokens{state=\"revoked\"}"), 1.0);
     for outcome in ["expired", "revoked", "unknown", "ok"] {
         assert!(
             sample(&m, &format!("tollgate_access_token_logins_total{{outcome=\"{outcome}\"}}")) >= 1.0,
@@ -258,6 +260,9 @@ fn a_burst_of_uses_writes_last_used_once_and_no_secret_is_kept_after_a_hundred_t
         assert_eq!(use_token(&tg, &s, "repository:payments/api:pull").status, 200);
         secrets.push(s);
     }
+    let m = tg.metrics();
+    assert_eq!(sample(&m, "tollgate_access_tokens{state=\"active\"}"), 100.0);
+    assert_eq!(sample(&m, "tollgate_access_tokens_expiring_7d"), 100.0, "every one ends within a day");
     let mut at_rest = String::new();
     for entry in walk(&env.path().join("data")) {
         at_rest += &String::from_utf8_lossy(&std::fs::read(entry).unwrap());
