@@ -540,3 +540,21 @@ fn an_ldap_owner_removed_from_her_group_or_disabled_takes_her_token_with_her() {
     let m = tg.metrics();
     assert!(sample(&m, "tollgate_access_token_logins_total{outcome=\"owner_refused\"}") >= 1.0);
 }
+
+/// The secret-scanning rules on the operator page find real tokens and nothing shorter.
+#[test]
+fn the_documented_scanning_rules_match_every_token_format() {
+    let page = include_str!("../../docs/access-tokens-operators.md");
+    let gitleaks = page.split("regex = '''").nth(1).and_then(|r| r.split("'''").next()).expect("a gitleaks regex");
+    let github = "tgp_[0-9A-Za-z]{38}";
+    assert!(page.contains(&format!("| Secret format | `{github}` |")), "the GitHub pattern is documented");
+    for pattern in [gitleaks.to_string(), format!("(?:\\A|[^0-9A-Za-z_]){github}(?:\\z|[^0-9A-Za-z_])")] {
+        let re = regex::Regex::new(&pattern).unwrap_or_else(|e| panic!("{pattern}: {e}"));
+        for _ in 0..50 {
+            let s = tollgate::token::access::new_secret();
+            assert!(re.is_match(&format!("password: {s}\n")), "{pattern} misses {s}");
+            assert!(!re.is_match(&format!("x{s}")[..s.len()]), "{pattern} matches a cut token");
+        }
+        assert!(!re.is_match("tgp_short tgr_abc"), "{pattern}");
+    }
+}
