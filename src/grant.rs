@@ -288,6 +288,27 @@ pub fn explain(state: &AppState, ctx: &RequestContext, scopes: &[Scope]) -> Expl
     Explained { explanations, granted, rules, fully_granted }
 }
 
+/// Cut an explanation to an access token's scope, as [`grant`] cuts the grant: `/whoami` with a token says
+/// what the token gets, not what its owner would.
+pub fn cut_to_token(explained: &mut Explained, token_scope: &[String], scopes: &[Scope]) {
+    let ceiling = TokenScope::parse_lenient(token_scope);
+    for (e, s) in explained.explanations.iter_mut().zip(scopes) {
+        e.granted.retain(|a| ceiling.allows(s, *a));
+        for a in e.actions.iter_mut().filter(|a| a.granted && !ceiling.allows(s, a.action)) {
+            a.granted = false;
+            a.note = Some("the rules grant it, but the access token's scope does not name it".into());
+        }
+    }
+    let ex = &explained.explanations;
+    explained.fully_granted = ex.iter().zip(scopes).all(|(e, s)| e.granted.len() >= s.actions.len());
+    explained.granted = ex
+        .iter()
+        .zip(scopes)
+        .filter(|(e, _)| !e.granted.is_empty())
+        .map(|(e, s)| crate::scope::scope_text(s.rtype.as_str(), &s.name, e.granted.iter().map(|a| a.as_str())))
+        .collect();
+}
+
 /// The token response body: `token` for docker's protocol and `access_token` for OAuth2 clients (the same
 /// value), `expires_in`, `issued_at`, and the refresh token and (POST) granted `scope` when there are any; a
 /// token exchange adds `issued_token_type` and `token_type` (RFC 8693 section 2.2.1).

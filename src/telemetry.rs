@@ -208,6 +208,18 @@ pub fn access_token_login(outcome: &'static str) {
     }
 }
 
+static ACCESS_TOKEN_LOOKUP_SERIES: OnceLock<metrics::Counter> = OnceLock::new();
+
+/// Count one access-token store lookup ([`ACCESS_TOKEN_LOOKUPS`]), through a handle kept once the recorder
+/// is installed (a lookup by name per login cost more than the HMAC it counts).
+pub fn access_token_lookup() {
+    if HANDLE.get().is_some_and(Option::is_some) {
+        ACCESS_TOKEN_LOOKUP_SERIES.get_or_init(|| metrics::counter!(ACCESS_TOKEN_LOOKUPS)).increment(1);
+    } else {
+        metrics::counter!(ACCESS_TOKEN_LOOKUPS).increment(1);
+    }
+}
+
 /// The outcomes of [`WORKLOAD_LOGINS`].
 pub const WORKLOAD_OUTCOMES: [&str; 3] = ["ok", "refused", "unavailable"];
 
@@ -258,7 +270,7 @@ fn register_known_series() {
     for (i, outcome) in ACCESS_TOKEN_OUTCOMES.iter().enumerate() {
         ACCESS_TOKEN_SERIES[i].get_or_init(|| metrics::counter!(ACCESS_TOKEN_LOGINS, "outcome" => *outcome));
     }
-    metrics::counter!(ACCESS_TOKEN_LOOKUPS).increment(0);
+    ACCESS_TOKEN_LOOKUP_SERIES.get_or_init(|| metrics::counter!(ACCESS_TOKEN_LOOKUPS)).increment(0);
     metrics::counter!(ACCESS_TOKEN_LAST_USED_WRITES).increment(0);
     for result in ["ok", "error"] {
         metrics::counter!(POLICY_RELOADS, "result" => result).increment(0);

@@ -17,7 +17,7 @@ use crate::app::AppState;
 use crate::identity::{AuthMethod, Failure, Identity};
 use crate::store::error::StoreError;
 use crate::support::time::unix_now;
-use crate::telemetry::{access_token_login, ACCESS_TOKEN_LAST_USED_WRITES, ACCESS_TOKEN_LOOKUPS};
+use crate::telemetry::{access_token_login, access_token_lookup, ACCESS_TOKEN_LAST_USED_WRITES};
 use crate::token::access::{well_formed, LastUsed, OwnerKind, TokenRecord, TokenState};
 
 /// What every refused token is told; why is in the log and the audit line only.
@@ -64,7 +64,7 @@ pub(super) async fn login(state: &AppState, secret: &str, ip: IpAddr) -> Result<
         return Err(refused("disabled", "access tokens are disabled on this server".into(), None));
     };
     state.limiter.check(ip, &limit_key(ip)).await?;
-    metrics::counter!(ACCESS_TOKEN_LOOKUPS).increment(1);
+    access_token_lookup();
     let found = state.access_tokens.find(&hasher.hash(secret)).await.map_err(unavailable)?;
     let Some(token) = found else {
         tracing::info!(client_ip = %ip, "access token refused: unknown");

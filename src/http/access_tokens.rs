@@ -132,7 +132,6 @@ pub async fn create(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     let result = async {
         let login = login(&state, &head, &mut audit).await?;
         let b: CreateBody = json_body(&state, &head, body).await?;
-        audit.requested = b.scope.clone();
         let req = CreateRequest {
             name: b.name,
             scope: b.scope,

@@ -118,6 +118,14 @@ fn a_token_works_with_skopeo_and_docker_login_and_the_registry_refuses_beyond_it
     assert_eq!(line["access_token"], id.as_str(), "{line}");
     assert_eq!(line["subject"], "alice", "{line}");
     assert_eq!(line["refresh_token_issued"], false, "{line}");
+    // /whoami with the token explains what the token gets, not what alice would.
+    let auth = basic("anything", &secret);
+    let who = tg.get(&format!("/whoami?scope={}", enc("repository:users/alice/x:push")), &[("Authorization", &auth)]);
+    assert_eq!(who.status, 200, "{}", who.body);
+    let v = json_of(&who);
+    assert_eq!(v["access_token"]["id"], id.as_str(), "{v}");
+    assert_eq!(v["explanations"][0]["granted"], json!([]), "{v}");
+    assert_eq!(v["explanations"][0]["actions"][0]["granted"], false, "{v}");
     assert!(!tg.logs().contains(&secret), "the secret is in the log");
 }
 
@@ -557,4 +565,45 @@ fn the_documented_scanning_rules_match_every_token_format() {
         }
         assert!(!re.is_match("tgp_short tgr_abc"), "{pattern}");
     }
+}
+
+/// The live ceiling for an OIDC owner: her token lives on her IdP login session, re-checked at the IdP
+/// (within `identity_cache.ttl`, 2 s here): a group taken away at the IdP shrinks it, and the user deleted
+/// at the IdP (the session's refresh refused) makes it 401.
+#[test]
+fn an_oidc_owner_whose_idp_session_ends_takes_her_token_with_her() {
+    use crate::oidc::{keycloak_users, provider_yaml, CAROL};
+    let idp = OidcProvider::start(keycloak_users(), OidcProviderOptions::default());
+    let env = TestEnv::with(Opts {
+        extra_providers_yaml: provider_yaml("keycloak", &idp, &["groups_claim: realm_access.roles"]),
+        extra_yaml: format!("identity_cache:\n  ttl: 2s\n{ACCESS_YAML}"),
+        ..Opts::default()
+    });
+    let tg = Tollgate::start(&env, &[]);
+    let (_, secret) = created(&tg, CAROL, &["repository:payments/**:pull,push"], "1d");
+    let scope = "repository:payments/api:pull,push";
+    assert_eq!(granted(&use_token(&tg, &secret, scope))[0]["actions"], json!(["pull", "push"]));
+
+    let mut users = keycloak_users();
+    users["carol"]["roles"] = json!(["offline_access"]);
+    idp.set_users(users.clone());
+    let changed = std::time::Instant::now();
+    while !granted(&use_token(&tg, &secret, scope)).is_empty() {
+        assert!(changed.elapsed() < Duration::from_secs(15), "the IdP group change never reached the token");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    users.as_object_mut().unwrap().remove("carol");
+    idp.set_users(users);
+    let deleted = std::time::Instant::now();
+    loop {
+        let r = use_token(&tg, &secret, scope);
+        if r.status == 401 {
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+        assert!(deleted.elapsed() < Duration::from_secs(15), "a deleted IdP user's token still works");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(last_audit(&tg)["provider_reason"].as_str().unwrap().contains("owner refused"));
 }
