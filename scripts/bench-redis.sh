@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# /token throughput with the Redis state store against the embedded (local file) store, in the same run, on
-# a release build. Two tollgate processes with the same config except `state.store`, a private redis-server
-# on loopback (no persistence), a warm identity cache (every login seen once before measuring), and
+# /token throughput with the Redis state store against the embedded (local file) store, and with Redis under
+# Sentinel and as a Cluster against the single Redis, in the same run, on a release build. Four tollgate
+# processes with the same config except `state`: local files; a private redis-server on loopback (no
+# persistence); the same server found through a Sentinel (with a replica); a three-master Cluster made with
+# `redis-cli --cluster create`. A warm identity cache (every login seen once before measuring), and
 # concurrent keep-alive clients (one process each, so the client is not limited by Python's GIL):
 #   - refresh grant: GET /token with a refresh token as the password (docker's way); every request checks
 #     the revocation store (Redis: one pipelined round trip; local: a stat of the revocation file);
 #   - password login: a static account whose password is in the identity cache (no store access; the
 #     failed-login limiter is only consulted for failures).
-# Rounds alternate local/redis; the median of the rounds is printed with the ratio redis/local.
+# Rounds alternate the order of the servers; the median of the rounds is printed with the ratios redis/local
+# and sentinel/redis, cluster/redis.
 # Prints figures; asserts nothing about speed.
 #
 #   bash scripts/bench-redis.sh                    # 3 rounds of 5 s per case, 4 clients
@@ -17,7 +20,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 command -v redis-server >/dev/null 2>&1 ||
     { echo "bench-redis.sh: redis-server is missing; run scripts/test.sh once (it installs it)" >&2; exit 1; }
 cargo build --release --bin tollgate >&2
-exec python3 - target/release/tollgate "${BENCH_SECONDS:-5}" "${BENCH_CLIENTS:-4}" "${BENCH_ROUNDS:-3}" <<'PY'
+exec python3 - "${CARGO_TARGET_DIR:-target}/release/tollgate" "${BENCH_SECONDS:-5}" "${BENCH_CLIENTS:-4}" "${BENCH_ROUNDS:-3}" <<'PY'
 import base64, http.client, json, multiprocessing, os, re, socket, statistics, subprocess, sys, tempfile, threading, time
 
 binary, seconds, clients, rounds = sys.argv[1], float(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
@@ -98,6 +101,20 @@ with tempfile.TemporaryDirectory() as d:
     redis = subprocess.Popen(["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                               "--requirepass", password, "--dir", d], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs = [redis]
+    def redis_node(port, *extra, cwd=d):
+        p = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                              "--requirepass", password, "--masterauth", password, "--dir", cwd, *extra],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(p)
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close(); return
+            except OSError:
+                time.sleep(0.05)
+        sys.exit(f"redis-server on {port} did not start")
+    def cli(port, *args):
+        return subprocess.run(["redis-cli", "--no-auth-warning", "-a", password, "-p", str(port), *args],
+                              capture_output=True, text=True).stdout
     try:
         for _ in range(100):
             try:
@@ -109,7 +126,38 @@ with tempfile.TemporaryDirectory() as d:
         procs.append(local)
         remote, redis_addr = start_tollgate(d, "redis", "state: {store: redis, redis_url_file: redis-url}\n")
         procs.append(remote)
-        servers = {"local": local_addr, "redis": redis_addr}
+        # Sentinel: a replica of the same server, one sentinel watching it.
+        replica_port, sentinel_port = free_port(), free_port()
+        redis_node(replica_port, "--replicaof", "127.0.0.1", str(rport))
+        open(f"{d}/sentinel.conf", "w").write(f"port {sentinel_port}\nbind 127.0.0.1\nsentinel monitor bench 127.0.0.1 {rport} 1\n"
+                                             f"sentinel auth-pass bench {password}\n")
+        procs.append(subprocess.Popen(["redis-server", f"{d}/sentinel.conf", "--sentinel"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for _ in range(200):
+            out = subprocess.run(["redis-cli", "-p", str(sentinel_port), "SENTINEL", "get-master-addr-by-name", "bench"],
+                                 capture_output=True, text=True).stdout
+            if str(rport) in out: break
+            time.sleep(0.05)
+        sentinel, sentinel_addr = start_tollgate(d, "sentinel", "state: {store: redis, redis_url_file: redis-url, key_prefix: 's:', "
+                                                f"sentinel: {{nodes: ['127.0.0.1:{sentinel_port}'], master_name: bench}}}}\n")
+        procs.append(sentinel)
+        # Cluster: three masters, each in a directory of its own.
+        cports = [free_port() for _ in range(3)]
+        for cp in cports:
+            os.makedirs(f"{d}/c{cp}")
+            redis_node(cp, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", cwd=f"{d}/c{cp}")
+        subprocess.run(["redis-cli", "--no-auth-warning", "-a", password, "--cluster", "create",
+                        *[f"127.0.0.1:{cp}" for cp in cports], "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True)
+        for cp in cports:
+            for _ in range(200):
+                if "cluster_state:ok" in cli(cp, "CLUSTER", "INFO"): break
+                time.sleep(0.05)
+        nodes = ", ".join(f"'127.0.0.1:{cp}'" for cp in cports)
+        cluster, cluster_addr = start_tollgate(d, "cluster", "state: {store: redis, redis_url_file: redis-url, "
+                                              f"cluster: {{nodes: [{nodes}]}}}}\n")
+        procs.append(cluster)
+        servers = {"local": local_addr, "redis": redis_addr, "sentinel": sentinel_addr, "cluster": cluster_addr}
         # Warm: one login per server fills its identity cache and yields a refresh token (valid on both: same
         # secret); one refresh each warms the revocation path.
         cases = {}
@@ -125,14 +173,18 @@ with tempfile.TemporaryDirectory() as d:
         figures = {}
         for rnd in range(rounds):
             for case in ["refresh grant", "password login (warm cache)"]:
-                for name in (["local", "redis"] if rnd % 2 == 0 else ["redis", "local"]):
+                order = list(servers)
+                for name in (order if rnd % 2 == 0 else order[::-1]):
                     figures.setdefault((case, name), []).append(measure(servers[name], cases[name][case]))
         print(f"/token throughput, {clients} concurrent keep-alive clients, {rounds} rounds x {seconds:g} s per case "
               f"(median), release build, {os.cpu_count()} CPUs")
-        print(f"  {'case':30s} {'local req/s':>12s} {'redis req/s':>12s} {'redis/local':>12s}")
+        names = list(servers)
+        print(f"  {'case':30s} " + " ".join(f"{n + ' req/s':>15s}" for n in names)
+              + f" {'redis/local':>12s} {'sentinel/redis':>15s} {'cluster/redis':>14s}")
         for case in ["refresh grant", "password login (warm cache)"]:
-            lo = statistics.median(figures[(case, "local")]); re_ = statistics.median(figures[(case, "redis")])
-            print(f"  {case:30s} {lo:12.0f} {re_:12.0f} {re_ / lo:12.2f}")
+            m = {n: statistics.median(figures[(case, n)]) for n in names}
+            print(f"  {case:30s} " + " ".join(f"{m[n]:15.0f}" for n in names)
+                  + f" {m['redis'] / m['local']:12.2f} {m['sentinel'] / m['redis']:15.2f} {m['cluster'] / m['redis']:14.2f}")
     finally:
         for p in procs:
             p.terminate()

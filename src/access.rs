@@ -206,9 +206,11 @@ pub async fn create(state: &AppState, login: &Login, ip: IpAddr, req: CreateRequ
     let sid = check_ceiling(state, login, &owner, &req.scope, ip)?;
     if let (OwnerKind::User, Some(sid)) = (owner.kind, sid) {
         // The IdP session of an OIDC owner is kept as long as a refresh token's would be.
-        state.chain.keep_session(&owner.provider, &sid).await.map_err(|e| {
-            AccessError::Unavailable(Outage::of_provider(e.provider.as_deref(), e.failure.message()), e.to_string())
-        })?;
+        state
+            .chain
+            .keep_session(&owner.provider, &sid)
+            .await
+            .map_err(|e| AccessError::Unavailable(Outage::of_provider(e.provider.as_deref()), e.to_string()))?;
         owner.session = Some(sid);
     }
     let secret = new_secret();

@@ -43,6 +43,13 @@ pub struct AppState {
     pub access_hasher: Option<SecretHasher>,
     /// Personal and group access tokens (hashes and metadata).
     pub access_tokens: Arc<dyn AccessTokenStore>,
+    /// The Redis of `state.store: redis` (for `/readyz`: mode, master, failovers; and the invalidation
+    /// stream); None with local files.
+    pub redis: Option<Arc<crate::store::redis::Redis>>,
+    /// Ends access at once when it ends at its source (`crate::invalidate`).
+    pub invalidator: Arc<crate::invalidate::Invalidator>,
+    /// The `/invalidate` endpoint's bearer secret (`invalidation.secret_file`); None: the endpoint is off.
+    pub invalidation_secret: Option<secrecy::SecretString>,
 }
 
 impl AppState {
@@ -118,9 +125,8 @@ impl AppState {
         };
         for p in &settings.providers {
             let built: Result<Arc<dyn Provider>, Vec<String>> = match p {
-                ProviderSettings::Static(s) => {
-                    StaticProvider::new(s, settings.is_embedded_demo()).map(|p| Arc::new(p) as Arc<dyn Provider>)
-                }
+                ProviderSettings::Static(s) => StaticProvider::new(s, settings.is_embedded_demo())
+                    .map(|p| Arc::new(p.settling_for(settings.policy.settle)) as Arc<dyn Provider>),
                 ProviderSettings::Ldap(l) => LdapProvider::new(l).map(|p| Arc::new(p) as Arc<dyn Provider>),
                 ProviderSettings::Oidc(o) => OidcProvider::new(o.clone(), sessions.clone(), settings.cache.ttl)
                     .map(|p| Arc::new(p) as Arc<dyn Provider>)
@@ -141,6 +147,31 @@ impl AppState {
             }
         }
         let policy = PolicyStore::new(&settings).map_err(|e| errors.extend(e));
+        let invalidation_secret = match &settings.invalidation.secret_file {
+            Some(f) => match std::fs::read_to_string(f) {
+                Ok(s) if s.trim().len() >= crate::config::invalidation::MIN_SECRET_LEN => {
+                    Some(secrecy::SecretString::from(s.trim().to_string()))
+                }
+                Ok(_) => {
+                    errors.push(format!(
+                        "invalidation.secret_file: {}: shorter than {} characters",
+                        f.display(),
+                        crate::config::invalidation::MIN_SECRET_LEN
+                    ));
+                    None
+                }
+                Err(e) => {
+                    errors.push(format!("invalidation.secret_file: {}: {e}", f.display()));
+                    None
+                }
+            },
+            None => None,
+        };
+        let transmitters =
+            crate::invalidate::ssf::Receivers::load(&settings.invalidation.transmitters).unwrap_or_else(|e| {
+                errors.extend(e);
+                crate::invalidate::ssf::Receivers::default()
+            });
         let keys = match keys {
             Ok(k) => Some(k),
             Err(e) => {
@@ -154,10 +185,25 @@ impl AppState {
         let (Some(keys), Ok(policy)) = (keys, policy) else { return Err(vec!["internal: state incomplete".into()]) };
         let revocations = stores.revocations;
         let access_tokens = stores.access_tokens;
+        let chain = Chain::new(providers);
+        let invalidator = Arc::new(
+            crate::invalidate::Invalidator::new(
+                chain.clone(),
+                revocations.clone(),
+                stores.redis.clone(),
+                settings.invalidation.stream_length,
+            )
+            .with_transmitters(transmitters),
+        );
         let state = AppState {
-            issuer: TokenIssuer { keys, issuer: settings.token.issuer.clone(), lifetime: settings.token.lifetime },
+            issuer: TokenIssuer {
+                keys,
+                issuer: settings.token.issuer.clone(),
+                lifetime: settings.token.lifetime,
+                registry_leeway: settings.token.registry_leeway,
+            },
             refresh,
-            chain: Chain::new(providers),
+            chain,
             cache_stats,
             revocations,
             sessions,
@@ -168,6 +214,9 @@ impl AppState {
             ),
             access_hasher,
             access_tokens,
+            invalidator,
+            redis: stores.redis,
+            invalidation_secret,
             settings,
         };
         Ok((state, notes))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::app::AppState;
 use crate::authn::{Login, Outage};
-use crate::identity::{Identity, RequestContext, SESSION_CLAIM};
+use crate::identity::{Failure, Identity, RequestContext, SESSION_CLAIM};
 use crate::policy::{Explanation, Glob};
 use crate::scope::{Action, ResourceType, Scope};
 use crate::token::keys::SignError;
@@ -124,10 +124,11 @@ pub async fn grant(
             if let Some(sid) = &sid {
                 let provider = &ctx.identity.provider;
                 state.chain.keep_session(provider, sid).await.map_err(|e| {
-                    GrantError::Unavailable(
-                        Outage::of_provider(e.provider.as_deref(), e.failure.message()),
-                        e.to_string(),
-                    )
+                    let outage = match e.failure {
+                        Failure::Busy(_) => Outage::Busy,
+                        _ => Outage::of_provider(e.provider.as_deref()),
+                    };
+                    GrantError::Unavailable(outage, e.to_string())
                 })?;
             }
             let epoch =

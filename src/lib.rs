@@ -13,6 +13,7 @@ pub mod config;
 pub mod grant;
 pub mod http;
 pub mod identity;
+pub mod invalidate;
 pub mod policy;
 pub mod policy_store;
 pub mod scope;

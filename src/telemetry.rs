@@ -49,8 +49,18 @@ pub const CONNECTIONS_REFUSED: &str = "tollgate_connections_refused_total";
 /// Connections closed because a deadline passed, by `listener` and `phase` (`tls_handshake`, `first_byte`,
 /// `first_request`, `idle`).
 pub const CONNECTIONS_TIMED_OUT: &str = "tollgate_connections_timed_out_total";
+/// Idle connections closed to make room when every slot was taken, by `listener`.
+pub const CONNECTIONS_SHED: &str = "tollgate_connections_shed_total";
 /// Password checks refused at once (503) because too many were running and waiting already.
 pub const PASSWORD_CHECKS_SHED: &str = "tollgate_password_checks_shed_total";
+/// Password checks run (each one argon2 or bcrypt computation).
+pub const PASSWORD_CHECKS: &str = "tollgate_password_checks_total";
+/// `X-Forwarded-For` entries from a trusted proxy that are no address, by `kind` (`unknown`, `malformed`).
+pub const FORWARDED_UNPARSED: &str = "tollgate_forwarded_for_unparsed_total";
+/// Password logins whose client went away before the answer (charged to the failed-login limits).
+pub const LOGINS_ABANDONED: &str = "tollgate_logins_abandoned_total";
+/// Password checks that were waiting for a core when their client went away: never started.
+pub const PASSWORD_CHECKS_ABANDONED: &str = "tollgate_password_checks_abandoned_total";
 /// Workload logins (a CI job's or pod's JWT) by `issuer` (the configured issuer URL, or `untrusted` for a
 /// token whose issuer no provider trusts) and `outcome` (`authenticated`, `rejected`, `unavailable`).
 pub const WORKLOAD_LOGINS: &str = "tollgate_workload_logins_total";
@@ -69,6 +79,14 @@ pub const ACCESS_TOKENS_EXPIRING: &str = "tollgate_access_tokens_expiring_7d";
 pub const BUILD_INFO: &str = "tollgate_build_info";
 /// Counter: log lines dropped because the queue to stderr was full (`cli::logs`).
 pub const LOG_LINES_DROPPED: &str = "tollgate_log_lines_dropped_total";
+/// 1 while the Redis of `state.store: redis` may evict keys (revocations among them): refresh grants get 503.
+pub const REDIS_EVICTING: &str = "tollgate_redis_evicting";
+/// How many replicas the Redis master lacks: `max(1, state.min_replicas_acked)` minus those connected.
+pub const REDIS_REPLICAS_SHORT: &str = "tollgate_redis_replicas_short";
+/// Times the Redis master in use changed (failovers seen by this process).
+pub const REDIS_FAILOVERS: &str = "tollgate_redis_failovers_total";
+/// 1 for the Redis master in use (label `master`, host:port), 0 for the ones used before.
+pub const REDIS_MASTER: &str = "tollgate_redis_master";
 
 /// The log writer's count of dropped lines, read at each scrape.
 static DROPPED_LOG_LINES: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
@@ -128,7 +146,7 @@ pub fn client_label(client_id: Option<&str>) -> &'static str {
 }
 
 /// The `outcome` label values of `tollgate_token_requests_total` (see `http::audit`).
-pub const OUTCOMES: [&str; 9] = [
+pub const OUTCOMES: [&str; 10] = [
     "authenticated",
     "granted",
     "denied",
@@ -138,6 +156,7 @@ pub const OUTCOMES: [&str; 9] = [
     "unavailable",
     "error",
     "bad_request",
+    "abandoned",
 ];
 
 /// Metric handles of the per-request series, registered on first use and kept: looking a series up by name
@@ -264,7 +283,16 @@ fn register_known_series() {
     }
     metrics::counter!(RATE_LIMIT_FALLBACKS).increment(0);
     metrics::counter!(PASSWORD_CHECKS_SHED).increment(0);
+    metrics::counter!(PASSWORD_CHECKS).increment(0);
+    metrics::counter!(PASSWORD_CHECKS_ABANDONED).increment(0);
+    metrics::counter!(LOGINS_ABANDONED).increment(0);
+    for kind in ["unknown", "malformed"] {
+        metrics::counter!(FORWARDED_UNPARSED, "kind" => kind).increment(0);
+    }
     metrics::counter!(LOG_LINES_DROPPED).increment(0);
+    metrics::counter!(REDIS_FAILOVERS).increment(0);
+    metrics::gauge!(REDIS_EVICTING).set(0.0);
+    metrics::gauge!(REDIS_REPLICAS_SHORT).set(0.0);
     metrics::counter!(FAILED_LOGINS, "provider" => "none").increment(0);
     WorkloadLogins::new("untrusted");
     for (i, outcome) in ACCESS_TOKEN_OUTCOMES.iter().enumerate() {
@@ -281,9 +309,10 @@ fn register_known_series() {
         for reason in ["total", "per_client"] {
             metrics::counter!(CONNECTIONS_REFUSED, "listener" => listener, "reason" => reason).increment(0);
         }
-        for phase in ["tls_handshake", "first_byte", "first_request", "idle"] {
+        for phase in ["tls_handshake", "first_byte", "first_request", "idle", "max_age"] {
             metrics::counter!(CONNECTIONS_TIMED_OUT, "listener" => listener, "phase" => phase).increment(0);
         }
+        metrics::counter!(CONNECTIONS_SHED, "listener" => listener).increment(0);
     }
 }
 

@@ -109,9 +109,13 @@ async fn recheck_owner(state: &AppState, token: &TokenRecord, owner: &str, ip: I
         Ok(identity) => Ok(identity),
         Err(e) => match e.failure {
             Failure::Refused(reason) => Err(gone(reason)),
-            Failure::Unavailable(ref m) => {
+            Failure::Unavailable(_) => {
                 access_token_login("unavailable");
-                Err(LoginError::Unavailable(Outage::of_provider(e.provider.as_deref(), m), e.to_string()))
+                Err(LoginError::Unavailable(Outage::of_provider(e.provider.as_deref()), e.to_string()))
+            }
+            Failure::Busy(_) => {
+                access_token_login("unavailable");
+                Err(LoginError::Unavailable(Outage::Busy, e.to_string()))
             }
         },
     }

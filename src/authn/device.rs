@@ -138,6 +138,7 @@ pub(super) async fn redeem(state: &AppState, code: &SecretString, service: &str)
     };
     match poll {
         Err(Failure::Unavailable(m)) => Err(idp_unavailable(&s.provider, m)),
+        Err(busy @ Failure::Busy(_)) => Err(LoginError::Unavailable(Outage::Busy, busy.to_string())),
         Ok(DevicePoll::Pending) => Err(flow("authorization_pending", "waiting for the user to approve the login")),
         Ok(DevicePoll::SlowDown) => {
             s.interval += SLOW_DOWN_STEP;

@@ -113,18 +113,17 @@ pub enum Outage {
     Provider(String),
     /// tollgate's shared state (revocations, sessions: Redis or the data directory) cannot be reached.
     State,
+    /// The shared state is reachable but set up so it may forget revocations (Redis evicting keys): refresh
+    /// tokens cannot be trusted until an operator fixes it.
+    StateUnsafe,
     /// Too many password checks are running in this process: nothing is down, retry in a moment.
     Busy,
 }
 
 impl Outage {
-    /// The outage of a provider that could not answer: its own, or the password checks being full.
-    pub fn of_provider(provider: Option<&str>, message: &str) -> Outage {
-        if crate::identity::hashing::Saturated::is(message) {
-            Outage::Busy
-        } else {
-            Outage::Provider(provider.unwrap_or("none").to_string())
-        }
+    /// The outage of a provider that could not answer.
+    pub fn of_provider(provider: Option<&str>) -> Outage {
+        Outage::Provider(provider.unwrap_or("none").to_string())
     }
 
     /// What the client is told.
@@ -134,6 +133,9 @@ impl Outage {
             Outage::State => {
                 "tollgate's shared state (revocations and sessions) cannot be reached; try again shortly".into()
             }
+            Outage::StateUnsafe => "refresh tokens cannot be checked safely now: tollgate's shared state may forget \
+                                    revocations (an operator must fix its Redis); log in with your password"
+                .into(),
             Outage::Busy => "too many logins are being checked at once; try again in a few seconds".into(),
         }
     }
@@ -142,6 +144,7 @@ impl Outage {
     pub fn retry_after(&self) -> u64 {
         match self {
             Outage::Busy => 2,
+            Outage::StateUnsafe => 30,
             _ => 5,
         }
     }

@@ -48,7 +48,7 @@ pub async fn authenticate(
             password::login(state, &username, &secret, client_ip, service).await
         }
         Credentials::RefreshToken { token, username } => {
-            refresh::login(state, &token, username.as_deref(), service).await
+            refresh::login(state, &token, username.as_deref(), service, client_ip).await
         }
         Credentials::DeviceCode { code } => {
             let identity = device::redeem(state, &code, service).await?;

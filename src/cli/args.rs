@@ -56,6 +56,30 @@ pub enum Command {
     /// Refresh tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// End a user's or a group's access now, on every replica: drop their cached logins and refuse the
+    /// user's refresh tokens issued until now (calls the server's POST /invalidate).
+    Invalidate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The user (account name) whose access ends.
+        #[arg(long, required_unless_present = "group")]
+        user: Option<String>,
+        /// A group whose members' cached identities are read again (membership changed).
+        #[arg(long)]
+        group: Option<String>,
+        /// Only this provider's account of --user. Default: any.
+        #[arg(long, requires = "user")]
+        provider: Option<String>,
+        /// The server's /invalidate URL. Default: from server.listen of the config.
+        #[arg(long)]
+        url: Option<String>,
+        /// The file holding the bearer secret. Default: invalidation.secret_file of the config.
+        #[arg(long)]
+        secret_file: Option<PathBuf>,
+        /// A CA certificate (PEM) to trust for an https URL.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
+    },
     /// Rules files.
     #[command(subcommand)]
     Policy(PolicyCommand),

@@ -53,6 +53,17 @@ pub fn run(cli: Cli) -> Result<(), String> {
         Command::Token(TokenCommand::Rotate { registry, id, grace, expires, target }) => {
             tokens::run(target_of(registry, target), tokens::Action::Rotate { id, grace, expires })
         }
+        Command::Invalidate { config, user, group, provider, url, secret_file, ca_file } => {
+            super::invalidate::run(super::invalidate::InvalidateInput {
+                config: config.config,
+                user,
+                group,
+                provider,
+                url,
+                secret_file,
+                ca_file,
+            })
+        }
         Command::Policy(PolicyCommand::Test { paths, config }) => super::policy_test(&paths, config.config.as_deref()),
         Command::Policy(PolicyCommand::Explain {
             paths,

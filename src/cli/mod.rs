@@ -10,6 +10,7 @@ pub mod check;
 pub mod client;
 pub mod dispatch;
 pub mod init;
+pub mod invalidate;
 pub mod logs;
 pub mod probe;
 pub mod robot;

@@ -77,7 +77,13 @@ async fn redis_checks(settings: &Settings) -> Vec<Check> {
     let facts = match redis.diagnose().await {
         Ok(f) => f,
         Err((step, why)) => {
+            let locate = if settings.state.cluster.is_some() {
+                "ask the cluster which node serves tollgate's slot"
+            } else {
+                "ask the sentinels for the master"
+            };
             let steps = [
+                (Step::Locate, locate),
                 (Step::Connect, "connect"),
                 (Step::Auth, "AUTH (the password of state.redis_url_file)"),
                 (Step::Ping, "PING"),
@@ -85,6 +91,9 @@ async fn redis_checks(settings: &Settings) -> Vec<Check> {
             ];
             let mut out = Vec::new();
             for (s, what) in steps {
+                if s == Step::Locate && settings.state.sentinel.is_none() && settings.state.cluster.is_none() {
+                    continue;
+                }
                 if s == step {
                     out.push(Check::fail(what, why));
                     break;
@@ -94,21 +103,71 @@ async fn redis_checks(settings: &Settings) -> Vec<Check> {
             return out;
         }
     };
-    let mut out = vec![
+    let mut out = Vec::new();
+    if let Some(s) = &settings.state.sentinel {
+        out.push(Check::pass(
+            "ask the sentinels for the master",
+            format!("master {:?} is at {}", s.master_name, facts.address),
+        ));
+    }
+    if settings.state.cluster.is_some() {
+        out.push(Check::pass(
+            "ask the cluster which node serves tollgate's slot",
+            format!("{} (every key under the tag {{{}}})", facts.address, settings.state.key_prefix),
+        ));
+    }
+    out.extend([
         Check::pass("connect", format!("{} answers", facts.address)),
         Check::pass("AUTH (the password of state.redis_url_file)", "accepted"),
         Check::pass("PING", "PONG"),
-    ];
-    out.push(match facts.maxmemory_policy {
-        Ok(p) if p == "noeviction" => Check::pass("maxmemory-policy", "noeviction: no key is ever evicted"),
-        Ok(p) => Check::warn(
+    ]);
+    out.push(match facts.maxmemory {
+        Ok((p, _)) if p == "noeviction" => Check::pass("maxmemory-policy", "noeviction: no key is ever evicted"),
+        Ok((p, 0)) => Check::warn(
             "maxmemory-policy",
             format!(
-                "{p}: when Redis runs out of memory it may evict tollgate's keys, revocations among them (a revoked \
-                 refresh token would work again): set maxmemory-policy noeviction"
+                "{p} with no maxmemory: nothing is evicted today, but once maxmemory is set Redis may evict \
+                 revocations and tollgate refuses refresh tokens; set maxmemory-policy noeviction"
+            ),
+        ),
+        Ok((p, max)) => Check::fail(
+            "maxmemory-policy",
+            format!(
+                "{p} with maxmemory {max} bytes: Redis may evict tollgate's keys when full, revocations among them \
+                 (a revoked refresh token would work again), so tollgate refuses refresh tokens (503) until it is \
+                 set to noeviction: CONFIG SET maxmemory-policy noeviction, and in redis.conf"
             ),
         ),
         Err(e) => Check::warn("maxmemory-policy", format!("{e}; make sure it is noeviction")),
+    });
+    out.push(match facts.replication {
+        Ok((role, _)) if role != "master" => Check::fail(
+            "replication",
+            format!("{} is a {role}, not a master: tollgate cannot write to it", facts.address),
+        ),
+        Ok((_, n)) if n < facts.min_replicas_acked => Check::fail(
+            "replication",
+            format!(
+                "{n} replicas connected, fewer than state.min_replicas_acked ({}): every revocation would fail",
+                facts.min_replicas_acked
+            ),
+        ),
+        Ok((_, 0)) => Check::warn(
+            "replication",
+            "no replica: this Redis is a single point of failure, and a revocation lives on one server only",
+        ),
+        Ok((_, n)) if facts.min_replicas_acked == 0 => Check::warn(
+            "replication",
+            format!(
+                "{n} replicas, but state.min_replicas_acked is 0: a failover right after a revocation can lose it; \
+                 set it to 1"
+            ),
+        ),
+        Ok((_, n)) => Check::pass(
+            "replication",
+            format!("{n} replicas connected; revocations wait for {}", facts.min_replicas_acked),
+        ),
+        Err(e) => Check::warn("replication", e),
     });
     out.push(Check::pass(
         format!("read the data-loss epoch key {}", facts.epoch_key),

@@ -142,7 +142,7 @@ pub fn verify(config: Option<&Path>, input: VerifyInput) -> Result<(), String> {
             }
             return Err(match f {
                 Failure::Refused(_) => format!("refused by provider {:?}: {reason}", entry.name),
-                Failure::Unavailable(_) => {
+                Failure::Unavailable(_) | Failure::Busy(_) => {
                     format!(
                         "provider {:?} could not verify the token (the server would answer 503): {reason}",
                         entry.name

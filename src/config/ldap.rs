@@ -62,6 +62,79 @@ pub struct LdapConfig {
     pub timeout: Option<String>,
     /// Most service-account connections open at once (and kept for reuse). Default: 4.
     pub pool_size: Option<usize>,
+    /// Watching the directory for changes (content synchronisation, AD change polling), so a change at the
+    /// source reaches cached identities within seconds. Default: `mode: auto`.
+    #[serde(default)]
+    pub watch: WatchConfig,
+}
+
+/// The `watch:` subsection of an `ldap` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// `auto` (ask the root DSE: content synchronisation where offered, else Active Directory's uSNChanged
+    /// polling, else nothing), `syncrepl` (RFC 4533 refreshAndPersist; OpenLDAP with the syncprov overlay),
+    /// `ad_notify` (Active Directory's change notification control, with uSNChanged catch-up), `usn_poll`
+    /// (Active Directory: search `uSNChanged` above the last seen every `poll_interval`) or `off`.
+    /// Default: `auto`.
+    #[serde(default)]
+    pub mode: WatchMode,
+    /// How often `usn_poll` asks. Default: 1s.
+    #[serde(default, deserialize_with = "super::check::duration")]
+    pub poll_interval: Option<String>,
+    /// How long the watcher may be unable to see changes (disconnected, refused) before the provider is
+    /// degraded: logged, counted in `tollgate_ldap_watch_degraded`, and its identities fresh for
+    /// `degraded_ttl` only. Default: 10s.
+    #[serde(default, deserialize_with = "super::check::duration")]
+    pub degraded_after: Option<String>,
+    /// How long identities from a degraded provider stay fresh in the identity cache (never longer than
+    /// `identity_cache.ttl`). Default: 10s.
+    #[serde(default, deserialize_with = "super::check::duration")]
+    pub degraded_ttl: Option<String>,
+}
+
+/// How a directory is watched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WatchMode {
+    #[default]
+    Auto,
+    Syncrepl,
+    AdNotify,
+    UsnPoll,
+    Off,
+}
+
+impl WatchMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchMode::Auto => "auto",
+            WatchMode::Syncrepl => "syncrepl",
+            WatchMode::AdNotify => "ad_notify",
+            WatchMode::UsnPoll => "usn_poll",
+            WatchMode::Off => "off",
+        }
+    }
+}
+
+/// `watch:` checked, defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WatchSettings {
+    pub mode: WatchMode,
+    pub poll_interval: Duration,
+    pub degraded_after: Duration,
+    pub degraded_ttl: Duration,
+}
+
+impl Default for WatchSettings {
+    fn default() -> Self {
+        WatchSettings {
+            mode: WatchMode::Auto,
+            poll_interval: Duration::from_secs(1),
+            degraded_after: Duration::from_secs(10),
+            degraded_ttl: Duration::from_secs(10),
+        }
+    }
 }
 
 /// Where groups come from and how they are named.
@@ -144,6 +217,7 @@ pub struct LdapSettings {
     /// Timeout for each operation.
     pub timeout: Duration,
     pub pool_size: usize,
+    pub watch: WatchSettings,
 }
 
 /// The `groups:` of an `ldap` entry, defaults applied.
@@ -360,6 +434,22 @@ pub fn validate(cfg: LdapConfig, at: &str, base: &Path, errors: &mut Vec<Problem
     if cfg.pool_size.is_some_and(|n| n == 0 || n > 256) {
         err("pool_size", "must be between 1 and 256".into());
     }
+    let mut watch = WatchSettings { mode: cfg.watch.mode, ..WatchSettings::default() };
+    for (key, value, slot, min) in [
+        ("watch.poll_interval", &cfg.watch.poll_interval, &mut watch.poll_interval, "100ms"),
+        ("watch.degraded_after", &cfg.watch.degraded_after, &mut watch.degraded_after, "1s"),
+        ("watch.degraded_ttl", &cfg.watch.degraded_ttl, &mut watch.degraded_ttl, "1s"),
+    ] {
+        let least = if min == "100ms" { Duration::from_millis(100) } else { Duration::from_secs(1) };
+        match value.as_deref().map(parse_duration) {
+            Some(Err(e)) => err(key, e.to_string()),
+            Some(Ok(d)) if d < least || d > Duration::from_secs(3600) => {
+                err(key, format!("must be between {min} and 1h"))
+            }
+            Some(Ok(d)) => *slot = d,
+            None => {}
+        }
+    }
     if errors.len() > before {
         return None;
     }
@@ -401,6 +491,7 @@ pub fn validate(cfg: LdapConfig, at: &str, base: &Path, errors: &mut Vec<Problem
         connect_timeout,
         timeout,
         pool_size: cfg.pool_size.unwrap_or(4),
+        watch,
     })
 }
 
@@ -534,6 +625,36 @@ mod tests {
         assert_eq!(w(&listed), "");
         assert_eq!(username_attributes_in(both), ["samaccountname", "userprincipalname"]);
         assert_eq!(username_attributes_in("(uid:caseExactMatch:={username})"), ["uid"]);
+    }
+
+    #[test]
+    fn watch_settings_have_defaults_and_bounds() {
+        let cfg = parse("{name: x, url: 'ldap://x', user_base_dn: b}");
+        let mut errors = Vec::new();
+        let s = validate(cfg, "providers[0]", Path::new(""), &mut errors).unwrap();
+        assert_eq!(s.watch, WatchSettings::default());
+        assert_eq!((s.watch.mode, s.watch.poll_interval), (WatchMode::Auto, Duration::from_secs(1)));
+        let cfg = parse("{name: x, url: 'ldap://x', user_base_dn: b, watch: {mode: usn_poll, poll_interval: 250ms, degraded_ttl: 30s}}");
+        let s = validate(cfg, "providers[0]", Path::new(""), &mut errors).unwrap();
+        assert_eq!(s.watch.mode, WatchMode::UsnPoll);
+        assert_eq!(
+            (s.watch.poll_interval, s.watch.degraded_ttl),
+            (Duration::from_millis(250), Duration::from_secs(30))
+        );
+        let all = errors_of(
+            "{name: x, url: 'ldap://x', user_base_dn: b, watch: {poll_interval: 1ms, degraded_after: 2h, degraded_ttl: soon}}",
+        )
+        .join("\n");
+        for want in [
+            "providers[1].watch.poll_interval: must be between 100ms and 1h",
+            "providers[1].watch.degraded_after: must be between 1s and 1h",
+            "providers[1].watch.degraded_ttl: \"soon\" is not a duration",
+        ] {
+            assert!(all.contains(want), "missing {want:?} in:\n{all}");
+        }
+        let e =
+            serde_norway::from_str::<LdapConfig>("{name: x, url: 'ldap://x', watch: {mode: sometimes}}").unwrap_err();
+        assert!(e.to_string().contains("unknown variant `sometimes`"), "{e}");
     }
 
     #[test]

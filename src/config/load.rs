@@ -26,7 +26,7 @@ use super::problem::{in_words, one_of, Location, Problem, Said};
 use super::tracked::{self, KeyPath, Seg};
 
 /// The top-level sections of a config file.
-pub const SECTIONS: [&str; 10] = [
+pub const SECTIONS: [&str; 11] = [
     "server",
     "token",
     "refresh_tokens",
@@ -37,6 +37,7 @@ pub const SECTIONS: [&str; 10] = [
     "rate_limit",
     "state",
     "access_tokens",
+    "invalidation",
 ];
 
 /// The keys of the sections read without `deny_unknown_fields` (their unknown keys are collected, not

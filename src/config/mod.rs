@@ -15,6 +15,7 @@ pub mod access_tokens;
 pub mod accounts;
 pub mod cache;
 pub mod check;
+pub mod invalidation;
 pub mod ldap;
 pub mod load;
 pub mod locate;
@@ -69,6 +70,8 @@ struct RawConfig {
     state: state::RawState,
     #[serde(default)]
     access_tokens: access_tokens::RawAccessTokens,
+    #[serde(default)]
+    invalidation: invalidation::RawInvalidation,
 }
 
 /// The validated configuration.
@@ -97,6 +100,8 @@ pub struct Settings {
     pub state: state::StateSettings,
     /// `access_tokens:`: personal and group access tokens.
     pub access_tokens: access_tokens::AccessTokenSettings,
+    /// `invalidation:`: the `/invalidate` endpoint, back-channel logout, the replica stream.
+    pub invalidation: invalidation::InvalidationSettings,
 }
 
 impl Settings {
@@ -295,6 +300,7 @@ fn validate(
     let server_ops = raw.server.take_ops();
     let ops = ops::validate(server_ops, raw.rate_limit, base, problems);
     let state = state::validate(raw.state, base, problems);
+    let invalidation = invalidation::validate(raw.invalidation, base, problems);
     let server = server::validate(raw.server, base, problems);
     let token = token::validate(raw.token, base, problems);
     let refresh = refresh::validate(raw.refresh_tokens, base, &server.data_dir, problems);
@@ -316,6 +322,7 @@ fn validate(
         ops,
         state,
         access_tokens,
+        invalidation,
     }
 }
 
@@ -351,6 +358,16 @@ mod tests {
         ] {
             assert!(all.contains(want), "missing {want:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn a_registry_leeway_longer_than_the_lifetime_is_refused_and_a_valid_one_kept() {
+        let base = "token:\n  issuer: t\n  services: [r]\n  lifetime: 60s\n  registry_leeway: LEEWAY\npolicy:\n  builtin_example: true\n";
+        let errors =
+            Settings::from_yaml(&base.replace("LEEWAY", "61s"), "t.yaml", Path::new("."), &[]).unwrap_err().join("\n");
+        assert!(errors.contains("token.registry_leeway: must not exceed token.lifetime (60s)"), "{errors}");
+        let s = Settings::from_yaml(&base.replace("LEEWAY", "60s"), "t.yaml", Path::new("."), &[]).unwrap();
+        assert_eq!(s.token.registry_leeway, std::time::Duration::from_secs(60));
     }
 
     #[test]

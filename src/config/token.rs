@@ -44,6 +44,13 @@ pub struct RawToken {
     /// Access token lifetime. Default: 5m. At least 60s (clients need time to use it).
     #[serde(default, deserialize_with = "super::check::duration")]
     lifetime: Option<String>,
+    /// How long past `exp` the registry still accepts a token (distribution 2.x and 3.x: a fixed 60 s, for
+    /// clock skew). The JWT's `exp` is set this much earlier, so the registry stops accepting a token
+    /// `lifetime` after it was issued: access removed at the source ends within `lifetime`, not a minute
+    /// later. Clients still get `expires_in: lifetime`. Default: 0s (exp = issued + lifetime). At most
+    /// `lifetime`.
+    #[serde(default, deserialize_with = "super::check::duration")]
+    registry_leeway: Option<String>,
     /// libtrust (registry 2.x) or rfc7638 (registry v3). Default: libtrust.
     kid_format: Option<KidFormat>,
     /// x5c (certificate chain + kid; default) or kid (kid only).
@@ -79,6 +86,8 @@ pub struct TokenSettings {
     pub issuer: String,
     pub services: Vec<String>,
     pub lifetime: Duration,
+    /// Subtracted from `exp` (see the raw field).
+    pub registry_leeway: Duration,
     pub kid_format: KidFormat,
     pub header_mode: HeaderMode,
     /// Empty: generate/use data_dir/signing.key.
@@ -107,6 +116,14 @@ pub fn validate(raw: RawToken, base: &Path, problems: &mut Vec<Problem>) -> Toke
     if lifetime < Duration::from_secs(60) || lifetime > Duration::from_secs(24 * 3600) {
         problems.push(Problem::new("token.lifetime", "must be between 60s and 24h (clients need at least a minute)"));
     }
+    let registry_leeway =
+        duration_or(raw.registry_leeway.as_deref(), "token.registry_leeway", Duration::ZERO, problems);
+    if registry_leeway > lifetime {
+        problems.push(Problem::new(
+            "token.registry_leeway",
+            format!("must not exceed token.lifetime ({}s)", lifetime.as_secs()),
+        ));
+    }
     let header_mode = raw.header.unwrap_or_default();
     let keys: Vec<KeySettings> = raw
         .keys
@@ -131,5 +148,13 @@ pub fn validate(raw: RawToken, base: &Path, problems: &mut Vec<Problem>) -> Toke
             }
         }
     }
-    TokenSettings { issuer, services, lifetime, kid_format: raw.kid_format.unwrap_or_default(), header_mode, keys }
+    TokenSettings {
+        issuer,
+        services,
+        lifetime,
+        registry_leeway,
+        kid_format: raw.kid_format.unwrap_or_default(),
+        header_mode,
+        keys,
+    }
 }

@@ -57,6 +57,8 @@ pub struct Audit {
     pub provider_reason: String,
     /// The id of the access token a login used (never its secret).
     pub access_token: Option<String>,
+    /// Whether the line was written ([`Audit::finish`]); if not when dropped, the request was abandoned.
+    written: bool,
 }
 
 impl Audit {
@@ -80,6 +82,7 @@ impl Audit {
             workload: None,
             provider_reason: String::new(),
             access_token: None,
+            written: false,
         }
     }
 
@@ -153,7 +156,7 @@ impl Audit {
     }
 
     /// Write the audit line, count the request, and turn the result into the response.
-    pub fn finish(self, result: Result<Response, ApiError>) -> Response {
+    pub fn finish(mut self, result: Result<Response, ApiError>) -> Response {
         let outcome = self.outcome(&result);
         let status = match &result {
             Ok(r) => r.status().as_u16(),
@@ -163,6 +166,12 @@ impl Audit {
             Err(e) if !matches!(e, ApiError::Unavailable(..) | ApiError::Internal(_)) => e.client_message(),
             _ => String::new(),
         };
+        self.write(outcome, status, &reason);
+        result.unwrap_or_else(IntoResponse::into_response)
+    }
+
+    fn write(&mut self, outcome: &'static str, status: u16, reason: &str) {
+        self.written = true;
         tracing::info!(
             target: "tollgate::audit",
             endpoint = self.endpoint,
@@ -189,6 +198,15 @@ impl Audit {
             "decision"
         );
         telemetry::token_request(outcome, self.client_id.as_deref(), self.endpoint, self.started.elapsed());
-        result.unwrap_or_else(IntoResponse::into_response)
+    }
+}
+
+/// A request dropped before its answer (the client hung up and the server cancelled it) still gets its
+/// line: outcome `abandoned`, status 499 (what proxies log for a client that closed the request).
+impl Drop for Audit {
+    fn drop(&mut self) {
+        if !self.written {
+            self.write("abandoned", 499, "the client went away before the answer");
+        }
     }
 }

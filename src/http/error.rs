@@ -138,6 +138,31 @@ impl ApiError {
     }
 }
 
+/// The whole HTTP/1.1 answer to a request hyper refused while parsing it, before any handler ran: 414 (a
+/// URI too long) and 431 (headers too large) with the JSON error body every other error has. None for other
+/// statuses. `server::conn` puts it in place of hyper's empty answer.
+pub fn parse_refusal(status: u16) -> Option<Vec<u8>> {
+    let (reason, message) = match status {
+        414 => (
+            "URI Too Long",
+            "the request URI is too long; send fewer or shorter parameters (POST /token takes a form body)",
+        ),
+        431 => ("Request Header Fields Too Large", "the request headers are too large or too many"),
+        _ => return None,
+    };
+    let body = json!({
+        "error": "invalid_request",
+        "error_description": message,
+        "errors": [{"code": "SIZE_INVALID", "message": message}],
+    })
+    .to_string();
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    Some([head.into_bytes(), body.into_bytes()].concat())
+}
+
 impl ApiError {
     /// The message the client sees (never a 5xx detail), for the audit line.
     pub fn client_message(&self) -> String {
@@ -208,15 +233,10 @@ mod tests {
         let resp = ApiError::Unauthorized("x".into()).into_response();
         assert_eq!(resp.headers()[header::WWW_AUTHENTICATE], "Basic realm=\"tollgate\", charset=\"UTF-8\"");
         // A 503 says which thing is missing, never "the identity provider" for all of them.
-        let busy = crate::identity::hashing::Saturated.to_string();
         for (what, says, retry) in [
-            (
-                Outage::of_provider(Some("corp"), "connection refused"),
-                "identity provider \"corp\" cannot be reached",
-                "5",
-            ),
+            (Outage::of_provider(Some("corp")), "identity provider \"corp\" cannot be reached", "5"),
             (Outage::State, "shared state (revocations and sessions) cannot be reached", "5"),
-            (Outage::of_provider(Some("local"), &busy), "too many logins are being checked at once", "2"),
+            (Outage::Busy, "too many logins are being checked at once", "2"),
         ] {
             let err = ApiError::Unavailable(what, "detail".into());
             assert!(err.client_message().contains(says), "{err:?}: {}", err.client_message());

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod client_ip;
 pub mod device;
 pub mod error;
+pub mod invalidate;
 pub mod ops;
 pub mod params;
 pub mod token;
@@ -35,7 +36,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/access-tokens/{id}/rotate", post(access_tokens::rotate))
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz));
+        .route("/readyz", get(ops::readyz))
+        .route("/invalidate", post(invalidate::invalidate))
+        .route("/oidc/{provider}/backchannel-logout", post(invalidate::backchannel_logout))
+        .route("/ssf/{transmitter}", post(invalidate::ssf_push));
     if state.settings.ops.metrics_listen.is_none() {
         router = router.route("/metrics", get(ops::metrics));
     }

@@ -48,6 +48,9 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         "policy": { "compiled": true, "rules": policy.rule_count() },
         "providers": providers,
         "unreachable": degraded,
+        // Reported, not counted against readiness: every replica shares the one Redis, and taking them all
+        // out would turn a Redis outage (which fails only what needs shared state) into a full one.
+        "state": state.redis.as_ref().map(|r| r.status()),
     });
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, axum::Json(body)).into_response()

@@ -40,7 +40,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 
 use moka::ops::compute::Op;
 
-use super::{Failure, Identity, Outcome, Provider};
+use super::{Failure, Forget, Identity, Outcome, Provider};
 use crate::support::BoxFuture;
 
 /// How many passwords one user's entry remembers at once; a further one evicts the oldest.
@@ -140,6 +140,11 @@ pub struct CachedProvider {
     /// the cache read it counts.
     hits_metric: metrics::Counter,
     misses_metric: metrics::Counter,
+    /// Invalidations so far ([`Provider::forget`]): an upstream answer read before one is not stored.
+    forgets: AtomicU64,
+    /// Whether the provider's directory watcher sees changes; while it does not, entries are fresh for its
+    /// short degraded TTL only ([`super::watch::Freshness`]).
+    freshness: Arc<super::watch::Freshness>,
 }
 
 impl CachedProvider {
@@ -157,6 +162,7 @@ impl CachedProvider {
         let keep = policy.ttl + policy.serve_stale_for;
         let capacity = policy.capacity;
         let label = inner.name().to_string();
+        let freshness = super::watch::Freshness::of(&label);
         let hits_metric = metrics::counter!(crate::telemetry::CACHE_HITS, "provider" => label.clone());
         let misses_metric = metrics::counter!(crate::telemetry::CACHE_MISSES, "provider" => label);
         CachedProvider {
@@ -172,6 +178,8 @@ impl CachedProvider {
             stats: Arc::new(CacheStats::default()),
             hits_metric,
             misses_metric,
+            forgets: AtomicU64::new(0),
+            freshness,
         }
     }
 
@@ -187,7 +195,7 @@ impl CachedProvider {
 
     /// Within the TTL since `since`, and not past the identity's own end (a workload token's `exp`).
     fn fresh(&self, identity: &Identity, since: Instant) -> bool {
-        since.elapsed() < self.policy.ttl && !identity.expired()
+        since.elapsed() < self.freshness.ttl(self.policy.ttl) && !identity.expired()
     }
 
     /// The identity, vouched for since `since`, if it may stand in for an unavailable provider.
@@ -256,7 +264,7 @@ impl CachedProvider {
     }
 
     /// The password with this tag no longer proves anything for `username`.
-    async fn forget(&self, key: &Key) {
+    async fn forget_proof(&self, key: &Key) {
         self.users
             .entry_by_ref(&*key.username)
             .and_compute_with(|old| {
@@ -291,7 +299,12 @@ impl CachedProvider {
             return r.answer;
         }
         self.stats.upstream_checks.fetch_add(1, Ordering::Relaxed);
+        let forgets = self.forgets.load(Ordering::SeqCst);
         let answer = self.inner.authenticate(username, password).await;
+        if self.forgets.load(Ordering::SeqCst) != forgets {
+            // An invalidation came while the provider was asked: its answer may predate it. Use, don't keep.
+            return answer;
+        }
         match &answer {
             // An identity with an end of its own (a workload token) is remembered per token, and never has a
             // refresh token to re-check.
@@ -311,13 +324,13 @@ impl CachedProvider {
                 }
             }
             Ok(Outcome::NotMine) | Err(Failure::Refused(_)) => {
-                self.forget(key).await;
+                self.forget_proof(key).await;
                 if !self.policy.negative_ttl.is_zero() {
                     self.negative.insert(key.clone(), Refusal { answer: answer.clone(), generation }).await;
                 }
             }
-            // Nothing is remembered of an unavailable provider.
-            Err(Failure::Unavailable(_)) => {}
+            // Nothing is remembered of an unavailable provider, nor of a check there was no room for.
+            Err(Failure::Unavailable(_) | Failure::Busy(_)) => {}
         }
         answer
     }
@@ -359,6 +372,7 @@ impl Provider for CachedProvider {
                 self.inflight.invalidate(&key).await;
             }
             match flight.into_value() {
+                Err(busy @ Failure::Busy(_)) => Err(busy),
                 Err(Failure::Unavailable(e)) => self
                     .stale(cached.map(|(entry, at)| (Arc::clone(&entry.identity), at)), &e)
                     .map(Outcome::Authenticated)
@@ -391,15 +405,19 @@ impl Provider for CachedProvider {
                 self.stats.recheck_hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Identity::clone(&e.identity));
             }
+            let forgets = self.forgets.load(Ordering::SeqCst);
             match self.inner.recheck_session(username, sid).await {
                 Ok(identity) => {
-                    self.update(username, Arc::new(identity.clone()), generation, None).await;
+                    if self.forgets.load(Ordering::SeqCst) == forgets {
+                        self.update(username, Arc::new(identity.clone()), generation, None).await;
+                    }
                     Ok(identity)
                 }
                 Err(refused @ Failure::Refused(_)) => {
                     self.users.invalidate(username).await;
                     Err(refused)
                 }
+                Err(busy @ Failure::Busy(_)) => Err(busy),
                 Err(Failure::Unavailable(e)) => self
                     .stale(cached.map(|entry| (Arc::clone(&entry.identity), entry.stored)), &e)
                     .map(Arc::unwrap_or_clone)
@@ -426,6 +444,51 @@ impl Provider for CachedProvider {
 
     fn workload_issuer(&self) -> Option<&str> {
         self.inner.workload_issuer()
+    }
+
+    fn forget<'a>(&'a self, which: &'a Forget) -> BoxFuture<'a, usize> {
+        Box::pin(async move {
+            // First: a check in flight now must not store what it read before the change.
+            self.forgets.fetch_add(1, Ordering::SeqCst);
+            let dropped = match which {
+                Forget::All => {
+                    let n = self.users.entry_count() + self.tokens.entry_count();
+                    self.users.invalidate_all();
+                    self.tokens.invalidate_all();
+                    self.negative.invalidate_all();
+                    n as usize
+                }
+                Forget::User(name) => {
+                    let mut n = usize::from(self.users.remove(name.as_str()).await.is_some());
+                    // Entries filed under another login name (a mail address) for this identity.
+                    n += self.drop_where(|e| e.identity.username == *name).await;
+                    n
+                }
+                Forget::Group(group) => self.drop_where(|e| e.identity.groups.iter().any(|g| g == group)).await,
+            };
+            self.inner.forget(which).await;
+            dropped
+        })
+    }
+
+    fn backchannel_logout(&self) -> Option<&dyn super::BackchannelLogout> {
+        self.inner.backchannel_logout()
+    }
+}
+
+impl CachedProvider {
+    /// Drop every login and re-check entry (and per-token entry) for which `matches` holds.
+    async fn drop_where(&self, matches: impl Fn(&Entry) -> bool) -> usize {
+        let users: Vec<Arc<String>> = self.users.iter().filter(|(_, e)| matches(e)).map(|(k, _)| k).collect();
+        let tokens: Vec<Arc<Key>> = self.tokens.iter().filter(|(_, e)| matches(e)).map(|(k, _)| k).collect();
+        let n = users.len() + tokens.len();
+        for k in users {
+            self.users.invalidate(k.as_str()).await;
+        }
+        for k in tokens {
+            self.tokens.invalidate(&*k).await;
+        }
+        n
     }
 }
 
@@ -460,6 +523,34 @@ mod tests {
         fn generation(&self) -> u64 {
             self.generation.load(Ordering::SeqCst)
         }
+    }
+
+    #[tokio::test]
+    async fn forget_drops_a_user_a_group_or_everything_and_the_next_login_asks_again() {
+        let inner = Arc::new(Counting { calls: AtomicUsize::new(0), generation: AtomicU64::new(0) });
+        let cached = CachedProvider::new(inner.clone(), Duration::from_secs(60), 100);
+        let right = SecretString::from("right".to_string());
+        for u in ["alice", "bob"] {
+            cached.authenticate(u, &right).await.unwrap();
+        }
+        // Counting gives no groups: put bob in one, as a directory would.
+        let bob = Identity { username: "bob".into(), groups: vec!["payments".into()], ..Default::default() };
+        cached.update("bob", Arc::new(bob), 0, Some(cached.tag("bob", &right))).await;
+        let calls = || inner.calls.load(Ordering::SeqCst);
+        assert_eq!(calls(), 2);
+        assert_eq!(cached.forget(&Forget::User("alice".into())).await, 1);
+        cached.authenticate("bob", &right).await.unwrap();
+        assert_eq!(calls(), 2, "bob is still cached");
+        cached.authenticate("alice", &right).await.unwrap();
+        assert_eq!(calls(), 3, "alice was forgotten: the provider is asked again");
+        assert_eq!(cached.forget(&Forget::Group("payments".into())).await, 1, "only bob is in payments");
+        cached.authenticate("bob", &right).await.unwrap();
+        assert_eq!(calls(), 4);
+        cached.users.run_pending_tasks().await;
+        assert!(cached.forget(&Forget::All).await >= 1);
+        cached.authenticate("alice", &right).await.unwrap();
+        cached.authenticate("bob", &right).await.unwrap();
+        assert_eq!(calls(), 6, "everything was forgotten");
     }
 
     #[tokio::test]
@@ -498,11 +589,13 @@ mod tests {
         calls: AtomicUsize,
         rechecks: AtomicUsize,
         down: std::sync::atomic::AtomicBool,
+        /// A name of its own (default `flaky`): freshness marks are per provider name, process-wide.
+        named: Option<&'static str>,
     }
 
     impl Provider for Flaky {
         fn name(&self) -> &str {
-            "flaky"
+            self.named.unwrap_or("flaky")
         }
         fn authenticate<'a>(&'a self, u: &'a str, p: &'a SecretString) -> BoxFuture<'a, Result<Outcome, Failure>> {
             Box::pin(async move {
@@ -582,6 +675,27 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(150)).await;
         inner.down.store(true, Ordering::SeqCst);
         assert!(strict.authenticate("alice", &right).await.is_err(), "serving stale is off by default");
+    }
+
+    /// While the provider's directory watcher is degraded, an identity is fresh for the short degraded TTL
+    /// only, so a change the watcher cannot see reaches the cache within it; recovery restores the TTL.
+    #[tokio::test]
+    async fn a_degraded_watcher_shortens_the_ttl_until_it_recovers() {
+        let inner = Arc::new(Flaky { named: Some("flaky-degraded"), ..Flaky::default() });
+        let cached = CachedProvider::with_policy(inner.clone(), policy(60_000, 0, 0));
+        let right = SecretString::from("right".to_string());
+        let freshness = crate::identity::watch::Freshness::of(inner.name());
+        freshness.degrade(Duration::from_millis(100));
+        cached.authenticate("alice", &right).await.unwrap();
+        cached.authenticate("alice", &right).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 1, "fresh within the degraded TTL");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cached.authenticate("alice", &right).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "past the degraded TTL: asked again");
+        freshness.recover();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        cached.authenticate("alice", &right).await.unwrap();
+        assert_eq!(inner.calls.load(Ordering::SeqCst), 2, "recovered: the full TTL again");
     }
 
     #[tokio::test]

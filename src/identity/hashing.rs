@@ -6,45 +6,133 @@
 //! unknown user is a real check too) peaked at 7.6 GB and kept it. So, process-wide:
 //! - at most one check per core runs; up to [`QUEUE_PER_CORE`] per core wait; a check beyond that is
 //!   refused at once ([`Saturated`], answered 503 with `Retry-After`) instead of queueing without end;
+//! - the queue is shared fairly between senders (addresses, IPv6 /64s) and accounts, returning pairs first
+//!   ([`verify`]): an attacker with many addresses cannot keep an honest login out;
 //! - argon2 working memory is one buffer per running check, kept and reused: a burst allocates it once;
 //! - every check of a provider lasts at least its timing floor (see [`Floor`]), so neither an unknown user
 //!   nor an account with a cheaper hash answers faster than the most expensive account.
 //!
+//! A name no provider knows costs no check at all: the accounts provider waits the floor instead.
+//!
 //! Also the hashes themselves: which algorithm a stored hash uses ([`hash_kind`]), a new argon2id hash
 //! ([`hash_password`]), and the dummy hash of unknown users ([`dummy_like`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use subtle::ConstantTimeEq as _;
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 /// Checks that may wait for a free core, per core.
 pub const QUEUE_PER_CORE: usize = 32;
 
 /// The gate is full: too many password checks are running and waiting already.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("too many password checks at once; try again shortly")]
+#[error("{SATURATED}")]
 pub struct Saturated;
 
-impl Saturated {
-    /// Whether a provider's unavailability message is this gate's: the provider is fine, this process has
-    /// no capacity for the check right now (the message is carried as `Failure::Unavailable`'s text).
-    pub fn is(message: &str) -> bool {
-        message == SATURATED
+/// [`Saturated`]'s text.
+pub const SATURATED: &str = "too many password checks at once; try again shortly";
+
+/// Who a password check is for, as the login knows it: the sender (an address, an IPv6 /64:
+/// `support::net::sender`), the account tried, and whether this pair logged in successfully before.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    pub sender: IpAddr,
+    pub account: String,
+    pub known: bool,
+}
+
+impl Ticket {
+    /// A check no login is known for (a CLI command, a unit test): a sender of its own.
+    fn nobody() -> Ticket {
+        Ticket { sender: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), account: String::new(), known: false }
     }
 }
 
-/// [`Saturated`]'s text.
-const SATURATED: &str = "too many password checks at once; try again shortly";
+tokio::task_local! {
+    static TICKET: Ticket;
+}
+
+/// Run `f` (a login through the provider chain) with the checks it makes placed in the queue as `ticket`.
+pub async fn on_behalf<F: Future>(ticket: Ticket, f: F) -> F::Output {
+    TICKET.scope(ticket, f).await
+}
+
+/// How fast a sender's or account's recent use is forgotten: halved every this many seconds.
+const USE_HALF_LIFE: f64 = 30.0;
+/// Checks one sender may have waiting at once, per core, unless its pair logged in before: a quarter of
+/// the queue.
+pub const WAITING_PER_SENDER: usize = QUEUE_PER_CORE / 4;
+/// Senders and accounts whose recent use is remembered, at most (beyond it the least used are forgotten).
+const MAX_REMEMBERED: usize = 50_000;
+
+/// Recent use, decaying: how many checks a sender (or an account) asked for lately.
+struct Uses<K: std::hash::Hash + Eq> {
+    by: HashMap<K, (f64, Instant)>,
+}
+
+impl<K: std::hash::Hash + Eq> Uses<K> {
+    fn decayed((n, at): (f64, Instant), now: Instant) -> f64 {
+        n * 0.5f64.powf(now.saturating_duration_since(at).as_secs_f64() / USE_HALF_LIFE)
+    }
+
+    /// Count one more use of `key`; returns its use before this one.
+    fn bump(&mut self, key: K, now: Instant) -> f64 {
+        if self.by.len() >= MAX_REMEMBERED {
+            self.by.retain(|_, v| Self::decayed(*v, now) >= 0.5);
+            if self.by.len() >= MAX_REMEMBERED {
+                self.by.clear();
+            }
+        }
+        let entry = self.by.entry(key).or_insert((0.0, now));
+        let before = Self::decayed(*entry, now);
+        *entry = (before + 1.0, now);
+        before
+    }
+}
+
+/// A waiting check's place: pairs that logged in before first, then the least recent use of its sender and
+/// account together, then arrival.
+type Rank = (bool, u64, u64);
+
+struct Waiter {
+    grant: oneshot::Sender<Slot>,
+    sender: IpAddr,
+}
+
+struct Queue {
+    free: usize,
+    waiting: BTreeMap<Rank, Waiter>,
+    per_sender: HashMap<IpAddr, usize>,
+    senders: Uses<IpAddr>,
+    accounts: Uses<String>,
+    arrivals: u64,
+}
+
+impl Queue {
+    fn remove(&mut self, rank: &Rank) -> Option<Waiter> {
+        let w = self.waiting.remove(rank)?;
+        if let Some(n) = self.per_sender.get_mut(&w.sender) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_sender.remove(&w.sender);
+            }
+        }
+        Some(w)
+    }
+}
 
 struct Gate {
-    running: Arc<Semaphore>,
-    waiting: AtomicUsize,
-    queue: usize,
+    queue: Mutex<Queue>,
+    capacity: usize,
+    per_sender: usize,
     /// argon2 working memory of finished checks, for the next ones.
     memory: Mutex<Vec<Vec<Block>>>,
 }
@@ -54,44 +142,137 @@ fn gate() -> &'static Gate {
     GATE.get_or_init(|| {
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get);
         Gate {
-            running: Arc::new(Semaphore::new(cores)),
-            waiting: AtomicUsize::new(0),
-            queue: cores * QUEUE_PER_CORE,
+            queue: Mutex::new(Queue {
+                free: cores,
+                waiting: BTreeMap::new(),
+                per_sender: HashMap::new(),
+                senders: Uses { by: HashMap::new() },
+                accounts: Uses { by: HashMap::new() },
+                arrivals: 0,
+            }),
+            capacity: cores * QUEUE_PER_CORE,
+            per_sender: cores * WAITING_PER_SENDER,
             memory: Mutex::new(Vec::new()),
         }
     })
 }
 
-/// One waiting check; leaves the queue when dropped, also when its request is abandoned.
-struct Waiting(&'static Gate);
+/// A core for one check; handed to the next waiter when dropped.
+struct Slot(&'static Gate);
 
-impl Drop for Waiting {
+impl Drop for Slot {
     fn drop(&mut self) {
-        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        let mut q = self.0.lock();
+        while let Some((rank, _)) = q.waiting.first_key_value() {
+            let rank = *rank;
+            let Some(w) = q.remove(&rank) else { break };
+            match w.grant.send(Slot(self.0)) {
+                Ok(()) => return,
+                // Its client went away meanwhile: the next one.
+                Err(slot) => std::mem::forget(slot),
+            }
+        }
+        q.free += 1;
+    }
+}
+
+/// A check waiting for a core; leaves the queue when dropped (its client went away), and counts that.
+struct Queued {
+    gate: &'static Gate,
+    rank: Rank,
+    granted: Option<oneshot::Receiver<Slot>>,
+}
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        if self.gate.lock().remove(&self.rank).is_some() {
+            metrics::counter!(crate::telemetry::PASSWORD_CHECKS_ABANDONED).increment(1);
+        }
+    }
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A core now, a place in the queue, or Saturated: the queue is full of checks that rank before this
+    /// one, or this sender has its share waiting already.
+    fn admit(&'static self, ticket: &Ticket) -> Result<Result<Slot, Queued>, Saturated> {
+        let mut q = self.lock();
+        let now = Instant::now();
+        let used = q.senders.bump(ticket.sender, now) + q.accounts.bump(ticket.account.clone(), now);
+        if q.free > 0 && q.waiting.is_empty() {
+            q.free -= 1;
+            return Ok(Ok(Slot(self)));
+        }
+        if !ticket.known && q.per_sender.get(&ticket.sender).copied().unwrap_or(0) >= self.per_sender {
+            return Err(Saturated);
+        }
+        q.arrivals += 1;
+        let rank = (!ticket.known, (used * 1000.0) as u64, q.arrivals);
+        if q.waiting.len() >= self.capacity {
+            // Full: this check takes the place of the one that ranks last, if it ranks before it.
+            let last = q.waiting.last_key_value().map(|(r, _)| *r);
+            match last {
+                Some(last) if rank < last => {
+                    // Dropping its sender tells the evicted check it is refused.
+                    q.remove(&last);
+                    metrics::counter!(crate::telemetry::PASSWORD_CHECKS_SHED).increment(1);
+                }
+                _ => return Err(Saturated),
+            }
+        }
+        let (grant, granted) = oneshot::channel();
+        q.waiting.insert(rank, Waiter { grant, sender: ticket.sender });
+        *q.per_sender.entry(ticket.sender).or_default() += 1;
+        Ok(Err(Queued { gate: self, rank, granted: Some(granted) }))
     }
 }
 
 /// Check `password` against `hash` (bcrypt or argon2) on the blocking pool, once a core is free. Returns
 /// whether it matches and how long the hashing itself took (without the wait for a core).
+///
+/// The cores are shared fairly: a check waits in a queue ordered by who it is for (the [`Ticket`] of the
+/// login around it, [`on_behalf`]): first pairs of account and sender that logged in before, then the
+/// checks whose sender and account asked for the fewest checks lately. A sender may have
+/// [`WAITING_PER_SENDER`] checks per core waiting; when the queue is full a check that ranks before the last one
+/// takes its place (the last is refused). So a flood from many addresses that keep coming back ranks behind
+/// a login from an address that asks once, and a returning user is served before all of them.
 pub async fn verify(hash: String, password: String) -> Result<(bool, Duration), Saturated> {
+    let (ok, took) = verify_each(vec![hash], password).await?;
+    Ok((ok.first().copied().unwrap_or(false), took))
+}
+
+/// [`verify`] against each of `hashes`, all of them always (no answer comes sooner because an early one
+/// matched), one after the other on the same core: whether each matches, and how long the hashing took.
+/// An account in a rotation's grace is checked so against its new and its old secret.
+pub async fn verify_each(hashes: Vec<String>, password: String) -> Result<(Vec<bool>, Duration), Saturated> {
     let gate = gate();
-    if gate.waiting.fetch_add(1, Ordering::Relaxed) >= gate.queue {
-        gate.waiting.fetch_sub(1, Ordering::Relaxed);
-        metrics::counter!(crate::telemetry::PASSWORD_CHECKS_SHED).increment(1);
-        return Err(Saturated);
-    }
-    let waiting = Waiting(gate);
-    let permit = gate.running.clone().acquire_owned().await.map_err(|_| Saturated)?;
-    drop(waiting);
-    // The permit moves into the blocking task: a client hanging up does not free the core early.
+    let ticket = TICKET.try_with(Ticket::clone).unwrap_or_else(|_| Ticket::nobody());
+    let slot = match gate.admit(&ticket) {
+        Ok(Ok(slot)) => slot,
+        Ok(Err(mut queued)) => {
+            let granted = queued.granted.take().ok_or(Saturated)?;
+            let slot = granted.await.map_err(|_| Saturated);
+            drop(queued);
+            slot?
+        }
+        Err(e) => {
+            metrics::counter!(crate::telemetry::PASSWORD_CHECKS_SHED).increment(1);
+            return Err(e);
+        }
+    };
+    metrics::counter!(crate::telemetry::PASSWORD_CHECKS).increment(hashes.len() as u64);
+    // The slot moves into the blocking task: a client hanging up does not free the core early.
     let task = tokio::task::spawn_blocking(move || {
         let started = Instant::now();
         let mut memory = gate.memory.lock().map(|mut m| m.pop().unwrap_or_default()).unwrap_or_default();
-        let ok = !password.is_empty() && check(&hash, password.as_bytes(), &mut memory);
+        let ok = hashes.iter().map(|h| !password.is_empty() && check(h, password.as_bytes(), &mut memory)).collect();
         if let Ok(mut pool) = gate.memory.lock() {
             pool.push(memory);
         }
-        drop(permit);
+        drop(slot);
         (ok, started.elapsed())
     });
     task.await.map_err(|_| Saturated)
@@ -166,12 +347,15 @@ impl Floor {
         self.nanos.store(new, Ordering::Relaxed);
     }
 
-    /// Sleep for what a check that took `took` lacks to the floor.
-    pub async fn pad(&self, took: Duration) {
+    /// Sleep for what checks that took `took` together lack to `floors` times the floor. False when no
+    /// check has been measured yet (there is no floor to wait for).
+    pub async fn pad(&self, took: Duration, floors: f64) -> bool {
         let floor = Duration::from_nanos(self.nanos.load(Ordering::Relaxed));
-        if took < floor {
-            tokio::time::sleep(floor - took).await;
+        let target = floor.mul_f64(floors);
+        if took < target {
+            tokio::time::sleep(target - took).await;
         }
+        !floor.is_zero()
     }
 }
 
@@ -276,7 +460,7 @@ mod tests {
         let floor = Floor::default();
         floor.observe(Duration::from_millis(120));
         let started = Instant::now();
-        floor.pad(Duration::from_millis(20)).await;
+        floor.pad(Duration::from_millis(20), 1.0).await;
         let slept = started.elapsed();
         assert!(slept >= Duration::from_millis(95) && slept < Duration::from_millis(400), "{slept:?}");
     }

@@ -11,6 +11,14 @@
 //! attacker learns nothing) and spend nothing (so the block never extends itself). Account names are
 //! compared case-insensitively (`CI-PAYMENTS` and `ci-payments` share every budget).
 //!
+//! Budgets are keyed only on what is proven. The sender's address is (it completed a TCP handshake; an
+//! IPv6 sender is its /64, `support::net::sender`); a typed username is what it is. The subject a signed
+//! credential claims is not, until its signature or MAC verifies: anyone can mint a JWT saying
+//! `sub: repo:acme/app` with their own key. So a credential whose subject is unproven
+//! ([`LoginLimiter::check_unproven`], [`LoginLimiter::failed_unproven`]) spends only budgets that contain the
+//! sender's address (the pair and the address), never the account's budget across addresses: forged tokens
+//! from a thousand addresses lock out those addresses, not the job whose subject they name.
+//!
 //! Why bystanders and the right password are never locked out for good:
 //! - budgets refill continuously (one attempt per `window / failures`), so any block ends by itself;
 //! - one client's failures on one account never block other accounts behind the same address (a NAT of
@@ -35,6 +43,7 @@ use moka::future::Cache;
 
 use crate::config::ops::RateLimitSettings;
 use crate::store::redis::{Budget as SharedBudget, RedisError, SharedLimits};
+use crate::support::net::sender;
 use crate::telemetry;
 
 /// How long an address that logged in successfully stays "known" for that account.
@@ -122,6 +131,33 @@ fn account_key(account: &str) -> String {
     account.trim().to_lowercase()
 }
 
+/// A login being checked; see [`LoginLimiter::attempt`].
+pub struct Attempt {
+    limiter: Option<Arc<LoginLimiter>>,
+    ip: IpAddr,
+    account: String,
+}
+
+impl Attempt {
+    /// The login got its answer: the caller counts it.
+    pub fn settled(mut self) {
+        self.limiter = None;
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        let Some(limiter) = self.limiter.take() else { return };
+        metrics::counter!(telemetry::LOGINS_ABANDONED).increment(1);
+        let (ip, account) = (self.ip, std::mem::take(&mut self.account));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = limiter.failed_unproven(ip, &account).await;
+            });
+        }
+    }
+}
+
 /// The shared store's answer (the inner result), or why it could not give one (then the local budgets decide).
 type SharedVerdict = Result<Result<(), Limited>, RedisError>;
 
@@ -179,11 +215,12 @@ impl LoginLimiter {
         }
     }
 
-    async fn check_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str) -> SharedVerdict {
+    async fn check_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str, proven: bool) -> SharedVerdict {
         let s = &self.settings;
         let key = account_key(account);
         let limits = (s.client_account_failures, s.ip_failures, s.account_failures);
         let (by_client_account, by_ip, by_account) = shared.blocked_for(ip, &key, limits).await?;
+        let by_account = by_account.filter(|_| proven);
         if let Some(secs) = by_client_account {
             return Ok(Err(self.by_client_account.too_many(secs)));
         }
@@ -201,7 +238,7 @@ impl LoginLimiter {
         Ok(Ok(()))
     }
 
-    async fn failed_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str) -> SharedVerdict {
+    async fn failed_shared(&self, shared: &SharedLimits, ip: IpAddr, account: &str, proven: bool) -> SharedVerdict {
         let s = &self.settings;
         let key = account_key(account);
         let by_client_account =
@@ -210,7 +247,10 @@ impl LoginLimiter {
             true => shared.spend(SharedBudget::Ip, ip, &key, s.ip_failures, s.window).await?,
             false => None,
         };
-        let by_account = shared.spend(SharedBudget::Account, ip, &key, s.account_failures, s.window).await?;
+        let by_account = match proven {
+            true => shared.spend(SharedBudget::Account, ip, &key, s.account_failures, s.window).await?,
+            false => None,
+        };
         Ok(self.verdict(by_client_account, by_ip, by_account))
     }
 
@@ -237,11 +277,22 @@ impl LoginLimiter {
     /// Before a password is checked: refuse if this client's attempts on the account are used up, or the
     /// address or the account is blocked and this (address, account) pair has not logged in before.
     pub async fn check(&self, ip: IpAddr, account: &str) -> Result<(), Limited> {
+        self.check_as(sender(ip), account, true).await
+    }
+
+    /// Before a credential whose subject is unproven yet (a JWT, a refresh token) is verified: as
+    /// [`LoginLimiter::check`], but the claimed subject's budget across addresses is not consulted (it is
+    /// never spent by unproven credentials either).
+    pub async fn check_unproven(&self, ip: IpAddr, claimed: &str) -> Result<(), Limited> {
+        self.check_as(sender(ip), claimed, false).await
+    }
+
+    async fn check_as(&self, ip: IpAddr, account: &str, proven: bool) -> Result<(), Limited> {
         if !self.settings.enabled {
             return Ok(());
         }
         if let Some(shared) = &self.shared {
-            match self.check_shared(shared, ip, account).await {
+            match self.check_shared(shared, ip, account, proven).await {
                 Ok(verdict) => return verdict,
                 Err(e) => self.fell_back(&e),
             }
@@ -256,7 +307,10 @@ impl LoginLimiter {
         }
         let (ip, key) = pair;
         let by_ip = self.by_ip.blocked_for(&ip).await;
-        let by_account = self.by_account.blocked_for(&key).await;
+        let by_account = match proven {
+            true => self.by_account.blocked_for(&key).await,
+            false => None,
+        };
         if (by_ip.is_some() || by_account.is_some()) && self.known_good.contains_key(&(key, ip)) {
             return Ok(());
         }
@@ -269,11 +323,22 @@ impl LoginLimiter {
 
     /// After a refused login. Err when this failure used up a budget: the caller answers 429 instead of 401.
     pub async fn failed(&self, ip: IpAddr, account: &str) -> Result<(), Limited> {
+        self.failed_as(sender(ip), account, true).await
+    }
+
+    /// After a refused credential whose subject was not proven (its signature or MAC did not verify, or it
+    /// was never checked): charged to the sender's address only, the (address, claimed subject) pair and the
+    /// address's budget, never to the claimed subject across addresses.
+    pub async fn failed_unproven(&self, ip: IpAddr, claimed: &str) -> Result<(), Limited> {
+        self.failed_as(sender(ip), claimed, false).await
+    }
+
+    async fn failed_as(&self, ip: IpAddr, account: &str, proven: bool) -> Result<(), Limited> {
         if !self.settings.enabled {
             return Ok(());
         }
         if let Some(shared) = &self.shared {
-            match self.failed_shared(shared, ip, account).await {
+            match self.failed_shared(shared, ip, account, proven).await {
                 Ok(verdict) => return verdict,
                 Err(e) => self.fell_back(&e),
             }
@@ -289,12 +354,16 @@ impl LoginLimiter {
                 self.by_ip.spend(&ip).await
             }
         };
-        let by_account = self.by_account.spend(&pair.1).await;
+        let by_account = match proven {
+            true => self.by_account.spend(&pair.1).await,
+            false => None,
+        };
         self.verdict(by_client_account, by_ip, by_account)
     }
 
     /// After a successful password login: remember the address as known-good for the account.
     pub async fn succeeded(&self, ip: IpAddr, account: &str) {
+        let ip = sender(ip);
         if self.settings.enabled {
             // Remembered locally as well, so the owner's address is still known during a Redis outage.
             let key = (account_key(account), ip);
@@ -313,6 +382,22 @@ impl LoginLimiter {
                 }
             }
         }
+    }
+
+    /// The password-check ticket of a login of `account` from `ip`: its sender (an IPv6 /64), and whether
+    /// this pair logged in successfully before (it is then served first, `hashing::verify`).
+    pub fn ticket(&self, ip: IpAddr, account: &str) -> crate::identity::hashing::Ticket {
+        let (sender, account) = (sender(ip), account_key(account));
+        let known = self.known_good.contains_key(&(account.clone(), sender));
+        crate::identity::hashing::Ticket { sender, account, known }
+    }
+
+    /// A password login of `account` from `ip` about to be checked: when it is dropped before
+    /// [`Attempt::settled`] (its client went away mid-check and the request was cancelled), it is counted in
+    /// `tollgate_logins_abandoned_total` and charged to the sender as a failure whose password was not
+    /// checked ([`LoginLimiter::failed_unproven`]): hanging up must not make guessing free.
+    pub fn attempt(self: &Arc<Self>, ip: IpAddr, account: &str) -> Attempt {
+        Attempt { limiter: Some(Arc::clone(self)), ip, account: account.to_string() }
     }
 
     /// Drop governor's state for keys that have refilled (called periodically, bounds memory).
@@ -392,6 +477,28 @@ mod tests {
         l.check(owner, "alice").await.expect("the owner's known address is never locked out");
         tokio::time::sleep(Duration::from_millis(2100)).await;
         l.check(addr("198.51.100.100"), "alice").await.expect("blocks end by themselves");
+    }
+
+    #[tokio::test]
+    async fn unproven_subjects_spend_only_their_senders_budgets_and_an_ipv6_sender_is_its_slash_64() {
+        let l = limits(3, 4, 5, Duration::from_secs(60));
+        for i in 0..50 {
+            let _ = l.failed_unproven(addr(&format!("198.51.100.{i}")), "workload iss repo:acme/app").await;
+        }
+        l.check_unproven(addr("192.0.2.10"), "workload iss repo:acme/app")
+            .await
+            .expect("the claimed subject's budget across addresses was not spent");
+        assert!(l.check_unproven(addr("198.51.100.1"), "workload iss repo:acme/app").await.is_ok());
+        for _ in 0..3 {
+            let _ = l.failed_unproven(addr("198.51.100.1"), "workload iss repo:acme/app").await;
+        }
+        assert!(l.check_unproven(addr("198.51.100.1"), "workload iss repo:acme/app").await.is_err(), "the pair");
+        // Five accounts from five addresses of one /64 use up that /64's budget (four), not five budgets.
+        for (i, user) in ["u1", "u2", "u3", "u4", "u5"].iter().enumerate() {
+            let _ = l.failed(addr(&format!("2001:db8:0:7::{}", i + 1)), user).await;
+        }
+        assert!(l.check(addr("2001:db8:0:7:ffff::9"), "anyone").await.is_err(), "the /64 is blocked");
+        l.check(addr("2001:db8:0:8::1"), "anyone").await.expect("the next /64 is not");
     }
 
     #[tokio::test]

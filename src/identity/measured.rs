@@ -114,6 +114,14 @@ impl Provider for Measured {
     fn workload_issuer(&self) -> Option<&str> {
         self.inner.workload_issuer()
     }
+
+    fn forget<'a>(&'a self, which: &'a super::Forget) -> BoxFuture<'a, usize> {
+        self.inner.forget(which)
+    }
+
+    fn backchannel_logout(&self) -> Option<&dyn super::BackchannelLogout> {
+        self.inner.backchannel_logout()
+    }
 }
 
 impl DeviceLogin for MeasuredDevice {

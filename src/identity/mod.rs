@@ -139,7 +139,7 @@ pub enum Outcome {
 
 /// Why a provider gave no identity: the one failure type every provider speaks, for every operation
 /// (a login, a refresh token's re-check, a device login, a readiness probe). The two variants are the
-/// core promise of the token endpoint, 401 versus 503, so a provider never has to spell them itself.
+/// core promise of the token endpoint, 401 versus 503 (`Busy` is a 503 of this process's own), so a provider never has to spell them itself.
 /// Neither message ever contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Failure {
@@ -152,6 +152,11 @@ pub enum Failure {
     /// chain stops with 503 unless the cache may serve a stale identity; nothing is remembered.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// Nothing is down, but this process has no capacity for the password check now: too many are running
+    /// and waiting (`hashing::Saturated`), or the sender's share of them is used up. Answered 503 Busy
+    /// with a short `Retry-After`, charged to the sender's failed-login budget, never cached.
+    #[error("{0}")]
+    Busy(crate::identity::hashing::Saturated),
 }
 
 impl Failure {
@@ -167,7 +172,7 @@ impl Failure {
     pub fn label(&self) -> &'static str {
         match self {
             Failure::Refused(_) => "refused",
-            Failure::Unavailable(_) => "unavailable",
+            Failure::Unavailable(_) | Failure::Busy(_) => "unavailable",
         }
     }
 
@@ -175,6 +180,7 @@ impl Failure {
     pub fn message(&self) -> &str {
         match self {
             Failure::Refused(m) | Failure::Unavailable(m) => m,
+            Failure::Busy(_) => crate::identity::hashing::SATURATED,
         }
     }
 }
@@ -307,6 +313,64 @@ pub trait Provider: Send + Sync {
     fn workload_issuer(&self) -> Option<&str> {
         None
     }
+
+    /// Forget what is cached about the identities `which` names (an invalidation: the account changed at
+    /// its source). Returns how many cached entries were dropped. Default: nothing is cached.
+    fn forget<'a>(&'a self, which: &'a Forget) -> BoxFuture<'a, usize> {
+        let _ = which;
+        Box::pin(async { 0 })
+    }
+
+    /// OpenID Connect Back-Channel Logout at this provider's IdP, when it offers one. Default: none.
+    fn backchannel_logout(&self) -> Option<&dyn BackchannelLogout> {
+        None
+    }
+}
+
+/// Which cached identities an invalidation drops ([`Provider::forget`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Forget {
+    /// Every entry whose identity (or login name) is this username.
+    User(String),
+    /// Every entry whose identity is in this group.
+    Group(String),
+    /// Everything: a replica that may have missed an invalidation.
+    All,
+}
+
+/// A verified logout token (OpenID Connect Back-Channel Logout 1.0): the IdP ended a session (`sid`) or
+/// every session of a user (`sub`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogoutRequest {
+    pub sub: Option<String>,
+    pub sid: Option<String>,
+    pub jti: String,
+    /// When the token expires (Unix seconds): its `jti` is remembered until then.
+    pub exp: u64,
+}
+
+/// What ending IdP sessions found: the usernames whose sessions ended, and whether the user was named
+/// by subject (then every refresh token of theirs issued before is refused).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionsEnded {
+    pub usernames: Vec<String>,
+    /// Sessions removed from the shared session store.
+    pub sessions: usize,
+}
+
+/// A provider whose IdP can end sessions by a back-channel logout token.
+pub trait BackchannelLogout: Send + Sync {
+    /// Verify a logout token: signature with the IdP's keys, `iss`, `aud` (the client id), `iat`, `exp`,
+    /// the back-channel logout event, `sub` or `sid`, no `nonce`. The error names the problem.
+    fn verify_logout<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<LogoutRequest, Failure>>;
+
+    /// End the tollgate login sessions that came from the IdP session `sid`, or (without `sid`) find the
+    /// user whose IdP subject is `sub`.
+    fn end_sessions<'a>(
+        &'a self,
+        sid: Option<&'a str>,
+        sub: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<SessionsEnded, Failure>>;
 }
 
 pub mod accounts;
@@ -319,6 +383,7 @@ pub mod ldap;
 pub mod limiter;
 pub mod measured;
 pub mod oidc;
+pub mod watch;
 pub mod workload;
 
 pub use claims::{claim_at, claim_strings, claim_text, Claims};

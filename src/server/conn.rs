@@ -9,10 +9,15 @@
 //! - a request body not in within `body_timeout` of its headers: the request fails;
 //! - no request in flight for `idle_timeout` (HTTP/2 kept alive by pings; an HTTP/1.1 keep-alive
 //!   connection is also closed when the next request's headers do not come within `header_timeout`): closed;
-//! - at most `max` connections at once (by default the open-file limit minus 256 descriptors kept for
-//!   providers, stores, reloads and logs) and `max_per_client` from one address (by default a quarter of
-//!   `max`; trusted proxies exempt): over either, a new connection is closed at accept, before any byte is
+//! - a connection open for ten idle timeouts is closed when it is next idle, however often requests come;
+//! - at most `max_per_client` connections from one address (an IPv6 /64 is one; by default a 32nd of `max`,
+//!   at least 16; trusted proxies exempt): over it, a new connection is closed at accept, before any byte is
 //!   read;
+//! - at most `max` connections at once (by default the open-file limit minus 256 descriptors kept for
+//!   providers, stores, reloads and logs): when all are taken, a new connection from an address holding
+//!   fewer makes room by shedding the connection idle longest of the address holding the most
+//!   (`tollgate_connections_shed_total`); only when none can be shed is it closed at accept;
+//! - after a storm of connections has gone, the allocator's free memory is handed back to the system;
 //! - HTTP/2: at most `http2_max_streams` streams at once, and a bound on reset streams.
 //!
 //! Shutdown: when `shutdown` resolves the listener closes, every connection finishes the request it is
@@ -49,6 +54,9 @@ use crate::telemetry;
 pub const HEADER_READ_TIMEOUT: Duration = DEFAULT_HEADER_TIMEOUT;
 /// How long a client may take to send a request body once its headers are in, by default.
 pub const BODY_READ_TIMEOUT: Duration = DEFAULT_BODY_TIMEOUT;
+/// The largest request head (request line and headers) read: beyond it, 431. Above hyper's URI limit
+/// (64 KiB), so a long URI is told 414, and far below hyper's default buffer (408 KiB per connection).
+const MAX_HEAD_BYTES: usize = 128 * 1024;
 /// Descriptors kept free under the open-file limit for everything but client connections.
 const RESERVED_FDS: usize = 256;
 
@@ -73,13 +81,18 @@ pub fn max_connections(limits: &ConnLimits) -> usize {
     open_file_limit().map_or(4096, |n| n.saturating_sub(RESERVED_FDS).max(64))
 }
 
-/// The per-address cap in force: `limits.max_per_client`, or a quarter of `max`.
+/// The per-address cap in force: `limits.max_per_client`, or a 32nd of `max` (at least 16, at most `max`):
+/// room for at least 32 addresses (an IPv6 /64 counts as one) before the oldest idle connections are shed.
 pub fn max_per_client(limits: &ConnLimits, max: usize) -> usize {
     match limits.max_per_client {
-        0 => (max / 4).max(1),
+        0 => (max / 32).max(16).min(max).max(1),
         n => n,
     }
 }
+
+/// A connection open longer than this many idle timeouts is closed when it is next idle, however often a
+/// request comes: a trickle of requests cannot hold a slot for ever.
+const MAX_AGE_IDLE_TIMEOUTS: u32 = 10;
 
 #[cfg(unix)]
 fn open_file_limit() -> Option<usize> {
@@ -94,10 +107,24 @@ fn open_file_limit() -> Option<usize> {
     None
 }
 
-/// Open connections, in all and per client address.
+/// Open connections, in all and per client address (an IPv6 /64 is one), and each one's activity, so that
+/// under pressure the oldest idle connection of the address holding the most can be shed.
 struct Tally {
     open: AtomicUsize,
     per_client: Mutex<HashMap<IpAddr, usize>>,
+    conns: Mutex<HashMap<u64, Open>>,
+    next_id: AtomicU64,
+    /// The most connections open since memory was last handed back (see `Admitted::drop`).
+    peak: AtomicUsize,
+}
+
+/// What the shedding needs of an open connection.
+struct Open {
+    sender: IpAddr,
+    activity: Arc<Activity>,
+    shed: Arc<tokio::sync::Notify>,
+    /// Set when it is shed: it is counted out at once (its slot goes to the newcomer), not when it closes.
+    counted_out: Arc<AtomicBool>,
 }
 
 /// One admitted connection: counted until dropped.
@@ -105,13 +132,18 @@ struct Admitted {
     tally: Arc<Tally>,
     ip: Option<IpAddr>,
     label: &'static str,
+    id: u64,
+    activity: Arc<Activity>,
+    /// Notified when the connection is shed to make room.
+    shed: Arc<tokio::sync::Notify>,
+    counted_out: Arc<AtomicBool>,
 }
 
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.tally.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(ip) = self.ip {
-            if let Ok(mut m) = self.tally.per_client.lock() {
+impl Tally {
+    /// Count a connection out: of the total and of its address.
+    fn count_out(&self, ip: Option<IpAddr>) -> usize {
+        if let Some(ip) = ip {
+            if let Ok(mut m) = self.per_client.lock() {
                 if let Some(n) = m.get_mut(&ip) {
                     *n -= 1;
                     if *n == 0 {
@@ -120,11 +152,87 @@ impl Drop for Admitted {
                 }
             }
         }
-        metrics::gauge!(telemetry::CONNECTIONS_OPEN, "listener" => self.label).decrement(1.0);
+        self.open.fetch_sub(1, Ordering::Relaxed).saturating_sub(1)
     }
 }
 
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.tally.conns.lock() {
+            c.remove(&self.id);
+        }
+        metrics::gauge!(telemetry::CONNECTIONS_OPEN, "listener" => self.label).decrement(1.0);
+        if self.counted_out.swap(true, Ordering::AcqRel) {
+            return; // shed: counted out already
+        }
+        let left = self.tally.count_out(self.ip);
+        // After a storm, each time the open connections have halved (from at least 64), hand freed memory
+        // back to the system: the allocator otherwise keeps the peak's pages for ever.
+        let peak = self.tally.peak.load(Ordering::Relaxed);
+        if peak >= 64
+            && left <= peak / 2
+            && self.tally.peak.compare_exchange(peak, left, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            trim_memory();
+        }
+    }
+}
+
+/// Give the allocator's free pages back to the system (glibc keeps them otherwise).
+fn trim_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim only walks the allocator's own free lists.
+        let released = unsafe { libc::malloc_trim(0) };
+        tracing::debug!(released, "freed memory handed back to the system after a storm of connections");
+    });
+}
+
 impl Tally {
+    fn new() -> Tally {
+        Tally {
+            open: AtomicUsize::new(0),
+            per_client: Mutex::new(HashMap::new()),
+            conns: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            peak: AtomicUsize::new(0),
+        }
+    }
+
+    /// All slots are taken: close the connection that has waited longest for a request among the idle
+    /// ones of the address holding the most connections, if that address holds more than `newcomer`'s would
+    /// after admission. Whether one was shed.
+    fn shed_one(&self, newcomer: IpAddr) -> bool {
+        let counts = match self.per_client.lock() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        };
+        let mine = counts.get(&newcomer).copied().unwrap_or(0);
+        let Ok(conns) = self.conns.lock() else { return false };
+        let victim = conns
+            .values()
+            .filter(|c| !c.counted_out.load(Ordering::Acquire))
+            .filter(|c| c.activity.in_flight.load(Ordering::Relaxed) == 0)
+            .filter(|c| counts.get(&c.sender).copied().unwrap_or(0) > mine + 1)
+            .max_by_key(|c| {
+                let idle_since = c.activity.last_request_ms.load(Ordering::Relaxed);
+                (counts.get(&c.sender).copied().unwrap_or(0), std::cmp::Reverse(idle_since))
+            });
+        match victim {
+            Some(v) if !v.counted_out.swap(true, Ordering::AcqRel) => {
+                // Its slot is the newcomer's now; it closes on its own task a moment later.
+                let sender = v.sender;
+                let shed = v.shed.clone();
+                drop(conns);
+                self.count_out(Some(sender));
+                shed.notify_one();
+                true
+            }
+            Some(_) => false,
+            None => false,
+        }
+    }
+
     /// Admit a connection from `peer`, or say which cap it is over.
     fn admit(
         self: &Arc<Tally>,
@@ -132,12 +240,18 @@ impl Tally {
         guard: &Guard,
         (max, per_client): (usize, usize),
     ) -> Result<Admitted, &'static str> {
+        let peer_ip = canonical(peer.ip());
+        let counted = !trusted(peer_ip, &guard.exempt);
+        let ip = crate::support::net::sender(peer_ip);
         if self.open.fetch_add(1, Ordering::Relaxed) >= max {
-            self.open.fetch_sub(1, Ordering::Relaxed);
-            return Err("total");
+            // Full: the connection idle longest of whoever holds the most makes room (it is counted out at
+            // once; its descriptor is free a moment later, within the descriptors kept in reserve).
+            if !counted || !self.shed_one(ip) {
+                self.open.fetch_sub(1, Ordering::Relaxed);
+                return Err("total");
+            }
+            metrics::counter!(telemetry::CONNECTIONS_SHED, "listener" => guard.label).increment(1);
         }
-        let ip = canonical(peer.ip());
-        let counted = !trusted(ip, &guard.exempt);
         if counted {
             let mut m = match self.per_client.lock() {
                 Ok(m) => m,
@@ -152,7 +266,24 @@ impl Tally {
             *n += 1;
         }
         metrics::gauge!(telemetry::CONNECTIONS_OPEN, "listener" => guard.label).increment(1.0);
-        Ok(Admitted { tally: self.clone(), ip: counted.then_some(ip), label: guard.label })
+        self.peak.fetch_max(self.open.load(Ordering::Relaxed), Ordering::Relaxed);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let activity = Arc::new(Activity::new());
+        let shed = Arc::new(tokio::sync::Notify::new());
+        let counted_out = Arc::new(AtomicBool::new(false));
+        if counted {
+            if let Ok(mut c) = self.conns.lock() {
+                let open = Open {
+                    sender: ip,
+                    activity: activity.clone(),
+                    shed: shed.clone(),
+                    counted_out: counted_out.clone(),
+                };
+                c.insert(id, open);
+            }
+        }
+        let ip = counted.then_some(ip);
+        Ok(Admitted { tally: self.clone(), ip, label: guard.label, id, activity, shed, counted_out })
     }
 }
 
@@ -169,7 +300,7 @@ pub async fn serve(
     let guard = Arc::new(guard);
     let max = max_connections(&guard.limits);
     let caps = (max, max_per_client(&guard.limits, max));
-    let tally = Arc::new(Tally { open: AtomicUsize::new(0), per_client: Mutex::new(HashMap::new()) });
+    let tally = Arc::new(Tally::new());
     // Every connection task holds a receiver; `closed()` on the sender resolves when all are gone.
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(());
     let mut shutdown = pin!(shutdown);
@@ -199,13 +330,14 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let (routes, tls, guard, stop_rx) = (routes.clone(), tls.clone(), guard.clone(), stop_rx.clone());
         tokio::spawn(async move {
+            let (activity, shed) = (admitted.activity.clone(), admitted.shed.clone());
             let _admitted = admitted;
             match tls {
-                None => connection(stream, remote, routes, &guard, stop_rx).await,
+                None => connection(stream, remote, routes, &guard, stop_rx, activity, shed).await,
                 Some(tls) => {
                     let handshake = tls.acceptor().accept(stream);
                     match tokio::time::timeout(guard.limits.header_timeout, handshake).await {
-                        Ok(Ok(stream)) => connection(stream, remote, routes, &guard, stop_rx).await,
+                        Ok(Ok(stream)) => connection(stream, remote, routes, &guard, stop_rx, activity, shed).await,
                         Ok(Err(e)) => tracing::debug!(%remote, error = %e, "TLS handshake failed"),
                         Err(_) => timed_out(&guard, "tls_handshake"),
                     }
@@ -238,6 +370,16 @@ struct Activity {
 }
 
 impl Activity {
+    fn new() -> Activity {
+        Activity {
+            first_byte: AtomicBool::new(false),
+            started_requests: AtomicUsize::new(0),
+            in_flight: AtomicUsize::new(0),
+            last_request_ms: AtomicU64::new(0),
+            accepted: Instant::now(),
+        }
+    }
+
     fn touch(&self) {
         let ms = u64::try_from(self.accepted.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_request_ms.store(ms, Ordering::Relaxed);
@@ -256,7 +398,12 @@ impl Activity {
             return None;
         }
         let last = accepted + Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
-        Some((last + limits.idle_timeout, "idle"))
+        let max_age = accepted + limits.idle_timeout * MAX_AGE_IDLE_TIMEOUTS;
+        Some(if last + limits.idle_timeout < max_age {
+            (last + limits.idle_timeout, "idle")
+        } else {
+            (max_age.max(last), "max_age")
+        })
     }
 }
 
@@ -270,10 +417,35 @@ impl Drop for InFlight {
     }
 }
 
-/// The connection's byte stream, noting the first byte read.
+/// The connection's byte stream, noting the first byte read, and giving hyper's own answers to requests it
+/// could not parse (414, 431: no handler ever sees them) the JSON error body (`http::error::parse_refusal`).
 struct Watched<I> {
     inner: I,
     activity: Arc<Activity>,
+    /// An answer written in place of hyper's, and how much of it is written.
+    replacing: Option<(Vec<u8>, usize)>,
+}
+
+impl<I: AsyncWrite + Unpin> Watched<I> {
+    /// Write `buf`, or our answer in its place when it is hyper's answer to an unparsable request: `buf` is
+    /// reported written once ours is.
+    fn write_or_replace(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Option<Poll<std::io::Result<usize>>> {
+        if self.replacing.is_none() {
+            let status = buf.strip_prefix(b"HTTP/1.1 ").and_then(|r| r.get(..3));
+            let status = status.and_then(|s| std::str::from_utf8(s).ok()).and_then(|s| s.parse().ok());
+            let ours = status.and_then(crate::http::error::parse_refusal)?;
+            self.replacing = Some((ours, 0));
+        }
+        let (ours, done) = self.replacing.as_mut()?;
+        while *done < ours.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &ours[*done..]) {
+                Poll::Ready(Ok(0)) => return Some(Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()))),
+                Poll::Ready(Ok(n)) => *done += n,
+                other => return Some(other),
+            }
+        }
+        Some(Poll::Ready(Ok(buf.len())))
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -289,6 +461,9 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if let Some(replaced) = self.write_or_replace(cx, buf) {
+            return replaced;
+        }
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -305,6 +480,12 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
+        // hyper's answer to an unparsable request is its head alone, in the first slice.
+        if let Some(first) = bufs.iter().find(|b| !b.is_empty()) {
+            if let Some(polled) = self.write_or_replace(cx, first) {
+                return polled;
+            }
+        }
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -320,18 +501,12 @@ async fn connection<I>(
     routes: Routes,
     guard: &Guard,
     mut stop_rx: tokio::sync::watch::Receiver<()>,
+    activity: Arc<Activity>,
+    shed: Arc<tokio::sync::Notify>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let accepted = Instant::now();
     let limits = &guard.limits;
-    let activity = Arc::new(Activity {
-        first_byte: AtomicBool::new(false),
-        started_requests: AtomicUsize::new(0),
-        in_flight: AtomicUsize::new(0),
-        last_request_ms: AtomicU64::new(0),
-        accepted,
-    });
     let body_timeout = limits.body_timeout;
     let seen = activity.clone();
     let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
@@ -349,14 +524,14 @@ async fn connection<I>(
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout).max_buf_size(MAX_HEAD_BYTES);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.http2_max_streams)
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(64));
-    let io = Watched { inner: io, activity: activity.clone() };
+    let io = Watched { inner: io, activity: activity.clone(), replacing: None };
     let mut conn = pin!(builder.serve_connection(TokioIo::new(io), service));
     loop {
         let deadline = activity.deadline(limits);
@@ -370,6 +545,10 @@ async fn connection<I>(
                 return;
             }
             _ = stop_rx.changed() => break,
+            () = shed.notified() => {
+                tracing::debug!(%remote, "connection shed to make room for another address");
+                return;
+            }
             () = tokio::time::sleep_until(wake) => {
                 match activity.deadline(limits) {
                     Some((at, phase)) if at <= Instant::now() => {

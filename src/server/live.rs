@@ -4,7 +4,9 @@
 //! certificate) loads and validates everything again (config, keys, accounts, policy) exactly as a start
 //! would, and swaps the new state in only if all of it is valid; otherwise the running state stays and the
 //! reasons are logged and counted (`tollgate_config_reloads_total{result="error"}`). Requests already in
-//! flight finish on the state they started with. Rules files and accounts files are also picked up on their
+//! flight finish on the state they started with. A config or certificate file rewritten in place is read only
+//! once it has stayed unchanged for `policy.settle` (one replaced by a rename at once), as rules and accounts
+//! files are, so a version caught half-way through being written is never applied. Rules files and accounts files are also picked up on their
 //! own when they change (see `PolicyStore` and the static provider).
 //!
 //! Each request is routed through the router of the current state ([`Live::routes`]), so a reload needs no
@@ -36,6 +38,10 @@ pub struct Live {
     config: Option<PathBuf>,
     current: RwLock<Arc<Current>>,
     tls: Option<Tls>,
+    /// The LDAP providers' directory watchers, kept in step with the state in force.
+    watchers: crate::identity::ldap::watch::Watchers,
+    /// Where the watchers report changes: the invalidation path of the state in force.
+    sink: Arc<dyn crate::identity::watch::ChangeSink>,
 }
 
 fn current(state: Arc<AppState>) -> Arc<Current> {
@@ -48,7 +54,33 @@ fn current(state: Arc<AppState>) -> Arc<Current> {
 
 impl Live {
     pub fn new(config: Option<PathBuf>, state: Arc<AppState>, tls: Option<Tls>) -> Arc<Live> {
-        Arc::new(Live { config, current: RwLock::new(current(state)), tls })
+        let live = Arc::new_cyclic(|me| Live {
+            config,
+            current: RwLock::new(current(state.clone())),
+            tls,
+            watchers: Default::default(),
+            sink: Arc::new(super::directory::InvalidatingSink {
+                current: Box::new({
+                    let me = me.clone();
+                    move || me.upgrade().map(|live: Arc<Live>| live.state().invalidator.clone())
+                }),
+            }),
+        });
+        live.watch(&state.settings);
+        live
+    }
+
+    /// Start, keep or stop the directory watchers for `settings` (must run inside the runtime).
+    fn watch(&self, settings: &Settings) {
+        let ldap: Vec<_> = settings
+            .providers
+            .iter()
+            .filter_map(|p| match p {
+                crate::config::ProviderSettings::Ldap(l) => Some(l),
+                _ => None,
+            })
+            .collect();
+        self.watchers.reconcile(&ldap, &settings.server.data_dir, &self.sink);
     }
 
     fn get(&self) -> Arc<Current> {
@@ -114,6 +146,7 @@ impl Live {
             Ok(mut c) => *c = current(new.clone()),
             Err(p) => *p.into_inner() = current(new.clone()),
         }
+        self.watch(&new.settings);
         metrics::counter!(telemetry::CONFIG_RELOADS, "result" => "ok").increment(1);
         metrics::gauge!(telemetry::CONFIG_LAST_RELOAD).set(unix_now() as f64);
         tracing::info!(
@@ -183,12 +216,15 @@ pub(super) fn spawn_watcher(live: Arc<Live>, config: Option<PathBuf>) {
     tokio::spawn(async move {
         let mut files = watched(config.as_deref(), &live.state().settings);
         let mut last = stamp(&files);
+        let mut settle = crate::support::fs::Settle::default();
         loop {
             let state = live.state();
             let interval = state.settings.policy.reload_interval.max(Duration::from_millis(200));
             tokio::time::sleep(interval).await;
             let now = stamp(&files);
-            if now != last {
+            // A file rewritten in place is read once it has stopped changing (`policy.settle`); one replaced
+            // by a rename at once.
+            if now != last && settle.ready(&last, &now, state.settings.policy.settle) {
                 last = now;
                 if live.reload("file change").await.is_ok() {
                     files = watched(config.as_deref(), &live.state().settings);
@@ -209,6 +245,11 @@ pub(super) fn spawn_prober(live: Arc<Live>) {
     tokio::spawn(async move {
         loop {
             let state = live.state();
+            // The shared store's own checks (eviction, replicas, master), for this state's Redis; a reload
+            // makes a new one, started here on the next round.
+            if let Some(redis) = &state.redis {
+                crate::store::redis::Redis::watch(redis);
+            }
             tokio::time::sleep(state.settings.ops.probe_interval).await;
             let state = live.state();
             crate::identity::health::probe_all(&state.chain, &state.health).await;

@@ -5,6 +5,7 @@
 //! [`conn::serve`], so the deadlines and the shutdown the tests prove are the ones that ship.
 
 pub mod conn;
+pub mod directory;
 pub mod live;
 pub mod tls;
 
@@ -82,6 +83,12 @@ pub async fn run(config: Option<PathBuf>, state: Arc<AppState>) -> Result<(), St
     live::spawn_sighup(live.clone());
     live::spawn_watcher(live.clone(), config);
     live::spawn_prober(live.clone());
+    crate::invalidate::register_metrics();
+    // Invalidations from the other replicas, applied to the state in force.
+    if let Some(redis) = state.redis.clone() {
+        let live = live.clone();
+        tokio::spawn(crate::invalidate::listen(redis, move || live.state().invalidator.clone()));
+    }
 
     let metrics_server = match metrics_listener {
         Some(ml) => {

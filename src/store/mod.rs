@@ -16,6 +16,7 @@ use crate::store::sessions::{FileSessionStore, SessionStore};
 
 pub mod access_tokens;
 pub mod error;
+pub mod inval_stream;
 pub mod redis;
 pub mod redis_access;
 pub mod revocation;
@@ -29,6 +30,8 @@ pub struct Stores {
     pub access_tokens: Arc<dyn AccessTokenStore>,
     /// Shared failed-login counters; None keeps them per replica.
     pub limits: Option<Arc<redis::SharedLimits>>,
+    /// The Redis connection behind them, when `state.store: redis`.
+    pub redis: Option<Arc<redis::Redis>>,
 }
 
 impl Stores {
@@ -39,6 +42,7 @@ impl Stores {
             sessions: Arc::new(FileSessionStore::new(settings.sessions_file())),
             access_tokens: Arc::new(Arc::new(FileAccessTokens::new(settings.access_tokens_file()))),
             limits: None,
+            redis: None,
         }
     }
 }
@@ -50,11 +54,14 @@ pub fn open(settings: &Settings) -> Result<Stores, String> {
         StoreKind::Local => Ok(Stores::local(settings)),
         StoreKind::Redis => {
             let conn = Arc::new(redis::Redis::open(&settings.state)?);
+            // Checks eviction, role and replicas now and every state.health_interval (in `serve`).
+            redis::Redis::watch(&conn);
             Ok(Stores {
                 revocations: Arc::new(redis::RedisRevocations(conn.clone())),
                 sessions: Arc::new(redis::RedisSessions(conn.clone())),
                 access_tokens: Arc::new(redis_access::RedisAccessTokens::new(conn.clone())),
-                limits: Some(Arc::new(redis::SharedLimits::new(conn))),
+                limits: Some(Arc::new(redis::SharedLimits::new(conn.clone()))),
+                redis: Some(conn),
             })
         }
     }

@@ -73,6 +73,18 @@ pub fn create_parent(path: &Path) -> Result<(), FileError> {
     }
 }
 
+/// Create the directory a private file is to be written in, and make it owner-only (0700) whatever the
+/// umask, also when it existed already with a wider mode.
+pub fn create_private_parent(path: &Path) -> Result<(), FileError> {
+    create_parent(path)?;
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(FileError::write(dir))?;
+    }
+    Ok(())
+}
+
 /// Read `path`, `None` when it does not exist.
 pub fn read_if_exists(path: &Path) -> Result<Option<Vec<u8>>, FileError> {
     match std::fs::read(path) {
@@ -155,6 +167,50 @@ impl FileStamp {
     /// makes a new version appear whole (an in-place write can be seen half-way).
     pub fn replaced(&self, before: &FileStamp) -> bool {
         self.inode != before.inode
+    }
+}
+
+/// The rule every watcher applies before a changed file is read and applied: a file rewritten in place may
+/// be caught half-way (a writer stalled before its last lines leaves a shorter file that still parses), so a
+/// new version is applied only once it has looked the same for `settle`; a file replaced by a rename, or
+/// removed, is whole the moment it is seen and is applied at once. (Then it is validated as at start.)
+#[derive(Debug, Default)]
+pub struct Settle {
+    /// The stamps last seen changed, and since when they have looked so.
+    pending: Option<(Vec<Option<FileStamp>>, std::time::Instant)>,
+}
+
+impl Settle {
+    /// Whether the files, in force as `applied` and now stamped `now`, may be read and applied now.
+    pub fn ready(
+        &mut self,
+        applied: &[Option<FileStamp>],
+        now: &[Option<FileStamp>],
+        settle: std::time::Duration,
+    ) -> bool {
+        if applied == now {
+            self.pending = None;
+            return false;
+        }
+        let whole = applied.len() == now.len()
+            && applied.iter().zip(now).all(|(before, after)| match (before, after) {
+                (b, a) if b == a => true,
+                (Some(b), Some(a)) => a.replaced(b),
+                (Some(_), None) => true,
+                (None, _) => false,
+            });
+        let ready = match &self.pending {
+            _ if whole => true,
+            Some((seen, since)) if seen.as_slice() == now => since.elapsed() >= settle,
+            _ => {
+                self.pending = Some((now.to_vec(), std::time::Instant::now()));
+                false
+            }
+        };
+        if ready {
+            self.pending = None;
+        }
+        ready
     }
 }
 

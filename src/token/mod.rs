@@ -58,6 +58,9 @@ pub struct TokenIssuer {
     pub keys: KeySet,
     pub issuer: String,
     pub lifetime: Duration,
+    /// Subtracted from `exp` (at most `lifetime`): the registry's own leeway past `exp`
+    /// (`token.registry_leeway`), so that it stops accepting the token `lifetime` after issue.
+    pub registry_leeway: Duration,
 }
 
 impl TokenIssuer {
@@ -68,7 +71,7 @@ impl TokenIssuer {
             iss: &self.issuer,
             sub: subject,
             aud: audience,
-            exp: now + self.lifetime.as_secs(),
+            exp: now + self.lifetime.saturating_sub(self.registry_leeway).as_secs(),
             nbf: now,
             iat: now,
             jti: &jti,

@@ -30,13 +30,13 @@ use crate::rig::*;
 
 /// How tollgate reaches the DC.
 #[derive(Clone, Copy)]
-enum Tls {
+pub(crate) enum Tls {
     Ldaps,
     StartTls,
 }
 
 /// providers/active-directory.yaml's provider entry (as a YAML mapping) pointed at `dc`.
-fn example_entry(dc: &SambaDc, tls: Tls) -> serde_norway::Mapping {
+pub(crate) fn example_entry(dc: &SambaDc, tls: Tls) -> serde_norway::Mapping {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/providers/active-directory.yaml")).unwrap();
     let file: serde_norway::Value = serde_norway::from_str(&text).unwrap();

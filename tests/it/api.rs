@@ -396,7 +396,7 @@ async fn a_disabled_robot_stops_within_a_tenth_of_a_second_despite_the_cache() {
     let text = std::fs::read_to_string(&env.accounts).unwrap();
     let disabled = text.replace("    robot: true\n", "    robot: true\n    disabled: true\n");
     assert_ne!(text, disabled);
-    std::fs::write(&env.accounts, disabled).unwrap();
+    replace_file(&env.accounts, &disabled);
     // Requests look at the file at most every RECHECK_FILE (0.1 s), not at the cache TTL (minutes).
     tokio::time::sleep(tollgate::identity::accounts::RECHECK_FILE).await;
     let r = call(&state, get(&q, Some(&basic(ROBOT.0, ROBOT.1)))).await;

@@ -258,7 +258,9 @@ fn the_secrets_command_makes_every_secret_the_compose_files_name_and_leaves_no_p
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&out).unwrap().permissions().mode() & 0o777, 0o700, "the directory is private");
     // Every file a compose file takes from ./secrets/ (as a secret or a mount) exists.
-    for file in ["docker-compose.yml", "docker-compose.full.yml", "docker-compose.replicas.yml"] {
+    for file in
+        ["docker-compose.yml", "docker-compose.full.yml", "docker-compose.replicas.yml", "docker-compose.sentinel.yml"]
+    {
         let compose = std::fs::read_to_string(root().join("compose").join(file)).unwrap();
         let named: Vec<&str> =
             compose.split("./secrets/").skip(1).map(|r| r.split([':', '\n', ' ']).next().unwrap()).collect();
@@ -330,7 +332,7 @@ fn every_compose_file_validates_and_the_minimal_deployment_pushes_with_its_robot
         .map(|e| e.unwrap().path())
         .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("docker-compose")))
         .collect();
-    assert_eq!(files.len(), 3, "{files:?}");
+    assert_eq!(files.len(), 4, "{files:?}");
     for f in &files {
         let mut cmd = command(&compose);
         cmd.arg("-f").arg(f).args(["config", "-q"]);
@@ -431,14 +433,19 @@ fn the_full_deployment_binds_to_its_ldap_seed_grants_directory_groups_and_skopeo
 /// port of the rig's choosing; the URL secret then names that port instead of the host `redis`.
 fn start_compose_redis(d: &Deployment, dir: &Path) -> (std::process::Child, u16) {
     let script = d.script("redis");
-    assert!(script.contains("--requirepass") && script.contains("--appendonly yes"), "{script}");
+    assert!(script.contains("requirepass") && script.contains("--appendonly yes"), "{script}");
+    assert!(!script.contains("--requirepass"), "the password is config on stdin, not an argument: {script}");
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let data = dir.join("redis-data");
     std::fs::create_dir_all(&data).unwrap();
     let log = std::fs::File::create(dir.join("redis.log")).unwrap();
     let child = command("sh")
         .arg("-c")
-        .arg(format!("{script} --port {port} --bind 127.0.0.1 --dir {} --daemonize no", data.display()))
+        .arg(script.replacen(
+            "redis-server -",
+            &format!("redis-server - --port {port} --bind 127.0.0.1 --dir {} --daemonize no", data.display()),
+            1,
+        ))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
@@ -613,6 +620,7 @@ fn no_deployment_file_carries_a_demo_account_and_each_trusts_only_its_proxy() {
     for (file, config) in [
         ("docker-compose.full.yml", "tollgate.full.yaml"),
         ("docker-compose.replicas.yml", "tollgate.replicas.yaml"),
+        ("docker-compose.sentinel.yml", "tollgate.sentinel.yaml"),
         ("docker-compose.yml", "tollgate.yaml"),
     ] {
         let compose = yaml(&root().join("compose").join(file));
@@ -642,7 +650,9 @@ fn no_deployment_file_carries_a_demo_account_and_each_trusts_only_its_proxy() {
         .skip(1)
         .flat_map(|rest| rest.lines().next().unwrap_or("").split_whitespace())
         .collect();
-    for file in ["docker-compose.yml", "docker-compose.full.yml", "docker-compose.replicas.yml"] {
+    for file in
+        ["docker-compose.yml", "docker-compose.full.yml", "docker-compose.replicas.yml", "docker-compose.sentinel.yml"]
+    {
         let compose = yaml(&root().join("compose").join(file));
         for (name, service) in compose["services"].as_object().unwrap() {
             if service["image"] != "tollgate:latest" {
@@ -734,4 +744,144 @@ fn serve_with_a_config_refuses_the_demo_accounts_and_a_running_server_keeps_them
         200,
         "the last good file is kept"
     );
+}
+
+/// The Sentinel deployment as its compose file runs it: the master, the replica and three sentinels from
+/// their own command lines (ports mapped to loopback ports of the test's), the init job, two replicas from
+/// `tollgate.sentinel.yaml` (the sentinels' names mapped by one override). The replicas find the master
+/// through the sentinels; after a SIGKILL of the master, Sentinel promotes the replica and a refresh token
+/// from one tollgate replica works on the other, both naming the new master on /readyz, without a restart.
+#[test]
+fn the_sentinel_deployment_follows_a_failover_of_its_redis() {
+    let dir = crate::rig::tempdir("compose-sentinel");
+    let secrets = make_secrets(dir.path());
+    let d = Deployment::new("docker-compose.sentinel.yml", &secrets, dir.path());
+    let password = text(&secrets.join("redis_password.txt"));
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let spawn = |name: &str, script: String| {
+        let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+        command("sh").arg("-c").arg(script).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect(name)
+    };
+    let ping = |port: u16| {
+        let mut cli = command("redis-cli");
+        cli.args(["-p", &port.to_string(), "ping"]).env("REDISCLI_AUTH", &password);
+        run(cli, None, &[&password], Duration::from_secs(5)).stdout.contains("PONG")
+    };
+    let redis_at = |service: &str, port: u16, master: u16| {
+        let data = d.volumes.join(format!("{service}-local"));
+        std::fs::create_dir_all(&data).unwrap();
+        let script = d.script(service);
+        assert!(!script.contains("--requirepass") && script.contains("requirepass"), "{script}");
+        script
+            .replacen(
+                "redis-server -",
+                &format!("redis-server - --port {port} --bind 127.0.0.1 --dir {} --daemonize no", data.display()),
+                1,
+            )
+            .replace("--replicaof redis 6379", &format!("--replicaof 127.0.0.1 {master}"))
+    };
+    let (master_port, replica_port) = (free(), free());
+    let mut master = spawn("redis", redis_at("redis", master_port, master_port));
+    wait_until("the master answers", Duration::from_secs(20), || ping(master_port));
+    let mut replica = spawn("redis-replica", redis_at("redis-replica", replica_port, master_port));
+    wait_until("the replica replicates", Duration::from_secs(20), || {
+        let mut cli = command("redis-cli");
+        cli.args(["-p", &replica_port.to_string(), "INFO", "replication"]).env("REDISCLI_AUTH", &password);
+        run(cli, None, &[&password], Duration::from_secs(5)).stdout.contains("master_link_status:up")
+    });
+    let mut sentinels = Vec::new();
+    let mut sentinel_ports = Vec::new();
+    for name in ["sentinel-1", "sentinel-2", "sentinel-3"] {
+        let port = free();
+        let script = d
+            .script(name)
+            .replace("port 26379", &format!("port {port}\nbind 127.0.0.1"))
+            .replace("monitor tollgate redis 6379", &format!("monitor tollgate 127.0.0.1 {master_port}"));
+        sentinels.push(spawn(name, script));
+        sentinel_ports.push(port);
+    }
+    let sentinel = |port: u16, args: &[&str]| {
+        let mut cli = command("redis-cli");
+        cli.args(["-p", &port.to_string()]).args(args);
+        run(cli, None, &[], Duration::from_secs(5)).stdout
+    };
+    for &p in &sentinel_ports {
+        wait_until("each sentinel knows the others and the replica", Duration::from_secs(60), || {
+            sentinel(p, &["SENTINEL", "sentinels", "tollgate"]).matches("runid").count() >= 2
+                && sentinel(p, &["SENTINEL", "replicas", "tollgate"]).contains(&replica_port.to_string())
+        });
+    }
+
+    let mut init = command("sh");
+    init.arg("-c").arg(d.script("tollgate-init")).env("PATH", path_with_tollgate()).env_remove("TOLLGATE_CONFIG");
+    init.envs(d.tollgate_env("tollgate-init").1);
+    run(init, None, &[], Duration::from_secs(60)).assert_ok();
+    let nodes = format!("[{}]", sentinel_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(", "));
+    let extra = [("TOLLGATE_STATE__SENTINEL__NODES", nodes)];
+    let (scratch_a, scratch_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&scratch_a).unwrap();
+    std::fs::create_dir_all(&scratch_b).unwrap();
+    let a = d.start_tollgate("tollgate-a", &scratch_a, &extra);
+    let b = d.start_tollgate("tollgate-b", &scratch_b, &extra);
+    let pids = (a.child.id(), b.child.id());
+    let robot = ("ci-payments", text(&secrets.join("robot-ci-payments.txt")));
+    let refresh_from = |t: &Tollgate| {
+        let r = http_request(
+            &t.addr,
+            "GET",
+            "/token?service=registry.example.com&scope=repository:payments/api:pull&offline_token=true&client_id=docker",
+            &[("Authorization", &basic(robot.0, &robot.1))],
+            b"",
+        )
+        .unwrap();
+        assert_eq!(r.status, 200, "{}", r.body);
+        serde_json::from_str::<Value>(&r.body).unwrap()["refresh_token"].as_str().expect("a refresh token").to_string()
+    };
+    let use_on = |t: &Tollgate, refresh: &str| {
+        http_request(
+            &t.addr,
+            "GET",
+            "/token?service=registry.example.com&scope=repository:payments/api:pull",
+            &[("Authorization", &basic(robot.0, refresh))],
+            b"",
+        )
+        .unwrap()
+        .status
+    };
+    let before = refresh_from(&a);
+    assert_eq!(use_on(&b, &before), 200, "B reads the state A wrote, through the sentinels");
+    let master_named = |t: &Tollgate, port: u16| {
+        http_request(&t.addr, "GET", "/readyz", &[], b"")
+            .is_ok_and(|r| r.body.contains(&format!("\"master\":\"127.0.0.1:{port}\"")))
+    };
+    assert!(master_named(&a, master_port) && master_named(&b, master_port));
+
+    // SIGKILL of the master: Sentinel promotes the replica after down-after-milliseconds (5 s here).
+    unsafe { libc::kill(master.id() as libc::pid_t, libc::SIGKILL) };
+    let _ = master.wait();
+    wait_until("Sentinel promotes the replica", Duration::from_secs(90), || {
+        sentinel(sentinel_ports[0], &["SENTINEL", "get-master-addr-by-name", "tollgate"])
+            .contains(&replica_port.to_string())
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (sa, sb) = (use_on(&a, &before), use_on(&b, &before));
+        if (sa, sb) == (200, 200) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "refresh tokens do not work again: A {sa}, B {sb}\nA:\n{}",
+            a.logs().lines().filter(|l| !l.contains("\"decision\"")).collect::<Vec<_>>().join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let after = refresh_from(&b);
+    assert_eq!(use_on(&a, &after), 200, "a token issued on the new master works on the other replica");
+    assert!(master_named(&a, replica_port) && master_named(&b, replica_port), "both name the new master");
+    assert_eq!((a.child.id(), b.child.id()), pids, "no restart");
+    for c in sentinels.iter_mut().chain([&mut replica]) {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
 }

@@ -213,7 +213,7 @@ fn a_disabled_robot_stops_at_once_through_the_registry() {
     skopeo.copy(&image(tmp.path(), "robot"), &reg.docker_ref("payments/api:1"), Some(ROBOT)).assert_ok();
     assert_refused(&skopeo.delete(&reg.docker_ref("payments/api:1"), Some(ROBOT)), "a robot deleting");
     let text = std::fs::read_to_string(&env.accounts).unwrap();
-    std::fs::write(&env.accounts, text.replace("    robot: true\n", "    robot: true\n    disabled: true\n")).unwrap();
+    replace_file(&env.accounts, &text.replace("    robot: true\n", "    robot: true\n    disabled: true\n"));
     std::thread::sleep(tollgate::identity::accounts::RECHECK_FILE); // how often requests look at the file
     assert_refused(&skopeo.inspect(&reg.docker_ref("payments/api:1"), Some(ROBOT)), "a disabled robot");
     skopeo.inspect(&reg.docker_ref("payments/api:1"), Some(ALICE)).assert_ok();

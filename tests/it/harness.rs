@@ -220,6 +220,14 @@ pub async fn call(state: &Arc<AppState>, req: Request<Body>) -> Reply {
     Reply { status, headers, body }
 }
 
+/// Replace `path` with `text` as editors and `tollgate robot` do: a new file renamed over the old one, which
+/// tollgate applies at once (a file rewritten in place is applied only once it has stopped changing).
+pub fn replace_file(path: &Path, text: &str) {
+    let tmp = path.with_extension("replacing");
+    std::fs::write(&tmp, text).expect("write the new version");
+    std::fs::rename(&tmp, path).expect("rename it over the old one");
+}
+
 pub fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
     format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))

@@ -445,11 +445,39 @@ fn the_manifests_run_two_locked_down_replicas_whose_selectors_and_references_hol
     let redis_labels = &redis["spec"]["template"]["metadata"]["labels"];
     let redis_c = &seq(&redis["spec"]["template"]["spec"]["containers"], "containers")[0];
     let redis_args: Vec<&str> = seq(&redis_c["args"], "args").iter().map(|a| str_of(a, "arg")).collect();
-    let pass = redis_args.iter().position(|a| *a == "--requirepass").expect("--requirepass");
-    let var = redis_args[pass + 1].trim_start_matches("$(").trim_end_matches(')');
-    let env = seq(&redis_c["env"], "env").iter().find(|e| e["name"] == var).expect("the password variable");
+    assert_eq!(seq(&redis_c["command"], "command").len(), 2, "sh -c SCRIPT");
+    let script = redis_args[0];
+    // The password is config on redis-server's stdin, never an argument (`ps` shows arguments).
+    assert!(!script.contains("--requirepass") && script.contains("requirepass $REDISCLI_AUTH"), "{script}");
+    let env = seq(&redis_c["env"], "env").iter().find(|e| e["name"] == "REDISCLI_AUTH").expect("the password variable");
     assert_eq!(env["valueFrom"]["secretKeyRef"]["name"], "tollgate-redis");
-    assert!(redis_args.windows(2).any(|w| w == ["--appendonly", "yes"]), "{redis_args:?}");
+    assert!(script.contains("--appendonly yes") && script.contains("--maxmemory-policy noeviction"), "{script}");
+    // The script as the container runs it (with a port and directory of the test's), with the password from
+    // the environment: Redis requires it, and no process has it in its argv.
+    {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let data = tempfile::tempdir().unwrap();
+        let pw = "kube-redis-password-123";
+        let local =
+            script.replace("--dir /data", &format!("--dir {} --port {port} --bind 127.0.0.1", data.path().display()));
+        let mut child = crate::rig::command("sh").args(["-c", &local]).env("REDISCLI_AUTH", pw).spawn().unwrap();
+        let ping = |auth: Option<&str>| {
+            let mut cli = crate::rig::command("redis-cli");
+            cli.args(["-p", &port.to_string(), "ping"]).env_remove("REDISCLI_AUTH");
+            if let Some(a) = auth {
+                cli.env("REDISCLI_AUTH", a);
+            }
+            crate::rig::run(cli, None, &[pw], std::time::Duration::from_secs(5)).stdout
+        };
+        crate::ops::wait_until("the manifest's redis answers", std::time::Duration::from_secs(20), || {
+            ping(Some(pw)).contains("PONG")
+        });
+        assert!(ping(None).contains("NOAUTH"), "a password is required");
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&cmdline).contains(pw), "the password is in no argv");
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     assert!(seq(&redis["spec"]["volumeClaimTemplates"], "volumeClaimTemplates").len() == 1);
     let redis_port = service_ports("tollgate-redis", redis_labels, redis_c)[0];
 

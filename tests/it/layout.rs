@@ -25,6 +25,7 @@ const LAYERS: &[&str] = &[
     "grant",
     "authn",
     "app",
+    "invalidate",
     "policy_store",
     "policy",
     "identity",

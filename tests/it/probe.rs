@@ -109,7 +109,7 @@ fn redis_state(url_file: &Path) -> String {
 }
 
 #[test]
-fn probe_checks_redis_auth_and_warns_about_an_evicting_memory_policy() {
+fn probe_checks_redis_auth_and_fails_on_an_evicting_memory_policy() {
     let redis = RedisServer::start();
     let env = TestEnv::with(Opts { extra_yaml: redis_state(&redis.url_file()), ..Opts::default() });
     let (ok, out, err) = probe(&env.config);
@@ -120,6 +120,7 @@ fn probe_checks_redis_auth_and_warns_about_an_evicting_memory_policy() {
         "ok   redis: PING: PONG",
         "ok   redis: maxmemory-policy: noeviction",
         "ok   redis: read the data-loss epoch key tg-probe:epoch: readable, not set yet",
+        "WARN redis: replication: no replica: this Redis is a single point of failure",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
     }
@@ -130,7 +131,16 @@ fn probe_checks_redis_auth_and_warns_about_an_evicting_memory_policy() {
     assert!(ok, "a warning does not fail: {out}");
     let line = out.lines().find(|l| l.contains("maxmemory-policy")).unwrap();
     assert!(line.starts_with("WARN") && line.contains("allkeys-lru") && line.contains("revocations"), "{line}");
-    assert!(out.contains("0 failed, 1 warning(s)"), "{out}");
+    assert!(out.contains("0 failed, 2 warning(s)"), "{out}");
+    // With a memory limit the policy evicts for real: tollgate refuses refresh tokens, and the probe fails.
+    redis.cli(&["CONFIG", "SET", "maxmemory", "50mb"]).assert_ok();
+    let (ok, out, _) = probe(&env.config);
+    assert!(!ok, "an evicting Redis fails the probe: {out}");
+    let line = out.lines().find(|l| l.contains("maxmemory-policy")).unwrap();
+    assert!(
+        line.starts_with("FAIL") && line.contains("allkeys-lru with maxmemory 52428800") && line.contains("noeviction"),
+        "{line}"
+    );
 
     let wrong = env.path().join("wrong-url");
     std::fs::write(&wrong, format!("redis://:wrong@127.0.0.1:{}/0\n", redis.port)).unwrap();

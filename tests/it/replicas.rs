@@ -24,18 +24,26 @@ use crate::rig::redis::RedisServer;
 use crate::rig::{OidcProvider, OidcProviderOptions};
 
 const ERIN: (&str, &str) = ("erin", "erin-idp-password");
-const PULL: &str = "scope=repository:team-payments/app:pull";
+pub(crate) const PULL: &str = "scope=repository:team-payments/app:pull";
 
 /// The shared config: one key and one refresh secret for both replicas, state in `redis`.
 fn replica_env(redis: &RedisServer, extra_providers: String, client_account_failures: u32) -> TestEnv {
+    replica_env_with(
+        &format!("  redis_url_file: {}\n", redis.url_file().display()),
+        extra_providers,
+        &format!("  client_account_failures: {client_account_failures}\n  account_failures: 1000\n"),
+    )
+}
+
+/// [`replica_env`] with more `state:` lines (the Redis to use among them) and `rate_limit:` lines.
+pub(crate) fn replica_env_with(state: &str, extra_providers: String, rate_limit: &str) -> TestEnv {
     let env = TestEnv::with(Opts {
         extra_token_yaml: "  keys:\n    - key_file: shared/signing.key\n      cert_file: shared/signing.crt\n".into(),
         extra_providers_yaml: extra_providers,
         extra_yaml: format!(
             "refresh_tokens:\n  secret_file: shared/refresh-secret\n\
-             state:\n  store: redis\n  redis_url_file: {}\n  key_prefix: \"tg-test:\"\n  command_timeout: 300ms\n\
-             rate_limit:\n  client_account_failures: {client_account_failures}\n  account_failures: 1000\n  window: 60s\n",
-            redis.url_file().display()
+             state:\n  store: redis\n  key_prefix: \"tg-test:\"\n  command_timeout: 300ms\n{state}\
+             rate_limit:\n{rate_limit}  window: 60s\n"
         ),
         ..Opts::default()
     });
@@ -48,17 +56,17 @@ fn replica_env(redis: &RedisServer, extra_providers: String, client_account_fail
 }
 
 /// Replica `name` with a data directory of its own.
-fn replica(env: &TestEnv, name: &str) -> Tollgate {
+pub(crate) fn replica(env: &TestEnv, name: &str) -> Tollgate {
     let data = env.path().join(format!("data-{name}"));
     Tollgate::start(env, &[("TOLLGATE_SERVER__DATA_DIR", data.to_str().unwrap())])
 }
 
-fn login(t: &Tollgate, user: (&str, &str)) -> HttpResponse {
+pub(crate) fn login(t: &Tollgate, user: (&str, &str)) -> HttpResponse {
     t.token(Some(user), &format!("{PULL}&offline_token=true&client_id=docker&account={}", user.0), &[])
 }
 
 /// A refresh token from a docker-style login on `t`.
-fn refresh_token(t: &Tollgate, user: (&str, &str)) -> String {
+pub(crate) fn refresh_token(t: &Tollgate, user: (&str, &str)) -> String {
     let r = login(t, user);
     assert_eq!(r.status, 200, "{}", r.body);
     let body: serde_json::Value = serde_json::from_str(&r.body).unwrap();
@@ -66,7 +74,7 @@ fn refresh_token(t: &Tollgate, user: (&str, &str)) -> String {
 }
 
 /// Use a refresh token as docker does (the password of a basic-auth token request).
-fn use_refresh(t: &Tollgate, user: &str, refresh: &str) -> HttpResponse {
+pub(crate) fn use_refresh(t: &Tollgate, user: &str, refresh: &str) -> HttpResponse {
     t.token(Some((user, refresh)), PULL, &[])
 }
 
@@ -79,7 +87,7 @@ fn post(t: &Tollgate, path: &str, pairs: &[(&str, &str)]) -> HttpResponse {
     http_request(&t.addr, "POST", path, &ct, form(pairs).as_bytes()).unwrap_or_else(|e| panic!("POST {path}: {e}"))
 }
 
-fn revoke_cli(env: &TestEnv, args: &[&str], stdin: Option<&str>) {
+pub(crate) fn revoke_cli(env: &TestEnv, args: &[&str], stdin: Option<&str>) {
     let mut cmd = crate::rig::command(tollgate_bin());
     cmd.args(["token", "revoke", "--config"]).arg(&env.config).args(args).env_remove("TOLLGATE_CONFIG");
     cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());

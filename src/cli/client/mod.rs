@@ -35,9 +35,9 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>, S
 }
 
 /// Write `value` as JSON to `path`, creating its directory. The files the clients write hold credentials:
-/// they are written owner-only.
+/// they are written owner-only, in a directory that is owner-only (0700) whatever the umask.
 pub(crate) fn write_json_private(path: &Path, value: &impl Serialize) -> Result<(), String> {
-    crate::support::fs::create_parent(path).map_err(|e| e.to_string())?;
+    crate::support::fs::create_private_parent(path).map_err(|e| e.to_string())?;
     let text = serde_json::to_vec_pretty(value).map_err(|e| e.to_string())?;
     crate::support::fs::write_private(path, &text).map_err(|e| e.to_string())
 }

@@ -1,7 +1,8 @@
 //! The static accounts provider: people and robots in one YAML file, with bcrypt or argon2 hashes only.
 //!
-//! The file is re-read when it changes (checked on every call: one `stat`), so `tollgate robot add` or an
-//! edit that disables a robot takes effect at once. A file that no longer validates is reported and the last
+//! The file is re-read when it changes (looked at every `RECHECK_FILE`: one `stat`): replaced by a rename
+//! (as `tollgate robot add` and editors write it) at once, rewritten in place once it has stopped changing
+//! for the settle time, so a version caught half-way through being written is never in force. A file that no longer validates is reported and the last
 //! good version stays in force. Unknown usernames are checked against a dummy hash of the kind and cost of
 //! the most expensive real one, and every check lasts at least as long as that one (`hashing`), so
 //! response time reveals neither which usernames exist nor which hash an account has.
@@ -14,7 +15,7 @@ mod file;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret as _, SecretString};
@@ -23,7 +24,7 @@ use super::hashing::{self, hash_kind};
 use super::{Failure, Identity, Outcome, Provider};
 use crate::config::accounts::{AccountEntry, AccountsFile};
 use crate::config::providers::StaticSettings;
-use crate::support::fs::FileStamp;
+use crate::support::fs::{FileStamp, Settle};
 use crate::support::time::unix_now;
 use crate::support::BoxFuture;
 pub use demo::{demo_hash_problems, demo_password_hashes};
@@ -80,6 +81,25 @@ struct State {
     max_cost: f64,
     accounts: HashMap<String, Arc<Account>>,
     dummy: String,
+    /// The last end of a rotation's grace among the accounts (unix seconds): until then a wrong password
+    /// for such an account costs two checks, and so every login lasts two floors.
+    rotating_until: Option<u64>,
+}
+
+/// See [`State::floors`].
+const ROTATION_FLOORS: f64 = 2.25;
+
+impl State {
+    /// How many floors every login lasts now: one, or while any account is in a rotation's grace (a wrong
+    /// password for it is checked against both secrets) two and a quarter: two checks each last about a
+    /// floor, half of the time a little more, and the quarter covers that and the second wait for a core.
+    /// So neither a robot in rotation nor a wrong password for it can be told from timing.
+    fn floors(&self) -> f64 {
+        match self.rotating_until {
+            Some(until) if unix_now() < until => ROTATION_FLOORS,
+            _ => 1.0,
+        }
+    }
 }
 
 /// Where the accounts come from.
@@ -98,7 +118,14 @@ pub struct StaticProvider {
     floor: hashing::Floor,
     /// Whether the published demo hashes may be used: only by the embedded demo config.
     allow_demo: bool,
+    /// A file rewritten in place is read once it has stopped changing for `settle` (`support::fs::Settle`).
+    settling: Mutex<Settle>,
+    settle: Duration,
 }
+
+/// How long a file rewritten in place must stay unchanged before it is read, unless set
+/// ([`StaticProvider::settling_for`]; the server uses `policy.settle`).
+pub const SETTLE: Duration = Duration::from_secs(2);
 
 /// How often, at most, requests look at the accounts file for a change. Every request used to, so a
 /// disabled account stopped on the next request; one `statx` per token request was then the largest
@@ -130,8 +157,10 @@ fn build_state(file: AccountsFile, stamp: Option<FileStamp>) -> State {
         .max_by(|a, b| hashing::cost(a).total_cmp(&hashing::cost(b)));
     let dummy = hashing::dummy_like(dearest);
     let max_cost = hashing::cost(&dummy);
+    let rotating_until =
+        accounts.iter().filter(|a| a.entry.previous_password_hash.is_some()).filter_map(|a| a.previous_until).max();
     let accounts = accounts.into_iter().map(|a| (a.entry.username.clone(), Arc::new(a))).collect();
-    State { stamp, max_cost, accounts, dummy }
+    State { stamp, max_cost, accounts, dummy, rotating_until }
 }
 
 impl StaticProvider {
@@ -160,7 +189,15 @@ impl StaticProvider {
             created: Instant::now(),
             floor: hashing::Floor::default(),
             allow_demo,
+            settling: Mutex::new(Settle::default()),
+            settle: SETTLE,
         })
+    }
+
+    /// Read a file rewritten in place only once it has stayed unchanged for `settle`.
+    pub fn settling_for(mut self, settle: Duration) -> StaticProvider {
+        self.settle = settle;
+        self
     }
 
     /// The current accounts, re-read first if the file changed.
@@ -179,6 +216,16 @@ impl StaticProvider {
         }
         let stamp = FileStamp::of(path);
         if stamp == current.stamp {
+            return current;
+        }
+        // Caught half-way through an in-place write, the file may parse and say less than it will (an
+        // account without its `disabled: true`): it is read only once it stops changing, or at once when a
+        // rename replaced it whole.
+        let ready = match self.settling.lock() {
+            Ok(mut s) => s.ready(&[current.stamp], &[stamp], self.settle),
+            Err(p) => p.into_inner().ready(&[current.stamp], &[stamp], self.settle),
+        };
+        if !ready {
             return current;
         }
         let loaded = std::fs::read_to_string(path)
@@ -206,6 +253,7 @@ impl StaticProvider {
                     max_cost: old.max_cost,
                     accounts: old.accounts.clone(),
                     dummy: old.dummy.clone(),
+                    rotating_until: old.rotating_until,
                 });
             }
         }
@@ -220,27 +268,37 @@ impl StaticProvider {
     async fn check_password(&self, username: &str, password: &SecretString) -> Result<Outcome, Failure> {
         let state = self.state();
         let account = state.accounts.get(username).cloned();
+        // A name nobody has costs no hash: the answer waits what a check of the dearest hash takes, so it
+        // comes as late as any other. Only until that time has been measured is the dummy checked.
+        let floors = state.floors();
+        if account.is_none() && self.floor.pad(Duration::ZERO, floors).await {
+            return Ok(Outcome::NotMine);
+        }
         let hash = match &account {
             Some(a) => a.entry.password_hash.clone(),
             None => state.dummy.clone(),
         };
         let dearest = hashing::cost(&hash) >= state.max_cost;
         let pw = password.expose_secret().to_owned();
-        let (ok, took) = hashing::verify(hash, pw.clone()).await.map_err(Failure::unavailable)?;
-        if dearest {
+        // During a rotation's grace the secret being replaced still works, until the grace ends: the
+        // identity carries that end, so no cache entry outlives it. Both secrets are checked, always and in
+        // one go, so neither which one matched nor whether any did shows in the time taken.
+        let grace = account.as_ref().and_then(|a| match (&a.entry.previous_password_hash, a.previous_until) {
+            (Some(old), Some(until)) if unix_now() < until => Some((old.clone(), until)),
+            _ => None,
+        });
+        let mut hashes = vec![hash];
+        hashes.extend(grace.as_ref().map(|(old, _)| old.clone()));
+        let started = Instant::now();
+        let (matched, took) = hashing::verify_each(hashes, pw).await.map_err(Failure::Busy)?;
+        let ok = matched.first().copied().unwrap_or(false);
+        if dearest && matched.len() == 1 {
             self.floor.observe(took);
         }
-        self.floor.pad(took).await;
-        // During a rotation's grace the secret being replaced still works, until the grace ends: the
-        // identity carries that end, so no cache entry outlives it.
-        let mut old_until = None;
-        if let (false, Some(a)) = (ok, &account) {
-            if let (Some(old), Some(until)) = (&a.entry.previous_password_hash, a.previous_until) {
-                if unix_now() < until && hashing::verify(old.clone(), pw).await.map_err(Failure::unavailable)?.0 {
-                    old_until = Some(until);
-                }
-            }
-        }
+        let old_until = grace.filter(|_| !ok && matched.get(1).copied().unwrap_or(false)).map(|(_, until)| until);
+        // Every login lasts the same: as many floors as the costliest path has checks, counted from before the
+        // wait for a core (a second check waits again).
+        self.floor.pad(started.elapsed(), floors).await;
         match account {
             None => Ok(Outcome::NotMine),
             Some(_) if !ok && old_until.is_none() => Err(Failure::refused("wrong password")),
@@ -355,24 +413,47 @@ mod tests {
         let path = dir.path().join("accounts.yaml");
         let first = AccountsFile { accounts: vec![entry("robot", "s3cret")] };
         std::fs::write(&path, serde_norway::to_string(&first).unwrap()).unwrap();
+        let settle = Duration::from_millis(600);
         let p =
             StaticProvider::new(&StaticSettings { name: "local".into(), source: Source::File(path.clone()) }, false)
-                .unwrap();
+                .unwrap()
+                .settling_for(settle);
         let g1 = p.generation();
         assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Authenticated(_)));
 
+        // Replaced by a rename, as editors and `tollgate robot` write it: in force at once.
+        let replace = |text: &str| {
+            std::fs::write(path.with_extension("new"), text).unwrap();
+            std::fs::rename(path.with_extension("new"), &path).unwrap();
+        };
         let mut file: AccountsFile = serde_norway::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         file.accounts[0].disabled = true;
         file.accounts[0].description = Some("disabled now, and the file is a different size".into());
-        std::fs::write(&path, serde_norway::to_string(&file).unwrap()).unwrap();
+        replace(&serde_norway::to_string(&file).unwrap());
         std::thread::sleep(RECHECK_FILE); // the file is looked at once per RECHECK_FILE at most
-        assert!(p.generation() > g1, "a changed file bumps the generation");
+        let g2 = p.generation();
+        assert!(g2 > g1, "a changed file bumps the generation");
         assert!(matches!(p.authenticate("robot", &secret("s3cret")).await, Err(Failure::Refused(_))));
 
-        std::fs::write(&path, "accounts: [ {username: x, password_hash: plain} ]").unwrap();
+        // Rewritten in place: read only once it has stayed unchanged for the settle time.
+        file.accounts[0].disabled = false;
+        file.accounts[0].description = None;
+        std::fs::write(&path, serde_norway::to_string(&file).unwrap()).unwrap();
+        let written = Instant::now();
+        std::thread::sleep(RECHECK_FILE);
+        assert_eq!(p.generation(), g2, "not read while it may still be being written");
+        while p.generation() == g2 {
+            assert!(written.elapsed() < settle * 5, "never read");
+            std::thread::sleep(RECHECK_FILE);
+        }
+        assert!(written.elapsed() >= settle, "read before it settled");
+        assert!(matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Authenticated(_)));
+
+        replace("accounts: [ {username: x, password_hash: plain} ]");
+        std::thread::sleep(RECHECK_FILE);
         assert!(
-            matches!(p.authenticate("robot", &secret("s3cret")).await, Err(Failure::Refused(_))),
-            "old version kept"
+            matches!(p.authenticate("robot", &secret("s3cret")).await.unwrap(), Outcome::Authenticated(_)),
+            "a broken file is not applied: the last good version is kept"
         );
     }
 }

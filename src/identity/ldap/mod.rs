@@ -23,6 +23,7 @@ mod check;
 pub mod pool;
 pub mod state;
 pub mod text;
+pub mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -36,6 +37,45 @@ use self::text::{fill, first_rdn_value, is_under, normalized_rdns, Escape};
 use super::{Failure, Identity, Outcome, Provider};
 use crate::config::ldap::{GroupSource, LdapSettings, Nested};
 use crate::support::BoxFuture;
+
+/// The service account's DN and password.
+pub(crate) type ServiceAccount = Option<(String, SecretString)>;
+
+/// How to reach the directory of `cfg`: the connector (TLS, timeouts) and the service account, whose password
+/// is read from its file now. Shared by the provider's pools and the change watcher ([`watch`]).
+pub(crate) fn connection(
+    cfg: &LdapSettings,
+    counters: Arc<OpCounters>,
+) -> Result<(Arc<Connector>, ServiceAccount), Vec<String>> {
+    let at = format!("provider {:?}", cfg.name);
+    let service = match (&cfg.bind_dn, &cfg.bind_password_file) {
+        (Some(dn), Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| vec![format!("{at}: bind_password_file {}: {e}", file.display())])?;
+            // A trailing newline is what `echo secret > file` leaves; it is never part of the password.
+            let password = text.trim_end_matches(['\r', '\n']).to_string();
+            if password.is_empty() {
+                return Err(vec![format!("{at}: bind_password_file {} is empty", file.display())]);
+            }
+            Some((dn.clone(), SecretString::from(password)))
+        }
+        _ => None,
+    };
+    let needs_tls = cfg.starttls || cfg.url.to_ascii_lowercase().starts_with("ldaps://");
+    let mut settings = LdapConnSettings::new().set_conn_timeout(cfg.connect_timeout).set_starttls(cfg.starttls);
+    if needs_tls {
+        settings =
+            settings.set_config(pool::tls_config(cfg.ca_file.as_deref()).map_err(|e| vec![format!("{at}: {e}")])?);
+    }
+    let connector = Arc::new(Connector {
+        url: cfg.url.clone(),
+        settings,
+        op_timeout: cfg.timeout,
+        counters,
+        provider: cfg.name.clone(),
+    });
+    Ok((connector, service))
+}
 
 /// The provider.
 pub struct LdapProvider {
@@ -106,36 +146,8 @@ impl LdapProvider {
     /// Build from a validated config: reads the service password file and the CA file. No connection is
     /// opened yet, so tollgate starts even when the directory is down.
     pub fn new(cfg: &LdapSettings) -> Result<LdapProvider, Vec<String>> {
-        let at = format!("provider {:?}", cfg.name);
-        let service = match (&cfg.bind_dn, &cfg.bind_password_file) {
-            (Some(dn), Some(file)) => {
-                let text = std::fs::read_to_string(file)
-                    .map_err(|e| vec![format!("{at}: bind_password_file {}: {e}", file.display())])?;
-                // A trailing newline is what `echo secret > file` leaves; it is never part of the password.
-                let password = text.trim_end_matches(['\r', '\n']).to_string();
-                if password.is_empty() {
-                    return Err(vec![format!("{at}: bind_password_file {} is empty", file.display())]);
-                }
-                Some((dn.clone(), SecretString::from(password)))
-            }
-            _ => None,
-        };
-        let needs_tls = cfg.starttls || cfg.url.to_ascii_lowercase().starts_with("ldaps://");
-        let connect_timeout = cfg.connect_timeout;
-        let op_timeout = cfg.timeout;
-        let mut settings = LdapConnSettings::new().set_conn_timeout(connect_timeout).set_starttls(cfg.starttls);
-        if needs_tls {
-            settings =
-                settings.set_config(pool::tls_config(cfg.ca_file.as_deref()).map_err(|e| vec![format!("{at}: {e}")])?);
-        }
         let counters = Arc::new(OpCounters::default());
-        let connector = Arc::new(Connector {
-            url: cfg.url.clone(),
-            settings,
-            op_timeout,
-            counters: counters.clone(),
-            provider: cfg.name.clone(),
-        });
+        let (connector, service) = connection(cfg, counters.clone())?;
         let size = cfg.pool_size;
         let g = &cfg.groups;
         let group_filter = g.filter.clone();
@@ -512,6 +524,7 @@ impl Provider for LdapProvider {
                 Ok(_) => Ok(()),
                 // Whatever the directory says, a probe that cannot read the root DSE makes the provider unready.
                 Err(Failure::Unavailable(m) | Failure::Refused(m)) => Err(Failure::Unavailable(m)),
+                Err(busy @ Failure::Busy(_)) => Err(busy),
             }
         })
     }

@@ -76,7 +76,7 @@ pub(super) struct Discovered {
 /// One IdP as tollgate's client sees it: its HTTP client, credentials and what discovery found.
 pub(super) struct Idp {
     pub(super) name: String,
-    issuer: String,
+    pub(super) issuer: String,
     pub(super) client_id: String,
     pub(super) secret: Option<SecretString>,
     pub(super) http: reqwest::Client,
@@ -485,6 +485,7 @@ mod tests {
                 Err(Failure::Refused(reason)) => println!("refused {what}: {reason}"),
                 // An unknown kid may try the IdP's own JWKS URL (unreachable here): still no identity.
                 Err(Failure::Unavailable(m)) => println!("refused {what} (IdP key set unreachable): {m}"),
+                Err(Failure::Busy(_)) => println!("refused {what}: busy"),
                 Ok(c) => panic!("{what} was accepted: {c:?}"),
             }
         }

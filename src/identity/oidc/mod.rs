@@ -28,8 +28,10 @@ mod check;
 mod claims;
 mod device;
 mod idp;
+mod logout;
 mod provider;
 mod session;
 
 pub use claims::map_groups;
+pub use logout::{LEEWAY_SECS as LOGOUT_LEEWAY_SECS, MAX_TOKEN_LEN as MAX_LOGOUT_TOKEN_LEN};
 pub use provider::OidcProvider;

@@ -9,7 +9,10 @@ use secrecy::{ExposeSecret as _, SecretString};
 use super::idp::{error_chain, Idp};
 use super::session::Sessions;
 use crate::config::oidc::OidcSettings;
-use crate::identity::{DeviceLogin, DevicePoll, DeviceStart, Failure, Identity, Outcome, Provider};
+use crate::identity::{
+    BackchannelLogout, DeviceLogin, DevicePoll, DeviceStart, Failure, Identity, LogoutRequest, Outcome, Provider,
+    SessionsEnded,
+};
 use crate::store::sessions::SessionStore;
 use crate::support::BoxFuture;
 
@@ -126,6 +129,10 @@ impl Provider for OidcProvider {
         })
     }
 
+    fn backchannel_logout(&self) -> Option<&dyn BackchannelLogout> {
+        Some(self)
+    }
+
     fn device_login(&self) -> Option<&dyn DeviceLogin> {
         if self.device_enabled() {
             Some(self)
@@ -142,5 +149,19 @@ impl DeviceLogin for OidcProvider {
 
     fn poll_device<'a>(&'a self, device_code: &'a SecretString) -> BoxFuture<'a, Result<DevicePoll, Failure>> {
         Box::pin(super::device::poll(&self.idp, &self.sessions, &self.cfg, device_code))
+    }
+}
+
+impl BackchannelLogout for OidcProvider {
+    fn verify_logout<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Result<LogoutRequest, Failure>> {
+        Box::pin(super::logout::verify(&self.idp, token))
+    }
+
+    fn end_sessions<'a>(
+        &'a self,
+        sid: Option<&'a str>,
+        sub: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<SessionsEnded, Failure>> {
+        Box::pin(self.sessions.end_idp_session(sid, sub))
     }
 }

@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::claims::identity;
 use super::idp::{Discovered, Idp, TokenResponse};
 use crate::config::oidc::OidcSettings;
+use crate::identity::SessionsEnded;
 use crate::identity::{Failure, Identity, SESSION_CLAIM};
-use crate::store::sessions::SessionStore;
+use crate::store::sessions::{hashed_key, SessionStore};
 use crate::support::random::random_id;
 use crate::support::time::unix_now;
 
@@ -34,6 +35,21 @@ struct Session {
     /// The IdP's subject (see `Identity::account`).
     #[serde(default)]
     account: Option<String>,
+    /// The IdP's own session id (the ID token's `sid`): a back-channel logout names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    idp_sid: Option<String>,
+}
+
+/// The index entry from an IdP session id or subject to the user (keys hashed: the values come from the IdP).
+fn idp_key(kind: &str, provider: &str, id: &str) -> String {
+    hashed_key(&format!("oidc-{kind}:{provider}"), id)
+}
+
+/// What a back-channel logout of an IdP session leaves in the shared store: sessions of tollgate that
+/// came from it and were opened at or before `at_ms` are refused from then on.
+#[derive(Serialize, Deserialize)]
+struct Ended {
+    at_ms: u64,
 }
 
 /// How long an unlinked session outlives the identity cache entry that carries its id.
@@ -67,8 +83,25 @@ impl Sessions {
     }
 
     /// Store a new session for a login and return the identity carrying its id.
-    pub(super) async fn open(&self, mut identity: Identity, tokens: &TokenResponse) -> Result<Identity, Failure> {
+    pub(super) async fn open(
+        &self,
+        mut identity: Identity,
+        tokens: &TokenResponse,
+        idp_sid: Option<String>,
+    ) -> Result<Identity, Failure> {
         let now = unix_now();
+        // Who an IdP session or subject is, for a back-channel logout that names only one of them.
+        let index_until = now + self.session_lifetime.as_secs();
+        let user = serde_json::json!({"username": identity.username});
+        for (kind, id) in [("sid", idp_sid.as_deref()), ("sub", identity.account.as_deref())] {
+            if let Some(id) = id {
+                let key = idp_key(kind, &self.provider, id);
+                self.store
+                    .put(&key, user.clone(), index_until)
+                    .await
+                    .map_err(|e| Failure::unavailable(e.to_string()))?;
+            }
+        }
         let idp_refresh_token = tokens.refresh_token().map(|t| t.secret().clone());
         let session = Session {
             provider: self.provider.clone(),
@@ -79,6 +112,7 @@ impl Sessions {
             created_at: now,
             checked_at: now,
             account: identity.account.clone(),
+            idp_sid,
         };
         let sid = random_id(18);
         // Most logins never get a refresh token (a ctr pull, a CI job): their session only needs to outlive
@@ -103,7 +137,43 @@ impl Sessions {
     ) -> Result<Identity, Failure> {
         let claims = idp.read_claims(d, tokens).await?;
         let identity = identity(cfg, &claims)?;
-        self.open(identity, tokens).await
+        let idp_sid = claims.get("sid").and_then(|s| s.as_str()).filter(|s| !s.is_empty()).map(String::from);
+        self.open(identity, tokens, idp_sid).await
+    }
+
+    /// A back-channel logout: the IdP ended its session `sid` (every tollgate session that came from it is
+    /// refused from now on, on every replica, by a mark in the shared store), or, without `sid`, every
+    /// session of its subject `sub` (the caller refuses the user's refresh tokens). Returns the user it was,
+    /// when tollgate knows them.
+    pub(super) async fn end_idp_session(&self, sid: Option<&str>, sub: Option<&str>) -> Result<SessionsEnded, Failure> {
+        let unavailable = |e: crate::store::error::StoreError| Failure::unavailable(e.to_string());
+        let mut usernames = Vec::new();
+        for (kind, id) in [("sid", sid), ("sub", sub)] {
+            let Some(id) = id else { continue };
+            let found = self.store.get(&idp_key(kind, &self.provider, id)).await.map_err(unavailable)?;
+            if let Some(name) = found.as_ref().and_then(|v| v["username"].as_str()) {
+                if !usernames.iter().any(|u| u == name) {
+                    usernames.push(name.to_string());
+                }
+            }
+        }
+        let mut sessions = 0;
+        if let Some(sid) = sid {
+            let ended = serde_json::to_value(Ended { at_ms: crate::support::time::unix_now_ms() })
+                .map_err(|e| Failure::unavailable(e.to_string()))?;
+            let until = unix_now() + self.session_lifetime.as_secs();
+            self.store.put(&idp_key("ended", &self.provider, sid), ended, until).await.map_err(unavailable)?;
+            sessions = 1;
+        }
+        Ok(SessionsEnded { usernames, sessions })
+    }
+
+    /// Whether the IdP ended (back-channel logout) the IdP session this tollgate session came from.
+    async fn ended_at_idp(&self, s: &Session) -> Result<bool, Failure> {
+        let Some(idp_sid) = &s.idp_sid else { return Ok(false) };
+        let key = idp_key("ended", &self.provider, idp_sid);
+        let found = self.store.get(&key).await.map_err(|e| Failure::unavailable(e.to_string()))?;
+        Ok(found.and_then(|v| serde_json::from_value::<Ended>(v).ok()).is_some_and(|e| s.created_at * 1000 <= e.at_ms))
     }
 
     /// The account behind a refresh token linked to session `sid`: the snapshot while it is fresh, else
@@ -122,6 +192,10 @@ impl Sessions {
         };
         if session.username != username || session.provider != self.provider {
             return Err(Failure::refused("the session belongs to another user"));
+        }
+        if self.ended_at_idp(&session).await? {
+            let _ = self.store.remove(&key).await;
+            return Err(Failure::refused("the IdP ended this login session (back-channel logout); log in again"));
         }
         let now = unix_now();
         if now < session.checked_at + self.recheck_after.as_secs() {
@@ -219,7 +293,7 @@ mod tests {
             serde_json::from_value(json!({"access_token": "at", "token_type": "Bearer", "refresh_token": "idp-rt"}))
                 .unwrap();
         let identity = Identity { username: "carol".into(), provider: "kc".into(), ..Default::default() };
-        let opened = p.open(identity, &with_rt).await.unwrap();
+        let opened = p.open(identity, &with_rt, Some("idp-session-1".into())).await.unwrap();
         let sid = opened.claims[SESSION_CLAIM].as_str().unwrap().to_string();
         let now = unix_now();
         assert!(expiry(&sid) <= now + 60 + ORPHAN_GRACE_SECS, "an unlinked session outlives only the cache entry");
@@ -229,5 +303,13 @@ mod tests {
         assert!(text.contains("idp-rt"), "the IdP refresh token is stored (owner-only file)");
         assert_eq!(p.recheck(&idp, &cfg, "carol", &sid).await.unwrap().username, "carol");
         assert!(matches!(p.recheck(&idp, &cfg, "mallory", &sid).await, Err(Failure::Refused(_))));
+
+        // The IdP ends its session: the user is found by the IdP's session id, and the session is refused.
+        let ended = p.end_idp_session(Some("idp-session-1"), None).await.unwrap();
+        assert_eq!(ended.usernames, vec!["carol".to_string()]);
+        let e = p.recheck(&idp, &cfg, "carol", &sid).await.unwrap_err();
+        assert!(e.to_string().contains("back-channel logout"), "{e}");
+        let other = p.end_idp_session(Some("unknown-session"), None).await.unwrap();
+        assert!(other.usernames.is_empty(), "an IdP session tollgate never saw names nobody");
     }
 }

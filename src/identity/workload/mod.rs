@@ -16,7 +16,8 @@
 //! cache entry serves it later, and it gets no refresh token (a workload logs in again with its next JWT).
 //!
 //! The chain sends a password here only when it is a JWT whose (unverified) `iss` is this provider's issuer
-//! ([`jwt_issuer`]), and never sends a JWT anywhere else: a job's token is not tried as an LDAP password.
+//! ([`jwt_issuer`]), and never sends a JWT anywhere else: a job's token is not tried as an LDAP password,
+//! and neither is a JWT with `alg: none`, no signature or no `iss`.
 
 mod keys;
 
@@ -40,9 +41,13 @@ pub struct Peek {
     pub sub: String,
 }
 
-/// The unverified `iss` (and `sub`) of a password that has the shape of a JWT: three base64url parts whose
-/// first two decode to JSON objects, the header naming an `alg` and the payload an `iss`. None for anything
-/// else.
+/// The unverified `iss` (and `sub`) of a password that has the shape of a JWT: three dot-separated parts
+/// (five for an encrypted one) whose first decodes (base64url) to a JSON object. None for anything else.
+///
+/// The test is deliberately loose: whatever looks like a JWT is one, with whatever `alg` (`none` too), an
+/// empty signature, or no `iss` at all (then `iss` is empty, which no provider trusts). Such a password is
+/// never tried against LDAP or the accounts file: a job's token sent to the wrong place must not become a
+/// directory bind or a hash check, and a forged one must not spend a password budget.
 pub fn jwt_issuer(password: &str) -> Option<Peek> {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine as _;
@@ -50,28 +55,30 @@ pub fn jwt_issuer(password: &str) -> Option<Peek> {
     // Typed views that skip every other member without building a map: this runs on every password
     // login, cached ones included.
     #[derive(serde::Deserialize)]
-    struct Head<'a> {
-        #[serde(borrow)]
-        alg: Option<Cow<'a, str>>,
-    }
-    #[derive(serde::Deserialize)]
+    struct Head {}
+    #[derive(serde::Deserialize, Default)]
     struct Body<'a> {
         #[serde(borrow)]
         iss: Option<Cow<'a, str>>,
         #[serde(borrow)]
         sub: Option<Cow<'a, str>>,
     }
-    let mut parts = password.split('.');
-    let (header, payload, signature) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || header.is_empty() || payload.is_empty() || signature.is_empty() {
+    let parts = password.split('.').count();
+    if parts != 3 && parts != 5 {
         return None;
     }
-    let header = URL_SAFE_NO_PAD.decode(header).ok()?;
-    serde_json::from_slice::<Head<'_>>(&header).ok()?.alg?;
-    let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
-    let body: Body<'_> = serde_json::from_slice(&payload).ok()?;
+    let mut parts = password.split('.');
+    let (header, payload) = (parts.next()?, parts.next()?);
+    let header = URL_SAFE_NO_PAD.decode(header.trim_end_matches('=')).ok()?;
+    if header.first() != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice::<Head>(&header).ok()?;
+    // The payload of an encrypted or mangled token is no JSON: still a JWT, with no issuer anyone trusts.
+    let payload = URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).unwrap_or_default();
+    let body: Body<'_> = serde_json::from_slice(&payload).unwrap_or_default();
     let cut = |s: Cow<'_, str>| crate::support::clip(&s, 200).into_owned();
-    Some(Peek { iss: cut(body.iss?), sub: body.sub.map(cut).unwrap_or_default() })
+    Some(Peek { iss: body.iss.map(cut).unwrap_or_default(), sub: body.sub.map(cut).unwrap_or_default() })
 }
 
 pub struct WorkloadProvider {
@@ -259,22 +266,27 @@ mod tests {
     }
 
     #[test]
-    fn only_jwt_shaped_passwords_name_an_issuer() {
+    fn anything_shaped_like_a_jwt_is_one_and_names_its_issuer_if_any() {
         let h = b64(&serde_json::json!({"alg": "RS256"}));
         let p = b64(&serde_json::json!({"iss": "https://ci.example", "sub": "x"}));
+        let peek = |iss: &str, sub: &str| Some(Peek { iss: iss.into(), sub: sub.into() });
+        assert_eq!(jwt_issuer(&format!("{h}.{p}.sig")), peek("https://ci.example", "x"));
+        let none = b64(&serde_json::json!({"alg": "none"}));
+        assert_eq!(jwt_issuer(&format!("{none}.{p}.")), peek("https://ci.example", "x"), "alg none, no signature");
+        assert_eq!(jwt_issuer(&format!("{h}.{}.sig", b64(&serde_json::json!({"sub": "y"})))), peek("", "y"));
+        assert_eq!(jwt_issuer(&format!("{h}.{}.sig", b64(&serde_json::json!({"iss": 7})))), peek("", ""));
         assert_eq!(
-            jwt_issuer(&format!("{h}.{p}.sig")),
-            Some(Peek { iss: "https://ci.example".into(), sub: "x".into() })
+            jwt_issuer(&format!("{}.{p}.sig", b64(&serde_json::json!({"typ": "JWT"})))),
+            peek("https://ci.example", "x")
         );
+        assert_eq!(jwt_issuer(&format!("{h}.garbage.x.y.z")), peek("", ""), "an encrypted token");
         for not_jwt in [
             "hunter2".to_string(),
             "a.b.c".to_string(),
             format!("{h}.{p}"),
             format!("{h}.{p}.sig.extra"),
-            format!("{h}.{p}."),
-            format!("{}.{p}.sig", b64(&serde_json::json!({"typ": "JWT"}))),
-            format!("{h}.{}.sig", b64(&serde_json::json!({"iss": 7}))),
             "tgr_abc.def.ghi".to_string(),
+            "correct.horse.battery".to_string(),
         ] {
             assert_eq!(jwt_issuer(&not_jwt), None, "{not_jwt}");
         }

@@ -80,6 +80,7 @@ pub mod realm;
 pub mod redis;
 pub mod registry;
 pub mod samba;
+pub mod sentinel;
 pub mod service;
 pub mod skopeo;
 pub mod slapd;

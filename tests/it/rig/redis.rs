@@ -22,13 +22,39 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     starts: u32,
+    /// More arguments for redis-server (a replica's `--replicaof`, a memory limit).
+    extra: Vec<String>,
     _not_send: PhantomData<std::sync::MutexGuard<'static, ()>>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(&[])
+    }
+
+    /// A replica of `master` (same password), replicating before this returns.
+    pub fn replica_of(master: &RedisServer) -> RedisServer {
+        let port = master.port.to_string();
+        let r = RedisServer::start_with(&["--replicaof", "127.0.0.1", &port, "--masterauth", PASSWORD]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !r.cli(&["INFO", "replication"]).stdout.contains("master_link_status:up") {
+            assert!(std::time::Instant::now() < deadline, "replica on {} never linked to {}", r.port, master.port);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        r
+    }
+
+    /// With more redis-server arguments.
+    pub fn start_with(extra: &[&str]) -> RedisServer {
         require("redis-server", "redis-server");
-        let mut r = RedisServer { child: None, port: 0, dir: tempdir("redis"), starts: 0, _not_send: PhantomData };
+        let mut r = RedisServer {
+            child: None,
+            port: 0,
+            dir: tempdir("redis"),
+            starts: 0,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            _not_send: PhantomData,
+        };
         for _attempt in 0..5 {
             r.port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             if r.spawn() {
@@ -46,6 +72,7 @@ impl RedisServer {
         let mut cmd = command("redis-server");
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--requirepass", PASSWORD, "--daemonize", "no", "--loglevel", "notice"])
+            .args(&self.extra)
             .arg("--dir")
             .arg(self.dir.path())
             .stdin(Stdio::null())
@@ -70,6 +97,20 @@ impl RedisServer {
         let p = self.dir.path().join("redis-url");
         std::fs::write(&p, self.url() + "\n").expect("write url file");
         p
+    }
+
+    /// The process id (to kill it with a signal of the test's choice).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server is running").id()
+    }
+
+    /// SIGKILL, as a crashed host: no goodbye to clients or replicas.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: kill(2) on the pid of our own child.
+            unsafe { libc::kill(c.id() as libc::pid_t, libc::SIGKILL) };
+            let _ = c.wait();
+        }
     }
 
     /// Kill it ("Redis down").

@@ -244,6 +244,16 @@ impl SambaDc {
         dc
     }
 
+    /// Administrator's bind name (UPN) and password, for a test that writes through its own LDAP connection.
+    pub fn admin_credentials(&self) -> (String, String) {
+        (format!("Administrator@{REALM}"), ADMIN_PW.to_string())
+    }
+
+    /// The DC's process id while it runs (for CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
     /// The password of every test user.
     pub fn password(user: &str) -> String {
         format!("{user}-AD-pw-1")
@@ -335,6 +345,35 @@ impl SambaDc {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Give `sid` List Contents and Read Property on `CN=Deleted Objects` (what `dsacls … /G DOMAIN\\svc:LCRP`
+    /// does on Windows), so that account can read tombstones. `samba-tool dsacl` cannot: it reads the
+    /// container without the show-deleted control.
+    pub fn allow_reading_deleted_objects(&self, sid: &str) {
+        let script = format!(
+            r#"
+import samba.param, samba.auth, ldb
+from samba.samdb import SamDB
+from samba.ndr import ndr_unpack, ndr_pack
+from samba.dcerpc import security
+lp = samba.param.LoadParm(); lp.load("{conf}")
+db = SamDB(url="{sam}", lp=lp, session_info=samba.auth.system_session())
+dn = "CN=Deleted Objects," + db.domain_dn()
+res = db.search(base=dn, scope=ldb.SCOPE_BASE, attrs=["nTSecurityDescriptor"], controls=["show_deleted:1", "sd_flags:1:4"])
+sd = ndr_unpack(security.descriptor, res[0]["nTSecurityDescriptor"][0])
+sid = security.dom_sid("{sid}")
+sd.dacl_add(security.descriptor.from_sddl("D:(A;;LCRP;;;{sid})", sid).dacl.aces[0])
+m = ldb.Message(); m.dn = ldb.Dn(db, dn)
+m["nTSecurityDescriptor"] = ldb.MessageElement(ndr_pack(sd), ldb.FLAG_MOD_REPLACE, "nTSecurityDescriptor")
+db.modify(m, controls=["show_deleted:1", "sd_flags:1:4"])
+"#,
+            conf = self.smb_conf(),
+            sam = self.sam_ldb(),
+        );
+        let mut cmd = command("/usr/bin/python3");
+        cmd.arg("-c").arg(script);
+        run(cmd, None, &[], Duration::from_secs(60)).assert_ok();
     }
 
     /// Samba's own output (start-up, errors).

@@ -18,6 +18,8 @@
 //! - a service account `cn=tollgate,ou=services,dc=example,dc=org`; anonymous users can read nothing.
 //! - the monitor database, readable by the admin, for the server's own operation counters
 //!   ([`Slapd::op_counts`]).
+//! - the syncprov overlay (RFC 4533 content synchronisation, with a session log), which tollgate's
+//!   directory watcher follows.
 //!
 //! With [`SlapdOptions::ppolicy`] the ppolicy overlay is loaded with a default policy that enforces locks
 //! (`pwdLockout: TRUE`, a lock lapsing after `pwdLockoutDuration: 60` s, `cn=default,ou=policies`), so a test
@@ -148,6 +150,7 @@ olcModulePath: /usr/lib/ldap
 olcModuleLoad: back_mdb
 olcModuleLoad: memberof
 olcModuleLoad: refint
+olcModuleLoad: syncprov
 {ppolicy_module}
 dn: cn=schema,cn=config
 objectClass: olcSchemaConfig
@@ -191,6 +194,8 @@ olcDbIndex: uid eq
 olcDbIndex: member eq
 olcDbIndex: uniqueMember eq
 olcDbIndex: memberUid eq
+olcDbIndex: entryUUID eq
+olcDbIndex: entryCSN eq
 olcAccess: {{0}}to attrs=userPassword by self write by anonymous auth by * none
 olcAccess: {{1}}to * by users read by * none
 "
@@ -199,7 +204,7 @@ olcAccess: {{1}}to * by users read by * none
         config.push_str(OVERLAYS);
     }
     if opts.ppolicy {
-        let index = if db.overlays { 2 } else { 0 };
+        let index = if db.overlays { 3 } else { 0 };
         config.push_str(&format!(
             "\ndn: olcOverlay={{{index}}}ppolicy,olcDatabase={{2}}mdb,cn=config\nobjectClass: olcOverlayConfig\n\
              objectClass: olcPPolicyConfig\nolcOverlay: {{{index}}}ppolicy\nolcPPolicyDefault: cn=default,ou=policies,{suffix}\n"
@@ -224,6 +229,13 @@ objectClass: olcRefintConfig
 olcOverlay: {1}refint
 olcRefintAttribute: member
 olcRefintAttribute: uniqueMember
+
+dn: olcOverlay={2}syncprov,olcDatabase={2}mdb,cn=config
+objectClass: olcOverlayConfig
+objectClass: olcSyncProvConfig
+olcOverlay: {2}syncprov
+olcSpCheckpoint: 100 10
+olcSpSessionLog: 1000
 ";
 
 /// The DN of a user, escaped as RFC 4514 wants (`dev,ops` → `uid=dev\,ops,…`).
@@ -372,6 +384,16 @@ impl Slapd {
 
     pub fn ldaps_url(&self) -> String {
         format!("ldaps://127.0.0.1:{}", self.ldaps_port)
+    }
+
+    /// The root DN and its password, for a test that writes through its own LDAP connection.
+    pub fn admin_credentials(&self) -> (String, String) {
+        self.admin.clone()
+    }
+
+    /// slapd's process id while it runs (for CPU figures).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// The private CA that signed the server certificate.

@@ -11,7 +11,7 @@
 // client_roles, gitlab_groups}}, re-read on every lookup so a test can change groups or delete a user),
 // CLIENT_ID, CLIENT_SECRET, DEVICE_TTL (seconds, default 600), NO_REFRESH=1 (issue no refresh tokens),
 // WORKLOAD_CLIENT_ID, WORKLOAD_CLIENT_SECRET (the CI-workload client, below).
-// Prints "listening on PORT" when ready.
+// Prints "listening on PORT" when ready. Back-channel logout is on: see /rig/logout and /rig/sign below.
 //
 // A second, confidential client (`ci-workload` by default) has only the client-credentials grant and gets
 // JWT access tokens, the way a CI platform's workload token looks to a relying party:
@@ -21,6 +21,7 @@
 // `exp` = `iat` + 600, and a nested `ci: {pipeline: "rig"}` claim. Any absolute URL without a fragment
 // is accepted as the resource; other clients still get `invalid_target` for any resource.
 
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import Provider, { errors } from 'oidc-provider';
 
@@ -31,6 +32,30 @@ const clientId = process.env.CLIENT_ID || 'tollgate';
 const noRefresh = process.env.NO_REFRESH === '1';
 const workloadClientId = process.env.WORKLOAD_CLIENT_ID || 'ci-workload';
 const workloadTokenTtl = 600;
+
+// The provider's signing key, made here (not oidc-provider's development keys) so that /rig/sign can
+// sign arbitrary logout tokens with it; and a second key under the same kid, for forged signatures.
+const KID = 'rig-key-1';
+function rsaKey() {
+  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+  return privateKey;
+}
+const signingKey = rsaKey();
+const forgerKey = rsaKey();
+const signingJwk = { ...signingKey.export({ format: 'jwk' }), kid: KID, use: 'sig', alg: 'RS256' };
+
+// Back-channel logout: the IdP sessions each password grant opened (its `sid` in the ID token), by user.
+const sessionsByUser = new Map();
+
+function b64url(data) {
+  return Buffer.from(data).toString('base64url');
+}
+
+// A JWT signed RS256 with `key` under KID: claims as given, nothing added.
+function signJwt(claims, key) {
+  const input = `${b64url(JSON.stringify({ alg: 'RS256', typ: 'logout+jwt', kid: KID }))}.${b64url(JSON.stringify(claims))}`;
+  return `${input}.${crypto.sign('RSA-SHA256', Buffer.from(input), key).toString('base64url')}`;
+}
 
 function users() {
   return JSON.parse(fs.readFileSync(process.env.USERS_FILE, 'utf8'));
@@ -63,6 +88,9 @@ const configuration = {
     response_types: [],
     redirect_uris: [],
     token_endpoint_auth_method: 'client_secret_basic',
+    // Replaced per request by POST /rig/logout (tollgate's port is chosen after the IdP starts).
+    backchannel_logout_uri: 'http://127.0.0.1:9/backchannel-logout',
+    backchannel_logout_session_required: true,
   }, {
     client_id: workloadClientId,
     client_secret: process.env.WORKLOAD_CLIENT_SECRET || 'ci-workload-rig-secret',
@@ -81,7 +109,15 @@ const configuration = {
   },
   // Custom claims in the ID token itself, as Keycloak's mappers put them there.
   conformIdTokenClaims: false,
+  jwks: { keys: [signingJwk] },
+  // oidc-provider refuses to send requests (logout tokens) to loopback addresses (SSRF protection, by
+  // its own dispatcher); every party of this rig is on 127.0.0.1, so its requests go out plainly.
+  fetch: (url, options) => {
+    const { dispatcher, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   features: {
+    backchannelLogout: { enabled: true },
     devInteractions: { enabled: false },
     deviceFlow: { enabled: true },
     userinfo: { enabled: true },
@@ -147,6 +183,10 @@ provider.registerGrantType('password', async (ctx) => {
   const account = await findAccount(ctx, username);
   const idToken = new provider.IdToken({ ...(await account.claims()) }, { ctx });
   idToken.scope = scope;
+  // Each password grant is an IdP session of its own, named in the ID token for back-channel logout.
+  const sid = crypto.randomUUID();
+  idToken.set('sid', sid);
+  sessionsByUser.set(username, [...(sessionsByUser.get(username) || []), sid]);
   ctx.body = {
     access_token: accessToken,
     expires_in: at.expiration,
@@ -165,6 +205,40 @@ function form(ctx) {
     ctx.req.on('end', () => resolve(Object.fromEntries(new URLSearchParams(body))));
   });
 }
+
+// Test hooks. POST /rig/logout (form: user, uri): end every IdP session of `user` as an administrator
+// would, which makes oidc-provider send its own signed logout token for each to `uri`; answers
+// {sent, failed}. POST /rig/sign (JSON: {claims, forge}): `claims` signed with the provider's key (or,
+// with forge, another key under the same kid), for tokens the provider would never send.
+provider.use(async (ctx, next) => {
+  if (ctx.method === 'POST' && ctx.path === '/rig/logout') {
+    const { user, uri } = await form(ctx);
+    const client = await provider.Client.find(clientId);
+    client.backchannelLogoutUri = uri;
+    const sids = sessionsByUser.get(user) || [];
+    sessionsByUser.delete(user);
+    const failed = [];
+    for (const sid of sids) {
+      try {
+        await client.backchannelLogout(user, sid);
+      } catch (e) {
+        failed.push(String(e.message || e));
+      }
+    }
+    ctx.body = { sent: sids.length - failed.length, failed, sids };
+    return undefined;
+  }
+  if (ctx.method === 'POST' && ctx.path === '/rig/sign') {
+    const body = JSON.parse(await new Promise((resolve) => {
+      let text = '';
+      ctx.req.on('data', (c) => { text += c; });
+      ctx.req.on('end', () => resolve(text));
+    }));
+    ctx.body = { token: signJwt(body.claims, body.forge ? forgerKey : signingKey) };
+    return undefined;
+  }
+  return next();
+});
 
 provider.use(async (ctx, next) => {
   const m = ctx.path.match(/^\/interaction\/([^/]+)(?:\/(login|confirm|abort))?$/);
