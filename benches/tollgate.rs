@@ -717,6 +717,88 @@ fn workload_against_robot(rounds: usize) {
     );
 }
 
+/// Section 13: a warm access-token login (`tgp_…` as the Basic password: checksum, HMAC, store lookup, the
+/// owner re-checked through the identity cache, the scope cut) against a warm password login of the same
+/// account (identity cache hit), measured in one run, alternating: server CPU per request in process, and
+/// p50 over a socket.
+fn access_token_against_robot(rounds: usize) {
+    use tower::ServiceExt as _;
+    println!("\n## 13. Access token (tgp_) against a robot/password login, both warm");
+    let env = Env::new("5m");
+    let state = env.state();
+    let app = tollgate::http::router(state.clone());
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+    let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
+    let robot_basic = base64::engine::general_purpose::STANDARD.encode("bob:bob-bench-password");
+    let body =
+        serde_json::json!({"name": "bench", "scope": ["repository:payments/**:pull"], "expires": "1d"}).to_string();
+    let mut req = axum::http::Request::post("/access-tokens")
+        .header("host", "bench")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Basic {robot_basic}"))
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    req.extensions_mut().insert(axum::extract::ConnectInfo(peer));
+    let resp = rt.block_on(app.clone().oneshot(req)).expect("infallible");
+    assert_eq!(resp.status(), 201, "the bench token must be created");
+    let created: serde_json::Value =
+        serde_json::from_slice(&rt.block_on(axum::body::to_bytes(resp.into_body(), 1 << 20)).expect("body"))
+            .expect("json");
+    let secret = created["token"].as_str().expect("secret").to_string();
+    let token_basic = base64::engine::general_purpose::STANDARD.encode(format!("anything:{secret}"));
+    let uri = format!("/token?service=registry.test&scope={SCOPE}");
+    let cpu_per_request = |basic: &str, n: usize| {
+        let cpu = this_thread_cpu();
+        for _ in 0..n {
+            in_process_token(&rt, &app, &uri, basic);
+        }
+        (this_thread_cpu() - cpu) / n as f64
+    };
+    cpu_per_request(&robot_basic, 200);
+    cpu_per_request(&token_basic, 200);
+    let server = Server::start(state);
+    let client = client_rt();
+    let (robot_req, token_req) = (token_request("bob", "bob-bench-password"), token_request("anything", &secret));
+    sequential(&client, server.addr, &robot_req, 50);
+    sequential(&client, server.addr, &token_req, 50);
+    println!(
+        "{:<6} {:>14} {:>14} {:>11} {:>12} {:>12} {:>11}",
+        "round", "robot µs CPU", "token µs CPU", "token/robot", "robot p50", "token p50", "token/robot"
+    );
+    let (mut cpu_ratios, mut p50_ratios) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        let (mut robot, mut token) = (0.0, 0.0);
+        for _ in 0..20 {
+            robot += cpu_per_request(&robot_basic, 200);
+            token += cpu_per_request(&token_basic, 200);
+        }
+        let (mut rp, mut tp) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            rp.extend(sequential(&client, server.addr, &robot_req, 100));
+            tp.extend(sequential(&client, server.addr, &token_req, 100));
+        }
+        rp.sort();
+        tp.sort();
+        let (rp, tp) = (pct(&rp, 0.5), pct(&tp, 0.5));
+        let p50_ratio = tp.as_secs_f64() / rp.as_secs_f64();
+        println!(
+            "{round:<6} {:>14.1} {:>14.1} {:>11.3} {rp:>12.2?} {tp:>12.2?} {p50_ratio:>11.3}",
+            robot * 1e6 / 20.0,
+            token * 1e6 / 20.0,
+            token / robot
+        );
+        cpu_ratios.push(token / robot);
+        p50_ratios.push(p50_ratio);
+    }
+    println!(
+        "HEADLINE access token: warm token/warm robot server CPU median {:.3} ({}); p50 over a socket median {:.3} ({})",
+        median(cpu_ratios.clone()),
+        spread_ratio(&cpu_ratios),
+        median(p50_ratios.clone()),
+        spread_ratio(&p50_ratios)
+    );
+}
+
 /// Accepts everyone: the cache in front of it is what is measured.
 struct AcceptAll;
 
@@ -1048,5 +1130,8 @@ fn main() {
     }
     if want("rules") {
         rules_sweep(rounds, secs);
+    }
+    if want("access") {
+        access_token_against_robot(rounds);
     }
 }

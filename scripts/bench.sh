@@ -10,6 +10,7 @@
 #   4b. one GET /token inside tollgate (router to response, no sockets) in signatures  (section "handler")
 #   5. warm against cold /token latency with LDAP, LDAP operations per request     (tests/it/ldap.rs)
 #   10. a CI job's JWT against a robot secret, warm and cold (RS256 and ES256)          (section "workload")
+#   13. a warm access-token (tgp_) login against a warm robot/password login, CPU and p50   (section "access")
 #   6. a 20-layer skopeo pull through registry 2.8 + tollgate against registry 2.8 with htpasswd,
 #      alternating runs                                                             (tests/it/pull_bench.rs)
 #   12. warm GET /token of the release binary with the audit line on against off, from outside (wrk),

@@ -13,10 +13,12 @@ use crate::identity::oidc::OidcProvider;
 use crate::identity::workload::WorkloadProvider;
 use crate::identity::Provider;
 use crate::policy_store::PolicyStore;
+use crate::store::access_tokens::AccessTokenStore;
 use crate::store::revocation::RevocationStore;
 use crate::store::sessions::SessionStore;
 use crate::support::fs::read_or_create_secret;
 use crate::support::random::random_id;
+use crate::token::access::SecretHasher;
 use crate::token::keys::load_keys_with;
 use crate::token::refresh::RefreshTokens;
 use crate::token::TokenIssuer;
@@ -37,6 +39,10 @@ pub struct AppState {
     pub health: Arc<crate::identity::health::Health>,
     /// Failed-login limits (kept across reloads while `rate_limit` is unchanged).
     pub limiter: Arc<crate::identity::limiter::LoginLimiter>,
+    /// The keyed hash of access-token secrets; None when `access_tokens.enabled` is false.
+    pub access_hasher: Option<SecretHasher>,
+    /// Personal and group access tokens (hashes and metadata).
+    pub access_tokens: Arc<dyn AccessTokenStore>,
     /// The Redis of `state.store: redis` (for `/readyz`: mode, master, failovers; and the invalidation
     /// stream); None with local files.
     pub redis: Option<Arc<crate::store::redis::Redis>>,
@@ -78,6 +84,24 @@ impl AppState {
                 Ok(r) => Some(r),
                 Err(e) => {
                     errors.push(format!("refresh_tokens.secret_file: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let access_hasher = if settings.access_tokens.enabled {
+            let file = &settings.access_tokens.secret_file;
+            let secret = if create || file.exists() {
+                read_or_create_secret(file, || random_id(32)).map_err(|e| e.to_string())
+            } else {
+                notes.push(format!("no access-token secret yet: `serve` creates {} on first start", file.display()));
+                Ok(random_id(32).into_bytes())
+            };
+            match secret.and_then(|s| SecretHasher::new(&s)) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    errors.push(format!("access_tokens.secret_file: {e}"));
                     None
                 }
             }
@@ -160,6 +184,7 @@ impl AppState {
         }
         let (Some(keys), Ok(policy)) = (keys, policy) else { return Err(vec!["internal: state incomplete".into()]) };
         let revocations = stores.revocations;
+        let access_tokens = stores.access_tokens;
         let chain = Chain::new(providers);
         let invalidator = Arc::new(
             crate::invalidate::Invalidator::new(
@@ -187,6 +212,8 @@ impl AppState {
             limiter: Arc::new(
                 crate::identity::limiter::LoginLimiter::new(&settings.ops.rate_limit).with_shared(stores.limits),
             ),
+            access_hasher,
+            access_tokens,
             invalidator,
             redis: stores.redis,
             invalidation_secret,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use crate::app::AppState;
 use crate::authn::{Login, Outage};
 use crate::identity::{Failure, Identity, RequestContext, SESSION_CLAIM};
-use crate::policy::Explanation;
-use crate::scope::Scope;
+use crate::policy::{Explanation, Glob};
+use crate::scope::{Action, ResourceType, Scope};
 use crate::token::keys::SignError;
 use crate::token::refresh::Links;
 use crate::token::AccessEntry;
@@ -84,13 +84,20 @@ pub async fn grant(
     scopes: &[Scope],
     ask: Ask,
 ) -> Result<Grant, GrantError> {
+    // An access token's login is cut to the token's scope (validated at creation; an entry that no longer
+    // parses grants nothing).
+    let ceiling = login.token.as_ref().map(|t| TokenScope::parse_lenient(&t.scope));
+    let auth_time = login.auth_time;
     let (ctx, sid) = context(login, client_ip, service);
     let policy = state.policy.get();
     let mut access = Vec::with_capacity(scopes.len());
     let mut rules: Vec<String> = Vec::new();
     let mut fully_granted = true;
     for scope in scopes {
-        let decision = policy.authorize(&ctx, scope);
+        let mut decision = policy.authorize(&ctx, scope);
+        if let Some(ceiling) = &ceiling {
+            decision.granted.retain(|a| ceiling.allows(scope, *a));
+        }
         fully_granted &= decision.granted.len() >= scope.actions.len();
         for r in decision.allowed_by.iter().chain(decision.denied_by.iter()) {
             if !rules.contains(r) {
@@ -108,7 +115,10 @@ pub async fn grant(
     let issued = state.issuer.issue(&ctx.identity.username, service, &access)?;
     // An identity with an end of its own (a workload token's exp) gets no refresh token that could outlive it:
     // the workload logs in again with its next token.
-    let refreshable = !ctx.identity.is_anonymous() && ctx.identity.expires_at.is_none();
+    // Nor does an access token's: it is the durable credential, and never more than it.
+    let refreshable = !ctx.identity.is_anonymous()
+        && ctx.identity.expires_at.is_none()
+        && ctx.auth_method != crate::identity::AuthMethod::AccessToken;
     let refresh_token = match (&state.refresh, ask.offline && refreshable) {
         (Some(r), true) => {
             if let Some(sid) = &sid {
@@ -123,7 +133,7 @@ pub async fn grant(
             }
             let epoch =
                 state.revocations.epoch().await.map_err(|e| GrantError::Unavailable(Outage::State, e.to_string()))?;
-            let links = Links { sid, epoch, account: ctx.identity.account.clone() };
+            let links = Links { sid, epoch, account: ctx.identity.account.clone(), auth_time };
             Some(r.issue_for_session(&ctx.identity.username, &ctx.identity.provider, service, links)?.0)
         }
         _ => None,
@@ -140,6 +150,106 @@ pub async fn grant(
     )
     .map_err(|e| GrantError::Internal(e.to_string()))?;
     Ok(Grant { body, granted, rules, fully_granted, refresh_token_issued: refresh_token.is_some(), jti: issued.jti })
+}
+
+/// An access token's scope: entries in the rules' syntax, `type:pattern:actions`, where the pattern is a
+/// resource glob of the rules (`payments/**`) and the actions are `pull`, `push`, `delete` or `*`.
+#[derive(Debug, Clone)]
+pub struct TokenScope {
+    entries: Vec<ScopeEntry>,
+}
+
+#[derive(Debug, Clone)]
+struct ScopeEntry {
+    rtype: ResourceType,
+    glob: Glob,
+    actions: Vec<Action>,
+}
+
+/// Why a scope entry is not valid; names the entry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("scope entry {entry:?}: {why}")]
+pub struct ScopeEntryError {
+    pub entry: String,
+    pub why: String,
+}
+
+impl ScopeEntry {
+    fn parse(text: &str) -> Result<ScopeEntry, ScopeEntryError> {
+        let bad = |why: &str| ScopeEntryError { entry: crate::support::clip(text, 200).into_owned(), why: why.into() };
+        if text.len() > crate::scope::MAX_SCOPE_LEN || text.bytes().any(|b| !(0x21..0x7f).contains(&b)) {
+            return Err(bad("too long, or has a space, control or non-ASCII character"));
+        }
+        let (Some(first), Some(last)) = (text.find(':'), text.rfind(':')) else {
+            return Err(bad("not of the form type:pattern:actions (repository:team/**:pull,push)"));
+        };
+        if first == last {
+            return Err(bad("not of the form type:pattern:actions (repository:team/**:pull,push)"));
+        }
+        let rtype =
+            ResourceType::parse(&text[..first]).ok_or_else(|| bad("the type must be repository or registry"))?;
+        let glob = Glob::parse(&text[first + 1..last]).map_err(|e| bad(&format!("pattern: {e}")))?;
+        if rtype == ResourceType::Registry && glob.source() != "catalog" {
+            return Err(bad("the only registry resource is catalog"));
+        }
+        let mut actions = Vec::new();
+        for a in text[last + 1..].split(',') {
+            let a = Action::parse(a).ok_or_else(|| bad("actions are pull, push, delete or *"))?;
+            if a == Action::All {
+                actions.extend(Action::CONCRETE);
+            }
+            if !actions.contains(&a) {
+                actions.push(a);
+            }
+        }
+        if Action::CONCRETE.iter().all(|c| actions.contains(c)) && !actions.contains(&Action::All) {
+            actions.push(Action::All);
+        }
+        Ok(ScopeEntry { rtype, glob, actions })
+    }
+}
+
+impl TokenScope {
+    /// Parse every entry; the first invalid one is the error. At least one entry, at most 50.
+    pub fn parse(entries: &[String]) -> Result<TokenScope, ScopeEntryError> {
+        if entries.is_empty() || entries.len() > 50 {
+            let why = "a token needs between 1 and 50 scope entries".to_string();
+            return Err(ScopeEntryError { entry: String::new(), why });
+        }
+        Ok(TokenScope { entries: entries.iter().map(|e| ScopeEntry::parse(e)).collect::<Result<_, _>>()? })
+    }
+
+    /// The entries that parse (a stored token's; they were checked when it was created).
+    pub fn parse_lenient(entries: &[String]) -> TokenScope {
+        TokenScope { entries: entries.iter().filter_map(|e| ScopeEntry::parse(e).ok()).collect() }
+    }
+
+    /// Whether some entry allows `action` on the resource of `scope`.
+    pub fn allows(&self, scope: &Scope, action: Action) -> bool {
+        self.entries
+            .iter()
+            .any(|e| e.rtype == scope.rtype && e.actions.contains(&action) && e.glob.matches(&scope.name))
+    }
+
+    /// The first entry (its text, as given) whose actions the rules do not grant `ctx` on a sample name of
+    /// its pattern: what a token may not be created with. The check at creation is a guard for the user;
+    /// what holds on every use is the grant step's cut to what the rules give the owner then.
+    pub fn first_beyond(
+        &self,
+        texts: &[String],
+        policy: &crate::policy::Policy,
+        ctx: &RequestContext,
+    ) -> Option<String> {
+        for (entry, text) in self.entries.iter().zip(texts) {
+            let concrete: Vec<Action> = entry.actions.iter().copied().filter(|a| *a != Action::All).collect();
+            let probe = Scope { rtype: entry.rtype, class: None, name: entry.glob.sample(), actions: concrete.clone() };
+            let granted = policy.authorize(ctx, &probe).granted;
+            if !concrete.iter().all(|a| granted.contains(a)) {
+                return Some(text.clone());
+            }
+        }
+        None
+    }
 }
 
 /// What the policy says of each scope for one request, explained (`/whoami`), and what that grants.
@@ -177,6 +287,27 @@ pub fn explain(state: &AppState, ctx: &RequestContext, scopes: &[Scope]) -> Expl
         }
     }
     Explained { explanations, granted, rules, fully_granted }
+}
+
+/// Cut an explanation to an access token's scope, as [`grant`] cuts the grant: `/whoami` with a token says
+/// what the token gets, not what its owner would.
+pub fn cut_to_token(explained: &mut Explained, token_scope: &[String], scopes: &[Scope]) {
+    let ceiling = TokenScope::parse_lenient(token_scope);
+    for (e, s) in explained.explanations.iter_mut().zip(scopes) {
+        e.granted.retain(|a| ceiling.allows(s, *a));
+        for a in e.actions.iter_mut().filter(|a| a.granted && !ceiling.allows(s, a.action)) {
+            a.granted = false;
+            a.note = Some("the rules grant it, but the access token's scope does not name it".into());
+        }
+    }
+    let ex = &explained.explanations;
+    explained.fully_granted = ex.iter().zip(scopes).all(|(e, s)| e.granted.len() >= s.actions.len());
+    explained.granted = ex
+        .iter()
+        .zip(scopes)
+        .filter(|(e, _)| !e.granted.is_empty())
+        .map(|(e, s)| crate::scope::scope_text(s.rtype.as_str(), &s.name, e.granted.iter().map(|a| a.as_str())))
+        .collect();
 }
 
 /// The token response body: `token` for docker's protocol and `access_token` for OAuth2 clients (the same
@@ -225,6 +356,26 @@ fn token_body(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn token_scope_entries_parse_in_the_rules_syntax_and_name_the_bad_one() {
+        let ok = |v: &[&str]| TokenScope::parse(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        let s = ok(&["repository:payments/**:pull,push", "registry:catalog:*"]).unwrap();
+        let scope = |t: &str| Scope::parse(t).unwrap();
+        assert!(s.allows(&scope("repository:payments/api:pull"), Action::Push));
+        assert!(!s.allows(&scope("repository:payments/api:pull"), Action::Delete));
+        assert!(!s.allows(&scope("repository:payments:pull"), Action::Pull), "** needs a segment");
+        assert!(!s.allows(&scope("repository:prod/api:pull"), Action::Pull));
+        assert!(s.allows(&scope("registry:catalog:*"), Action::All));
+        let e = ok(&["repository:a/**:pull", "repository:b/**:fly"]).unwrap_err();
+        assert_eq!(e.entry, "repository:b/**:fly");
+        for bad in
+            ["repository:a/**", "repo:a:pull", "repository:{x}/**:pull", "registry:other:*", "repository:a b:pull"]
+        {
+            assert!(ok(&[bad]).is_err(), "{bad}");
+        }
+        assert!(ok(&[]).is_err());
+    }
 
     #[test]
     fn the_token_body_is_json_with_every_field_and_escapes_what_callers_chose() {

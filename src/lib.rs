@@ -5,6 +5,7 @@
 
 // In the order a request travels, which is also the direction of imports: a module imports only modules
 // listed below it (`tests/it/layout.rs` checks this, and that no import circle exists).
+pub mod access;
 pub mod app;
 pub mod authn;
 pub mod cli;

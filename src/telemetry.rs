@@ -64,6 +64,17 @@ pub const PASSWORD_CHECKS_ABANDONED: &str = "tollgate_password_checks_abandoned_
 /// Workload logins (a CI job's or pod's JWT) by `issuer` (the configured issuer URL, or `untrusted` for a
 /// token whose issuer no provider trusts) and `outcome` (`authenticated`, `rejected`, `unavailable`).
 pub const WORKLOAD_LOGINS: &str = "tollgate_workload_logins_total";
+/// Access-token logins by `outcome` ([`ACCESS_TOKEN_OUTCOMES`]). `malformed` ones (wrong prefix, length or
+/// checksum) were refused before any store read.
+pub const ACCESS_TOKEN_LOGINS: &str = "tollgate_access_token_logins_total";
+/// Access-token lookups in the token store (by HMAC): a malformed token never causes one.
+pub const ACCESS_TOKEN_LOOKUPS: &str = "tollgate_access_token_lookups_total";
+/// `last used` writes of access tokens (at most one a minute per token).
+pub const ACCESS_TOKEN_LAST_USED_WRITES: &str = "tollgate_access_token_last_used_writes_total";
+/// Access tokens kept, by `state` (`active`, `expired`, `revoked`), and active ones expiring within 7 days;
+/// read from the token store at each scrape.
+pub const ACCESS_TOKENS: &str = "tollgate_access_tokens";
+pub const ACCESS_TOKENS_EXPIRING: &str = "tollgate_access_tokens_expiring_7d";
 /// Always 1, with the `version` and `commit` labels.
 pub const BUILD_INFO: &str = "tollgate_build_info";
 /// Counter: log lines dropped because the queue to stderr was full (`cli::logs`).
@@ -197,6 +208,37 @@ pub fn record_provider_call(
         .increment(1);
 }
 
+/// The outcomes of [`ACCESS_TOKEN_LOGINS`]: `ok`; `malformed` (refused before any store read); `unknown`
+/// (no such token), `expired`, `revoked`, `owner_refused` (the owner is gone, disabled, or their session
+/// ended); `unavailable` (a store or provider could not answer); `disabled` (access tokens are off).
+pub const ACCESS_TOKEN_OUTCOMES: [&str; 8] =
+    ["ok", "malformed", "unknown", "expired", "revoked", "owner_refused", "unavailable", "disabled"];
+
+static ACCESS_TOKEN_SERIES: [OnceLock<metrics::Counter>; 8] = [const { OnceLock::new() }; 8];
+
+/// Count one access-token login with `outcome`, one of [`ACCESS_TOKEN_OUTCOMES`].
+pub fn access_token_login(outcome: &'static str) {
+    let installed = HANDLE.get().is_some_and(Option::is_some);
+    match ACCESS_TOKEN_OUTCOMES.iter().position(|x| *x == outcome) {
+        Some(i) if installed => ACCESS_TOKEN_SERIES[i]
+            .get_or_init(|| metrics::counter!(ACCESS_TOKEN_LOGINS, "outcome" => outcome))
+            .increment(1),
+        _ => metrics::counter!(ACCESS_TOKEN_LOGINS, "outcome" => outcome).increment(1),
+    }
+}
+
+static ACCESS_TOKEN_LOOKUP_SERIES: OnceLock<metrics::Counter> = OnceLock::new();
+
+/// Count one access-token store lookup ([`ACCESS_TOKEN_LOOKUPS`]), through a handle kept once the recorder
+/// is installed (a lookup by name per login cost more than the HMAC it counts).
+pub fn access_token_lookup() {
+    if HANDLE.get().is_some_and(Option::is_some) {
+        ACCESS_TOKEN_LOOKUP_SERIES.get_or_init(|| metrics::counter!(ACCESS_TOKEN_LOOKUPS)).increment(1);
+    } else {
+        metrics::counter!(ACCESS_TOKEN_LOOKUPS).increment(1);
+    }
+}
+
 /// The outcomes of [`WORKLOAD_LOGINS`].
 pub const WORKLOAD_OUTCOMES: [&str; 3] = ["ok", "refused", "unavailable"];
 
@@ -253,6 +295,11 @@ fn register_known_series() {
     metrics::gauge!(REDIS_REPLICAS_SHORT).set(0.0);
     metrics::counter!(FAILED_LOGINS, "provider" => "none").increment(0);
     WorkloadLogins::new("untrusted");
+    for (i, outcome) in ACCESS_TOKEN_OUTCOMES.iter().enumerate() {
+        ACCESS_TOKEN_SERIES[i].get_or_init(|| metrics::counter!(ACCESS_TOKEN_LOGINS, "outcome" => *outcome));
+    }
+    ACCESS_TOKEN_LOOKUP_SERIES.get_or_init(|| metrics::counter!(ACCESS_TOKEN_LOOKUPS)).increment(0);
+    metrics::counter!(ACCESS_TOKEN_LAST_USED_WRITES).increment(0);
     for result in ["ok", "error"] {
         metrics::counter!(POLICY_RELOADS, "result" => result).increment(0);
         metrics::counter!(CONFIG_RELOADS, "result" => result).increment(0);

@@ -43,11 +43,26 @@ pub struct Login {
     /// The login name a password login typed: a directory may accept another form of the name than the
     /// identity's (`alice@corp.example` for `alice`), and clients repeat what was typed as `account`.
     pub typed: Option<String>,
+    /// The access token this login came from: its grants are cut to the token's scope.
+    pub token: Option<Arc<TokenUse>>,
+    /// When the interactive login behind this one happened (Unix seconds): now for a password or device
+    /// login, the original login's for a refresh token (its `ats`), None when unknown.
+    pub auth_time: Option<u64>,
+}
+
+/// An access token being used: which one (its id, never its secret) and what its scope allows.
+#[derive(Debug, Clone)]
+pub struct TokenUse {
+    pub id: String,
+    /// Scope entries in the rules' syntax (`repository:payments/**:pull,push`).
+    pub scope: Vec<String>,
 }
 
 impl Login {
     pub(super) fn new(identity: Arc<Identity>, method: AuthMethod) -> Login {
-        Login { identity, method, typed: None }
+        let auth_time =
+            matches!(method, AuthMethod::Password | AuthMethod::Device).then(crate::support::time::unix_now);
+        Login { identity, method, typed: None, token: None, auth_time }
     }
 
     /// `account`, when a client sends it, must name the authenticated user: its username, or the name a
@@ -58,7 +73,8 @@ impl Login {
         let Some(a) = account.filter(|a| !a.is_empty()) else { return Ok(()) };
         let shown = || crate::support::clip(a, 100);
         match self.method {
-            AuthMethod::Workload => Ok(()),
+            // An access token's username is whatever the client had to send (`docker login -u anything`).
+            AuthMethod::Workload | AuthMethod::AccessToken => Ok(()),
             AuthMethod::Anonymous => {
                 Err(LoginError::Refused(Refusal::new(format!("credentials are required for account {:?}", shown()))))
             }

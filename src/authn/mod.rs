@@ -9,9 +9,12 @@
 //! - `password.rs`: a username and secret through the provider chain, behind the failed-login limits. The
 //!   secret is classified once: a refresh token, a workload's JWT (sent only to the provider trusting its
 //!   issuer), or a password.
+//! - `access.rs`: a personal or group access token (`tgp_…`) as a Basic password: checksum, lookup by
+//!   HMAC, expiry and revocation, and its owner re-checked the way a refresh token's is.
 //! - `refresh.rs`: a refresh token, verified, checked against revocations, and its account re-checked.
 //! - `device.rs`: the device flow relayed to the IdP (RFC 8628), started and redeemed.
 
+mod access;
 mod device;
 mod login;
 mod password;
@@ -22,8 +25,9 @@ use std::sync::Arc;
 
 use crate::app::AppState;
 use crate::identity::{AuthMethod, Identity};
+pub use access::group_identity;
 pub use device::{start_device, DeviceStarted};
-pub use login::{Credentials, Login, LoginError, Outage, Refusal};
+pub use login::{Credentials, Login, LoginError, Outage, Refusal, TokenUse};
 
 /// The grant type of the device-code grant on `/token` (RFC 8628).
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -44,8 +48,7 @@ pub async fn authenticate(
             password::login(state, &username, &secret, client_ip, service).await
         }
         Credentials::RefreshToken { token, username } => {
-            let identity = refresh::login(state, &token, username.as_deref(), service, client_ip).await?;
-            Ok(Login::new(Arc::new(identity), AuthMethod::RefreshToken))
+            refresh::login(state, &token, username.as_deref(), service, client_ip).await
         }
         Credentials::DeviceCode { code } => {
             let identity = device::redeem(state, &code, service).await?;

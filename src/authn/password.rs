@@ -5,17 +5,17 @@
 //! logins against the chain go behind the failed-login limits (`identity::limiter`).
 
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
 use super::login::{check_username, Login, LoginError, Outage, Refusal};
-use super::refresh;
+use super::{access, refresh};
 use crate::app::AppState;
 use crate::identity::chain::ChainError;
 use crate::identity::hashing;
 use crate::identity::workload::{jwt_issuer, Peek};
 use crate::identity::{AuthMethod, Failure};
+use crate::token::access::PREFIX as ACCESS_PREFIX;
 use crate::token::refresh::PREFIX as REFRESH_PREFIX;
 
 const BAD_CREDENTIALS: &str = "invalid username or password";
@@ -34,8 +34,11 @@ pub(super) async fn login(
     let text = secret.expose_secret();
     if text.starts_with(REFRESH_PREFIX) {
         // A refresh token as a Basic password (CI systems, containerd's GET fallback with an empty username).
-        let identity = refresh::login(state, secret, Some(username), service, ip).await?;
-        return Ok(Login::new(Arc::new(identity), AuthMethod::RefreshToken));
+        return refresh::login(state, secret, Some(username), service, ip).await;
+    }
+    if text.starts_with(ACCESS_PREFIX) {
+        // A personal or group access token: any username (docker insists on one).
+        return access::login(state, text, ip).await;
     }
     // A workload's JWT: the username is whatever the client needed to send (docker insists on one).
     if let Some(peek) = jwt_issuer(text) {
@@ -51,7 +54,9 @@ pub(super) async fn login(
     match checked {
         Ok(identity) => {
             state.limiter.succeeded(ip, username).await;
-            Ok(Login { identity, method: AuthMethod::Password, typed: Some(username.to_string()) })
+            let mut login = Login::new(identity, AuthMethod::Password);
+            login.typed = Some(username.to_string());
+            Ok(login)
         }
         Err(e) => {
             let charge = Charge::Account(username);

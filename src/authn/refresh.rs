@@ -5,22 +5,38 @@ use std::net::IpAddr;
 
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::login::{LoginError, Outage, Refusal};
+use std::sync::Arc;
+
+use super::login::{Login, LoginError, Outage, Refusal};
 use crate::app::AppState;
-use crate::identity::{Failure, Identity};
+use crate::identity::{AuthMethod, Failure, Identity};
 use crate::token::refresh::RefreshError;
 
 /// What the failed-login limits count refresh tokens that do not verify as, together with the address.
 const UNPROVEN: &str = "refresh token";
 
-/// The identity a refresh token stands for now. `username`, when the client sent one, must be the token's.
+/// The login a refresh token stands for now. `username`, when the client sent one, must be the token's.
 pub(super) async fn login(
     state: &AppState,
     token: &SecretString,
     username: Option<&str>,
     service: &str,
     ip: IpAddr,
-) -> Result<Identity, LoginError> {
+) -> Result<Login, LoginError> {
+    let (identity, auth_time) = identity(state, token, username, service, ip).await?;
+    let mut login = Login::new(Arc::new(identity), AuthMethod::RefreshToken);
+    login.auth_time = auth_time;
+    Ok(login)
+}
+
+/// The identity a refresh token stands for now, and when its interactive login happened.
+async fn identity(
+    state: &AppState,
+    token: &SecretString,
+    username: Option<&str>,
+    service: &str,
+    ip: IpAddr,
+) -> Result<(Identity, Option<u64>), LoginError> {
     let Some(refresh) = &state.refresh else {
         return Err(LoginError::InvalidGrant(Refusal::new(
             "refresh tokens are disabled on this server; log in with a password",
@@ -61,7 +77,7 @@ pub(super) async fn login(
             tracing::info!(user = %claims.sub, provider = %claims.prv, "refresh token refused: the account was replaced");
             Err(LoginError::InvalidGrant(refused(RefreshError::AccountGone)))
         }
-        Ok(identity) => Ok(identity),
+        Ok(identity) => Ok((identity, claims.ats)),
         Err(e) => match e.failure {
             Failure::Refused(reason) => {
                 tracing::info!(user = %claims.sub, provider = %claims.prv, reason = %reason, "refresh token refused");

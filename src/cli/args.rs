@@ -210,21 +210,102 @@ pub enum RobotCommand {
     },
 }
 
+/// The registry whose realm is tollgate, and how to log in to it, for the access-token commands.
+#[derive(Args)]
+pub struct RegistryTarget {
+    /// Reach the registry over plain HTTP (test setups).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Trust this CA certificate (PEM) besides the system's.
+    #[arg(long, value_name = "CA.pem")]
+    pub ca_file: Option<PathBuf>,
+    /// docker's config directory, where `tollgate login` stored its login. Default: $DOCKER_CONFIG, else
+    /// ~/.docker.
+    #[arg(long)]
+    pub docker_config: Option<PathBuf>,
+    /// Log in as this user with a password (asked for, or --password-stdin) instead of the stored login.
+    #[arg(long = "login-user", value_name = "NAME")]
+    pub login_user: Option<String>,
+    /// Read the password of --login-user from standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
 #[derive(Subcommand)]
 pub enum TokenCommand {
-    /// Revoke refresh tokens: one token, every token of a user, or all tokens.
+    /// Create a personal (or, for group admins, a group's) access token; its secret is printed once.
+    Create {
+        /// The registry, host[:port] (or a URL).
+        registry: String,
+        /// What the token is for (shown by `token list`).
+        #[arg(long)]
+        name: String,
+        /// A scope entry in the rules' syntax, e.g. repository:payments/**:pull,push (repeat for more).
+        #[arg(long, required = true)]
+        scope: Vec<String>,
+        /// When it expires, e.g. 30d (required; at most access_tokens.max_lifetime).
+        #[arg(long)]
+        expires: String,
+        /// group:NAME for a group's token (members of access_tokens.group_admins).
+        #[arg(long)]
+        owner: Option<String>,
+        #[command(flatten)]
+        target: RegistryTarget,
+    },
+    /// List your access tokens (group admins: --all, --user NAME), or those expiring within 7 days.
+    List {
+        /// The registry, host[:port] (or a URL).
+        registry: String,
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        user: Option<String>,
+        #[arg(long)]
+        expiring: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        target: RegistryTarget,
+    },
+    /// Give an access token a new secret (printed once); the old one keeps working for --grace.
+    Rotate {
+        /// The registry, host[:port] (or a URL).
+        registry: String,
+        /// The token's id (from `token list`).
+        id: String,
+        /// How long the old secret keeps working, e.g. 1h. Default: 0s (it stops at once).
+        #[arg(long, default_value = "0s")]
+        grace: String,
+        /// The new token's lifetime. Default: the old one's.
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        target: RegistryTarget,
+    },
+    /// Revoke tokens. With --config (on the server): refresh tokens (--token, --all), an access token
+    /// (--id), or everything of a user (--user: refresh and access tokens, for offboarding). With
+    /// --registry (anywhere): one of your access tokens (--id), or a user's (--user, group admins).
     Revoke {
         #[command(flatten)]
         config: ConfigArg,
         /// The refresh token to revoke (read from standard input if "-").
-        #[arg(long, conflicts_with_all = ["user", "all"])]
+        #[arg(long, conflicts_with_all = ["user", "all", "id"])]
         token: Option<String>,
-        /// Revoke every refresh token of this user issued until now.
+        /// An access token's id.
+        #[arg(long, conflicts_with_all = ["user", "all"])]
+        id: Option<String>,
+        /// Revoke every refresh token (with --config) and access token of this user.
         #[arg(long, conflicts_with = "all")]
         user: Option<String>,
         /// Revoke every refresh token issued until now.
         #[arg(long)]
         all: bool,
+        /// Revoke through this registry's tollgate (the token API) instead of the server's store.
+        #[arg(long, conflicts_with_all = ["token", "all"])]
+        registry: Option<String>,
+        #[command(flatten)]
+        target: RegistryTarget,
     },
 }
 
@@ -255,7 +336,7 @@ pub enum PolicyCommand {
         /// Provider name.
         #[arg(long, default_value = "")]
         provider: String,
-        /// password, refresh_token, device, workload or anonymous. Default: password, or anonymous without --user.
+        /// password, refresh_token, device, workload, access_token or anonymous. Default: password, or anonymous without --user.
         #[arg(long)]
         auth_method: Option<String>,
         /// Client address.

@@ -3,10 +3,22 @@
 
 use std::path::PathBuf;
 
+use super::args::RegistryTarget;
 use super::args::{AccountsFileArg, Cli, Command, PolicyCommand, RobotCommand, TokenCommand, WorkloadCommand};
-use super::client::{credhelper, kubelet, login};
+use super::client::{credhelper, kubelet, login, tokens};
 use super::stdin::{self, Part};
 use super::{check, init, robot, workload};
+
+fn target_of(registry: String, t: RegistryTarget) -> tokens::Target {
+    tokens::Target {
+        registry,
+        plain_http: t.plain_http,
+        ca_file: t.ca_file,
+        docker_config: t.docker_config,
+        user: t.login_user,
+        password_stdin: t.password_stdin,
+    }
+}
 
 /// Run the command `cli` names.
 pub fn run(cli: Cli) -> Result<(), String> {
@@ -20,12 +32,26 @@ pub fn run(cli: Cli) -> Result<(), String> {
             super::registry_config(config.config.as_deref(), realm.as_deref(), out_dir.as_deref())
         }
         Command::Robot(cmd) => run_robot(cmd),
-        Command::Token(TokenCommand::Revoke { config, token, user, all }) => {
+        Command::Token(TokenCommand::Revoke { registry: Some(registry), id, user, target, .. }) => {
+            tokens::run(target_of(registry, target), tokens::Action::Revoke { id, user })
+        }
+        Command::Token(TokenCommand::Revoke { config, token, id, user, all, registry: None, .. }) => {
             let token = match token.as_deref() {
                 Some("-") => stdin::read("standard input", Part::Value).map(Some),
                 other => Ok(other.map(str::to_string)),
             };
-            token.and_then(|t| super::token_revoke(config.config.as_deref(), t.as_deref(), user.as_deref(), all))
+            token.and_then(|t| {
+                super::token_revoke(config.config.as_deref(), t.as_deref(), id.as_deref(), user.as_deref(), all)
+            })
+        }
+        Command::Token(TokenCommand::Create { registry, name, scope, expires, owner, target }) => {
+            tokens::run(target_of(registry, target), tokens::Action::Create { name, scope, expires, owner })
+        }
+        Command::Token(TokenCommand::List { registry, all, user, expiring, json, target }) => {
+            tokens::run(target_of(registry, target), tokens::Action::List { all, user, expiring, json })
+        }
+        Command::Token(TokenCommand::Rotate { registry, id, grace, expires, target }) => {
+            tokens::run(target_of(registry, target), tokens::Action::Rotate { id, grace, expires })
         }
         Command::Invalidate { config, user, group, provider, url, secret_file, ca_file } => {
             super::invalidate::run(super::invalidate::InvalidateInput {

@@ -132,7 +132,13 @@ fn write_registry_files(
     Ok(block)
 }
 
-pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&str>, all: bool) -> Result<(), String> {
+pub fn token_revoke(
+    config: Option<&Path>,
+    token: Option<&str>,
+    id: Option<&str>,
+    user: Option<&str>,
+    all: bool,
+) -> Result<(), String> {
     let settings = load(config)?;
     // Without a config the embedded demo's ./tollgate-data is meant; writing there when no server ever ran
     // here would say "revoked" while every server goes on accepting the token.
@@ -144,6 +150,14 @@ pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&st
         ));
     }
     let now_ms = crate::support::time::unix_now_ms();
+    if let Some(id) = id {
+        let stores = crate::store::open(&settings)?;
+        if !block_on(stores.access_tokens.revoke(id, now_ms / 1000))?.map_err(|e| e.to_string())? {
+            return Err(format!("no access token {id:?} in this server's store"));
+        }
+        println!("revoked access token {id}");
+        return Ok(());
+    }
     let (revocation, what) = match (token, user, all) {
         (Some(t), None, false) => {
             let secret = std::fs::read(&settings.refresh.secret_file)
@@ -180,7 +194,35 @@ pub fn token_revoke(config: Option<&Path>, token: Option<&str>, user: Option<&st
     }
     .map_err(|e| e.to_string())?;
     println!("revoked {what} issued until {}; written to {place}", rfc3339(now_ms / 1000));
+    if let Some(u) = user {
+        // Offboarding: the person's access tokens go too (group tokens are the group's, not theirs).
+        let stores = crate::store::open(&settings)?;
+        let ids = block_on(revoke_access_tokens_of(stores.access_tokens.as_ref(), u, now_ms / 1000))??;
+        println!(
+            "revoked {} access token(s) of {u:?}{}{}",
+            ids.len(),
+            if ids.is_empty() { "" } else { ": " },
+            ids.join(" ")
+        );
+    }
     Ok(())
+}
+
+/// Revoke every access token `user` owns that is not revoked yet; the ids revoked.
+async fn revoke_access_tokens_of(
+    store: &dyn crate::store::access_tokens::AccessTokenStore,
+    user: &str,
+    at: u64,
+) -> Result<Vec<String>, String> {
+    let mut ids = Vec::new();
+    for r in store.list().await.map_err(|e| e.to_string())? {
+        let active = r.state(at) == crate::token::access::TokenState::Active;
+        if r.owner.kind == crate::token::access::OwnerKind::User && r.owner.name == user && active {
+            store.revoke(&r.id, at).await.map_err(|e| e.to_string())?;
+            ids.push(r.id);
+        }
+    }
+    Ok(ids)
 }
 
 /// A note when no account of the config's static providers has this name (directory and IdP users cannot be
@@ -259,8 +301,9 @@ pub fn policy_explain(paths: &[PathBuf], config: Option<&Path>, input: ExplainIn
     };
     let username = input.user.unwrap_or_default();
     let auth_method = match input.auth_method.as_deref() {
-        Some(m) => AuthMethod::parse(m)
-            .ok_or(format!("--auth-method {m:?}: use password, refresh_token, device, workload or anonymous"))?,
+        Some(m) => AuthMethod::parse(m).ok_or(format!(
+            "--auth-method {m:?}: use password, refresh_token, device, workload, access_token or anonymous"
+        ))?,
         None if username.is_empty() => AuthMethod::Anonymous,
         None => AuthMethod::Password,
     };

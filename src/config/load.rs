@@ -26,7 +26,7 @@ use super::problem::{in_words, one_of, Location, Problem, Said};
 use super::tracked::{self, KeyPath, Seg};
 
 /// The top-level sections of a config file.
-pub const SECTIONS: [&str; 10] = [
+pub const SECTIONS: [&str; 11] = [
     "server",
     "token",
     "refresh_tokens",
@@ -36,6 +36,7 @@ pub const SECTIONS: [&str; 10] = [
     "log",
     "rate_limit",
     "state",
+    "access_tokens",
     "invalidation",
 ];
 
@@ -61,6 +62,7 @@ pub const KNOWN_KEYS: &[(&str, &[&str])] = &[
     ("identity_cache", &["ttl", "capacity", "negative_ttl", "serve_stale_for"]),
     ("policy", &["paths", "builtin_example", "reload_interval", "settle"]),
     ("log", &["level", "format"]),
+    ("access_tokens", &["enabled", "max_lifetime", "max_auth_age", "group_admins", "secret_file"]),
 ];
 
 /// Environment variables that are not config overrides.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_norway::Value;
 
+pub mod access_tokens;
 pub mod accounts;
 pub mod cache;
 pub mod check;
@@ -68,6 +69,8 @@ struct RawConfig {
     #[serde(default)]
     state: state::RawState,
     #[serde(default)]
+    access_tokens: access_tokens::RawAccessTokens,
+    #[serde(default)]
     invalidation: invalidation::RawInvalidation,
 }
 
@@ -95,6 +98,8 @@ pub struct Settings {
     pub ops: ops::OpsSettings,
     /// Where shared state lives (local files or Redis).
     pub state: state::StateSettings,
+    /// `access_tokens:`: personal and group access tokens.
+    pub access_tokens: access_tokens::AccessTokenSettings,
     /// `invalidation:`: the `/invalidate` endpoint, back-channel logout, the replica stream.
     pub invalidation: invalidation::InvalidationSettings,
 }
@@ -112,6 +117,11 @@ impl Settings {
     /// Device-flow and OIDC login sessions (the embedded session store).
     pub fn sessions_file(&self) -> PathBuf {
         self.server.data_dir.join("sessions.json")
+    }
+
+    /// Personal and group access tokens (the embedded store): hashes and metadata, never a secret.
+    pub fn access_tokens_file(&self) -> PathBuf {
+        self.server.data_dir.join("access-tokens.json")
     }
 
     /// Whether these are the embedded demo settings (`serve` without `--config`): the only ones whose
@@ -298,6 +308,7 @@ fn validate(
     let cache = cache::validate(raw.identity_cache, problems);
     let policy = policy::validate(raw.policy, base, problems);
     let log = log::validate(raw.log, problems);
+    let access_tokens = access_tokens::validate(raw.access_tokens, base, &server.data_dir, problems);
     Settings {
         origin: origin.to_string(),
         warnings: Vec::new(),
@@ -310,6 +321,7 @@ fn validate(
         log,
         ops,
         state,
+        access_tokens,
         invalidation,
     }
 }

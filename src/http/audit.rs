@@ -55,6 +55,8 @@ pub struct Audit {
     /// Why the provider refused a login or a refresh token (`account locked out (AD data 775)`), for the
     /// operator: the client's answer says only `reason`.
     pub provider_reason: String,
+    /// The id of the access token a login used (never its secret).
+    pub access_token: Option<String>,
     /// Whether the line was written ([`Audit::finish`]); if not when dropped, the request was abandoned.
     written: bool,
 }
@@ -79,6 +81,7 @@ impl Audit {
             refresh_token_issued: false,
             workload: None,
             provider_reason: String::new(),
+            access_token: None,
             written: false,
         }
     }
@@ -100,6 +103,7 @@ impl Audit {
                 self.subject = Some(identity.username.clone());
                 self.provider = identity.provider.clone();
                 self.auth_method = login.method.as_str();
+                self.access_token = login.token.as_ref().map(|t| t.id.clone());
                 if login.method == AuthMethod::Workload {
                     let claim = |k: &str| {
                         crate::support::clip(identity.claims.get(k).and_then(|v| v.as_str()).unwrap_or(""), 200)
@@ -188,6 +192,7 @@ impl Audit {
             workload_issuer = self.workload.as_ref().map_or("", |w| w[0].as_str()),
             workload_subject = self.workload.as_ref().map_or("", |w| w[1].as_str()),
             workload_jti = self.workload.as_ref().map_or("", |w| w[2].as_str()),
+            access_token = self.access_token.as_deref().unwrap_or(""),
             reason = %reason,
             provider_reason = %self.provider_reason,
             "decision"

@@ -23,6 +23,11 @@ pub enum ApiError {
     /// 400: a device-flow answer (RFC 8628 3.5): `authorization_pending` and `slow_down` tell the client to
     /// keep polling; `access_denied`, `expired_token` and `invalid_grant` (an unknown device code) end it.
     DeviceFlow { code: &'static str, message: String },
+    /// 403: authenticated, but not allowed to do this (an access token managing tokens, a scope beyond the
+    /// rules). The message says why.
+    Forbidden(String),
+    /// 404: no such thing (an access token id); the message names it.
+    Missing(String),
     /// 404: unknown path.
     NotFound,
     /// 405: wrong method.
@@ -74,6 +79,18 @@ impl From<crate::grant::GrantError> for ApiError {
     }
 }
 
+impl From<crate::access::AccessError> for ApiError {
+    fn from(e: crate::access::AccessError) -> ApiError {
+        use crate::access::AccessError as A;
+        match e {
+            A::BadRequest(m) => ApiError::BadRequest(m),
+            A::Forbidden(m) => ApiError::Forbidden(m),
+            A::NotFound(m) => ApiError::Missing(m),
+            A::Unavailable(what, m) => ApiError::Unavailable(what, m),
+        }
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -81,7 +98,8 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             ApiError::Unauthorized(_) | ApiError::InvalidGrant(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound | ApiError::Missing(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -104,6 +122,8 @@ impl ApiError {
             ApiError::DeviceFlow { code, message } => (code, "DENIED", message.clone()),
             ApiError::Unauthorized(m) => ("invalid_client", "UNAUTHORIZED", m.clone()),
             ApiError::InvalidGrant(m) => ("invalid_grant", "UNAUTHORIZED", m.clone()),
+            ApiError::Forbidden(m) => ("access_denied", "DENIED", m.clone()),
+            ApiError::Missing(m) => ("not_found", "NOT_FOUND", m.clone()),
             ApiError::NotFound => ("not_found", "NOT_FOUND", "no such endpoint; tokens are served at /token".into()),
             ApiError::MethodNotAllowed => ("invalid_request", "UNSUPPORTED", "method not allowed".into()),
             ApiError::PayloadTooLarge(max) => {
@@ -192,6 +212,8 @@ mod tests {
             (ApiError::DeviceFlow { code: "expired_token", message: "x".into() }, 400, false),
             (ApiError::DeviceFlow { code: "authorization_pending", message: "x".into() }, 400, false),
             (ApiError::NotFound, 404, false),
+            (ApiError::Forbidden("x".into()), 403, false),
+            (ApiError::Missing("x".into()), 404, false),
             (ApiError::MethodNotAllowed, 405, false),
             (ApiError::PayloadTooLarge(10), 413, false),
             (ApiError::TooManyRequests { retry_after: 7 }, 429, false),

@@ -5,6 +5,7 @@
 //! place that picks status codes). `ops.rs` holds the health, metrics and JWKS endpoints. The accept loop
 //! that serves these routes is `crate::server`.
 
+pub mod access_tokens;
 pub mod audit;
 pub mod client_ip;
 pub mod device;
@@ -29,6 +30,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/token", get(token::get_token).post(token::post_token))
         .route("/device/code", post(device::device_code))
         .route("/whoami", get(whoami::whoami))
+        .route("/access-tokens", get(access_tokens::list).post(access_tokens::create))
+        .route("/access-tokens/revoke", post(access_tokens::revoke_user))
+        .route("/access-tokens/{id}", axum::routing::delete(access_tokens::revoke))
+        .route("/access-tokens/{id}/rotate", post(access_tokens::rotate))
         .route("/.well-known/jwks.json", get(ops::jwks))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))

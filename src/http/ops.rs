@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use crate::app::AppState;
 use crate::identity::health::probe_one;
 use crate::telemetry::{self, KEY_NOT_AFTER, POLICY_RULES};
+use crate::token::access::TokenState;
 
 /// `GET /healthz`: the process is alive.
 pub async fn healthz() -> Response {
@@ -76,7 +77,40 @@ fn refresh_gauges(state: &AppState) {
 
 /// `GET /metrics` in the Prometheus text format.
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if telemetry::installed() {
+        access_token_gauges(&state).await;
+    }
     render(&state)
+}
+
+/// Access tokens by state, and active ones expiring within 7 days, read from the token store at each scrape
+/// (a store that cannot be read leaves the last values; the outage shows in the logins' 503s).
+async fn access_token_gauges(state: &AppState) {
+    if state.access_hasher.is_none() {
+        return;
+    }
+    let tokens = match state.access_tokens.list().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(error = %e, "access token gauges not updated");
+            return;
+        }
+    };
+    let now = crate::support::time::unix_now();
+    let soon = now + crate::access::EXPIRING_SOON.as_secs();
+    let mut counts = [0u64; 3];
+    let mut expiring = 0u64;
+    for t in &tokens {
+        let s = t.state(now);
+        counts[s as usize] += 1;
+        if s == TokenState::Active && t.expires <= soon {
+            expiring += 1;
+        }
+    }
+    for (s, n) in [TokenState::Active, TokenState::Expired, TokenState::Revoked].into_iter().zip(counts) {
+        metrics::gauge!(telemetry::ACCESS_TOKENS, "state" => s.as_str()).set(n as f64);
+    }
+    metrics::gauge!(telemetry::ACCESS_TOKENS_EXPIRING).set(expiring as f64);
 }
 
 /// The scrape body for `state`.

@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::params::{basic_credentials, Params, Target};
 use crate::app::AppState;
 use crate::authn::{authenticate, Credentials};
-use crate::grant::{context, explain};
+use crate::grant::{context, cut_to_token, explain};
 
 /// `GET /whoami?scope=…&service=…` with Basic credentials.
 pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
@@ -38,10 +38,14 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         }
         audit.claimed(&credentials);
         let login = audit.login(authenticate(&state, credentials, audit.client_ip, &target.service).await)?;
+        let token = login.token.clone();
         let (ctx, _session) = context(login, audit.client_ip, &target.service);
-        let explained = explain(&state, &ctx, &target.scopes);
+        let mut explained = explain(&state, &ctx, &target.scopes);
+        if let Some(t) = &token {
+            cut_to_token(&mut explained, &t.scope, &target.scopes);
+        }
         audit.explained(&explained);
-        let body = json!({
+        let mut body = json!({
             "username": ctx.identity.username,
             "provider": ctx.identity.provider,
             "groups": ctx.identity.groups,
@@ -51,6 +55,10 @@ pub async fn whoami(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             "service": target.service,
             "explanations": explained.explanations,
         });
+        if let Some(t) = &token {
+            // What an access token login is cut to (the explanations' `granted` already are).
+            body["access_token"] = json!({"id": t.id, "scope": t.scope});
+        }
         let mut resp = axum::Json(body).into_response();
         resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         Ok(resp)

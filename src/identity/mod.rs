@@ -30,6 +30,8 @@ pub enum AuthMethod {
     /// A workload's signed identity token (a CI job's or a pod's JWT), as a Basic password or exchanged
     /// (RFC 8693).
     Workload,
+    /// A personal or group access token (`tgp_…`) as a Basic password.
+    AccessToken,
 }
 
 impl AuthMethod {
@@ -40,6 +42,7 @@ impl AuthMethod {
             AuthMethod::RefreshToken => "refresh_token",
             AuthMethod::Device => "device",
             AuthMethod::Workload => "workload",
+            AuthMethod::AccessToken => "access_token",
         }
     }
 
@@ -50,6 +53,7 @@ impl AuthMethod {
             "refresh_token" => Some(AuthMethod::RefreshToken),
             "device" => Some(AuthMethod::Device),
             "workload" => Some(AuthMethod::Workload),
+            "access_token" => Some(AuthMethod::AccessToken),
             _ => None,
         }
     }

@@ -364,7 +364,7 @@ fn compile_match(
             Some(a) => cond.auth_method.push(a),
             None => e.at(
                 format!("match.auth_method[{i}]"),
-                format!("unknown auth method {s:?} (expected password, refresh_token, device, workload or anonymous)"),
+                format!("unknown auth method {s:?} (expected password, refresh_token, device, workload, access_token or anonymous)"),
             ),
         }
     }
@@ -581,7 +581,7 @@ fn compile_test(file: &str, value: Value, e: &mut Errs<'_>) -> Option<TestCase> 
         Some(s) => AuthMethod::parse(s).unwrap_or_else(|| {
             e.at(
                 "auth_method",
-                format!("unknown auth method {s:?} (expected password, refresh_token, device, workload or anonymous)"),
+                format!("unknown auth method {s:?} (expected password, refresh_token, device, workload, access_token or anonymous)"),
             );
             AuthMethod::Password
         }),

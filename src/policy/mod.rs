@@ -41,6 +41,32 @@ use crate::scope::{Action, Scope};
 /// configured and printed by the CLI as a starting point.
 pub const EXAMPLE_POLICY: &str = include_str!("../../policies/default.yaml");
 
+/// A resource pattern of the rules' syntax without captures (`payments/**`, `users/alice/*`): how an access
+/// token's scope names repositories.
+#[derive(Debug, Clone)]
+pub struct Glob(pattern::Pattern);
+
+impl Glob {
+    /// Compile `src`; the error says what is wrong with it.
+    pub fn parse(src: &str) -> Result<Glob, String> {
+        pattern::Pattern::parse(src, pattern::CaptureMode::Forbidden).map(Glob)
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
+        self.0.matches(name)
+    }
+
+    /// A name the pattern matches, with a fresh segment for every wildcard: what a ceiling check asks the
+    /// rules about.
+    pub fn sample(&self) -> String {
+        self.0.sample()
+    }
+
+    pub fn source(&self) -> &str {
+        self.0.source()
+    }
+}
+
 /// The text of one rules file and the path to name in errors.
 #[derive(Debug, Clone)]
 pub struct PolicySource {

@@ -258,6 +258,21 @@ impl Pattern {
         })
     }
 
+    /// A name this pattern matches, made by standing a fresh segment in for every wildcard (`**` becomes
+    /// two segments): for patterns without captures.
+    pub(crate) fn sample(&self) -> String {
+        let mut out = String::new();
+        for (i, t) in self.tokens.iter().enumerate() {
+            match t {
+                Token::Lit(lit) => out.push_str(lit),
+                Token::Star | Token::ClaimStar => out.push_str(&format!("zz-sample{i}")),
+                Token::DoubleStar => out.push_str(&format!("zz-sample{i}/zz-sample{i}b")),
+                Token::Capture(_) => out.push_str("zz-capture"),
+            }
+        }
+        out
+    }
+
     /// Whether `input` matches, for patterns without captures.
     pub(crate) fn matches(&self, input: &str) -> bool {
         let mut b: Bindings<'_> = [None; MAX_CAPTURES];

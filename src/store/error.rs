@@ -8,6 +8,8 @@ pub enum StoreError {
     Revocations(String),
     #[error("session store: {0}")]
     Sessions(String),
+    #[error("access token store: {0}")]
+    AccessTokens(String),
     /// The store works but may forget revocations (a Redis that evicts keys when full): what depends on
     /// them is refused until an operator fixes it.
     #[error("revocation store: {0}")]

@@ -3,18 +3,22 @@
 //! `local` keeps the embedded file stores ([`crate::store::revocation::FileStore`],
 //! [`crate::store::sessions::FileSessionStore`]) and per-replica failed-login limits. `redis` puts all three in one
 //! Redis ([`redis`]), so a refresh token revoked on one replica is refused by every other, a device login
-//! started on one can be polled on another, and failed logins are counted across all of them.
+//! started on one can be polled on another, and failed logins are counted across all of them. Access tokens
+//! follow the same choice (`access_tokens.rs`, `redis_access.rs`).
 
 use std::sync::Arc;
 
 use crate::config::state::StoreKind;
 use crate::config::Settings;
+use crate::store::access_tokens::{AccessTokenStore, FileAccessTokens};
 use crate::store::revocation::{FileStore, RevocationStore};
 use crate::store::sessions::{FileSessionStore, SessionStore};
 
+pub mod access_tokens;
 pub mod error;
 pub mod inval_stream;
 pub mod redis;
+pub mod redis_access;
 pub mod revocation;
 pub mod sessions;
 
@@ -22,6 +26,8 @@ pub mod sessions;
 pub struct Stores {
     pub revocations: Arc<dyn RevocationStore>,
     pub sessions: Arc<dyn SessionStore>,
+    /// Personal and group access tokens.
+    pub access_tokens: Arc<dyn AccessTokenStore>,
     /// Shared failed-login counters; None keeps them per replica.
     pub limits: Option<Arc<redis::SharedLimits>>,
     /// The Redis connection behind them, when `state.store: redis`.
@@ -34,6 +40,7 @@ impl Stores {
         Stores {
             revocations: Arc::new(FileStore::new(settings.revocation_file())),
             sessions: Arc::new(FileSessionStore::new(settings.sessions_file())),
+            access_tokens: Arc::new(Arc::new(FileAccessTokens::new(settings.access_tokens_file()))),
             limits: None,
             redis: None,
         }
@@ -52,6 +59,7 @@ pub fn open(settings: &Settings) -> Result<Stores, String> {
             Ok(Stores {
                 revocations: Arc::new(redis::RedisRevocations(conn.clone())),
                 sessions: Arc::new(redis::RedisSessions(conn.clone())),
+                access_tokens: Arc::new(redis_access::RedisAccessTokens::new(conn.clone())),
                 limits: Some(Arc::new(redis::SharedLimits::new(conn.clone()))),
                 redis: Some(conn),
             })

@@ -189,6 +189,7 @@ mod tests {
             epo: None,
             iat_ms: None,
             aid: None,
+            ats: None,
         }
     }
 

@@ -1,5 +1,6 @@
 //! Access tokens: the claims the registry reads, signed by the active key.
 
+pub mod access;
 pub mod der;
 pub mod keys;
 pub mod refresh;

@@ -45,6 +45,11 @@ pub struct RefreshClaims {
     /// the same name is another account, and the token is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aid: Option<String>,
+    /// When the interactive login (password or device) behind this token happened, Unix seconds: a token
+    /// issued from a refresh-token login carries its predecessor's. Creating an access token with a refresh
+    /// token needs this to be recent (`access_tokens.max_auth_age`); a token without it is not fresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ats: Option<u64>,
 }
 
 impl RefreshClaims {
@@ -62,6 +67,8 @@ pub struct Links {
     pub sid: Option<String>,
     pub epoch: Option<String>,
     pub account: Option<String>,
+    /// When the interactive login behind the token happened (its `ats`).
+    pub auth_time: Option<u64>,
 }
 
 /// Why a refresh token was refused. The message is safe to show the client.
@@ -135,6 +142,7 @@ impl RefreshTokens {
             epo: links.epoch,
             iat_ms: Some(now_ms),
             aid: links.account,
+            ats: links.auth_time,
         };
         let jwt = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| SignError::Encode(e.to_string()))?;

@@ -21,6 +21,7 @@ const LAYERS: &[&str] = &[
     "cli",
     "server",
     "http",
+    "access",
     "grant",
     "authn",
     "app",

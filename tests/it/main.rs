@@ -10,6 +10,7 @@
 // Test and benchmark code may unwrap: a panic is the failure report (production code may not, Cargo.toml [lints]).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod access_tokens;
 mod ad;
 mod api;
 mod cli;

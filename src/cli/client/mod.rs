@@ -7,6 +7,7 @@ pub mod credhelper;
 pub mod docker_config;
 pub mod kubelet;
 pub mod login;
+pub mod tokens;
 
 use std::path::Path;
 
