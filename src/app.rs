@@ -190,6 +190,7 @@ impl AppState {
             crate::invalidate::Invalidator::new(
                 chain.clone(),
                 revocations.clone(),
+                access_tokens.clone(),
                 stores.redis.clone(),
                 settings.invalidation.stream_length,
             )

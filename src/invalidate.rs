@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::identity::chain::Chain;
 use crate::identity::{Failure, Forget, MAX_USERNAME_LEN};
+use crate::store::access_tokens::{revoke_tokens_of, AccessTokenStore};
 use crate::store::inval_stream::{self, StreamEvent, StreamReader};
 use crate::store::redis::Redis;
 use crate::store::revocation::{Revocation, RevocationStore};
@@ -101,6 +102,8 @@ pub struct Report {
     pub refresh_tokens_refused: bool,
     /// IdP sessions marked ended.
     pub sessions_ended: usize,
+    /// Personal access tokens of `users` revoked (with `refresh_tokens_refused`).
+    pub access_tokens_revoked: usize,
     /// Cached entries dropped on this replica.
     pub dropped_here: usize,
     /// `redis` (every replica was told) or `local` (one replica: nothing to tell).
@@ -156,6 +159,8 @@ fn origin() -> &'static str {
 pub struct Invalidator {
     chain: Chain,
     revocations: Arc<dyn RevocationStore>,
+    /// Personal access tokens: an account invalidation revokes its owner's.
+    access_tokens: Arc<dyn AccessTokenStore>,
     redis: Option<Arc<Redis>>,
     stream_length: u64,
     /// The Shared Signals transmitters trusted (`invalidation.transmitters`).
@@ -166,10 +171,11 @@ impl Invalidator {
     pub fn new(
         chain: Chain,
         revocations: Arc<dyn RevocationStore>,
+        access_tokens: Arc<dyn AccessTokenStore>,
         redis: Option<Arc<Redis>>,
         stream_length: u64,
     ) -> Invalidator {
-        Invalidator { chain, revocations, redis, stream_length, transmitters: ssf::Receivers::default() }
+        Invalidator { chain, revocations, access_tokens, redis, stream_length, transmitters: ssf::Receivers::default() }
     }
 
     /// The same, trusting these Shared Signals transmitters.
@@ -220,6 +226,7 @@ impl Invalidator {
             users: Vec::new(),
             refresh_tokens_refused: false,
             sessions_ended: 0,
+            access_tokens_revoked: 0,
             dropped_here: 0,
             fanout: if self.redis.is_some() { "redis" } else { "local" },
         };
@@ -262,6 +269,11 @@ impl Invalidator {
             for username in &report.users {
                 let revocation = Revocation::User { username: username.clone(), before_ms: as_of };
                 self.revocations.revoke(revocation).await.map_err(|e| Error::Unavailable(e.to_string()))?;
+                // Their personal access tokens too: a token is a credential of the account it ended.
+                let ended = revoke_tokens_of(self.access_tokens.as_ref(), username, as_of / 1000)
+                    .await
+                    .map_err(|e| Error::Unavailable(e.to_string()))?;
+                report.access_tokens_revoked += ended.len();
             }
         }
         report.dropped_here = self.forget(&report.users, &groups).await;
@@ -398,11 +410,49 @@ mod tests {
     async fn an_account_is_refused_its_refresh_tokens_and_a_future_moment_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::store::revocation::FileStore::new(dir.path().join("r.json")));
-        let inv = Invalidator::new(Chain::new(Vec::new()), store.clone(), None, 100);
+        let file = crate::store::access_tokens::FileAccessTokens::new(dir.path().join("t.json"));
+        let tokens: Arc<dyn AccessTokenStore> = Arc::new(Arc::new(file));
+        // alice's token made before the moment, one made after it, and bob's.
+        for (id, owner, created) in [("before", "alice", 0), ("after", "alice", 5), ("bobs", "bob", 0)] {
+            let owner = crate::token::access::Owner {
+                kind: crate::token::access::OwnerKind::User,
+                name: owner.into(),
+                provider: "local".into(),
+                account: None,
+                session: None,
+            };
+            let record = crate::token::access::TokenRecord {
+                id: id.into(),
+                hmac: format!("hmac-{id}"),
+                name: id.into(),
+                owner,
+                scope: vec![],
+                created_by: "x".into(),
+                created,
+                expires: u64::MAX / 2,
+                last_used: None,
+                revoked: None,
+                rotated_to: None,
+            };
+            tokens.insert(record).await.unwrap();
+        }
+        let inv = Invalidator::new(Chain::new(Vec::new()), store.clone(), tokens.clone(), None, 100);
         let subject = Subject::Account { provider: None, username: "alice".into() };
         let r = inv.invalidate(subject.clone(), Some(1_000), Source::Cli).await.unwrap();
         assert!(r.refresh_tokens_refused && r.fanout == "local");
         assert_eq!(store.current().unwrap().users_ms.get("alice"), Some(&1_000));
+        assert_eq!(r.access_tokens_revoked, 1, "alice's token made before the moment, not the one after");
+        let now = unix_now_ms() / 1000;
+        let mut active: Vec<String> = tokens
+            .list()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.state(now) == crate::token::access::TokenState::Active)
+            .map(|t| t.id)
+            .collect();
+        active.sort();
+        assert_eq!(active, ["after", "bobs"]);
         let e = inv.invalidate(subject, Some(unix_now_ms() + 3_600_000), Source::Api).await.unwrap_err();
         assert!(matches!(e, Error::Invalid(ref m) if m.contains("future")), "{e}");
         // A membership change keeps the tokens: only the cached identity goes.
@@ -410,6 +460,7 @@ mod tests {
         let r = inv.invalidate(moved, None, Source::LdapWatch).await.unwrap();
         assert!(!r.refresh_tokens_refused && r.users == ["bob"]);
         assert_eq!(store.current().unwrap().users_ms.get("bob"), None);
+        assert_eq!(r.access_tokens_revoked, 0, "a membership change leaves tokens to their owner's re-check");
         let unknown = Subject::Account { provider: Some("nope".into()), username: "alice".into() };
         assert!(matches!(inv.invalidate(unknown, None, Source::Api).await, Err(Error::Invalid(_))));
     }

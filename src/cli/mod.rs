@@ -197,7 +197,9 @@ pub fn token_revoke(
     if let Some(u) = user {
         // Offboarding: the person's access tokens go too (group tokens are the group's, not theirs).
         let stores = crate::store::open(&settings)?;
-        let ids = block_on(revoke_access_tokens_of(stores.access_tokens.as_ref(), u, now_ms / 1000))??;
+        let ids =
+            block_on(crate::store::access_tokens::revoke_tokens_of(stores.access_tokens.as_ref(), u, now_ms / 1000))?
+                .map_err(|e| e.to_string())?;
         println!(
             "revoked {} access token(s) of {u:?}{}{}",
             ids.len(),
@@ -206,23 +208,6 @@ pub fn token_revoke(
         );
     }
     Ok(())
-}
-
-/// Revoke every access token `user` owns that is not revoked yet; the ids revoked.
-async fn revoke_access_tokens_of(
-    store: &dyn crate::store::access_tokens::AccessTokenStore,
-    user: &str,
-    at: u64,
-) -> Result<Vec<String>, String> {
-    let mut ids = Vec::new();
-    for r in store.list().await.map_err(|e| e.to_string())? {
-        let active = r.state(at) == crate::token::access::TokenState::Active;
-        if r.owner.kind == crate::token::access::OwnerKind::User && r.owner.name == user && active {
-            store.revoke(&r.id, at).await.map_err(|e| e.to_string())?;
-            ids.push(r.id);
-        }
-    }
-    Ok(ids)
 }
 
 /// A note when no account of the config's static providers has this name (directory and IdP users cannot be

@@ -43,6 +43,22 @@ pub trait AccessTokenStore: Send + Sync {
     fn touch<'a>(&'a self, id: &'a str, used: LastUsed) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
+/// Revoke, as of `at` (Unix seconds), every access token that `user` owns (group tokens are the group's,
+/// not a person's) that was created by then and is still active; the ids revoked. Offboarding from the CLI and an account invalidation
+/// (`crate::invalidate`) both end a person's tokens this way.
+pub async fn revoke_tokens_of(store: &dyn AccessTokenStore, user: &str, at: u64) -> Result<Vec<String>, StoreError> {
+    let mut ids = Vec::new();
+    for r in store.list().await? {
+        let active = r.state(at) == crate::token::access::TokenState::Active;
+        let theirs = r.owner.kind == crate::token::access::OwnerKind::User && r.owner.name == user;
+        if theirs && active && r.created <= at {
+            store.revoke(&r.id, at).await?;
+            ids.push(r.id);
+        }
+    }
+    Ok(ids)
+}
+
 /// A per-process filter in front of `touch`: a token used again within the minute is not even sent to
 /// the store (whose own check is what holds across replicas).
 #[derive(Default)]
