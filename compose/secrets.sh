@@ -12,6 +12,7 @@
 #                                                    secret and the example users' passwords filled in
 #   redis_password.txt, redis_url.txt                Redis (replicas) and the URL tollgate reads
 #   signing.key, signing.crt, refresh_secret.txt     tollgate's token signing key and refresh secret
+#   access_token_secret.txt                          the key of access-token hashes (shared by replicas)
 #   accounts.yaml, robot-ci-payments.txt             tollgate's accounts file (a CI robot, hash only) and
 #                                                    that robot's secret, for your CI settings
 #   alice_password.txt, bob_password.txt             the example directory and realm users
@@ -70,6 +71,7 @@ for name in ldap_admin_password ldap_bind_password keycloak_admin_password oidc_
     secret "$name.txt"
 done
 secret refresh_secret.txt 32
+secret access_token_secret.txt 32
 secret robot-ci-payments.txt 32
 
 # The token signing key (EC P-256, PKCS#8) and its self-signed certificate: the registry trusts the

@@ -309,6 +309,7 @@ fn validate(
     let policy = policy::validate(raw.policy, base, problems);
     let log = log::validate(raw.log, problems);
     let access_tokens = access_tokens::validate(raw.access_tokens, base, &server.data_dir, problems);
+    warnings.extend(access_tokens::per_replica_secret_warning(&access_tokens, state.store, &server.data_dir));
     Settings {
         origin: origin.to_string(),
         warnings: Vec::new(),

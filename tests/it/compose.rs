@@ -11,8 +11,9 @@
 //! own steps, grants an LDAP user's groups, and skopeo pushes through registry 2.8 started from
 //! `compose/registry/config.yml`; two replicas from `tollgate.replicas.yaml` with Redis started by the
 //! compose command line, behind haproxy checking the compose health-check path, keep pushes going when
-//! one replica stops, and keep robots logging in with a directory down; no deployment file carries a
-//! demo account, and `serve --config` refuses one.
+//! one replica stops, keep robots logging in with a directory down, and take an access token created
+//! through one replica on the other (one access-token secret); no deployment file carries a demo account,
+//! and `serve --config` refuses one.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -311,12 +312,21 @@ fn the_secrets_command_makes_every_secret_the_compose_files_name_and_leaves_no_p
     // The robot's secret matches the hash in the accounts file; the accounts file has no demo hash.
     let accounts = std::fs::read_to_string(out.join("accounts.yaml")).unwrap();
     assert!(accounts.contains("username: ci-payments") && accounts.contains("$argon2id$"), "{accounts}");
+    // The access-token secret every replica mounts: long enough for tollgate, and not the refresh secret.
+    let access = text(&out.join("access_token_secret.txt"));
+    assert!(access.len() >= 32 && access != text(&out.join("refresh_secret.txt")), "{access:?}");
     // A second run keeps every secret.
-    let before: BTreeMap<String, String> =
-        ["ldap_bind_password.txt", "refresh_secret.txt", "signing.key", "tls.key", "accounts.yaml"]
-            .iter()
-            .map(|f| (f.to_string(), text(&out.join(f))))
-            .collect();
+    let before: BTreeMap<String, String> = [
+        "ldap_bind_password.txt",
+        "refresh_secret.txt",
+        "access_token_secret.txt",
+        "signing.key",
+        "tls.key",
+        "accounts.yaml",
+    ]
+    .iter()
+    .map(|f| (f.to_string(), text(&out.join(f))))
+    .collect();
     let o = as_documented();
     assert!(o.stdout.contains("every secret already exists"), "{o}");
     for (f, t) in before {
@@ -477,6 +487,8 @@ fn two_replicas_behind_a_balancer_checking_healthz_keep_pushes_and_robots_going(
     let o = run(init, None, &[], Duration::from_secs(60));
     o.assert_ok();
     assert!(o.stdout.contains(": ok"), "check-config: {o}");
+    // The replicas share one access-token secret: no warning of a per-replica one.
+    assert!(!o.stderr.contains("access_tokens.secret_file"), "check-config: {o}");
 
     // Two replicas; a directory that is down sits behind the robots (LDAP is asked after the accounts
     // file), so their readiness is 503 the whole time.
@@ -538,6 +550,21 @@ fn two_replicas_behind_a_balancer_checking_healthz_keep_pushes_and_robots_going(
     assert!(keys.ok && keys.stdout.lines().count() >= 1, "no shared state in the compose Redis: {keys}");
     let served = |t: &Tollgate| t.audit_lines().iter().filter(|l| l["subject"] == "ci-payments").count();
     assert!(served(&a) > 0 && served(&b) > 0, "both replicas served: a {} b {}", served(&a), served(&b));
+
+    // An access token created through replica A logs in through replica B and pulls through the balancer:
+    // both key token hashes with the one access-token secret secrets.sh made (each data_dir is its own).
+    let body = serde_json::json!({"name": "ci", "scope": ["repository:payments/api:pull"], "expires": "1d"});
+    let auth = basic(robot.0, &robot.1);
+    let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
+    let r = http_request(&a.addr, "POST", "/access-tokens", &headers, body.to_string().as_bytes()).unwrap();
+    assert_eq!(r.status, 201, "POST /access-tokens on A: {}", r.body);
+    let created: Value = serde_json::from_str(&r.body).unwrap();
+    let pat = created["token"].as_str().expect("the token's secret").to_string();
+    let (status, reply) = token(&b.addr, "anything", &pat, "repository:payments/api:push,pull");
+    assert_eq!((status, granted(&reply)), (200, vec!["pull".to_string()]), "the token on B: {reply}");
+    let line = b.audit_lines().pop().expect("B's audit line");
+    assert_eq!((&line["auth_method"], &line["access_token"]), (&Value::from("access_token"), &created["id"]), "{line}");
+    skopeo.inspect(&reg.docker_ref("payments/api:1"), Some(("anything", &pat))).assert_ok();
 
     // One replica stops: the balancer takes it out and pushes go on through the other.
     a.child.kill().unwrap();

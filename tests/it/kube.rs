@@ -323,6 +323,10 @@ fn the_config_in_the_configmap_passes_check_config_with_the_secrets_made_as_docu
     };
     let out = check(&["check-config"]);
     assert!(out.contains(": ok"), "{out}");
+    // Every pod reads the one access-token secret of the Secret made as documented, not one of its own.
+    let access = str_of(&config["access_tokens"]["secret_file"], "access_tokens.secret_file");
+    assert!(access.starts_with("/etc/tollgate/") && in_pod(access).is_file(), "{access}");
+    assert!(!out.contains("access_tokens.secret_file"), "a per-replica access-token secret: {out}");
     // The Redis URL tollgate reads names the Redis Service of the manifests.
     let url = std::fs::read_to_string(in_pod(str_of(&config["state"]["redis_url_file"], "redis_url_file"))).unwrap();
     let redis = find(&objects, "Service", "tollgate-redis");
