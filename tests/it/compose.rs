@@ -479,6 +479,13 @@ fn two_replicas_behind_a_balancer_checking_healthz_keep_pushes_and_robots_going(
     let secrets = make_secrets(dir.path());
     let d = Deployment::new("docker-compose.replicas.yml", &secrets, dir.path());
     let (mut redis, redis_port) = start_compose_redis(&d, dir.path());
+    // A person next to the robot (robots may not make access tokens under the example policy), added to the
+    // accounts file the way docs/providers.md adds people: a hash only.
+    let carol = ("carol", "carol-has-a-long-password-for-tokens");
+    let hash = tollgate::identity::hashing::hash_password(carol.1).unwrap();
+    let mut accounts = text(&secrets.join("accounts.yaml"));
+    accounts += &format!("\n  - username: {}\n    password_hash: \"{hash}\"\n    groups: [team-payments]\n", carol.0);
+    std::fs::write(secrets.join("accounts.yaml"), accounts).unwrap();
 
     // The init job: the registry's bundle, then check-config of what every replica reads.
     let mut init = command("sh");
@@ -554,7 +561,7 @@ fn two_replicas_behind_a_balancer_checking_healthz_keep_pushes_and_robots_going(
     // An access token created through replica A logs in through replica B and pulls through the balancer:
     // both key token hashes with the one access-token secret secrets.sh made (each data_dir is its own).
     let body = serde_json::json!({"name": "ci", "scope": ["repository:payments/api:pull"], "expires": "1d"});
-    let auth = basic(robot.0, &robot.1);
+    let auth = basic(carol.0, carol.1);
     let headers = [("Authorization", auth.as_str()), ("Content-Type", "application/json")];
     let r = http_request(&a.addr, "POST", "/access-tokens", &headers, body.to_string().as_bytes()).unwrap();
     assert_eq!(r.status, 201, "POST /access-tokens on A: {}", r.body);
