@@ -185,6 +185,13 @@ impl Failure {
     }
 }
 
+/// The signature algorithms accepted on the signed events other systems send (back-channel logout tokens,
+/// Shared Signals SETs): asymmetric only, so a key published in a JWKS can never serve as an HMAC secret.
+pub const SIGNED_EVENT_ALGS: [jsonwebtoken::Algorithm; 9] = {
+    use jsonwebtoken::Algorithm::*;
+    [RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, EdDSA]
+};
+
 /// How one check of `tollgate check-config --probe` went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

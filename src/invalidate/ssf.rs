@@ -22,7 +22,7 @@ use std::collections::HashMap;
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{DecodingKey, Validation};
 use serde_json::{Map, Value};
 
 use super::subject::Subject;
@@ -42,18 +42,6 @@ pub const MAX_SET_LEN: usize = 16 * 1024;
 pub const MAX_AGE_SECS: u64 = 86_400;
 /// Clock skew allowed for `iat` in the future.
 const LEEWAY_SECS: u64 = 60;
-
-const ALGS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
 
 /// Why a token was refused: the RFC 8935 error code and a description naming the problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,7 +130,7 @@ impl Receiver {
         if header.typ.as_deref().is_some_and(|t| !t.eq_ignore_ascii_case("secevent+jwt")) {
             return Err(refuse("invalid_request", "typ is not secevent+jwt"));
         }
-        if !ALGS.contains(&header.alg) {
+        if !crate::identity::SIGNED_EVENT_ALGS.contains(&header.alg) {
             return Err(refuse("invalid_key", format!("algorithm {:?} is not accepted", header.alg)));
         }
         let candidates: Vec<_> = self

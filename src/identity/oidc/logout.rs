@@ -28,18 +28,6 @@ pub const MAX_TOKEN_LEN: usize = 8192;
 /// The longest `sub`, `sid` and `jti` accepted.
 const MAX_ID_LEN: usize = 512;
 
-const ALGS: [Algorithm; 9] = [
-    Algorithm::RS256,
-    Algorithm::RS384,
-    Algorithm::RS512,
-    Algorithm::PS256,
-    Algorithm::PS384,
-    Algorithm::PS512,
-    Algorithm::ES256,
-    Algorithm::ES384,
-    Algorithm::EdDSA,
-];
-
 fn refused(why: impl std::fmt::Display) -> Failure {
     Failure::Refused(format!("logout_token: {why}"))
 }
@@ -77,7 +65,7 @@ pub(super) async fn verify(idp: &Idp, token: &str) -> Result<LogoutRequest, Fail
         return Err(refused(format!("longer than {MAX_TOKEN_LEN} bytes")));
     }
     let header = jsonwebtoken::decode_header(token).map_err(|e| refused(format!("not a signed JWT ({e})")))?;
-    if !ALGS.contains(&header.alg) {
+    if !crate::identity::SIGNED_EVENT_ALGS.contains(&header.alg) {
         return Err(refused(format!("algorithm {:?} is not accepted (asymmetric signatures only)", header.alg)));
     }
     let d = idp.discovered().await?;
