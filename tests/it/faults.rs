@@ -325,9 +325,13 @@ fn a_burst_of_1000_cold_logins_of_one_user_makes_one_directory_check() {
     assert_eq!((binds, searches), (1, 1), "one search and one bind for the whole burst");
 }
 
-/// Write raw bytes to a fresh connection, then drop it without reading.
-async fn hang_up_after(addr: SocketAddr, bytes: Vec<u8>) {
-    if let Ok(mut s) = TcpStream::connect(addr).await {
+/// Write raw bytes to a fresh connection from `from`, then drop it without reading.
+async fn hang_up_after(addr: SocketAddr, from: std::net::IpAddr, bytes: Vec<u8>) {
+    let Ok(socket) = tokio::net::TcpSocket::new_v4() else { return };
+    if socket.bind(SocketAddr::new(from, 0)).is_err() {
+        return;
+    }
+    if let Ok(mut s) = socket.connect(addr).await {
         let _ = s.write_all(&bytes).await;
     }
 }
@@ -381,7 +385,9 @@ fn clients_hanging_up_mid_request_do_not_disturb_the_others() {
                 1 => get.clone(),                   // whole request, then gone before the answer
                 _ => b"POST /token HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 500\r\n\r\ngrant_type=password&username=alice".to_vec(),
             };
-            hangups.push(tokio::spawn(hang_up_after(addr, bytes)));
+            // From addresses of their own: a login abandoned by its client is charged to its sender's
+            // failed-login budget (fairness.rs proves that), and the point here is the others.
+            hangups.push(tokio::spawn(hang_up_after(addr, crate::fairness::source(42, i), bytes)));
         }
         let mut normal = Vec::new();
         for _ in 0..30 {
