@@ -305,14 +305,9 @@ pub async fn revoke_user(state: &AppState, login: &Login, user: &str) -> Result<
     if !who.admin {
         return Err(AccessError::Forbidden("only members of access_tokens.group_admins revoke others' tokens".into()));
     }
-    let now = unix_now();
-    let mut revoked = Vec::new();
-    for r in state.access_tokens.list().await.map_err(store)? {
-        if r.owner.label() == user && r.state(now) == TokenState::Active {
-            state.access_tokens.revoke(&r.id, now).await.map_err(store)?;
-            revoked.push(r.id);
-        }
-    }
+    let revoked = crate::store::access_tokens::revoke_tokens_of(state.access_tokens.as_ref(), user, unix_now())
+        .await
+        .map_err(store)?;
     tracing::info!(user = %user, tokens = revoked.len(), by = %who.identity.username, "access tokens of a user revoked");
     Ok(revoked)
 }

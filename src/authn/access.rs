@@ -22,12 +22,11 @@ use crate::token::access::{well_formed, LastUsed, OwnerKind, TokenRecord, TokenS
 
 /// What every refused token is told; why is in the log and the audit line only.
 const BAD_TOKEN: &str = "invalid username or password";
-/// The failed-login limits count unknown tokens under this name and the address: a token cannot be
-/// guessed, but a client trying many still costs store reads. The address is part of the name so that
-/// one client's bad tokens never lock out every other client's good ones.
-fn limit_key(ip: IpAddr) -> String {
-    format!("access-token@{ip}")
-}
+/// The claimed subject of an unknown token, for the failed-login limits: an unknown token proves nobody, so
+/// it is charged as any unverified credential is (`LoginLimiter::failed_unproven`): to the sender's address
+/// (an IPv6 /64) and its pair with this name, never to a subject across addresses. A token cannot be
+/// guessed, but a client trying many still costs store reads.
+const UNPROVEN: &str = "access token";
 /// The provider name of a group token's identity.
 pub const GROUP_PROVIDER: &str = "access_tokens";
 
@@ -63,12 +62,12 @@ pub(super) async fn login(state: &AppState, secret: &str, ip: IpAddr) -> Result<
     let Some(hasher) = &state.access_hasher else {
         return Err(refused("disabled", "access tokens are disabled on this server".into(), None));
     };
-    state.limiter.check(ip, &limit_key(ip)).await?;
+    state.limiter.check_unproven(ip, UNPROVEN).await?;
     access_token_lookup();
     let found = state.access_tokens.find(&hasher.hash(secret)).await.map_err(unavailable)?;
     let Some(token) = found else {
         tracing::info!(client_ip = %ip, "access token refused: unknown");
-        state.limiter.failed(ip, &limit_key(ip)).await?;
+        state.limiter.failed_unproven(ip, UNPROVEN).await?;
         return Err(refused("unknown", "unknown access token".into(), None));
     };
     let now = unix_now();

@@ -43,15 +43,15 @@ pub trait AccessTokenStore: Send + Sync {
     fn touch<'a>(&'a self, id: &'a str, used: LastUsed) -> BoxFuture<'a, Result<bool, StoreError>>;
 }
 
-/// Revoke, as of `at` (Unix seconds), every access token that `user` owns (group tokens are the group's,
-/// not a person's) that was created by then and is still active; the ids revoked. Offboarding from the CLI and an account invalidation
-/// (`crate::invalidate`) both end a person's tokens this way.
-pub async fn revoke_tokens_of(store: &dyn AccessTokenStore, user: &str, at: u64) -> Result<Vec<String>, StoreError> {
+/// Revoke, as of `at` (Unix seconds), every access token of `owner` (its label: a person's name, or
+/// `group:NAME` for a group's tokens) that was created by then and is still active; the ids revoked.
+/// Offboarding from the CLI and the API and an account invalidation (`crate::invalidate`) all end tokens
+/// this way; a person's name never matches a group's tokens.
+pub async fn revoke_tokens_of(store: &dyn AccessTokenStore, owner: &str, at: u64) -> Result<Vec<String>, StoreError> {
     let mut ids = Vec::new();
     for r in store.list().await? {
         let active = r.state(at) == crate::token::access::TokenState::Active;
-        let theirs = r.owner.kind == crate::token::access::OwnerKind::User && r.owner.name == user;
-        if theirs && active && r.created <= at {
+        if r.owner.label() == owner && active && r.created <= at {
             store.revoke(&r.id, at).await?;
             ids.push(r.id);
         }
