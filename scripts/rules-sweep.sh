@@ -100,7 +100,7 @@ EOF
 to_ms() { awk -v v="$1" 'BEGIN { u = v; sub(/^[0-9.]+/, "", u); x = v + 0;
     if (u == "us") x /= 1000; else if (u == "s") x *= 1000; else if (u == "m") x *= 60000; printf "%.2f", x }'; }
 
-# One measurement: prints "READY_MS REQ_PER_S P99_MS PEAK_RSS_MB".
+# One measurement: prints "READY_MS REQ_PER_S P99_MS PEAK_RSS_MIB".
 measure() { # BINARY DIR
     local p pid ms out rps p99 hwm
     p=$(port)
@@ -121,7 +121,7 @@ measure() { # BINARY DIR
 }
 
 echo "== rules sweep: ${bins[*]}; ${#sizes[@]} sizes x $rounds rounds, wrk -t1 -c$conns ${secs}s each; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %-3s %7s %14s %10s %9s %10s\n' round bin rules "ready ms" "req/s" "p99 ms" "RSS MB"
+printf '%-6s %-3s %7s %14s %10s %9s %10s\n' round bin rules "ready ms" "req/s" "p99 ms" "RSS MiB"
 declare -A res
 for r in $(seq "$rounds"); do
     for n in "${sizes[@]}"; do
@@ -143,7 +143,7 @@ for i in "${!bins[@]}"; do
     base=$(col "$i" "${sizes[0]}" 2 | median)
     for n in "${sizes[@]}"; do
         rps=$(col "$i" "$n" 2 | median)
-        printf '%9s %11s ms %10.0f %6s ms %7s MB %13.1f%% %24s\n' "$n" "$(col "$i" "$n" 1 | median)" "$rps" \
+        printf '%9s %11s ms %10.0f %6s ms %6s MiB %13.1f%% %24s\n' "$n" "$(col "$i" "$n" 1 | median)" "$rps" \
             "$(col "$i" "$n" 3 | median)" "$(col "$i" "$n" 4 | median)" "$(awk -v a="$rps" -v b="$base" 'BEGIN {print 100 * a / b}')" \
             "$(col "$i" "$n" 2 | awk '{printf "%s%.0f", (NR > 1 ? " " : ""), $1}')"
     done
