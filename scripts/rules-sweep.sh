@@ -13,9 +13,13 @@
 # /proc/PID/status) and the server stopped. The server's stderr goes through a pipe to a reader, as a
 # container runtime's log collector reads it; the audit line is on (the default).
 #
-# Prints each round's figures, then per binary the medians (start to ready, req/s, p99, peak RSS) with the
-# req/s as a share of the 10-rule rate (issue 28's goals: 10,000 rules >= 90 %, 50,000 >= 80 %), and with
-# two binaries the second's median rate as a share of the first's at each size.
+# Also taken: the server's CPU time (all threads, /proc/PID/stat) per request during the wrk run, a second
+# view of the cost (other work on the machine moves it too, by 20-50 % on a busy 2-core machine).
+#
+# Prints each round's figures, then per binary the medians (start to ready, req/s, p99, peak RSS, CPU per
+# request) with the req/s as a share of the 10-rule rate (issue 28's goals: 10,000 rules >= 90 %, 50,000
+# >= 80 %) and the CPU per request as a share of the 10-rule figure; with two binaries, also the second's
+# median rate as a share of the first's at each size.
 #
 # Knobs: SWEEP_ROUNDS (3), SWEEP_SECS (4, seconds of wrk per measurement), SWEEP_SIZES ("10 1000 10000 50000"),
 #        SWEEP_CONNS (16), SWEEP_ENV (extra environment for every server, "K=V K2=V2").
@@ -100,36 +104,41 @@ EOF
 to_ms() { awk -v v="$1" 'BEGIN { u = v; sub(/^[0-9.]+/, "", u); x = v + 0;
     if (u == "us") x /= 1000; else if (u == "s") x *= 1000; else if (u == "m") x *= 60000; printf "%.2f", x }'; }
 
-# One measurement: prints "READY_MS REQ_PER_S P99_MS PEAK_RSS_MIB".
+# CPU time of process PID so far (all its threads, user + system), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# One measurement: prints "READY_MS REQ_PER_S P99_MS PEAK_RSS_MIB CPU_US_PER_REQUEST".
 measure() { # BINARY DIR
-    local p pid ms out rps p99 hwm
+    local p pid ms out rps p99 hwm c0 cpu
     p=$(port)
     read -r pid ms < <(env "${extra_env[@]}" python3 "$work/spawn_ready.py" "$1" "$2/config.yaml" "$p") || true
     [[ -n ${ms:-} ]] || { echo "rules-sweep.sh: $1 with $2 never became ready" >&2; exit 1; }
     trap 'kill "$pid" 2>/dev/null || true' EXIT # this function runs in a subshell: stop its server if it fails
     curl -sf -H "Authorization: $auth" "http://127.0.0.1:$p$url" | grep -q '"token"' ||
         { echo "rules-sweep.sh: $1 with $2 gives alice no token" >&2; exit 1; }
+    c0=$(cpu_ticks "$pid")
     out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency -H "Authorization: $auth" "http://127.0.0.1:$p$url")
     if grep -q 'Non-2xx' <<<"$out"; then echo "rules-sweep.sh: non-2xx answers under load:" >&2; echo "$out" >&2; exit 1; fi
     rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
     p99=$(to_ms "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+    cpu=$(awk -v t="$(($(cpu_ticks "$pid") - c0))" -v hz="$(getconf CLK_TCK)" \
+        '/ requests in / {printf "%.1f", t / hz * 1e6 / $1}' <<<"$out")
     hwm=$(awk '/^VmHWM/ {printf "%.1f", $2 / 1024}' "/proc/$pid/status")
     kill "$pid"
     while kill -0 "$pid" 2>/dev/null; do sleep 0.02; done # not a child of this shell: wait for it to go
     trap - EXIT
-    echo "$ms $rps $p99 $hwm"
+    echo "$ms $rps $p99 $hwm $cpu"
 }
 
 echo "== rules sweep: ${bins[*]}; ${#sizes[@]} sizes x $rounds rounds, wrk -t1 -c$conns ${secs}s each; load average $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-6s %-3s %7s %14s %10s %9s %10s\n' round bin rules "ready ms" "req/s" "p99 ms" "RSS MiB"
+printf '%-6s %-3s %7s %14s %10s %9s %10s %12s\n' round bin rules "ready ms" "req/s" "p99 ms" "RSS MiB" "CPU us/req"
 declare -A res
 for r in $(seq "$rounds"); do
     for n in "${sizes[@]}"; do
         for i in "${!bins[@]}"; do
             m=$(measure "${bins[$i]}" "$work/b$i-$n")
             res[$i,$n]+="$m;"
-            read -r ms rps p99 hwm <<<"$m"
-            printf '%-6s %-3s %7s %14s %10.0f %9s %10s\n' "$r" "$((i + 1))" "$n" "$ms" "$rps" "$p99" "$hwm"
+            read -r ms rps p99 hwm cpu <<<"$m"
+            printf '%-6s %-3s %7s %14s %10.0f %9s %10s %12s\n' "$r" "$((i + 1))" "$n" "$ms" "$rps" "$p99" "$hwm" "$cpu"
         done
     done
 done
@@ -139,12 +148,14 @@ col() { tr ';' '\n' <<<"${res[$1,$2]}" | awk -v c="$3" 'NF {print $c}'; } # BIN 
 echo "== medians of $rounds rounds (load average now $(cut -d' ' -f1-3 /proc/loadavg))"
 for i in "${!bins[@]}"; do
     echo "binary $((i + 1)): ${bins[$i]} ($("${bins[$i]}" --version 2>/dev/null || echo '?'))"
-    printf '%9s %14s %10s %9s %10s %14s %24s\n' rules "start to ready" "req/s" "p99" "peak RSS" "of 10 rules" "rounds req/s"
-    base=$(col "$i" "${sizes[0]}" 2 | median)
+    printf '%9s %14s %10s %9s %10s %12s %11s %14s %24s\n' rules "start to ready" "req/s" "p99" "peak RSS" "of 10 rules" \
+        "CPU us/req" "CPU of 10" "rounds req/s"
+    base=$(col "$i" "${sizes[0]}" 2 | median) cbase=$(col "$i" "${sizes[0]}" 5 | median)
     for n in "${sizes[@]}"; do
-        rps=$(col "$i" "$n" 2 | median)
-        printf '%9s %11s ms %10.0f %6s ms %6s MiB %13.1f%% %24s\n' "$n" "$(col "$i" "$n" 1 | median)" "$rps" \
+        rps=$(col "$i" "$n" 2 | median) cpu=$(col "$i" "$n" 5 | median)
+        printf '%9s %11s ms %10.0f %6s ms %6s MiB %11.1f%% %11s %10.1f%% %24s\n' "$n" "$(col "$i" "$n" 1 | median)" "$rps" \
             "$(col "$i" "$n" 3 | median)" "$(col "$i" "$n" 4 | median)" "$(awk -v a="$rps" -v b="$base" 'BEGIN {print 100 * a / b}')" \
+            "$cpu" "$(awk -v a="$cpu" -v b="$cbase" 'BEGIN {print 100 * a / b}')" \
             "$(col "$i" "$n" 2 | awk '{printf "%s%.0f", (NR > 1 ? " " : ""), $1}')"
     done
     h=""
