@@ -35,6 +35,7 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   bsdutils         `script`: a pseudo-terminal for the hash-password prompt test
 #   prometheus       `promtool`: checks and unit-tests the alert rules in compose/prometheus/
 #   haproxy          the load balancer in front of two replicas started from compose/ (Traefik's stand-in)
+#   wrk              HTTP load for the policy-size guard (tests/it/policy_scale.rs) and the benchmarks
 #   slapd, ldap-utils  a private OpenLDAP per LDAP test (slapadd, ldapadd, ldapwhoami, ldapsearch)
 #   glewlwyd         a real OpenID provider (password and device grants); dbconfig-no-thanks keeps its
 #                    package from setting up a database server, sqlite3 loads the test databases
@@ -45,7 +46,7 @@ die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
 #   samba-vfs-modules   only recommended by samba, yet provisioning fails without it (acl_xattr.so)
 #   winbind, python3-samba  samba-tool's Python side and the DC's identity mapping
 packages=(docker-registry redis-server skopeo podman containerd uidmap openssl ca-certificates gcc libc6-dev
-          slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3 docker-compose curl bsdutils prometheus python3-venv haproxy)
+          slapd ldap-utils glewlwyd dbconfig-no-thanks sqlite3 docker-compose curl bsdutils prometheus python3-venv haproxy wrk)
 packages+=(samba samba-ad-provision samba-dsdb-modules samba-vfs-modules winbind python3-samba)
 
 missing=()
