@@ -263,11 +263,18 @@ pub struct Explained {
     pub fully_granted: bool,
 }
 
+/// Rules listed as not applying in one scope's explanation for a user (`/whoami`), at most. A rules file
+/// generated from a directory has tens of thousands of rules, and listing every one that did not apply
+/// would make each scope of a `/whoami` cost every rule's evaluation and megabytes of answer, for anyone
+/// who can log in. The rules that decided are always named; `not_applied_omitted` counts the unlisted.
+pub const EXPLAINED_MISSES_MAX: usize = 100;
+
 /// Explain the policy's decision on every scope for `ctx`: the same decisions as [`grant`], with the
-/// reasons, and nothing signed.
+/// reasons (at most [`EXPLAINED_MISSES_MAX`] rules that did not apply per scope), and nothing signed.
 pub fn explain(state: &AppState, ctx: &RequestContext, scopes: &[Scope]) -> Explained {
     let policy = state.policy.get();
-    let explanations: Vec<Explanation> = scopes.iter().map(|s| policy.explain(ctx, s)).collect();
+    let explanations: Vec<Explanation> =
+        scopes.iter().map(|s| policy.explain_bounded(ctx, s, EXPLAINED_MISSES_MAX)).collect();
     let fully_granted = explanations.iter().zip(scopes).all(|(e, s)| e.granted.len() >= s.actions.len());
     let granted = explanations
         .iter()

@@ -3,7 +3,10 @@
 //! Authenticated exactly like `/token` (Basic with a password, robot secret or refresh token; the same
 //! failed-login limits), it returns the caller's identity and groups as tollgate sees them, and for each
 //! `scope` parameter the policy's explanation: which rules grant or deny each action and why the others do
-//! not apply. The explanation is the one `tollgate policy explain --json` prints for the same identity.
+//! not apply. The explanation is the one `tollgate policy explain --json` prints for the same identity,
+//! except that at most `grant::EXPLAINED_MISSES_MAX` rules that did not apply are listed per scope (those
+//! the identity could reach first; `not_applied_omitted` counts the rest), so that neither its cost nor its
+//! size grows with the rules file.
 
 use std::sync::Arc;
 

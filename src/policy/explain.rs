@@ -23,8 +23,17 @@ pub struct Explanation {
     pub granted: Vec<Action>,
     /// One entry per requested action, in request order.
     pub actions: Vec<ActionExplanation>,
-    /// Every rule that did not apply, with the first reason.
+    /// Every rule that did not apply, with the first reason; in a bounded explanation
+    /// ([`super::Policy::explain_bounded`]) the first of those the identity could reach, up to the bound.
     pub not_applied: Vec<RuleNotApplied>,
+    /// Rules that did not apply and are not listed in `not_applied` (0, and absent from the JSON, when
+    /// every one is listed).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub not_applied_omitted: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The request as the policy saw it.
@@ -73,15 +82,17 @@ fn action_as_string<S: Serializer>(action: &Action, s: S) -> Result<S::Ok, S::Er
     s.serialize_str(action.as_str())
 }
 
-/// Build the explanation from the evaluation of every rule. `results` holds, per rule, the covered
-/// requested actions or the reason it did not apply.
+/// Build the explanation from the evaluated rules, in file order: each with the requested actions it
+/// covers or the reason it did not apply. Every rule that applies must be among them; `limit` bounds the
+/// rules listed as not applying, and `unlisted` counts those not evaluated (they did not apply either).
 pub(crate) fn build(
-    rules: &[Rule],
-    results: &[Result<u8, Miss>],
+    evaluated: &[(&Rule, Result<u8, Miss>)],
     ctx: &RequestContext,
     scope: &Scope,
     granted: Vec<Action>,
     final_mask: u8,
+    limit: usize,
+    unlisted: usize,
 ) -> Explanation {
     let requested = super::eval::mask_of(&scope.actions);
     let id = &ctx.identity;
@@ -89,9 +100,8 @@ pub(crate) fn build(
     for &action in &scope.actions {
         let want = bits(action);
         let names = |effect: Effect| -> Vec<String> {
-            rules
+            evaluated
                 .iter()
-                .zip(results)
                 .filter(|(r, res)| r.effect == effect && matches!(res, Ok(m) if m & want != 0))
                 .map(|(r, _)| r.name.clone())
                 .collect()
@@ -108,20 +118,19 @@ pub(crate) fn build(
         };
         actions.push(ActionExplanation { action, granted: is_granted, allowed_by, denied_by, note });
     }
-    let not_applied = rules
-        .iter()
-        .zip(results)
-        .filter_map(|(rule, res)| {
-            let miss = *res.as_ref().err()?;
-            Some(RuleNotApplied {
-                rule: rule.name.clone(),
-                file: rule.file.to_string(),
-                effect: rule.effect.as_str(),
-                description: rule.description.clone(),
-                reason: reason(rule, ctx, scope, requested, miss),
-            })
+    let mut misses = evaluated.iter().filter_map(|(rule, res)| Some((*rule, *res.as_ref().err()?)));
+    let not_applied: Vec<RuleNotApplied> = misses
+        .by_ref()
+        .take(limit)
+        .map(|(rule, miss)| RuleNotApplied {
+            rule: rule.name.clone(),
+            file: rule.file.to_string(),
+            effect: rule.effect.as_str(),
+            description: rule.description.clone(),
+            reason: reason(rule, ctx, scope, requested, miss),
         })
         .collect();
+    let not_applied_omitted = misses.count() + unlisted;
     Explanation {
         scope: scope.to_string(),
         identity: ExplainedIdentity {
@@ -136,6 +145,7 @@ pub(crate) fn build(
         granted,
         actions,
         not_applied,
+        not_applied_omitted,
     }
 }
 
@@ -303,6 +313,13 @@ impl fmt::Display for Explanation {
             for r in &self.not_applied {
                 writeln!(f, "  {} ({}, {}): {}", r.rule, r.effect, r.file, r.reason)?;
             }
+        }
+        if self.not_applied_omitted > 0 {
+            writeln!(
+                f,
+                "and {} more rules that did not apply, not listed (`tollgate policy explain` lists every one)",
+                self.not_applied_omitted
+            )?;
         }
         Ok(())
     }

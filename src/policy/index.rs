@@ -27,8 +27,13 @@ use crate::identity::{claim_text, AuthMethod, RequestContext};
 /// Rule numbers (positions in the compiled rule list), ascending.
 type Ids = Box<[u32]>;
 
+/// The maps' hasher: a request looks up every group of its identity (fifty, for a user in fifty teams), and
+/// SipHash, the standard one, was most of the index's cost. foldhash is several times faster on short
+/// keys and still seeded at random per map, so group names chosen to collide cannot slow a compile down.
+type Hasher = foldhash::fast::RandomState;
+
 /// Rules by the value a condition requires.
-type ByValue = HashMap<Box<str>, Ids>;
+type ByValue = HashMap<Box<str>, Ids, Hasher>;
 
 /// Rules by the literal values some condition of theirs requires.
 #[derive(Debug, Default)]
@@ -96,7 +101,7 @@ fn filing(rule: &Rule) -> Filing {
     Filing::Always
 }
 
-fn freeze(map: HashMap<Box<str>, Vec<u32>>) -> ByValue {
+fn freeze(map: HashMap<Box<str>, Vec<u32>, Hasher>) -> ByValue {
     map.into_iter().map(|(k, mut v)| (k, dedup(&mut v))).collect()
 }
 
@@ -108,9 +113,9 @@ fn dedup(ids: &mut Vec<u32>) -> Ids {
 
 impl Index {
     pub(crate) fn build(rules: &[Rule]) -> Index {
-        type Building = HashMap<Box<str>, Vec<u32>>;
+        type Building = HashMap<Box<str>, Vec<u32>, Hasher>;
         let (mut accounts, mut groups, mut providers, mut services) =
-            (Building::new(), Building::new(), Building::new(), Building::new());
+            (Building::default(), Building::default(), Building::default(), Building::default());
         let mut claims: Vec<(Box<str>, Building)> = Vec::new();
         let mut auth_methods: Vec<(AuthMethod, Vec<u32>)> = Vec::new();
         let (mut anonymous, mut always) = (Vec::new(), Vec::new());
@@ -128,7 +133,7 @@ impl Index {
                     let at = match claims.iter().position(|(p, _)| *p == path) {
                         Some(at) => at,
                         None => {
-                            claims.push((path, Building::new()));
+                            claims.push((path, Building::default()));
                             claims.len() - 1
                         }
                     };

@@ -101,6 +101,29 @@ impl fmt::Debug for Policy {
     }
 }
 
+/// The explanation of `evaluated` (file order, every rule that applies among them): the decision they
+/// make, and at most `limit` of the rules that did not apply; `unlisted` did not apply and were not evaluated.
+fn explained(
+    evaluated: &[(&Rule, Result<u8, Miss>)],
+    ctx: &RequestContext,
+    scope: &Scope,
+    limit: usize,
+    unlisted: usize,
+) -> Explanation {
+    let (mut allow, mut deny) = (0u8, 0u8);
+    for (rule, result) in evaluated {
+        if let Ok(covered) = result {
+            match rule.effect {
+                Effect::Allow => allow |= covered,
+                Effect::Deny => deny |= covered,
+            }
+        }
+    }
+    let final_mask = allow & !deny;
+    let granted = granted_actions(&scope.actions, final_mask);
+    explain::build(evaluated, ctx, scope, granted, final_mask, limit, unlisted)
+}
+
 /// The decision from the rules that apply (in rule order) and the requested actions each covers: union
 /// of the allows minus the denies, and the rules that made a difference, in the order they come.
 fn decide<'r>(scope: &Scope, applying: impl Iterator<Item = (&'r Rule, u8)>) -> Decision {
@@ -196,23 +219,33 @@ impl Policy {
 
     /// Explain the decision for one scope: per action, the rules that allowed and denied it, and for
     /// every other rule the first reason it did not apply. Evaluates every rule (it must name them all),
-    /// the way [`Policy::authorize_scan`] does.
+    /// the way [`Policy::authorize_scan`] does. For the operator's `policy explain` and failing policy tests;
+    /// a server answering its users uses [`Policy::explain_bounded`].
     pub fn explain(&self, ctx: &RequestContext, scope: &Scope) -> Explanation {
         let requested = mask_of(&scope.actions);
-        let results: Vec<Result<u8, Miss>> =
-            self.inner.rules.iter().map(|r| r.evaluate(ctx, scope, requested)).collect();
-        let (mut allow, mut deny) = (0u8, 0u8);
-        for (rule, result) in self.inner.rules.iter().zip(&results) {
-            if let Ok(covered) = result {
-                match rule.effect {
-                    Effect::Allow => allow |= covered,
-                    Effect::Deny => deny |= covered,
-                }
-            }
+        let evaluated: Vec<_> = self.inner.rules.iter().map(|r| (r, r.evaluate(ctx, scope, requested))).collect();
+        explained(&evaluated, ctx, scope, usize::MAX, 0)
+    }
+
+    /// [`Policy::explain`] with at most `limit` rules listed as not applying, at a cost that follows the
+    /// identity, not the size of the policy: what `/whoami` answers. When every rule that did not apply
+    /// fits, it is exactly [`Policy::explain`]. Otherwise only the rules the index finds for this identity
+    /// are evaluated (every rule that applies is among them), the first `limit` of those that do not apply
+    /// are listed in file order, and `not_applied_omitted` counts the rest. The decision, the rules named
+    /// per action and the notes are the same either way.
+    pub fn explain_bounded(&self, ctx: &RequestContext, scope: &Scope, limit: usize) -> Explanation {
+        let rules = &self.inner.rules;
+        let mut ids = Vec::new();
+        self.inner.index.candidates(ctx, &mut ids);
+        let requested = mask_of(&scope.actions);
+        let evaluated: Vec<_> =
+            ids.iter().filter_map(|&i| rules.get(i as usize)).map(|r| (r, r.evaluate(ctx, scope, requested))).collect();
+        let unlisted = rules.len() - evaluated.len();
+        let misses = evaluated.iter().filter(|(_, res)| res.is_err()).count();
+        if misses + unlisted <= limit {
+            return self.explain(ctx, scope);
         }
-        let final_mask = allow & !deny;
-        let granted = granted_actions(&scope.actions, final_mask);
-        explain::build(&self.inner.rules, &results, ctx, scope, granted, final_mask)
+        explained(&evaluated, ctx, scope, limit, unlisted)
     }
 
     /// Run the `tests:` of every loaded file against this policy.

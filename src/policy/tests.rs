@@ -457,6 +457,49 @@ rules:
     assert_eq!(json["not_applied"][0]["rule"], serde_json::json!("team"));
 }
 
+/// `/whoami`'s explanation of a rules file with one rule per team: the rules the user's teams reach are
+/// listed (up to the bound), the thousands of others counted, and the decision is the full explanation's.
+#[test]
+fn a_bounded_explanation_lists_what_the_identity_reaches_and_counts_the_rest() {
+    let mut text = String::from(
+        "rules:\n  - name: deny-prod\n    effect: deny\n    resources: [\"*/prod/**\"]\n    actions: [push]\n",
+    );
+    for n in 0..2000 {
+        text.push_str(&format!(
+            "  - name: team-{n}\n    match: {{ group: [team-{n}] }}\n    resources: [\"team-{n}/**\"]\n    actions: [pull, push]\n"
+        ));
+    }
+    let policy = compile(&text);
+    let who = ctx("alice", &["team-3", "team-1500", "team-1999"]);
+    let asked = scope("repository:team-1500/prod/api:pull,push");
+    let full = policy.explain(&who, &asked);
+    let bounded = policy.explain_bounded(&who, &asked, 100);
+    assert_eq!(bounded.granted, vec![Action::Pull]);
+    assert_eq!(serde_json::to_value(&bounded.actions).unwrap(), serde_json::to_value(&full.actions).unwrap());
+    assert_eq!(bounded.actions[1].denied_by, vec!["deny-prod".to_string()]);
+    // The two other teams of alice's, in file order; the other 1,997 team rules are only counted.
+    let listed: Vec<&str> = bounded.not_applied.iter().map(|r| r.rule.as_str()).collect();
+    assert_eq!(listed, ["team-3", "team-1999"]);
+    assert_eq!(full.not_applied.len(), 1999);
+    assert_eq!(bounded.not_applied_omitted, 1997);
+    assert_eq!(bounded.not_applied[0].reason, full.not_applied.iter().find(|r| r.rule == "team-3").unwrap().reason);
+    let json = serde_json::to_value(&bounded).unwrap();
+    assert_eq!(json["not_applied_omitted"], serde_json::json!(1997));
+    assert!(bounded.to_string().contains("and 1997 more rules that did not apply"), "{bounded}");
+
+    // A bound below what the identity reaches: the first ones in file order.
+    let tight = policy.explain_bounded(&who, &asked, 1);
+    assert_eq!(tight.not_applied.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>(), ["team-3"]);
+    assert_eq!(tight.not_applied_omitted, 1998);
+
+    // A small file fits: the bounded explanation is the full one, and its JSON has no count.
+    let small =
+        compile("rules:\n  - name: a\n    match: { group: [x] }\n    resources: [\"**\"]\n    actions: [pull]\n");
+    let (f, b) = (small.explain(&who, &asked), small.explain_bounded(&who, &asked, 100));
+    assert_eq!(serde_json::to_value(&b).unwrap(), serde_json::to_value(&f).unwrap());
+    assert!(serde_json::to_value(&b).unwrap().get("not_applied_omitted").is_none());
+}
+
 #[test]
 fn explain_shows_allowed_and_denied_per_action() {
     let policy = compile(EXAMPLE_POLICY);

@@ -457,6 +457,70 @@ fn whoami_returns_identity_groups_and_the_same_explanation_as_policy_explain() {
     assert_eq!(t.get("/whoami", &[]).status, 401, "whoami needs credentials");
 }
 
+/// A rules file generated from a directory (the example rules plus 20,000 team rules): a `/whoami` of 64
+/// scopes stays small in time, answer and memory. Each explanation lists at most 100 rules that did not
+/// apply, those alice's identity reaches first, and counts the rest; the decision and the rules named per
+/// action are `policy explain`'s, which still lists every rule. Before the bound, the same request answered
+/// 64 x 20,000 entries and grew the server by gigabytes.
+#[test]
+fn whoami_on_a_rules_file_of_twenty_thousand_teams_is_bounded() {
+    let env = TestEnv::new();
+    let example = tollgate::policy::EXAMPLE_POLICY;
+    let tests_at = example.find("\ntests:").expect("the example policy has tests") + 1;
+    let mut rules = String::from(&example[..tests_at]);
+    for n in 0..20_000 {
+        rules.push_str(&format!(
+            "  - name: team-{n}\n    match: {{ group: [team-{n}] }}\n    resources: [\"team-{n}/**\"]\n    actions: [pull, push]\n"
+        ));
+    }
+    rules.push_str(&example[tests_at..]);
+    std::fs::write(&env.policy, &rules).unwrap();
+    let t = Tollgate::start(&env, &[]);
+    let pid = t.child.id();
+    let idle = crate::hostile::proc_kib(pid, "VmHWM");
+    let scopes: Vec<String> = (0..64).map(|n| format!("repository:payments/prod/app-{n}:push,pull")).collect();
+    let query: Vec<String> = scopes.iter().map(|s| format!("scope={}", enc(s))).collect();
+    let auth = basic(ALICE.0, ALICE.1);
+    let r = t.get(&format!("/whoami?{}", query.join("&")), &[("Authorization", &auth)]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let grown_mib = (crate::hostile::proc_kib(pid, "VmHWM") - idle) / 1024;
+    println!("whoami, 64 scopes, 20,000 team rules: answer {} bytes, peak RSS +{grown_mib} MiB", r.body.len());
+    assert!(r.body.len() < 2_000_000, "the answer is bounded: {} bytes", r.body.len());
+    assert!(grown_mib < 200, "the server's peak grew by {grown_mib} MiB");
+
+    let j: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    let explanations = j["explanations"].as_array().unwrap();
+    assert_eq!(explanations.len(), 64);
+    let out = std::process::Command::new(tollgate_bin())
+        .args(["policy", "explain", "--json", "--config"])
+        .arg(&env.config)
+        .args(["--user", "alice", "--groups", "team-payments,developers", "--provider", "local"])
+        .args(["--service", SERVICE, "--client-ip", "127.0.0.1", "--claims", r#"{"robot": false}"#])
+        .args(["--scope", &scopes[0]])
+        .env_remove("TOLLGATE_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cli: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let full = cli["not_applied"].as_array().unwrap();
+    assert!(full.len() > 20_000, "policy explain lists every rule that did not apply: {}", full.len());
+    for e in explanations {
+        assert_eq!(e["granted"], cli["granted"], "{e}");
+        assert_eq!(e["actions"], cli["actions"], "the same rules decide: {e}");
+        assert_eq!(e["actions"][0]["denied_by"], serde_json::json!(["protected-prod"]));
+        let listed = e["not_applied"].as_array().unwrap();
+        assert!(!listed.is_empty() && listed.len() <= 100, "{} listed", listed.len());
+        let generated = |r: &serde_json::Value| {
+            r["rule"].as_str().unwrap().strip_prefix("team-").is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        assert!(!listed.iter().any(generated), "no other team's rule is listed: {listed:?}");
+        assert_eq!(listed.len() as u64 + e["not_applied_omitted"].as_u64().unwrap(), full.len() as u64);
+    }
+    // The listed entries are worded as `policy explain` words them.
+    let first = &explanations[0]["not_applied"][0];
+    assert!(full.contains(first), "{first} is one of policy explain's entries");
+}
+
 /// A private CA and a server certificate for 127.0.0.1 signed by it, made with the openssl CLI.
 fn make_cert(dir: &Path, ca: Option<&Path>, name: &str) -> (PathBuf, PathBuf) {
     let openssl = crate::rig::require("openssl", "openssl");

@@ -413,7 +413,10 @@ fn random_scope() -> impl Strategy<Value = Scope> {
 
 /// The rule index only skips rules that cannot apply: for random policies (literal, glob, regex and capture
 /// matchers, allows and denies, every condition) and random requests, `authorize` grants the same actions
-/// and names the same rules in the same order as evaluating every rule, and `explain` agrees. Runs 32 times
+/// and names the same rules in the same order as evaluating every rule, and `explain` agrees; and the bounded
+/// explanation `/whoami` gives (`explain_bounded`, with a bound of 0 to 5 rules) names the same rules per
+/// action, lists in order a part of what `explain` lists, counts the rest, and is `explain` itself whenever
+/// everything fits. Runs 32 times
 /// `PROPTEST_CASES` policies (its cases are cheap and its input space wide), and checks that the run
 /// exercised real decisions, not only refusals.
 #[test]
@@ -434,7 +437,25 @@ fn the_rule_index_changes_no_decision() {
             let indexed = policy.authorize(ctx, scope);
             let scanned = policy.authorize_scan(ctx, scope);
             prop_assert_eq!(&indexed, &scanned, "{:?} asking {}", ctx, scope);
-            prop_assert_eq!(&policy.explain(ctx, scope).granted, &indexed.granted);
+            let full = policy.explain(ctx, scope);
+            prop_assert_eq!(&full.granted, &indexed.granted);
+            let limit = compared.get() % 6;
+            let bounded = policy.explain_bounded(ctx, scope, limit);
+            let (f, b) = (serde_json::to_value(&full).unwrap(), serde_json::to_value(&bounded).unwrap());
+            prop_assert_eq!(&b["actions"], &f["actions"], "{:?} asking {}", ctx, scope);
+            prop_assert_eq!(&bounded.granted, &full.granted);
+            prop_assert_eq!(bounded.not_applied.len() + bounded.not_applied_omitted, full.not_applied.len());
+            if full.not_applied.len() <= limit {
+                prop_assert_eq!(&b, &f, "everything fits in {}: the bounded explanation is the full one", limit);
+            } else {
+                // Only rules the identity reaches are listed, so there may be fewer than the bound.
+                prop_assert!(bounded.not_applied.len() <= limit);
+                // Listed in file order, each as `explain` words it: a subsequence of the full list.
+                let mut full_entries = f["not_applied"].as_array().unwrap().iter();
+                for listed in b["not_applied"].as_array().unwrap() {
+                    prop_assert!(full_entries.any(|e| e == listed), "{} not in order in {}", listed, f["not_applied"]);
+                }
+            }
             compared.set(compared.get() + 1);
             granted.set(granted.get() + usize::from(!indexed.granted.is_empty()));
             denied.set(denied.get() + usize::from(!indexed.denied_by.is_empty()));
