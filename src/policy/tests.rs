@@ -880,3 +880,23 @@ fn tricky_documents_are_read_as_before() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn a_file_that_does_not_parse_leaves_no_rule_names_behind() {
+    // Rule `a` of the broken file was compiled before the syntax error was reached; the other file's `a`
+    // is then no duplicate, and the broken file reports nothing but its syntax error.
+    let broken = PolicySource {
+        path: "broken.yaml".into(),
+        text: "rules:\n  - name: a\n    resources: [x]\n    actions: [pull]\n  - name: b\n    resources: [x\n".into(),
+    };
+    let good = PolicySource {
+        path: "good.yaml".into(),
+        text: "rules:\n  - name: a\n    resources: [y]\n    actions: [push]\n".into(),
+    };
+    let errors = Policy::compile(&[broken, good.clone()]).expect_err("broken file");
+    let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(shown[0].starts_with("broken.yaml: YAML syntax error: did not find expected ','"), "{shown:?}");
+    let alone = Policy::compile(&[good]).expect("good file");
+    assert_eq!(alone.rule_count(), 1);
+}
