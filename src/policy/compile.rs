@@ -512,9 +512,9 @@ fn compile_rule(file: &Arc<str>, value: Value, e: &mut Errs<'_>, shared: &mut Sh
         description: raw.description,
         effect,
         rtype,
-        resources,
+        resources: resources.into_boxed_slice(),
         actions,
-        cond,
+        cond: cond.into(),
         needs_username,
         captures: names,
     })
