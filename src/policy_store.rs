@@ -138,6 +138,9 @@ fn compile(paths: &[PathBuf], builtin: bool) -> Result<Policy, Vec<String>> {
     } else {
         Policy::load_partial(paths)
     };
+    // Reading a large rules file allocates several times what its compiled rules keep, and the freed pages
+    // would stay resident among them: hand them back (rules memory, BENCHMARKS.md section 11).
+    crate::support::memory::give_back();
     let mut out: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     // The tests run even when some files have errors: those of the files that compile, with their rules.
     if let Some(p) = &policy {
