@@ -126,6 +126,9 @@ fn replaced_whole(before: &Stamps, now: &Stamps) -> bool {
     })
 }
 
+/// From how many rules a load hands the parse's freed memory back (about 0.5 KB per rule would stay resident).
+const GIVE_BACK_FROM_RULES: usize = 1_000;
+
 /// Compile the rules and run their own tests: a policy whose tests fail is as unusable as one that does
 /// not compile (it grants what its author said it must not).
 fn compile(paths: &[PathBuf], builtin: bool) -> Result<Policy, Vec<String>> {
@@ -138,6 +141,12 @@ fn compile(paths: &[PathBuf], builtin: bool) -> Result<Policy, Vec<String>> {
     } else {
         Policy::load_partial(paths)
     };
+    // Reading a large rules file allocates several times what its compiled rules keep, and the freed pages
+    // would stay resident among them: hand them back (rules memory, BENCHMARKS.md section 11). A small
+    // file leaves too little to be worth walking the allocator's lists on a reload.
+    if policy.as_ref().is_some_and(|p| p.rule_count() >= GIVE_BACK_FROM_RULES) {
+        crate::support::memory::give_back();
+    }
     let mut out: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
     // The tests run even when some files have errors: those of the files that compile, with their rules.
     if let Some(p) = &policy {

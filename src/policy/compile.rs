@@ -1,7 +1,10 @@
 //! From YAML text to compiled rules and tests, reporting every problem at once.
 //!
-//! Each file is parsed to a YAML value first (syntax errors stop that file only), then every rule and
-//! every test is deserialized on its own, so a typo in rule 2 does not hide a bad regex in rule 7.
+//! Each file is read as one YAML document (a syntax error anywhere stops that file only, and it then
+//! contributes nothing else). The items of `rules:` are compiled one at a time as the document is read, each
+//! from its own YAML value, so that the parse of a large file never holds a value tree of all its rules;
+//! every rule and every test is deserialized on its own, so a typo in rule 2 does not hide a bad regex in
+//! rule 7.
 
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
@@ -62,11 +65,11 @@ impl Shared {
 pub(crate) fn compile(sources: &[PolicySource]) -> Result<Compiled, Vec<PolicyError>> {
     let mut out = Compiled::default();
     let mut errors = Vec::new();
-    // Rule name -> (file, position) of its first definition, for duplicate messages naming both files.
-    let mut seen: HashMap<String, (String, usize)> = HashMap::new();
+    // Rule name -> where it was first defined, for duplicate messages naming both files.
+    let mut seen: HashMap<String, Seen> = HashMap::new();
     let mut shared = Shared::default();
-    for source in sources {
-        compile_file(source, &mut out, &mut errors, &mut seen, &mut shared);
+    for (source_no, source) in sources.iter().enumerate() {
+        compile_file(source, source_no, &mut out, &mut errors, &mut seen, &mut shared);
     }
     if errors.is_empty() {
         out.rules.shrink_to_fit();
@@ -110,61 +113,55 @@ impl<'e> Errs<'e> {
 
 fn compile_file(
     source: &PolicySource,
+    source_no: usize,
     out: &mut Compiled,
     errors: &mut Vec<PolicyError>,
-    seen: &mut HashMap<String, (String, usize)>,
+    seen: &mut HashMap<String, Seen>,
     shared: &mut Shared,
 ) {
     let file = source.path.as_str();
-    let file_name: Arc<str> = file.into();
-    let doc: Value = match serde_norway::from_str(&source.text) {
-        Ok(v) => v,
-        Err(e) => {
-            errors.push(PolicyError::file(file, format!("YAML syntax error: {e}")));
-            return;
-        }
+    let rules_before = out.rules.len();
+    let mut reader = FileReader {
+        file,
+        file_name: file.into(),
+        source_no,
+        rules: &mut out.rules,
+        seen,
+        shared,
+        key_errors: Vec::new(),
+        rule_errors: Vec::new(),
+        has_rules: false,
+        rule_count: 0,
+        tests: None,
+        not_a_mapping: None,
     };
-    let map = match doc {
-        Value::Mapping(m) => m,
-        Value::Null => {
+    // The rules are compiled while the document is read, one item at a time: only the item being compiled
+    // exists as a YAML value, never the whole file's tree (most of a large file's parse memory).
+    let read = serde::de::DeserializeSeed::deserialize(&mut reader, serde_norway::Deserializer::from_str(&source.text));
+    let FileReader { key_errors, rule_errors, has_rules, tests, not_a_mapping, .. } = reader;
+    if let Err(e) = read {
+        // A file that does not parse contributes nothing but this error, however much of it was compiled.
+        out.rules.truncate(rules_before);
+        seen.retain(|_, first| first.source_no != source_no);
+        errors.push(PolicyError::file(file, format!("YAML syntax error: {e}")));
+        return;
+    }
+    match not_a_mapping {
+        Some(Value::Null) => {
             errors.push(PolicyError::file(file, "file is empty: expected `rules:` (and optionally `tests:`)"));
             return;
         }
-        _ => {
+        Some(_) => {
             errors.push(PolicyError::file(file, "expected a mapping with `rules:` and `tests:` at the top level"));
             return;
         }
-    };
-    let (mut rules, mut tests) = (None, None);
-    for (key, value) in map {
-        match key.as_str() {
-            Some("rules") => rules = Some(value),
-            Some("tests") => tests = Some(value),
-            _ => errors.push(PolicyError::file(
-                file,
-                format!("unknown top-level key {} (expected `rules` and `tests`)", describe_key(&key)),
-            )),
-        }
+        None => {}
     }
-    if rules.is_none() && tests.is_none() {
+    errors.extend(key_errors);
+    if !has_rules && tests.is_none() {
         errors.push(PolicyError::file(file, "file has neither `rules:` nor `tests:`"));
     }
-    for (index, value) in list(file, "rules", rules, errors).into_iter().enumerate() {
-        let index = index + 1;
-        let name = value.get("name").and_then(Value::as_str).map(str::to_string);
-        if let Some(name) = &name {
-            if let Some((first_file, first_index)) = seen.get(name) {
-                let mut e = Errs::new(file, ErrorItem::Rule { index, name: Some(name.clone()) }, errors);
-                e.at("name", format!("duplicate rule name {name:?}: rule {first_index} in {first_file} has it too"));
-            } else {
-                seen.insert(name.clone(), (file.to_string(), index));
-            }
-        }
-        let mut e = Errs::new(file, ErrorItem::Rule { index, name }, errors);
-        if let Some(rule) = compile_rule(&file_name, value, &mut e, shared) {
-            out.rules.push(rule);
-        }
-    }
+    errors.extend(rule_errors);
     let mut test_names: HashMap<String, usize> = HashMap::new();
     for (index, value) in list(file, "tests", tests, errors).into_iter().enumerate() {
         let index = index + 1;
@@ -178,6 +175,221 @@ fn compile_file(
         if let Some(test) = compile_test(file, value, &mut e) {
             out.tests.push(test);
         }
+    }
+}
+
+/// Where a rule name was first defined, for duplicate messages naming both files.
+struct Seen {
+    file: Arc<str>,
+    index: usize,
+    /// Which source defined it, so that the names of a file that turns out not to parse can be forgotten.
+    source_no: usize,
+}
+
+/// Reads one rules file, compiling each rule as soon as its item has been read. What it finds besides the
+/// rules is kept until the whole document has parsed, then reported in the order the file-wide errors
+/// have always come: unknown top-level keys, then the rules' problems, then the tests'.
+struct FileReader<'a> {
+    file: &'a str,
+    file_name: Arc<str>,
+    source_no: usize,
+    rules: &'a mut Vec<Rule>,
+    seen: &'a mut HashMap<String, Seen>,
+    shared: &'a mut Shared,
+    key_errors: Vec<PolicyError>,
+    rule_errors: Vec<PolicyError>,
+    has_rules: bool,
+    rule_count: usize,
+    tests: Option<Value>,
+    /// The document when it is not a mapping (`Null` for an empty file).
+    not_a_mapping: Option<Value>,
+}
+
+impl FileReader<'_> {
+    /// Compile the next item of `rules:`.
+    fn rule(&mut self, value: Value) {
+        self.rule_count += 1;
+        let index = self.rule_count;
+        let file = self.file;
+        let errors = &mut self.rule_errors;
+        let name = value.get("name").and_then(Value::as_str).map(str::to_string);
+        if let Some(name) = &name {
+            if let Some(first) = self.seen.get(name) {
+                let mut e = Errs::new(file, ErrorItem::Rule { index, name: Some(name.clone()) }, errors);
+                e.at(
+                    "name",
+                    format!("duplicate rule name {name:?}: rule {} in {} has it too", first.index, first.file),
+                );
+            } else {
+                let first = Seen { file: self.file_name.clone(), index, source_no: self.source_no };
+                self.seen.insert(name.clone(), first);
+            }
+        }
+        let mut e = Errs::new(file, ErrorItem::Rule { index, name }, errors);
+        if let Some(rule) = compile_rule(&self.file_name, value, &mut e, self.shared) {
+            self.rules.push(rule);
+        }
+    }
+
+    /// `rules:` when it is not a sequence (read as a whole, as any YAML value).
+    fn rules_value(&mut self, value: Value) {
+        for item in list(self.file, "rules", Some(value), &mut self.rule_errors) {
+            self.rule(item);
+        }
+    }
+}
+
+/// What a YAML value's visitor calls itself, so that type errors read as they would for a `Value`.
+const ANY_YAML_VALUE: &str = "any YAML value";
+
+/// The whole document: a mapping is read key by key, with `rules:` streamed; anything else is kept as a
+/// value to report. Every other way in builds exactly the `Value` that `serde_norway::Value` would.
+impl<'de> serde::de::DeserializeSeed<'de> for &mut FileReader<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// The value a visitor was handed, built the way `serde_norway::Value`'s own visitor builds it.
+macro_rules! as_value {
+    ($($method:ident($t:ty) => $build:expr;)*) => {
+        $(fn $method<E: serde::de::Error>(self, v: $t) -> Result<Self::Value, E> {
+            #[allow(clippy::redundant_closure_call)]
+            self.other(($build)(v))
+        })*
+        fn visit_unit<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            self.other(Value::Null)
+        }
+        fn visit_none<E: serde::de::Error>(self) -> Result<Self::Value, E> {
+            self.other(Value::Null)
+        }
+        fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            self.other(serde::Deserialize::deserialize(d)?)
+        }
+        fn visit_enum<A: serde::de::EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
+            self.other(serde::Deserialize::deserialize(serde::de::value::EnumAccessDeserializer::new(data))?)
+        }
+    };
+}
+
+/// Scalars as `Value` builds them.
+macro_rules! scalars_as_value {
+    () => {
+        as_value! {
+            visit_bool(bool) => Value::Bool;
+            visit_i64(i64) => |i: i64| Value::Number(i.into());
+            visit_u64(u64) => |u: u64| Value::Number(u.into());
+            visit_f64(f64) => |f: f64| Value::Number(f.into());
+            visit_str(&str) => |s: &str| Value::String(s.to_owned());
+            visit_string(String) => Value::String;
+        }
+    };
+}
+
+trait Other<'de>: Sized {
+    fn other<E>(self, value: Value) -> Result<(), E>;
+}
+
+impl<'de> Other<'de> for &mut FileReader<'_> {
+    fn other<E>(self, value: Value) -> Result<(), E> {
+        // A plain mapping goes to `visit_map`; whatever comes here (a scalar, a list, a tagged value) is
+        // not one, as `Value` would have said.
+        self.not_a_mapping = Some(value);
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for &mut FileReader<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(ANY_YAML_VALUE)
+    }
+
+    scalars_as_value!();
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        let items: Vec<Value> = serde::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))?;
+        self.other(Value::Sequence(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        // The keys seen so far, compared as `Value`s: a repeated key is the error a YAML mapping reports.
+        let mut keys = serde_norway::Mapping::new();
+        while let Some(key) = map.next_key::<Value>()? {
+            if keys.contains_key(&key) {
+                return Err(serde::de::Error::custom(duplicate_key(&key)));
+            }
+            match key.as_str() {
+                Some("rules") => {
+                    self.has_rules = true;
+                    map.next_value_seed(RulesList(&mut *self))?;
+                }
+                Some("tests") => self.tests = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<Value>()?;
+                    self.key_errors.push(PolicyError::file(
+                        self.file,
+                        format!("unknown top-level key {} (expected `rules` and `tests`)", describe_key(&key)),
+                    ));
+                }
+            }
+            keys.insert(key, Value::Null);
+        }
+        Ok(())
+    }
+}
+
+/// The value of `rules:`. A sequence is compiled item by item as it is read; anything else is read as a
+/// whole `Value` and judged as before (null: no rules; otherwise not a list).
+struct RulesList<'r, 'a>(&'r mut FileReader<'a>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for RulesList<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Other<'de> for RulesList<'_, '_> {
+    fn other<E>(self, value: Value) -> Result<(), E> {
+        self.0.rules_value(value);
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for RulesList<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(ANY_YAML_VALUE)
+    }
+
+    scalars_as_value!();
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while let Some(item) = seq.next_element::<Value>()? {
+            self.0.rule(item);
+        }
+        Ok(())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        let mapping: serde_norway::Mapping =
+            serde::Deserialize::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+        self.other(Value::Mapping(mapping))
+    }
+}
+
+/// The message `serde_norway::Mapping` gives for a repeated key.
+fn duplicate_key(key: &Value) -> String {
+    match key {
+        Value::Null => "duplicate entry with null key".to_string(),
+        Value::Bool(b) => format!("duplicate entry with key `{b}`"),
+        Value::Number(n) => format!("duplicate entry with key {n}"),
+        Value::String(s) => format!("duplicate entry with key {s:?}"),
+        Value::Sequence(_) | Value::Mapping(_) | Value::Tagged(_) => "duplicate entry in YAML map".to_string(),
     }
 }
 
@@ -300,9 +512,9 @@ fn compile_rule(file: &Arc<str>, value: Value, e: &mut Errs<'_>, shared: &mut Sh
         description: raw.description,
         effect,
         rtype,
-        resources,
+        resources: resources.into_boxed_slice(),
         actions,
-        cond,
+        cond: cond.into(),
         needs_username,
         captures: names,
     })

@@ -154,7 +154,8 @@ pub(crate) fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// The conditions of a rule's `match:` section. Empty lists and `None` mean "no condition".
+/// The conditions of a rule's `match:` section. Empty lists and `None` mean "no condition". A rule stores
+/// them as [`RuleConditions`].
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Conditions {
     pub account: Vec<Arc<Pattern>>,
@@ -171,6 +172,89 @@ pub(crate) struct Conditions {
     pub service: Vec<String>,
 }
 
+/// No condition at all: what a rule without any condition besides `account` and `group` reads.
+static NO_CONDITIONS: Conditions = Conditions {
+    account: Vec::new(),
+    not_account: Vec::new(),
+    account_regex: None,
+    group: Vec::new(),
+    not_group: Vec::new(),
+    group_regex: None,
+    provider: Vec::new(),
+    auth_method: Vec::new(),
+    anonymous: None,
+    claims: Vec::new(),
+    client_network: Vec::new(),
+    service: Vec::new(),
+};
+
+/// A rule's [`Conditions`] as it stores them. A generated rules file has tens of thousands of rules that
+/// name a group or an account and nothing else, so those two lists are kept inline, exactly sized, and the
+/// other conditions in one box that such rules do without. It reads as [`Conditions`] (through `Deref`):
+/// `account` and `group` are its own fields, every other condition the box's, or none.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RuleConditions {
+    pub account: Box<[Arc<Pattern>]>,
+    pub group: Box<[Arc<Pattern>]>,
+    /// Every other condition; its `account` and `group` are always empty. None when all are absent.
+    rest: Option<Box<Conditions>>,
+}
+
+impl From<Conditions> for RuleConditions {
+    fn from(c: Conditions) -> RuleConditions {
+        // Spelt out field by field, so that a condition added to `Conditions` cannot be dropped here unnoticed.
+        let Conditions {
+            account,
+            not_account,
+            account_regex,
+            group,
+            not_group,
+            group_regex,
+            provider,
+            auth_method,
+            anonymous,
+            claims,
+            client_network,
+            service,
+        } = c;
+        let none = not_account.is_empty()
+            && account_regex.is_none()
+            && not_group.is_empty()
+            && group_regex.is_none()
+            && provider.is_empty()
+            && auth_method.is_empty()
+            && anonymous.is_none()
+            && claims.is_empty()
+            && client_network.is_empty()
+            && service.is_empty();
+        let rest = (!none).then(|| {
+            Box::new(Conditions {
+                account: Vec::new(),
+                not_account,
+                account_regex,
+                group: Vec::new(),
+                not_group,
+                group_regex,
+                provider,
+                auth_method,
+                anonymous,
+                claims,
+                client_network,
+                service,
+            })
+        });
+        RuleConditions { account: account.into_boxed_slice(), group: group.into_boxed_slice(), rest }
+    }
+}
+
+impl std::ops::Deref for RuleConditions {
+    type Target = Conditions;
+    /// The conditions other than `account` and `group` (those read as this struct's own fields).
+    fn deref(&self) -> &Conditions {
+        self.rest.as_deref().unwrap_or(&NO_CONDITIONS)
+    }
+}
+
 /// A compiled rule.
 #[derive(Debug, Clone)]
 pub(crate) struct Rule {
@@ -182,9 +266,9 @@ pub(crate) struct Rule {
     pub rtype: ResourceType,
     /// Repository patterns; empty for `type: registry`, whose only resource is the catalog. Shared with
     /// every rule that has the same pattern.
-    pub resources: Vec<Arc<Pattern>>,
+    pub resources: Box<[Arc<Pattern>]>,
     pub actions: u8,
-    pub cond: Conditions,
+    pub cond: RuleConditions,
     /// The rule mentions `{username}` somewhere, so it can never apply to the anonymous identity.
     pub needs_username: bool,
     pub captures: CaptureNames,

@@ -105,9 +105,14 @@ pub(crate) enum CaptureMode<'n> {
 }
 
 // Hash and Eq: identical patterns are compiled once and shared between rules (compile.rs interns them).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Token {
-    Lit(Box<str>),
+    /// Literal text: the bytes `start..end` of the pattern's source (a pattern has no escapes, so its
+    /// literal parts are its source's own text, and need no copy of their own).
+    Lit {
+        start: u32,
+        end: u32,
+    },
     Star,
     DoubleStar,
     /// `*` in a claim pattern: never crosses `/` or `:`, the separators of claim values such as GitHub's
@@ -119,11 +124,19 @@ enum Token {
 /// A compiled pattern, keeping its source text for messages. Two patterns are equal when their source and
 /// their tokens are: the same text with captures numbered differently (`{team}` is capture 1 in one rule
 /// and 2 in another) is two patterns.
+///
+/// A pattern that is all literal text (`team-42`, the most common kind in a large rules file) stores no
+/// tokens: its one token is its whole source. That and literal tokens pointing into the source keep a
+/// pattern to two small allocations besides its record.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Pattern {
     source: Box<str>,
+    /// Empty for a pattern that is all literal text.
     tokens: Box<[Token]>,
 }
+
+/// Longest pattern source accepted: literal tokens record their place in it as 32-bit offsets.
+const MAX_PATTERN_BYTES: usize = u32::MAX as usize;
 
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -146,14 +159,18 @@ impl Pattern {
         if src.is_empty() {
             return Err("empty pattern".to_string());
         }
+        if src.len() > MAX_PATTERN_BYTES {
+            return Err(format!("pattern of {} bytes is too long", src.len()));
+        }
         let mut tokens = Vec::new();
-        let mut lit = String::new();
-        let mut chars = src.chars().peekable();
-        while let Some(c) = chars.next() {
+        // Where the literal text being read started, if any.
+        let mut lit: Option<usize> = None;
+        let mut chars = src.char_indices().peekable();
+        while let Some((at, c)) = chars.next() {
             match c {
                 '*' => {
                     let mut stars = 1;
-                    while chars.peek() == Some(&'*') {
+                    while chars.peek().is_some_and(|&(_, c)| c == '*') {
                         chars.next();
                         stars += 1;
                     }
@@ -168,7 +185,7 @@ impl Pattern {
                             "{src:?}: `**` is not allowed in a claim value; `*` matches within one part between `/` and `:`"
                         ));
                     }
-                    flush(&mut lit, &mut tokens);
+                    flush(&mut lit, at, &mut tokens);
                     tokens.push(match (stars, claim) {
                         (1, true) => Token::ClaimStar,
                         (1, false) => Token::Star,
@@ -178,7 +195,7 @@ impl Pattern {
                 '{' => {
                     let mut name = String::new();
                     let mut closed = false;
-                    for c in chars.by_ref() {
+                    for (_, c) in chars.by_ref() {
                         match c {
                             '}' => {
                                 closed = true;
@@ -216,15 +233,38 @@ impl Pattern {
                             }
                         },
                     };
-                    flush(&mut lit, &mut tokens);
+                    flush(&mut lit, at, &mut tokens);
                     tokens.push(Token::Capture(index));
                 }
                 '}' => return Err(format!("{src:?}: unbalanced `}}`")),
-                c => lit.push(c),
+                _ => {
+                    lit.get_or_insert(at);
+                }
             }
         }
-        flush(&mut lit, &mut tokens);
+        flush(&mut lit, src.len(), &mut tokens);
+        if let [Token::Lit { start: 0, end }] = tokens[..] {
+            if end as usize == src.len() {
+                tokens.clear();
+            }
+        }
         Ok(Pattern { source: src.into(), tokens: tokens.into_boxed_slice() })
+    }
+
+    /// The tokens, with the one token of an all-literal pattern spelt out, for `f`.
+    fn with_tokens<R>(&self, f: impl FnOnce(&[Token]) -> R) -> R {
+        if self.tokens.is_empty() {
+            // The source is at most MAX_PATTERN_BYTES long (checked when parsed).
+            let whole = [Token::Lit { start: 0, end: self.source.len() as u32 }];
+            f(&whole)
+        } else {
+            f(&self.tokens)
+        }
+    }
+
+    /// The literal text of a `Lit` token.
+    fn text(&self, start: u32, end: u32) -> &str {
+        self.source.get(start as usize..end as usize).unwrap_or("")
     }
 
     pub(crate) fn source(&self) -> &str {
@@ -234,10 +274,7 @@ impl Pattern {
     /// The one text this pattern matches, when it has no wildcard and no capture: then matching is
     /// equality, and a rule can be filed under that text in the rule index.
     pub(crate) fn literal(&self) -> Option<&str> {
-        match &*self.tokens {
-            [Token::Lit(lit)] => Some(lit),
-            _ => None,
-        }
+        self.tokens.is_empty().then_some(&*self.source)
     }
 
     /// The literal text every match starts with (empty when the pattern starts with a wildcard or a
@@ -245,8 +282,9 @@ impl Pattern {
     /// makes a cheap first test for a resource pattern.
     pub(crate) fn prefix(&self) -> &str {
         match self.tokens.first() {
-            Some(Token::Lit(lit)) => lit,
-            _ => "",
+            None => &self.source,
+            Some(&Token::Lit { start, end }) => self.text(start, end),
+            Some(_) => "",
         }
     }
 
@@ -262,9 +300,12 @@ impl Pattern {
     /// two segments): for patterns without captures.
     pub(crate) fn sample(&self) -> String {
         let mut out = String::new();
+        if self.tokens.is_empty() {
+            return self.source.to_string();
+        }
         for (i, t) in self.tokens.iter().enumerate() {
-            match t {
-                Token::Lit(lit) => out.push_str(lit),
+            match *t {
+                Token::Lit { start, end } => out.push_str(self.text(start, end)),
                 Token::Star | Token::ClaimStar => out.push_str(&format!("zz-sample{i}")),
                 Token::DoubleStar => out.push_str(&format!("zz-sample{i}/zz-sample{i}b")),
                 Token::Capture(_) => out.push_str("zz-capture"),
@@ -275,15 +316,21 @@ impl Pattern {
 
     /// Whether `input` matches, for patterns without captures.
     pub(crate) fn matches(&self, input: &str) -> bool {
+        if self.tokens.is_empty() {
+            return input == &*self.source;
+        }
         let mut b: Bindings<'_> = [None; MAX_CAPTURES];
-        step(&self.tokens, input, 0, &mut b, false, &mut |_| true)
+        step(&self.source, &self.tokens, input, 0, &mut b, false, &mut |_| true)
     }
 
     /// Whether `input` matches with captures replaced by their bound values, as literal text. An
     /// unbound capture never matches.
     pub(crate) fn matches_with(&self, input: &str, bindings: &Bindings<'_>) -> bool {
+        if self.tokens.is_empty() {
+            return input == &*self.source;
+        }
         let mut b = *bindings;
-        step(&self.tokens, input, 0, &mut b, false, &mut |_| true)
+        step(&self.source, &self.tokens, input, 0, &mut b, false, &mut |_| true)
     }
 
     /// Match `input`, binding unbound captures, and call `k` for every way it matches until `k`
@@ -295,19 +342,23 @@ impl Pattern {
         bindings: &mut Bindings<'a>,
         k: &mut dyn FnMut(&mut Bindings<'a>) -> bool,
     ) -> bool {
-        step(&self.tokens, input, 0, bindings, true, k)
+        self.with_tokens(|tokens| step(&self.source, tokens, input, 0, bindings, true, k))
     }
 }
 
-fn flush(lit: &mut String, tokens: &mut Vec<Token>) {
-    if !lit.is_empty() {
-        tokens.push(Token::Lit(std::mem::take(lit).into_boxed_str()));
+/// End the literal text that started at `lit` (if any) at byte `end`.
+fn flush(lit: &mut Option<usize>, end: usize, tokens: &mut Vec<Token>) {
+    if let Some(start) = lit.take() {
+        // Both offsets are within a source of at most MAX_PATTERN_BYTES (checked before parsing).
+        tokens.push(Token::Lit { start: start as u32, end: end as u32 });
     }
 }
 
 /// Backtracking matcher. Patterns are short and written by administrators, and repository names are
 /// at most 255 bytes, so plain backtracking is fast enough and keeps "try every binding" simple.
+#[allow(clippy::too_many_arguments)]
 fn step<'a>(
+    source: &str,
     tokens: &[Token],
     input: &'a str,
     pos: usize,
@@ -320,7 +371,10 @@ fn step<'a>(
     };
     let rest = &input[pos..];
     match first {
-        Token::Lit(lit) => rest.starts_with(&**lit) && step(rest_tokens, input, pos + lit.len(), b, bind, k),
+        &Token::Lit { start, end } => {
+            let lit = source.get(start as usize..end as usize).unwrap_or("");
+            rest.starts_with(lit) && step(source, rest_tokens, input, pos + lit.len(), b, bind, k)
+        }
         Token::Star | Token::DoubleStar | Token::ClaimStar => {
             for (off, ch) in rest.char_indices() {
                 let stop = match first {
@@ -332,7 +386,7 @@ fn step<'a>(
                     break;
                 }
                 let end = pos + off + ch.len_utf8();
-                if step(rest_tokens, input, end, b, bind, k) {
+                if step(source, rest_tokens, input, end, b, bind, k) {
                     return true;
                 }
             }
@@ -341,7 +395,9 @@ fn step<'a>(
         Token::Capture(i) => {
             let i = *i;
             match b.get(i).copied().flatten() {
-                Some(value) => rest.starts_with(value) && step(rest_tokens, input, pos + value.len(), b, bind, k),
+                Some(value) => {
+                    rest.starts_with(value) && step(source, rest_tokens, input, pos + value.len(), b, bind, k)
+                }
                 None if bind => {
                     // Capture bytes are ASCII, so every prefix of the run below ends on a char boundary.
                     let run = rest.bytes().take_while(|c| is_capture_byte(*c)).count();
@@ -350,7 +406,7 @@ fn step<'a>(
                             continue;
                         }
                         b[i] = Some(&rest[..len]);
-                        if step(rest_tokens, input, pos + len, b, bind, k) {
+                        if step(source, rest_tokens, input, pos + len, b, bind, k) {
                             return true;
                         }
                     }

@@ -860,3 +860,86 @@ rules:
     assert_eq!(granted(&policy, &who, "repository:web/a/img:push,pull"), ["push", "pull"]);
     assert_eq!(granted(&policy, &who, "repository:web/b/img:push,pull"), ["pull"]);
 }
+
+/// Documents whose YAML handling is easy to get subtly wrong: syntax errors before and after good rules,
+/// duplicate and unknown top-level keys in every order, aliases, merge keys, tags, non-list `rules:`,
+/// several documents, a huge integer. Each maps to exactly what compiling it reports (a compiled policy
+/// as its rule names and test count), so a change to how files are read cannot change what is accepted
+/// or any message.
+const TRICKY_DOCUMENTS: &[(&str, &str)] = &[
+    ("", "ERR policies/bad.yaml: file is empty: expected `rules:` (and optionally `tests:`)"),
+    ("# only a comment\n", "ERR policies/bad.yaml: file is empty: expected `rules:` (and optionally `tests:`)"),
+    ("[a, b]\n", "ERR policies/bad.yaml: expected a mapping with `rules:` and `tests:` at the top level"),
+    ("!tag {rules: []}\n", "ERR policies/bad.yaml: expected a mapping with `rules:` and `tests:` at the top level"),
+    ("hello\n", "ERR policies/bad.yaml: expected a mapping with `rules:` and `tests:` at the top level"),
+    ("rules:\n", "OK rules=[] tests=0"),
+    ("rules: ~\ntests:\n", "OK rules=[] tests=0"),
+    ("{}\n", "ERR policies/bad.yaml: file has neither `rules:` nor `tests:`"),
+    ("rules: 3\n", "ERR policies/bad.yaml: `rules` must be a list (each item starting with `- `)"),
+    ("rules: 99999999999999999999999999999999999999999\n", "ERR policies/bad.yaml: `rules` must be a list (each item starting with `- `)"),
+    ("rules: {a: 1}\n", "ERR policies/bad.yaml: `rules` must be a list (each item starting with `- `)"),
+    ("rules: !tag [ ]\n", "ERR policies/bad.yaml: `rules` must be a list (each item starting with `- `)"),
+    ("rules: []\nrules: []\n", "ERR policies/bad.yaml: YAML syntax error: duplicate entry with key \"rules\""),
+    ("rules: []\ntests: []\ntests: []\n", "ERR policies/bad.yaml: YAML syntax error: duplicate entry with key \"tests\""),
+    ("? [x]\n: 1\nrules: []\n", "ERR policies/bad.yaml: unknown top-level key Sequence [String(\"x\")] (expected `rules` and `tests`)"),
+    ("1: a\ntrue: b\n~: c\nrules: []\n", "ERR policies/bad.yaml: unknown top-level key Number(1) (expected `rules` and `tests`)\nERR policies/bad.yaml: unknown top-level key Bool(true) (expected `rules` and `tests`)\nERR policies/bad.yaml: unknown top-level key Null (expected `rules` and `tests`)"),
+    ("rules:\n  - name: a\n    resources: [x]\n    actions: [pull]\nextra: 1\nmore: 2\n", "ERR policies/bad.yaml: unknown top-level key `extra` (expected `rules` and `tests`)\nERR policies/bad.yaml: unknown top-level key `more` (expected `rules` and `tests`)"),
+    ("extra: 1\nrules:\n  - name: a\n    resources: [x]\n    actions: [pull]\n  - name: a\n", "ERR policies/bad.yaml: unknown top-level key `extra` (expected `rules` and `tests`)\nERR policies/bad.yaml: rule 2 \"a\": field `name`: duplicate rule name \"a\": rule 1 in policies/bad.yaml has it too\nERR policies/bad.yaml: rule 2 \"a\": field `actions`: required: a list of pull, push, delete or \"*\"\nERR policies/bad.yaml: rule 2 \"a\": field `resources`: required: repository name patterns such as [\"team/**\"], or [catalog] for type registry"),
+    ("tests:\n  - name: t\n    scope: \"repository:x:pull\"\n    expect: [pull]\n    bogus: 1\nrules:\n  - nam: a\n", "ERR policies/bad.yaml: rule 1 (unnamed): unknown field `nam`, expected one of `name`, `description`, `effect`, `match`, `type`, `resources`, `actions`\nERR policies/bad.yaml: test 1 \"t\": unknown field `bogus`, expected one of `name`, `identity`, `auth_method`, `client_ip`, `service`, `scope`, `expect`"),
+    ("rules:\n  - name: a\n    resources: [x]\n    actions: [pull]\n  - name: b\n    resources: [x\n", "ERR policies/bad.yaml: YAML syntax error: did not find expected ',' or ']' at line 7 column 1, while parsing a flow sequence at line 6 column 16"),
+    ("rules:\n  - name: a\n    resources: [x]\n    actions: [pull]\n  - name: b\n   bad: indent\n", "ERR policies/bad.yaml: YAML syntax error: did not find expected '-' indicator at line 6 column 4, while parsing a block collection at line 2 column 3"),
+    ("rules:\n  - name: a\n    resources: [x]\n    actions: [pull]\n---\nrules: []\n", "ERR policies/bad.yaml: YAML syntax error: deserializing from YAML containing more than one document is not supported"),
+    ("rules:\n  - &r\n    name: a\n    resources: [x]\n    actions: [pull]\n  - *r\n", "ERR policies/bad.yaml: rule 2 \"a\": field `name`: duplicate rule name \"a\": rule 1 in policies/bad.yaml has it too"),
+    ("rules:\n  - name: a\n    resources: &res [x, y]\n    actions: &act [pull]\n  - name: b\n    resources: *res\n    actions: *act\n", "OK rules=[\"a\", \"b\"] tests=0"),
+    ("rules:\n  - name: a\n    resources: [x]\n    actions: [pull]\n  - *nope\n", "ERR policies/bad.yaml: YAML syntax error: unknown anchor at line 5 column 5"),
+    ("base: &b {resources: [x], actions: [pull]}\nrules:\n  - <<: *b\n    name: a\n", "ERR policies/bad.yaml: unknown top-level key `base` (expected `rules` and `tests`)\nERR policies/bad.yaml: rule 1 \"a\": unknown field `<<`, expected one of `name`, `description`, `effect`, `match`, `type`, `resources`, `actions`"),
+    ("rules: &all\n  - name: a\n    resources: [x]\n    actions: [pull]\ntests: *all\n", "ERR policies/bad.yaml: test 1 \"a\": unknown field `resources`, expected one of `name`, `identity`, `auth_method`, `client_ip`, `service`, `scope`, `expect`"),
+    ("rules:\n  - !rule {name: a, resources: [x], actions: [pull]}\n  - name: b\n    resources: [x]\n    actions: [pull]\n", "OK rules=[\"a\", \"b\"] tests=0"),
+    ("rules:\n  - name: a\n    resources: [x]\n    actions: [pull]\n    name: b\n", "ERR policies/bad.yaml: YAML syntax error: rules[0]: duplicate entry with key \"name\" at line 2 column 5"),
+    ("rules:\n  - name: a\n    match: [1]\n    resources: [x]\n    actions: [pull]\n  - 7\n  - ~\n", "ERR policies/bad.yaml: rule 1 \"a\": field `match`: invalid type: sequence, expected struct RawMatch\nERR policies/bad.yaml: rule 2 (unnamed): invalid type: integer `7`, expected struct RawRule\nERR policies/bad.yaml: rule 3 (unnamed): field `name`: required: every rule needs a unique name, shown in logs and `policy explain`\nERR policies/bad.yaml: rule 3 (unnamed): field `actions`: required: a list of pull, push, delete or \"*\"\nERR policies/bad.yaml: rule 3 (unnamed): field `resources`: required: repository name patterns such as [\"team/**\"], or [catalog] for type registry"),
+    ("rules:\n  - name: a\n    resources: [x]\n    actions: [pull]\n  - name: b\n    effect: maybe\n    resources: [\"{team}/**\"]\n    actions: [pull]\n", "ERR policies/bad.yaml: rule 2 \"b\": field `effect`: unknown effect \"maybe\" (expected allow or deny)\nERR policies/bad.yaml: rule 2 \"b\": field `resources[0]`: unknown capture {team} (available: username)"),
+    ("\"rules\": [{name: a, resources: [x], actions: [pull]}]\n!!str tests: []\n", "OK rules=[\"a\"] tests=0"),
+];
+
+fn compile_outcome(text: &str) -> String {
+    match Policy::compile(&[PolicySource { path: "policies/bad.yaml".into(), text: text.into() }]) {
+        Ok(p) => format!(
+            "OK rules={:?} tests={}",
+            p.inner.rules.iter().map(|r| r.name.to_string()).collect::<Vec<_>>(),
+            p.test_count()
+        ),
+        Err(errors) => format!("ERR {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\nERR ")),
+    }
+}
+
+#[test]
+fn tricky_documents_are_read_as_before() {
+    let mut wrong = Vec::new();
+    for (text, expected) in TRICKY_DOCUMENTS {
+        let got = compile_outcome(text);
+        if got != *expected {
+            wrong.push(format!("    ({text:?}, {got:?}),"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn a_file_that_does_not_parse_leaves_no_rule_names_behind() {
+    // Rule `a` of the broken file was compiled before the syntax error was reached; the other file's `a`
+    // is then no duplicate, and the broken file reports nothing but its syntax error.
+    let broken = PolicySource {
+        path: "broken.yaml".into(),
+        text: "rules:\n  - name: a\n    resources: [x]\n    actions: [pull]\n  - name: b\n    resources: [x\n".into(),
+    };
+    let good = PolicySource {
+        path: "good.yaml".into(),
+        text: "rules:\n  - name: a\n    resources: [y]\n    actions: [push]\n".into(),
+    };
+    let errors = Policy::compile(&[broken, good.clone()]).expect_err("broken file");
+    let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+    assert_eq!(shown.len(), 1, "{shown:?}");
+    assert!(shown[0].starts_with("broken.yaml: YAML syntax error: did not find expected ','"), "{shown:?}");
+    let alone = Policy::compile(&[good]).expect("good file");
+    assert_eq!(alone.rule_count(), 1);
+}

@@ -3,6 +3,7 @@
 //! sits at the bottom of the import order (see `tests/it/layout.rs`).
 
 pub mod fs;
+pub mod memory;
 pub mod net;
 pub mod random;
 pub mod time;
