@@ -180,11 +180,9 @@ impl Drop for Admitted {
 
 /// Give the allocator's free pages back to the system (glibc keeps them otherwise).
 fn trim_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     tokio::task::spawn_blocking(|| {
-        // SAFETY: malloc_trim only walks the allocator's own free lists.
-        let released = unsafe { libc::malloc_trim(0) };
-        tracing::debug!(released, "freed memory handed back to the system after a storm of connections");
+        crate::support::memory::give_back();
+        tracing::debug!("freed memory handed back to the system after a storm of connections");
     });
 }
 
