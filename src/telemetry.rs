@@ -7,6 +7,9 @@
 //! `other`), because an attacker choosing label values could otherwise grow the metrics without bound.
 //! No label or value is ever a secret.
 
+pub mod audit_line;
+pub mod log_writer;
+
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -77,7 +80,7 @@ pub const ACCESS_TOKENS: &str = "tollgate_access_tokens";
 pub const ACCESS_TOKENS_EXPIRING: &str = "tollgate_access_tokens_expiring_7d";
 /// Always 1, with the `version` and `commit` labels.
 pub const BUILD_INFO: &str = "tollgate_build_info";
-/// Counter: log lines dropped because the queue to stderr was full (`cli::logs`).
+/// Counter: log lines dropped because the queue to stderr was full (`telemetry::log_writer`).
 pub const LOG_LINES_DROPPED: &str = "tollgate_log_lines_dropped_total";
 /// 1 while the Redis of `state.store: redis` may evict keys (revocations among them): refresh grants get 503.
 pub const REDIS_EVICTING: &str = "tollgate_redis_evicting";
@@ -87,14 +90,6 @@ pub const REDIS_REPLICAS_SHORT: &str = "tollgate_redis_replicas_short";
 pub const REDIS_FAILOVERS: &str = "tollgate_redis_failovers_total";
 /// 1 for the Redis master in use (label `master`, host:port), 0 for the ones used before.
 pub const REDIS_MASTER: &str = "tollgate_redis_master";
-
-/// The log writer's count of dropped lines, read at each scrape.
-static DROPPED_LOG_LINES: OnceLock<tracing_appender::non_blocking::ErrorCounter> = OnceLock::new();
-
-/// Export the log writer's count of dropped lines as [`LOG_LINES_DROPPED`].
-pub fn count_dropped_log_lines(counter: tracing_appender::non_blocking::ErrorCounter) {
-    let _ = DROPPED_LOG_LINES.set(counter);
-}
 
 /// Latency buckets (seconds): cached logins take microseconds, bcrypt cost 12 about 200 ms, a slow
 /// directory seconds.
@@ -339,9 +334,8 @@ pub fn installed() -> bool {
 pub fn render() -> Option<String> {
     match HANDLE.get() {
         Some(Some(handle)) => {
-            if let Some(dropped) = DROPPED_LOG_LINES.get() {
-                metrics::counter!(LOG_LINES_DROPPED).absolute(dropped.dropped_lines() as u64);
-            }
+            // The log writer counts its dropped lines; the counter is read at each scrape.
+            metrics::counter!(LOG_LINES_DROPPED).absolute(log_writer::dropped());
             Some(handle.render())
         }
         _ => None,

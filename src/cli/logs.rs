@@ -7,11 +7,12 @@
 //! microseconds), `level`, `target`, `message`, the event's fields, and `spans` (the names of the spans it
 //! happened in, innermost last) when there are any.
 //!
-//! Lines are written off the request path: formatting happens where the event is, the write to stderr on
-//! a thread of its own, through a queue of at most [`QUEUE_LINES`] lines. A request never waits for the
-//! log: when the queue is full (stderr is read slower than lines come, for minutes), the newest lines are
-//! dropped and counted (`tollgate_log_lines_dropped_total`). A graceful shutdown writes every queued line
-//! before the process ends ([`LogGuard`]).
+//! Lines are written off the request path by `telemetry::log_writer`: a thread of its own writes stderr,
+//! fed through a queue of at most [`QUEUE_LINES`] lines. A request never waits for the log: when the queue
+//! is full (stderr is read slower than lines come, for minutes), the newest lines are dropped and counted
+//! (`tollgate_log_lines_dropped_total`). A graceful shutdown writes every queued line before the process
+//! ends ([`LogGuard`]). The audit line is not formatted here but on that thread, from the record a request
+//! hands over (`telemetry::audit_line`), into the same bytes this formatter and tracing's text format make.
 
 use std::fmt;
 
@@ -22,20 +23,19 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::registry::LookupSpan;
 
 use crate::config::{LogFormat, Settings};
+use crate::telemetry::log_writer::{self, AuditRoute, Format, LogWriter, WriterGuard};
 
 /// The target of the audit line (see `http::audit`).
-pub const AUDIT_TARGET: &str = "tollgate::audit";
+pub const AUDIT_TARGET: &str = crate::telemetry::audit_line::TARGET;
 /// Fields of the audit line that hold JSON arrays.
 const AUDIT_LISTS: [&str; 3] = ["requested", "granted", "rules"];
 
-/// Most log lines queued for stderr. At the audit line's size (under 1 KiB) that is at most 8 MiB, and at
-/// 20,000 requests a second it is half a second of lines that a slow reader may lag behind.
-pub const QUEUE_LINES: usize = 8192;
+pub use crate::telemetry::log_writer::QUEUE_LINES;
 
 /// Keeps the log writer running; dropping it writes out every queued line. Hold it until the server has
 /// shut down.
 #[must_use = "dropping the guard stops the log writer"]
-pub struct LogGuard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
+pub struct LogGuard(#[allow(dead_code)] Option<WriterGuard>);
 
 /// Set up logging: JSON for machines or text for people, filtered by TOLLGATE_LOG or log.level, written to
 /// stderr off the request path.
@@ -43,23 +43,44 @@ pub fn init_tracing(settings: &Settings) -> LogGuard {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
     use std::io::IsTerminal as _;
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .buffered_lines_limit(QUEUE_LINES)
-        .lossy(true)
-        .thread_name("tollgate-log")
-        // The writer thread writes every line it finds queued, then flushes: one write for a burst of lines
-        // instead of one per line, while a lone line still goes out at once.
-        .finish(std::io::BufWriter::with_capacity(64 * 1024, std::io::stderr()));
-    crate::telemetry::count_dropped_log_lines(writer.error_counter());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(writer)
-        .with_ansi(std::io::stderr().is_terminal());
-    let _ = match settings.log.format {
+    let ansi = std::io::stderr().is_terminal();
+    let format = match settings.log.format {
+        LogFormat::Json => Format::Json,
+        LogFormat::Text => Format::Text,
+    };
+    let (writer, guard) = match LogWriter::start(Box::new(std::io::stderr()), format) {
+        Ok(started) => started,
+        Err(e) => {
+            // No thread for the log: write it from where it happens, as tracing does by default.
+            let builder =
+                tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+            let _ = match settings.log.format {
+                LogFormat::Json => builder.event_format(JsonLines).try_init(),
+                LogFormat::Text => builder.try_init(),
+            };
+            tracing::warn!(error = %e, "cannot start the log writer thread; logging from the request path");
+            return LogGuard(None);
+        }
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer.clone()).with_ansi(ansi);
+    let ours = match settings.log.format {
         LogFormat::Json => builder.event_format(JsonLines).try_init(),
         LogFormat::Text => builder.try_init(),
+    }
+    .is_ok();
+    // The filter is fixed for the life of the process: asked once whether it lets the audit line through.
+    // Text in colours (a terminal) is left to tracing, whose colours the writer does not imitate.
+    let route = if !tracing::enabled!(target: AUDIT_TARGET, tracing::Level::INFO) {
+        AuditRoute::Off
+    } else if ours && !(ansi && format == Format::Text) {
+        AuditRoute::Queue
+    } else {
+        AuditRoute::Tracing
     };
-    LogGuard(guard)
+    if ours {
+        log_writer::install(writer, route);
+    }
+    LogGuard(Some(guard))
 }
 
 /// One JSON object per event.
@@ -173,5 +194,186 @@ mod tests {
         assert_eq!(lines[0]["level"], "INFO");
         assert!(lines[0]["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{}", lines[0]);
         assert_eq!(lines[1]["requested"], "[1,2]");
+    }
+
+    use crate::telemetry::audit_line::{self, AuditRecord, List};
+    use proptest::prelude::*;
+
+    /// What tracing made of the audit event of `r`, in `format`: the reference.
+    fn traced(r: &AuditRecord<'_>, format: Format) -> Vec<u8> {
+        let buf = Buffer::default();
+        let out = buf.clone();
+        let builder = tracing_subscriber::fmt().with_ansi(false).with_writer(move || out.clone());
+        let emit = || audit_line::trace(r);
+        match format {
+            Format::Json => tracing::subscriber::with_default(builder.event_format(JsonLines).finish(), emit),
+            Format::Text => tracing::subscriber::with_default(builder.finish(), emit),
+        }
+        let bytes = buf.0.lock().unwrap().clone();
+        bytes
+    }
+
+    /// `line` with its timestamp (the first thing in a text line, the value of `timestamp` in a JSON one)
+    /// replaced by `<time>`: tracing reads the clock when it formats, the record when it was made.
+    fn without_time(line: &[u8]) -> String {
+        let text = String::from_utf8(line.to_vec()).unwrap();
+        let at = text.find("\"timestamp\":\"").map_or(0, |i| i + "\"timestamp\":\"".len());
+        let len = "2026-12-06T22:15:50.123456Z".len();
+        assert!(text.get(at..at + len).is_some_and(|t| t.ends_with('Z')), "no timestamp where expected: {text}");
+        format!("{}<time>{}", &text[..at], &text[at + len..])
+    }
+
+    fn any_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            "[a-z0-9./:_-]{1,30}",
+            proptest::collection::vec(any::<char>(), 0..12).prop_map(|c| c.into_iter().collect()),
+            "[\"\\\\\n\t\u{1b}\u{7f}\u{0}é✓\u{300}\u{200b} a]{0,10}",
+        ]
+    }
+
+    /// The owned values of a random record: strings, lists, switches, addresses, numbers.
+    #[derive(Debug, Clone)]
+    struct Owned {
+        texts: Vec<String>,
+        lists: Vec<Vec<String>>,
+        v4: bool,
+        ip: ([u8; 4], [u16; 8]),
+        status: u16,
+        refresh: bool,
+        at: std::time::SystemTime,
+        statics: [usize; 4],
+    }
+
+    impl Owned {
+        fn record(&self) -> AuditRecord<'_> {
+            let t = |i: usize| self.texts[i].as_str();
+            let pick = |i: usize, from: &[&'static str]| from[self.statics[i] % from.len()];
+            AuditRecord {
+                at: self.at,
+                endpoint: pick(0, &["token", "whoami", "access_tokens"]),
+                method: pick(1, &["GET", "POST", "DELETE"]),
+                outcome: pick(2, &crate::telemetry::OUTCOMES),
+                status: self.status,
+                subject: t(0),
+                provider: t(1),
+                auth_method: pick(3, &["none", "password", "robot", "workload", "access_token"]),
+                client_ip: if self.v4 { self.ip.0.into() } else { self.ip.1.into() },
+                client_id: t(2),
+                service: t(3),
+                requested: List::Strings(&self.lists[0]),
+                granted: List::Strings(&self.lists[1]),
+                rules: List::Strings(&self.lists[2]),
+                refresh_token_issued: self.refresh,
+                jti: t(4),
+                workload: [t(5), t(6), t(7)],
+                access_token: t(8),
+                reason: t(9),
+                provider_reason: t(10),
+            }
+        }
+    }
+
+    prop_compose! {
+        fn any_record()(
+            texts in proptest::collection::vec(any_text(), 11),
+            long_client_id in any::<bool>(),
+            lists in proptest::collection::vec(proptest::collection::vec(any_text(), 0..4), 3),
+            v4 in any::<bool>(),
+            ip in any::<([u8; 4], [u16; 8])>(),
+            status in any::<u16>(),
+            refresh in any::<bool>(),
+            secs in 0u64..253_402_300_800,
+            micros in 0u32..1_000_000,
+            statics in any::<[usize; 4]>(),
+        ) -> Owned {
+            let mut texts = texts;
+            if long_client_id {
+                texts[2] += &"x".repeat(120);
+            }
+            let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, micros * 1000);
+            Owned { texts, lists, v4, ip, status, refresh, at, statics }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The log writer's audit line is, byte for byte, the line tracing wrote for the audit event, in
+        /// both formats, whatever the strings hold (quotes, backslashes, control characters, non-ASCII).
+        #[test]
+        fn the_writers_audit_line_is_the_line_tracing_wrote(owned in any_record()) {
+            let r = owned.record();
+            // Through the queue's bytes, as the writer thread reads the record.
+            let mut queued = Vec::new();
+            audit_line::encode(&r, &mut queued);
+            let back = audit_line::decode(&queued).unwrap();
+            for format in [Format::Text, Format::Json] {
+                let mut ours = Vec::new();
+                audit_line::write(&back, format, &mut ours);
+                prop_assert_eq!(without_time(&ours), without_time(&traced(&r, format)), "{:?}", format);
+            }
+            let mut again = Vec::new();
+            audit_line::write(&back, Format::Json, &mut again);
+            let mut direct = Vec::new();
+            audit_line::write(&r, Format::Json, &mut direct);
+            prop_assert_eq!(again, direct, "the timestamp survives the queue to the microsecond");
+        }
+
+        /// The writer's timestamp is humantime's (the one tracing and `JsonLines` write).
+        #[test]
+        fn the_writers_timestamp_is_rfc3339_with_microseconds(secs in 0u64..253_402_300_800, micros in 0u32..1_000_000) {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::new(secs, micros * 1000 + 999);
+            let mut ours = Vec::new();
+            audit_line::timestamp(at, &mut ours);
+            prop_assert_eq!(String::from_utf8(ours).unwrap(), humantime::format_rfc3339_micros(at).to_string());
+        }
+    }
+
+    #[test]
+    fn an_ordinary_audit_line_in_both_formats() {
+        let requested = vec!["repository:payments/api:push,pull".into(), "repository:prod/web:push".into()];
+        let granted = vec!["repository:payments/api:push,pull".into()];
+        let rules = vec!["team-namespaces".into()];
+        let r = AuditRecord {
+            at: std::time::UNIX_EPOCH + std::time::Duration::new(1_796_595_350, 123_456_789),
+            endpoint: "token",
+            method: "GET",
+            outcome: "partial",
+            status: 200,
+            subject: "alice",
+            provider: "local",
+            auth_method: "password",
+            client_ip: "203.0.113.5".parse().unwrap(),
+            client_id: "docker",
+            service: "registry.example.com",
+            requested: List::Strings(&requested),
+            granted: List::Strings(&granted),
+            rules: List::Strings(&rules),
+            refresh_token_issued: false,
+            jti: "T6bOHEcVSlKCndlG-dxKrA",
+            workload: ["", "", ""],
+            access_token: "",
+            reason: "",
+            provider_reason: "",
+        };
+        let mut text = Vec::new();
+        audit_line::write(&r, Format::Text, &mut text);
+        assert_eq!(
+            String::from_utf8(text).unwrap(),
+            "2026-12-06T22:15:50.123456Z  INFO tollgate::audit: decision endpoint=\"token\" method=\"GET\" \
+             outcome=\"partial\" status=200 subject=\"alice\" provider=local auth_method=\"password\" \
+             client_ip=203.0.113.5 client_id=docker service=registry.example.com \
+             requested=[\"repository:payments/api:push,pull\",\"repository:prod/web:push\"] \
+             granted=[\"repository:payments/api:push,pull\"] rules=[\"team-namespaces\"] refresh_token_issued=false \
+             jti=\"T6bOHEcVSlKCndlG-dxKrA\" workload_issuer=\"\" workload_subject=\"\" workload_jti=\"\" \
+             access_token=\"\" reason= provider_reason=\n"
+        );
+        let mut json = Vec::new();
+        audit_line::write(&r, Format::Json, &mut json);
+        let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        assert_eq!(v["timestamp"], "2026-12-06T22:15:50.123456Z");
+        assert_eq!(v["requested"][1], "repository:prod/web:push");
+        assert_eq!((v["status"].as_u64(), v["refresh_token_issued"].as_bool()), (Some(200), Some(false)));
     }
 }

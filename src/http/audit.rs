@@ -4,6 +4,9 @@
 //! to be; what was granted and by which rules) and hand their result to [`Audit::finish`], which writes
 //! exactly one line with target `tollgate::audit` whether the request succeeded or not. It never holds a
 //! secret: no password, token or refresh token is ever stored in it (only the access token's `jti`).
+//! The line is not formatted on the request's thread: `finish` copies what the request gathered into the
+//! log writer's queue as a `telemetry::audit_line::AuditRecord`, and the writer's thread formats and
+//! writes it (`telemetry::log_writer`).
 
 use std::net::IpAddr;
 use std::time::Instant;
@@ -15,20 +18,8 @@ use crate::authn::{Credentials, Login, LoginError};
 use crate::grant::{Explained, Grant};
 use crate::identity::AuthMethod;
 use crate::telemetry;
-
-/// A list as JSON text: the JSON log lines write it as a real array (`cli::logs`), the text ones as it is.
-fn json_list(items: &[String]) -> String {
-    serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
-
-/// The client id as the audit line spells it: `none` when absent, as the metric does; at most 100 characters
-/// of what a client chose.
-fn client_id(id: Option<&str>) -> std::borrow::Cow<'_, str> {
-    match id {
-        None | Some("") => "none".into(),
-        Some(id) => crate::support::clip(id, 100),
-    }
-}
+use crate::telemetry::audit_line::{self, AuditRecord, List};
+use crate::telemetry::log_writer::{self, AuditRoute};
 
 /// What is known about one request, for its audit line.
 pub struct Audit {
@@ -170,34 +161,42 @@ impl Audit {
         result.unwrap_or_else(IntoResponse::into_response)
     }
 
+    /// Hand the line over (see `telemetry::log_writer`: copied into the log writer's queue as it is, and
+    /// formatted and written by its thread) and count the request.
     fn write(&mut self, outcome: &'static str, status: u16, reason: &str) {
         self.written = true;
-        tracing::info!(
-            target: "tollgate::audit",
-            endpoint = self.endpoint,
-            method = self.method,
+        telemetry::token_request(outcome, self.client_id.as_deref(), self.endpoint, self.started.elapsed());
+        match log_writer::audit_route() {
+            (AuditRoute::Off, _) => {}
+            (AuditRoute::Queue, Some(writer)) => writer.audit(&self.record(outcome, status, reason)),
+            _ => audit_line::trace(&self.record(outcome, status, reason)),
+        }
+    }
+
+    fn record<'a>(&'a self, outcome: &'static str, status: u16, reason: &'a str) -> AuditRecord<'a> {
+        let workload = self.workload.as_ref();
+        AuditRecord {
+            at: std::time::SystemTime::now(),
+            endpoint: self.endpoint,
+            method: self.method,
             outcome,
             status,
-            subject = self.subject.as_deref().unwrap_or(""),
-            provider = %self.provider,
-            auth_method = self.auth_method,
-            client_ip = %self.client_ip,
-            client_id = %client_id(self.client_id.as_deref()),
-            service = %self.service,
-            requested = %json_list(&self.requested),
-            granted = %json_list(&self.granted),
-            rules = %json_list(&self.rules),
-            refresh_token_issued = self.refresh_token_issued,
-            jti = self.jti.as_deref().unwrap_or(""),
-            workload_issuer = self.workload.as_ref().map_or("", |w| w[0].as_str()),
-            workload_subject = self.workload.as_ref().map_or("", |w| w[1].as_str()),
-            workload_jti = self.workload.as_ref().map_or("", |w| w[2].as_str()),
-            access_token = self.access_token.as_deref().unwrap_or(""),
-            reason = %reason,
-            provider_reason = %self.provider_reason,
-            "decision"
-        );
-        telemetry::token_request(outcome, self.client_id.as_deref(), self.endpoint, self.started.elapsed());
+            subject: self.subject.as_deref().unwrap_or(""),
+            provider: &self.provider,
+            auth_method: self.auth_method,
+            client_ip: self.client_ip,
+            client_id: self.client_id.as_deref().unwrap_or(""),
+            service: &self.service,
+            requested: List::Strings(&self.requested),
+            granted: List::Strings(&self.granted),
+            rules: List::Strings(&self.rules),
+            refresh_token_issued: self.refresh_token_issued,
+            jti: self.jti.as_deref().unwrap_or(""),
+            workload: [0, 1, 2].map(|i| workload.map_or("", |w| w[i].as_str())),
+            access_token: self.access_token.as_deref().unwrap_or(""),
+            reason,
+            provider_reason: &self.provider_reason,
+        }
     }
 }
 

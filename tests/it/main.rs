@@ -13,6 +13,7 @@
 mod access_tokens;
 mod ad;
 mod api;
+mod audit_log;
 mod cli;
 mod compose;
 mod docs;
