@@ -18,11 +18,14 @@
 #   11b. issue 28's policy-size table from outside: the release binary with 10, 1,000, 10,000 and 50,000
 #      rules (one per team, a user in 50 teams), start to ready, warm /token req/s and p99 (wrk), peak RSS,
 #      sizes alternating in rounds, each size's rate as a share of 10 rules          (scripts/rules-sweep.sh)
+#   16. with BENCH_INSTRUCTIONS=1: instructions per warm GET /token under valgrind, by part of the request, a
+#      figure the machine's load does not move (and BENCH_BEFORE's, to compare)  (scripts/instructions.sh)
 #
 # Knobs: BENCH_ROUNDS (3), BENCH_SECS (4), BENCH_CONNS (32 load connections), BENCH_N (LDAP requests per case, 300), BENCH_PULLS (10),
 # BENCH_BCRYPT_COST (htpasswd cost, 5 as `htpasswd -B`). BENCH_SKIP_IT=1 runs only 1-4 (no slapd/registry).
 # BENCH_SKIP_AUDIT=1 skips 12 (it needs wrk, Debian package wrk). BENCH_SKIP_SWEEP=1 skips 11b (wrk too; about
-# 1 minute); BENCH_BEFORE=BINARY measures an older build in the same rounds as 11b, alternating (before, then after).
+# 1 minute); BENCH_BEFORE=BINARY measures an older build in the same rounds as 11b, alternating (before, then after),
+# and in 16. BENCH_INSTRUCTIONS=1 runs 16 (it needs valgrind, Debian package valgrind; about 15 s per binary).
 # Needs what scripts/test.sh installs (slapd, docker-registry, skopeo); run that once first.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,7 +39,8 @@ cargo bench --bench tollgate -- "$@"
 if [[ ${BENCH_SKIP_AUDIT:-0} != 1 ]]; then
     cargo build --release --bin tollgate
     echo "== 12. audit line on (A) against off (B), warm GET /token, wrk -t1 -c16"
-    bash scripts/ab.sh target/release/tollgate "" target/release/tollgate "TOLLGATE_LOG=info,tollgate::audit=off" \
+    bin="${CARGO_TARGET_DIR:-target}/release/tollgate"
+    bash scripts/ab.sh "$bin" "" "$bin" "TOLLGATE_LOG=info,tollgate::audit=off" \
         "${BENCH_ROUNDS:-3}" "${BENCH_SECS:-8}"
 fi
 
@@ -44,6 +48,12 @@ if [[ ${BENCH_SKIP_SWEEP:-0} != 1 ]]; then
     cargo build --release --bin tollgate
     echo "== 11b. policy size from outside: the release binary at 10 to 50,000 rules, wrk -t1 -c16"
     SWEEP_ROUNDS=${BENCH_ROUNDS:-3} bash scripts/rules-sweep.sh ${BENCH_BEFORE:+"$BENCH_BEFORE"} "${CARGO_TARGET_DIR:-target}/release/tollgate"
+fi
+
+if [[ ${BENCH_INSTRUCTIONS:-0} == 1 ]]; then
+    cargo build --release --bin tollgate
+    echo "== 16. instructions per warm GET /token (valgrind's callgrind), by part of the request"
+    bash scripts/instructions.sh ${BENCH_BEFORE:+"$BENCH_BEFORE"} "${CARGO_TARGET_DIR:-target}/release/tollgate"
 fi
 
 if [[ ${BENCH_SKIP_IT:-0} != 1 ]]; then
