@@ -8,7 +8,10 @@
 # Each serves the embedded demo config from a directory of its own; its stderr goes through a pipe to a
 # reader, as a container runtime's log collector reads it. The load is wrk (Debian package wrk), one
 # thread and 16 keep-alive connections, alice's Basic credentials and one scope, after one warming
-# request. Prints each round's requests per second and B's median as a share of A's.
+# request. Prints each round's requests per second and the CPU time per request of the server's session
+# (tollgate, its log reader and the shell between, read from /proc before and after the round), then B's
+# medians as a share of A's. Other work on the machine moves requests per second much more than CPU time
+# per request, so the second is the figure to compare on a busy machine.
 #
 # Examples:
 #   bash scripts/ab.sh target/release/tollgate "" target/release/tollgate "TOLLGATE_LOG=info,tollgate::audit=off"
@@ -35,15 +38,31 @@ for p in "$pa_port" "$pb_port"; do
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$p/healthz" >/dev/null && break; sleep 0.1; done
     curl -sf -H "Authorization: $auth" "http://127.0.0.1:$p$url" >/dev/null || { echo "ab.sh: server on $p does not answer" >&2; exit 1; }
 done
-ra=() rb=()
+ticks() { # CPU ticks of every process in session $1
+    local t=0
+    for pid in $(ps -o pid= -s "$1"); do
+        [[ -r /proc/$pid/stat ]] || continue
+        t=$((t + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+    done
+    echo $t
+}
+hz=$(getconf CLK_TCK)
+ra=() rb=() ca=() cb=()
 for r in $(seq "$rounds"); do
     for side in A B; do
-        p=$pa_port; [[ $side == B ]] && p=$pb_port
-        rps=$(wrk -t1 -c16 -d"${secs}s" -H "Authorization: $auth" "http://127.0.0.1:$p$url" | awk '/Requests\/sec/ {print $2}')
-        echo "round $r $side $rps req/s"
-        if [[ $side == A ]]; then ra+=("$rps"); else rb+=("$rps"); fi
+        p=$pa_port s=$pa; [[ $side == B ]] && p=$pb_port s=$pb
+        t0=$(ticks "$s")
+        out=$(wrk -t1 -c16 -d"${secs}s" -H "Authorization: $auth" "http://127.0.0.1:$p$url")
+        t1=$(ticks "$s")
+        rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+        cpu=$(awk -v n="$(awk '/requests in/ {print $1}' <<<"$out")" -v d=$((t1 - t0)) -v hz="$hz" \
+            'BEGIN {printf "%.2f", 1e6 * d / hz / n}')
+        echo "round $r $side $rps req/s, $cpu us CPU per request"
+        if [[ $side == A ]]; then ra+=("$rps") ca+=("$cpu"); else rb+=("$rps") cb+=("$cpu"); fi
     done
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 ma=$(median "${ra[@]}") mb=$(median "${rb[@]}")
 awk -v a="$ma" -v b="$mb" 'BEGIN {printf "median A %.0f, B %.0f req/s: B is %.1f %% of A\n", a, b, 100 * b / a}'
+ma=$(median "${ca[@]}") mb=$(median "${cb[@]}")
+awk -v a="$ma" -v b="$mb" 'BEGIN {printf "median A %.2f, B %.2f us CPU per request: B is %.1f %% of A\n", a, b, 100 * b / a}'
