@@ -184,6 +184,7 @@ fn run(shared: &Shared, mut out: Box<dyn Write + Send>) {
         };
         let mut rest = &batch[..];
         while let Some((kind, entry, next)) = split_entry(rest) {
+            let start = buf.len();
             match kind {
                 AUDIT => {
                     if let Some(record) = audit_line::decode(entry) {
@@ -191,6 +192,9 @@ fn run(shared: &Shared, mut out: Box<dyn Write + Send>) {
                     }
                 }
                 _ => buf.extend_from_slice(entry),
+            }
+            if shared.format == Format::Text {
+                one_line(&mut buf, start);
             }
             rest = next;
         }
@@ -207,6 +211,31 @@ fn run(shared: &Shared, mut out: Box<dyn Write + Send>) {
             std::thread::sleep(LINGER);
         }
     }
+}
+
+/// Keep the text line that starts at `start` of `buf` one line: the text format writes some values as they
+/// are (tracing's `%` fields: a refused `service`, a `client_id`), and a client that puts a newline in one
+/// must not start a line of its own making (a forged audit line). A control character before the line's
+/// final newline is written as an escape (`\n`, `\r`, `\t`, `\x1b`); lines without one, every ordinary
+/// line, are left as they are. The JSON format escapes them itself.
+fn one_line(buf: &mut Vec<u8>, start: usize) {
+    let end = buf.len() - usize::from(buf.last() == Some(&b'\n') && buf.len() > start);
+    let is_control = |b: &u8| *b < 0x20 || *b == 0x7f;
+    let Some(first) = buf[start..end].iter().position(is_control) else { return };
+    let tail: Vec<u8> = buf.split_off(start + first);
+    let (body, newline) = tail.split_at(end - start - first);
+    for &b in body {
+        match b {
+            b'\n' => buf.extend_from_slice(b"\\n"),
+            b'\r' => buf.extend_from_slice(b"\\r"),
+            b'\t' => buf.extend_from_slice(b"\\t"),
+            b if is_control(&b) => {
+                let _ = write!(buf, "\\x{b:02x}");
+            }
+            b => buf.push(b),
+        }
+    }
+    buf.extend_from_slice(newline);
 }
 
 /// The first entry of `bytes`: its kind, its bytes and what follows it.
@@ -329,6 +358,22 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    #[test]
+    fn a_text_line_stays_one_line_whatever_its_values_hold() {
+        let mut buf = b"earlier line\n".to_vec();
+        let start = buf.len();
+        buf.extend_from_slice(b"decision service=a\n2026 INFO forged=1\r\x1b[31m\ttab\n");
+        one_line(&mut buf, start);
+        assert_eq!(buf, b"earlier line\ndecision service=a\\n2026 INFO forged=1\\r\\x1b[31m\\ttab\n".to_vec());
+        // An ordinary line, and one without its newline, are left as they are.
+        let mut plain = b"decision service=registry.local client_id=\"x\"\n".to_vec();
+        one_line(&mut plain, 0);
+        assert_eq!(plain, b"decision service=registry.local client_id=\"x\"\n".to_vec());
+        let mut cut = b"a\nb".to_vec();
+        one_line(&mut cut, 0);
+        assert_eq!(cut, b"a\\nb".to_vec());
     }
 
     #[test]

@@ -171,3 +171,28 @@ fn the_log_filter_turns_the_audit_line_off_but_not_the_metrics() {
     let m = t.metrics();
     assert_eq!(sample(&m, "tollgate_token_requests_total{outcome=\"granted\",client_id=\"none\"}"), 3.0, "{m}");
 }
+
+/// The text format writes a refused `service` and the `client_id` as the client sent them; a newline in one
+/// must not let an unauthenticated client start a log line of its own (here a forged audit line). Every
+/// line of the log is one the server began: the control characters are escaped inside the decision's line.
+#[test]
+fn a_newline_in_what_a_client_sends_cannot_forge_a_log_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = demo(dir.path(), "text");
+    let forged = "2026-01-01T00:00:00.000000Z  INFO tollgate::audit: decision outcome=\"granted\" subject=\"mallory\"";
+    let q = format!(
+        "/token?service=registry.local%0A{}&client_id=ci%0D%0A{}&scope=repository:payments/api:pull",
+        enc(forged),
+        enc(forged)
+    );
+    assert_eq!(t.get(&q, &[]).status, 400);
+    let logs = t.logs();
+    let decision = logs.lines().find(|l| l.contains("tollgate::audit: decision endpoint=")).expect("the audit line");
+    assert!(decision.contains("registry.local\\n2026-01-01T00:00:00.000000Z"), "{decision}");
+    for line in logs.lines() {
+        assert!(
+            line.starts_with("20") && !line.starts_with("2026-01-01T00:00:00"),
+            "a line the server did not begin: {line:?}\n{logs}"
+        );
+    }
+}
