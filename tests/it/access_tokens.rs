@@ -55,16 +55,7 @@ pub(crate) fn created(tg: &Tollgate, creds: (&str, &str), scope: &[&str], expire
 }
 
 pub(crate) fn registry_for(tg: &Tollgate, env: &TestEnv) -> Registry {
-    Registry::start(RegistryOptions {
-        auth: Some(TokenAuth {
-            realm: format!("http://{}/token", tg.addr),
-            service: SERVICE.into(),
-            issuer: ISSUER.into(),
-            rootcertbundle: Some(env.bundle()),
-            jwks: None,
-        }),
-        ..Default::default()
-    })
+    registry_at(format!("http://{}/token", tg.addr), env.bundle())
 }
 
 fn json_of(r: &HttpResponse) -> Value {

@@ -97,16 +97,7 @@ fn ad_groups_grant_push_and_pull_through_the_registry_for_direct_nested_escaped_
     let dc = SambaDc::start();
     let env = env(&dc, Tls::Ldaps, "  ttl: 5m\n");
     let (t, bundle) = serve(&env);
-    let reg = Registry::start(RegistryOptions {
-        auth: Some(TokenAuth {
-            realm: format!("http://{}/token", t.addr),
-            service: SERVICE.into(),
-            issuer: ISSUER.into(),
-            rootcertbundle: Some(bundle),
-            jwks: None,
-        }),
-        ..Default::default()
-    });
+    let reg = registry_at(format!("http://{}/token", t.addr), bundle);
     let tmp = tempfile::tempdir().unwrap();
     let image = format!("oci:{}:latest", oci_image(tmp.path(), "ad-payments").display());
     let skopeo = Skopeo::new();

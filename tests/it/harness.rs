@@ -154,9 +154,14 @@ impl TestEnv {
 
 /// A real registry 2.8 in token mode whose realm is `running` and which trusts the keys in `bundle`.
 pub fn registry_trusting(running: &Running, bundle: PathBuf) -> crate::rig::Registry {
+    registry_at(running.realm(), bundle)
+}
+
+/// A registry whose token realm is `realm` (`http://ADDR/token` of a tollgate), trusting `bundle`.
+pub fn registry_at(realm: String, bundle: PathBuf) -> crate::rig::Registry {
     crate::rig::Registry::start(crate::rig::RegistryOptions {
         auth: Some(crate::rig::TokenAuth {
-            realm: running.realm(),
+            realm,
             service: SERVICE.into(),
             issuer: ISSUER.into(),
             rootcertbundle: Some(bundle),

@@ -385,16 +385,7 @@ fn after_a_logout_a_new_pull_fails_at_once_and_a_token_already_issued_lives_at_m
     // exp 60 s earlier than the lifetime: the registry's own 60 s leeway past exp brings it back.
     let env = env_with(&redis, keycloak(&idp), "  lifetime: 60s\n  registry_leeway: 60s\n");
     let (a, b) = (replica(&env, "a"), replica(&env, "b"));
-    let reg = crate::rig::Registry::start(crate::rig::RegistryOptions {
-        auth: Some(crate::rig::TokenAuth {
-            realm: format!("http://{}/token", a.addr),
-            service: SERVICE.into(),
-            issuer: ISSUER.into(),
-            rootcertbundle: Some(env.bundle()),
-            jwks: None,
-        }),
-        ..Default::default()
-    });
+    let reg = registry_at(format!("http://{}/token", a.addr), env.bundle());
     let skopeo = crate::rig::skopeo::Skopeo::new();
     let tmp = tempfile::tempdir().unwrap();
     let refresh = refresh_token(&a, ERIN);

@@ -83,16 +83,7 @@ impl World {
         });
         std::fs::write(env.path().join("workload-policy.yaml"), POLICY).unwrap();
         let tg = Tollgate::start(&env, &[]);
-        let reg = Registry::start(RegistryOptions {
-            auth: Some(TokenAuth {
-                realm: format!("http://{}/token", tg.addr),
-                service: SERVICE.into(),
-                issuer: ISSUER.into(),
-                rootcertbundle: Some(env.bundle()),
-                jwks: None,
-            }),
-            ..Default::default()
-        });
+        let reg = registry_at(format!("http://{}/token", tg.addr), env.bundle());
         World { reg, tg, _env: env }
     }
 
