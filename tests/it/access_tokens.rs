@@ -375,27 +375,17 @@ fn the_cli_creates_lists_rotates_and_revokes_through_the_registrys_tollgate() {
 
 /// Two replicas on one real Redis sharing the signing key, the refresh secret and the access-token secret.
 fn two_replicas(redis: &crate::rig::redis::RedisServer) -> (TestEnv, Tollgate, Tollgate) {
-    let env = TestEnv::with(Opts {
-        extra_token_yaml: "  keys:\n    - key_file: shared/signing.key\n      cert_file: shared/signing.crt\n".into(),
-        extra_yaml: format!(
-            "refresh_tokens:\n  secret_file: shared/refresh-secret\n\
-             access_tokens:\n  secret_file: shared/access-token-secret\n  group_admins: [admins]\n\
-             state:\n  store: redis\n  redis_url_file: {}\n  key_prefix: \"tg-pat:\"\n",
-            redis.url_file().display()
-        ),
-        ..Opts::default()
-    });
-    let shared = env.path().join("shared");
-    std::fs::create_dir_all(&shared).unwrap();
-    tollgate::token::keys::generate_key_files(&shared.join("signing.key"), &shared.join("signing.crt"), "replicas")
-        .expect("key");
-    std::fs::write(shared.join("refresh-secret"), "a-refresh-secret-shared-by-every-replica-0123456789").unwrap();
-    std::fs::write(shared.join("access-token-secret"), "an-access-token-secret-shared-by-every-replica-0123").unwrap();
-    let start = |name: &str| {
-        let data = env.path().join(format!("data-{name}"));
-        Tollgate::start(&env, &[("TOLLGATE_SERVER__DATA_DIR", data.to_str().unwrap())])
-    };
-    let (a, b) = (start("a"), start("b"));
+    let state = format!("  redis_url_file: {}\n", redis.url_file().display());
+    let env = crate::replicas::replica_env_with(&state, String::new(), "");
+    std::fs::write(
+        env.path().join("shared/access-token-secret"),
+        "an-access-token-secret-shared-by-every-replica-0123",
+    )
+    .unwrap();
+    let mut config = std::fs::read_to_string(&env.config).unwrap();
+    config += "access_tokens:\n  secret_file: shared/access-token-secret\n  group_admins: [admins]\n";
+    std::fs::write(&env.config, config).unwrap();
+    let (a, b) = (crate::replicas::replica(&env, "a"), crate::replicas::replica(&env, "b"));
     (env, a, b)
 }
 
