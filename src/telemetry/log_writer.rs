@@ -15,7 +15,7 @@
 //! than once a line; only when it finds the queue empty does it park, and then the next entry wakes it
 //! at once (a lone line is not delayed). Requests never wake it while it is awake or lingering.
 //!
-//! At most [`QUEUE_LINES`] entries wait; when the queue is full (stderr is read slower than lines come)
+//! At most [`QUEUE_LINES`] entries and about [`QUEUE_BYTES`] bytes wait; when the queue is full (stderr is read slower than lines come)
 //! the newest are dropped and counted (`tollgate_log_lines_dropped_total`). [`WriterGuard`] closes the
 //! queue and waits for every queued entry to be written: a graceful shutdown loses nothing.
 
@@ -27,9 +27,14 @@ use std::time::Duration;
 
 use super::audit_line::{self, AuditRecord};
 
-/// Most entries queued for stderr. At the audit line's size (under 1 KiB) that is at most 8 MiB, and at
-/// 30,000 requests a second it is a quarter of a second of lines that a slow reader may lag behind.
+/// Most entries queued for stderr. At the audit line's usual size (under 1 KiB) that is at most 8 MiB, and
+/// at 30,000 requests a second it is a quarter of a second of lines that a slow reader may lag behind.
 pub const QUEUE_LINES: usize = 8192;
+
+/// Most bytes queued: a client chooses how long its audit line is (64 scopes of 512 bytes, more with a
+/// higher `server.max_scopes`), so the count alone would let long lines hold hundreds of megabytes while
+/// the reader lags. An entry is queued while fewer bytes than this wait, so at most one entry more.
+pub const QUEUE_BYTES: usize = 16 << 20;
 
 /// How long the writer waits after a write before it looks at the queue again: under load, the lines of
 /// that time go out together, and the writer wakes by its own timer instead of by each request.
@@ -72,7 +77,7 @@ impl Shared {
     /// Queue one entry of `kind`, whose bytes `fill` appends.
     fn push(&self, kind: u8, fill: impl FnOnce(&mut Vec<u8>)) {
         let mut q = self.lock();
-        if q.closed || q.count >= QUEUE_LINES {
+        if q.closed || q.count >= QUEUE_LINES || q.bytes.len() >= QUEUE_BYTES {
             drop(q);
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -391,6 +396,23 @@ mod tests {
         let expected: String =
             std::iter::once("first\n".to_string()).chain((0..QUEUE_LINES).map(|i| format!("{i}\n"))).collect();
         assert!(gate.text() == expected, "every queued line, in order, and none of the dropped ones");
+    }
+
+    #[test]
+    fn long_lines_fill_the_queue_by_their_bytes_not_their_count() {
+        let gate = Gate::closed();
+        let (w, guard) = LogWriter::start(Box::new(gate.clone()), Format::Json).unwrap();
+        w.line(b"first\n");
+        gate.wait_for_a_blocked_write();
+        let long = vec![b'x'; 64 << 10];
+        for _ in 0..1000 {
+            w.line(&long);
+        }
+        let queued = QUEUE_BYTES.div_ceil(long.len() + 5);
+        assert_eq!(w.dropped(), 1000 - queued as u64, "{} of 1000 lines of 64 KiB fit", queued);
+        gate.open();
+        drop(guard);
+        assert_eq!(gate.text().len(), "first\n".len() + queued * long.len());
     }
 
     #[test]
